@@ -1,0 +1,329 @@
+//! Benchmarks of the real `vigil` binary. Build everything first, then run from the target dir:
+//!
+//! ```text
+//! cargo build --release --workspace
+//! target/release/vigil-bench crash-restart --restarts 300
+//! target/release/vigil-bench idle --agents 10,100,1000 --seconds 60
+//! ```
+//!
+//! Results go to stdout as a table and, with `--json`, as one JSON object.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(about = "Benchmarks for vigil (see BENCHMARKS.md)")]
+struct Cli {
+    /// The vigil binary to measure (default: `vigil` next to this binary)
+    #[arg(long, global = true)]
+    vigil: Option<PathBuf>,
+    /// Also print the results as JSON
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Time from an agent's exit to the start of its replacement
+    CrashRestart {
+        #[arg(long, default_value_t = 300)]
+        restarts: usize,
+        /// How long each agent run lives before it exits
+        #[arg(long, default_value_t = 20)]
+        lifetime_ms: u64,
+    },
+    /// vigil's memory and CPU while supervising idle agents, and the time to start them all
+    Idle {
+        #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+        agents: Vec<usize>,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+}
+
+fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.parent().context("no parent dir")?.join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: run `cargo build --release --workspace` first",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let vigil = match cli.vigil {
+        Some(p) => p,
+        None => sibling("vigil")?,
+    };
+    let result = match cli.bench {
+        Bench::CrashRestart {
+            restarts,
+            lifetime_ms,
+        } => crash_restart(&vigil, restarts, lifetime_ms)?,
+        Bench::Idle { agents, seconds } => {
+            let mut rows = Vec::new();
+            for n in agents {
+                rows.push(idle(&vigil, n, seconds)?);
+            }
+            json!({ "idle": rows })
+        }
+    };
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    }
+    Ok(())
+}
+
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    fn start(vigil: &Path, dir: &Path, config: &str) -> Result<Daemon> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("vigil.toml"), config)?;
+        let log = std::fs::File::create(dir.join("vigil.out"))?;
+        let child = Command::new(vigil)
+            .args(["run", "-c"])
+            .arg(dir.join("vigil.toml"))
+            .env("VIGIL_LOG", "warn")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", vigil.display()))?;
+        Ok(Daemon {
+            child,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fail with vigil's own output if it has exited.
+    fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            let out = std::fs::read_to_string(self.dir.join("vigil.out")).unwrap_or_default();
+            bail!("vigil exited ({status}):\n{out}");
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait; returns how long the graceful stop took.
+    fn stop(mut self) -> Result<Duration> {
+        let t = Instant::now();
+        Command::new("kill").arg(self.pid().to_string()).status()?;
+        self.child.wait()?;
+        let took = t.elapsed();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(took)
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("vigil-bench-{name}-{}", std::process::id()))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// The floor no supervisor can beat on this machine right now: from asking the kernel for a
+/// new process (posix_spawn, via std) to the agent's first instruction.
+fn spawn_floor(agent: &Path, dir: &Path, runs: usize) -> Result<f64> {
+    let file = dir.join("floor.txt");
+    let mut gaps = Vec::new();
+    for _ in 0..runs {
+        let _ = std::fs::remove_file(&file);
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos();
+        Command::new(agent).arg(&file).arg("0").status()?;
+        let text = std::fs::read_to_string(&file)?;
+        let started: u128 = text.lines().next().context("empty")?[6..].parse()?;
+        gaps.push(started.saturating_sub(before) as f64 / 1e6);
+    }
+    gaps.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok(percentile(&gaps, 0.5))
+}
+
+fn crash_restart(vigil: &Path, restarts: usize, lifetime_ms: u64) -> Result<serde_json::Value> {
+    let agent = sibling("vigil-bench-agent")?;
+    let dir = scratch("crash");
+    let _ = std::fs::remove_dir_all(&dir);
+    let times = dir.join("times.txt");
+    let config = format!(
+        r#"[vigil]
+state_dir = "state"
+
+[agents.crasher]
+command = ["{}", "{}", "{lifetime_ms}"]
+
+[agents.crasher.policy]
+cooldown = "0s"
+backoff_initial = "0s"
+backoff_max = "0s"
+max_restarts = 1000000
+window = "1h"
+"#,
+        agent.display(),
+        times.display()
+    );
+    std::fs::create_dir_all(&dir)?;
+    let floor = spawn_floor(&agent, &dir, 200)?;
+    let mut daemon = Daemon::start(vigil, &dir, &config)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        daemon.check_alive()?;
+        let starts = std::fs::read_to_string(&times)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("start"))
+            .count();
+        if starts > restarts {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {starts} starts after 120s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&times)?;
+    daemon.stop()?;
+
+    let mut gaps_ms = Vec::new();
+    let mut last_exit: Option<u128> = None;
+    for line in text.lines() {
+        let (kind, ns) = line.split_once(' ').context("bad line")?;
+        let ns: u128 = ns.parse()?;
+        match kind {
+            "exit" => last_exit = Some(ns),
+            "start" => {
+                if let Some(e) = last_exit.take() {
+                    gaps_ms.push((ns.saturating_sub(e)) as f64 / 1e6);
+                }
+            }
+            _ => {}
+        }
+    }
+    gaps_ms.truncate(restarts);
+    gaps_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = gaps_ms.len();
+    let mean = gaps_ms.iter().sum::<f64>() / n as f64;
+    let (p50, p90, p99, max) = (
+        percentile(&gaps_ms, 0.5),
+        percentile(&gaps_ms, 0.9),
+        percentile(&gaps_ms, 0.99),
+        gaps_ms[n - 1],
+    );
+    println!(
+        "crash-to-restart latency over {n} restarts (agent exit → replacement's first instruction):"
+    );
+    println!(
+        "  median {p50:.3} ms   p90 {p90:.3} ms   p99 {p99:.3} ms   max {max:.3} ms   mean {mean:.3} ms"
+    );
+    println!(
+        "  floor on this machine right now (spawn → the agent's first instruction, no supervisor): median {floor:.3} ms"
+    );
+    Ok(json!({
+        "bench": "crash-restart",
+        "restarts": n,
+        "spawn_floor_median_ms": floor,
+        "median_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max, "mean_ms": mean,
+    }))
+}
+
+/// (RSS in KiB, CPU ticks used so far).
+fn usage(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok((rss, ticks))
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn count_runs(state: &Path) -> usize {
+    let Ok(text) = std::fs::read_to_string(state) else {
+        return 0;
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return 0;
+    };
+    v["agents"]
+        .as_object()
+        .map(|a| a.values().filter(|x| x["run"]["pid"].is_number()).count())
+        .unwrap_or(0)
+}
+
+fn idle(vigil: &Path, n: usize, seconds: u64) -> Result<serde_json::Value> {
+    let dir = scratch(&format!("idle{n}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let instances: Vec<String> = (0..n).map(|i| format!("\"{i}\"")).collect();
+    let config = format!(
+        "[vigil]\nstate_dir = \"state\"\n\n[agents.idle]\ncommand = [\"sleep\", \"1000000\"]\ninstances = [{}]\n",
+        instances.join(", ")
+    );
+    let t0 = Instant::now();
+    let mut daemon = Daemon::start(vigil, &dir, &config)?;
+    let state = dir.join("state/state.json");
+    while count_runs(&state) < n {
+        daemon.check_alive()?;
+        if t0.elapsed() > Duration::from_secs(60) {
+            bail!("{n} agents not started within 60s");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let start_all = t0.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, ticks0) = usage(daemon.pid())?;
+    let t1 = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (rss_kib, ticks1) = usage(daemon.pid())?;
+    let cpu_pct = (ticks1 - ticks0) as f64 / clock_ticks() / t1.elapsed().as_secs_f64() * 100.0;
+    let stop = daemon.stop()?;
+    println!(
+        "{n:>5} idle agents: all started in {:.0} ms · RSS {:.1} MB · CPU {cpu_pct:.3} % of a core over {seconds}s · stop all {:.0} ms",
+        start_all.as_secs_f64() * 1e3,
+        rss_kib as f64 / 1024.0,
+        stop.as_secs_f64() * 1e3
+    );
+    Ok(json!({
+        "agents": n,
+        "start_all_ms": start_all.as_secs_f64() * 1e3,
+        "rss_mb": rss_kib as f64 / 1024.0,
+        "cpu_percent": cpu_pct,
+        "seconds": seconds,
+        "stop_all_ms": stop.as_secs_f64() * 1e3,
+    }))
+}

@@ -1,0 +1,26 @@
+//! Outputs of the core: what the edges must do.
+
+use crate::audit::AuditEntry;
+use crate::event::AgentId;
+use crate::signal::Signal;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Append to the journal, durably, before any later action of the same batch runs.
+    Audit(AuditEntry),
+    /// Create the agent's process; answer with `Spawned` or `SpawnFailed`.
+    Spawn { agent: AgentId },
+    /// Send `signal` to the process group (and any escaped member) of the run whose main
+    /// process is `pid`.
+    Signal {
+        agent: AgentId,
+        pid: u32,
+        signal: Signal,
+    },
+    /// SIGKILL every process left of the run whose main process is `pid`.
+    Kill { agent: AgentId, pid: u32 },
+    /// The main process is gone but its tree is not: report `TreeEmpty` once it is.
+    WatchTree { agent: AgentId, pid: u32 },
+    /// The agent left the configuration and has no process: drop everything about it.
+    Forget { agent: AgentId },
+}

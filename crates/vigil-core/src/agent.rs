@@ -1,0 +1,1064 @@
+//! One agent's state machine.
+//!
+//! Every transition is a method taking `now` and an [`Outbox`]; nothing here performs IO.
+//! The [`crate::Supervisor`] routes events to agents and keeps the timer index in sync with
+//! the deadlines each agent holds in [`Timers`].
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::action::Action;
+use crate::audit::{AuditAction, AuditEntry};
+use crate::budget::RestartHistory;
+use crate::event::{AgentId, Command, ExitStatus, Requester};
+use crate::policy::{OnExhausted, RestartMode};
+use crate::signal::Signal;
+use crate::spec::AgentSpec;
+use crate::time::human_duration;
+
+/// The states users see (`vigil status`, metrics, the dashboard).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AgentState {
+    Starting,
+    Running,
+    Backoff,
+    Stopping,
+    Stopped,
+    Quarantined,
+}
+
+impl AgentState {
+    pub const ALL: [AgentState; 6] = [
+        AgentState::Starting,
+        AgentState::Running,
+        AgentState::Backoff,
+        AgentState::Stopping,
+        AgentState::Stopped,
+        AgentState::Quarantined,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Starting => "starting",
+            AgentState::Running => "running",
+            AgentState::Backoff => "backoff",
+            AgentState::Stopping => "stopping",
+            AgentState::Stopped => "stopped",
+            AgentState::Quarantined => "quarantined",
+        }
+    }
+}
+
+impl fmt::Display for AgentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a command was not carried out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandError {
+    /// Quarantined agents only come back through `reset`, so a human reads why first.
+    Quarantined {
+        reason: String,
+    },
+    ShuttingDown,
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::Quarantined { reason } => {
+                write!(
+                    f,
+                    "quarantined ({reason}); `reset` clears the quarantine and starts it"
+                )
+            }
+            CommandError::ShuttingDown => write!(f, "vigil is shutting down"),
+        }
+    }
+}
+
+/// What a command did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandOutcome {
+    Started,
+    AlreadyRunning,
+    Stopping,
+    Stopped,
+    AlreadyStopped,
+    Restarting,
+    /// The agent is stopping; it will start once it has stopped.
+    WillStart,
+    Reset,
+}
+
+impl fmt::Display for CommandOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CommandOutcome::Started => "started",
+            CommandOutcome::AlreadyRunning => "already running",
+            CommandOutcome::Stopping => "stopping",
+            CommandOutcome::Stopped => "stopped",
+            CommandOutcome::AlreadyStopped => "already stopped",
+            CommandOutcome::Restarting => "restarting",
+            CommandOutcome::WillStart => "will start once stopped",
+            CommandOutcome::Reset => "reset",
+        })
+    }
+}
+
+/// How the last run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LastExit {
+    pub status: ExitStatus,
+    pub at: Instant,
+    pub uptime: Duration,
+    /// vigil asked for this exit.
+    pub expected: bool,
+}
+
+/// What survives a restart of vigil itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AgentMemory {
+    /// Automatic restarts still inside the window.
+    pub restarts: Vec<Instant>,
+    pub total_restarts: u64,
+    /// A human stopped it: do not autostart it again.
+    pub held: bool,
+    pub quarantined: Option<String>,
+    pub crash_streak: u32,
+    pub escalated: bool,
+}
+
+/// A failure the policy must answer.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Failure {
+    pub reason: String,
+    /// How long the failed run lasted, when there was one.
+    pub uptime: Option<Duration>,
+}
+
+/// What to do once a stop has completed.
+#[derive(Clone, Debug, PartialEq)]
+enum Then {
+    Stay,
+    Start,
+    Remove,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Phase {
+    Stopped,
+    /// `pid` is `None` while the spawn is in flight.
+    Starting {
+        pid: Option<u32>,
+        since: Instant,
+    },
+    Running {
+        pid: u32,
+        since: Instant,
+    },
+    Stopping {
+        pid: Option<u32>,
+        since: Instant,
+        then: Then,
+        main_exit: Option<ExitStatus>,
+    },
+    Backoff {
+        until: Instant,
+        /// Waiting out an exhausted budget (`on_exhausted = "retry_after"`).
+        retry: bool,
+    },
+    Quarantined {
+        reason: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Timers {
+    pub restart: Option<Instant>,
+    pub kill: Option<Instant>,
+    pub stable: Option<Instant>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum TimerKind {
+    Restart,
+    Kill,
+    Stable,
+}
+
+/// Actions produced while handling one input.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    pub actions: std::collections::VecDeque<Action>,
+    /// vigil's own pid: never signalled, never adopted, never spawned over.
+    pub self_pid: u32,
+}
+
+impl Outbox {
+    fn push(&mut self, action: Action) {
+        self.actions.push_back(action);
+    }
+
+    fn audit(&mut self, entry: AuditEntry) {
+        self.push(Action::Audit(entry));
+    }
+
+    /// Signals are only ever sent to agent processes: never to vigil, init or "all".
+    fn signal(&mut self, agent: AgentId, pid: u32, signal: Signal) {
+        if self.targetable(pid) {
+            self.push(Action::Signal { agent, pid, signal });
+        }
+    }
+
+    fn kill(&mut self, agent: AgentId, pid: u32) {
+        if self.targetable(pid) {
+            self.push(Action::Kill { agent, pid });
+        }
+    }
+
+    pub fn targetable(&self, pid: u32) -> bool {
+        pid > 1 && pid != self.self_pid
+    }
+}
+
+pub struct Agent {
+    id: AgentId,
+    spec: AgentSpec,
+    phase: Phase,
+    /// vigil should keep this agent running (false once stopped on purpose or shutting down).
+    want_running: bool,
+    /// A human stopped it; remembered across vigil restarts.
+    held: bool,
+    restarts: RestartHistory,
+    total_restarts: u64,
+    /// Failures since the last healthy (`stable_after`) run.
+    crash_streak: u32,
+    /// This failure episode has already been escalated to a human.
+    escalated: bool,
+    /// A failure happened since the agent was last seen healthy.
+    had_failure: bool,
+    last_exit: Option<LastExit>,
+    last_problem: Option<String>,
+    pub(crate) timers: Timers,
+    pub(crate) removed: bool,
+}
+
+impl Agent {
+    pub(crate) fn new(id: AgentId, spec: AgentSpec, memory: Option<AgentMemory>) -> Self {
+        let memory = memory.unwrap_or_default();
+        let phase = match memory.quarantined {
+            Some(reason) => Phase::Quarantined { reason },
+            None => Phase::Stopped,
+        };
+        Self {
+            id,
+            spec,
+            phase,
+            want_running: false,
+            held: memory.held,
+            restarts: RestartHistory::from_times(memory.restarts),
+            total_restarts: memory.total_restarts,
+            crash_streak: memory.crash_streak,
+            escalated: memory.escalated,
+            had_failure: false,
+            last_exit: None,
+            last_problem: None,
+            timers: Timers::default(),
+            removed: false,
+        }
+    }
+
+    // ----- what the outside may read ---------------------------------------------------
+
+    pub fn id(&self) -> AgentId {
+        self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn spec(&self) -> &AgentSpec {
+        &self.spec
+    }
+
+    pub fn state(&self) -> AgentState {
+        match self.phase {
+            Phase::Stopped => AgentState::Stopped,
+            Phase::Starting { .. } => AgentState::Starting,
+            Phase::Running { .. } => AgentState::Running,
+            Phase::Stopping { .. } => AgentState::Stopping,
+            Phase::Backoff { .. } => AgentState::Backoff,
+            Phase::Quarantined { .. } => AgentState::Quarantined,
+        }
+    }
+
+    /// The main process of the current run, if one exists.
+    pub fn pid(&self) -> Option<u32> {
+        match self.phase {
+            Phase::Starting { pid, .. } | Phase::Stopping { pid, .. } => pid,
+            Phase::Running { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// When the current run's process was created.
+    pub fn started_at(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Starting {
+                pid: Some(_),
+                since,
+            }
+            | Phase::Running { since, .. }
+            | Phase::Stopping {
+                pid: Some(_),
+                since,
+                ..
+            } => Some(since),
+            _ => None,
+        }
+    }
+
+    pub fn uptime(&self, now: Instant) -> Option<Duration> {
+        self.started_at().map(|t| now.saturating_duration_since(t))
+    }
+
+    /// A process of this agent may be alive.
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Starting { .. } | Phase::Running { .. } | Phase::Stopping { .. }
+        )
+    }
+
+    pub fn restarts_in_window(&self, now: Instant) -> u32 {
+        self.restarts.count(now, self.spec.policy.window)
+    }
+
+    pub fn budget_remaining(&self, now: Instant) -> u32 {
+        let p = &self.spec.policy;
+        self.restarts.remaining(now, p.window, p.max_restarts)
+    }
+
+    pub fn total_restarts(&self) -> u64 {
+        self.total_restarts
+    }
+
+    pub fn crash_streak(&self) -> u32 {
+        self.crash_streak
+    }
+
+    pub fn last_exit(&self) -> Option<&LastExit> {
+        self.last_exit.as_ref()
+    }
+
+    /// The last thing that went wrong, in words.
+    pub fn last_problem(&self) -> Option<&str> {
+        self.last_problem.as_deref()
+    }
+
+    /// When a waiting agent will be restarted.
+    pub fn restart_at(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Backoff { until, .. } => Some(until),
+            _ => None,
+        }
+    }
+
+    pub fn quarantine_reason(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Quarantined { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+
+    pub fn memory(&self) -> AgentMemory {
+        AgentMemory {
+            restarts: self.restarts.times().collect(),
+            total_restarts: self.total_restarts,
+            held: self.held,
+            quarantined: self.quarantine_reason().map(str::to_string),
+            crash_streak: self.crash_streak,
+            escalated: self.escalated,
+        }
+    }
+
+    // ----- helpers ----------------------------------------------------------------------
+
+    fn entry(&self, action: AuditAction, reason: impl Into<String>) -> AuditEntry {
+        AuditEntry::new(Some(&self.spec.name), action, reason)
+    }
+
+    fn spawn(&mut self, now: Instant, out: &mut Outbox) {
+        self.phase = Phase::Starting {
+            pid: None,
+            since: now,
+        };
+        self.timers.restart = None;
+        out.push(Action::Spawn { agent: self.id });
+    }
+
+    fn begin_stop(&mut self, now: Instant, then: Then, entry: AuditEntry, out: &mut Outbox) {
+        let (pid, since) = match self.phase {
+            Phase::Starting { pid, since } => (pid, since),
+            Phase::Running { pid, since } => (Some(pid), since),
+            _ => return,
+        };
+        out.audit(entry.meta("signal", self.spec.stop_signal.to_string()));
+        if let Some(pid) = pid {
+            out.signal(self.id, pid, self.spec.stop_signal);
+        }
+        self.timers.kill = Some(now + self.spec.stop_timeout);
+        self.timers.stable = None;
+        self.phase = Phase::Stopping {
+            pid,
+            since,
+            then,
+            main_exit: None,
+        };
+    }
+
+    fn restart_now(&mut self, now: Instant, reason: String, out: &mut Outbox) {
+        let policy = &self.spec.policy;
+        self.restarts.record(now, policy.window);
+        self.total_restarts += 1;
+        let used = self.restarts.count(now, policy.window);
+        let entry = self
+            .entry(AuditAction::Restart, reason)
+            .meta("restarts_in_window", used)
+            .meta("budget_remaining", policy.max_restarts.saturating_sub(used))
+            .meta("total_restarts", self.total_restarts);
+        out.audit(entry);
+        self.spawn(now, out);
+    }
+
+    // ----- commands from people -----------------------------------------------------------
+
+    pub(crate) fn command(
+        &mut self,
+        now: Instant,
+        command: Command,
+        by: Requester,
+        out: &mut Outbox,
+    ) -> Result<CommandOutcome, CommandError> {
+        match command {
+            Command::Start => self.request_start(now, by, out),
+            Command::Stop => Ok(self.request_stop(now, by, out)),
+            Command::Restart => self.request_restart(now, by, out),
+            Command::Reset => Ok(self.request_reset(now, by, out)),
+        }
+    }
+
+    pub(crate) fn request_start(
+        &mut self,
+        now: Instant,
+        by: Requester,
+        out: &mut Outbox,
+    ) -> Result<CommandOutcome, CommandError> {
+        match &mut self.phase {
+            Phase::Quarantined { reason } => Err(CommandError::Quarantined {
+                reason: reason.clone(),
+            }),
+            Phase::Starting { .. } | Phase::Running { .. } => Ok(CommandOutcome::AlreadyRunning),
+            Phase::Stopping { then, .. } => {
+                *then = Then::Start;
+                self.want_running = true;
+                self.held = false;
+                Ok(CommandOutcome::WillStart)
+            }
+            Phase::Stopped | Phase::Backoff { .. } => {
+                let was_waiting = matches!(self.phase, Phase::Backoff { .. });
+                self.want_running = true;
+                self.held = false;
+                let reason = if was_waiting {
+                    format!("started by {} while waiting to restart", by.as_str())
+                } else {
+                    format!("started by {}", by.as_str())
+                };
+                out.audit(self.entry(AuditAction::Start, reason));
+                self.spawn(now, out);
+                Ok(CommandOutcome::Started)
+            }
+        }
+    }
+
+    pub(crate) fn request_stop(
+        &mut self,
+        now: Instant,
+        by: Requester,
+        out: &mut Outbox,
+    ) -> CommandOutcome {
+        self.want_running = false;
+        if by.is_human() {
+            self.held = true;
+        }
+        let reason = match by {
+            Requester::Shutdown => "vigil is shutting down".to_string(),
+            _ => format!("stop requested by {}", by.as_str()),
+        };
+        match &mut self.phase {
+            Phase::Stopped | Phase::Quarantined { .. } => CommandOutcome::AlreadyStopped,
+            Phase::Backoff { .. } => {
+                self.phase = Phase::Stopped;
+                self.timers.restart = None;
+                out.audit(self.entry(
+                    AuditAction::Stop,
+                    format!("{reason} while waiting to restart"),
+                ));
+                CommandOutcome::Stopped
+            }
+            Phase::Stopping { then, .. } => {
+                if *then != Then::Remove {
+                    *then = Then::Stay;
+                }
+                CommandOutcome::Stopping
+            }
+            Phase::Starting { .. } | Phase::Running { .. } => {
+                let entry = self.entry(AuditAction::Stop, reason);
+                self.begin_stop(now, Then::Stay, entry, out);
+                CommandOutcome::Stopping
+            }
+        }
+    }
+
+    fn request_restart(
+        &mut self,
+        now: Instant,
+        by: Requester,
+        out: &mut Outbox,
+    ) -> Result<CommandOutcome, CommandError> {
+        match &mut self.phase {
+            Phase::Quarantined { reason } => Err(CommandError::Quarantined {
+                reason: reason.clone(),
+            }),
+            Phase::Stopping { then, .. } => {
+                *then = Then::Start;
+                self.want_running = true;
+                self.held = false;
+                Ok(CommandOutcome::WillStart)
+            }
+            Phase::Stopped | Phase::Backoff { .. } => {
+                self.want_running = true;
+                self.held = false;
+                out.audit(self.entry(
+                    AuditAction::Restart,
+                    format!("restart requested by {}", by.as_str()),
+                ));
+                self.spawn(now, out);
+                Ok(CommandOutcome::Started)
+            }
+            Phase::Starting { .. } | Phase::Running { .. } => {
+                self.want_running = true;
+                self.held = false;
+                let entry = self.entry(
+                    AuditAction::Restart,
+                    format!("restart requested by {}", by.as_str()),
+                );
+                self.begin_stop(now, Then::Start, entry, out);
+                Ok(CommandOutcome::Restarting)
+            }
+        }
+    }
+
+    fn request_reset(&mut self, now: Instant, by: Requester, out: &mut Outbox) -> CommandOutcome {
+        self.restarts.clear();
+        self.crash_streak = 0;
+        self.escalated = false;
+        let was_down = matches!(
+            self.phase,
+            Phase::Quarantined { .. } | Phase::Backoff { .. }
+        );
+        out.audit(self.entry(
+            AuditAction::Reset,
+            format!(
+                "reset by {}: restart budget, backoff and quarantine cleared",
+                by.as_str()
+            ),
+        ));
+        if was_down {
+            self.phase = Phase::Stopped;
+            self.timers.restart = None;
+            self.want_running = true;
+            self.held = false;
+            out.audit(self.entry(AuditAction::Start, "started after reset"));
+            self.spawn(now, out);
+        }
+        CommandOutcome::Reset
+    }
+
+    // ----- facts from the edges -----------------------------------------------------------
+
+    /// A live process found at startup, left by a previous vigil.
+    pub(crate) fn adopt(&mut self, pid: u32, since: Instant, now: Instant, out: &mut Outbox) {
+        if !matches!(self.phase, Phase::Stopped) || !out.targetable(pid) {
+            return;
+        }
+        self.want_running = !self.held;
+        self.phase = Phase::Running { pid, since };
+        self.timers.stable = Some(since.max(now) + self.spec.policy.stable_after);
+        out.audit(
+            self.entry(
+                AuditAction::Adopted,
+                "still running from a previous vigil; taken over",
+            )
+            .meta("pid", pid),
+        );
+        if self.held {
+            let entry = self.entry(
+                AuditAction::Stop,
+                "was stopped by a human before vigil restarted",
+            );
+            self.begin_stop(now, Then::Stay, entry, out);
+        }
+    }
+
+    pub(crate) fn on_spawned(&mut self, now: Instant, pid: u32, out: &mut Outbox) {
+        if !out.targetable(pid) {
+            // An edge bug must never make vigil manage itself.
+            self.on_spawn_failed(now, format!("refusing to manage pid {pid}"), out);
+            return;
+        }
+        match &mut self.phase {
+            Phase::Starting { pid: p @ None, .. } => {
+                *p = Some(pid);
+                self.phase = Phase::Running { pid, since: now };
+                self.timers.stable = Some(now + self.spec.policy.stable_after);
+            }
+            Phase::Stopping {
+                pid: p @ None,
+                since,
+                ..
+            } => {
+                *p = Some(pid);
+                *since = now;
+                out.signal(self.id, pid, self.spec.stop_signal);
+            }
+            // A process nobody asked for must not become a second instance.
+            _ => out.kill(self.id, pid),
+        }
+    }
+
+    pub(crate) fn on_spawn_failed(&mut self, now: Instant, error: String, out: &mut Outbox) {
+        match std::mem::replace(&mut self.phase, Phase::Stopped) {
+            Phase::Starting { pid: None, .. } => {
+                out.audit(
+                    self.entry(AuditAction::SpawnFailed, "could not start the process")
+                        .failed(error.clone()),
+                );
+                let failure = Failure {
+                    reason: format!("could not start: {error}"),
+                    uptime: None,
+                };
+                self.on_failure(now, failure, out);
+            }
+            Phase::Stopping {
+                pid: None, then, ..
+            } => {
+                self.timers.kill = None;
+                self.after_stop(now, then, out);
+            }
+            other => self.phase = other,
+        }
+    }
+
+    pub(crate) fn on_exited(
+        &mut self,
+        now: Instant,
+        pid: u32,
+        status: ExitStatus,
+        tree_alive: bool,
+        out: &mut Outbox,
+    ) {
+        match &mut self.phase {
+            Phase::Starting {
+                pid: Some(p),
+                since,
+            }
+            | Phase::Running { pid: p, since }
+                if *p == pid =>
+            {
+                let uptime = now.saturating_duration_since(*since);
+                let entry = self
+                    .entry(
+                        AuditAction::Exit,
+                        format!("{status} after {}", human_duration(uptime)),
+                    )
+                    .unsuccessful();
+                out.audit(exit_metadata(entry, pid, status, uptime));
+                if tree_alive {
+                    // Leftovers of a crashed run must never overlap the next run.
+                    out.kill(self.id, pid);
+                }
+                self.timers.stable = None;
+                self.phase = Phase::Stopped;
+                self.last_exit = Some(LastExit {
+                    status,
+                    at: now,
+                    uptime,
+                    expected: false,
+                });
+                let finished = match self.spec.restart {
+                    RestartMode::Always => false,
+                    RestartMode::OnFailure => status.is_clean(),
+                    RestartMode::Never => true,
+                };
+                if finished {
+                    self.want_running = false;
+                    if !status.is_clean() {
+                        self.last_problem = Some(status.to_string());
+                    }
+                    return;
+                }
+                let failure = Failure {
+                    reason: status.to_string(),
+                    uptime: Some(uptime),
+                };
+                self.on_failure(now, failure, out);
+            }
+            Phase::Stopping {
+                pid: Some(p),
+                main_exit,
+                ..
+            } if *p == pid && main_exit.is_none() => {
+                *main_exit = Some(status);
+                if tree_alive {
+                    out.push(Action::WatchTree {
+                        agent: self.id,
+                        pid,
+                    });
+                } else {
+                    self.finish_stop(now, out);
+                }
+            }
+            // An exit of a run this agent no longer tracks (already handled).
+            _ => {}
+        }
+    }
+
+    pub(crate) fn on_tree_empty(&mut self, now: Instant, pid: u32, out: &mut Outbox) {
+        if let Phase::Stopping {
+            pid: Some(p),
+            main_exit: Some(_),
+            ..
+        } = self.phase
+            && p == pid
+        {
+            self.finish_stop(now, out);
+        }
+    }
+
+    fn finish_stop(&mut self, now: Instant, out: &mut Outbox) {
+        let Phase::Stopping {
+            pid,
+            since,
+            then,
+            main_exit,
+        } = std::mem::replace(&mut self.phase, Phase::Stopped)
+        else {
+            return;
+        };
+        self.timers.kill = None;
+        let status = main_exit.unwrap_or_default();
+        let uptime = now.saturating_duration_since(since);
+        let entry = self.entry(
+            AuditAction::Exit,
+            format!("stopped: {status} after {}", human_duration(uptime)),
+        );
+        out.audit(exit_metadata(
+            entry,
+            pid.unwrap_or_default(),
+            status,
+            uptime,
+        ));
+        self.last_exit = Some(LastExit {
+            status,
+            at: now,
+            uptime,
+            expected: true,
+        });
+        self.after_stop(now, then, out);
+    }
+
+    fn after_stop(&mut self, now: Instant, then: Then, out: &mut Outbox) {
+        match then {
+            Then::Stay => {}
+            Then::Start => self.spawn(now, out),
+            Then::Remove => {
+                self.removed = true;
+                out.push(Action::Forget { agent: self.id });
+            }
+        }
+    }
+
+    /// The policy's answer to a failure: restart now, later, or not at all.
+    fn on_failure(&mut self, now: Instant, failure: Failure, out: &mut Outbox) {
+        let policy = self.spec.policy.clone();
+        self.last_problem = Some(failure.reason.clone());
+        self.had_failure = true;
+        if failure.uptime.is_some_and(|u| u >= policy.stable_after) {
+            self.crash_streak = 0;
+            self.escalated = false;
+        }
+        if !self.want_running {
+            self.phase = Phase::Stopped;
+            return;
+        }
+        self.crash_streak = self.crash_streak.saturating_add(1);
+
+        let used = self.restarts.count(now, policy.window);
+        if used >= policy.max_restarts {
+            self.exhausted(now, &failure, used, out);
+            return;
+        }
+
+        let backoff = policy.backoff(self.crash_streak);
+        let cooldown = self
+            .restarts
+            .last()
+            .map(|t| (t + policy.cooldown).saturating_duration_since(now))
+            .unwrap_or_default();
+        let delay = backoff.max(cooldown);
+        if delay.is_zero() {
+            self.restart_now(now, failure.reason, out);
+            return;
+        }
+        let why = if cooldown >= backoff {
+            format!("cooldown of {}", human_duration(policy.cooldown))
+        } else {
+            format!("crash-loop backoff, failure {} in a row", self.crash_streak)
+        };
+        let until = now + delay;
+        out.audit(
+            self.entry(
+                AuditAction::Backoff,
+                format!(
+                    "{}; restarting in {} ({why})",
+                    failure.reason,
+                    human_duration(delay)
+                ),
+            )
+            .meta("delay_ms", delay.as_millis() as u64)
+            .meta("crash_streak", self.crash_streak)
+            .meta("restarts_in_window", used),
+        );
+        self.phase = Phase::Backoff {
+            until,
+            retry: false,
+        };
+        self.timers.restart = Some(until);
+    }
+
+    fn exhausted(&mut self, now: Instant, failure: &Failure, used: u32, out: &mut Outbox) {
+        let policy = &self.spec.policy;
+        let budget = format!(
+            "{used} of {} restarts used in the last {}",
+            policy.max_restarts,
+            human_duration(policy.window)
+        );
+        out.audit(
+            self.entry(
+                AuditAction::RateLimited,
+                format!(
+                    "not restarting after {}: restart budget exhausted ({budget})",
+                    failure.reason
+                ),
+            )
+            .unsuccessful()
+            .meta("restarts_in_window", used)
+            .meta("max_restarts", policy.max_restarts),
+        );
+        match policy.on_exhausted {
+            OnExhausted::Quarantine => {
+                let reason = format!(
+                    "restart budget exhausted ({budget}); last failure: {}",
+                    failure.reason
+                );
+                if !self.escalated {
+                    out.audit(
+                        self.entry(
+                            AuditAction::Escalated,
+                            format!(
+                                "quarantined: {reason}; a human must look, then run `vigil reset {}`",
+                                self.spec.name
+                            ),
+                        )
+                        .unsuccessful()
+                        .meta("cause", "budget_exhausted")
+                        .meta("on_exhausted", "quarantine"),
+                    );
+                }
+                self.escalated = true;
+                self.phase = Phase::Quarantined { reason };
+            }
+            OnExhausted::RetryAfter(wait) => {
+                let until = (now + wait).max(self.restarts.room_at(
+                    now,
+                    policy.window,
+                    policy.max_restarts,
+                ));
+                if !self.escalated {
+                    out.audit(
+                        self.entry(
+                            AuditAction::Escalated,
+                            format!(
+                                "restart budget exhausted ({budget}); retrying in {}",
+                                human_duration(until - now)
+                            ),
+                        )
+                        .unsuccessful()
+                        .meta("cause", "budget_exhausted")
+                        .meta("on_exhausted", "retry_after")
+                        .meta("retry_in_ms", (until - now).as_millis() as u64),
+                    );
+                }
+                self.escalated = true;
+                self.phase = Phase::Backoff { until, retry: true };
+                self.timers.restart = Some(until);
+            }
+        }
+    }
+
+    // ----- timers ---------------------------------------------------------------------------
+
+    pub(crate) fn on_timer(&mut self, now: Instant, kind: TimerKind, out: &mut Outbox) {
+        match kind {
+            TimerKind::Restart => {
+                self.timers.restart = None;
+                let Phase::Backoff { retry, .. } = self.phase else {
+                    return;
+                };
+                let policy = &self.spec.policy;
+                if self.restarts.count(now, policy.window) >= policy.max_restarts {
+                    // The budget can shrink under a waiting restart (a reload lowered it):
+                    // wait for room rather than exceed it.
+                    let at = self
+                        .restarts
+                        .room_at(now, policy.window, policy.max_restarts);
+                    self.phase = Phase::Backoff { until: at, retry };
+                    self.timers.restart = Some(at);
+                    return;
+                }
+                let problem = self
+                    .last_problem
+                    .clone()
+                    .unwrap_or_else(|| "failure".into());
+                let reason = if retry {
+                    format!(
+                        "retrying after the restart budget was exhausted (last failure: {problem})"
+                    )
+                } else {
+                    problem
+                };
+                self.restart_now(now, reason, out);
+            }
+            TimerKind::Kill => {
+                self.timers.kill = None;
+                if let Phase::Stopping { pid: Some(pid), .. } = self.phase {
+                    out.audit(
+                        self.entry(
+                            AuditAction::Kill,
+                            format!(
+                                "still running {} after {}: sending SIGKILL to its process tree",
+                                human_duration(self.spec.stop_timeout),
+                                self.spec.stop_signal
+                            ),
+                        )
+                        .meta("pid", pid),
+                    );
+                    out.kill(self.id, pid);
+                }
+            }
+            TimerKind::Stable => {
+                self.timers.stable = None;
+                if !matches!(self.phase, Phase::Running { .. }) {
+                    return;
+                }
+                self.crash_streak = 0;
+                self.escalated = false;
+                if self.had_failure {
+                    self.had_failure = false;
+                    out.audit(self.entry(
+                        AuditAction::Recovered,
+                        format!(
+                            "running for {} since the last failure ({})",
+                            human_duration(self.spec.policy.stable_after),
+                            self.last_problem.as_deref().unwrap_or("unknown")
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    // ----- configuration changes --------------------------------------------------------------
+
+    /// Apply a new spec from a reload. Returns whether the agent is restarted for it.
+    pub(crate) fn update(&mut self, now: Instant, spec: AgentSpec, out: &mut Outbox) -> bool {
+        let process_changed = spec.fingerprint != self.spec.fingerprint;
+        let autostart = spec.autostart;
+        self.spec = spec;
+        if let Phase::Stopping { then, .. } = &mut self.phase
+            && *then == Then::Remove
+        {
+            // Removed by an earlier reload and added back before it finished stopping.
+            *then = if autostart && !self.held {
+                Then::Start
+            } else {
+                Then::Stay
+            };
+            return false;
+        }
+        if !process_changed {
+            return false;
+        }
+        if matches!(self.phase, Phase::Starting { .. } | Phase::Running { .. }) {
+            let entry = self.entry(AuditAction::Restart, "configuration changed (reload)");
+            self.begin_stop(now, Then::Start, entry, out);
+            return true;
+        }
+        false
+    }
+
+    /// The agent left the configuration: stop it, then forget it.
+    pub(crate) fn remove(&mut self, now: Instant, out: &mut Outbox) {
+        self.want_running = false;
+        out.audit(self.entry(
+            AuditAction::Removed,
+            "removed from the configuration (reload)",
+        ));
+        match &mut self.phase {
+            Phase::Starting { .. } | Phase::Running { .. } => {
+                let entry = self.entry(AuditAction::Stop, "removed from the configuration");
+                self.begin_stop(now, Then::Remove, entry, out);
+            }
+            Phase::Stopping { then, .. } => *then = Then::Remove,
+            _ => {
+                self.timers = Timers::default();
+                self.removed = true;
+                out.push(Action::Forget { agent: self.id });
+            }
+        }
+    }
+}
+
+fn exit_metadata(entry: AuditEntry, pid: u32, status: ExitStatus, uptime: Duration) -> AuditEntry {
+    let mut entry = entry
+        .meta("pid", pid)
+        .meta("uptime_s", uptime.as_secs_f64());
+    if let Some(code) = status.code {
+        entry = entry.meta("exit_code", code);
+    }
+    if let Some(sig) = status.signal {
+        entry = entry
+            .meta("signal", sig.name())
+            .meta("core_dumped", status.core_dumped);
+    }
+    entry
+}

@@ -1,0 +1,125 @@
+//! Audit entries: the core decides what is written; the edge stamps the time and writes it.
+
+use serde_json::{Map, Value};
+
+/// What an audit record is about. Serialized in snake_case (`rate_limited`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// An agent was started (autostart, by a human, or after a reset).
+    Start,
+    /// An agent's main process ended (expected or not).
+    Exit,
+    /// An automatic or requested restart.
+    Restart,
+    /// A requested stop.
+    Stop,
+    /// The stop signal was not obeyed in time; the tree gets SIGKILL.
+    Kill,
+    /// A restart is delayed (cooldown or crash-loop backoff).
+    Backoff,
+    /// A restart was refused because the restart budget is used up.
+    RateLimited,
+    /// A human must look: the agent is quarantined or waits for a retry.
+    Escalated,
+    /// The agent is healthy again after a failure.
+    Recovered,
+    /// A human cleared the restart budget and any quarantine.
+    Reset,
+    /// The agent's process could not be created.
+    SpawnFailed,
+    /// A running agent left over by a previous vigil was taken over.
+    Adopted,
+    /// The agent left the configuration.
+    Removed,
+    /// vigil itself started, reloaded or stopped.
+    VigilStart,
+    VigilReload,
+    VigilStop,
+}
+
+impl AuditAction {
+    pub const ALL: &'static [AuditAction] = &[
+        AuditAction::Start,
+        AuditAction::Exit,
+        AuditAction::Restart,
+        AuditAction::Stop,
+        AuditAction::Kill,
+        AuditAction::Backoff,
+        AuditAction::RateLimited,
+        AuditAction::Escalated,
+        AuditAction::Recovered,
+        AuditAction::Reset,
+        AuditAction::SpawnFailed,
+        AuditAction::Adopted,
+        AuditAction::Removed,
+        AuditAction::VigilStart,
+        AuditAction::VigilReload,
+        AuditAction::VigilStop,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Start => "start",
+            AuditAction::Exit => "exit",
+            AuditAction::Restart => "restart",
+            AuditAction::Stop => "stop",
+            AuditAction::Kill => "kill",
+            AuditAction::Backoff => "backoff",
+            AuditAction::RateLimited => "rate_limited",
+            AuditAction::Escalated => "escalated",
+            AuditAction::Recovered => "recovered",
+            AuditAction::Reset => "reset",
+            AuditAction::SpawnFailed => "spawn_failed",
+            AuditAction::Adopted => "adopted",
+            AuditAction::Removed => "removed",
+            AuditAction::VigilStart => "vigil_start",
+            AuditAction::VigilReload => "vigil_reload",
+            AuditAction::VigilStop => "vigil_stop",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<AuditAction> {
+        Self::ALL.iter().copied().find(|a| a.as_str() == s)
+    }
+}
+
+/// One decision or fact for the journal. `ts` is added when it is written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEntry {
+    /// `None` for records about vigil itself.
+    pub agent: Option<String>,
+    pub action: AuditAction,
+    pub reason: String,
+    pub success: bool,
+    pub error: Option<String>,
+    pub metadata: Map<String, Value>,
+}
+
+impl AuditEntry {
+    pub fn new(agent: Option<&str>, action: AuditAction, reason: impl Into<String>) -> Self {
+        Self {
+            agent: agent.map(str::to_string),
+            action,
+            reason: reason.into(),
+            success: true,
+            error: None,
+            metadata: Map::new(),
+        }
+    }
+
+    pub fn failed(mut self, error: impl Into<String>) -> Self {
+        self.success = false;
+        self.error = Some(error.into());
+        self
+    }
+
+    pub fn unsuccessful(mut self) -> Self {
+        self.success = false;
+        self
+    }
+
+    pub fn meta(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.metadata.insert(key.to_string(), value.into());
+        self
+    }
+}

@@ -1,0 +1,27 @@
+//! vigil's decision core.
+//!
+//! Pure logic, no IO, no clock: inputs are [`Event`]s, [`Command`]s and the passing of time
+//! (`now` is always an argument); outputs are [`Action`]s polled with
+//! [`Supervisor::poll_action`] and one deadline from [`Supervisor::poll_timeout`].
+//! The daemon (`crates/vigil`) turns the world into events and actions into syscalls.
+
+pub mod action;
+pub mod agent;
+pub mod audit;
+pub mod budget;
+pub mod event;
+pub mod policy;
+pub mod signal;
+pub mod spec;
+pub mod supervisor;
+pub mod time;
+
+pub use action::Action;
+pub use agent::{Agent, AgentMemory, AgentState, CommandError, CommandOutcome, LastExit};
+pub use audit::{AuditAction, AuditEntry};
+pub use event::{AgentId, Command, Event, ExitStatus, Requester};
+pub use policy::{OnExhausted, RestartMode, RestartPolicy};
+pub use signal::Signal;
+pub use spec::AgentSpec;
+pub use supervisor::{ReloadReport, Supervisor};
+pub use time::{Now, human_duration};

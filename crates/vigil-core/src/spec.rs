@@ -1,0 +1,39 @@
+//! What the core knows about an agent: only what decisions need, never how to run it.
+
+use std::time::Duration;
+
+use crate::policy::{RestartMode, RestartPolicy};
+use crate::signal::Signal;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentSpec {
+    /// `bot`, or `trader@BTC_USDT` for an instance of a template.
+    pub name: String,
+    pub template: Option<String>,
+    pub instance: Option<String>,
+    pub autostart: bool,
+    pub restart: RestartMode,
+    pub stop_signal: Signal,
+    pub stop_timeout: Duration,
+    pub policy: RestartPolicy,
+    /// Changes whenever anything that shapes the running process changes (command, cwd, env,
+    /// logs): a reload restarts the agent then, and applies other changes live.
+    pub fingerprint: u64,
+}
+
+impl AgentSpec {
+    /// A spec with default policy, for tests and simulations.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            template: None,
+            instance: None,
+            autostart: true,
+            restart: RestartMode::Always,
+            stop_signal: Signal::TERM,
+            stop_timeout: Duration::from_secs(10),
+            policy: RestartPolicy::default(),
+            fingerprint: 0,
+        }
+    }
+}

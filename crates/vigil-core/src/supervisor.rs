@@ -1,0 +1,295 @@
+//! The fleet: routes inputs to agents, owns the timer index and the action queue.
+//!
+//! Shaped like a sans-IO protocol state machine: `handle*` take inputs, `poll_action` and
+//! `poll_timeout` hand out what the edges must do and when to call back.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Instant;
+
+use crate::action::Action;
+use crate::agent::{Agent, AgentMemory, CommandError, CommandOutcome, Outbox, TimerKind, Timers};
+use crate::event::{AgentId, Command, Event, Requester};
+use crate::spec::AgentSpec;
+use crate::time::Now;
+
+/// What a reload changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Agents restarted because what runs changed.
+    pub restarted: Vec<String>,
+    /// Agents whose policy or settings changed without a restart.
+    pub updated: Vec<String>,
+    pub unchanged: usize,
+}
+
+pub struct Supervisor {
+    agents: Vec<Option<Agent>>,
+    by_name: HashMap<String, AgentId>,
+    timers: BTreeSet<(Instant, AgentId, TimerKind)>,
+    out: Outbox,
+    shutting_down: bool,
+    /// Something worth persisting may have changed since the last `take_dirty`.
+    dirty: bool,
+}
+
+impl Supervisor {
+    /// `self_pid` is vigil's own pid: the core never emits an action against it.
+    pub fn new(self_pid: u32) -> Self {
+        Self {
+            agents: Vec::new(),
+            by_name: HashMap::new(),
+            timers: BTreeSet::new(),
+            out: Outbox {
+                actions: VecDeque::new(),
+                self_pid,
+            },
+            shutting_down: false,
+            dirty: false,
+        }
+    }
+
+    /// Register an agent (stopped, or quarantined if its memory says so). Names are unique.
+    pub fn add(&mut self, spec: AgentSpec, memory: Option<AgentMemory>) -> AgentId {
+        if let Some(id) = self.by_name.get(&spec.name) {
+            return *id;
+        }
+        let id = AgentId(self.agents.len() as u32);
+        self.by_name.insert(spec.name.clone(), id);
+        self.agents.push(Some(Agent::new(id, spec, memory)));
+        id
+    }
+
+    /// Take over a live process left by a previous vigil.
+    pub fn adopt(&mut self, now: Now, id: AgentId, pid: u32, since: Instant) {
+        self.with_agent(id, |a, out| a.adopt(pid, since, now.mono, out));
+    }
+
+    /// Start every agent that should run: autostart, not held by a human, not quarantined.
+    pub fn start_all(&mut self, now: Now) {
+        let ids: Vec<AgentId> = self.agents().map(|a| a.id()).collect();
+        for id in ids {
+            self.with_agent(id, |a, out| {
+                if a.spec().autostart && !a.is_held() && a.state() == crate::AgentState::Stopped {
+                    let _ = a.request_start(now.mono, Requester::Autostart, out);
+                }
+            });
+        }
+    }
+
+    pub fn handle(&mut self, now: Now, event: Event) {
+        let t = now.mono;
+        match event {
+            Event::Spawned { agent, pid } => {
+                self.with_agent(agent, |a, out| a.on_spawned(t, pid, out));
+            }
+            Event::SpawnFailed { agent, error } => {
+                self.with_agent(agent, |a, out| a.on_spawn_failed(t, error, out));
+            }
+            Event::Exited {
+                agent,
+                pid,
+                status,
+                tree_alive,
+            } => {
+                self.with_agent(agent, |a, out| a.on_exited(t, pid, status, tree_alive, out));
+            }
+            Event::TreeEmpty { agent, pid } => {
+                self.with_agent(agent, |a, out| a.on_tree_empty(t, pid, out));
+            }
+        }
+    }
+
+    /// Fire every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Now) {
+        while let Some(&(at, id, kind)) = self.timers.first() {
+            if at > now.mono {
+                break;
+            }
+            self.timers.pop_first();
+            self.with_agent(id, |a, out| {
+                // The agent's own field is the truth; the index entry may be stale.
+                let armed = match kind {
+                    TimerKind::Restart => a.timers.restart,
+                    TimerKind::Kill => a.timers.kill,
+                    TimerKind::Stable => a.timers.stable,
+                };
+                if armed == Some(at) {
+                    a.on_timer(now.mono, kind, out);
+                }
+            });
+        }
+    }
+
+    /// A person's request (CLI, API).
+    pub fn command(
+        &mut self,
+        now: Now,
+        id: AgentId,
+        command: Command,
+        by: Requester,
+    ) -> Option<Result<CommandOutcome, CommandError>> {
+        if self.shutting_down && command != Command::Stop {
+            return Some(Err(CommandError::ShuttingDown));
+        }
+        self.with_agent(id, |a, out| a.command(now.mono, command, by, out))
+    }
+
+    /// Apply a reloaded configuration: start what was added, stop what was removed, restart
+    /// what changed in a way that needs it, and leave everything else running.
+    pub fn reconcile(&mut self, now: Now, specs: Vec<AgentSpec>) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let wanted: HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        let gone: Vec<AgentId> = self
+            .agents()
+            .filter(|a| !wanted.contains(a.name()))
+            .map(|a| a.id())
+            .collect();
+        for id in gone {
+            self.with_agent(id, |a, out| {
+                report.removed.push(a.name().to_string());
+                a.remove(now.mono, out);
+            });
+        }
+        for spec in specs {
+            let name = spec.name.clone();
+            match self.by_name.get(&name).copied() {
+                None => {
+                    let autostart = spec.autostart;
+                    let id = self.add(spec, None);
+                    if autostart && !self.shutting_down {
+                        self.with_agent(id, |a, out| {
+                            let _ = a.request_start(now.mono, Requester::Reload, out);
+                        });
+                    }
+                    report.added.push(name);
+                }
+                Some(id) => {
+                    let unchanged = self.agent(id).is_some_and(|a| a.spec() == &spec);
+                    if unchanged {
+                        report.unchanged += 1;
+                        continue;
+                    }
+                    let restarted = self
+                        .with_agent(id, |a, out| a.update(now.mono, spec, out))
+                        .unwrap_or(false);
+                    if restarted {
+                        report.restarted.push(name);
+                    } else {
+                        report.updated.push(name);
+                    }
+                }
+            }
+        }
+        report
+    }
+
+    /// Stop everything; `is_idle` turns true once no agent process is left.
+    pub fn shutdown(&mut self, now: Now) {
+        self.shutting_down = true;
+        let ids: Vec<AgentId> = self.agents().map(|a| a.id()).collect();
+        for id in ids {
+            self.with_agent(id, |a, out| {
+                a.request_stop(now.mono, Requester::Shutdown, out);
+            });
+        }
+    }
+
+    /// Don't wait for stop timeouts: every agent still stopping gets SIGKILL now (a second
+    /// Ctrl-C).
+    pub fn hurry(&mut self, now: Now) {
+        let ids: Vec<AgentId> = self
+            .agents()
+            .filter(|a| a.timers.kill.is_some())
+            .map(|a| a.id())
+            .collect();
+        for id in ids {
+            self.with_agent(id, |a, out| a.on_timer(now.mono, TimerKind::Kill, out));
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// No agent has a process.
+    pub fn is_idle(&self) -> bool {
+        self.agents().all(|a| !a.is_live())
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.out.actions.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|(at, _, _)| *at)
+    }
+
+    /// Whether anything worth persisting may have changed since the last call.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    pub fn id(&self, name: &str) -> Option<AgentId> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn agent(&self, id: AgentId) -> Option<&Agent> {
+        self.agents.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// Agents in the order they were added (configuration order).
+    pub fn agents(&self) -> impl Iterator<Item = &Agent> {
+        self.agents.iter().flatten()
+    }
+
+    fn with_agent<R>(
+        &mut self,
+        id: AgentId,
+        f: impl FnOnce(&mut Agent, &mut Outbox) -> R,
+    ) -> Option<R> {
+        let slot = self.agents.get_mut(id.0 as usize)?;
+        let agent = slot.as_mut()?;
+        let before = agent.timers;
+        let queued = self.out.actions.len();
+        let result = f(agent, &mut self.out);
+        let after = agent.timers;
+        let removed = agent.removed;
+        let name = agent.name().to_string();
+        sync_timers(&mut self.timers, id, before, after);
+        if self.out.actions.len() != queued {
+            self.dirty = true;
+        }
+        if removed {
+            sync_timers(&mut self.timers, id, after, Timers::default());
+            *slot = None;
+            self.by_name.remove(&name);
+            self.dirty = true;
+        }
+        Some(result)
+    }
+}
+
+fn sync_timers(
+    index: &mut BTreeSet<(Instant, AgentId, TimerKind)>,
+    id: AgentId,
+    before: Timers,
+    after: Timers,
+) {
+    for (kind, old, new) in [
+        (TimerKind::Restart, before.restart, after.restart),
+        (TimerKind::Kill, before.kill, after.kill),
+        (TimerKind::Stable, before.stable, after.stable),
+    ] {
+        if old == new {
+            continue;
+        }
+        if let Some(at) = old {
+            index.remove(&(at, id, kind));
+        }
+        if let Some(at) = new {
+            index.insert((at, id, kind));
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vigil",
+    version,
+    about = "A self-healing supervisor for fleets of long-running agents",
+    long_about = "vigil runs your agents (trading bots, workers, services), restarts them within \
+milliseconds of a crash, within a restart budget, and writes every decision to an audit journal.\n\n\
+Start with `vigil check -c vigil.toml`, then `vigil run -c vigil.toml`."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// The configuration file
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "VIGIL_CONFIG",
+        default_value = "vigil.toml"
+    )]
+    pub config: PathBuf,
+    /// Where logs, the audit journal and state live (overrides `[vigil] state_dir`)
+    #[arg(long, env = "VIGIL_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the supervisor in the foreground (SIGTERM/SIGINT stop it and every agent,
+    /// SIGHUP reloads the config)
+    Run {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Validate a config: print the resolved agents (exit 0) or every error (exit 2)
+    Check {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// Print the resolved agents as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read the audit journal: what vigil did, when and why
+    Audit {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// Only this agent (a template name matches all its instances)
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only this action (start, exit, restart, stop, kill, backoff, rate_limited,
+        /// escalated, recovered, reset, spawn_failed, adopted, removed, vigil_start, …)
+        #[arg(long)]
+        action: Option<String>,
+        /// Only records newer than this: a duration ago ("1h", "30m") or an RFC 3339 time
+        #[arg(long)]
+        since: Option<String>,
+        /// Only the newest N records
+        #[arg(short = 'n', long)]
+        limit: Option<usize>,
+        /// One JSON object per line, as stored
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the last lines of an agent's log, and optionally follow it
+    Logs {
+        /// The agent (e.g. `bot` or `trader@BTC_USDT`)
+        name: String,
+        /// How many lines
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+        /// Keep printing new lines as they are written (Ctrl-C to stop)
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+}

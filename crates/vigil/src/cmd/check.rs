@@ -1,0 +1,132 @@
+//! `vigil check`: validate a config and show what it resolves to.
+
+use serde_json::json;
+use vigil_core::human_duration;
+
+use crate::config::{AgentConfig, Config};
+use crate::logs;
+
+/// Quote an argv for display the way a shell user would type it.
+pub fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn size(bytes: u64) -> String {
+    if bytes >= 1_000_000 {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    } else {
+        format!("{:.1} KB", bytes as f64 / 1e3)
+    }
+}
+
+pub fn render(config: &Config) -> String {
+    let mut out = format!(
+        "{}: OK — {} agent{}, state dir {}\n",
+        config.path.display(),
+        config.agents.len(),
+        if config.agents.len() == 1 { "" } else { "s" },
+        config.state_dir.display()
+    );
+    for a in &config.agents {
+        out.push('\n');
+        out.push_str(&render_agent(config, a));
+    }
+    out
+}
+
+fn render_agent(config: &Config, a: &AgentConfig) -> String {
+    let mut out = a.name.clone();
+    if let (Some(t), Some(i)) = (&a.template, &a.instance) {
+        out.push_str(&format!("  (template {t}, instance {i})"));
+    }
+    out.push('\n');
+    let row = |k: &str, v: String| format!("  {k:<8} {v}\n");
+    out.push_str(&row("command", shell_words(&a.command)));
+    if let Some(cwd) = &a.cwd {
+        out.push_str(&row("cwd", cwd.display().to_string()));
+    }
+    if !a.env.is_empty() {
+        let env: Vec<String> = a.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push_str(&row("env", env.join(" ")));
+    }
+    out.push_str(&row(
+        "run",
+        format!(
+            "{} · restart {} · stop with {}, SIGKILL after {}",
+            if a.autostart {
+                "autostart"
+            } else {
+                "manual start"
+            },
+            a.restart.as_str(),
+            a.stop_signal,
+            human_duration(a.stop_timeout)
+        ),
+    ));
+    out.push_str(&row("policy", a.policy.summary()));
+    out.push_str(&row(
+        "log",
+        format!(
+            "{} (rotated at {}, {} kept)",
+            logs::log_path(&config.logs_dir(), &a.name).display(),
+            size(a.log_max_size),
+            a.log_keep
+        ),
+    ));
+    out
+}
+
+pub fn render_json(config: &Config) -> serde_json::Value {
+    let agents: Vec<_> = config
+        .agents
+        .iter()
+        .map(|a| {
+            let p = &a.policy;
+            json!({
+                "name": a.name,
+                "template": a.template,
+                "instance": a.instance,
+                "command": a.command,
+                "cwd": a.cwd,
+                "env": a.env.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                "autostart": a.autostart,
+                "restart": a.restart.as_str(),
+                "stop_signal": a.stop_signal.to_string(),
+                "stop_timeout_s": a.stop_timeout.as_secs_f64(),
+                "log": logs::log_path(&config.logs_dir(), &a.name),
+                "log_max_size": a.log_max_size,
+                "log_keep": a.log_keep,
+                "policy": {
+                    "cooldown_s": p.cooldown.as_secs_f64(),
+                    "max_restarts": p.max_restarts,
+                    "window_s": p.window.as_secs_f64(),
+                    "backoff_initial_s": p.backoff_initial.as_secs_f64(),
+                    "backoff_max_s": p.backoff_max.as_secs_f64(),
+                    "stable_after_s": p.stable_after.as_secs_f64(),
+                    "on_exhausted": match p.on_exhausted {
+                        vigil_core::OnExhausted::Quarantine => json!("quarantine"),
+                        vigil_core::OnExhausted::RetryAfter(d) => json!({"retry_after_s": d.as_secs_f64()}),
+                    },
+                    "failure_threshold": p.failure_threshold,
+                },
+            })
+        })
+        .collect();
+    json!({
+        "config": config.path,
+        "state_dir": config.state_dir,
+        "agents": agents,
+    })
+}

@@ -1,0 +1,488 @@
+//! From TOML text to a resolved [`Config`], reporting every mistake at once.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::DeTable;
+use vigil_core::signal::STOP_SIGNALS;
+use vigil_core::{OnExhausted, RestartMode, RestartPolicy, Signal};
+
+use super::diagnostic::{ConfigError, ConfigErrors};
+use super::model::{AgentConfig, Config};
+use super::placeholders::{Placeholders, check_placeholders, expand};
+use super::reader::{At, Cx, Tbl};
+use super::values::did_you_mean;
+
+const TOP_KEYS: &[&str] = &["vigil", "defaults", "agents"];
+const VIGIL_KEYS: &[&str] = &["state_dir"];
+const COMMON_KEYS: &[&str] = &[
+    "autostart",
+    "restart",
+    "stop_signal",
+    "stop_timeout",
+    "log_max_size",
+    "log_keep",
+    "policy",
+];
+const AGENT_ONLY_KEYS: &[&str] = &["command", "shell", "cwd", "env", "instances"];
+const POLICY_KEYS: &[&str] = &[
+    "cooldown",
+    "max_restarts",
+    "window",
+    "backoff_initial",
+    "backoff_max",
+    "stable_after",
+    "on_exhausted",
+    "retry_after",
+    "failure_threshold",
+];
+const RESTART_MODES: &[&str] = &["always", "on-failure", "never"];
+const ON_EXHAUSTED: &[&str] = &["quarantine", "retry_after"];
+
+/// Settings shared by `[defaults]` and each `[agents.NAME]`.
+#[derive(Clone)]
+struct Common {
+    autostart: bool,
+    restart: RestartMode,
+    stop_signal: Signal,
+    stop_timeout: Duration,
+    log_max_size: u64,
+    log_keep: u32,
+    policy: RestartPolicy,
+}
+
+impl Default for Common {
+    fn default() -> Self {
+        Self {
+            autostart: true,
+            restart: RestartMode::Always,
+            stop_signal: Signal::TERM,
+            stop_timeout: Duration::from_secs(10),
+            log_max_size: 50_000_000,
+            log_keep: 5,
+            policy: RestartPolicy::default(),
+        }
+    }
+}
+
+/// Parse and resolve `text`, read from `path`. `state_dir_override` is `--state-dir`.
+pub fn parse(
+    path: &Path,
+    text: &str,
+    state_dir_override: Option<&Path>,
+) -> Result<Config, ConfigErrors> {
+    let mut cx = Cx::default();
+    let (doc, parse_errors) = DeTable::parse_recoverable(text);
+    for e in parse_errors {
+        let span = e.span().unwrap_or(0..0);
+        cx.error(ConfigError::new(
+            span,
+            format!("TOML syntax: {}", e.message().trim()),
+        ));
+    }
+    let base_dir = path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let root = Tbl {
+        name: String::new(),
+        table: doc.get_ref(),
+        span: doc.span(),
+    };
+    cx.check_keys(&root, TOP_KEYS);
+
+    let mut state_dir = base_dir.join(".vigil");
+    if let Some(vigil) = cx.table(&root, "vigil") {
+        cx.check_keys(&vigil, VIGIL_KEYS);
+        if let Some(dir) = cx.string(&vigil, "state_dir") {
+            state_dir = base_dir.join(dir.value);
+        }
+    }
+    if let Some(dir) = state_dir_override {
+        state_dir = dir.to_path_buf();
+    }
+
+    let defaults = match cx.table(&root, "defaults") {
+        Some(t) => {
+            cx.check_keys(&t, COMMON_KEYS);
+            read_common(&mut cx, &t, &Common::default())
+        }
+        None => Common::default(),
+    };
+
+    let mut agents = Vec::new();
+    match cx.table(&root, "agents") {
+        Some(t) => {
+            for (key, value) in t.entries() {
+                let name = At {
+                    value: key.get_ref().to_string(),
+                    span: key.span(),
+                };
+                let toml::de::DeValue::Table(table) = value.get_ref() else {
+                    cx.err(
+                        value.span(),
+                        format!(
+                            "agent `{}` must be a table ([agents.{}])",
+                            name.value, name.value
+                        ),
+                    );
+                    continue;
+                };
+                let tbl = Tbl {
+                    name: format!("agents.{}", name.value),
+                    table,
+                    span: value.span(),
+                };
+                read_agent(&mut cx, &name, &tbl, &defaults, &base_dir, &mut agents);
+            }
+            if t.entries().next().is_none() {
+                cx.err(
+                    t.span.clone(),
+                    "[agents] is empty: there is nothing to supervise",
+                );
+            }
+        }
+        None if cx.errors.is_empty() => {
+            cx.error(
+                ConfigError::new(
+                    0..0,
+                    "no [agents.NAME] section: there is nothing to supervise",
+                )
+                .hint("add one, e.g. [agents.bot] with command = [\"python3\", \"bot.py\"]"),
+            );
+        }
+        None => {}
+    }
+
+    if cx.errors.is_empty() {
+        Ok(Config {
+            path: path.to_path_buf(),
+            state_dir: absolute(&state_dir),
+            agents,
+        })
+    } else {
+        cx.errors.sort_by_key(|e| e.span.start);
+        Err(ConfigErrors {
+            path: path.to_path_buf(),
+            text: text.to_string(),
+            errors: cx.errors,
+        })
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn read_common(cx: &mut Cx, t: &Tbl<'_, '_>, base: &Common) -> Common {
+    let mut c = base.clone();
+    if let Some(b) = cx.boolean(t, "autostart") {
+        c.autostart = b;
+    }
+    if let Some(mode) = cx.choice(t, "restart", RESTART_MODES) {
+        c.restart = match mode.value.as_str() {
+            "on-failure" => RestartMode::OnFailure,
+            "never" => RestartMode::Never,
+            _ => RestartMode::Always,
+        };
+    }
+    if let Some(sig) = cx.string(t, "stop_signal") {
+        match Signal::from_name(&sig.value) {
+            Some(s) => c.stop_signal = s,
+            None => cx.error(
+                ConfigError::new(
+                    sig.span,
+                    format!(
+                        "`stop_signal` in [{}]: unknown signal \"{}\"",
+                        t.name, sig.value
+                    ),
+                )
+                .hint(format!("use one of {}", STOP_SIGNALS.join(", "))),
+            ),
+        }
+    }
+    if let Some(d) = cx.duration(t, "stop_timeout") {
+        c.stop_timeout = d;
+    }
+    if let Some(n) = cx.size(t, "log_max_size") {
+        if n < 4096 {
+            cx.err(
+                t.get("log_max_size").map(|v| v.span()).unwrap_or_default(),
+                format!("`log_max_size` in [{}] must be at least 4KB", t.name),
+            );
+        } else {
+            c.log_max_size = n;
+        }
+    }
+    if let Some(n) = cx.integer(t, "log_keep", 0..1000) {
+        c.log_keep = n as u32;
+    }
+    if let Some(p) = cx.table(t, "policy") {
+        cx.check_keys(&p, POLICY_KEYS);
+        c.policy = read_policy(cx, &p, &c.policy);
+    }
+    c
+}
+
+fn read_policy(cx: &mut Cx, t: &Tbl<'_, '_>, base: &RestartPolicy) -> RestartPolicy {
+    let mut p = base.clone();
+    if let Some(d) = cx.duration(t, "cooldown") {
+        p.cooldown = d;
+    }
+    if let Some(n) = cx.integer(t, "max_restarts", 0..1_000_001) {
+        p.max_restarts = n as u32;
+    }
+    if let Some(d) = cx.duration(t, "window") {
+        if d.is_zero() {
+            cx.err(
+                t.get("window").unwrap().span(),
+                format!("`window` in [{}] must be longer than 0s", t.name),
+            );
+        } else {
+            p.window = d;
+        }
+    }
+    if let Some(d) = cx.duration(t, "backoff_initial") {
+        p.backoff_initial = d;
+    }
+    if let Some(d) = cx.duration(t, "backoff_max") {
+        p.backoff_max = d;
+    }
+    if let Some(d) = cx.duration(t, "stable_after") {
+        p.stable_after = d;
+    }
+    if let Some(n) = cx.integer(t, "failure_threshold", 1..10_000) {
+        p.failure_threshold = n as u32;
+    }
+    let retry_after = cx.duration(t, "retry_after");
+    let mode = cx.choice(t, "on_exhausted", ON_EXHAUSTED);
+    match (mode.as_ref().map(|m| m.value.as_str()), retry_after) {
+        (Some("retry_after"), wait) => {
+            p.on_exhausted = OnExhausted::RetryAfter(wait.unwrap_or(Duration::from_secs(3600)));
+        }
+        (Some(_), Some(_)) => cx.error(
+            ConfigError::new(
+                t.get("retry_after").unwrap().span(),
+                format!(
+                    "`retry_after` in [{}] has no effect with on_exhausted = \"quarantine\"",
+                    t.name
+                ),
+            )
+            .hint("set on_exhausted = \"retry_after\", or remove retry_after"),
+        ),
+        (Some(_), None) => p.on_exhausted = OnExhausted::Quarantine,
+        (None, Some(wait)) => match p.on_exhausted {
+            OnExhausted::RetryAfter(_) => p.on_exhausted = OnExhausted::RetryAfter(wait),
+            OnExhausted::Quarantine => cx.error(
+                ConfigError::new(
+                    t.get("retry_after").unwrap().span(),
+                    format!(
+                        "`retry_after` in [{}] has no effect while on_exhausted is \"quarantine\"",
+                        t.name
+                    ),
+                )
+                .hint("add on_exhausted = \"retry_after\" next to it"),
+            ),
+        },
+        (None, None) => {}
+    }
+    if p.backoff_initial > p.backoff_max {
+        let span = t
+            .get("backoff_initial")
+            .or_else(|| t.get("backoff_max"))
+            .map(|v| v.span())
+            .unwrap_or(t.span.clone());
+        cx.err(
+            span,
+            format!(
+                "in [{}], backoff_initial must not be longer than backoff_max",
+                t.name
+            ),
+        );
+    }
+    p
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && !s.starts_with('.')
+}
+
+fn read_agent(
+    cx: &mut Cx,
+    name: &At<String>,
+    t: &Tbl<'_, '_>,
+    defaults: &Common,
+    base_dir: &Path,
+    out: &mut Vec<AgentConfig>,
+) {
+    let errors_before = cx.errors.len();
+    if !valid_name(&name.value) {
+        cx.error(
+            ConfigError::new(
+                name.span.clone(),
+                format!("agent name `{}` is not allowed", name.value),
+            )
+            .hint("use letters, digits, `_`, `-` and `.` (instances are added as NAME@INSTANCE)"),
+        );
+    }
+    let known: Vec<&str> = AGENT_ONLY_KEYS.iter().chain(COMMON_KEYS).copied().collect();
+    cx.check_keys(t, &known);
+    let common = read_common(cx, t, defaults);
+
+    let instances = cx.string_list(t, "instances");
+    if let Some(list) = &instances {
+        if list.value.is_empty() {
+            cx.err(
+                list.span.clone(),
+                format!("`instances` in [{}] is empty", t.name),
+            );
+        }
+        for (i, inst) in list.value.iter().enumerate() {
+            if !valid_name(&inst.value) {
+                cx.error(
+                    ConfigError::new(
+                        inst.span.clone(),
+                        format!("instance name \"{}\" is not allowed", inst.value),
+                    )
+                    .hint("use letters, digits, `_`, `-` and `.`"),
+                );
+            }
+            if list.value[..i].iter().any(|o| o.value == inst.value) {
+                cx.err(
+                    inst.span.clone(),
+                    format!("instance \"{}\" is listed twice", inst.value),
+                );
+            }
+        }
+    }
+    let scope = Placeholders {
+        agent: &name.value,
+        has_instances: instances.is_some(),
+    };
+
+    let shell = cx.boolean(t, "shell").unwrap_or(false);
+    let command: Option<Vec<At<String>>> = match t.get("command") {
+        None => {
+            // A misspelt `command` is already reported as an unknown key with a suggestion.
+            let misspelt = t
+                .entries()
+                .any(|(k, _)| did_you_mean(k.get_ref(), &["command"]).is_some());
+            if !misspelt {
+                cx.error(
+                    ConfigError::new(
+                        t.span.start..t.span.start,
+                        format!("[{}] has no `command`", t.name),
+                    )
+                    .hint("add command = [\"program\", \"arg\", ...]"),
+                );
+            }
+            None
+        }
+        Some(v) => match v.get_ref() {
+            toml::de::DeValue::String(s) if shell => Some(vec![At {
+                value: s.to_string(),
+                span: v.span(),
+            }]),
+            toml::de::DeValue::String(s) => {
+                let argv: Vec<String> = s.split_whitespace().map(|w| format!("\"{w}\"")).collect();
+                cx.error(
+                    ConfigError::new(v.span(), format!("`command` in [{}] must be an argv array", t.name))
+                        .hint(format!(
+                            "command = [{}] (no shell involved), or add shell = true to run it with /bin/sh -c",
+                            argv.join(", ")
+                        )),
+                );
+                None
+            }
+            _ if shell => {
+                cx.err(
+                    v.span(),
+                    format!(
+                        "with shell = true, `command` in [{}] must be one string",
+                        t.name
+                    ),
+                );
+                None
+            }
+            _ => match cx.string_list(t, "command") {
+                Some(list) if list.value.is_empty() || list.value[0].value.is_empty() => {
+                    cx.err(list.span, format!("`command` in [{}] is empty", t.name));
+                    None
+                }
+                other => other.map(|l| l.value),
+            },
+        },
+    };
+    let cwd = cx.string(t, "cwd");
+    let env = cx.string_map(t, "env").unwrap_or_default();
+    for (k, _) in &env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            cx.err(
+                t.span.clone(),
+                format!(
+                    "environment variable name `{k}` in [{}] is not valid",
+                    t.name
+                ),
+            );
+        }
+    }
+
+    let mut templated: Vec<&At<String>> = Vec::new();
+    templated.extend(command.iter().flatten());
+    templated.extend(cwd.iter());
+    templated.extend(env.iter().map(|(_, v)| v));
+    for s in templated {
+        check_placeholders(cx, s, &scope);
+    }
+
+    if cx.errors.len() != errors_before {
+        return;
+    }
+    let command = command.expect("checked above");
+    let runs: Vec<(String, Option<String>)> = match &instances {
+        Some(list) => list
+            .value
+            .iter()
+            .map(|i| (format!("{}@{}", name.value, i.value), Some(i.value.clone())))
+            .collect(),
+        None => vec![(name.value.clone(), None)],
+    };
+    for (full_name, instance) in runs {
+        let vars = |s: &str| expand(s, &full_name, &name.value, instance.as_deref());
+        let mut argv: Vec<String> = command.iter().map(|a| vars(&a.value)).collect();
+        if shell {
+            argv = vec!["/bin/sh".into(), "-c".into(), argv.remove(0)];
+        }
+        out.push(AgentConfig {
+            name: full_name.clone(),
+            template: instance.as_ref().map(|_| name.value.clone()),
+            instance: instance.clone(),
+            command: argv,
+            cwd: cwd
+                .as_ref()
+                .map(|c| absolute(&base_dir.join(vars(&c.value)))),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.clone(), vars(&v.value)))
+                .collect(),
+            autostart: common.autostart,
+            restart: common.restart,
+            stop_signal: common.stop_signal,
+            stop_timeout: common.stop_timeout,
+            policy: common.policy.clone(),
+            log_max_size: common.log_max_size,
+            log_keep: common.log_keep,
+        });
+    }
+}

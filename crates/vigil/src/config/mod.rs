@@ -1,0 +1,35 @@
+//! The configuration file: `vigil.toml`.
+
+mod diagnostic;
+mod load;
+mod model;
+mod placeholders;
+mod reader;
+mod values;
+
+use std::path::Path;
+
+pub use diagnostic::ConfigErrors;
+pub use model::{AgentConfig, Config};
+pub use values::parse_duration;
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+}
+
+/// Read and resolve a config file. `state_dir` overrides `[vigil] state_dir`.
+pub fn load(path: &Path, state_dir: Option<&Path>) -> Result<Config, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    load::parse(path, &text, state_dir).map_err(LoadError::Invalid)
+}

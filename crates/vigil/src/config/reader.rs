@@ -1,0 +1,317 @@
+//! Typed reads from a parsed TOML tree that collect every error instead of stopping at the first.
+
+use std::borrow::Cow;
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::diagnostic::ConfigError;
+use super::values::{DURATION_FORMS, SIZE_FORMS, did_you_mean, parse_duration, parse_size};
+
+pub type Value<'i> = Spanned<DeValue<'i>>;
+
+/// A value with the place it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct At<T> {
+    pub value: T,
+    pub span: Range<usize>,
+}
+
+/// A table being read; `name` is its dotted path for messages (`agents.bot.policy`).
+#[derive(Clone)]
+pub struct Tbl<'a, 'i> {
+    pub name: String,
+    pub table: &'a DeTable<'i>,
+    pub span: Range<usize>,
+}
+
+impl<'a, 'i> Tbl<'a, 'i> {
+    pub fn get(&self, key: &str) -> Option<&'a Value<'i>> {
+        self.table.get(key)
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = (&'a Spanned<Cow<'i, str>>, &'a Value<'i>)> {
+        self.table.iter()
+    }
+}
+
+#[derive(Default)]
+pub struct Cx {
+    pub errors: Vec<ConfigError>,
+}
+
+pub fn type_name(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a datetime",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+fn to_i64(v: &DeValue<'_>) -> Option<i64> {
+    match v {
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok(),
+        _ => None,
+    }
+}
+
+impl Cx {
+    pub fn error(&mut self, error: ConfigError) {
+        self.errors.push(error);
+    }
+
+    pub fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.errors.push(ConfigError::new(span, message));
+    }
+
+    fn wrong_type(&mut self, t: &Tbl<'_, '_>, key: &str, v: &Value<'_>, expected: &str) {
+        self.err(
+            v.span(),
+            format!(
+                "`{key}` in [{}] must be {expected}, found {}",
+                t.name,
+                type_name(v.get_ref())
+            ),
+        );
+    }
+
+    /// Report keys that are not in `known`, suggesting the closest known one.
+    pub fn check_keys(&mut self, t: &Tbl<'_, '_>, known: &[&str]) {
+        for (key, _) in t.entries() {
+            let name = key.get_ref().as_ref();
+            if known.contains(&name) {
+                continue;
+            }
+            let mut e =
+                ConfigError::new(key.span(), format!("unknown key `{name}` in [{}]", t.name));
+            e = match did_you_mean(name, known) {
+                Some(s) => e.hint(format!("did you mean `{s}`?")),
+                None => e.hint(format!("known keys here: {}", known.join(", "))),
+            };
+            self.error(e);
+        }
+    }
+
+    pub fn table<'a, 'i>(&mut self, t: &Tbl<'a, 'i>, key: &str) -> Option<Tbl<'a, 'i>> {
+        let v = t.get(key)?;
+        match v.get_ref() {
+            DeValue::Table(table) => Some(Tbl {
+                name: if t.name.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{}.{key}", t.name)
+                },
+                table,
+                span: v.span(),
+            }),
+            _ => {
+                self.wrong_type(t, key, v, "a table");
+                None
+            }
+        }
+    }
+
+    pub fn string(&mut self, t: &Tbl<'_, '_>, key: &str) -> Option<At<String>> {
+        let v = t.get(key)?;
+        match v.get_ref() {
+            DeValue::String(s) => Some(At {
+                value: s.to_string(),
+                span: v.span(),
+            }),
+            _ => {
+                self.wrong_type(t, key, v, "a string");
+                None
+            }
+        }
+    }
+
+    pub fn boolean(&mut self, t: &Tbl<'_, '_>, key: &str) -> Option<bool> {
+        let v = t.get(key)?;
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.wrong_type(t, key, v, "true or false");
+                None
+            }
+        }
+    }
+
+    pub fn integer(&mut self, t: &Tbl<'_, '_>, key: &str, range: Range<i64>) -> Option<i64> {
+        let v = t.get(key)?;
+        let Some(n) = to_i64(v.get_ref()) else {
+            self.wrong_type(t, key, v, "an integer");
+            return None;
+        };
+        if !range.contains(&n) {
+            self.err(
+                v.span(),
+                format!(
+                    "`{key}` in [{}] must be between {} and {}, found {n}",
+                    t.name,
+                    range.start,
+                    range.end - 1
+                ),
+            );
+            return None;
+        }
+        Some(n)
+    }
+
+    pub fn duration(&mut self, t: &Tbl<'_, '_>, key: &str) -> Option<Duration> {
+        let v = t.get(key)?;
+        match v.get_ref() {
+            DeValue::String(s) => match parse_duration(s) {
+                Ok(d) => Some(d),
+                Err(why) => {
+                    self.error(
+                        ConfigError::new(
+                            v.span(),
+                            format!("`{key}` in [{}]: bad duration \"{s}\": {why}", t.name),
+                        )
+                        .hint(format!("durations are {DURATION_FORMS}")),
+                    );
+                    None
+                }
+            },
+            other => {
+                let hint = match to_i64(other) {
+                    Some(n) => {
+                        format!("write \"{n}s\" for {n} seconds; durations are {DURATION_FORMS}")
+                    }
+                    None => format!("durations are {DURATION_FORMS}"),
+                };
+                self.error(
+                    ConfigError::new(
+                        v.span(),
+                        format!(
+                            "`{key}` in [{}] must be a duration string, found {}",
+                            t.name,
+                            type_name(other)
+                        ),
+                    )
+                    .hint(hint),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn size(&mut self, t: &Tbl<'_, '_>, key: &str) -> Option<u64> {
+        let v = t.get(key)?;
+        let parsed = match v.get_ref() {
+            DeValue::String(s) => parse_size(s),
+            other => match to_i64(other) {
+                Some(n) if n >= 0 => Ok(n as u64),
+                _ => Err(format!("found {}", type_name(other))),
+            },
+        };
+        match parsed {
+            Ok(n) => Some(n),
+            Err(why) => {
+                self.error(
+                    ConfigError::new(
+                        v.span(),
+                        format!("`{key}` in [{}] is not a size: {why}", t.name),
+                    )
+                    .hint(format!("sizes are {SIZE_FORMS}")),
+                );
+                None
+            }
+        }
+    }
+
+    /// One of a fixed set of words, with a suggestion for near misses.
+    pub fn choice(&mut self, t: &Tbl<'_, '_>, key: &str, choices: &[&str]) -> Option<At<String>> {
+        let s = self.string(t, key)?;
+        if choices.contains(&s.value.as_str()) {
+            return Some(s);
+        }
+        let mut e = ConfigError::new(
+            s.span.clone(),
+            format!("`{key}` in [{}] cannot be \"{}\"", t.name, s.value),
+        );
+        let listed = choices
+            .iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        e = match did_you_mean(&s.value, choices) {
+            Some(near) => e.hint(format!("did you mean \"{near}\"? accepted: {listed}")),
+            None => e.hint(format!("accepted: {listed}")),
+        };
+        self.error(e);
+        None
+    }
+
+    pub fn string_list(&mut self, t: &Tbl<'_, '_>, key: &str) -> Option<At<Vec<At<String>>>> {
+        let v = t.get(key)?;
+        let DeValue::Array(items) = v.get_ref() else {
+            self.wrong_type(t, key, v, "an array of strings");
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in items.iter() {
+            match item.get_ref() {
+                DeValue::String(s) => out.push(At {
+                    value: s.to_string(),
+                    span: item.span(),
+                }),
+                other => {
+                    ok = false;
+                    self.err(
+                        item.span(),
+                        format!(
+                            "`{key}` in [{}] must hold only strings, found {}",
+                            t.name,
+                            type_name(other)
+                        ),
+                    );
+                }
+            }
+        }
+        ok.then_some(At {
+            value: out,
+            span: v.span(),
+        })
+    }
+
+    /// A table of string values (`env = { K = "V" }`), in file order.
+    pub fn string_map(&mut self, t: &Tbl<'_, '_>, key: &str) -> Option<Vec<(String, At<String>)>> {
+        let table = self.table(t, key)?;
+        let mut out = Vec::new();
+        for (k, v) in table.entries() {
+            match v.get_ref() {
+                DeValue::String(s) => out.push((
+                    k.get_ref().to_string(),
+                    At {
+                        value: s.to_string(),
+                        span: v.span(),
+                    },
+                )),
+                other => {
+                    let mut e = ConfigError::new(
+                        v.span(),
+                        format!(
+                            "`{}` in [{}] must be a string, found {}",
+                            k.get_ref(),
+                            table.name,
+                            type_name(other)
+                        ),
+                    );
+                    if let Some(n) = to_i64(other) {
+                        e = e.hint(format!("quote it: {} = \"{n}\"", k.get_ref()));
+                    }
+                    self.error(e);
+                }
+            }
+        }
+        Some(out)
+    }
+}

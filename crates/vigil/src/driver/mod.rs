@@ -1,0 +1,9 @@
+//! How agents are run and controlled. Today: the `process` driver (vigil spawns them).
+
+pub mod children;
+pub mod process;
+pub mod proctree;
+pub mod spawn;
+
+pub use children::{Children, ExitWatch};
+pub use process::{Launch, ProcessDriver};

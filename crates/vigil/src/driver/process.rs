@@ -1,0 +1,211 @@
+//! The `process` driver: vigil spawns the agent itself.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use rustix::process::{Pid, Signal as OsSignal, getpid, kill_process, kill_process_group};
+use vigil_core::Signal;
+
+use super::children::{Children, direct_children};
+use super::proctree::{self, Snapshot};
+use super::spawn::{self, SpawnRequest};
+use crate::config::AgentConfig;
+use crate::logs;
+
+/// The environment variable that tags every process of one run, so orphans that left the
+/// process group are still recognised as the agent's.
+pub const RUN_TAG_VAR: &str = "VIGIL_RUN";
+
+pub struct Launch<'a> {
+    pub agent: &'a AgentConfig,
+    pub log: &'a Path,
+    pub run_tag: &'a str,
+    /// Added by other parts of vigil (NOTIFY_SOCKET, …).
+    pub extra_env: &'a [(String, String)],
+}
+
+#[derive(Clone)]
+pub struct ProcessDriver {
+    self_pid: u32,
+    children: Children,
+}
+
+fn os_signal(sig: Signal) -> Option<OsSignal> {
+    OsSignal::from_named_raw(sig.0)
+}
+
+fn pid(n: u32) -> Option<Pid> {
+    Pid::from_raw(n as i32)
+}
+
+impl ProcessDriver {
+    pub fn new(children: Children) -> Self {
+        Self {
+            self_pid: getpid().as_raw_nonzero().get() as u32,
+            children,
+        }
+    }
+
+    pub fn self_pid(&self) -> u32 {
+        self.self_pid
+    }
+
+    /// Orphaned grandchildren are reparented to vigil instead of init, so they stay
+    /// findable and killable.
+    pub fn become_subreaper() -> io::Result<()> {
+        rustix::process::set_child_subreaper(Some(getpid())).map_err(io::Error::from)
+    }
+
+    /// Start the agent in its own session (and so its own process group), with its log file
+    /// as stdout and stderr. Returns the pid or why it could not start.
+    pub fn spawn(&self, launch: &Launch<'_>) -> Result<u32, String> {
+        let agent = launch.agent;
+        let Some(program) = agent.command.first() else {
+            return Err("empty command".into());
+        };
+        if let Some(cwd) = &agent.cwd
+            && !cwd.is_dir()
+        {
+            return Err(format!(
+                "working directory {} does not exist",
+                cwd.display()
+            ));
+        }
+        let log = logs::open_for_agent(launch.log)
+            .map_err(|e| format!("cannot open log file {}: {e}", launch.log.display()))?;
+
+        // vigil's environment, then the agent's, then vigil's own variables.
+        let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        let mut set = |k: &str, v: &str| {
+            env.retain(|(key, _)| key != k);
+            env.push((k.into(), v.into()));
+        };
+        for (k, v) in &agent.env {
+            set(k, v);
+        }
+        set("VIGIL_AGENT", &agent.name);
+        set("VIGIL_INSTANCE", agent.instance.as_deref().unwrap_or(""));
+        set(RUN_TAG_VAR, launch.run_tag);
+        for (k, v) in launch.extra_env {
+            set(k, v);
+        }
+        let path_var = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone());
+        let Some(resolved) = spawn::resolve_program(program, path_var.as_deref()) else {
+            return Err(format!("{program}: command not found in PATH"));
+        };
+        let mut managed = self.children.lock();
+        let result = spawn::spawn_in_new_session(&SpawnRequest {
+            program: &resolved,
+            argv: &agent.command,
+            env: &env,
+            cwd: agent.cwd.as_deref(),
+            output: log.as_fd(),
+        });
+        match result {
+            Ok(pid) => {
+                managed.insert(pid);
+                Ok(pid)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(format!("{program}: command not found ({e})"))
+            }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                Err(format!("{program}: permission denied ({e})"))
+            }
+            Err(e) => Err(format!("{program}: {e}")),
+        }
+    }
+
+    fn safe_target(&self, n: u32) -> bool {
+        n > 1 && n != self.self_pid
+    }
+
+    /// Send `sig` to the run's process group and to its members that escaped the group.
+    pub fn signal(&self, main_pid: u32, run_tag: &str, sig: Signal, procs: &Snapshot) {
+        let Some(os_sig) = os_signal(sig) else { return };
+        if !self.safe_target(main_pid) {
+            return;
+        }
+        if let Some(p) = pid(main_pid) {
+            let _ = kill_process_group(p, os_sig);
+        }
+        for member in self.members(main_pid, run_tag, procs) {
+            if let Some(p) = pid(member)
+                && self.safe_target(member)
+            {
+                let _ = kill_process(p, os_sig);
+            }
+        }
+    }
+
+    /// SIGKILL one process (never vigil, never init).
+    pub fn kill_pid(&self, n: u32) {
+        if let Some(p) = pid(n)
+            && self.safe_target(n)
+        {
+            let _ = kill_process(p, OsSignal::KILL);
+        }
+    }
+
+    /// SIGKILL everything left of the run.
+    pub fn kill(&self, main_pid: u32, run_tag: &str, procs: &Snapshot) {
+        self.signal(main_pid, run_tag, Signal::KILL, procs);
+    }
+
+    /// Live processes of the run (group, session, descendants, tagged orphans).
+    pub fn members(&self, main_pid: u32, run_tag: &str, procs: &Snapshot) -> Vec<u32> {
+        proctree::run_members(
+            procs.get(),
+            main_pid,
+            run_tag,
+            self.self_pid,
+            |p| procs.is_managed(p),
+            |p| proctree::environ_var(p, RUN_TAG_VAR),
+        )
+    }
+
+    /// One syscall: does the run's process group still have members?
+    pub fn group_alive(&self, main_pid: u32) -> bool {
+        pid(main_pid).is_some_and(|p| rustix::process::test_kill_process_group(p).is_ok())
+    }
+
+    /// Orphans vigil inherited that belong to the run (they left its process group).
+    pub fn escaped_orphans(&self, run_tag: &str) -> Vec<u32> {
+        let managed: HashSet<u32> = self.children.lock().clone();
+        direct_children()
+            .into_iter()
+            .filter(|c| !managed.contains(c))
+            .filter(|c| proctree::environ_var(*c, RUN_TAG_VAR).as_deref() == Some(run_tag))
+            .collect()
+    }
+
+    /// Is anything of the run left after its main process exited?
+    pub fn tree_alive(&self, main_pid: u32, run_tag: &str) -> bool {
+        self.group_alive(main_pid) || !self.escaped_orphans(run_tag).is_empty()
+    }
+
+    /// A process-table view for one batch of actions.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::new(self.children.lock().clone())
+    }
+
+    /// The owner of a child has collected its exit.
+    pub fn forget(&self, pid_: u32) {
+        self.children.lock().remove(&pid_);
+    }
+
+    /// Whether a process with this pid and start time is still the one vigil started.
+    pub fn same_process(pid_: u32, start_time: u64) -> bool {
+        proctree::stat(pid_).is_some_and(|p| p.start_time == start_time && !p.zombie)
+    }
+
+    pub fn start_time(pid_: u32) -> Option<u64> {
+        proctree::stat(pid_).map(|p| p.start_time)
+    }
+}

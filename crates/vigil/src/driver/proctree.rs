@@ -1,0 +1,191 @@
+//! Finding every process of an agent's run in /proc, including the ones that left its
+//! process group (a daemonizing grandchild calls setsid and gets a new group).
+//!
+//! A run is: its process group and session (the agent is started with setsid, so both equal
+//! its main pid), every descendant of its main pid, and the orphans reparented to vigil (a
+//! child subreaper) that carry the run's `VIGIL_RUN` tag in their environment, with their
+//! descendants.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub pgrp: u32,
+    pub session: u32,
+    /// Clock ticks after boot: with the pid, identifies one process across pid reuse.
+    pub start_time: u64,
+    pub zombie: bool,
+}
+
+/// Parse `/proc/PID/stat`. The command name may contain spaces and parentheses, so fields
+/// are counted from the last `)`.
+pub fn parse_stat(text: &str) -> Option<ProcInfo> {
+    let pid = text.split_whitespace().next()?.parse().ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is state (field 3 of stat); start_time is field 22.
+    Some(ProcInfo {
+        pid,
+        zombie: matches!(fields.first(), Some(&"Z") | Some(&"X")),
+        ppid: fields.get(1)?.parse().ok()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        session: fields.get(3)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+pub fn stat(pid: u32) -> Option<ProcInfo> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The process table, read at most once however many runs are looked up in it (reading
+/// /proc costs about 10 µs per process), with the children vigil itself manages.
+pub struct Snapshot {
+    procs: std::cell::OnceCell<Vec<ProcInfo>>,
+    managed: HashSet<u32>,
+}
+
+impl Snapshot {
+    /// `managed`: vigil's children that have an owner (agent main processes, checks); they
+    /// are never mistaken for orphans.
+    pub fn new(managed: HashSet<u32>) -> Self {
+        Self {
+            procs: std::cell::OnceCell::new(),
+            managed,
+        }
+    }
+
+    pub fn get(&self) -> &[ProcInfo] {
+        self.procs.get_or_init(snapshot)
+    }
+
+    pub fn is_managed(&self, pid: u32) -> bool {
+        self.managed.contains(&pid)
+    }
+}
+
+/// Every process on the machine (that is visible to vigil).
+pub fn snapshot() -> Vec<ProcInfo> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(stat)
+        .collect()
+}
+
+/// The value of one variable in a process's environment (needs the same user or root).
+pub fn environ_var(pid: u32, key: &str) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{key}=");
+    raw.split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Live (non-zombie) processes belonging to the run whose main process is `main_pid`.
+/// `main_pid` itself is included while it lives.
+pub fn run_members(
+    procs: &[ProcInfo],
+    main_pid: u32,
+    run_tag: &str,
+    self_pid: u32,
+    is_managed: impl Fn(u32) -> bool,
+    env_of: impl Fn(u32) -> Option<String>,
+) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for p in procs {
+        children.entry(p.ppid).or_default().push(p.pid);
+    }
+    let mut roots: Vec<u32> = vec![main_pid];
+    roots.extend(
+        procs
+            .iter()
+            .filter(|p| p.pgrp == main_pid || p.session == main_pid)
+            .map(|p| p.pid),
+    );
+    // Orphans handed to vigil by the kernel: attributed by the tag they inherited.
+    roots.extend(
+        procs
+            .iter()
+            .filter(|p| p.ppid == self_pid && p.pid != main_pid && !is_managed(p.pid))
+            .filter(|p| env_of(p.pid).as_deref() == Some(run_tag))
+            .map(|p| p.pid),
+    );
+    let mut members = HashSet::new();
+    while let Some(pid) = roots.pop() {
+        if pid <= 1 || pid == self_pid || !members.insert(pid) {
+            continue;
+        }
+        if let Some(kids) = children.get(&pid) {
+            roots.extend(kids.iter().copied());
+        }
+    }
+    let alive: HashSet<u32> = procs.iter().filter(|p| !p.zombie).map(|p| p.pid).collect();
+    let mut out: Vec<u32> = members.into_iter().filter(|p| alive.contains(p)).collect();
+    out.sort_unstable();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pid: u32, ppid: u32, pgrp: u32, session: u32) -> ProcInfo {
+        ProcInfo {
+            pid,
+            ppid,
+            pgrp,
+            session,
+            start_time: 0,
+            zombie: false,
+        }
+    }
+
+    #[test]
+    fn parses_stat_with_odd_command_names() {
+        let line = "4242 (my (bot) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1234 56";
+        let info = parse_stat(line).unwrap();
+        assert_eq!(
+            (info.pid, info.ppid, info.pgrp, info.session),
+            (4242, 1, 4242, 4242)
+        );
+        assert_eq!(info.start_time, 987654);
+        assert!(!info.zombie);
+    }
+
+    #[test]
+    fn finds_group_descendants_and_tagged_orphans() {
+        let vigil = 10;
+        let procs = vec![
+            p(vigil, 1, vigil, vigil),
+            p(100, vigil, 100, 100), // main
+            p(101, 100, 100, 100),   // child in group
+            p(102, 101, 102, 102),   // grandchild that called setsid, parent alive
+            p(103, vigil, 103, 103), // daemonized orphan of this run
+            p(104, 103, 103, 103),   // its child
+            p(200, vigil, 200, 200), // another agent
+            p(300, vigil, 300, 300), // an orphan of another run
+        ];
+        let managed = |pid| pid == 200;
+        let tags = |pid| match pid {
+            103 => Some("bot#1".to_string()),
+            300 => Some("other#1".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            run_members(&procs, 100, "bot#1", vigil, managed, tags),
+            vec![100, 101, 102, 103, 104]
+        );
+        // After the main process is gone the rest is still found.
+        let without_main: Vec<_> = procs.iter().copied().filter(|x| x.pid != 100).collect();
+        assert_eq!(
+            run_members(&without_main, 100, "bot#1", vigil, managed, tags),
+            vec![101, 102, 103, 104]
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! Creating an agent process with `posix_spawn`.
+//!
+//! glibc's posix_spawn uses `CLONE_VFORK`: no copy of vigil's page tables, which makes a
+//! restart about half a millisecond faster than fork + exec (what `std::process::Command`
+//! must do once a `pre_exec` hook is set, and it needs one for `setsid`).
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::ptr;
+
+pub struct SpawnRequest<'a> {
+    pub program: &'a Path,
+    pub argv: &'a [String],
+    pub env: &'a [(OsString, OsString)],
+    pub cwd: Option<&'a Path>,
+    /// Becomes stdout and stderr; stdin is /dev/null.
+    pub output: BorrowedFd<'a>,
+}
+
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "contains a NUL byte"))
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Find `program` the way a shell would: as given when it contains a `/`, else in `PATH`.
+pub fn resolve_program(program: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    let default_path = OsString::from("/usr/local/bin:/usr/bin:/bin");
+    let search = path_var.unwrap_or(&default_path);
+    std::env::split_paths(search)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            rustix::fs::access(candidate, rustix::fs::Access::EXEC_OK).is_ok()
+                && candidate.is_file()
+        })
+}
+
+/// Start a process in a new session (so also a new process group) with default signal
+/// dispositions and an empty signal mask. Returns its pid.
+pub fn spawn_in_new_session(req: &SpawnRequest<'_>) -> io::Result<u32> {
+    let program = cstring(req.program.as_os_str().as_bytes())?;
+    let args: Vec<CString> = req
+        .argv
+        .iter()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<io::Result<_>>()?;
+    let env: Vec<CString> = req
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            cstring(&kv)
+        })
+        .collect::<io::Result<_>>()?;
+    let cwd = req
+        .cwd
+        .map(|c| cstring(c.as_os_str().as_bytes()))
+        .transpose()?;
+    let mut argv: Vec<*mut libc::c_char> = args.iter().map(|a| a.as_ptr() as *mut _).collect();
+    argv.push(ptr::null_mut());
+    let mut envp: Vec<*mut libc::c_char> = env.iter().map(|e| e.as_ptr() as *mut _).collect();
+    envp.push(ptr::null_mut());
+    let out = req.output.as_raw_fd();
+
+    // SAFETY: every pointer handed to libc points into a CString or Vec that outlives the
+    // call; the attribute and file-action objects are initialised before use and destroyed
+    // on every path.
+    unsafe {
+        let mut actions = MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
+        check(libc::posix_spawn_file_actions_init(actions.as_mut_ptr()))?;
+        let mut attr = MaybeUninit::<libc::posix_spawnattr_t>::uninit();
+        if let Err(e) = check(libc::posix_spawnattr_init(attr.as_mut_ptr())) {
+            libc::posix_spawn_file_actions_destroy(actions.as_mut_ptr());
+            return Err(e);
+        }
+        let result = (|| {
+            let fa = actions.as_mut_ptr();
+            let at = attr.as_mut_ptr();
+            check(libc::posix_spawn_file_actions_addopen(
+                fa,
+                0,
+                c"/dev/null".as_ptr(),
+                libc::O_RDONLY,
+                0,
+            ))?;
+            check(libc::posix_spawn_file_actions_adddup2(fa, out, 1))?;
+            check(libc::posix_spawn_file_actions_adddup2(fa, out, 2))?;
+            if let Some(dir) = &cwd {
+                check(libc::posix_spawn_file_actions_addchdir_np(fa, dir.as_ptr()))?;
+            }
+            let mut none = MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(none.as_mut_ptr());
+            check(libc::posix_spawnattr_setsigmask(at, none.as_ptr()))?;
+            // Rust ignores SIGPIPE; the agent must get default dispositions for everything.
+            let mut all = MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigfillset(all.as_mut_ptr());
+            check(libc::posix_spawnattr_setsigdefault(at, all.as_ptr()))?;
+            let flags = libc::POSIX_SPAWN_SETSID as libc::c_int
+                | libc::POSIX_SPAWN_SETSIGMASK
+                | libc::POSIX_SPAWN_SETSIGDEF;
+            check(libc::posix_spawnattr_setflags(at, flags as libc::c_short))?;
+            let mut pid: libc::pid_t = 0;
+            check(libc::posix_spawn(
+                &mut pid,
+                program.as_ptr(),
+                fa,
+                at,
+                argv.as_ptr(),
+                envp.as_ptr(),
+            ))?;
+            Ok(pid as u32)
+        })();
+        libc::posix_spawnattr_destroy(attr.as_mut_ptr());
+        libc::posix_spawn_file_actions_destroy(actions.as_mut_ptr());
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_like_a_shell() {
+        assert_eq!(
+            resolve_program("./bot.py", None),
+            Some(PathBuf::from("./bot.py"))
+        );
+        let sh = resolve_program("sh", Some(OsStr::new("/nonexistent:/bin:/usr/bin"))).unwrap();
+        assert!(sh.ends_with("sh"));
+        assert_eq!(resolve_program("no-such-program-xyz", None), None);
+    }
+}

@@ -1,0 +1,183 @@
+//! `vigil`: the daemon and its command line.
+
+mod audit;
+mod cli;
+mod cmd;
+mod config;
+mod driver;
+mod logs;
+mod runtime;
+mod state;
+
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use clap::Parser;
+
+use cli::{Cli, Cmd, ConfigArgs};
+use cmd::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Cmd::Run { cfg } => run(cfg),
+        Cmd::Check { cfg, json } => check(&cfg, json),
+        Cmd::Audit {
+            cfg,
+            agent,
+            action,
+            since,
+            limit,
+            json,
+        } => audit(&cfg, agent, action, since, limit, json),
+        Cmd::Logs {
+            name,
+            lines,
+            follow,
+            cfg,
+        } => logs(&cfg, &name, lines, follow),
+    };
+    ExitCode::from(code as u8)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(cfg: ConfigArgs) -> i32 {
+    init_tracing();
+    let config = match config::load(&cfg.config, cfg.state_dir.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_USAGE;
+        }
+    };
+    // The supervision loop has a thread and an event queue of its own: a crash wakes it
+    // directly, never through another thread.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let opts = runtime::RunOptions {
+        config,
+        state_dir_override: cfg.state_dir,
+    };
+    match runtime.block_on(runtime::run(opts)) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn check(cfg: &ConfigArgs, json: bool) -> i32 {
+    match config::load(&cfg.config, cfg.state_dir.as_deref()) {
+        Ok(c) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&cmd::check::render_json(&c)).unwrap_or_default()
+            );
+            EXIT_OK
+        }
+        Ok(c) => {
+            print!("{}", cmd::check::render(&c));
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn audit(
+    cfg: &ConfigArgs,
+    agent: Option<String>,
+    action: Option<String>,
+    since: Option<String>,
+    limit: Option<usize>,
+    json: bool,
+) -> i32 {
+    if let Some(a) = &action
+        && let Err(e) = cmd::audit::check_action(a)
+    {
+        eprintln!("error: {e}");
+        return EXIT_USAGE;
+    }
+    let since = match since
+        .map(|s| cmd::audit::parse_since(&s, SystemTime::now()))
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let state_dir = match cmd::state_dir(cfg) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let query = cmd::audit::Query {
+        state_dir: &state_dir,
+        filter: audit::Filter {
+            agent,
+            action,
+            since,
+            limit,
+        },
+        json,
+    };
+    match cmd::audit::print(&query) {
+        Ok(_) => EXIT_OK,
+        Err(e) => {
+            eprintln!(
+                "error: cannot read {}: {e}",
+                state_dir.join("audit.jsonl").display()
+            );
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn logs(cfg: &ConfigArgs, name: &str, lines: usize, follow: bool) -> i32 {
+    let state_dir = match cmd::state_dir(cfg) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    match cmd::logs::print(&state_dir, name, lines, follow) {
+        Ok(true) => EXIT_OK,
+        Ok(false) => {
+            eprintln!(
+                "error: no log for agent {name:?} in {} (has it run yet? is the name right?)",
+                state_dir.join("logs").display()
+            );
+            EXIT_FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILURE
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! `vigil check`: every mistake at once, each with file:line:column and a hint.
+
+mod common;
+
+use common::Fleet;
+
+#[test]
+fn reports_every_mistake_with_line_column_and_hint() {
+    let fleet = Fleet::new(
+        r#"[agents.bot]
+comand = ["python3", "bot.py"]
+
+[agents.bot.policy]
+cooldown = "5 mn"
+
+[agents.worker]
+command = ["./worker"]
+stop_signal = "TERMINATE"
+"#,
+    );
+    let out = fleet.vigil(&["check", "-c", "vigil.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("error: unknown key `comand` in [agents.bot]"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--> vigil.toml:2:1"), "{stderr}");
+    assert!(stderr.contains("hint: did you mean `command`?"), "{stderr}");
+    assert!(stderr.contains("--> vigil.toml:5:12"), "{stderr}");
+    assert!(
+        stderr.contains("bad duration \"5 mn\": unknown unit `mn`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(r#"hint: durations are a number with a unit: "500ms""#),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--> vigil.toml:9:15"), "{stderr}");
+    assert!(stderr.contains("unknown signal \"TERMINATE\""), "{stderr}");
+    assert!(
+        stderr.contains("3 errors in vigil.toml; nothing was applied"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn syntax_errors_and_value_errors_are_reported_together() {
+    let fleet = Fleet::new(
+        r#"[agents.bot]
+command = ["sleep", "1"]
+autostart = yes
+
+[agents.other]
+command = "python3 other.py"
+max_restarts = 3
+"#,
+    );
+    let out = fleet.vigil(&["check", "-c", "vigil.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("vigil.toml:3:13"),
+        "syntax error located: {stderr}"
+    );
+    assert!(
+        stderr.contains("`command` in [agents.other] must be an argv array"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(r#"command = ["python3", "other.py"]"#),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("unknown key `max_restarts` in [agents.other]"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn resolves_instances_defaults_and_overrides() {
+    let fleet = Fleet::new(
+        r#"[vigil]
+state_dir = "run"
+
+[defaults.policy]
+max_restarts = 5
+window = "30m"
+
+[agents.trader]
+command = ["python3", "bot.py", "--symbol", "{instance}"]
+instances = ["BTC_USDT", "ETH_USDT"]
+env = { HEARTBEAT = "/tmp/{template}_{instance}_heartbeat" }
+
+[agents.trader.policy]
+cooldown = "10s"
+on_exhausted = "retry_after"
+retry_after = "2h"
+"#,
+    );
+    let out = fleet.vigil(&["check", "-c", "vigil.toml"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("OK — 2 agents"), "{stdout}");
+    assert!(stdout.contains("trader@ETH_USDT  (template trader, instance ETH_USDT)"));
+    assert!(stdout.contains("command  python3 bot.py --symbol BTC_USDT"));
+    assert!(stdout.contains("HEARTBEAT=/tmp/trader_ETH_USDT_heartbeat"));
+    assert!(stdout.contains("cooldown 10s · max 5 restarts per 30m"));
+    assert!(stdout.contains("on exhausted: retry after 2h"));
+
+    let out = fleet.vigil(&["check", "-c", "vigil.toml", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["agents"][1]["name"], "trader@ETH_USDT");
+    assert_eq!(v["agents"][1]["policy"]["max_restarts"], 5);
+    assert!(v["state_dir"].as_str().unwrap().ends_with("/run"));
+}
+
+#[test]
+fn placeholders_are_checked() {
+    let fleet = Fleet::new(
+        r#"[agents.bot]
+command = ["bot", "--symbol", "{instance}", "--id", "{instnce}"]
+"#,
+    );
+    let out = fleet.vigil(&["check", "-c", "vigil.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("`{instance}` is used, but agent `bot` has no `instances`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("unknown placeholder `{instnce}`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `{instance}`?"), "{stderr}");
+}
+
+#[test]
+fn a_missing_config_file_is_a_clear_error() {
+    let fleet = Fleet::new("");
+    let out = fleet.vigil(&["check", "-c", "nope.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config nope.toml"));
+}

@@ -1,0 +1,186 @@
+//! Running the real `vigil` binary against real processes, with bounded waits.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+
+/// A scratch directory with a `vigil.toml`, and the vigil running it.
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+}
+
+impl Fleet {
+    pub fn new(config: &str) -> Fleet {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("vigil.toml"), config).expect("write config");
+        Fleet { dir, child: None }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("vigil.toml")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.path(".vigil")
+    }
+
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(self.config(), config).expect("write config");
+    }
+
+    /// Start `vigil run` and wait until its start is in the journal.
+    pub fn start(&mut self) {
+        let n = self.records(Some("vigil_start")).len();
+        let log = std::fs::File::create(self.path("vigil.out")).unwrap();
+        let child = Command::new(VIGIL)
+            .arg("run")
+            .arg("-c")
+            .arg(self.config())
+            .env("VIGIL_LOG", "debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn vigil");
+        self.child = Some(child);
+        self.wait_for(
+            &format!("vigil start #{}", n + 1),
+            Duration::from_secs(10),
+            |f| f.records(Some("vigil_start")).len() > n,
+        );
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe_kill(self.pid(), sig);
+    }
+
+    /// SIGTERM vigil and wait for it to exit; returns its exit code.
+    pub fn stop(&mut self) -> i32 {
+        self.signal(15);
+        self.wait_exit(Duration::from_secs(20))
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> i32 {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("vigil did not exit within {limit:?}\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// vigil's own log (stderr).
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.path("vigil.out")).unwrap_or_default()
+    }
+
+    /// Journal records, optionally of one action.
+    pub fn records(&self, action: Option<&str>) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.state().join("audit.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| action.is_none_or(|a| r["action"] == a))
+            .collect()
+    }
+
+    pub fn records_of(&self, agent: &str, action: &str) -> Vec<Value> {
+        self.records(Some(action))
+            .into_iter()
+            .filter(|r| r["agent"] == agent)
+            .collect()
+    }
+
+    /// Poll until `cond` holds; panic with vigil's log after `limit`.
+    pub fn wait_for(&self, what: &str, limit: Duration, cond: impl Fn(&Fleet) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !cond(self) {
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}\n--- vigil output ---\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Run a vigil subcommand against this fleet.
+    pub fn vigil(&self, args: &[&str]) -> Output {
+        Command::new(VIGIL)
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vigil")
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe_kill(child.id() as i32, 15);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn unsafe_kill(pid: i32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Pids of processes whose command line contains `marker`.
+pub fn pids_with(marker: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        let cmd = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmd.contains(marker) && !zombie {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+pub fn record_time(r: &Value) -> std::time::SystemTime {
+    humantime::parse_rfc3339_weak(r["ts"].as_str().unwrap()).unwrap()
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
