@@ -46,6 +46,26 @@ enum Bench {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Time from a heartbeat's age passing max_age to the stop signal reaching the agent
+    Stall {
+        /// Stalls measured per check kind (heartbeat file, notify)
+        #[arg(long, default_value_t = 60)]
+        stalls: usize,
+        #[arg(long, default_value_t = 200)]
+        max_age_ms: u64,
+    },
+    /// Notify datagrams vigil accepts per second from one agent sending as fast as it can
+    NotifyFlood {
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+    /// vigil's CPU while N agents each have a file check every second
+    FileChecks {
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 fn sibling(name: &str) -> Result<PathBuf> {
@@ -71,6 +91,11 @@ fn main() -> Result<()> {
             restarts,
             lifetime_ms,
         } => crash_restart(&vigil, restarts, lifetime_ms)?,
+        Bench::Stall { stalls, max_age_ms } => json!({
+            "stall": [stall(&vigil, "file", stalls, max_age_ms)?, stall(&vigil, "notify", stalls, max_age_ms)?]
+        }),
+        Bench::NotifyFlood { seconds } => notify_flood(&vigil, seconds)?,
+        Bench::FileChecks { agents, seconds } => file_checks(&vigil, agents, seconds)?,
         Bench::Idle { agents, seconds } => {
             let mut rows = Vec::new();
             for n in agents {
@@ -162,6 +187,29 @@ fn spawn_floor(agent: &Path, dir: &Path, runs: usize) -> Result<f64> {
     Ok(percentile(&gaps, 0.5))
 }
 
+/// The other floor: appending two journal lines and `fdatasync` on this disk, with the same
+/// spacing as the restarts (the device is slower to sync after a pause).
+fn fsync_floor(dir: &Path, runs: usize, gap: Duration) -> Result<f64> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("fsync.jsonl"))?;
+    let line = br#"{"ts":"2026-11-23T10:00:00.000Z","agent":"crasher","action":"restart","reason":"exited with code 1"}
+"#;
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        f.write_all(line)?;
+        f.write_all(line)?;
+        f.sync_data()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        std::thread::sleep(gap);
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok(percentile(&times, 0.5))
+}
+
 fn crash_restart(vigil: &Path, restarts: usize, lifetime_ms: u64) -> Result<serde_json::Value> {
     let agent = sibling("vigil-bench-agent")?;
     let dir = scratch("crash");
@@ -186,6 +234,7 @@ window = "1h"
     );
     std::fs::create_dir_all(&dir)?;
     let floor = spawn_floor(&agent, &dir, 200)?;
+    let sync_floor = fsync_floor(&dir, 100, Duration::from_millis(lifetime_ms))?;
     let mut daemon = Daemon::start(vigil, &dir, &config)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -238,12 +287,13 @@ window = "1h"
         "  median {p50:.3} ms   p90 {p90:.3} ms   p99 {p99:.3} ms   max {max:.3} ms   mean {mean:.3} ms"
     );
     println!(
-        "  floor on this machine right now (spawn → the agent's first instruction, no supervisor): median {floor:.3} ms"
+        "  floors on this machine right now, no supervisor: spawn → the agent's first instruction {floor:.3} ms, journal append + fdatasync {sync_floor:.3} ms (medians)"
     );
     Ok(json!({
         "bench": "crash-restart",
         "restarts": n,
         "spawn_floor_median_ms": floor,
+        "fsync_floor_median_ms": sync_floor,
         "median_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max, "mean_ms": mean,
     }))
 }
@@ -326,4 +376,179 @@ fn idle(vigil: &Path, n: usize, seconds: u64) -> Result<serde_json::Value> {
         "seconds": seconds,
         "stop_all_ms": stop.as_secs_f64() * 1e3,
     }))
+}
+
+fn summary(mut values: Vec<f64>) -> (f64, f64, f64, f64) {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = values.len();
+    (
+        percentile(&values, 0.5),
+        percentile(&values, 0.9),
+        percentile(&values, 0.99),
+        values[n - 1],
+    )
+}
+
+fn read_lines(path: &Path, prefix: &str) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+fn stall(vigil: &Path, via: &str, stalls: usize, max_age_ms: u64) -> Result<serde_json::Value> {
+    let agent = sibling("vigil-bench-agent")?;
+    let dir = scratch(&format!("stall-{via}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join("stalls.txt");
+    let hb = dir.join("hb");
+    let (via_arg, check) = match via {
+        "file" => (
+            format!("file:{}", hb.display()),
+            format!("kind = \"heartbeat\"\npath = \"{}\"", hb.display()),
+        ),
+        _ => ("notify".to_string(), "kind = \"notify\"".to_string()),
+    };
+    let config = format!(
+        r#"[vigil]
+state_dir = "state"
+
+[agents.staller]
+command = ["{agent}", "stall", "{out}", "3", "20", "{via_arg}"]
+
+[[agents.staller.checks]]
+{check}
+max_age = "{max_age_ms}ms"
+interval = "1h"
+
+[agents.staller.policy]
+cooldown = "0s"
+backoff_initial = "0s"
+backoff_max = "0s"
+max_restarts = 1000000
+"#,
+        agent = agent.display(),
+        out = out.display(),
+    );
+    let mut daemon = Daemon::start(vigil, &dir, &config)?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while read_lines(&out, "stall").len() < stalls {
+        daemon.check_alive()?;
+        if Instant::now() > deadline {
+            bail!("not enough stalls within 300s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lines = read_lines(&out, "stall");
+    daemon.stop()?;
+    let late: Vec<f64> = lines
+        .iter()
+        .take(stalls)
+        .map(|f| {
+            let last: u64 = f[1].parse().unwrap();
+            let term: u64 = f[2].parse().unwrap();
+            (term as f64 - last as f64) / 1e6 - max_age_ms as f64
+        })
+        .collect();
+    let n = late.len();
+    let (p50, p90, p99, max) = summary(late);
+    println!(
+        "stall detection ({via}, max_age {max_age_ms} ms, {n} stalls): from the heartbeat's age passing max_age to SIGTERM in the agent: median {p50:.2} ms  p90 {p90:.2} ms  p99 {p99:.2} ms  max {max:.2} ms"
+    );
+    Ok(
+        json!({"via": via, "stalls": n, "median_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max}),
+    )
+}
+
+fn notify_flood(vigil: &Path, seconds: f64) -> Result<serde_json::Value> {
+    let agent = sibling("vigil-bench-agent")?;
+    let dir = scratch("flood");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join("flood.txt");
+    let config = format!(
+        r#"[vigil]
+state_dir = "state"
+
+[agents.flooder]
+command = ["{agent}", "flood", "{seconds}", "{out}"]
+
+[[agents.flooder.checks]]
+kind = "notify"
+max_age = "1h"
+"#,
+        agent = agent.display(),
+        out = out.display(),
+    );
+    let mut daemon = Daemon::start(vigil, &dir, &config)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, ticks0) = usage(daemon.pid())?;
+    let t0 = Instant::now();
+    while read_lines(&out, "sent").is_empty() {
+        daemon.check_alive()?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (rss, ticks1) = usage(daemon.pid())?;
+    let cpu = (ticks1 - ticks0) as f64 / clock_ticks() / t0.elapsed().as_secs_f64();
+    let line = read_lines(&out, "sent").remove(0);
+    daemon.stop()?;
+    let sent: f64 = line[1].parse()?;
+    let secs: f64 = line[2].parse()?;
+    let rate = sent / secs;
+    println!(
+        "notify flood: {rate:.0} datagrams/s accepted ({sent:.0} in {secs:.1}s); vigil used {:.0} % of a core ({:.0} datagrams per core-second), RSS {:.1} MB",
+        cpu * 100.0,
+        rate / cpu.max(0.01),
+        rss as f64 / 1024.0
+    );
+    Ok(
+        json!({"datagrams_per_s": rate, "vigil_cpu_cores": cpu, "per_core_second": rate / cpu.max(0.01), "rss_mb": rss as f64 / 1024.0}),
+    )
+}
+
+fn file_checks(vigil: &Path, n: usize, seconds: u64) -> Result<serde_json::Value> {
+    let dir = scratch("filechecks");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let output = dir.join("output");
+    std::fs::write(&output, "x")?;
+    let instances: Vec<String> = (0..n).map(|i| format!("\"{i}\"")).collect();
+    let config = format!(
+        r#"[vigil]
+state_dir = "state"
+
+[agents.worker]
+command = ["sleep", "1000000"]
+instances = [{}]
+
+[[agents.worker.checks]]
+kind = "file"
+path = "{}"
+max_age = "1h"
+interval = "1s"
+"#,
+        instances.join(", "),
+        output.display()
+    );
+    let mut daemon = Daemon::start(vigil, &dir, &config)?;
+    let state = dir.join("state/state.json");
+    while count_runs(&state) < n {
+        daemon.check_alive()?;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, ticks0) = usage(daemon.pid())?;
+    let t1 = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (rss, ticks1) = usage(daemon.pid())?;
+    let cpu = (ticks1 - ticks0) as f64 / clock_ticks() / t1.elapsed().as_secs_f64() * 100.0;
+    daemon.stop()?;
+    println!(
+        "{n} agents with a 1s file check: vigil CPU {cpu:.2} % of a core over {seconds}s, RSS {:.1} MB",
+        rss as f64 / 1024.0
+    );
+    Ok(json!({"agents": n, "cpu_percent": cpu, "rss_mb": rss as f64 / 1024.0, "seconds": seconds}))
 }

@@ -23,4 +23,11 @@ pub enum Action {
     WatchTree { agent: AgentId, pid: u32 },
     /// The agent left the configuration and has no process: drop everything about it.
     Forget { agent: AgentId },
+    /// Probe check `check` of the agent's run `run`; answer with `CheckResult` (cut at the
+    /// check's timeout).
+    RunCheck {
+        agent: AgentId,
+        check: usize,
+        run: u64,
+    },
 }

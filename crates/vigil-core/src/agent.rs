@@ -10,11 +10,14 @@ use std::time::{Duration, Instant};
 use crate::action::Action;
 use crate::audit::{AuditAction, AuditEntry};
 use crate::budget::RestartHistory;
+use crate::checks::{
+    CheckOutput, CheckSet, CheckSpec, CheckStatus, NotifyMessage, Observation, Verdict,
+};
 use crate::event::{AgentId, Command, ExitStatus, Requester};
 use crate::policy::{OnExhausted, RestartMode};
 use crate::signal::Signal;
 use crate::spec::AgentSpec;
-use crate::time::human_duration;
+use crate::time::{Now, human_duration};
 
 /// The states users see (`vigil status`, metrics, the dashboard).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -144,6 +147,8 @@ pub(crate) struct Failure {
 enum Then {
     Stay,
     Start,
+    /// Stopped because it stalled: the policy decides what follows, as for a crash.
+    Heal(Failure),
     Remove,
 }
 
@@ -175,11 +180,66 @@ enum Phase {
     },
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The agent's deadlines. Every change is recorded so the supervisor can keep its timer
+/// index in step without scanning agents.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Timers {
-    pub restart: Option<Instant>,
-    pub kill: Option<Instant>,
-    pub stable: Option<Instant>,
+    restart: Option<Instant>,
+    kill: Option<Instant>,
+    stable: Option<Instant>,
+    /// What the index holds for each check (mirrors `CheckSet` dues).
+    checks: Vec<Option<Instant>>,
+    /// (kind, old, new) since the supervisor last synced.
+    pub changes: Vec<(TimerKind, Option<Instant>, Option<Instant>)>,
+}
+
+impl Timers {
+    pub fn get(&self, kind: TimerKind) -> Option<Instant> {
+        match kind {
+            TimerKind::Restart => self.restart,
+            TimerKind::Kill => self.kill,
+            TimerKind::Stable => self.stable,
+            TimerKind::Check(i) => self.checks.get(i as usize).copied().flatten(),
+        }
+    }
+
+    pub fn set(&mut self, kind: TimerKind, at: Option<Instant>) {
+        let slot = match kind {
+            TimerKind::Restart => &mut self.restart,
+            TimerKind::Kill => &mut self.kill,
+            TimerKind::Stable => &mut self.stable,
+            TimerKind::Check(i) => {
+                let i = i as usize;
+                if self.checks.len() <= i {
+                    self.checks.resize(i + 1, None);
+                }
+                &mut self.checks[i]
+            }
+        };
+        if *slot != at {
+            let old = std::mem::replace(slot, at);
+            self.changes.push((kind, old, at));
+        }
+    }
+
+    /// Every armed timer, for removing an agent.
+    pub fn armed(&self) -> Vec<(TimerKind, Instant)> {
+        let fixed = [
+            (TimerKind::Restart, self.restart),
+            (TimerKind::Kill, self.kill),
+            (TimerKind::Stable, self.stable),
+        ];
+        let checks = self
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(i, at)| (TimerKind::Check(i as u16), *at));
+        fixed
+            .into_iter()
+            .chain(checks)
+            .filter_map(|(k, at)| at.map(|at| (k, at)))
+            .collect()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -187,6 +247,7 @@ pub(crate) enum TimerKind {
     Restart,
     Kill,
     Stable,
+    Check(u16),
 }
 
 /// Actions produced while handling one input.
@@ -242,6 +303,7 @@ pub struct Agent {
     had_failure: bool,
     last_exit: Option<LastExit>,
     last_problem: Option<String>,
+    checks: CheckSet,
     pub(crate) timers: Timers,
     pub(crate) removed: bool,
 }
@@ -249,6 +311,7 @@ pub struct Agent {
 impl Agent {
     pub(crate) fn new(id: AgentId, spec: AgentSpec, memory: Option<AgentMemory>) -> Self {
         let memory = memory.unwrap_or_default();
+        let checks = CheckSet::new(spec.checks.clone());
         let phase = match memory.quarantined {
             Some(reason) => Phase::Quarantined { reason },
             None => Phase::Stopped,
@@ -266,6 +329,7 @@ impl Agent {
             had_failure: false,
             last_exit: None,
             last_problem: None,
+            checks,
             timers: Timers::default(),
             removed: false,
         }
@@ -379,6 +443,63 @@ impl Agent {
         self.held
     }
 
+    /// Each check with its latest verdict in the current run.
+    pub fn checks(&self) -> impl Iterator<Item = (&CheckSpec, &CheckStatus)> {
+        self.checks.checks.iter().map(|c| (&c.spec, &c.status))
+    }
+
+    /// The agent's own last `STATUS=` line (notify protocol).
+    pub fn status_text(&self) -> Option<&str> {
+        self.checks.status_text.as_deref()
+    }
+
+    /// Which run of the agent this is (increments at every start); check results carry it.
+    pub fn run(&self) -> u64 {
+        self.checks.run
+    }
+
+    /// Mirror the checks' deadlines into the timer table.
+    pub(crate) fn sync_check_timers(&mut self) {
+        let n = self.checks.checks.len();
+        for i in 0..n {
+            let due = self.checks.checks[i].due;
+            self.timers.set(TimerKind::Check(i as u16), due);
+        }
+        for (kind, _) in self.timers.armed() {
+            if let TimerKind::Check(i) = kind
+                && i as usize >= n
+            {
+                self.timers.set(kind, None);
+            }
+        }
+    }
+
+    /// Changes whenever something `memory()` or the run to adopt would report changes; cheap
+    /// enough to compute around every event.
+    pub(crate) fn persist_key(
+        &self,
+    ) -> (
+        usize,
+        Option<Instant>,
+        u64,
+        bool,
+        bool,
+        u32,
+        bool,
+        Option<u32>,
+    ) {
+        (
+            self.restarts.len(),
+            self.restarts.last(),
+            self.total_restarts,
+            self.held,
+            matches!(self.phase, Phase::Quarantined { .. }),
+            self.crash_streak,
+            self.escalated,
+            self.pid(),
+        )
+    }
+
     pub fn memory(&self) -> AgentMemory {
         AgentMemory {
             restarts: self.restarts.times().collect(),
@@ -401,7 +522,7 @@ impl Agent {
             pid: None,
             since: now,
         };
-        self.timers.restart = None;
+        self.timers.set(TimerKind::Restart, None);
         out.push(Action::Spawn { agent: self.id });
     }
 
@@ -415,8 +536,10 @@ impl Agent {
         if let Some(pid) = pid {
             out.signal(self.id, pid, self.spec.stop_signal);
         }
-        self.timers.kill = Some(now + self.spec.stop_timeout);
-        self.timers.stable = None;
+        self.timers
+            .set(TimerKind::Kill, Some(now + self.spec.stop_timeout));
+        self.timers.set(TimerKind::Stable, None);
+        self.checks.stop();
         self.phase = Phase::Stopping {
             pid,
             since,
@@ -507,7 +630,7 @@ impl Agent {
             Phase::Stopped | Phase::Quarantined { .. } => CommandOutcome::AlreadyStopped,
             Phase::Backoff { .. } => {
                 self.phase = Phase::Stopped;
-                self.timers.restart = None;
+                self.timers.set(TimerKind::Restart, None);
                 out.audit(self.entry(
                     AuditAction::Stop,
                     format!("{reason} while waiting to restart"),
@@ -584,7 +707,7 @@ impl Agent {
         ));
         if was_down {
             self.phase = Phase::Stopped;
-            self.timers.restart = None;
+            self.timers.set(TimerKind::Restart, None);
             self.want_running = true;
             self.held = false;
             out.audit(self.entry(AuditAction::Start, "started after reset"));
@@ -602,7 +725,12 @@ impl Agent {
         }
         self.want_running = !self.held;
         self.phase = Phase::Running { pid, since };
-        self.timers.stable = Some(since.max(now) + self.spec.policy.stable_after);
+        self.checks.new_run();
+        self.checks.start(now, since.min(now));
+        self.timers.set(
+            TimerKind::Stable,
+            Some(since.max(now) + self.spec.policy.stable_after),
+        );
         out.audit(
             self.entry(
                 AuditAction::Adopted,
@@ -628,8 +756,17 @@ impl Agent {
         match &mut self.phase {
             Phase::Starting { pid: p @ None, .. } => {
                 *p = Some(pid);
-                self.phase = Phase::Running { pid, since: now };
-                self.timers.stable = Some(now + self.spec.policy.stable_after);
+                self.checks.new_run();
+                if self.checks.ready_check().is_some() {
+                    // Started only once it says READY=1.
+                    self.phase = Phase::Starting {
+                        pid: Some(pid),
+                        since: now,
+                    };
+                    self.checks.arm_ready_deadline(now);
+                } else {
+                    self.become_running(now, pid, now);
+                }
             }
             Phase::Stopping {
                 pid: p @ None,
@@ -661,7 +798,7 @@ impl Agent {
             Phase::Stopping {
                 pid: None, then, ..
             } => {
-                self.timers.kill = None;
+                self.timers.set(TimerKind::Kill, None);
                 self.after_stop(now, then, out);
             }
             other => self.phase = other,
@@ -696,7 +833,8 @@ impl Agent {
                     // Leftovers of a crashed run must never overlap the next run.
                     out.kill(self.id, pid);
                 }
-                self.timers.stable = None;
+                self.timers.set(TimerKind::Stable, None);
+                self.checks.stop();
                 self.phase = Phase::Stopped;
                 self.last_exit = Some(LastExit {
                     status,
@@ -764,7 +902,7 @@ impl Agent {
         else {
             return;
         };
-        self.timers.kill = None;
+        self.timers.set(TimerKind::Kill, None);
         let status = main_exit.unwrap_or_default();
         let uptime = now.saturating_duration_since(since);
         let entry = self.entry(
@@ -790,6 +928,7 @@ impl Agent {
         match then {
             Then::Stay => {}
             Then::Start => self.spawn(now, out),
+            Then::Heal(failure) => self.on_failure(now, failure, out),
             Then::Remove => {
                 self.removed = true;
                 out.push(Action::Forget { agent: self.id });
@@ -852,7 +991,7 @@ impl Agent {
             until,
             retry: false,
         };
-        self.timers.restart = Some(until);
+        self.timers.set(TimerKind::Restart, Some(until));
     }
 
     fn exhausted(&mut self, now: Instant, failure: &Failure, used: u32, out: &mut Outbox) {
@@ -920,7 +1059,7 @@ impl Agent {
                 }
                 self.escalated = true;
                 self.phase = Phase::Backoff { until, retry: true };
-                self.timers.restart = Some(until);
+                self.timers.set(TimerKind::Restart, Some(until));
             }
         }
     }
@@ -930,7 +1069,7 @@ impl Agent {
     pub(crate) fn on_timer(&mut self, now: Instant, kind: TimerKind, out: &mut Outbox) {
         match kind {
             TimerKind::Restart => {
-                self.timers.restart = None;
+                self.timers.set(TimerKind::Restart, None);
                 let Phase::Backoff { retry, .. } = self.phase else {
                     return;
                 };
@@ -942,7 +1081,7 @@ impl Agent {
                         .restarts
                         .room_at(now, policy.window, policy.max_restarts);
                     self.phase = Phase::Backoff { until: at, retry };
-                    self.timers.restart = Some(at);
+                    self.timers.set(TimerKind::Restart, Some(at));
                     return;
                 }
                 let problem = self
@@ -959,7 +1098,7 @@ impl Agent {
                 self.restart_now(now, reason, out);
             }
             TimerKind::Kill => {
-                self.timers.kill = None;
+                self.timers.set(TimerKind::Kill, None);
                 if let Phase::Stopping { pid: Some(pid), .. } = self.phase {
                     out.audit(
                         self.entry(
@@ -975,14 +1114,16 @@ impl Agent {
                     out.kill(self.id, pid);
                 }
             }
+            TimerKind::Check(_) => {}
             TimerKind::Stable => {
-                self.timers.stable = None;
+                self.timers.set(TimerKind::Stable, None);
                 if !matches!(self.phase, Phase::Running { .. }) {
                     return;
                 }
                 self.crash_streak = 0;
                 self.escalated = false;
-                if self.had_failure {
+                // With checks, recovery is judged by the checks passing.
+                if self.had_failure && self.checks.is_empty() {
                     self.had_failure = false;
                     out.audit(self.entry(
                         AuditAction::Recovered,
@@ -997,12 +1138,148 @@ impl Agent {
         }
     }
 
+    // ----- health checks ----------------------------------------------------------------------
+
+    fn become_running(&mut self, now: Instant, pid: u32, since: Instant) {
+        self.phase = Phase::Running { pid, since };
+        self.timers
+            .set(TimerKind::Stable, Some(now + self.spec.policy.stable_after));
+        self.checks.start(now, since);
+    }
+
+    pub(crate) fn on_check_due(&mut self, now: Now, index: usize, out: &mut Outbox) {
+        let mut outputs = Vec::new();
+        self.checks
+            .on_due(index, now, &self.spec.quiet, &mut outputs);
+        self.check_outputs(now, outputs, out);
+    }
+
+    pub(crate) fn on_check_result(
+        &mut self,
+        now: Now,
+        index: usize,
+        run: u64,
+        observation: Observation,
+        out: &mut Outbox,
+    ) {
+        let mut outputs = Vec::new();
+        self.checks
+            .on_result(index, run, observation, now, &self.spec.quiet, &mut outputs);
+        self.check_outputs(now, outputs, out);
+    }
+
+    /// A `NOTIFY_SOCKET` datagram from a process of this agent's current run.
+    pub(crate) fn on_notify(&mut self, now: Now, message: &NotifyMessage, out: &mut Outbox) {
+        let (pid, since) = match self.phase {
+            Phase::Starting {
+                pid: Some(pid),
+                since,
+            }
+            | Phase::Running { pid, since } => (pid, since),
+            _ => return,
+        };
+        let mut outputs = Vec::new();
+        let became_ready = self.checks.on_notify(message, now, &mut outputs);
+        if became_ready && matches!(self.phase, Phase::Starting { .. }) {
+            self.become_running(now.mono, pid, since);
+        }
+        self.check_outputs(now, outputs, out);
+    }
+
+    /// A heartbeat through the API. Returns whether the agent has an `api` check to take it.
+    pub(crate) fn on_api_heartbeat(&mut self, now: Now, out: &mut Outbox) -> bool {
+        let mut outputs = Vec::new();
+        let took = self.checks.on_api_heartbeat(now, &mut outputs);
+        self.check_outputs(now, outputs, out);
+        took
+    }
+
+    fn check_outputs(&mut self, now: Now, outputs: Vec<CheckOutput>, out: &mut Outbox) {
+        for output in outputs {
+            match output {
+                CheckOutput::Probe(index) => out.push(Action::RunCheck {
+                    agent: self.id,
+                    check: index,
+                    run: self.checks.run,
+                }),
+                CheckOutput::Changed { index, from } => {
+                    let c = &self.checks.checks[index];
+                    let to = c.status.verdict;
+                    let mut entry = self
+                        .entry(
+                            AuditAction::Check,
+                            format!(
+                                "{}: {} → {}: {}",
+                                c.spec.label(),
+                                from.as_str(),
+                                to.as_str(),
+                                c.status.detail
+                            ),
+                        )
+                        .meta("check", c.spec.name.clone())
+                        .meta("kind", c.spec.kind.as_str())
+                        .meta("verdict", to.as_str())
+                        .meta("previous", from.as_str());
+                    if to != Verdict::Ok {
+                        entry = entry.unsuccessful();
+                    }
+                    out.audit(entry);
+                }
+                CheckOutput::Stalled { index, reason } => {
+                    self.stall(now.mono, index, reason, out);
+                    return;
+                }
+                CheckOutput::AllOk => {
+                    if self.had_failure {
+                        self.had_failure = false;
+                        out.audit(self.entry(
+                            AuditAction::Recovered,
+                            format!(
+                                "every check passes again (last failure: {})",
+                                self.last_problem.as_deref().unwrap_or("unknown")
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Alive but not working: stop it and let the policy decide what follows, as for a crash.
+    fn stall(&mut self, now: Instant, index: usize, reason: String, out: &mut Outbox) {
+        let since = match self.phase {
+            Phase::Starting { since, .. } | Phase::Running { since, .. } => since,
+            _ => return,
+        };
+        let c = &self.checks.checks[index];
+        let entry = self
+            .entry(AuditAction::Stalled, reason.clone())
+            .unsuccessful()
+            .meta("check", c.spec.name.clone())
+            .meta("kind", c.spec.kind.as_str())
+            .meta("consecutive_failures", c.status.consecutive_failures);
+        self.last_problem = Some(reason.clone());
+        let failure = Failure {
+            reason,
+            uptime: Some(now.saturating_duration_since(since)),
+        };
+        self.begin_stop(now, Then::Heal(failure), entry, out);
+    }
+
     // ----- configuration changes --------------------------------------------------------------
 
     /// Apply a new spec from a reload. Returns whether the agent is restarted for it.
     pub(crate) fn update(&mut self, now: Instant, spec: AgentSpec, out: &mut Outbox) -> bool {
         let process_changed = spec.fingerprint != self.spec.fingerprint;
         let autostart = spec.autostart;
+        if spec.checks != self.spec.checks {
+            let run = self.checks.run;
+            self.checks = CheckSet::new(spec.checks.clone());
+            self.checks.run = run;
+            if let Phase::Running { since, .. } = self.phase {
+                self.checks.start(now, since);
+            }
+        }
         self.spec = spec;
         if let Phase::Stopping { then, .. } = &mut self.phase
             && *then == Then::Remove
@@ -1040,7 +1317,10 @@ impl Agent {
             }
             Phase::Stopping { then, .. } => *then = Then::Remove,
             _ => {
-                self.timers = Timers::default();
+                for (kind, _) in self.timers.armed() {
+                    self.timers.set(kind, None);
+                }
+                self.checks.stop();
                 self.removed = true;
                 out.push(Action::Forget { agent: self.id });
             }

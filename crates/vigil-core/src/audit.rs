@@ -25,6 +25,10 @@ pub enum AuditAction {
     Recovered,
     /// A human cleared the restart budget and any quarantine.
     Reset,
+    /// A health check's verdict changed (ok, failing, unknown).
+    Check,
+    /// The agent is alive but its checks say it stopped working: it is stopped and healed.
+    Stalled,
     /// The agent's process could not be created.
     SpawnFailed,
     /// A running agent left over by a previous vigil was taken over.
@@ -49,6 +53,8 @@ impl AuditAction {
         AuditAction::Escalated,
         AuditAction::Recovered,
         AuditAction::Reset,
+        AuditAction::Check,
+        AuditAction::Stalled,
         AuditAction::SpawnFailed,
         AuditAction::Adopted,
         AuditAction::Removed,
@@ -69,6 +75,8 @@ impl AuditAction {
             AuditAction::Escalated => "escalated",
             AuditAction::Recovered => "recovered",
             AuditAction::Reset => "reset",
+            AuditAction::Check => "check",
+            AuditAction::Stalled => "stalled",
             AuditAction::SpawnFailed => "spawn_failed",
             AuditAction::Adopted => "adopted",
             AuditAction::Removed => "removed",

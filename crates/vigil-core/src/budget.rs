@@ -21,6 +21,14 @@ impl RestartHistory {
         self.times.iter().copied()
     }
 
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
     pub fn last(&self) -> Option<Instant> {
         self.times.back().copied()
     }

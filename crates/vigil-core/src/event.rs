@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::checks::{NotifyMessage, Observation};
 use crate::signal::Signal;
 
 /// Index of an agent inside one [`crate::Supervisor`].
@@ -69,6 +70,18 @@ pub enum Event {
     },
     /// Every process of the tree whose main process was `pid` is gone.
     TreeEmpty { agent: AgentId, pid: u32 },
+    /// The result of a `RunCheck` action.
+    CheckResult {
+        agent: AgentId,
+        check: usize,
+        run: u64,
+        observation: Observation,
+    },
+    /// A datagram on the notify socket from a process of the agent's current run.
+    Notify {
+        agent: AgentId,
+        message: NotifyMessage,
+    },
 }
 
 /// Who asked for something: recorded in the audit reason.

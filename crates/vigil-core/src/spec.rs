@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
+use crate::checks::CheckSpec;
 use crate::policy::{RestartMode, RestartPolicy};
+use crate::quiet::Quiet;
 use crate::signal::Signal;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -19,6 +21,9 @@ pub struct AgentSpec {
     /// Changes whenever anything that shapes the running process changes (command, cwd, env,
     /// logs): a reload restarts the agent then, and applies other changes live.
     pub fingerprint: u64,
+    pub checks: Vec<CheckSpec>,
+    /// When stall verdicts are suspended.
+    pub quiet: Quiet,
 }
 
 impl AgentSpec {
@@ -34,6 +39,8 @@ impl AgentSpec {
             stop_timeout: Duration::from_secs(10),
             policy: RestartPolicy::default(),
             fingerprint: 0,
+            checks: Vec::new(),
+            quiet: Quiet::default(),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use crate::action::Action;
-use crate::agent::{Agent, AgentMemory, CommandError, CommandOutcome, Outbox, TimerKind, Timers};
+use crate::agent::{Agent, AgentMemory, CommandError, CommandOutcome, Outbox, TimerKind};
 use crate::event::{AgentId, Command, Event, Requester};
 use crate::spec::AgentSpec;
 use crate::time::Now;
@@ -98,6 +98,19 @@ impl Supervisor {
             Event::TreeEmpty { agent, pid } => {
                 self.with_agent(agent, |a, out| a.on_tree_empty(t, pid, out));
             }
+            Event::CheckResult {
+                agent,
+                check,
+                run,
+                observation,
+            } => {
+                self.with_agent(agent, |a, out| {
+                    a.on_check_result(now, check, run, observation, out)
+                });
+            }
+            Event::Notify { agent, message } => {
+                self.with_agent(agent, |a, out| a.on_notify(now, &message, out));
+            }
         }
     }
 
@@ -110,13 +123,12 @@ impl Supervisor {
             self.timers.pop_first();
             self.with_agent(id, |a, out| {
                 // The agent's own field is the truth; the index entry may be stale.
-                let armed = match kind {
-                    TimerKind::Restart => a.timers.restart,
-                    TimerKind::Kill => a.timers.kill,
-                    TimerKind::Stable => a.timers.stable,
-                };
-                if armed == Some(at) {
-                    a.on_timer(now.mono, kind, out);
+                if a.timers.get(kind) != Some(at) {
+                    return;
+                }
+                match kind {
+                    TimerKind::Check(i) => a.on_check_due(now, i as usize, out),
+                    _ => a.on_timer(now.mono, kind, out),
                 }
             });
         }
@@ -201,7 +213,7 @@ impl Supervisor {
     pub fn hurry(&mut self, now: Now) {
         let ids: Vec<AgentId> = self
             .agents()
-            .filter(|a| a.timers.kill.is_some())
+            .filter(|a| a.timers.get(TimerKind::Kill).is_some())
             .map(|a| a.id())
             .collect();
         for id in ids {
@@ -226,7 +238,13 @@ impl Supervisor {
         self.timers.first().map(|(at, _, _)| *at)
     }
 
-    /// Whether anything worth persisting may have changed since the last call.
+    /// A heartbeat through the API. `None`: no such agent; `Some(false)`: it has no `api` check.
+    pub fn api_heartbeat(&mut self, now: Now, id: AgentId) -> Option<bool> {
+        self.with_agent(id, |a, out| a.on_api_heartbeat(now, out))
+    }
+
+    /// Whether anything persisted (budgets, human stops, quarantines, running pids) changed
+    /// since the last call.
     pub fn take_dirty(&mut self) -> bool {
         std::mem::take(&mut self.dirty)
     }
@@ -251,45 +269,29 @@ impl Supervisor {
     ) -> Option<R> {
         let slot = self.agents.get_mut(id.0 as usize)?;
         let agent = slot.as_mut()?;
-        let before = agent.timers;
-        let queued = self.out.actions.len();
+        let before = agent.persist_key();
         let result = f(agent, &mut self.out);
-        let after = agent.timers;
-        let removed = agent.removed;
-        let name = agent.name().to_string();
-        sync_timers(&mut self.timers, id, before, after);
-        if self.out.actions.len() != queued {
+        agent.sync_check_timers();
+        for (kind, old, new) in agent.timers.changes.drain(..) {
+            if let Some(at) = old {
+                self.timers.remove(&(at, id, kind));
+            }
+            if let Some(at) = new {
+                self.timers.insert((at, id, kind));
+            }
+        }
+        if agent.persist_key() != before {
             self.dirty = true;
         }
-        if removed {
-            sync_timers(&mut self.timers, id, after, Timers::default());
+        if agent.removed {
+            for (kind, at) in agent.timers.armed() {
+                self.timers.remove(&(at, id, kind));
+            }
+            let name = agent.name().to_string();
             *slot = None;
             self.by_name.remove(&name);
             self.dirty = true;
         }
         Some(result)
-    }
-}
-
-fn sync_timers(
-    index: &mut BTreeSet<(Instant, AgentId, TimerKind)>,
-    id: AgentId,
-    before: Timers,
-    after: Timers,
-) {
-    for (kind, old, new) in [
-        (TimerKind::Restart, before.restart, after.restart),
-        (TimerKind::Kill, before.kill, after.kill),
-        (TimerKind::Stable, before.stable, after.stable),
-    ] {
-        if old == new {
-            continue;
-        }
-        if let Some(at) = old {
-            index.remove(&(at, id, kind));
-        }
-        if let Some(at) = new {
-            index.insert((at, id, kind));
-        }
     }
 }

@@ -34,6 +34,11 @@ enum Op {
         agent: usize,
         command: Command,
     },
+    /// A pending health probe comes back (healthy, failing or unknown).
+    Probe {
+        agent: usize,
+        outcome: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -43,6 +48,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (agent.clone(), any::<bool>()).prop_map(|(agent, leave_tree)| Op::ObeyStop { agent, leave_tree }),
         1 => agent.clone().prop_map(|agent| Op::TreeGone { agent }),
         4 => (1u64..20_000).prop_map(|ms| Op::Advance { ms }),
+        3 => (agent.clone(), 0u8..3).prop_map(|(agent, outcome)| Op::Probe { agent, outcome }),
         2 => (agent, prop_oneof![
             Just(Command::Start),
             Just(Command::Stop),
@@ -94,6 +100,11 @@ fn run(policies: Vec<RestartPolicy>, ops: Vec<Op>) -> Result<(), TestCaseError> 
             let mut spec = AgentSpec::new(&format!("a{i}"));
             spec.policy = p.clone();
             spec.stop_timeout = ms(5_000);
+            // Every agent has a health check, so stalls heal through the policy too.
+            let mut check = vigil_core::CheckSpec::new("http", vigil_core::CheckKind::Http);
+            check.interval = ms(1_000);
+            check.failure_threshold = 1 + (i as u32 % 2);
+            spec.checks = vec![check];
             spec
         })
         .collect();
@@ -126,6 +137,17 @@ fn run(policies: Vec<RestartPolicy>, ops: Vec<Op>) -> Result<(), TestCaseError> 
                 }
             }
             Op::Advance { ms: n } => sim.advance(ms(n)),
+            Op::Probe { agent, outcome } => {
+                let id = ids[agent];
+                if sim.probes.iter().any(|(a, _, _)| *a == id) {
+                    let observation = match outcome {
+                        0 => vigil_core::Observation::Healthy("200".into()),
+                        1 => vigil_core::Observation::Unhealthy("500".into()),
+                        _ => vigil_core::Observation::Unknown("refused".into()),
+                    };
+                    sim.answer(id, observation);
+                }
+            }
             Op::Human { agent, command } => {
                 let id = ids[agent];
                 let ok = sim.command(id, command, Requester::Cli).is_ok();

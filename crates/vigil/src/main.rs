@@ -1,6 +1,7 @@
 //! `vigil`: the daemon and its command line.
 
 mod audit;
+mod checks;
 mod cli;
 mod cmd;
 mod config;
@@ -60,8 +61,23 @@ fn run(cfg: ConfigArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
-    // The supervision loop has a thread and an event queue of its own: a crash wakes it
-    // directly, never through another thread.
+    // TLS (https checks, postgres/redis over TLS) uses ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Probes and everything else that may block run on their own threads…
+    let io = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("vigil-io")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the I/O runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    // …while the supervision loop has a thread and an event queue of its own: a crash wakes
+    // it directly, never through another thread.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -75,6 +91,7 @@ fn run(cfg: ConfigArgs) -> i32 {
     let opts = runtime::RunOptions {
         config,
         state_dir_override: cfg.state_dir,
+        io: io.handle().clone(),
     };
     match runtime.block_on(runtime::run(opts)) {
         Ok(()) => EXIT_OK,

@@ -12,12 +12,15 @@ use anyhow::{Context, Result, bail};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use vigil_core::{
     Action, AgentId, AgentMemory, AuditAction, AuditEntry, Event, ExitStatus, Now, Supervisor,
 };
 
 use crate::audit::Journal;
+use crate::checks::notify::{self, Senders};
+use crate::checks::{CheckRunner, ProbeContext, ProbeJob};
 use crate::config::{self, AgentConfig, Config};
 use crate::driver::proctree::Snapshot;
 use crate::driver::{Children, ExitWatch, Launch, ProcessDriver};
@@ -54,6 +57,11 @@ struct Runtime {
     driver: ProcessDriver,
     journal: Journal,
     store: StateStore,
+    checks: CheckRunner,
+    /// Main pids of agents that speak the notify protocol, for attributing datagrams.
+    notify_senders: Senders,
+    /// `NOTIFY_SOCKET` for those agents.
+    notify_socket: Option<String>,
     /// Runs whose main process ended while stopping, with processes left to wait for.
     watched_trees: HashMap<(AgentId, u32), String>,
     /// Exit watches created since the loop last collected them.
@@ -99,6 +107,8 @@ type ExitFuture = Pin<Box<dyn Future<Output = (AgentId, u32, ExitStatus)>>>;
 pub struct RunOptions {
     pub config: Config,
     pub state_dir_override: Option<PathBuf>,
+    /// Where probes, and anything else that may block or take long, run.
+    pub io: tokio::runtime::Handle,
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -128,10 +138,22 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         warn!("{w}");
     }
 
+    // Facts from the other threads: check results, notify datagrams.
+    let (edge_tx, mut edge_rx) = mpsc::unbounded_channel();
+    let notify_senders = Senders::default();
+    let (notify_tx, mut notify_rx) = mpsc::channel(8192);
+    let notify_socket = match notify::listen(&state_dir, notify_senders.clone(), notify_tx) {
+        Ok(addr) => Some(addr),
+        Err(e) => {
+            warn!("cannot open the notify socket ({e}); notify checks will see no heartbeats");
+            None
+        }
+    };
     // Polled by the loop itself: an exit wakes the loop directly, with no task in between.
     let mut exits: FuturesUnordered<ExitFuture> = FuturesUnordered::new();
     let children = Children::default();
     let driver = ProcessDriver::new(children.clone());
+    let checks = CheckRunner::new(opts.io.clone(), edge_tx, children.clone());
     let mut rt = Runtime {
         sup: Supervisor::new(driver.self_pid()),
         config: config.clone(),
@@ -141,6 +163,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         driver,
         journal,
         store,
+        checks,
+        notify_senders,
+        notify_socket,
         watched_trees: HashMap::new(),
         new_watches: Vec::new(),
         sweeps: Vec::new(),
@@ -153,6 +178,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut tree_poll = tokio::time::interval(TREE_POLL);
     tree_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stop_signals = 0u32;
+    let mut orphans_exited = false;
+    let mut edge_events = Vec::with_capacity(1024);
+    let mut notify_events = Vec::with_capacity(1024);
     loop {
         exits.extend(rt.new_watches.drain(..));
         let deadline = rt.sup.poll_timeout();
@@ -171,12 +199,21 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     rt.on_exit(agent, pid, status);
                 }
             }
-            _ = sigchld.recv() => {
-                for (pid, status) in children.reap_orphans() {
-                    debug!("reaped orphan {pid} ({status})");
+            // Orphans can wait until the restarts of this batch are done.
+            _ = sigchld.recv() => orphans_exited = true,
+            _ = timer => rt.sup.handle_timeout(now()),
+            n = edge_rx.recv_many(&mut edge_events, 1024) => {
+                let now = now();
+                for event in edge_events.drain(..n) {
+                    rt.sup.handle(now, event);
                 }
             }
-            _ = timer => rt.sup.handle_timeout(now()),
+            n = notify_rx.recv_many(&mut notify_events, 1024) => {
+                let now = now();
+                for event in notify_events.drain(..n) {
+                    rt.sup.handle(now, event);
+                }
+            }
             _ = sigterm.recv() => { stop_signals += 1; rt.on_stop_signal("SIGTERM", stop_signals); }
             _ = sigint.recv() => { stop_signals += 1; rt.on_stop_signal("SIGINT", stop_signals); }
             _ = sighup.recv() => rt.reload(),
@@ -185,6 +222,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
         rt.execute();
         rt.sweep_escaped();
+        if std::mem::take(&mut orphans_exited) {
+            for (pid, status) in children.reap_orphans() {
+                debug!("reaped orphan {pid} ({status})");
+            }
+        }
         if rt.sup.is_shutting_down() && rt.sup.is_idle() {
             break;
         }
@@ -311,9 +353,16 @@ impl Runtime {
                 }
             }
             let procs = self.driver.snapshot();
+            let mut probes = Vec::new();
             for action in batch {
-                self.perform(action, &procs);
+                match action {
+                    Action::RunCheck { agent, check, run } => {
+                        probes.extend(self.probe_job(agent, check, run))
+                    }
+                    other => self.perform(other, &procs),
+                }
             }
+            self.checks.run_batch(probes);
         }
         if self.sup.take_dirty() {
             self.save_state();
@@ -343,7 +392,27 @@ impl Runtime {
             Action::Forget { agent } => {
                 self.slots.remove(&agent);
             }
+            Action::RunCheck { agent, check, run } => {
+                self.checks
+                    .run_batch(self.probe_job(agent, check, run).into_iter().collect());
+            }
         }
+    }
+
+    fn probe_job(&self, agent: AgentId, check: usize, run: u64) -> Option<ProbeJob> {
+        let slot = self.slots.get(&agent)?;
+        Some(ProbeJob {
+            agent,
+            check,
+            run,
+            config: slot.config.checks.get(check)?.clone(),
+            ctx: ProbeContext {
+                agent: slot.config.name.clone(),
+                instance: slot.config.instance.clone(),
+                pid: slot.run.as_ref().map(|r| r.pid),
+                cwd: slot.config.cwd.clone(),
+            },
+        })
     }
 
     fn run_tag(&self, agent: AgentId, pid: u32) -> Option<String> {
@@ -371,11 +440,17 @@ impl Runtime {
                 slot.log.display()
             );
         }
+        let mut extra_env = Vec::new();
+        if slot.config.uses_notify()
+            && let Some(socket) = &self.notify_socket
+        {
+            extra_env.push(("NOTIFY_SOCKET".to_string(), socket.clone()));
+        }
         let result = self.driver.spawn(&Launch {
             agent: &slot.config,
             log: &slot.log,
             run_tag: &tag,
-            extra_env: &[],
+            extra_env: &extra_env,
         });
         let now = now();
         match result {
@@ -399,6 +474,16 @@ impl Runtime {
     /// Watch a main process through its pidfd; the loop polls the watch.
     fn watch_exit(&mut self, agent: AgentId, pid: u32) {
         self.live.insert(pid, agent);
+        if self
+            .slots
+            .get(&agent)
+            .is_some_and(|s| s.config.uses_notify())
+        {
+            self.notify_senders
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(pid, agent);
+        }
         let watch: ExitFuture = match ExitWatch::new(pid) {
             Ok(watch) => Box::pin(async move { (agent, pid, watch.wait().await) }),
             // The process is already gone (and reaped): report it as an exit now.
@@ -412,6 +497,10 @@ impl Runtime {
 
     fn on_exit(&mut self, agent: AgentId, pid: u32, status: ExitStatus) {
         self.live.remove(&pid);
+        self.notify_senders
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid);
         self.driver.forget(pid);
         let Some(tag) = self.run_tag(agent, pid) else {
             return;

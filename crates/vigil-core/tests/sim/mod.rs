@@ -33,6 +33,8 @@ pub struct Sim {
     pub actions: Vec<(Instant, Action)>,
     /// Agents whose next spawns fail.
     pub failing_spawns: HashSet<AgentId>,
+    /// Probes asked for and not answered yet: (agent, check, run).
+    pub probes: Vec<(AgentId, usize, u64)>,
 }
 
 impl Sim {
@@ -52,6 +54,7 @@ impl Sim {
             audit: Vec::new(),
             actions: Vec::new(),
             failing_spawns: HashSet::new(),
+            probes: Vec::new(),
         };
         sim.sup.start_all(sim.now);
         sim.drain();
@@ -101,6 +104,7 @@ impl Sim {
                     self.watched.insert(agent, pid);
                 }
                 Action::Forget { .. } => {}
+                Action::RunCheck { agent, check, run } => self.probes.push((agent, check, run)),
             }
         }
     }
@@ -178,6 +182,37 @@ impl Sim {
             .filter(|(_, a)| matches!(a, Action::Spawn { agent: x } if *x == agent))
             .map(|(t, _)| *t)
             .collect()
+    }
+
+    /// Answer the oldest pending probe of `agent`.
+    pub fn answer(&mut self, agent: AgentId, observation: vigil_core::Observation) {
+        let i = self
+            .probes
+            .iter()
+            .position(|(a, _, _)| *a == agent)
+            .expect("a pending probe");
+        let (_, check, run) = self.probes.remove(i);
+        self.sup.handle(
+            self.now,
+            Event::CheckResult {
+                agent,
+                check,
+                run,
+                observation,
+            },
+        );
+        self.drain();
+    }
+
+    pub fn notify(&mut self, agent: AgentId, datagram: &str) {
+        let message = vigil_core::NotifyMessage::parse(datagram.as_bytes());
+        self.sup.handle(self.now, Event::Notify { agent, message });
+        self.drain();
+    }
+
+    /// Wall-clock milliseconds `ago` before now.
+    pub fn wall_ago(&self, ago: Duration) -> i64 {
+        self.now.wall_ms - ago.as_millis() as i64
     }
 
     pub fn elapsed(&self) -> Duration {

@@ -3,7 +3,7 @@
 use serde_json::json;
 use vigil_core::human_duration;
 
-use crate::config::{AgentConfig, Config};
+use crate::config::{AgentConfig, CheckConfig, Config, Probe};
 use crate::logs;
 
 /// Quote an argv for display the way a shell user would type it.
@@ -76,6 +76,23 @@ fn render_agent(config: &Config, a: &AgentConfig) -> String {
         ),
     ));
     out.push_str(&row("policy", a.policy.summary()));
+    for c in &a.checks {
+        out.push_str(&row("check", describe_check(c)));
+    }
+    let now_ms = crate::runtime::now().wall_ms;
+    for w in &a.quiet.windows {
+        let next = if w.contains(now_ms) {
+            "quiet now".to_string()
+        } else {
+            let start = std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(w.next_start(now_ms) as u64);
+            format!("next from {}", humantime::format_rfc3339_seconds(start))
+        };
+        out.push_str(&row(
+            "quiet",
+            format!("{w} ({next}); stall verdicts suspended"),
+        ));
+    }
     out.push_str(&row(
         "log",
         format!(
@@ -86,6 +103,72 @@ fn render_agent(config: &Config, a: &AgentConfig) -> String {
         ),
     ));
     out
+}
+
+/// One line per check: `sql decisions every 30s: postgres://u:***@db/x … max_age 10m, 2 failures, grace 1m`.
+pub fn describe_check(c: &CheckConfig) -> String {
+    let s = &c.spec;
+    let what = match &c.probe {
+        Probe::Heartbeat { path, epoch } => format!(
+            "{} ({})",
+            path.display(),
+            if *epoch { "epoch inside" } else { "mtime" }
+        ),
+        Probe::Notify => format!(
+            "NOTIFY_SOCKET{}",
+            if s.ready {
+                ", READY=1 gates the start"
+            } else {
+                ""
+            }
+        ),
+        Probe::Api => "POST /agents/NAME/heartbeat".into(),
+        Probe::Http { url, expect, body } => {
+            let mut t = format!("GET {url} expecting {}", expect.describe());
+            if let Some(b) = body {
+                t.push_str(&format!(" and /{}/", b.0.as_str()));
+            }
+            t
+        }
+        Probe::Exec { command } => shell_words(command),
+        Probe::File { path, min_size } => match min_size {
+            Some(m) => format!("{} (at least {m} bytes)", path.display()),
+            None => path.display().to_string(),
+        },
+        Probe::Sql { url, query, params } => {
+            let mut t = format!("{} `{query}`", crate::checks::redact_url(url));
+            if !params.is_empty() {
+                t.push_str(&format!(" with {params:?}"));
+            }
+            t
+        }
+        Probe::Redis { url, key, exists } => format!(
+            "{} key {key}{}",
+            crate::checks::redact_url(url),
+            if *exists { " (exists)" } else { " (epoch)" }
+        ),
+    };
+    let mut when = if s.kind.is_push() {
+        String::new()
+    } else {
+        format!(
+            " every {}, timeout {}",
+            human_duration(s.interval),
+            human_duration(s.timeout)
+        )
+    };
+    if let Some(age) = s.max_age {
+        when.push_str(&format!(", max_age {}", human_duration(age)));
+    }
+    when.push_str(&format!(
+        ", stalled after {} failure{}",
+        s.failure_threshold,
+        if s.failure_threshold == 1 { "" } else { "s" }
+    ));
+    if !s.grace.is_zero() {
+        when.push_str(&format!(", grace {}", human_duration(s.grace)));
+    }
+    format!("{}: {what}{when}", s.label())
 }
 
 pub fn render_json(config: &Config) -> serde_json::Value {
@@ -121,6 +204,17 @@ pub fn render_json(config: &Config) -> serde_json::Value {
                     },
                     "failure_threshold": p.failure_threshold,
                 },
+                "checks": a.checks.iter().map(|c| json!({
+                    "name": c.spec.name,
+                    "kind": c.spec.kind.as_str(),
+                    "interval_s": c.spec.interval.as_secs_f64(),
+                    "timeout_s": c.spec.timeout.as_secs_f64(),
+                    "failure_threshold": c.spec.failure_threshold,
+                    "grace_s": c.spec.grace.as_secs_f64(),
+                    "max_age_s": c.spec.max_age.map(|d| d.as_secs_f64()),
+                    "summary": describe_check(c),
+                })).collect::<Vec<_>>(),
+                "quiet": a.quiet.windows.iter().map(|w| w.text().to_string()).collect::<Vec<_>>(),
             })
         })
         .collect();

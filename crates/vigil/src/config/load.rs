@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use toml::de::DeTable;
 use vigil_core::signal::STOP_SIGNALS;
-use vigil_core::{OnExhausted, RestartMode, RestartPolicy, Signal};
+use vigil_core::{OnExhausted, Quiet, RestartMode, RestartPolicy, Signal};
 
+use super::checks::{read_checks, read_quiet};
 use super::diagnostic::{ConfigError, ConfigErrors};
 use super::model::{AgentConfig, Config};
 use super::placeholders::{Placeholders, check_placeholders, expand};
@@ -22,9 +23,10 @@ const COMMON_KEYS: &[&str] = &[
     "stop_timeout",
     "log_max_size",
     "log_keep",
+    "quiet",
     "policy",
 ];
-const AGENT_ONLY_KEYS: &[&str] = &["command", "shell", "cwd", "env", "instances"];
+const AGENT_ONLY_KEYS: &[&str] = &["command", "shell", "cwd", "env", "instances", "checks"];
 const POLICY_KEYS: &[&str] = &[
     "cooldown",
     "max_restarts",
@@ -48,6 +50,7 @@ struct Common {
     stop_timeout: Duration,
     log_max_size: u64,
     log_keep: u32,
+    quiet: Quiet,
     policy: RestartPolicy,
 }
 
@@ -60,6 +63,7 @@ impl Default for Common {
             stop_timeout: Duration::from_secs(10),
             log_max_size: 50_000_000,
             log_keep: 5,
+            quiet: Quiet::default(),
             policy: RestartPolicy::default(),
         }
     }
@@ -224,6 +228,7 @@ fn read_common(cx: &mut Cx, t: &Tbl<'_, '_>, base: &Common) -> Common {
     if let Some(n) = cx.integer(t, "log_keep", 0..1000) {
         c.log_keep = n as u32;
     }
+    c.quiet = read_quiet(cx, t, &c.quiet);
     if let Some(p) = cx.table(t, "policy") {
         cx.check_keys(&p, POLICY_KEYS);
         c.policy = read_policy(cx, &p, &c.policy);
@@ -438,6 +443,7 @@ fn read_agent(
         }
     }
 
+    let checks = read_checks(cx, t, &scope, common.policy.failure_threshold);
     let mut templated: Vec<&At<String>> = Vec::new();
     templated.extend(command.iter().flatten());
     templated.extend(cwd.iter());
@@ -464,14 +470,21 @@ fn read_agent(
         if shell {
             argv = vec!["/bin/sh".into(), "-c".into(), argv.remove(0)];
         }
+        let cwd_path = cwd
+            .as_ref()
+            .map(|c| absolute(&base_dir.join(vars(&c.value))));
+        // Relative check paths are relative to the agent's working directory.
+        let check_base = cwd_path.clone().unwrap_or_else(|| absolute(base_dir));
+        let agent_checks = checks
+            .iter()
+            .map(|c| c.expand(&full_name, &name.value, instance.as_deref(), &check_base))
+            .collect();
         out.push(AgentConfig {
             name: full_name.clone(),
             template: instance.as_ref().map(|_| name.value.clone()),
             instance: instance.clone(),
             command: argv,
-            cwd: cwd
-                .as_ref()
-                .map(|c| absolute(&base_dir.join(vars(&c.value)))),
+            cwd: cwd_path,
             env: env
                 .iter()
                 .map(|(k, v)| (k.clone(), vars(&v.value)))
@@ -483,6 +496,8 @@ fn read_agent(
             policy: common.policy.clone(),
             log_max_size: common.log_max_size,
             log_keep: common.log_keep,
+            checks: agent_checks,
+            quiet: common.quiet.clone(),
         });
     }
 }

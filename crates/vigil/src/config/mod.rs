@@ -1,5 +1,6 @@
 //! The configuration file: `vigil.toml`.
 
+mod checks;
 mod diagnostic;
 mod load;
 mod model;
@@ -10,7 +11,7 @@ mod values;
 use std::path::Path;
 
 pub use diagnostic::ConfigErrors;
-pub use model::{AgentConfig, Config};
+pub use model::{AgentConfig, CheckConfig, Config, Pattern, Probe, StatusExpect};
 pub use values::parse_duration;
 
 /// Why a config could not be used.

@@ -5,7 +5,7 @@ use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vigil_core::{AgentSpec, RestartMode, RestartPolicy, Signal};
+use vigil_core::{AgentSpec, CheckKind, CheckSpec, Quiet, RestartMode, RestartPolicy, Signal};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -32,9 +32,106 @@ pub struct AgentConfig {
     pub policy: RestartPolicy,
     pub log_max_size: u64,
     pub log_keep: u32,
+    pub checks: Vec<CheckConfig>,
+    pub quiet: Quiet,
+}
+
+/// One health check: what the core needs (`spec`) and how to probe (`probe`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckConfig {
+    pub spec: CheckSpec,
+    pub probe: Probe,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Probe {
+    Heartbeat {
+        path: PathBuf,
+        epoch: bool,
+    },
+    Notify,
+    Api,
+    Http {
+        url: String,
+        expect: StatusExpect,
+        body: Option<Pattern>,
+    },
+    Exec {
+        command: Vec<String>,
+    },
+    File {
+        path: PathBuf,
+        min_size: Option<u64>,
+    },
+    Sql {
+        url: String,
+        query: String,
+        params: Vec<String>,
+    },
+    Redis {
+        url: String,
+        key: String,
+        exists: bool,
+    },
+}
+
+/// Which HTTP statuses count as healthy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatusExpect {
+    /// Any 2xx.
+    Success,
+    /// Any of these: (code, whole class) — (200, true) is "2xx".
+    Any(Vec<(u16, bool)>),
+}
+
+impl StatusExpect {
+    pub fn accepts(&self, code: u16) -> bool {
+        match self {
+            StatusExpect::Success => (200..300).contains(&code),
+            StatusExpect::Any(list) => list.iter().any(|(c, class)| {
+                if *class {
+                    code / 100 == c / 100
+                } else {
+                    code == *c
+                }
+            }),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            StatusExpect::Success => "2xx".into(),
+            StatusExpect::Any(list) => list
+                .iter()
+                .map(|(c, class)| {
+                    if *class {
+                        format!("{}xx", c / 100)
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" or "),
+        }
+    }
+}
+
+/// A compiled regex, compared by its text.
+#[derive(Clone, Debug)]
+pub struct Pattern(pub regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
 }
 
 impl AgentConfig {
+    /// The agent speaks the notify protocol: it gets a NOTIFY_SOCKET.
+    pub fn uses_notify(&self) -> bool {
+        self.checks.iter().any(|c| c.spec.kind == CheckKind::Notify)
+    }
+
     /// What the decision core needs to know.
     pub fn spec(&self) -> AgentSpec {
         AgentSpec {
@@ -47,6 +144,8 @@ impl AgentConfig {
             stop_timeout: self.stop_timeout,
             policy: self.policy.clone(),
             fingerprint: self.fingerprint(),
+            checks: self.checks.iter().map(|c| c.spec.clone()).collect(),
+            quiet: self.quiet.clone(),
         }
     }
 
@@ -58,6 +157,8 @@ impl AgentConfig {
         self.env.hash(&mut h);
         self.log_max_size.hash(&mut h);
         self.log_keep.hash(&mut h);
+        // NOTIFY_SOCKET is in its environment only when it has a notify check.
+        self.uses_notify().hash(&mut h);
         h.finish()
     }
 }

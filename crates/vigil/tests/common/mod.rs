@@ -184,3 +184,107 @@ pub fn record_time(r: &Value) -> std::time::SystemTime {
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
+
+/// `VIGIL_TEST_POSTGRES_URL`, or `None` after printing why the test is skipped.
+pub fn postgres_url() -> Option<String> {
+    let url = std::env::var("VIGIL_TEST_POSTGRES_URL").ok();
+    if url.is_none() {
+        eprintln!("skipped: VIGIL_TEST_POSTGRES_URL is not set (see DEVELOPERS.md)");
+    }
+    url
+}
+
+/// `VIGIL_TEST_REDIS_URL`, or `None` after printing why the test is skipped.
+pub fn redis_url() -> Option<String> {
+    let url = std::env::var("VIGIL_TEST_REDIS_URL").ok();
+    if url.is_none() {
+        eprintln!("skipped: VIGIL_TEST_REDIS_URL is not set (see DEVELOPERS.md)");
+    }
+    url
+}
+
+/// host:port of a URL like `postgres://user@127.0.0.1:5432/db`.
+pub fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap().to_string()
+}
+
+/// Replace host:port in a URL.
+pub fn via(url: &str, host_port_: &str) -> String {
+    url.replacen(&host_port(url), host_port_, 1)
+}
+
+/// A TCP proxy in front of a real server. Stopping it is, for its clients, the server going
+/// away: open connections break and new ones are refused.
+pub struct Proxy {
+    pub addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(target: &str) -> Proxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let (stop2, conns2, target) = (stop.clone(), conns.clone(), target.to_string());
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                conns2
+                    .lock()
+                    .unwrap()
+                    .extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { addr, stop, conns }
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A unique name for tables, keys and files of one test.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}

@@ -1,0 +1,679 @@
+//! Health checks as the core sees them: when to probe, when a deadline has passed, and what
+//! a result means. Probing itself happens at the edges.
+//!
+//! Two styles:
+//! - push (`heartbeat`, `notify`, `api`): the agent shows signs of life; a deadline at
+//!   `max_age` after the last one decides, so a stall is seen when it happens, not at the next
+//!   poll. For `heartbeat` files the edge confirms at the deadline (one `stat`); for `notify`
+//!   and `api` the core itself saw every sign of life.
+//! - polled (`http`, `exec`, `file`, `sql`, `redis`): probed every `interval`, never two at a
+//!   time; the edge cuts a probe at `timeout`.
+//!
+//! Progress is always measured from the latest of: the last sign of progress, the start of the
+//! current run, and the end of the last quiet window — a fresh start or a market reopening
+//! gets `max_age` to show progress.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::quiet::Quiet;
+use crate::time::Now;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CheckKind {
+    Heartbeat,
+    Notify,
+    Api,
+    Http,
+    Exec,
+    File,
+    Sql,
+    Redis,
+}
+
+impl CheckKind {
+    pub const ALL: [CheckKind; 8] = [
+        CheckKind::Heartbeat,
+        CheckKind::Notify,
+        CheckKind::Api,
+        CheckKind::Http,
+        CheckKind::Exec,
+        CheckKind::File,
+        CheckKind::Sql,
+        CheckKind::Redis,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Heartbeat => "heartbeat",
+            CheckKind::Notify => "notify",
+            CheckKind::Api => "api",
+            CheckKind::Http => "http",
+            CheckKind::Exec => "exec",
+            CheckKind::File => "file",
+            CheckKind::Sql => "sql",
+            CheckKind::Redis => "redis",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<CheckKind> {
+        Self::ALL.iter().copied().find(|k| k.as_str() == s)
+    }
+
+    /// Deadline-driven rather than polled.
+    pub fn is_push(self) -> bool {
+        matches!(
+            self,
+            CheckKind::Heartbeat | CheckKind::Notify | CheckKind::Api
+        )
+    }
+
+    /// The core sees every sign of life itself (no probe at the deadline).
+    fn signs_reach_core(self) -> bool {
+        matches!(self, CheckKind::Notify | CheckKind::Api)
+    }
+}
+
+impl fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckSpec {
+    /// Unique within the agent; defaults to the kind.
+    pub name: String,
+    pub kind: CheckKind,
+    /// Polled checks: time between the end of one probe and the start of the next. Push
+    /// checks: time between re-evaluations once failing.
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failing verdicts before the agent counts as stalled.
+    pub failure_threshold: u32,
+    /// No failing verdict counts until this long after a start.
+    pub grace: Duration,
+    /// Progress older than this fails (required for push and progress checks).
+    pub max_age: Option<Duration>,
+    /// `notify` only: the agent counts as started only after `READY=1`.
+    pub ready: bool,
+}
+
+impl CheckSpec {
+    pub fn new(name: &str, kind: CheckKind) -> Self {
+        Self {
+            name: name.to_string(),
+            kind,
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            failure_threshold: if kind.is_push() { 1 } else { 2 },
+            grace: Duration::ZERO,
+            max_age: None,
+            ready: false,
+        }
+    }
+
+    /// `sql decisions`, or just `heartbeat` when the name is the kind.
+    pub fn label(&self) -> String {
+        if self.name == self.kind.as_str() {
+            self.name.clone()
+        } else {
+            format!("{} {}", self.kind, self.name)
+        }
+    }
+}
+
+/// What a probe found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observation {
+    /// The probe judged health itself (an HTTP status, an exit code).
+    Healthy(String),
+    Unhealthy(String),
+    /// The last sign of progress, as wall-clock milliseconds (`None`: none yet). The core
+    /// judges its age.
+    Progress {
+        at_wall_ms: Option<i64>,
+    },
+    /// The probe could not judge: its own target is broken (database down, Redis unreachable,
+    /// a command that does not exist). Never restarts anyone by itself.
+    Unknown(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// No result yet in this run.
+    Pending,
+    Ok,
+    Failing,
+    Unknown,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pending => "pending",
+            Verdict::Ok => "ok",
+            Verdict::Failing => "failing",
+            Verdict::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckStatus {
+    pub verdict: Verdict,
+    pub detail: String,
+    pub consecutive_failures: u32,
+    /// When the verdict was reached.
+    pub at: Option<Instant>,
+    /// Age of the last progress, for progress checks.
+    pub age: Option<Duration>,
+}
+
+impl Default for CheckStatus {
+    fn default() -> Self {
+        Self {
+            verdict: Verdict::Pending,
+            detail: String::new(),
+            consecutive_failures: 0,
+            at: None,
+            age: None,
+        }
+    }
+}
+
+/// A `NOTIFY_SOCKET` datagram, as sd_notify(3) defines it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NotifyMessage {
+    pub ready: bool,
+    pub watchdog: bool,
+    /// `WATCHDOG=trigger`: the agent says it is broken.
+    pub watchdog_trigger: bool,
+    pub stopping: bool,
+    pub status: Option<String>,
+    pub watchdog_usec: Option<u64>,
+}
+
+impl NotifyMessage {
+    /// Parse newline-separated `KEY=VALUE` pairs; unknown keys are ignored, as systemd does.
+    pub fn parse(datagram: &[u8]) -> NotifyMessage {
+        let mut m = NotifyMessage::default();
+        for line in datagram.split(|b| *b == b'\n') {
+            let line = String::from_utf8_lossy(line);
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            match k {
+                "READY" => m.ready = v == "1",
+                "WATCHDOG" if v == "1" => m.watchdog = true,
+                "WATCHDOG" if v == "trigger" => m.watchdog_trigger = true,
+                "STOPPING" => m.stopping = v == "1",
+                "STATUS" => m.status = Some(v.chars().take(200).collect()),
+                "WATCHDOG_USEC" => m.watchdog_usec = v.parse().ok().filter(|n| *n > 0),
+                _ => {}
+            }
+        }
+        m
+    }
+
+    pub fn is_sign_of_life(&self) -> bool {
+        self.ready || self.watchdog
+    }
+}
+
+/// Something the agent must act on after a check input.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum CheckOutput {
+    /// Probe check `index` now.
+    Probe(usize),
+    /// A check's verdict changed.
+    Changed { index: usize, from: Verdict },
+    /// The agent is stalled.
+    Stalled { index: usize, reason: String },
+    /// Every check has passed in this run.
+    AllOk,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Check {
+    pub spec: CheckSpec,
+    pub status: CheckStatus,
+    in_flight: bool,
+    last_sign: Option<Instant>,
+    /// `WATCHDOG_USEC` sent by the agent replaces `max_age`.
+    max_age_override: Option<Duration>,
+    ok_this_run: bool,
+    /// When this check's timer should fire next.
+    pub due: Option<Instant>,
+}
+
+impl Check {
+    fn new(spec: CheckSpec) -> Self {
+        Self {
+            spec,
+            status: CheckStatus::default(),
+            in_flight: false,
+            last_sign: None,
+            max_age_override: None,
+            ok_this_run: false,
+            due: None,
+        }
+    }
+
+    fn max_age(&self) -> Duration {
+        self.max_age_override
+            .or(self.spec.max_age)
+            .unwrap_or(Duration::from_secs(60))
+    }
+}
+
+/// The checks of one agent and the run they watch.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CheckSet {
+    pub checks: Vec<Check>,
+    /// Since when the run being watched is up (spawn, or READY=1); `None` while inactive.
+    run_start: Option<Instant>,
+    /// Grace counts from the spawn, even when the agent became ready later.
+    grace_from: Option<Instant>,
+    /// Increments at every start, so results of an earlier run are recognised and dropped.
+    pub run: u64,
+    /// The agent said `STOPPING=1`: it is shutting down on its own; no stall verdicts.
+    suspended: bool,
+    /// The agent's last `STATUS=` line.
+    pub status_text: Option<String>,
+}
+
+/// `after` from now, pushed to the next boundary of a wall-clock grid (a twentieth of
+/// `after`, at most 50 ms). Polled checks of many agents then come due together and are
+/// probed in one batch, instead of waking vigil a thousand times a second.
+fn on_grid(now: Now, after: Duration) -> Instant {
+    let grid = (after.as_millis() as i64 / 20).clamp(1, 50);
+    let target = now.wall_ms + after.as_millis() as i64;
+    let pad = (grid - target.rem_euclid(grid)) % grid;
+    now.mono + after + Duration::from_millis(pad as u64)
+}
+
+/// Seconds for humans: milliseconds shown below ten seconds (`1.004s`, `2.3s`, `1s`), whole
+/// seconds above (`1523s`).
+pub fn fmt_secs(d: Duration) -> String {
+    if d.as_secs() >= 10 {
+        return format!("{}s", d.as_secs());
+    }
+    let text = format!("{:.3}", d.as_secs_f64());
+    format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
+}
+
+impl CheckSet {
+    pub fn new(specs: Vec<CheckSpec>) -> Self {
+        Self {
+            checks: specs.into_iter().map(Check::new).collect(),
+            ..Self::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.checks.is_empty()
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.run_start.is_some()
+    }
+
+    /// The `notify` check that gates readiness, if any.
+    pub fn ready_check(&self) -> Option<usize> {
+        self.checks
+            .iter()
+            .position(|c| c.spec.kind == CheckKind::Notify && c.spec.ready)
+    }
+
+    /// A new run was spawned: forget the previous run's results.
+    pub fn new_run(&mut self) {
+        self.run += 1;
+        self.run_start = None;
+        self.suspended = false;
+        self.status_text = None;
+        for c in &mut self.checks {
+            c.status = CheckStatus::default();
+            c.in_flight = false;
+            c.last_sign = None;
+            c.max_age_override = None;
+            c.ok_this_run = false;
+            c.due = None;
+        }
+    }
+
+    /// While waiting for `READY=1`: the one deadline is the ready check's.
+    pub fn arm_ready_deadline(&mut self, start: Instant) {
+        if let Some(i) = self.ready_check() {
+            let c = &mut self.checks[i];
+            c.due = Some(start + c.max_age().max(c.spec.grace));
+        }
+    }
+
+    /// Start watching a run that is up since `now` and was spawned at `spawned`.
+    pub fn start(&mut self, now: Instant, spawned: Instant) {
+        self.run_start = Some(now);
+        self.grace_from = Some(spawned);
+        for c in &mut self.checks {
+            c.in_flight = false;
+            c.due = Some(if c.spec.kind.is_push() {
+                c.last_sign = Some(now);
+                (now + c.max_age()).max(spawned + c.spec.grace)
+            } else {
+                now + c.spec.interval
+            });
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.run_start = None;
+        for c in &mut self.checks {
+            c.due = None;
+            c.in_flight = false;
+        }
+    }
+
+    fn in_grace(&self, c: &Check, now: Instant) -> bool {
+        self.grace_from.is_some_and(|s| now < s + c.spec.grace)
+    }
+
+    /// The instant progress is measured from: the latest of the sign, the run start and the
+    /// end of the last quiet window.
+    fn reference(&self, sign: Option<Instant>, now: Now, quiet: &Quiet) -> Option<Instant> {
+        let quiet_end = quiet.last_end(now.wall_ms).and_then(|w| now.mono_of(w));
+        [sign, self.run_start, quiet_end]
+            .into_iter()
+            .flatten()
+            .max()
+    }
+
+    /// A check's timer fired.
+    pub fn on_due(&mut self, i: usize, now: Now, quiet: &Quiet, out: &mut Vec<CheckOutput>) {
+        if i >= self.checks.len() {
+            return;
+        }
+        self.checks[i].due = None;
+        if !self.is_active() {
+            // Waiting for READY=1 and it did not come.
+            if self.ready_check() == Some(i) {
+                let c = &self.checks[i];
+                out.push(CheckOutput::Stalled {
+                    index: i,
+                    reason: format!(
+                        "not ready: no READY=1 within {} of the start",
+                        fmt_secs(c.max_age().max(c.spec.grace))
+                    ),
+                });
+            }
+            return;
+        }
+        let kind = self.checks[i].spec.kind;
+        if !kind.signs_reach_core() {
+            if !self.checks[i].in_flight {
+                self.checks[i].in_flight = true;
+                out.push(CheckOutput::Probe(i));
+            }
+            return;
+        }
+        // notify / api: the core knows the last sign; re-arm lazily or judge.
+        let max_age = self.checks[i].max_age();
+        let reference = self
+            .reference(self.checks[i].last_sign, now, quiet)
+            .unwrap_or(now.mono);
+        let grace_end = self
+            .grace_from
+            .map_or(now.mono, |s| s + self.checks[i].spec.grace);
+        let deadline = (reference + max_age).max(grace_end);
+        if now.mono < deadline {
+            self.checks[i].due = Some(deadline);
+            return;
+        }
+        let silent = now.mono.saturating_duration_since(reference);
+        let what = match kind {
+            CheckKind::Notify => "WATCHDOG=1",
+            _ => "heartbeat",
+        };
+        let detail = format!("no {what} for {} > {}", fmt_secs(silent), fmt_secs(max_age));
+        self.apply(
+            i,
+            now,
+            quiet,
+            crate::checks::Verdict::Failing,
+            detail,
+            Some(silent),
+            out,
+        );
+    }
+
+    /// A probe's result arrived.
+    pub fn on_result(
+        &mut self,
+        i: usize,
+        run: u64,
+        observation: Observation,
+        now: Now,
+        quiet: &Quiet,
+        out: &mut Vec<CheckOutput>,
+    ) {
+        if run != self.run || !self.is_active() || i >= self.checks.len() {
+            return;
+        }
+        self.checks[i].in_flight = false;
+        let (verdict, detail, age, sign) = match observation {
+            Observation::Healthy(d) => (Verdict::Ok, d, None, None),
+            Observation::Unhealthy(d) => (Verdict::Failing, d, None, None),
+            Observation::Unknown(e) => (Verdict::Unknown, e, None, None),
+            Observation::Progress { at_wall_ms } => {
+                let max_age = self.checks[i].max_age();
+                // A sign from the future (clock skew) counts as now.
+                let sign = at_wall_ms.map(|w| now.mono_of(w.min(now.wall_ms)).unwrap_or(now.mono));
+                let reference = self.reference(sign, now, quiet).unwrap_or(now.mono);
+                let effective = now.mono.saturating_duration_since(reference);
+                let real =
+                    at_wall_ms.map(|w| Duration::from_millis((now.wall_ms - w).max(0) as u64));
+                let shown = real.unwrap_or(effective);
+                // Exactly max_age without progress is already a stall.
+                if effective < max_age {
+                    (
+                        Verdict::Ok,
+                        format!("age={}", fmt_secs(shown)),
+                        Some(shown),
+                        sign,
+                    )
+                } else {
+                    let detail = match real {
+                        Some(r) => format!("age={} > {}", fmt_secs(r), fmt_secs(max_age)),
+                        None => format!(
+                            "nothing yet, {} after the start > {}",
+                            fmt_secs(effective),
+                            fmt_secs(max_age)
+                        ),
+                    };
+                    (Verdict::Failing, detail, Some(shown), sign)
+                }
+            }
+        };
+        let c = &mut self.checks[i];
+        if c.spec.kind.is_push()
+            && let Some(s) = sign
+        {
+            c.last_sign = Some(c.last_sign.map_or(s, |l| l.max(s)));
+        }
+        self.apply(i, now, quiet, verdict, detail, age, out);
+        // Schedule the next look.
+        let c = &self.checks[i];
+        let next = if c.spec.kind.is_push() && verdict == Verdict::Ok {
+            let reference = self.reference(c.last_sign, now, quiet).unwrap_or(now.mono);
+            (reference + c.max_age()).max(now.mono + Duration::from_millis(1))
+        } else if c.spec.kind.is_push() && quiet.is_quiet(now.wall_ms) {
+            quiet
+                .quiet_until(now.wall_ms)
+                .and_then(|w| now.mono_of(w))
+                .map_or(now.mono + c.spec.interval, |end| end + c.max_age())
+        } else {
+            on_grid(now, c.spec.interval)
+        };
+        self.checks[i].due = Some(next);
+    }
+
+    /// Record a verdict and decide what it means.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &mut self,
+        i: usize,
+        now: Now,
+        quiet: &Quiet,
+        verdict: Verdict,
+        mut detail: String,
+        age: Option<Duration>,
+        out: &mut Vec<CheckOutput>,
+    ) {
+        let in_grace = self.in_grace(&self.checks[i], now.mono);
+        let is_quiet = quiet.is_quiet(now.wall_ms);
+        let suspended = self.suspended;
+        let c = &mut self.checks[i];
+        let from = c.status.verdict;
+        let mut counts = false;
+        match verdict {
+            Verdict::Ok => {
+                c.status.consecutive_failures = 0;
+                c.ok_this_run = true;
+            }
+            Verdict::Failing if in_grace => detail.push_str(" (within grace)"),
+            Verdict::Failing if is_quiet => detail.push_str(" (quiet window)"),
+            Verdict::Failing if suspended => detail.push_str(" (agent is stopping)"),
+            Verdict::Failing => {
+                c.status.consecutive_failures += 1;
+                counts = true;
+            }
+            Verdict::Unknown | Verdict::Pending => {}
+        }
+        c.status.verdict = verdict;
+        c.status.detail = detail;
+        c.status.at = Some(now.mono);
+        c.status.age = age;
+        // Passing at the first look is the normal start, not news.
+        if from != verdict && !(from == Verdict::Pending && verdict == Verdict::Ok) {
+            out.push(CheckOutput::Changed { index: i, from });
+        }
+        if counts && c.status.consecutive_failures >= c.spec.failure_threshold {
+            out.push(CheckOutput::Stalled {
+                index: i,
+                reason: format!("stalled: {} {}", c.spec.label(), c.status.detail),
+            });
+        }
+        if verdict == Verdict::Ok && self.checks.iter().all(|c| c.ok_this_run) {
+            out.push(CheckOutput::AllOk);
+        }
+    }
+
+    /// A datagram from the agent's notify socket. Returns whether the agent just became ready.
+    pub fn on_notify(&mut self, msg: &NotifyMessage, now: Now, out: &mut Vec<CheckOutput>) -> bool {
+        if let Some(s) = &msg.status {
+            self.status_text = Some(s.clone());
+        }
+        if msg.stopping {
+            self.suspended = true;
+        }
+        let became_ready = msg.ready && !self.is_active() && self.ready_check().is_some();
+        for (i, c) in self.checks.iter_mut().enumerate() {
+            if c.spec.kind != CheckKind::Notify {
+                continue;
+            }
+            if let Some(usec) = msg.watchdog_usec {
+                c.max_age_override = Some(Duration::from_micros(usec));
+            }
+            if msg.is_sign_of_life() {
+                c.last_sign = Some(now.mono);
+            }
+            if msg.watchdog_trigger && self.run_start.is_some() && !self.suspended {
+                out.push(CheckOutput::Stalled {
+                    index: i,
+                    reason: format!(
+                        "stalled: {} WATCHDOG=trigger sent by the agent",
+                        c.spec.label()
+                    ),
+                });
+                return false;
+            }
+        }
+        // A sign of life fixes a failing notify check at once.
+        if msg.is_sign_of_life() && self.is_active() {
+            for i in 0..self.checks.len() {
+                if self.checks[i].spec.kind == CheckKind::Notify
+                    && self.checks[i].status.verdict != Verdict::Ok
+                {
+                    self.apply(
+                        i,
+                        now,
+                        &Quiet::default(),
+                        Verdict::Ok,
+                        "alive".into(),
+                        Some(Duration::ZERO),
+                        out,
+                    );
+                    let c = &mut self.checks[i];
+                    c.due = Some(now.mono + c.max_age());
+                }
+            }
+        }
+        became_ready
+    }
+
+    /// A heartbeat through the API, for `api` checks. Returns whether any check took it.
+    pub fn on_api_heartbeat(&mut self, now: Now, out: &mut Vec<CheckOutput>) -> bool {
+        let mut took = false;
+        for i in 0..self.checks.len() {
+            if self.checks[i].spec.kind != CheckKind::Api {
+                continue;
+            }
+            took = true;
+            self.checks[i].last_sign = Some(now.mono);
+            if self.is_active() && self.checks[i].status.verdict != Verdict::Ok {
+                self.apply(
+                    i,
+                    now,
+                    &Quiet::default(),
+                    Verdict::Ok,
+                    "alive".into(),
+                    Some(Duration::ZERO),
+                    out,
+                );
+                let c = &mut self.checks[i];
+                c.due = Some(now.mono + c.max_age());
+            }
+        }
+        took
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_notify_datagrams() {
+        let m = NotifyMessage::parse(b"READY=1\nSTATUS=warming up\nWATCHDOG_USEC=2000000\nX=1");
+        assert!(m.ready && !m.watchdog);
+        assert_eq!(m.status.as_deref(), Some("warming up"));
+        assert_eq!(m.watchdog_usec, Some(2_000_000));
+        assert!(NotifyMessage::parse(b"WATCHDOG=trigger").watchdog_trigger);
+        assert!(NotifyMessage::parse(b"WATCHDOG=1").is_sign_of_life());
+        assert_eq!(
+            NotifyMessage::parse(b"garbage\xff\x00"),
+            NotifyMessage::default()
+        );
+    }
+
+    #[test]
+    fn labels_and_seconds() {
+        let mut s = CheckSpec::new("decisions", CheckKind::Sql);
+        assert_eq!(s.label(), "sql decisions");
+        s.name = "sql".into();
+        assert_eq!(s.label(), "sql");
+        assert_eq!(fmt_secs(Duration::from_millis(2340)), "2.34s");
+        assert_eq!(fmt_secs(Duration::from_millis(1004)), "1.004s");
+        assert_eq!(fmt_secs(Duration::from_secs(5)), "5s");
+        assert_eq!(fmt_secs(Duration::from_secs(1523)), "1523s");
+    }
+}

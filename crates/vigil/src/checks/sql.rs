@@ -1,0 +1,257 @@
+//! `sql` checks: the newest timestamp of the agent's work in a database.
+//!
+//! One connection pool per URL, shared by every agent that uses it. SQLite databases are
+//! opened read-only: a health check never writes to the agent's data.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{Row, TypeInfo, ValueRef};
+use vigil_core::Observation;
+
+use super::files::epoch_to_ms;
+
+#[derive(Clone)]
+enum Pool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+#[derive(Default)]
+pub struct SqlPools {
+    pools: Mutex<HashMap<String, Pool>>,
+}
+
+/// Never show a password in a detail or the journal.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((creds, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match creds.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+impl SqlPools {
+    fn pool(&self, url: &str, timeout: Duration) -> Result<Pool, String> {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = pools.get(url) {
+            return Ok(p.clone());
+        }
+        let pool = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| format!("bad database URL {}: {e}", redact_url(url)))?
+                .read_only(true)
+                .create_if_missing(false);
+            Pool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(timeout)
+                    .connect_lazy_with(options),
+            )
+        } else {
+            Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(timeout)
+                    .connect_lazy(url)
+                    .map_err(|e| format!("bad database URL {}: {e}", redact_url(url)))?,
+            )
+        };
+        pools.insert(url.to_string(), pool.clone());
+        Ok(pool)
+    }
+
+    pub async fn probe(
+        &self,
+        url: &str,
+        query: &str,
+        params: &[String],
+        timeout: Duration,
+    ) -> Observation {
+        let pool = match self.pool(url, timeout) {
+            Ok(p) => p,
+            Err(e) => return Observation::Unknown(e),
+        };
+        let shown = redact_url(url);
+        // The query is the operator's own, from the config; values are always bound.
+        let sql = || sqlx::AssertSqlSafe(query);
+        match pool {
+            Pool::Postgres(pool) => {
+                let mut q = sqlx::query(sql());
+                for p in params {
+                    q = q.bind(p);
+                }
+                match q.fetch_optional(&pool).await {
+                    Ok(None) => Observation::Progress { at_wall_ms: None },
+                    Ok(Some(row)) => pg_value(&row),
+                    Err(e) => Observation::Unknown(format!("{shown}: {}", db_error(&e))),
+                }
+            }
+            Pool::Sqlite(pool) => {
+                let mut q = sqlx::query(sql());
+                for p in params {
+                    q = q.bind(p);
+                }
+                match q.fetch_optional(&pool).await {
+                    Ok(None) => Observation::Progress { at_wall_ms: None },
+                    Ok(Some(row)) => sqlite_value(&row),
+                    Err(e) => Observation::Unknown(format!("{shown}: {}", db_error(&e))),
+                }
+            }
+        }
+    }
+}
+
+fn db_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => match d.code() {
+            Some(code) => format!("{} (SQLSTATE {code})", d.message()),
+            None => d.message().to_string(),
+        },
+        sqlx::Error::PoolTimedOut => {
+            "no connection within the check's timeout (database down?)".into()
+        }
+        other => {
+            let mut text = other.to_string();
+            let mut cause = std::error::Error::source(other);
+            while let Some(c) = cause {
+                text = c.to_string();
+                cause = c.source();
+            }
+            text
+        }
+    }
+}
+
+fn progress(ms: Option<i64>) -> Observation {
+    Observation::Progress { at_wall_ms: ms }
+}
+
+/// A timestamp given as text: epoch seconds, RFC 3339, or `YYYY-MM-DD HH:MM:SS[.fff]` (UTC).
+fn text_time(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(v) = s.parse::<f64>() {
+        return epoch_to_ms(v);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_millis());
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
+            return Some(t.and_utc().timestamp_millis());
+        }
+    }
+    None
+}
+
+fn unusable(what: &str) -> Observation {
+    Observation::Unknown(format!(
+        "the query's first column is {what}; it must be a timestamp or epoch seconds"
+    ))
+}
+
+fn pg_value(row: &PgRow) -> Observation {
+    let Ok(raw) = row.try_get_raw(0) else {
+        return Observation::Unknown("the query returned no column".into());
+    };
+    if raw.is_null() {
+        return progress(None);
+    }
+    let ty = raw.type_info().name().to_string();
+    let ms = match ty.as_str() {
+        "TIMESTAMPTZ" => row
+            .try_get::<DateTime<Utc>, _>(0)
+            .ok()
+            .map(|t| t.timestamp_millis()),
+        "TIMESTAMP" => row
+            .try_get::<NaiveDateTime, _>(0)
+            .ok()
+            .map(|t| t.and_utc().timestamp_millis()),
+        "INT8" => row
+            .try_get::<i64, _>(0)
+            .ok()
+            .and_then(|v| epoch_to_ms(v as f64)),
+        "INT4" => row
+            .try_get::<i32, _>(0)
+            .ok()
+            .and_then(|v| epoch_to_ms(v as f64)),
+        "FLOAT8" => row.try_get::<f64, _>(0).ok().and_then(epoch_to_ms),
+        "FLOAT4" => row
+            .try_get::<f32, _>(0)
+            .ok()
+            .and_then(|v| epoch_to_ms(v as f64)),
+        "TEXT" | "VARCHAR" => row.try_get::<String, _>(0).ok().and_then(|s| text_time(&s)),
+        "NUMERIC" => {
+            return Observation::Unknown(
+                "the query's first column is NUMERIC: cast it, e.g. extract(epoch from max(ts))::float8".into(),
+            );
+        }
+        other => return unusable(other),
+    };
+    match ms {
+        Some(ms) => progress(Some(ms)),
+        None => unusable(&format!("a {ty} that is not a usable time")),
+    }
+}
+
+fn sqlite_value(row: &SqliteRow) -> Observation {
+    let Ok(raw) = row.try_get_raw(0) else {
+        return Observation::Unknown("the query returned no column".into());
+    };
+    if raw.is_null() {
+        return progress(None);
+    }
+    let ty = raw.type_info().name().to_string();
+    let ms = match ty.as_str() {
+        "INTEGER" => row
+            .try_get::<i64, _>(0)
+            .ok()
+            .and_then(|v| epoch_to_ms(v as f64)),
+        "REAL" => row.try_get::<f64, _>(0).ok().and_then(epoch_to_ms),
+        "TEXT" | "DATETIME" => row.try_get::<String, _>(0).ok().and_then(|s| text_time(&s)),
+        other => return unusable(other),
+    };
+    match ms {
+        Some(ms) => progress(Some(ms)),
+        None => unusable(&format!("{ty} that is not a usable time")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_as_text() {
+        assert_eq!(text_time("1700000000"), Some(1_700_000_000_000));
+        assert_eq!(text_time("2023-11-14T22:13:20Z"), Some(1_700_000_000_000));
+        assert_eq!(
+            text_time("2023-11-14 22:13:20.500"),
+            Some(1_700_000_000_500)
+        );
+        assert_eq!(text_time("yesterday"), None);
+    }
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            redact_url("postgresql://postgres:eddie_memory_2026@192.168.15.2:5433/postgres"),
+            "postgresql://postgres:***@192.168.15.2:5433/postgres"
+        );
+        assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+}
