@@ -4,9 +4,12 @@
 //! cargo build --release --workspace
 //! target/release/vigil-bench crash-restart --restarts 300
 //! target/release/vigil-bench idle --agents 10,100,1000 --seconds 60
+//! target/release/vigil-bench api --agents 1000 --seconds 10
 //! ```
 //!
 //! Results go to stdout as a table and, with `--json`, as one JSON object.
+
+mod api;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -59,6 +62,15 @@ enum Bench {
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
     },
+    /// `/metrics` latency with N agents; `GET /status` and heartbeat throughput with `wrk`,
+    /// and crash-to-restart latency while the API is under that load
+    Api {
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        /// Length of each load phase
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// vigil's CPU while N agents each have a file check every second
     FileChecks {
         #[arg(long, default_value_t = 1000)]
@@ -96,6 +108,7 @@ fn main() -> Result<()> {
         }),
         Bench::NotifyFlood { seconds } => notify_flood(&vigil, seconds)?,
         Bench::FileChecks { agents, seconds } => file_checks(&vigil, agents, seconds)?,
+        Bench::Api { agents, seconds } => api::api(&vigil, agents, seconds)?,
         Bench::Idle { agents, seconds } => {
             let mut rows = Vec::new();
             for n in agents {
@@ -118,6 +131,12 @@ struct Daemon {
 impl Daemon {
     fn start(vigil: &Path, dir: &Path, config: &str) -> Result<Daemon> {
         std::fs::create_dir_all(dir)?;
+        // Never collide with a vigil the user runs on the default port.
+        let config = if config.contains("[api]") {
+            config.to_string()
+        } else {
+            format!("{config}\n[api]\nlisten = \"127.0.0.1:0\"\n")
+        };
         std::fs::write(dir.join("vigil.toml"), config)?;
         let log = std::fs::File::create(dir.join("vigil.out"))?;
         let child = Command::new(vigil)
@@ -210,16 +229,11 @@ fn fsync_floor(dir: &Path, runs: usize, gap: Duration) -> Result<f64> {
     Ok(percentile(&times, 0.5))
 }
 
-fn crash_restart(vigil: &Path, restarts: usize, lifetime_ms: u64) -> Result<serde_json::Value> {
-    let agent = sibling("vigil-bench-agent")?;
-    let dir = scratch("crash");
-    let _ = std::fs::remove_dir_all(&dir);
-    let times = dir.join("times.txt");
-    let config = format!(
-        r#"[vigil]
-state_dir = "state"
-
-[agents.crasher]
+/// An agent that exits after `lifetime_ms` and is restarted at once, every time; it appends
+/// `start <ns>` / `exit <ns>` lines to `times`.
+fn crasher(agent: &Path, times: &Path, lifetime_ms: u64) -> String {
+    format!(
+        r#"[agents.crasher]
 command = ["{}", "{}", "{lifetime_ms}"]
 
 [agents.crasher.policy]
@@ -231,6 +245,43 @@ window = "1h"
 "#,
         agent.display(),
         times.display()
+    )
+}
+
+/// Exit-to-next-start gaps (ms) of runs whose exit fell within `[from, to]` (ns), in the
+/// order they happened.
+fn restart_gaps(times: &str, from: u128, to: u128) -> Vec<f64> {
+    let mut gaps = Vec::new();
+    let mut last_exit = None;
+    for line in times.lines() {
+        let Some((kind, ns)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(ns) = ns.parse::<u128>() else { continue };
+        match kind {
+            "exit" => last_exit = Some(ns),
+            "start" => {
+                if let Some(e) = last_exit.take()
+                    && e >= from
+                    && e <= to
+                {
+                    gaps.push(ns.saturating_sub(e) as f64 / 1e6);
+                }
+            }
+            _ => {}
+        }
+    }
+    gaps
+}
+
+fn crash_restart(vigil: &Path, restarts: usize, lifetime_ms: u64) -> Result<serde_json::Value> {
+    let agent = sibling("vigil-bench-agent")?;
+    let dir = scratch("crash");
+    let _ = std::fs::remove_dir_all(&dir);
+    let times = dir.join("times.txt");
+    let config = format!(
+        "[vigil]\nstate_dir = \"state\"\n\n{}",
+        crasher(&agent, &times, lifetime_ms)
     );
     std::fs::create_dir_all(&dir)?;
     let floor = spawn_floor(&agent, &dir, 200)?;
@@ -255,21 +306,7 @@ window = "1h"
     let text = std::fs::read_to_string(&times)?;
     daemon.stop()?;
 
-    let mut gaps_ms = Vec::new();
-    let mut last_exit: Option<u128> = None;
-    for line in text.lines() {
-        let (kind, ns) = line.split_once(' ').context("bad line")?;
-        let ns: u128 = ns.parse()?;
-        match kind {
-            "exit" => last_exit = Some(ns),
-            "start" => {
-                if let Some(e) = last_exit.take() {
-                    gaps_ms.push((ns.saturating_sub(e)) as f64 / 1e6);
-                }
-            }
-            _ => {}
-        }
-    }
+    let mut gaps_ms = restart_gaps(&text, 0, u128::MAX);
     gaps_ms.truncate(restarts);
     gaps_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = gaps_ms.len();

@@ -138,6 +138,8 @@ pub struct AgentMemory {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Failure {
     pub reason: String,
+    /// `exit`, `stall` or `spawn_failed`: the `cause` of the restart that follows.
+    pub cause: &'static str,
     /// How long the failed run lasted, when there was one.
     pub uptime: Option<Duration>,
 }
@@ -303,6 +305,10 @@ pub struct Agent {
     had_failure: bool,
     last_exit: Option<LastExit>,
     last_problem: Option<String>,
+    /// The cause of the failure a waiting restart answers.
+    last_cause: &'static str,
+    /// The note of the command being handled.
+    note: Option<String>,
     checks: CheckSet,
     pub(crate) timers: Timers,
     pub(crate) removed: bool,
@@ -329,6 +335,8 @@ impl Agent {
             had_failure: false,
             last_exit: None,
             last_problem: None,
+            last_cause: "exit",
+            note: None,
             checks,
             timers: Timers::default(),
             removed: false,
@@ -548,7 +556,7 @@ impl Agent {
         };
     }
 
-    fn restart_now(&mut self, now: Instant, reason: String, out: &mut Outbox) {
+    fn restart_now(&mut self, now: Instant, reason: String, cause: &'static str, out: &mut Outbox) {
         let policy = &self.spec.policy;
         self.restarts.record(now, policy.window);
         self.total_restarts += 1;
@@ -557,25 +565,39 @@ impl Agent {
             .entry(AuditAction::Restart, reason)
             .meta("restarts_in_window", used)
             .meta("budget_remaining", policy.max_restarts.saturating_sub(used))
-            .meta("total_restarts", self.total_restarts);
+            .meta("total_restarts", self.total_restarts)
+            .meta("cause", cause);
         out.audit(entry);
         self.spawn(now, out);
     }
 
     // ----- commands from people -----------------------------------------------------------
 
+    /// `note` is the person's own words (why), added to the audit reason.
     pub(crate) fn command(
         &mut self,
         now: Instant,
         command: Command,
         by: Requester,
+        note: Option<&str>,
         out: &mut Outbox,
     ) -> Result<CommandOutcome, CommandError> {
-        match command {
+        self.note = note.map(|n| n.chars().take(200).collect());
+        let result = match command {
             Command::Start => self.request_start(now, by, out),
             Command::Stop => Ok(self.request_stop(now, by, out)),
             Command::Restart => self.request_restart(now, by, out),
             Command::Reset => Ok(self.request_reset(now, by, out)),
+        };
+        self.note = None;
+        result
+    }
+
+    /// Who asked, for audit reasons: `api`, or `api ("deploying v2")` with a note.
+    fn who(&self, by: Requester) -> String {
+        match &self.note {
+            Some(n) => format!("{} ({n:?})", by.as_str()),
+            None => by.as_str().to_string(),
         }
     }
 
@@ -601,9 +623,9 @@ impl Agent {
                 self.want_running = true;
                 self.held = false;
                 let reason = if was_waiting {
-                    format!("started by {} while waiting to restart", by.as_str())
+                    format!("started by {} while waiting to restart", self.who(by))
                 } else {
-                    format!("started by {}", by.as_str())
+                    format!("started by {}", self.who(by))
                 };
                 out.audit(self.entry(AuditAction::Start, reason));
                 self.spawn(now, out);
@@ -624,7 +646,7 @@ impl Agent {
         }
         let reason = match by {
             Requester::Shutdown => "vigil is shutting down".to_string(),
-            _ => format!("stop requested by {}", by.as_str()),
+            _ => format!("stop requested by {}", self.who(by)),
         };
         match &mut self.phase {
             Phase::Stopped | Phase::Quarantined { .. } => CommandOutcome::AlreadyStopped,
@@ -672,7 +694,7 @@ impl Agent {
                 self.held = false;
                 out.audit(self.entry(
                     AuditAction::Restart,
-                    format!("restart requested by {}", by.as_str()),
+                    format!("restart requested by {}", self.who(by)),
                 ));
                 self.spawn(now, out);
                 Ok(CommandOutcome::Started)
@@ -682,7 +704,7 @@ impl Agent {
                 self.held = false;
                 let entry = self.entry(
                     AuditAction::Restart,
-                    format!("restart requested by {}", by.as_str()),
+                    format!("restart requested by {}", self.who(by)),
                 );
                 self.begin_stop(now, Then::Start, entry, out);
                 Ok(CommandOutcome::Restarting)
@@ -702,7 +724,7 @@ impl Agent {
             AuditAction::Reset,
             format!(
                 "reset by {}: restart budget, backoff and quarantine cleared",
-                by.as_str()
+                self.who(by)
             ),
         ));
         if was_down {
@@ -791,6 +813,7 @@ impl Agent {
                 );
                 let failure = Failure {
                     reason: format!("could not start: {error}"),
+                    cause: "spawn_failed",
                     uptime: None,
                 };
                 self.on_failure(now, failure, out);
@@ -856,6 +879,7 @@ impl Agent {
                 }
                 let failure = Failure {
                     reason: status.to_string(),
+                    cause: "exit",
                     uptime: Some(uptime),
                 };
                 self.on_failure(now, failure, out);
@@ -964,8 +988,9 @@ impl Agent {
             .map(|t| (t + policy.cooldown).saturating_duration_since(now))
             .unwrap_or_default();
         let delay = backoff.max(cooldown);
+        self.last_cause = failure.cause;
         if delay.is_zero() {
-            self.restart_now(now, failure.reason, out);
+            self.restart_now(now, failure.reason, failure.cause, out);
             return;
         }
         let why = if cooldown >= backoff {
@@ -1088,14 +1113,17 @@ impl Agent {
                     .last_problem
                     .clone()
                     .unwrap_or_else(|| "failure".into());
-                let reason = if retry {
-                    format!(
-                        "retrying after the restart budget was exhausted (last failure: {problem})"
+                let (reason, cause) = if retry {
+                    (
+                        format!(
+                            "retrying after the restart budget was exhausted (last failure: {problem})"
+                        ),
+                        "retry",
                     )
                 } else {
-                    problem
+                    (problem, self.last_cause)
                 };
-                self.restart_now(now, reason, out);
+                self.restart_now(now, reason, cause, out);
             }
             TimerKind::Kill => {
                 self.timers.set(TimerKind::Kill, None);
@@ -1261,6 +1289,7 @@ impl Agent {
         self.last_problem = Some(reason.clone());
         let failure = Failure {
             reason,
+            cause: "stall",
             uptime: Some(now.saturating_duration_since(since)),
         };
         self.begin_stop(now, Then::Heal(failure), entry, out);

@@ -35,6 +35,8 @@ pub enum AuditAction {
     Adopted,
     /// The agent left the configuration.
     Removed,
+    /// A state-changing API request was refused (missing or wrong token).
+    ApiDenied,
     /// vigil itself started, reloaded or stopped.
     VigilStart,
     VigilReload,
@@ -58,6 +60,7 @@ impl AuditAction {
         AuditAction::SpawnFailed,
         AuditAction::Adopted,
         AuditAction::Removed,
+        AuditAction::ApiDenied,
         AuditAction::VigilStart,
         AuditAction::VigilReload,
         AuditAction::VigilStop,
@@ -80,6 +83,7 @@ impl AuditAction {
             AuditAction::SpawnFailed => "spawn_failed",
             AuditAction::Adopted => "adopted",
             AuditAction::Removed => "removed",
+            AuditAction::ApiDenied => "api_denied",
             AuditAction::VigilStart => "vigil_start",
             AuditAction::VigilReload => "vigil_reload",
             AuditAction::VigilStop => "vigil_stop",

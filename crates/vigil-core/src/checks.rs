@@ -168,6 +168,8 @@ pub struct CheckStatus {
     pub at: Option<Instant>,
     /// Age of the last progress, for progress checks.
     pub age: Option<Duration>,
+    /// The last sign of progress or life, for progress and push checks.
+    pub last_progress: Option<Instant>,
 }
 
 impl Default for CheckStatus {
@@ -178,6 +180,7 @@ impl Default for CheckStatus {
             consecutive_failures: 0,
             at: None,
             age: None,
+            last_progress: None,
         }
     }
 }
@@ -499,6 +502,9 @@ impl CheckSet {
         {
             c.last_sign = Some(c.last_sign.map_or(s, |l| l.max(s)));
         }
+        if sign.is_some() {
+            c.status.last_progress = sign;
+        }
         self.apply(i, now, quiet, verdict, detail, age, out);
         // Schedule the next look.
         let c = &self.checks[i];
@@ -585,6 +591,7 @@ impl CheckSet {
             }
             if msg.is_sign_of_life() {
                 c.last_sign = Some(now.mono);
+                c.status.last_progress = Some(now.mono);
             }
             if msg.watchdog_trigger && self.run_start.is_some() && !self.suspended {
                 out.push(CheckOutput::Stalled {
@@ -629,6 +636,7 @@ impl CheckSet {
             }
             took = true;
             self.checks[i].last_sign = Some(now.mono);
+            self.checks[i].status.last_progress = Some(now.mono);
             if self.is_active() && self.checks[i].status.verdict != Verdict::Ok {
                 self.apply(
                     i,

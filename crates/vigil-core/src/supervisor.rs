@@ -142,10 +142,22 @@ impl Supervisor {
         command: Command,
         by: Requester,
     ) -> Option<Result<CommandOutcome, CommandError>> {
+        self.command_with_note(now, id, command, by, None)
+    }
+
+    /// A person's request with their reason, which goes into the audit record.
+    pub fn command_with_note(
+        &mut self,
+        now: Now,
+        id: AgentId,
+        command: Command,
+        by: Requester,
+        note: Option<&str>,
+    ) -> Option<Result<CommandOutcome, CommandError>> {
         if self.shutting_down && command != Command::Stop {
             return Some(Err(CommandError::ShuttingDown));
         }
-        self.with_agent(id, |a, out| a.command(now.mono, command, by, out))
+        self.with_agent(id, |a, out| a.command(now.mono, command, by, note, out))
     }
 
     /// Apply a reloaded configuration: start what was added, stop what was removed, restart

@@ -33,6 +33,31 @@ pub struct ConfigArgs {
     pub state_dir: Option<PathBuf>,
 }
 
+/// How to reach a running vigil.
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// vigil's API, e.g. http://127.0.0.1:9120 (default: from the config and its state dir)
+    #[arg(long, env = "VIGIL_URL")]
+    pub url: Option<String>,
+    /// The API token (default: `[api] token` / `token_file` from the config)
+    #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
+}
+
+/// `vigil restart|stop|start|reset NAME`.
+#[derive(Args, Debug, Clone)]
+pub struct ControlArgs {
+    /// An agent (`trader@BTC_USDT`), or a template (`trader`) for all its instances
+    pub name: String,
+    /// Why — written to the audit journal with the request
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Run the supervisor in the foreground (SIGTERM/SIGINT stop it and every agent,
@@ -49,6 +74,25 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show every agent (or one) of a running vigil: state, pid, uptime, restarts, budget and
+    /// last problem. Exit 1 when one needs attention, 3 when vigil cannot be reached
+    Status {
+        /// One agent, or a template for all its instances
+        name: Option<String>,
+        /// The API's JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Restart an agent now (a person's restart: it does not use the restart budget)
+    Restart(ControlArgs),
+    /// Stop an agent; it stays stopped, across vigil restarts, until `vigil start`
+    Stop(ControlArgs),
+    /// Start a stopped agent
+    Start(ControlArgs),
+    /// Clear an agent's quarantine and restart budget, and start it
+    Reset(ControlArgs),
     /// Read the audit journal: what vigil did, when and why
     Audit {
         #[command(flatten)]

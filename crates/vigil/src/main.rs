@@ -1,5 +1,6 @@
 //! `vigil`: the daemon and its command line.
 
+mod api;
 mod audit;
 mod checks;
 mod cli;
@@ -7,6 +8,7 @@ mod cmd;
 mod config;
 mod driver;
 mod logs;
+mod metrics;
 mod runtime;
 mod state;
 
@@ -20,6 +22,8 @@ use cmd::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // TLS (https checks and API URLs, postgres/redis over TLS) uses ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let code = match cli.command {
         Cmd::Run { cfg } => run(cfg),
         Cmd::Check { cfg, json } => check(&cfg, json),
@@ -31,6 +35,11 @@ fn main() -> ExitCode {
             limit,
             json,
         } => audit(&cfg, agent, action, since, limit, json),
+        Cmd::Status { name, json, api } => cmd::control::status(&api, name.as_deref(), json),
+        Cmd::Restart(a) => control(&a, "restart"),
+        Cmd::Stop(a) => control(&a, "stop"),
+        Cmd::Start(a) => control(&a, "start"),
+        Cmd::Reset(a) => control(&a, "reset"),
         Cmd::Logs {
             name,
             lines,
@@ -39,6 +48,10 @@ fn main() -> ExitCode {
         } => logs(&cfg, &name, lines, follow),
     };
     ExitCode::from(code as u8)
+}
+
+fn control(args: &cli::ControlArgs, verb: &str) -> i32 {
+    cmd::control::command(&args.api, verb, &args.name, args.reason.as_deref())
 }
 
 fn init_tracing() {
@@ -61,8 +74,6 @@ fn run(cfg: ConfigArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
-    // TLS (https checks, postgres/redis over TLS) uses ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     // Probes and everything else that may block run on their own threads…
     let io = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

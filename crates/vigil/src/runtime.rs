@@ -18,6 +18,7 @@ use vigil_core::{
     Action, AgentId, AgentMemory, AuditAction, AuditEntry, Event, ExitStatus, Now, Supervisor,
 };
 
+use crate::api::{self, ApiRequest, CommandResult, Publisher};
 use crate::audit::Journal;
 use crate::checks::notify::{self, Senders};
 use crate::checks::{CheckRunner, ProbeContext, ProbeJob};
@@ -70,6 +71,8 @@ struct Runtime {
     /// once the replacement has been started.
     sweeps: Vec<String>,
     run_seq: u64,
+    /// Pictures of the fleet and audit records for the HTTP API.
+    publisher: Publisher,
 }
 
 /// Exclusive use of a state dir: two vigils on one state dir would start every agent twice.
@@ -138,11 +141,22 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         warn!("{w}");
     }
 
+    let api = api::start(&config.api, &state_dir, &opts.io)?;
+    if let Some(addr) = api.addr {
+        info!("HTTP API, metrics and dashboard on http://{addr}/");
+    }
+    let mut api_rx = api.requests;
+
     // Facts from the other threads: check results, notify datagrams.
     let (edge_tx, mut edge_rx) = mpsc::unbounded_channel();
     let notify_senders = Senders::default();
     let (notify_tx, mut notify_rx) = mpsc::channel(8192);
-    let notify_socket = match notify::listen(&state_dir, notify_senders.clone(), notify_tx) {
+    let notify_socket = match notify::listen(
+        &state_dir,
+        notify_senders.clone(),
+        notify_tx,
+        api.live.clone(),
+    ) {
         Ok(addr) => Some(addr),
         Err(e) => {
             warn!("cannot open the notify socket ({e}); notify checks will see no heartbeats");
@@ -153,7 +167,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut exits: FuturesUnordered<ExitFuture> = FuturesUnordered::new();
     let children = Children::default();
     let driver = ProcessDriver::new(children.clone());
-    let checks = CheckRunner::new(opts.io.clone(), edge_tx, children.clone());
+    let checks = CheckRunner::new(opts.io.clone(), edge_tx, children.clone(), api.live.clone());
     let mut rt = Runtime {
         sup: Supervisor::new(driver.self_pid()),
         config: config.clone(),
@@ -170,6 +184,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         new_watches: Vec::new(),
         sweeps: Vec::new(),
         run_seq: 0,
+        publisher: api.publisher,
     };
     rt.start(saved);
 
@@ -181,7 +196,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut orphans_exited = false;
     let mut edge_events = Vec::with_capacity(1024);
     let mut notify_events = Vec::with_capacity(1024);
+    let mut api_requests = Vec::with_capacity(1024);
+    let mut publish_tick = tokio::time::interval(api::PUBLISH_DIRTY);
+    publish_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let mut publish_only = false;
         exits.extend(rt.new_watches.drain(..));
         let deadline = rt.sup.poll_timeout();
         let timer = async {
@@ -219,6 +238,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = sighup.recv() => rt.reload(),
             _ = tree_poll.tick(), if !rt.watched_trees.is_empty() => rt.poll_trees(),
             _ = housekeeping.tick() => rt.rotate_logs(),
+            n = api_rx.recv_many(&mut api_requests, 1024) => {
+                for request in api_requests.drain(..n) {
+                    rt.on_api(request);
+                }
+            }
+            _ = publish_tick.tick(), if rt.publisher.enabled() => {
+                rt.publisher.tick(&rt.sup, now());
+                publish_only = true;
+            }
         }
         rt.execute();
         rt.sweep_escaped();
@@ -227,10 +255,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 debug!("reaped orphan {pid} ({status})");
             }
         }
+        if !publish_only {
+            rt.publisher.touch(now());
+        }
         if rt.sup.is_shutting_down() && rt.sup.is_idle() {
             break;
         }
     }
+    let _ = fs::remove_file(api::addr_file(&state_dir));
     rt.record_vigil(AuditEntry::new(
         None,
         AuditAction::VigilStop,
@@ -289,6 +321,8 @@ impl Runtime {
                 }
             }
         }
+        // The API knows every agent before anyone can read that vigil has started.
+        self.publisher.publish(&self.sup, now);
         self.record_vigil(
             AuditEntry::new(
                 None,
@@ -316,11 +350,12 @@ impl Runtime {
     /// Audit records about vigil itself (not decided by the core).
     fn record_vigil(&mut self, entry: AuditEntry) {
         log_entry(&entry);
-        if let Err(e) = self.journal.append([&entry], SystemTime::now()) {
-            error!(
+        match self.journal.append([&entry], SystemTime::now()) {
+            Ok(records) => self.publisher.records(&records),
+            Err(e) => error!(
                 "cannot write the audit journal {}: {e}",
                 self.journal.path().display()
-            );
+            ),
         }
     }
 
@@ -344,12 +379,13 @@ impl Runtime {
                 .collect();
             if !entries.is_empty() {
                 entries.iter().for_each(|e| log_entry(e));
-                if let Err(e) = self.journal.append(entries, SystemTime::now()) {
+                match self.journal.append(entries, SystemTime::now()) {
+                    Ok(records) => self.publisher.records(&records),
                     // Keeping agents alive matters more than the record; say so loudly.
-                    error!(
+                    Err(e) => error!(
                         "cannot write the audit journal {}: {e}; acting without a record",
                         self.journal.path().display()
-                    );
+                    ),
                 }
             }
             let procs = self.driver.snapshot();
@@ -526,6 +562,81 @@ impl Runtime {
                 tree_alive,
             },
         );
+    }
+
+    fn on_api(&mut self, request: ApiRequest) {
+        match request {
+            ApiRequest::Command {
+                target,
+                command,
+                by,
+                note,
+                reply,
+            } => {
+                let result = self.api_command(&target, command, by, note.as_deref());
+                // The answer goes out with a picture that already shows its effect.
+                self.execute();
+                self.publisher.publish(&self.sup, now());
+                let _ = reply.send(result);
+            }
+            ApiRequest::Heartbeat { agent } => {
+                self.publisher.take_heartbeat(&agent);
+                if let Some(id) = self.sup.id(&agent) {
+                    self.sup.api_heartbeat(now(), id);
+                }
+            }
+            ApiRequest::Denied { what } => self
+                .record_vigil(AuditEntry::new(None, AuditAction::ApiDenied, what).unsuccessful()),
+        }
+    }
+
+    /// A command for one agent, or for every instance when `target` is a template.
+    fn api_command(
+        &mut self,
+        target: &str,
+        command: vigil_core::Command,
+        by: vigil_core::Requester,
+        note: Option<&str>,
+    ) -> Result<Vec<CommandResult>, String> {
+        let ids: Vec<AgentId> = match self.sup.id(target) {
+            Some(id) => vec![id],
+            None => self
+                .sup
+                .agents()
+                .filter(|a| a.spec().template.as_deref() == Some(target))
+                .map(|a| a.id())
+                .collect(),
+        };
+        if ids.is_empty() {
+            let mut known: Vec<&str> = Vec::new();
+            for a in self.sup.agents() {
+                known.push(a.name());
+                known.extend(a.spec().template.as_deref());
+            }
+            return Err(api::unknown_agent_message(target, known.into_iter()));
+        }
+        let now = now();
+        let mut results = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(name) = self.sup.agent(id).map(|a| a.name().to_string()) else {
+                continue;
+            };
+            let result = match self.sup.command_with_note(now, id, command, by, note) {
+                Some(Ok(outcome)) => CommandResult {
+                    agent: name,
+                    ok: true,
+                    outcome: outcome.to_string(),
+                },
+                Some(Err(e)) => CommandResult {
+                    agent: name,
+                    ok: false,
+                    outcome: e.to_string(),
+                },
+                None => continue,
+            };
+            results.push(result);
+        }
+        Ok(results)
     }
 
     fn sweep_escaped(&mut self) {

@@ -5,5 +5,5 @@ mod reader;
 mod record;
 
 pub use journal::Journal;
-pub use reader::{Filter, read};
-pub use record::Record;
+pub use reader::{Filter, read, read_newest};
+pub use record::{Record, format_ts};

@@ -72,3 +72,90 @@ pub fn read(path: &Path, filter: &Filter) -> io::Result<(Vec<Record>, Vec<String
     }
     Ok((records, warnings))
 }
+
+/// The newest `filter.limit` records matching `filter`, oldest first, reading the journal
+/// backwards so a long journal costs only what is returned. Damaged lines are skipped.
+pub fn read_newest(path: &Path, filter: &Filter) -> io::Result<Vec<Record>> {
+    use std::io::{Read, Seek, SeekFrom};
+    const BLOCK: u64 = 64 * 1024;
+    let limit = filter.limit.unwrap_or(usize::MAX);
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut pos = file.seek(SeekFrom::End(0))?;
+    let mut newest_first = Vec::new();
+    // Bytes of a line whose start lies in a block not yet read.
+    let mut carry: Vec<u8> = Vec::new();
+    while pos > 0 && newest_first.len() < limit {
+        let start = pos.saturating_sub(BLOCK);
+        let mut block = vec![0; (pos - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut block)?;
+        block.extend_from_slice(&carry);
+        pos = start;
+        // The first piece may be incomplete unless we reached the start of the file.
+        let mut lines = block.split(|b| *b == b'\n');
+        let first = if pos > 0 { lines.next() } else { None };
+        let complete: Vec<&[u8]> = lines.collect();
+        for line in complete.iter().rev() {
+            if newest_first.len() >= limit {
+                break;
+            }
+            let Ok(r) = serde_json::from_slice::<Record>(line) else {
+                continue;
+            };
+            // Records are appended in time order: nothing older can match.
+            if let Some(since) = filter.since
+                && r.time().is_some_and(|t| t < since)
+            {
+                return Ok(newest_first.into_iter().rev().collect());
+            }
+            if filter.matches(&r) {
+                newest_first.push(r);
+            }
+        }
+        carry = first.map(<[u8]>::to_vec).unwrap_or_default();
+    }
+    Ok(newest_first.into_iter().rev().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn record(i: usize, agent: &str) -> String {
+        format!(
+            r#"{{"ts":"2026-11-23T10:00:{:02}.000Z","agent":"{agent}","action":"restart","reason":"r{i}","success":true,"error":null}}"#,
+            i % 60
+        )
+    }
+
+    #[test]
+    fn newest_records_come_back_in_order_across_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut f = File::create(&path).unwrap();
+        for i in 0..5000 {
+            writeln!(f, "{}", record(i, if i % 2 == 0 { "a" } else { "b@x" })).unwrap();
+            if i == 10 {
+                writeln!(f, "{{damaged").unwrap();
+            }
+        }
+        drop(f);
+        let filter = Filter {
+            agent: Some("b".into()),
+            limit: Some(3),
+            ..Filter::default()
+        };
+        let got = read_newest(&path, &filter).unwrap();
+        let reasons: Vec<&str> = got.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(reasons, ["r4995", "r4997", "r4999"]);
+        let all = read_newest(&path, &Filter::default()).unwrap();
+        assert_eq!(all.len(), 5000);
+        assert_eq!(all[0].reason, "r0");
+        assert_eq!(read(&path, &Filter::default()).unwrap().0, all);
+    }
+}

@@ -21,6 +21,7 @@ use vigil_core::{AgentId, Event, Observation, human_duration};
 
 use crate::config::{CheckConfig, Probe};
 use crate::driver::Children;
+use crate::metrics::Live;
 
 pub use sql::redact_url;
 
@@ -49,6 +50,7 @@ pub struct CheckRunner {
     sql: Arc<sql::SqlPools>,
     redis: Arc<redis::RedisPools>,
     children: Children,
+    live: Live,
 }
 
 /// A probe that hangs is cut at the check's timeout.
@@ -64,7 +66,12 @@ async fn timed(
 }
 
 impl CheckRunner {
-    pub fn new(io: Handle, events: mpsc::UnboundedSender<Event>, children: Children) -> Self {
+    pub fn new(
+        io: Handle,
+        events: mpsc::UnboundedSender<Event>,
+        children: Children,
+        live: Live,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::limited(3))
@@ -77,6 +84,7 @@ impl CheckRunner {
             sql: Arc::default(),
             redis: Arc::default(),
             children,
+            live,
         }
     }
 
@@ -95,7 +103,10 @@ impl CheckRunner {
             for job in others {
                 let me = me.clone();
                 tokio::spawn(async move {
+                    let started = std::time::Instant::now();
                     let observation = me.probe(&job).await;
+                    me.live
+                        .observe_check(job.config.spec.kind.as_str(), started.elapsed());
                     me.send(&job, observation);
                 });
             }
@@ -109,12 +120,14 @@ impl CheckRunner {
                 .unwrap_or_default();
             let keys: Vec<(AgentId, usize, u64)> =
                 files.iter().map(|j| (j.agent, j.check, j.run)).collect();
+            let live = me.live.clone();
             let probed = tokio::time::timeout(
                 timeout,
                 tokio::task::spawn_blocking(move || {
                     files
                         .into_iter()
                         .map(|j| {
+                            let started = std::time::Instant::now();
                             let o = match &j.config.probe {
                                 Probe::Heartbeat { path, epoch } => files::heartbeat(path, *epoch),
                                 Probe::File { path, min_size } => {
@@ -122,6 +135,7 @@ impl CheckRunner {
                                 }
                                 _ => unreachable!("partitioned"),
                             };
+                            live.observe_check(j.config.spec.kind.as_str(), started.elapsed());
                             (j, o)
                         })
                         .collect::<Vec<_>>()

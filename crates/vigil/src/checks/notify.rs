@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 use vigil_core::{AgentId, Event, NotifyMessage};
 
 use crate::driver::proctree;
+use crate::metrics::Live;
 
 /// Main pid of each live run of an agent that has a notify check.
 pub type Senders = Arc<RwLock<HashMap<u32, AgentId>>>;
@@ -32,6 +33,7 @@ pub fn listen(
     state_dir: &Path,
     senders: Senders,
     events: mpsc::Sender<Event>,
+    live: Live,
 ) -> io::Result<String> {
     let path = state_dir.join("notify.sock");
     let (socket, address) = if path.as_os_str().len() <= MAX_PATH {
@@ -48,11 +50,11 @@ pub fn listen(
     let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, 4 << 20);
     std::thread::Builder::new()
         .name("vigil-notify".into())
-        .spawn(move || receive(socket, senders, events))?;
+        .spawn(move || receive(socket, senders, events, live))?;
     Ok(address)
 }
 
-fn receive(socket: UnixDatagram, senders: Senders, events: mpsc::Sender<Event>) {
+fn receive(socket: UnixDatagram, senders: Senders, events: mpsc::Sender<Event>, live: Live) {
     let mut buf = [0u8; 4096];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
     let mut ignored = 0u64;
@@ -75,6 +77,7 @@ fn receive(socket: UnixDatagram, senders: Senders, events: mpsc::Sender<Event>) 
         }
         let bytes = received.bytes.min(buf.len());
         let agent = sender.and_then(|pid| attribute(&senders, pid));
+        live.notify(agent.is_some());
         let Some(agent) = agent else {
             ignored += 1;
             if ignored.is_power_of_two() {

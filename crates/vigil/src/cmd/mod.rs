@@ -1,7 +1,9 @@
-//! One module per CLI command that works from files (no daemon needed).
+//! One module per CLI command: most work from files (no daemon needed); `control` talks to
+//! a running vigil over its API.
 
 pub mod audit;
 pub mod check;
+pub mod control;
 pub mod logs;
 
 use std::path::PathBuf;

@@ -9,12 +9,13 @@ use vigil_core::{OnExhausted, Quiet, RestartMode, RestartPolicy, Signal};
 
 use super::checks::{read_checks, read_quiet};
 use super::diagnostic::{ConfigError, ConfigErrors};
-use super::model::{AgentConfig, Config};
+use super::model::{AgentConfig, ApiConfig, Config};
 use super::placeholders::{Placeholders, check_placeholders, expand};
 use super::reader::{At, Cx, Tbl};
 use super::values::did_you_mean;
 
-const TOP_KEYS: &[&str] = &["vigil", "defaults", "agents"];
+const TOP_KEYS: &[&str] = &["vigil", "api", "defaults", "agents"];
+const API_KEYS: &[&str] = &["listen", "token", "token_file", "enabled"];
 const VIGIL_KEYS: &[&str] = &["state_dir"];
 const COMMON_KEYS: &[&str] = &[
     "autostart",
@@ -112,6 +113,10 @@ pub fn parse(
     if let Some(dir) = state_dir_override {
         state_dir = dir.to_path_buf();
     }
+    let api = match cx.table(&root, "api") {
+        Some(t) => read_api(&mut cx, &t, &base_dir),
+        None => ApiConfig::default(),
+    };
 
     let defaults = match cx.table(&root, "defaults") {
         Some(t) => {
@@ -169,6 +174,7 @@ pub fn parse(
         Ok(Config {
             path: path.to_path_buf(),
             state_dir: absolute(&state_dir),
+            api,
             agents,
         })
     } else {
@@ -183,6 +189,70 @@ pub fn parse(
 
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn read_api(cx: &mut Cx, t: &Tbl<'_, '_>, base_dir: &Path) -> ApiConfig {
+    cx.check_keys(t, API_KEYS);
+    let mut api = ApiConfig::default();
+    if let Some(b) = cx.boolean(t, "enabled") {
+        api.enabled = b;
+    }
+    if let Some(listen) = cx.string(t, "listen") {
+        match listen.value.parse::<std::net::SocketAddr>() {
+            Ok(addr) => api.listen = addr,
+            Err(_) => cx.error(
+                ConfigError::new(listen.span, format!("`listen` in [api]: \"{}\" is not an address", listen.value))
+                    .hint("write IP:PORT, e.g. \"127.0.0.1:9120\" (only this machine) or \"0.0.0.0:9120\" (with a token)"),
+            ),
+        }
+    }
+    let token = cx.string(t, "token");
+    let token_file = cx.string(t, "token_file");
+    match (token, token_file) {
+        (Some(t1), Some(_)) => cx.err(t1.span, "[api] has both `token` and `token_file`: keep one"),
+        (Some(tok), None) => {
+            if tok.value.trim().len() < 16 {
+                cx.error(
+                    ConfigError::new(tok.span, "`token` in [api] is too short").hint(
+                        "use at least 16 characters, e.g. the output of `openssl rand -hex 24`",
+                    ),
+                );
+            }
+            api.token = Some(tok.value.trim().to_string());
+        }
+        (None, Some(file)) => {
+            let path = base_dir.join(&file.value);
+            match std::fs::read_to_string(&path) {
+                Ok(text) if text.trim().len() >= 16 => api.token = Some(text.trim().to_string()),
+                Ok(_) => cx.err(
+                    file.span,
+                    format!(
+                        "the token in {} is shorter than 16 characters",
+                        path.display()
+                    ),
+                ),
+                Err(e) => cx.err(
+                    file.span,
+                    format!("cannot read token_file {}: {e}", path.display()),
+                ),
+            }
+        }
+        (None, None) => {}
+    }
+    if api.enabled && api.token.is_none() && !api.listen.ip().is_loopback() {
+        let span = t.get("listen").map(|v| v.span()).unwrap_or(t.span.clone());
+        cx.error(
+            ConfigError::new(
+                span,
+                format!(
+                    "[api] listens on {}, beyond this machine, without a token",
+                    api.listen
+                ),
+            )
+            .hint("set token_file (or token), or listen on 127.0.0.1"),
+        );
+    }
+    api
 }
 
 fn read_common(cx: &mut Cx, t: &Tbl<'_, '_>, base: &Common) -> Common {

@@ -11,7 +11,7 @@ mod values;
 use std::path::Path;
 
 pub use diagnostic::ConfigErrors;
-pub use model::{AgentConfig, CheckConfig, Config, Pattern, Probe, StatusExpect};
+pub use model::{AgentConfig, ApiConfig, CheckConfig, Config, Pattern, Probe, StatusExpect};
 pub use values::parse_duration;
 
 /// Why a config could not be used.

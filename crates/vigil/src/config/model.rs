@@ -12,7 +12,27 @@ pub struct Config {
     /// The file this came from (as given).
     pub path: PathBuf,
     pub state_dir: PathBuf,
+    pub api: ApiConfig,
     pub agents: Vec<AgentConfig>,
+}
+
+/// `[api]`: the HTTP API, metrics and dashboard.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiConfig {
+    pub enabled: bool,
+    pub listen: std::net::SocketAddr,
+    /// Required by every state-changing request when set.
+    pub token: Option<String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9120)),
+            token: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

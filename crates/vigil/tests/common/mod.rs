@@ -15,10 +15,21 @@ pub struct Fleet {
     pub child: Option<Child>,
 }
 
+/// Tests run in parallel: each vigil's API takes a free port (written to `.vigil/api.addr`)
+/// unless the test configures `[api]` itself.
+fn with_free_port(config: &str) -> String {
+    if config.contains("[api]") {
+        config.to_string()
+    } else {
+        format!("{config}\n[api]\nlisten = \"127.0.0.1:0\"\n")
+    }
+}
+
 impl Fleet {
     pub fn new(config: &str) -> Fleet {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("vigil.toml"), config).expect("write config");
+        std::fs::write(dir.path().join("vigil.toml"), with_free_port(config))
+            .expect("write config");
         Fleet { dir, child: None }
     }
 
@@ -35,7 +46,31 @@ impl Fleet {
     }
 
     pub fn write_config(&self, config: &str) {
-        std::fs::write(self.config(), config).expect("write config");
+        std::fs::write(self.config(), with_free_port(config)).expect("write config");
+    }
+
+    /// `127.0.0.1:PORT` of the running vigil's API.
+    pub fn api_addr(&self) -> String {
+        read(&self.state().join("api.addr")).trim().to_string()
+    }
+
+    /// One HTTP request to the running vigil's API: (status, body).
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String) {
+        http(&self.api_addr(), method, path, headers, body)
+    }
+
+    /// `http` with the body parsed as JSON (every API answer is JSON).
+    pub fn api(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let (code, text) = self.http(method, path, &[], body);
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+        (code, json)
     }
 
     /// Start `vigil run` and wait until its start is in the journal.
@@ -287,4 +322,64 @@ pub fn unique(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst)
     )
+}
+
+/// A minimal HTTP/1.1 client (one request per connection), so tests see exactly what a
+/// user's curl would.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        code,
+        if chunked {
+            dechunk(rest)
+        } else {
+            rest.to_string()
+        },
+    )
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }

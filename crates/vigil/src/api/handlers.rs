@@ -1,0 +1,295 @@
+//! One function per endpoint.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use vigil_core::{AuditAction, Command, Requester};
+
+use super::error::{ApiError, unknown_agent};
+use super::{ApiRequest, Hub, auth};
+use crate::audit::{Filter, read_newest};
+
+type Hubs = State<Arc<Hub>>;
+
+fn json_bytes(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}
+
+/// vigil itself: up, and its loop turning.
+pub async fn health(State(hub): Hubs) -> Response {
+    let snap = hub.snapshot.borrow().clone();
+    let now_ms = crate::runtime::now().wall_ms;
+    let lag_ms = now_ms - hub.loop_beat_ms.load(Ordering::Relaxed);
+    let wedged = lag_ms > 10_000;
+    let body = json!({
+        "status": if wedged { "stalled" } else if snap.shutting_down { "stopping" } else { "ok" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": hub.started.elapsed().as_secs_f64().round(),
+        "agents": snap.agents.len(),
+        "loop_lag_ms": lag_ms.max(0),
+    });
+    let code = if wedged {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(body)).into_response()
+}
+
+pub async fn status_all(State(hub): Hubs) -> Response {
+    let body = hub.snapshot.borrow().status_json.clone();
+    json_bytes(body)
+}
+
+/// One agent, or `{"agents": [...]}` for every instance of a template.
+pub async fn status_one(State(hub): Hubs, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let snap = hub.snapshot.borrow().clone();
+    if let Some(a) = snap.agent(&name) {
+        return Ok(Json(a).into_response());
+    }
+    let instances = snap.instances(&name);
+    if !instances.is_empty() {
+        return Ok(Json(json!({ "agents": instances })).into_response());
+    }
+    Err(unknown_agent(&name, snap.names()))
+}
+
+#[derive(Deserialize)]
+struct CommandBody {
+    reason: Option<String>,
+}
+
+fn parse_command(s: &str) -> Option<Command> {
+    match s {
+        "start" => Some(Command::Start),
+        "stop" => Some(Command::Stop),
+        "restart" => Some(Command::Restart),
+        "reset" => Some(Command::Reset),
+        _ => None,
+    }
+}
+
+/// `POST /agents/NAME/{restart,stop,start,reset,heartbeat}`.
+pub async fn command(
+    State(hub): Hubs,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((name, verb)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if verb != "heartbeat" && parse_command(&verb).is_none() {
+        return Err(ApiError::not_found(format!(
+            "unknown action `{verb}`: use restart, stop, start, reset or heartbeat"
+        )));
+    }
+    if !auth::authorized(hub.token.as_deref(), &headers) {
+        deny(
+            &hub,
+            &format!("POST /agents/{name}/{verb} from {peer} without a valid token"),
+        );
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this vigil needs `Authorization: Bearer <token>` for changes",
+        ));
+    }
+    let body =
+        body.map_err(|e| ApiError::new(e.status(), format!("request body: {}", e.body_text())))?;
+    let note = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let parsed: CommandBody = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body must be empty or JSON like {{\"reason\": \"deploying v2\"}}: {e}"
+            ))
+        })?;
+        parsed.reason.filter(|r| !r.trim().is_empty())
+    };
+
+    if verb == "heartbeat" {
+        return heartbeat(&hub, &name);
+    }
+    let by = match headers.get("x-vigil-client").and_then(|v| v.to_str().ok()) {
+        Some("cli") => Requester::Cli,
+        _ => Requester::Api,
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = ApiRequest::Command {
+        target: name.clone(),
+        command: parse_command(&verb).expect("checked above"),
+        by,
+        note,
+        reply,
+    };
+    hub.requests
+        .send(request)
+        .await
+        .map_err(|_| ApiError::unavailable("vigil is shutting down"))?;
+    let results = answer
+        .await
+        .map_err(|_| ApiError::unavailable("vigil is shutting down"))?
+        .map_err(ApiError::not_found)?;
+    let all_refused = results.iter().all(|r| !r.ok);
+    let code = if all_refused {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(json!({ "results": results }))).into_response())
+}
+
+/// Heartbeats are checked against the snapshot and handed over without waiting: they must
+/// be cheap enough for every agent to send often.
+fn heartbeat(hub: &Hub, name: &str) -> Result<Response, ApiError> {
+    let snap = hub.snapshot.borrow().clone();
+    let Some(agent) = snap.agent(name) else {
+        if !snap.instances(name).is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "`{name}` is a template: heartbeats are per agent, e.g. {name}@INSTANCE"
+            )));
+        }
+        return Err(unknown_agent(name, snap.names()));
+    };
+    if !agent.takes_heartbeats {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("agent `{name}` has no check of kind \"api\" to take heartbeats"),
+        ));
+    }
+    let mut pending = hub
+        .pending_heartbeats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if !pending.contains(name) {
+        hub.requests
+            .try_send(ApiRequest::Heartbeat {
+                agent: name.to_string(),
+            })
+            .map_err(|_| ApiError::unavailable("too many requests queued; try again"))?;
+        pending.insert(name.to_string());
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": true }))).into_response())
+}
+
+/// Journal a refused request — at most once a second, with a count of the ones in between.
+fn deny(hub: &Hub, what: &str) {
+    let mut guard = hub.denied.lock().unwrap_or_else(|e| e.into_inner());
+    let (last, suppressed) = &mut *guard;
+    let now = Instant::now();
+    if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+        *suppressed += 1;
+        return;
+    }
+    let what = if *suppressed > 0 {
+        format!("{what} (and {suppressed} more refused since the last record)")
+    } else {
+        what.to_string()
+    };
+    *last = Some(now);
+    *suppressed = 0;
+    let _ = hub.requests.try_send(ApiRequest::Denied { what });
+}
+
+pub async fn audit(
+    State(hub): Hubs,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    for key in q.keys() {
+        if !["agent", "action", "since", "limit"].contains(&key.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter `{key}`: use agent, action, since, limit"
+            )));
+        }
+    }
+    let action = q.get("action").filter(|a| !a.is_empty()).cloned();
+    if let Some(a) = &action
+        && AuditAction::from_name(a).is_none()
+    {
+        let known: Vec<&str> = AuditAction::ALL.iter().map(|a| a.as_str()).collect();
+        return Err(ApiError::bad_request(format!(
+            "`action={a}` is not an audit action; known: {}",
+            known.join(", ")
+        )));
+    }
+    let since = match q.get("since").filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            crate::cmd::audit::parse_since(s, SystemTime::now())
+                .map_err(|e| ApiError::bad_request(e.replace("--since", "since")))?,
+        ),
+        None => None,
+    };
+    let limit = match q.get("limit") {
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("`limit={l}` must be a number from 1 to 10000"))
+            })?,
+        None => 100,
+    };
+    let filter = Filter {
+        agent: q.get("agent").filter(|a| !a.is_empty()).cloned(),
+        action,
+        since,
+        limit: Some(limit),
+    };
+    let path = hub.journal.clone();
+    let records = tokio::task::spawn_blocking(move || read_newest(&path, &filter))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .map_err(|e| ApiError::unavailable(format!("cannot read the journal: {e}")))?;
+    Ok(Json(json!({ "records": records })).into_response())
+}
+
+pub async fn metrics(State(hub): Hubs, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        hub.metrics.render(openmetrics),
+    )
+        .into_response()
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no such endpoint: {}; see GET /, /health, /status, /status/NAME, /audit, /events, /metrics, POST /agents/NAME/ACTION",
+        uri.path()
+    ))
+}
+
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

@@ -1,0 +1,354 @@
+//! `vigil status` and `vigil restart|stop|start|reset`: talk to a running vigil over its API.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use crate::cli::ApiArgs;
+use crate::config;
+
+/// vigil is not running, or not reachable at the address used.
+pub const EXIT_UNREACHABLE: i32 = 3;
+
+/// Where the API is and the token for it.
+struct Endpoint {
+    url: String,
+    token: Option<String>,
+}
+
+/// `--url`/`--token` (or `VIGIL_URL`/`VIGIL_TOKEN`) first; else the config: the address the
+/// running vigil wrote to `<state_dir>/api.addr`, else `[api] listen`, and `[api] token`.
+fn endpoint(args: &ApiArgs) -> Result<Endpoint, String> {
+    let cfg = &args.cfg;
+    let loaded = if cfg.config.exists() || args.url.is_none() {
+        match config::load(&cfg.config, cfg.state_dir.as_deref()) {
+            Ok(c) => Some(c),
+            Err(config::LoadError::Read { .. }) if !cfg.config.exists() => None,
+            Err(e) if args.url.is_none() => return Err(e.to_string()),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    let url = match (&args.url, &loaded) {
+        (Some(u), _) => u.trim_end_matches('/').to_string(),
+        (None, Some(c)) => {
+            let written = std::fs::read_to_string(crate::api::addr_file(&c.state_dir)).ok();
+            let addr = written
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .unwrap_or_else(|| c.api.listen.to_string());
+            format!("http://{addr}")
+        }
+        (None, None) => "http://127.0.0.1:9120".to_string(),
+    };
+    let token = args
+        .token
+        .clone()
+        .or_else(|| loaded.and_then(|c| c.api.token));
+    Ok(Endpoint { url, token })
+}
+
+enum Reply {
+    Answer(u16, Value),
+    Unreachable(String),
+}
+
+fn call(ep: &Endpoint, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return Reply::Unreachable(e.to_string()),
+    };
+    rt.block_on(async {
+        let client = match reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(30))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => return Reply::Unreachable(e.to_string()),
+        };
+        let mut req = client
+            .request(method, format!("{}{path}", ep.url))
+            .header("x-vigil-client", "cli");
+        if let Some(t) = &ep.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return Reply::Unreachable(error_chain(&e)),
+        };
+        let code = resp.status().as_u16();
+        match resp.text().await {
+            Ok(text) => Reply::Answer(
+                code,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            ),
+            Err(e) => Reply::Unreachable(error_chain(&e)),
+        }
+    })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+fn unreachable(ep: &Endpoint, why: &str) -> i32 {
+    eprintln!(
+        "error: cannot reach vigil at {} ({why})\nIs `vigil run` running? Pass --url, or -c with its config.",
+        ep.url
+    );
+    EXIT_UNREACHABLE
+}
+
+fn api_error(code: u16, body: &Value) -> i32 {
+    let msg = body
+        .get("error")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| body.to_string());
+    eprintln!("error: {msg}");
+    match code {
+        401 => {
+            eprintln!(
+                "(pass --token, set VIGIL_TOKEN, or run with the config that holds [api] token)"
+            );
+            EXIT_USAGE
+        }
+        400..=499 => EXIT_USAGE,
+        _ => EXIT_UNREACHABLE,
+    }
+}
+
+/// `vigil status [NAME] [--json]`; exit 1 when a shown agent needs attention.
+pub fn status(args: &ApiArgs, name: Option<&str>, json_out: bool) -> i32 {
+    let ep = match endpoint(args) {
+        Ok(ep) => ep,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_USAGE;
+        }
+    };
+    let path = match name {
+        Some(n) => format!("/status/{}", encode(n)),
+        None => "/status".to_string(),
+    };
+    let body = match call(&ep, reqwest::Method::GET, &path, None) {
+        Reply::Unreachable(why) => return unreachable(&ep, &why),
+        Reply::Answer(200, body) => body,
+        Reply::Answer(code, body) => return api_error(code, &body),
+    };
+    let agents: Vec<Value> = match body.get("agents") {
+        Some(Value::Array(list)) => list.clone(),
+        _ => vec![body.clone()],
+    };
+    if json_out {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "agents": agents })).unwrap_or_default()
+        );
+    } else {
+        print!("{}", table(&agents));
+    }
+    if agents.iter().any(has_problem) {
+        EXIT_FAILURE
+    } else {
+        EXIT_OK
+    }
+}
+
+/// Quarantined, waiting to restart, or failing a check: a person should look.
+fn has_problem(a: &Value) -> bool {
+    let state = a.get("state").and_then(Value::as_str).unwrap_or("");
+    let failing = a.get("checks").and_then(Value::as_array).is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c.get("verdict").and_then(Value::as_str) == Some("failing"))
+    });
+    matches!(state, "quarantined" | "backoff") || failing
+}
+
+fn dur(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    if s >= 86_400 {
+        format!(
+            "{}d {:02}:{:02}:{:02}",
+            s / 86_400,
+            s % 86_400 / 3600,
+            s % 3600 / 60,
+            s % 60
+        )
+    } else {
+        format!("{}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60)
+    }
+}
+
+fn table(agents: &[Value]) -> String {
+    let rows: Vec<[String; 7]> = agents
+        .iter()
+        .map(|a| {
+            let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let n = |v: Option<&Value>| v.and_then(Value::as_f64);
+            let restarts = a.get("restarts");
+            let problem = a
+                .get("quarantine_reason")
+                .and_then(Value::as_str)
+                .or_else(|| a.get("last_problem").and_then(Value::as_str))
+                .unwrap_or("-");
+            [
+                s("name"),
+                s("state").to_uppercase(),
+                n(a.get("pid")).map_or("-".into(), |p| p.to_string()),
+                n(a.get("uptime_s")).map_or("-".into(), dur),
+                format!(
+                    "{}/{}",
+                    n(restarts.and_then(|r| r.get("in_window"))).unwrap_or(0.0),
+                    n(restarts.and_then(|r| r.get("total"))).unwrap_or(0.0)
+                ),
+                format!(
+                    "{}/{}",
+                    n(a.get("budget_remaining")).unwrap_or(0.0),
+                    n(restarts.and_then(|r| r.get("max"))).unwrap_or(0.0)
+                ),
+                problem.to_string(),
+            ]
+        })
+        .collect();
+    let header = [
+        "NAME",
+        "STATE",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "BUDGET",
+        "LAST PROBLEM",
+    ];
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, cell) in r.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// Agent names are `template@instance`: keep them readable in the path, escape the rest.
+fn encode(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'@' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `vigil restart|stop|start|reset NAME`: exit 1 when vigil refused for every agent named.
+pub fn command(args: &ApiArgs, verb: &str, name: &str, reason: Option<&str>) -> i32 {
+    let ep = match endpoint(args) {
+        Ok(ep) => ep,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_USAGE;
+        }
+    };
+    let body = reason.map(|r| json!({ "reason": r }));
+    let path = format!("/agents/{}/{verb}", encode(name));
+    let (code, body) = match call(&ep, reqwest::Method::POST, &path, body) {
+        Reply::Unreachable(why) => return unreachable(&ep, &why),
+        Reply::Answer(code @ (200 | 409), body) => (code, body),
+        Reply::Answer(code, body) => return api_error(code, &body),
+    };
+    let results = body
+        .get("results")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for r in &results {
+        let agent = r.get("agent").and_then(Value::as_str).unwrap_or("?");
+        let outcome = r.get("outcome").and_then(Value::as_str).unwrap_or("?");
+        if r.get("ok").and_then(Value::as_bool) == Some(true) {
+            println!("{agent}: {outcome}");
+        } else {
+            eprintln!("{agent}: refused: {outcome}");
+        }
+    }
+    if code == 409 { EXIT_FAILURE } else { EXIT_OK }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_lines_up_and_flags_problems() {
+        let agents = vec![
+            json!({"name": "trader@BTC_USDT", "state": "running", "pid": 1234, "uptime_s": 3723.4,
+                   "restarts": {"in_window": 1, "total": 5, "max": 3}, "budget_remaining": 2,
+                   "last_problem": "exited with code 1", "checks": [{"verdict": "ok"}]}),
+            json!({"name": "bot", "state": "quarantined", "pid": null, "uptime_s": null,
+                   "restarts": {"in_window": 3, "total": 3, "max": 3}, "budget_remaining": 0,
+                   "quarantine_reason": "invalid API key", "checks": []}),
+        ];
+        let t = table(&agents);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("NAME             STATE"));
+        assert!(
+            lines[1].contains("RUNNING")
+                && lines[1].contains("1:02:03")
+                && lines[1].contains("1/5")
+        );
+        assert!(lines[2].contains("QUARANTINED") && lines[2].ends_with("invalid API key"));
+        assert!(!has_problem(&agents[0]));
+        assert!(has_problem(&agents[1]));
+        assert_eq!(encode("trader@BTC_USDT"), "trader@BTC_USDT");
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn missing_config_means_the_default_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = ApiArgs {
+            url: None,
+            token: None,
+            cfg: crate::cli::ConfigArgs {
+                config: dir.path().join("absent.toml"),
+                state_dir: None,
+            },
+        };
+        assert_eq!(endpoint(&args).unwrap().url, "http://127.0.0.1:9120");
+    }
+}

@@ -1,0 +1,365 @@
+//! Prometheus metrics. No global registry: one is built at startup and rendered per scrape.
+//! Agent metrics come from the latest snapshot at scrape time; the check-duration histogram
+//! is fed by the probes as they finish.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use tokio::sync::watch;
+
+use crate::api::snapshot::{AgentStatus, Snapshot, check_up, state_names};
+
+type Labels = Vec<(&'static str, String)>;
+/// Labels borrowed from the snapshot: a scrape of 1000 agents encodes ~12,000 samples, and
+/// copying their label values would cost more than encoding them.
+type Borrowed<'a> = Vec<(&'static str, &'a str)>;
+
+/// Metrics that are updated as things happen (rather than read from a snapshot).
+#[derive(Clone)]
+pub struct Live {
+    /// How long probes take, by check kind.
+    pub check_duration: Family<Labels, Histogram>,
+    /// Notify datagrams, by result (`accepted`, `ignored`).
+    pub notify_datagrams: Family<Labels, Counter>,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Self {
+            check_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 4.0, 10))
+            }),
+            notify_datagrams: Family::default(),
+        }
+    }
+}
+
+impl Live {
+    pub fn observe_check(&self, kind: &'static str, took: Duration) {
+        self.check_duration
+            .get_or_create(&vec![("kind", kind.to_string())])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn notify(&self, accepted: bool) {
+        let result = if accepted { "accepted" } else { "ignored" };
+        self.notify_datagrams
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc();
+    }
+}
+
+/// Every vigil metric, rendered in the Prometheus text format.
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new(snapshot: watch::Receiver<Arc<Snapshot>>, live: &Live) -> Self {
+        let mut registry = Registry::default();
+        registry.register_with_unit(
+            "vigil_check_duration",
+            "How long health-check probes take, by check kind",
+            Unit::Seconds,
+            live.check_duration.clone(),
+        );
+        registry.register(
+            "vigil_notify_datagrams",
+            "Datagrams received on the notify socket, by result (ignored: not sent by an agent's process tree)",
+            live.notify_datagrams.clone(),
+        );
+        registry.register_collector(Box::new(FleetCollector { snapshot }));
+        registry.register_collector(Box::new(ProcessCollector));
+        Self { registry }
+    }
+
+    /// OpenMetrics when the scraper asks for it (Prometheus does), else the classic
+    /// Prometheus text format (curl, `promtool check metrics`).
+    pub fn render(&self, openmetrics: bool) -> String {
+        let mut out = String::with_capacity(64 * 1024);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        if openmetrics {
+            out
+        } else {
+            to_prometheus_text(&out)
+        }
+    }
+}
+
+/// OpenMetrics → Prometheus text 0.0.4: counter families are named with their `_total`
+/// suffix there, and `# UNIT` / `# EOF` do not exist.
+fn to_prometheus_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len() + 256);
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+        if let Some((prefix, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(name) {
+                out.push_str(&format!("{prefix}{name}_total {tail}\n"));
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[derive(Debug)]
+struct FleetCollector {
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+}
+
+fn agent_labels(a: &AgentStatus) -> Borrowed<'_> {
+    let mut l = Vec::with_capacity(5);
+    l.push(("agent", a.name.as_str()));
+    if let (Some(t), Some(i)) = (&a.template, &a.instance) {
+        l.push(("template", t.as_str()));
+        l.push(("instance", i.as_str()));
+    }
+    l
+}
+
+fn with<'a>(mut labels: Borrowed<'a>, key: &'static str, value: &'a str) -> Borrowed<'a> {
+    labels.push((key, value));
+    labels
+}
+
+/// One gauge family, a sample per item that has a value.
+fn gauges<'a, T>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    items: impl Iterator<Item = (Borrowed<'a>, T)>,
+) -> std::fmt::Result
+where
+    T: prometheus_client::encoding::EncodeGaugeValue,
+{
+    let mut family = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    for (labels, v) in items {
+        family.encode_family(&labels)?.encode_gauge(&v)?;
+    }
+    Ok(())
+}
+
+impl Collector for FleetCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let snap = self.snapshot.borrow().clone();
+        let agents = &snap.agents;
+        gauges(
+            &mut encoder,
+            "vigil_build_info",
+            "Version of the running vigil (always 1)",
+            None,
+            std::iter::once((vec![("version", env!("CARGO_PKG_VERSION"))], 1u32)),
+        )?;
+        encoder
+            .encode_descriptor(
+                "vigil_agents",
+                "Agents in the configuration",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&(agents.len() as u64))?;
+        gauges(
+            &mut encoder,
+            "vigil_agent_up",
+            "1 when the agent's process is running (started and not stopping), else 0",
+            None,
+            agents
+                .iter()
+                .map(|a| (agent_labels(a), u32::from(a.state == "running"))),
+        )?;
+        gauges(
+            &mut encoder,
+            "vigil_agent_state",
+            "1 for the agent's current state (starting, running, backoff, stopping, stopped, quarantined), 0 for the others",
+            None,
+            agents.iter().flat_map(|a| {
+                state_names()
+                    .map(move |s| (with(agent_labels(a), "state", s), u32::from(a.state == s)))
+            }),
+        )?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "vigil_agent_restarts",
+                "Restarts of the agent, by reason (exit, stall, spawn_failed, retry, requested)",
+                None,
+                MetricType::Counter,
+            )?;
+            for a in agents {
+                if let Some(by_reason) = snap.counters.restarts.get(&a.name) {
+                    for (reason, n) in by_reason {
+                        let labels = with(agent_labels(a), "reason", reason);
+                        family
+                            .encode_family(&labels)?
+                            .encode_counter::<Borrowed<'_>, u64, f64>(n, None)?;
+                    }
+                }
+            }
+        }
+        gauges(
+            &mut encoder,
+            "vigil_agent_consecutive_failures",
+            "Failures (exits, stalls) in a row without a healthy run in between",
+            None,
+            agents
+                .iter()
+                .map(|a| (agent_labels(a), a.consecutive_failures)),
+        )?;
+        gauges(
+            &mut encoder,
+            "vigil_agent_restart_budget_remaining",
+            "Automatic restarts still allowed in the sliding window",
+            None,
+            agents.iter().map(|a| (agent_labels(a), a.budget_remaining)),
+        )?;
+        gauges(
+            &mut encoder,
+            "vigil_agent_last_progress_age",
+            "Age of the oldest last progress among the agent's progress checks (heartbeat, notify, api, file, sql, redis)",
+            Some(&Unit::Seconds),
+            agents
+                .iter()
+                .filter_map(|a| a.progress_age_s.map(|age| (agent_labels(a), age))),
+        )?;
+        gauges(
+            &mut encoder,
+            "vigil_check_up",
+            "1 when the check passes, 0 when it fails; no sample while it is unknown or pending",
+            None,
+            agents.iter().flat_map(|a| {
+                a.checks.iter().filter_map(move |c| {
+                    check_up(c.verdict).map(|up| {
+                        (
+                            with(with(agent_labels(a), "check", &c.name), "kind", c.kind),
+                            up,
+                        )
+                    })
+                })
+            }),
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "vigil_actions",
+            "Audit records written, by action",
+            None,
+            MetricType::Counter,
+        )?;
+        for (action, n) in &snap.counters.actions {
+            family
+                .encode_family(&vec![("action", action.clone())])?
+                .encode_counter::<Labels, u64, f64>(n, None)?;
+        }
+        Ok(())
+    }
+}
+
+/// The standard process metrics, read from /proc/self.
+#[derive(Debug)]
+struct ProcessCollector;
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+            return Ok(());
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            return Ok(());
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let ticks = clock_ticks();
+        let cpu = (num(11) + num(12)) / ticks;
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as f64;
+        let rss = num(21) * page;
+        let boot = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("btime "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .unwrap_or(0.0);
+        let start = boot + num(19) / ticks;
+        let fds = std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Max open files"))
+                    .and_then(|l| {
+                        l.split_whitespace()
+                            .nth(3)
+                            .and_then(|v| v.parse::<f64>().ok())
+                    })
+            })
+            .unwrap_or(0.0);
+
+        let mut cpu_family = encoder.encode_descriptor(
+            "process_cpu",
+            "Total user and system CPU time spent by vigil",
+            Some(&Unit::Seconds),
+            MetricType::Counter,
+        )?;
+        cpu_family.encode_counter::<Labels, f64, f64>(&cpu, None)?;
+        for (name, help, unit, value) in [
+            (
+                "process_resident_memory",
+                "vigil's resident memory size",
+                Some(Unit::Bytes),
+                rss,
+            ),
+            (
+                "process_start_time",
+                "When vigil started, seconds since the Unix epoch",
+                Some(Unit::Seconds),
+                start,
+            ),
+            (
+                "process_open_fds",
+                "File descriptors vigil has open",
+                None,
+                fds as f64,
+            ),
+            (
+                "process_max_fds",
+                "vigil's limit on open file descriptors",
+                None,
+                max_fds,
+            ),
+        ] {
+            let mut m = encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
+            m.encode_gauge(&value)?;
+        }
+        Ok(())
+    }
+}
