@@ -4,6 +4,7 @@
 //! The [`crate::Supervisor`] routes events to agents and keeps the timer index in sync with
 //! the deadlines each agent holds in [`Timers`].
 
+use crate::diagnosis::{Diagnosis, Evidence, Remedy};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -309,6 +310,10 @@ pub struct Agent {
     last_cause: &'static str,
     /// The note of the command being handled.
     note: Option<String>,
+    /// The last log lines of the run that just ended (pid, lines): the failure's evidence.
+    log_tail: Option<(u32, Vec<String>)>,
+    /// The verdict on the last failure.
+    diagnosis: Option<Diagnosis>,
     checks: CheckSet,
     pub(crate) timers: Timers,
     pub(crate) removed: bool,
@@ -337,6 +342,8 @@ impl Agent {
             last_problem: None,
             last_cause: "exit",
             note: None,
+            log_tail: None,
+            diagnosis: None,
             checks,
             timers: Timers::default(),
             removed: false,
@@ -567,6 +574,10 @@ impl Agent {
             .meta("budget_remaining", policy.max_restarts.saturating_sub(used))
             .meta("total_restarts", self.total_restarts)
             .meta("cause", cause);
+        let entry = match &self.diagnosis {
+            Some(d) => entry.meta("diagnosis", d.to_json()),
+            None => entry,
+        };
         out.audit(entry);
         self.spawn(now, out);
     }
@@ -960,6 +971,75 @@ impl Agent {
         }
     }
 
+    pub(crate) fn on_log_tail(&mut self, pid: u32, lines: Vec<String>) {
+        self.log_tail = Some((pid, lines));
+    }
+
+    pub fn diagnosis(&self) -> Option<&Diagnosis> {
+        self.diagnosis.as_ref()
+    }
+
+    /// Classify a failure from its evidence (the log tail of the run that ended).
+    fn diagnose(&mut self, failure: &Failure) -> Diagnosis {
+        let tail = self
+            .log_tail
+            .take()
+            .map(|(_, lines)| lines)
+            .unwrap_or_default();
+        let spawn_error;
+        let log: &[String] = if failure.cause == "spawn_failed" {
+            spawn_error = [failure.reason.clone()];
+            &spawn_error
+        } else {
+            &tail
+        };
+        self.spec.diagnosis.classify(&Evidence {
+            cause: failure.cause,
+            streak: self.crash_streak,
+            log,
+        })
+    }
+
+    /// A restart cannot help: no restart, a human is told once.
+    fn quarantine_diagnosed(&mut self, failure: &Failure, d: &Diagnosis, out: &mut Outbox) {
+        let reason = format!(
+            "{}; diagnosed {} ({}): a restart cannot help",
+            failure.reason,
+            d.category.as_str(),
+            d.explanation
+        );
+        out.audit(
+            self.entry(
+                AuditAction::Escalated,
+                format!(
+                    "quarantined: {reason}; fix the cause, then run `vigil reset {}`",
+                    self.spec.name
+                ),
+            )
+            .unsuccessful()
+            .meta("cause", "diagnosis")
+            .meta("diagnosis", d.to_json()),
+        );
+        self.escalated = true;
+        self.last_problem = Some(reason.clone());
+        self.phase = Phase::Quarantined { reason };
+    }
+
+    /// A throttled agent waits at least `throttle_delay`, plus up to half of it again, spread
+    /// by name: six bots hit by one 429 storm come back one by one, not in a burst.
+    fn throttle_delay(&self) -> Duration {
+        let base = self.spec.policy.throttle_delay;
+        let spread = self
+            .spec
+            .name
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            })
+            % 1000;
+        base + base / 2 * spread as u32 / 1000
+    }
+
     /// The policy's answer to a failure: restart now, later, or not at all.
     fn on_failure(&mut self, now: Instant, failure: Failure, out: &mut Outbox) {
         let policy = self.spec.policy.clone();
@@ -975,6 +1055,17 @@ impl Agent {
         }
         self.crash_streak = self.crash_streak.saturating_add(1);
 
+        let diagnosis = self.diagnose(&failure);
+        self.diagnosis = Some(diagnosis.clone());
+        let at_least = match diagnosis.action {
+            Remedy::Quarantine => {
+                self.quarantine_diagnosed(&failure, &diagnosis, out);
+                return;
+            }
+            Remedy::Backoff => self.throttle_delay(),
+            Remedy::Restart => Duration::ZERO,
+        };
+
         let used = self.restarts.count(now, policy.window);
         if used >= policy.max_restarts {
             self.exhausted(now, &failure, used, out);
@@ -987,13 +1078,15 @@ impl Agent {
             .last()
             .map(|t| (t + policy.cooldown).saturating_duration_since(now))
             .unwrap_or_default();
-        let delay = backoff.max(cooldown);
+        let delay = backoff.max(cooldown).max(at_least);
         self.last_cause = failure.cause;
         if delay.is_zero() {
             self.restart_now(now, failure.reason, failure.cause, out);
             return;
         }
-        let why = if cooldown >= backoff {
+        let why = if !at_least.is_zero() && at_least >= backoff.max(cooldown) {
+            format!("throttled: {}", diagnosis.explanation)
+        } else if cooldown >= backoff {
             format!("cooldown of {}", human_duration(policy.cooldown))
         } else {
             format!("crash-loop backoff, failure {} in a row", self.crash_streak)
@@ -1010,7 +1103,8 @@ impl Agent {
             )
             .meta("delay_ms", delay.as_millis() as u64)
             .meta("crash_streak", self.crash_streak)
-            .meta("restarts_in_window", used),
+            .meta("restarts_in_window", used)
+            .meta("diagnosis", diagnosis.to_json()),
         );
         self.phase = Phase::Backoff {
             until,

@@ -70,6 +70,13 @@ pub enum Event {
     },
     /// Every process of the tree whose main process was `pid` is gone.
     TreeEmpty { agent: AgentId, pid: u32 },
+    /// The last lines of the agent's log when the run of `pid` ended (redacted), sent just
+    /// before `Exited`: the evidence its failure is diagnosed from.
+    LogTail {
+        agent: AgentId,
+        pid: u32,
+        lines: Vec<String>,
+    },
     /// The result of a `RunCheck` action.
     CheckResult {
         agent: AgentId,

@@ -50,6 +50,8 @@ pub struct RestartPolicy {
     pub on_exhausted: OnExhausted,
     /// Consecutive failing verdicts of one check before the agent counts as failed.
     pub failure_threshold: u32,
+    /// The shortest wait before restarting an agent diagnosed as rate-limited.
+    pub throttle_delay: Duration,
 }
 
 impl Default for RestartPolicy {
@@ -63,6 +65,7 @@ impl Default for RestartPolicy {
             stable_after: Duration::from_secs(600),
             on_exhausted: OnExhausted::Quarantine,
             failure_threshold: 2,
+            throttle_delay: Duration::from_secs(120),
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::checks::CheckSpec;
+use crate::diagnosis::Rules;
 use crate::policy::{RestartMode, RestartPolicy};
 use crate::quiet::Quiet;
 use crate::signal::Signal;
@@ -24,6 +25,8 @@ pub struct AgentSpec {
     pub checks: Vec<CheckSpec>,
     /// When stall verdicts are suspended.
     pub quiet: Quiet,
+    /// How failures are classified before the policy acts on them.
+    pub diagnosis: Rules,
 }
 
 impl AgentSpec {
@@ -41,6 +44,7 @@ impl AgentSpec {
             fingerprint: 0,
             checks: Vec::new(),
             quiet: Quiet::default(),
+            diagnosis: Rules::default(),
         }
     }
 }

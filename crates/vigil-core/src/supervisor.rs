@@ -98,6 +98,9 @@ impl Supervisor {
             Event::TreeEmpty { agent, pid } => {
                 self.with_agent(agent, |a, out| a.on_tree_empty(t, pid, out));
             }
+            Event::LogTail { agent, pid, lines } => {
+                self.with_agent(agent, |a, _| a.on_log_tail(pid, lines));
+            }
             Event::CheckResult {
                 agent,
                 check,

@@ -78,6 +78,7 @@ fn policy() -> impl Strategy<Value = RestartPolicy> {
                 on_exhausted: retry
                     .map_or(OnExhausted::Quarantine, |r| OnExhausted::RetryAfter(ms(r))),
                 failure_threshold: 2,
+                throttle_delay: ms(5_000),
             },
         )
 }

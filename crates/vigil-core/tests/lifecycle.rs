@@ -276,7 +276,7 @@ fn restart_modes_decide_which_exits_are_failures() {
 }
 
 #[test]
-fn a_missing_executable_goes_through_the_policy() {
+fn a_missing_executable_is_quarantined_at_once() {
     let mut spec = AgentSpec::new("bot");
     spec.autostart = false;
     spec.policy.cooldown = ms(0);
@@ -285,8 +285,12 @@ fn a_missing_executable_goes_through_the_policy() {
     sim.failing_spawns.insert(bot);
     sim.command(bot, Command::Start, Requester::Cli).unwrap();
     sim.advance(secs(60));
-    assert_eq!(sim.count("bot", AuditAction::SpawnFailed), 4);
+    // Restarting cannot create a missing program: one attempt, then a human is told.
+    assert_eq!(sim.count("bot", AuditAction::SpawnFailed), 1);
+    assert_eq!(sim.count("bot", AuditAction::Restart), 0);
     assert_eq!(sim.sup.agent(bot).unwrap().state(), AgentState::Quarantined);
+    let escalated = &sim.records("bot", AuditAction::Escalated)[0];
+    assert_eq!(escalated.metadata["diagnosis"]["category"], "permanent");
     let failed = &sim.records("bot", AuditAction::SpawnFailed)[0];
     assert_eq!(
         failed.error.as_deref(),

@@ -75,6 +75,12 @@ fn copy_then_truncate(path: &Path, to: &Path) -> io::Result<()> {
 /// The last `n` lines of a log, reading backwards from the end so the cost depends on `n`,
 /// not on the size of the file.
 pub fn tail(path: &Path, n: usize) -> io::Result<Vec<String>> {
+    tail_from(path, n, 0)
+}
+
+/// Like [`tail`], but only what was written after byte `from` (one run's output). A file
+/// shorter than `from` was rotated meanwhile: then all of it.
+pub fn tail_from(path: &Path, n: usize, from: u64) -> io::Result<Vec<String>> {
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -84,12 +90,13 @@ pub fn tail(path: &Path, n: usize) -> io::Result<Vec<String>> {
         return Ok(Vec::new());
     }
     let len = file.metadata()?.len();
+    let from = if from > len { 0 } else { from };
     let mut pos = len;
     let mut buf: Vec<u8> = Vec::new();
     const CHUNK: u64 = 8192;
     // Stop once the buffer holds n full lines (n+1 newlines, or n if it ends without one).
-    while pos > 0 && buf.iter().filter(|b| **b == b'\n').count() <= n {
-        let step = CHUNK.min(pos);
+    while pos > from && buf.iter().filter(|b| **b == b'\n').count() <= n {
+        let step = CHUNK.min(pos - from);
         pos -= step;
         let mut chunk = vec![0u8; step as usize];
         file.seek(SeekFrom::Start(pos))?;
@@ -105,7 +112,7 @@ pub fn tail(path: &Path, n: usize) -> io::Result<Vec<String>> {
     if lines.last() == Some(&"") {
         lines.pop();
     }
-    if pos > 0 && !lines.is_empty() {
+    if pos > from && !lines.is_empty() {
         // The first piece may be the end of a longer line.
         lines.remove(0);
     }

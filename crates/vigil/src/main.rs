@@ -9,6 +9,7 @@ mod config;
 mod driver;
 mod logs;
 mod metrics;
+mod redact;
 mod runtime;
 mod state;
 

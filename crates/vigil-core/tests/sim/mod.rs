@@ -130,6 +130,15 @@ impl Sim {
         self.exit_with_tree(agent, status, false);
     }
 
+    /// The agent prints `log` and exits with `status` (the edge sends the tail first).
+    pub fn exit_logging(&mut self, agent: AgentId, status: ExitStatus, log: &[&str]) {
+        let pid = *self.live.get(&agent).expect("agent has a live process");
+        let lines = log.iter().map(|l| l.to_string()).collect();
+        self.sup
+            .handle(self.now, Event::LogTail { agent, pid, lines });
+        self.exit(agent, status);
+    }
+
     pub fn exit_with_tree(&mut self, agent: AgentId, status: ExitStatus, tree_alive: bool) {
         let pid = self.live.remove(&agent).expect("agent has a live process");
         self.sup.handle(

@@ -78,6 +78,8 @@ pub struct AgentStatus {
     pub progress_max_age_s: Option<f64>,
     pub last_exit: Option<ExitView>,
     pub last_problem: Option<String>,
+    /// The verdict on the last failure: `category`, `action`, `rule`, `explanation`, ….
+    pub diagnosis: Option<serde_json::Value>,
     /// Has an `api` check: takes `POST /agents/NAME/heartbeat`.
     pub takes_heartbeats: bool,
 }
@@ -168,6 +170,7 @@ fn agent_status(a: &Agent, now: Now) -> AgentStatus {
             expected: e.expected,
         }),
         last_problem: a.last_problem().map(str::to_string),
+        diagnosis: a.diagnosis().map(|d| d.to_json()),
         takes_heartbeats: a.checks().any(|(c, _)| c.kind == CheckKind::Api),
     }
 }

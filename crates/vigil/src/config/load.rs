@@ -2,19 +2,21 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use vigil_core::Rules;
 
 use toml::de::DeTable;
 use vigil_core::signal::STOP_SIGNALS;
 use vigil_core::{OnExhausted, Quiet, RestartMode, RestartPolicy, Signal};
 
 use super::checks::{read_checks, read_quiet};
+use super::diagnosis::{DiagnosisConfig, read_diagnosis};
 use super::diagnostic::{ConfigError, ConfigErrors};
 use super::model::{AgentConfig, ApiConfig, Config};
 use super::placeholders::{Placeholders, check_placeholders, expand};
 use super::reader::{At, Cx, Tbl};
 use super::values::did_you_mean;
 
-const TOP_KEYS: &[&str] = &["vigil", "api", "defaults", "agents"];
+const TOP_KEYS: &[&str] = &["vigil", "api", "diagnosis", "defaults", "agents"];
 const API_KEYS: &[&str] = &["listen", "token", "token_file", "enabled"];
 const VIGIL_KEYS: &[&str] = &["state_dir"];
 const COMMON_KEYS: &[&str] = &[
@@ -38,6 +40,7 @@ const POLICY_KEYS: &[&str] = &[
     "on_exhausted",
     "retry_after",
     "failure_threshold",
+    "throttle_delay",
 ];
 const RESTART_MODES: &[&str] = &["always", "on-failure", "never"];
 const ON_EXHAUSTED: &[&str] = &["quarantine", "retry_after"];
@@ -117,6 +120,10 @@ pub fn parse(
         Some(t) => read_api(&mut cx, &t, &base_dir),
         None => ApiConfig::default(),
     };
+    let diagnosis = match cx.table(&root, "diagnosis") {
+        Some(t) => read_diagnosis(&mut cx, &t),
+        None => DiagnosisConfig::default(),
+    };
 
     let defaults = match cx.table(&root, "defaults") {
         Some(t) => {
@@ -175,7 +182,14 @@ pub fn parse(
             path: path.to_path_buf(),
             state_dir: absolute(&state_dir),
             api,
-            agents,
+            agents: agents
+                .into_iter()
+                .map(|mut a| {
+                    a.diagnosis = diagnosis.rules.clone();
+                    a
+                })
+                .collect(),
+            diagnosis,
         })
     } else {
         cx.errors.sort_by_key(|e| e.span.start);
@@ -329,6 +343,9 @@ fn read_policy(cx: &mut Cx, t: &Tbl<'_, '_>, base: &RestartPolicy) -> RestartPol
     }
     if let Some(d) = cx.duration(t, "backoff_max") {
         p.backoff_max = d;
+    }
+    if let Some(d) = cx.duration(t, "throttle_delay") {
+        p.throttle_delay = d;
     }
     if let Some(d) = cx.duration(t, "stable_after") {
         p.stable_after = d;
@@ -568,6 +585,7 @@ fn read_agent(
             log_keep: common.log_keep,
             checks: agent_checks,
             quiet: common.quiet.clone(),
+            diagnosis: Rules::default(),
         });
     }
 }

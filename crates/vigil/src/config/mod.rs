@@ -1,6 +1,7 @@
 //! The configuration file: `vigil.toml`.
 
 mod checks;
+mod diagnosis;
 mod diagnostic;
 mod load;
 mod model;
@@ -10,6 +11,7 @@ mod values;
 
 use std::path::Path;
 
+pub use diagnosis::DiagnosisConfig;
 pub use diagnostic::ConfigErrors;
 pub use model::{AgentConfig, ApiConfig, CheckConfig, Config, Pattern, Probe, StatusExpect};
 pub use values::parse_duration;

@@ -5,7 +5,9 @@ use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vigil_core::{AgentSpec, CheckKind, CheckSpec, Quiet, RestartMode, RestartPolicy, Signal};
+use vigil_core::{
+    AgentSpec, CheckKind, CheckSpec, Quiet, RestartMode, RestartPolicy, Rules, Signal,
+};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -14,6 +16,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub api: ApiConfig,
     pub agents: Vec<AgentConfig>,
+    pub diagnosis: super::DiagnosisConfig,
 }
 
 /// `[api]`: the HTTP API, metrics and dashboard.
@@ -54,6 +57,8 @@ pub struct AgentConfig {
     pub log_keep: u32,
     pub checks: Vec<CheckConfig>,
     pub quiet: Quiet,
+    /// The global `[diagnosis]` rules (shared).
+    pub diagnosis: Rules,
 }
 
 /// One health check: what the core needs (`spec`) and how to probe (`probe`).
@@ -166,6 +171,7 @@ impl AgentConfig {
             fingerprint: self.fingerprint(),
             checks: self.checks.iter().map(|c| c.spec.clone()).collect(),
             quiet: self.quiet.clone(),
+            diagnosis: self.diagnosis.clone(),
         }
     }
 

@@ -1,0 +1,90 @@
+//! Real agents printing real error lines: vigil reads the log tail and decides.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Fleet, unique};
+
+#[test]
+fn real_failures_are_diagnosed_from_their_logs() {
+    let m = unique("diag");
+    let mut f = Fleet::new(&format!(
+        r#"[defaults.policy]
+cooldown = "0s"
+max_restarts = 10
+throttle_delay = "1h"
+
+[agents.badkey]
+command = ["sh", "-c", "echo 'starting {m}'; echo 'ccxt.base.errors.AuthenticationError: binance {{\"code\":-2015,\"msg\":\"Invalid API-key, IP, or permissions for action.\"}}' >&2; exit 1"]
+
+[agents.limited]
+command = ["sh", "-c", "echo 'ccxt.base.errors.RateLimitExceeded: binance 429 Too Many Requests api_key=SECRETSECRET'; exit 1"]
+
+[agents.locked]
+command = ["sh", "-c", "sleep 0.3; echo 'sqlite3.OperationalError: database is locked'; exit 1"]
+
+[[diagnosis.rules]]
+name = "maintenance"
+pattern = "exchange is in maintenance"
+category = "throttled"
+"#
+    ));
+    f.start();
+    f.wait_for(
+        "badkey quarantined, limited backing off, locked restarted",
+        Duration::from_secs(10),
+        |f| {
+            !f.records_of("badkey", "escalated").is_empty()
+                && !f.records_of("limited", "backoff").is_empty()
+                && f.records_of("locked", "restart").len() >= 2
+        },
+    );
+    // The invalid key: one run, no restart, a human is told why.
+    assert!(f.records_of("badkey", "restart").is_empty());
+    let esc = &f.records_of("badkey", "escalated")[0];
+    assert_eq!(
+        esc["metadata"]["diagnosis"]["rule"], "invalid_api_key",
+        "{esc}"
+    );
+    let (_, st) = f.api("GET", "/status/badkey", "");
+    assert_eq!(st["state"], "quarantined");
+    assert_eq!(st["diagnosis"]["category"], "permanent");
+
+    // The 429: waits (an hour here) instead of restarting; the secret never reaches the journal.
+    assert!(f.records_of("limited", "restart").is_empty());
+    let backoff = &f.records_of("limited", "backoff")[0];
+    assert_eq!(backoff["metadata"]["diagnosis"]["category"], "throttled");
+    let journal = common::read(&f.state().join("audit.jsonl"));
+    assert!(
+        !journal.contains("SECRETSECRET"),
+        "a secret reached the journal"
+    );
+    assert!(journal.contains("api_key=[REDACTED]"));
+
+    // The database lock: restarted at once, each time.
+    let restart = &f.records_of("locked", "restart")[0];
+    assert_eq!(restart["metadata"]["diagnosis"]["rule"], "database_locked");
+    assert_eq!(restart["metadata"]["cause"], "exit");
+}
+
+#[test]
+fn a_bad_user_rule_is_a_config_error() {
+    let f = Fleet::new(
+        r#"[agents.bot]
+command = ["sleep", "1"]
+
+[[diagnosis.rules]]
+pattern = "unclosed ("
+category = "sometimes"
+"#,
+    );
+    let out = f.vigil(&["check", "-c", "vigil.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("not a valid regular expression"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("sometimes"), "{stderr}");
+}
