@@ -21,15 +21,13 @@ struct Endpoint {
 /// running vigil wrote to `<state_dir>/api.addr`, else `[api] listen`, and `[api] token`.
 fn endpoint(args: &ApiArgs) -> Result<Endpoint, String> {
     let cfg = &args.cfg;
-    let loaded = if cfg.config.exists() || args.url.is_none() {
-        match config::load(&cfg.config, cfg.state_dir.as_deref()) {
-            Ok(c) => Some(c),
-            Err(config::LoadError::Read { .. }) if !cfg.config.exists() => None,
-            Err(e) if args.url.is_none() => return Err(e.to_string()),
-            Err(_) => None,
-        }
-    } else {
-        None
+    let loaded = match config::load(&cfg.config, cfg.state_dir.as_deref()) {
+        Ok(c) => Some(c),
+        // No config at all: the defaults.
+        Err(_) if !cfg.config.exists() => None,
+        Err(e) if args.url.is_none() => return Err(e.to_string()),
+        // With --url, a broken config only means no token from it.
+        Err(_) => None,
     };
     let url = match (&args.url, &loaded) {
         (Some(u), _) => u.trim_end_matches('/').to_string(),
