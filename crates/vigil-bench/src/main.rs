@@ -5,10 +5,12 @@
 //! target/release/vigil-bench crash-restart --restarts 300
 //! target/release/vigil-bench idle --agents 10,100,1000 --seconds 60
 //! target/release/vigil-bench api --agents 1000 --seconds 10
+//! target/release/vigil-bench advisor --provider openai --url http://127.0.0.1:18080 --model smollm2
 //! ```
 //!
 //! Results go to stdout as a table and, with `--json`, as one JSON object.
 
+mod advisor;
 mod api;
 
 use std::path::{Path, PathBuf};
@@ -71,6 +73,23 @@ enum Bench {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Time from a crash to the LLM advisor's verdict in the journal, for fresh evidence and for
+    /// evidence seen before (served from the cache). Needs a running model server
+    Advisor {
+        /// `ollama` or `openai`
+        #[arg(long, default_value = "openai")]
+        provider: String,
+        #[arg(long, default_value = "http://127.0.0.1:18080")]
+        url: String,
+        #[arg(long, default_value = "smollm2")]
+        model: String,
+        /// Failures with evidence the model has not seen
+        #[arg(long, default_value_t = 5)]
+        fresh: usize,
+        /// Failures repeating the first one's evidence
+        #[arg(long, default_value_t = 5)]
+        repeated: usize,
+    },
     /// vigil's CPU while N agents each have a file check every second
     FileChecks {
         #[arg(long, default_value_t = 1000)]
@@ -109,6 +128,13 @@ fn main() -> Result<()> {
         Bench::NotifyFlood { seconds } => notify_flood(&vigil, seconds)?,
         Bench::FileChecks { agents, seconds } => file_checks(&vigil, agents, seconds)?,
         Bench::Api { agents, seconds } => api::api(&vigil, agents, seconds)?,
+        Bench::Advisor {
+            provider,
+            url,
+            model,
+            fresh,
+            repeated,
+        } => advisor::advisor(&vigil, &provider, &url, &model, fresh, repeated)?,
         Bench::Idle { agents, seconds } => {
             let mut rows = Vec::new();
             for n in agents {

@@ -1,5 +1,6 @@
 //! Outputs of the core: what the edges must do.
 
+use crate::advice::FailureReport;
 use crate::audit::AuditEntry;
 use crate::event::AgentId;
 use crate::signal::Signal;
@@ -29,5 +30,15 @@ pub enum Action {
         agent: AgentId,
         check: usize,
         run: u64,
+    },
+    /// A stalled agent is about to be stopped: gather its evidence first (the evidence command,
+    /// if configured, with the process still alive; then the run's log tail) and answer with
+    /// `LogTail`.
+    Investigate { agent: AgentId, pid: u32 },
+    /// The rules have judged a failure: keep the report for `vigil explain`, count it, and ask
+    /// the advisor when the report says so (answer with `Advice`).
+    Diagnosed {
+        agent: AgentId,
+        report: Box<FailureReport>,
     },
 }

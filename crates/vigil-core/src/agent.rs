@@ -4,7 +4,10 @@
 //! The [`crate::Supervisor`] routes events to agents and keeps the timer index in sync with
 //! the deadlines each agent holds in [`Timers`].
 
+mod advising;
+
 use crate::diagnosis::{Diagnosis, Evidence, Remedy};
+use advising::Investigation;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -143,6 +146,8 @@ pub(crate) struct Failure {
     pub cause: &'static str,
     /// How long the failed run lasted, when there was one.
     pub uptime: Option<Duration>,
+    /// Already judged (a stall investigated before the stop): not diagnosed again.
+    pub verdict: Option<Diagnosis>,
 }
 
 /// What to do once a stop has completed.
@@ -190,6 +195,7 @@ pub(crate) struct Timers {
     restart: Option<Instant>,
     kill: Option<Instant>,
     stable: Option<Instant>,
+    investigate: Option<Instant>,
     /// What the index holds for each check (mirrors `CheckSet` dues).
     checks: Vec<Option<Instant>>,
     /// (kind, old, new) since the supervisor last synced.
@@ -202,6 +208,7 @@ impl Timers {
             TimerKind::Restart => self.restart,
             TimerKind::Kill => self.kill,
             TimerKind::Stable => self.stable,
+            TimerKind::Investigate => self.investigate,
             TimerKind::Check(i) => self.checks.get(i as usize).copied().flatten(),
         }
     }
@@ -211,6 +218,7 @@ impl Timers {
             TimerKind::Restart => &mut self.restart,
             TimerKind::Kill => &mut self.kill,
             TimerKind::Stable => &mut self.stable,
+            TimerKind::Investigate => &mut self.investigate,
             TimerKind::Check(i) => {
                 let i = i as usize;
                 if self.checks.len() <= i {
@@ -231,6 +239,7 @@ impl Timers {
             (TimerKind::Restart, self.restart),
             (TimerKind::Kill, self.kill),
             (TimerKind::Stable, self.stable),
+            (TimerKind::Investigate, self.investigate),
         ];
         let checks = self
             .checks
@@ -250,6 +259,8 @@ pub(crate) enum TimerKind {
     Restart,
     Kill,
     Stable,
+    /// A stall investigation has waited long enough for evidence and advice.
+    Investigate,
     Check(u16),
 }
 
@@ -314,6 +325,11 @@ pub struct Agent {
     log_tail: Option<(u32, Vec<String>)>,
     /// The verdict on the last failure.
     diagnosis: Option<Diagnosis>,
+    /// A stricter advice that came after the agent was already restarted: it applies to the
+    /// next failure of this episode.
+    advice: Option<Diagnosis>,
+    /// A stall whose evidence is being gathered before the agent is stopped.
+    investigation: Option<Investigation>,
     checks: CheckSet,
     pub(crate) timers: Timers,
     pub(crate) removed: bool,
@@ -344,6 +360,8 @@ impl Agent {
             note: None,
             log_tail: None,
             diagnosis: None,
+            advice: None,
+            investigation: None,
             checks,
             timers: Timers::default(),
             removed: false,
@@ -547,6 +565,7 @@ impl Agent {
             Phase::Running { pid, since } => (Some(pid), since),
             _ => return,
         };
+        self.forget_investigation();
         out.audit(entry.meta("signal", self.spec.stop_signal.to_string()));
         if let Some(pid) = pid {
             out.signal(self.id, pid, self.spec.stop_signal);
@@ -727,6 +746,7 @@ impl Agent {
         self.restarts.clear();
         self.crash_streak = 0;
         self.escalated = false;
+        self.advice = None;
         let was_down = matches!(
             self.phase,
             Phase::Quarantined { .. } | Phase::Backoff { .. }
@@ -826,6 +846,7 @@ impl Agent {
                     reason: format!("could not start: {error}"),
                     cause: "spawn_failed",
                     uptime: None,
+                    verdict: None,
                 };
                 self.on_failure(now, failure, out);
             }
@@ -868,6 +889,7 @@ impl Agent {
                     out.kill(self.id, pid);
                 }
                 self.timers.set(TimerKind::Stable, None);
+                self.forget_investigation();
                 self.checks.stop();
                 self.phase = Phase::Stopped;
                 self.last_exit = Some(LastExit {
@@ -892,6 +914,7 @@ impl Agent {
                     reason: status.to_string(),
                     cause: "exit",
                     uptime: Some(uptime),
+                    verdict: None,
                 };
                 self.on_failure(now, failure, out);
             }
@@ -971,33 +994,39 @@ impl Agent {
         }
     }
 
-    pub(crate) fn on_log_tail(&mut self, pid: u32, lines: Vec<String>) {
-        self.log_tail = Some((pid, lines));
-    }
-
     pub fn diagnosis(&self) -> Option<&Diagnosis> {
         self.diagnosis.as_ref()
     }
 
-    /// Classify a failure from its evidence (the log tail of the run that ended).
-    fn diagnose(&mut self, failure: &Failure) -> Diagnosis {
-        let tail = self
-            .log_tail
-            .take()
-            .map(|(_, lines)| lines)
-            .unwrap_or_default();
-        let spawn_error;
-        let log: &[String] = if failure.cause == "spawn_failed" {
-            spawn_error = [failure.reason.clone()];
-            &spawn_error
-        } else {
-            &tail
+    /// Classify a failure from its evidence (the log tail of the run that ended) and report
+    /// it to the edges (explain, metrics, the advisor).
+    fn diagnose(&mut self, failure: &Failure, out: &mut Outbox) -> Diagnosis {
+        let (pid, lines) = match self.log_tail.take() {
+            _ if failure.cause == "spawn_failed" => (None, vec![failure.reason.clone()]),
+            Some((pid, lines)) => (Some(pid), lines),
+            None => (None, Vec::new()),
         };
-        self.spec.diagnosis.classify(&Evidence {
-            cause: failure.cause,
-            streak: self.crash_streak,
-            log,
-        })
+        let verdict = self.judge(failure.cause, self.crash_streak, &lines);
+        self.report(pid, failure, lines, &verdict, out);
+        verdict
+    }
+
+    /// The rules' verdict, or a stricter advice kept from the previous failure.
+    fn judge(&mut self, cause: &'static str, streak: u32, log: &[String]) -> Diagnosis {
+        let verdict = self
+            .spec
+            .diagnosis
+            .classify(&Evidence { cause, streak, log });
+        match self.advice.take() {
+            Some(advice) if advice.action > verdict.action => Diagnosis {
+                explanation: format!(
+                    "advisor, after the previous failure: {}",
+                    advice.explanation
+                ),
+                ..advice
+            },
+            _ => verdict,
+        }
     }
 
     /// A restart cannot help: no restart, a human is told once.
@@ -1055,7 +1084,10 @@ impl Agent {
         }
         self.crash_streak = self.crash_streak.saturating_add(1);
 
-        let diagnosis = self.diagnose(&failure);
+        let diagnosis = match failure.verdict.clone() {
+            Some(verdict) => verdict,
+            None => self.diagnose(&failure, out),
+        };
         self.diagnosis = Some(diagnosis.clone());
         let at_least = match diagnosis.action {
             Remedy::Quarantine => {
@@ -1237,6 +1269,7 @@ impl Agent {
                 }
             }
             TimerKind::Check(_) => {}
+            TimerKind::Investigate => self.on_investigation_timeout(now, out),
             TimerKind::Stable => {
                 self.timers.set(TimerKind::Stable, None);
                 if !matches!(self.phase, Phase::Running { .. }) {
@@ -1244,6 +1277,7 @@ impl Agent {
                 }
                 self.crash_streak = 0;
                 self.escalated = false;
+                self.advice = None;
                 // With checks, recovery is judged by the checks passing.
                 if self.had_failure && self.checks.is_empty() {
                     self.had_failure = false;
@@ -1369,8 +1403,9 @@ impl Agent {
 
     /// Alive but not working: stop it and let the policy decide what follows, as for a crash.
     fn stall(&mut self, now: Instant, index: usize, reason: String, out: &mut Outbox) {
-        let since = match self.phase {
-            Phase::Starting { since, .. } | Phase::Running { since, .. } => since,
+        let (pid, since) = match self.phase {
+            Phase::Starting { pid, since } => (pid, since),
+            Phase::Running { pid, since } => (Some(pid), since),
             _ => return,
         };
         let c = &self.checks.checks[index];
@@ -1385,7 +1420,15 @@ impl Agent {
             reason,
             cause: "stall",
             uptime: Some(now.saturating_duration_since(since)),
+            verdict: None,
         };
+        if let Some(pid) = pid
+            && let Some(wait) = self.investigation_wait()
+        {
+            out.audit(entry.meta("investigating_for_ms", wait.as_millis() as u64));
+            self.investigate(now, pid, failure, wait, out);
+            return;
+        }
         self.begin_stop(now, Then::Heal(failure), entry, out);
     }
 

@@ -35,6 +35,10 @@ pub enum AuditAction {
     Adopted,
     /// The agent left the configuration.
     Removed,
+    /// The advisor's second opinion on a failure, and what vigil did with it.
+    Advice,
+    /// The advisor could not be asked or gave no usable answer: the rules' verdict stands.
+    LlmError,
     /// A state-changing API request was refused (missing or wrong token).
     ApiDenied,
     /// vigil itself started, reloaded or stopped.
@@ -60,6 +64,8 @@ impl AuditAction {
         AuditAction::SpawnFailed,
         AuditAction::Adopted,
         AuditAction::Removed,
+        AuditAction::Advice,
+        AuditAction::LlmError,
         AuditAction::ApiDenied,
         AuditAction::VigilStart,
         AuditAction::VigilReload,
@@ -83,6 +89,8 @@ impl AuditAction {
             AuditAction::SpawnFailed => "spawn_failed",
             AuditAction::Adopted => "adopted",
             AuditAction::Removed => "removed",
+            AuditAction::Advice => "advice",
+            AuditAction::LlmError => "llm_error",
             AuditAction::ApiDenied => "api_denied",
             AuditAction::VigilStart => "vigil_start",
             AuditAction::VigilReload => "vigil_reload",

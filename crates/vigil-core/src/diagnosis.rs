@@ -159,6 +159,11 @@ impl Rule {
     }
 }
 
+/// Starts the line the edge puts before the output of an agent's `evidence` command, after
+/// the log lines: that output is matched by the rules, but it is not the agent speaking (a
+/// stall whose log is silent is still a hang).
+pub const EVIDENCE_HEADER: &str = "--- evidence: ";
+
 /// What is known about one failure.
 pub struct Evidence<'a> {
     /// `exit` or `stall` (a check crossed its threshold).
@@ -244,7 +249,7 @@ const BUILTIN: &[(&str, Category, &str)] = &[
     (
         "network",
         Category::Transient,
-        r"(?i)(connection (refused|reset|aborted|closed)|ECONNREFUSED|ECONNRESET|ETIMEDOUT|timed out|TimeoutError|NetworkError|RequestTimeout|ExchangeNotAvailable|temporarily unavailable|Name or service not known|getaddrinfo|\b50[0234] |Service Unavailable|Bad Gateway|Gateway Time-?out)",
+        r"(?i)(connection (refused|reset|aborted|closed)|ConnectionError|ConnectionClosed|websocket[^\n]{0,30}\b(closed|disconnected|timed? ?out)|ECONNREFUSED|ECONNRESET|ETIMEDOUT|timed out|TimeoutError|NetworkError|RequestTimeout|ExchangeNotAvailable|temporarily unavailable|Name or service not known|getaddrinfo|\b50[0234] |Service Unavailable|Bad Gateway|Gateway Time-?out)",
     ),
     (
         "crash",
@@ -328,7 +333,12 @@ impl Rules {
         if let Some((rule, line)) = best {
             return verdict(rule, line);
         }
-        let silent = ev.log.iter().all(|l| l.trim().is_empty());
+        let own = ev
+            .log
+            .iter()
+            .position(|l| l.starts_with(EVIDENCE_HEADER))
+            .map_or(ev.log, |i| &ev.log[..i]);
+        let silent = own.iter().all(|l| l.trim().is_empty());
         if ev.cause == "stall" && silent {
             return Diagnosis {
                 category: Category::Transient,
@@ -345,8 +355,7 @@ impl Rules {
             action: Remedy::Restart,
             severity: "info",
             rule: "none".into(),
-            explanation: ev
-                .log
+            explanation: own
                 .iter()
                 .rev()
                 .find(|l| !l.trim().is_empty())
@@ -468,6 +477,15 @@ mod tests {
             ),
             (
                 &["requests.exceptions.ConnectionError: Connection refused"],
+                Category::Transient,
+                Remedy::Restart,
+                "network",
+            ),
+            (
+                &[
+                    "Traceback (most recent call last):",
+                    "ConnectionError: DOGE_USDT: exchange websocket closed unexpectedly",
+                ],
                 Category::Transient,
                 Remedy::Restart,
                 "network",

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::checks::{NotifyMessage, Observation};
+use crate::diagnosis::Diagnosis;
 use crate::signal::Signal;
 
 /// Index of an agent inside one [`crate::Supervisor`].
@@ -83,6 +84,13 @@ pub enum Event {
         check: usize,
         run: u64,
         observation: Observation,
+    },
+    /// The advisor's answer about the failure of the run of `pid` (reported by `Diagnosed`), or
+    /// why there is none (server down, timeout, an answer that does not fit the schema).
+    Advice {
+        agent: AgentId,
+        pid: Option<u32>,
+        advice: Result<Diagnosis, String>,
     },
     /// A datagram on the notify socket from a process of the agent's current run.
     Notify {

@@ -6,6 +6,7 @@
 //! The daemon (`crates/vigil`) turns the world into events and actions into syscalls.
 
 pub mod action;
+pub mod advice;
 pub mod agent;
 pub mod audit;
 pub mod budget;
@@ -20,6 +21,7 @@ pub mod supervisor;
 pub mod time;
 
 pub use action::Action;
+pub use advice::{AdvisorSpec, FailureReport, Judgement};
 pub use agent::{Agent, AgentMemory, AgentState, CommandError, CommandOutcome, LastExit};
 pub use audit::{AuditAction, AuditEntry};
 pub use checks::{CheckKind, CheckSpec, CheckStatus, NotifyMessage, Observation, Verdict};

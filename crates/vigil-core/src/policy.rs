@@ -52,6 +52,10 @@ pub struct RestartPolicy {
     pub failure_threshold: u32,
     /// The shortest wait before restarting an agent diagnosed as rate-limited.
     pub throttle_delay: Duration,
+    /// A stalled agent waits for the advisor's verdict (up to its timeout) before it is
+    /// stopped. Crashed agents never wait: they are restarted at once and the advice applies
+    /// before their next restart.
+    pub llm_before_restart: bool,
 }
 
 impl Default for RestartPolicy {
@@ -66,6 +70,7 @@ impl Default for RestartPolicy {
             on_exhausted: OnExhausted::Quarantine,
             failure_threshold: 2,
             throttle_delay: Duration::from_secs(120),
+            llm_before_restart: true,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::advice::AdvisorSpec;
 use crate::checks::CheckSpec;
 use crate::diagnosis::Rules;
 use crate::policy::{RestartMode, RestartPolicy};
@@ -27,6 +28,11 @@ pub struct AgentSpec {
     pub quiet: Quiet,
     /// How failures are classified before the policy acts on them.
     pub diagnosis: Rules,
+    /// An advisor (LLM) gives second opinions, when one is configured.
+    pub advisor: Option<AdvisorSpec>,
+    /// The timeout of the agent's `evidence` command, when it has one: run on a stall before
+    /// the agent is stopped.
+    pub evidence_timeout: Option<Duration>,
 }
 
 impl AgentSpec {
@@ -45,6 +51,8 @@ impl AgentSpec {
             checks: Vec::new(),
             quiet: Quiet::default(),
             diagnosis: Rules::default(),
+            advisor: None,
+            evidence_timeout: None,
         }
     }
 }

@@ -99,7 +99,10 @@ impl Supervisor {
                 self.with_agent(agent, |a, out| a.on_tree_empty(t, pid, out));
             }
             Event::LogTail { agent, pid, lines } => {
-                self.with_agent(agent, |a, _| a.on_log_tail(pid, lines));
+                self.with_agent(agent, |a, out| a.on_log_tail(t, pid, lines, out));
+            }
+            Event::Advice { agent, pid, advice } => {
+                self.with_agent(agent, |a, out| a.on_advice(t, pid, advice, out));
             }
             Event::CheckResult {
                 agent,

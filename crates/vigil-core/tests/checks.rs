@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use sim::{Sim, ms, secs};
 use vigil_core::{
-    Action, AgentSpec, AgentState, AuditAction, CheckKind, CheckSpec, ExitStatus, Observation,
-    Quiet, QuietWindow, Signal, Verdict,
+    AgentSpec, AgentState, AuditAction, CheckKind, CheckSpec, ExitStatus, Observation, Quiet,
+    QuietWindow, Signal, Verdict,
 };
 
 fn agent_with(check: CheckSpec) -> AgentSpec {
@@ -31,18 +31,7 @@ fn sql(max_age: Duration, interval: Duration) -> CheckSpec {
 }
 
 fn signalled(sim: &Sim) -> usize {
-    sim.actions
-        .iter()
-        .filter(|(_, a)| {
-            matches!(
-                a,
-                Action::Signal {
-                    signal: Signal::TERM,
-                    ..
-                }
-            )
-        })
-        .count()
+    sim.signals_sent(Signal::TERM)
 }
 
 #[test]

@@ -79,6 +79,7 @@ fn policy() -> impl Strategy<Value = RestartPolicy> {
                     .map_or(OnExhausted::Quarantine, |r| OnExhausted::RetryAfter(ms(r))),
                 failure_threshold: 2,
                 throttle_delay: ms(5_000),
+                llm_before_restart: true,
             },
         )
 }

@@ -85,6 +85,17 @@ pub enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Why did an agent's last failure end the way it did: the evidence vigil saw (log tail,
+    /// evidence command), the rules' verdict, the LLM advisor's, and what vigil did
+    Explain {
+        /// The agent (e.g. `bot` or `trader@BTC_USDT`)
+        name: String,
+        /// The API's JSON instead of text
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Restart an agent now (a person's restart: it does not use the restart budget)
     Restart(ControlArgs),
     /// Stop an agent; it stays stopped, across vigil restarts, until `vigil start`

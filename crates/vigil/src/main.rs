@@ -1,12 +1,16 @@
 //! `vigil`: the daemon and its command line.
 
+mod advisor;
 mod api;
 mod audit;
+mod casebook;
 mod checks;
 mod cli;
 mod cmd;
+mod command;
 mod config;
 mod driver;
+mod evidence;
 mod logs;
 mod metrics;
 mod redact;
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
             json,
         } => audit(&cfg, agent, action, since, limit, json),
         Cmd::Status { name, json, api } => cmd::control::status(&api, name.as_deref(), json),
+        Cmd::Explain { name, json, api } => cmd::explain::explain(&api, &name, json),
         Cmd::Restart(a) => control(&a, "restart"),
         Cmd::Stop(a) => control(&a, "stop"),
         Cmd::Start(a) => control(&a, "start"),

@@ -28,6 +28,12 @@ pub struct Live {
     pub check_duration: Family<Labels, Histogram>,
     /// Notify datagrams, by result (`accepted`, `ignored`).
     pub notify_datagrams: Family<Labels, Counter>,
+    /// Verdicts on failures, by category and source (`rules`, `llm`).
+    pub diagnoses: Family<Labels, Counter>,
+    /// Questions to the advisor, by outcome (`ok`, `cached`, `error`, `timeout`, `invalid`).
+    pub llm_requests: Family<Labels, Counter>,
+    /// How long the advisor takes to answer (cache hits excluded).
+    pub llm_latency: Histogram,
 }
 
 impl Default for Live {
@@ -37,6 +43,9 @@ impl Default for Live {
                 Histogram::new(exponential_buckets(0.0005, 4.0, 10))
             }),
             notify_datagrams: Family::default(),
+            diagnoses: Family::default(),
+            llm_requests: Family::default(),
+            llm_latency: Histogram::new(exponential_buckets(0.05, 2.0, 13)),
         }
     }
 }
@@ -46,6 +55,34 @@ impl Live {
         self.check_duration
             .get_or_create(&vec![("kind", kind.to_string())])
             .observe(took.as_secs_f64());
+    }
+
+    pub fn diagnosed(&self, category: &str, source: &str) {
+        self.diagnoses
+            .get_or_create(&vec![
+                ("category", category.to_string()),
+                ("source", source.to_string()),
+            ])
+            .inc();
+    }
+
+    /// Every outcome is shown from the start (at 0) once an advisor is configured, so an
+    /// alert on errors works before the first error.
+    pub fn init_llm(&self) {
+        for outcome in ["ok", "cached", "error", "timeout", "invalid"] {
+            let _ = self
+                .llm_requests
+                .get_or_create(&vec![("outcome", outcome.to_string())]);
+        }
+    }
+
+    pub fn llm_request(&self, outcome: &str, took: Option<Duration>) {
+        self.llm_requests
+            .get_or_create(&vec![("outcome", outcome.to_string())])
+            .inc();
+        if let Some(took) = took {
+            self.llm_latency.observe(took.as_secs_f64());
+        }
     }
 
     pub fn notify(&self, accepted: bool) {
@@ -74,6 +111,22 @@ impl Metrics {
             "vigil_notify_datagrams",
             "Datagrams received on the notify socket, by result (ignored: not sent by an agent's process tree)",
             live.notify_datagrams.clone(),
+        );
+        registry.register(
+            "vigil_diagnoses",
+            "Verdicts on agent failures, by category and source (rules, llm)",
+            live.diagnoses.clone(),
+        );
+        registry.register(
+            "vigil_llm_requests",
+            "Questions to the LLM advisor, by outcome (ok, cached, error, timeout, invalid)",
+            live.llm_requests.clone(),
+        );
+        registry.register_with_unit(
+            "vigil_llm_latency",
+            "How long the LLM advisor takes to answer (cache hits excluded)",
+            Unit::Seconds,
+            live.llm_latency.clone(),
         );
         registry.register_collector(Box::new(FleetCollector { snapshot }));
         registry.register_collector(Box::new(ProcessCollector));

@@ -6,6 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -15,19 +16,34 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use vigil_core::{
-    Action, AgentId, AgentMemory, AuditAction, AuditEntry, Event, ExitStatus, Now, Supervisor,
+    Action, AgentId, AgentMemory, AuditAction, AuditEntry, Event, ExitStatus, FailureReport, Now,
+    Supervisor,
 };
 
+use crate::advisor::Advisor;
 use crate::api::{self, ApiRequest, CommandResult, Publisher};
 use crate::audit::Journal;
+use crate::casebook::Casebook;
 use crate::checks::notify::{self, Senders};
 use crate::checks::{CheckRunner, ProbeContext, ProbeJob};
 use crate::config::{self, AgentConfig, Config};
 use crate::driver::proctree::Snapshot;
 use crate::driver::{Children, ExitWatch, Launch, ProcessDriver};
+use crate::evidence;
 use crate::logs;
-use crate::redact;
+use crate::metrics::Live;
 use crate::state::{SavedAgent, SavedRun, SavedState, StateStore};
+
+fn make_advisor(config: &Config, live: &Live) -> Option<Arc<Advisor>> {
+    let llm = config.diagnosis.llm.clone()?;
+    info!(
+        "LLM advisor: {} model {} at {} (it can only make decisions stricter)",
+        llm.provider.as_str(),
+        llm.model,
+        llm.url
+    );
+    Some(Arc::new(Advisor::new(llm, live.clone())))
+}
 
 pub fn now() -> Now {
     let wall = SystemTime::now()
@@ -76,6 +92,15 @@ struct Runtime {
     run_seq: u64,
     /// Pictures of the fleet and audit records for the HTTP API.
     publisher: Publisher,
+    /// Where evidence commands and advisor calls run, and how their results come back.
+    io: tokio::runtime::Handle,
+    edge_tx: mpsc::UnboundedSender<Event>,
+    children: Children,
+    metrics: Live,
+    /// The last failure of each agent, for `vigil explain`.
+    casebook: Casebook,
+    /// `[diagnosis.llm]`, when configured.
+    advisor: Option<Arc<Advisor>>,
 }
 
 /// Exclusive use of a state dir: two vigils on one state dir would start every agent twice.
@@ -170,7 +195,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut exits: FuturesUnordered<ExitFuture> = FuturesUnordered::new();
     let children = Children::default();
     let driver = ProcessDriver::new(children.clone());
-    let checks = CheckRunner::new(opts.io.clone(), edge_tx, children.clone(), api.live.clone());
+    let checks = CheckRunner::new(
+        opts.io.clone(),
+        edge_tx.clone(),
+        children.clone(),
+        api.live.clone(),
+    );
+    let advisor = make_advisor(&config, &api.live);
     let mut rt = Runtime {
         sup: Supervisor::new(driver.self_pid()),
         config: config.clone(),
@@ -188,6 +219,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         sweeps: Vec::new(),
         run_seq: 0,
         publisher: api.publisher,
+        io: opts.io.clone(),
+        edge_tx,
+        children: children.clone(),
+        metrics: api.live,
+        casebook: api.casebook,
+        advisor,
     };
     rt.start(saved);
 
@@ -430,8 +467,12 @@ impl Runtime {
                 }
             }
             Action::Forget { agent } => {
-                self.slots.remove(&agent);
+                if let Some(slot) = self.slots.remove(&agent) {
+                    self.casebook.forget(&slot.config.name);
+                }
             }
+            Action::Investigate { agent, pid } => self.investigate(agent, pid),
+            Action::Diagnosed { agent, report } => self.diagnosed(agent, *report),
             Action::RunCheck { agent, check, run } => {
                 self.checks
                     .run_batch(self.probe_job(agent, check, run).into_iter().collect());
@@ -655,18 +696,64 @@ impl Runtime {
         if n == 0 {
             return;
         }
-        let lines = match logs::tail_from(&slot.log, n, slot.log_start) {
-            Ok(lines) => lines.iter().map(|l| redact::line(l)).collect(),
-            Err(e) => {
-                debug!(
-                    "{}: cannot read {}: {e}",
-                    slot.config.name,
-                    slot.log.display()
-                );
-                Vec::new()
-            }
-        };
+        let lines = evidence::log_tail(&slot.log, n, slot.log_start);
         self.sup.handle(now(), Event::LogTail { agent, pid, lines });
+    }
+
+    /// A stalled agent, still alive: gather its evidence off the loop (the evidence command
+    /// may take seconds) and answer with `LogTail`.
+    fn investigate(&mut self, agent: AgentId, pid: u32) {
+        let Some(slot) = self.slots.get(&agent) else {
+            return;
+        };
+        let (log, from, n) = (
+            slot.log.clone(),
+            slot.log_start,
+            self.config.diagnosis.log_lines,
+        );
+        let command = slot.config.evidence.clone();
+        let cwd = slot.config.cwd.clone();
+        let children = self.children.clone();
+        let events = self.edge_tx.clone();
+        self.io.spawn(async move {
+            let mut lines = evidence::log_tail(&log, n, from);
+            if let Some(command) = command {
+                lines.extend(evidence::command_output(&command, pid, cwd, &children).await);
+            }
+            let _ = events.send(Event::LogTail { agent, pid, lines });
+        });
+    }
+
+    /// A failure was judged: keep it for `vigil explain`, count it, and ask the advisor.
+    fn diagnosed(&mut self, agent: AgentId, report: FailureReport) {
+        let Some(slot) = self.slots.get(&agent) else {
+            return;
+        };
+        let name = slot.config.name.clone();
+        let verdict = &report.verdict;
+        self.metrics
+            .diagnosed(verdict.category.as_str(), verdict.source);
+        self.casebook.open(&name, now().wall_ms, report.clone());
+        if !report.ask_advisor {
+            return;
+        }
+        let pid = report.pid;
+        let events = self.edge_tx.clone();
+        let Some(advisor) = self.advisor.clone() else {
+            let advice = Err("no advisor is configured any more".to_string());
+            let _ = events.send(Event::Advice { agent, pid, advice });
+            return;
+        };
+        let (casebook, live) = (self.casebook.clone(), self.metrics.clone());
+        self.io.spawn(async move {
+            let advice = advisor.advise(&name, &report).await;
+            match &advice {
+                Ok(d) => live.diagnosed(d.category.as_str(), "llm"),
+                Err(e) => warn!("{name}: no advice from the LLM advisor: {e}"),
+            }
+            casebook.advised(&name, pid, &advice);
+            let _ = events.send(Event::Advice { agent, pid, advice });
+        });
     }
 
     fn sweep_escaped(&mut self) {
@@ -779,6 +866,9 @@ impl Runtime {
             .meta("restarted", report.restarted.clone())
             .meta("updated", report.updated.clone()),
         );
+        if new.diagnosis.llm != self.config.diagnosis.llm {
+            self.advisor = make_advisor(&new, &self.metrics);
+        }
         self.config = new;
     }
 

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Fleet, unique};
+use common::{Fleet, metric, unique};
 use serde_json::Value;
 
 fn fleet(marker: &str) -> Fleet {
@@ -314,13 +314,6 @@ cooldown = "0s"
             .iter()
             .any(|r| r["metadata"]["cause"] == "stall")
     });
-}
-
-fn metric(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[test]

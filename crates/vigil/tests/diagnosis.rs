@@ -88,3 +88,33 @@ category = "sometimes"
     );
     assert!(stderr.contains("sometimes"), "{stderr}");
 }
+
+#[test]
+fn a_broken_advisor_or_evidence_setting_is_a_config_error() {
+    let f = Fleet::new(
+        r#"[agents.bot]
+command = ["sleep", "1"]
+evidence = ["py-spy", "dump", "--pid", "{pdi}"]
+evidence_timeout = "soon"
+
+[diagnosis.llm]
+provider = "ollamma"
+url = "localhost:11434"
+min_confidence = 2
+"#,
+    );
+    let out = f.vigil(&["check", "-c", "vigil.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for expected in [
+        "unknown placeholder `{pdi}`",
+        "evidence_timeout",
+        "ollamma",
+        "must be between 0 and 1",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}

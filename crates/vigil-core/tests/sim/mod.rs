@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use vigil_core::{
     Action, AgentId, AgentSpec, AuditAction, AuditEntry, Command, CommandError, CommandOutcome,
-    Event, ExitStatus, Now, Requester, Supervisor,
+    Event, ExitStatus, FailureReport, Now, Requester, Supervisor,
 };
 
 pub const SELF_PID: u32 = 4242;
@@ -35,6 +35,10 @@ pub struct Sim {
     pub failing_spawns: HashSet<AgentId>,
     /// Probes asked for and not answered yet: (agent, check, run).
     pub probes: Vec<(AgentId, usize, u64)>,
+    /// Stall investigations asked for: (agent, pid).
+    pub investigations: Vec<(AgentId, u32)>,
+    /// Judged failures reported to the edge.
+    pub reports: Vec<(AgentId, FailureReport)>,
 }
 
 impl Sim {
@@ -55,6 +59,8 @@ impl Sim {
             actions: Vec::new(),
             failing_spawns: HashSet::new(),
             probes: Vec::new(),
+            investigations: Vec::new(),
+            reports: Vec::new(),
         };
         sim.sup.start_all(sim.now);
         sim.drain();
@@ -105,6 +111,8 @@ impl Sim {
                 }
                 Action::Forget { .. } => {}
                 Action::RunCheck { agent, check, run } => self.probes.push((agent, check, run)),
+                Action::Investigate { agent, pid } => self.investigations.push((agent, pid)),
+                Action::Diagnosed { agent, report } => self.reports.push((agent, *report)),
             }
         }
     }
@@ -123,6 +131,34 @@ impl Sim {
         self.now = self
             .now
             .after(target.saturating_duration_since(self.now.mono));
+    }
+
+    /// How many times `signal` was sent to any agent.
+    pub fn signals_sent(&self, signal: vigil_core::Signal) -> usize {
+        self.actions
+            .iter()
+            .filter(|(_, a)| matches!(a, Action::Signal { signal: s, .. } if *s == signal))
+            .count()
+    }
+
+    /// The edge answers an investigation (or an exit) with the run's last log lines.
+    pub fn log_tail(&mut self, agent: AgentId, pid: u32, log: &[&str]) {
+        let lines = log.iter().map(|l| l.to_string()).collect();
+        self.sup
+            .handle(self.now, Event::LogTail { agent, pid, lines });
+        self.drain();
+    }
+
+    /// The advisor answers about the failure of the run of `pid`.
+    pub fn advise(
+        &mut self,
+        agent: AgentId,
+        pid: Option<u32>,
+        advice: Result<vigil_core::Diagnosis, String>,
+    ) {
+        self.sup
+            .handle(self.now, Event::Advice { agent, pid, advice });
+        self.drain();
     }
 
     /// The agent's main process ends on its own (crash) or after a signal.

@@ -76,6 +76,27 @@ pub async fn status_one(State(hub): Hubs, Path(name): Path<String>) -> Result<Re
     Err(unknown_agent(&name, snap.names()))
 }
 
+/// `GET /agents/NAME/explain`: the last failure's evidence and verdicts.
+pub async fn explain(State(hub): Hubs, Path(name): Path<String>) -> Result<Response, ApiError> {
+    if let Some(case) = hub.casebook.explain(&name) {
+        return Ok(Json(case).into_response());
+    }
+    let snap = hub.snapshot.borrow().clone();
+    if snap.agent(&name).is_some() {
+        return Err(ApiError::not_found(format!(
+            "`{name}` has not failed since vigil started (earlier decisions are in the audit journal: GET /audit?agent={name})"
+        )));
+    }
+    let instances = snap.instances(&name);
+    if !instances.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "`{name}` is a template: explain one of its instances, e.g. `{}`",
+            instances[0].name
+        )));
+    }
+    Err(unknown_agent(&name, snap.names()))
+}
+
 #[derive(Deserialize)]
 struct CommandBody {
     reason: Option<String>,
@@ -282,7 +303,7 @@ pub async fn metrics(State(hub): Hubs, headers: HeaderMap) -> Response {
 
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found(format!(
-        "no such endpoint: {}; see GET /, /health, /status, /status/NAME, /audit, /events, /metrics, POST /agents/NAME/ACTION",
+        "no such endpoint: {}; see GET /, /health, /status, /status/NAME, /agents/NAME/explain, /audit, /events, /metrics, POST /agents/NAME/ACTION",
         uri.path()
     ))
 }

@@ -27,6 +27,7 @@ use vigil_core::{Command, Requester};
 
 use anyhow::Context;
 
+use crate::casebook::Casebook;
 use crate::config::ApiConfig;
 use crate::metrics::{Live, Metrics};
 pub use error::unknown_agent_message;
@@ -73,6 +74,7 @@ pub struct Hub {
     /// Agents with a heartbeat queued for the loop: more heartbeats before the loop takes
     /// it add nothing (it is taken after they arrived), so they are not queued.
     pub pending_heartbeats: Mutex<HashSet<String>>,
+    pub casebook: Casebook,
 }
 
 /// Largest request body accepted (commands take at most a short JSON reason).
@@ -87,6 +89,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/audit", get(handlers::audit))
         .route("/events", get(events::events))
         .route("/metrics", get(handlers::metrics))
+        .route("/agents/{name}/explain", get(handlers::explain))
         .route("/agents/{name}/{command}", post(handlers::command))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
@@ -110,6 +113,8 @@ pub struct Started {
     pub publisher: Publisher,
     pub requests: mpsc::Receiver<ApiRequest>,
     pub live: Live,
+    /// The last failure of each agent, for `vigil explain`.
+    pub casebook: Casebook,
     /// Where it listens (the real port when the config asked for port 0).
     pub addr: Option<SocketAddr>,
 }
@@ -127,6 +132,7 @@ pub fn start(
     io: &tokio::runtime::Handle,
 ) -> anyhow::Result<Started> {
     let live = Live::default();
+    let casebook = Casebook::default();
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::empty()));
     let (audit_tx, _) = broadcast::channel(1024);
     let (requests_tx, requests) = mpsc::channel(QUEUE);
@@ -136,6 +142,7 @@ pub fn start(
             publisher: Publisher::new(snapshot_tx, audit_tx, None),
             requests,
             live,
+            casebook,
             addr: None,
         });
     }
@@ -161,6 +168,7 @@ pub fn start(
         loop_beat_ms: AtomicI64::new(crate::runtime::now().wall_ms),
         denied: Mutex::new((None, 0)),
         pending_heartbeats: Mutex::new(HashSet::new()),
+        casebook: casebook.clone(),
     });
     let listener = {
         let _entered = io.enter();
@@ -171,6 +179,7 @@ pub fn start(
         publisher: Publisher::new(snapshot_tx, audit_tx, Some(hub)),
         requests,
         live,
+        casebook,
         addr: Some(addr),
     })
 }

@@ -80,6 +80,9 @@ pub struct AgentStatus {
     pub last_problem: Option<String>,
     /// The verdict on the last failure: `category`, `action`, `rule`, `explanation`, ….
     pub diagnosis: Option<serde_json::Value>,
+    /// Stalled, and its evidence (and advice) is being gathered before it is stopped.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub investigating: bool,
     /// Has an `api` check: takes `POST /agents/NAME/heartbeat`.
     pub takes_heartbeats: bool,
 }
@@ -171,6 +174,7 @@ fn agent_status(a: &Agent, now: Now) -> AgentStatus {
         }),
         last_problem: a.last_problem().map(str::to_string),
         diagnosis: a.diagnosis().map(|d| d.to_json()),
+        investigating: a.investigating(),
         takes_heartbeats: a.checks().any(|(c, _)| c.kind == CheckKind::Api),
     }
 }

@@ -58,7 +58,7 @@ pub async fn probe(
 }
 
 /// The innermost cause, which is what a user can act on ("Connection refused").
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let mut cause: &dyn std::error::Error = e;
     while let Some(inner) = cause.source() {
         cause = inner;

@@ -6,6 +6,7 @@ mod exec;
 mod files;
 mod http;
 pub mod notify;
+pub(crate) use http::describe as describe_http_error;
 mod redis;
 mod sql;
 

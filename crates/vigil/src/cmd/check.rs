@@ -39,6 +39,16 @@ pub fn render(config: &Config) -> String {
         if config.agents.len() == 1 { "" } else { "s" },
         config.state_dir.display()
     );
+    if let Some(llm) = &config.diagnosis.llm {
+        out.push_str(&format!(
+            "LLM advisor: {} model {} at {} · timeout {} · acts on advice with confidence ≥ {} (only ever stricter)\n",
+            llm.provider.as_str(),
+            llm.model,
+            llm.url,
+            human_duration(llm.timeout),
+            llm.min_confidence
+        ));
+    }
     for a in &config.agents {
         out.push('\n');
         out.push_str(&render_agent(config, a));
@@ -78,6 +88,16 @@ fn render_agent(config: &Config, a: &AgentConfig) -> String {
     out.push_str(&row("policy", a.policy.summary()));
     for c in &a.checks {
         out.push_str(&row("check", describe_check(c)));
+    }
+    if let Some(e) = &a.evidence {
+        out.push_str(&row(
+            "evidence",
+            format!(
+                "{} (on a stall, before the stop; cut after {})",
+                shell_words(&e.command),
+                human_duration(e.timeout)
+            ),
+        ));
     }
     let now_ms = crate::runtime::now().wall_ms;
     for w in &a.quiet.windows {
@@ -203,7 +223,13 @@ pub fn render_json(config: &Config) -> serde_json::Value {
                         vigil_core::OnExhausted::RetryAfter(d) => json!({"retry_after_s": d.as_secs_f64()}),
                     },
                     "failure_threshold": p.failure_threshold,
+                    "throttle_delay_s": p.throttle_delay.as_secs_f64(),
+                    "llm_before_restart": p.llm_before_restart,
                 },
+                "evidence": a.evidence.as_ref().map(|e| json!({
+                    "command": e.command,
+                    "timeout_s": e.timeout.as_secs_f64(),
+                })),
                 "checks": a.checks.iter().map(|c| json!({
                     "name": c.spec.name,
                     "kind": c.spec.kind.as_str(),

@@ -12,14 +12,14 @@ use crate::config;
 pub const EXIT_UNREACHABLE: i32 = 3;
 
 /// Where the API is and the token for it.
-struct Endpoint {
+pub(super) struct Endpoint {
     url: String,
     token: Option<String>,
 }
 
 /// `--url`/`--token` (or `VIGIL_URL`/`VIGIL_TOKEN`) first; else the config: the address the
 /// running vigil wrote to `<state_dir>/api.addr`, else `[api] listen`, and `[api] token`.
-fn endpoint(args: &ApiArgs) -> Result<Endpoint, String> {
+pub(super) fn endpoint(args: &ApiArgs) -> Result<Endpoint, String> {
     let cfg = &args.cfg;
     let loaded = match config::load(&cfg.config, cfg.state_dir.as_deref()) {
         Ok(c) => Some(c),
@@ -48,12 +48,17 @@ fn endpoint(args: &ApiArgs) -> Result<Endpoint, String> {
     Ok(Endpoint { url, token })
 }
 
-enum Reply {
+pub(super) enum Reply {
     Answer(u16, Value),
     Unreachable(String),
 }
 
-fn call(ep: &Endpoint, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
+pub(super) fn call(
+    ep: &Endpoint,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Reply {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -107,7 +112,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn unreachable(ep: &Endpoint, why: &str) -> i32 {
+pub(super) fn unreachable(ep: &Endpoint, why: &str) -> i32 {
     eprintln!(
         "error: cannot reach vigil at {} ({why})\nIs `vigil run` running? Pass --url, or -c with its config.",
         ep.url
@@ -115,7 +120,7 @@ fn unreachable(ep: &Endpoint, why: &str) -> i32 {
     EXIT_UNREACHABLE
 }
 
-fn api_error(code: u16, body: &Value) -> i32 {
+pub(super) fn api_error(code: u16, body: &Value) -> i32 {
     let msg = body
         .get("error")
         .and_then(Value::as_str)
@@ -263,7 +268,7 @@ fn table(agents: &[Value]) -> String {
 }
 
 /// Agent names are `template@instance`: keep them readable in the path, escape the rest.
-fn encode(name: &str) -> String {
+pub(super) fn encode(name: &str) -> String {
     name.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'@' | b'~' => {

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod check;
 pub mod control;
+pub mod explain;
 pub mod logs;
 
 use std::path::PathBuf;

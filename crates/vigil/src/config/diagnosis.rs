@@ -1,13 +1,16 @@
 //! `[diagnosis]`: how much evidence to gather, and the user's own rules (checked before the
 //! built-in ones).
 
+use std::path::Path;
+
 use toml::de::DeValue;
 use vigil_core::{Category, Remedy, Rule, Rules};
 
 use super::diagnostic::ConfigError;
+use super::llm::{LlmConfig, read_llm};
 use super::reader::{Cx, Tbl, type_name};
 
-const KEYS: &[&str] = &["log_lines", "rules"];
+const KEYS: &[&str] = &["log_lines", "rules", "llm"];
 const RULE_KEYS: &[&str] = &["name", "pattern", "category", "action"];
 const CATEGORIES: &[&str] = &["transient", "throttled", "permanent", "unknown"];
 const ACTIONS: &[&str] = &["restart", "backoff", "quarantine"];
@@ -17,6 +20,8 @@ pub struct DiagnosisConfig {
     /// The agent's last log lines kept as evidence of a failure.
     pub log_lines: usize,
     pub rules: Rules,
+    /// `[diagnosis.llm]`: the advisor, when one is configured.
+    pub llm: Option<LlmConfig>,
 }
 
 impl Default for DiagnosisConfig {
@@ -24,13 +29,17 @@ impl Default for DiagnosisConfig {
         Self {
             log_lines: 50,
             rules: Rules::default(),
+            llm: None,
         }
     }
 }
 
-pub fn read_diagnosis(cx: &mut Cx, t: &Tbl<'_, '_>) -> DiagnosisConfig {
+pub fn read_diagnosis(cx: &mut Cx, t: &Tbl<'_, '_>, base_dir: &Path) -> DiagnosisConfig {
     cx.check_keys(t, KEYS);
     let mut out = DiagnosisConfig::default();
+    if let Some(llm) = cx.table(t, "llm") {
+        out.llm = read_llm(cx, &llm, base_dir);
+    }
     if let Some(n) = cx.integer(t, "log_lines", 0..10_001) {
         out.log_lines = n as usize;
     }

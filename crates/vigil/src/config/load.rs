@@ -11,7 +11,7 @@ use vigil_core::{OnExhausted, Quiet, RestartMode, RestartPolicy, Signal};
 use super::checks::{read_checks, read_quiet};
 use super::diagnosis::{DiagnosisConfig, read_diagnosis};
 use super::diagnostic::{ConfigError, ConfigErrors};
-use super::model::{AgentConfig, ApiConfig, Config};
+use super::model::{AgentConfig, ApiConfig, Config, EvidenceCommand};
 use super::placeholders::{Placeholders, check_placeholders, expand};
 use super::reader::{At, Cx, Tbl};
 use super::values::did_you_mean;
@@ -29,7 +29,16 @@ const COMMON_KEYS: &[&str] = &[
     "quiet",
     "policy",
 ];
-const AGENT_ONLY_KEYS: &[&str] = &["command", "shell", "cwd", "env", "instances", "checks"];
+const AGENT_ONLY_KEYS: &[&str] = &[
+    "command",
+    "shell",
+    "cwd",
+    "env",
+    "instances",
+    "checks",
+    "evidence",
+    "evidence_timeout",
+];
 const POLICY_KEYS: &[&str] = &[
     "cooldown",
     "max_restarts",
@@ -41,6 +50,7 @@ const POLICY_KEYS: &[&str] = &[
     "retry_after",
     "failure_threshold",
     "throttle_delay",
+    "llm_before_restart",
 ];
 const RESTART_MODES: &[&str] = &["always", "on-failure", "never"];
 const ON_EXHAUSTED: &[&str] = &["quarantine", "retry_after"];
@@ -121,7 +131,7 @@ pub fn parse(
         None => ApiConfig::default(),
     };
     let diagnosis = match cx.table(&root, "diagnosis") {
-        Some(t) => read_diagnosis(&mut cx, &t),
+        Some(t) => read_diagnosis(&mut cx, &t, &base_dir),
         None => DiagnosisConfig::default(),
     };
 
@@ -186,6 +196,7 @@ pub fn parse(
                 .into_iter()
                 .map(|mut a| {
                     a.diagnosis = diagnosis.rules.clone();
+                    a.advisor = diagnosis.llm.as_ref().map(|l| l.advisor_spec());
                     a
                 })
                 .collect(),
@@ -347,6 +358,9 @@ fn read_policy(cx: &mut Cx, t: &Tbl<'_, '_>, base: &RestartPolicy) -> RestartPol
     if let Some(d) = cx.duration(t, "throttle_delay") {
         p.throttle_delay = d;
     }
+    if let Some(b) = cx.boolean(t, "llm_before_restart") {
+        p.llm_before_restart = b;
+    }
     if let Some(d) = cx.duration(t, "stable_after") {
         p.stable_after = d;
     }
@@ -461,6 +475,7 @@ fn read_agent(
     let scope = Placeholders {
         agent: &name.value,
         has_instances: instances.is_some(),
+        pid: false,
     };
 
     let shell = cx.boolean(t, "shell").unwrap_or(false);
@@ -531,6 +546,7 @@ fn read_agent(
     }
 
     let checks = read_checks(cx, t, &scope, common.policy.failure_threshold);
+    let evidence = read_evidence(cx, t, &scope);
     let mut templated: Vec<&At<String>> = Vec::new();
     templated.extend(command.iter().flatten());
     templated.extend(cwd.iter());
@@ -586,6 +602,36 @@ fn read_agent(
             checks: agent_checks,
             quiet: common.quiet.clone(),
             diagnosis: Rules::default(),
+            advisor: None,
+            evidence: evidence.as_ref().map(|e| EvidenceCommand {
+                command: e.command.iter().map(|a| vars(a)).collect(),
+                timeout: e.timeout,
+            }),
         });
     }
+}
+
+/// `evidence = ["py-spy", "dump", "--pid", "{pid}"]`: run on a stall, before the stop.
+fn read_evidence(
+    cx: &mut Cx,
+    t: &Tbl<'_, '_>,
+    scope: &Placeholders<'_>,
+) -> Option<EvidenceCommand> {
+    let timeout = cx.duration(t, "evidence_timeout");
+    let list = cx.string_list(t, "evidence")?;
+    if list.value.is_empty() || list.value[0].value.is_empty() {
+        cx.err(list.span, format!("`evidence` in [{}] is empty", t.name));
+        return None;
+    }
+    let scope = Placeholders {
+        pid: true,
+        ..*scope
+    };
+    for arg in &list.value {
+        check_placeholders(cx, arg, &scope);
+    }
+    Some(EvidenceCommand {
+        command: list.value.into_iter().map(|a| a.value).collect(),
+        timeout: timeout.unwrap_or(EvidenceCommand::DEFAULT_TIMEOUT),
+    })
 }

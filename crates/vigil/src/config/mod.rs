@@ -3,6 +3,7 @@
 mod checks;
 mod diagnosis;
 mod diagnostic;
+mod llm;
 mod load;
 mod model;
 mod placeholders;
@@ -13,7 +14,10 @@ use std::path::Path;
 
 pub use diagnosis::DiagnosisConfig;
 pub use diagnostic::ConfigErrors;
-pub use model::{AgentConfig, ApiConfig, CheckConfig, Config, Pattern, Probe, StatusExpect};
+pub use llm::{LlmConfig, Provider};
+pub use model::{
+    AgentConfig, ApiConfig, CheckConfig, Config, EvidenceCommand, Pattern, Probe, StatusExpect,
+};
 pub use values::parse_duration;
 
 /// Why a config could not be used.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use vigil_core::{
-    AgentSpec, CheckKind, CheckSpec, Quiet, RestartMode, RestartPolicy, Rules, Signal,
+    AdvisorSpec, AgentSpec, CheckKind, CheckSpec, Quiet, RestartMode, RestartPolicy, Rules, Signal,
 };
 
 #[derive(Clone, Debug)]
@@ -59,6 +59,21 @@ pub struct AgentConfig {
     pub quiet: Quiet,
     /// The global `[diagnosis]` rules (shared).
     pub diagnosis: Rules,
+    /// From `[diagnosis.llm]`, when an advisor is configured.
+    pub advisor: Option<AdvisorSpec>,
+    /// Run on a stall, before the agent is stopped; its output joins the evidence.
+    pub evidence: Option<EvidenceCommand>,
+}
+
+/// An agent's `evidence` command (placeholders expanded but `{pid}`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvidenceCommand {
+    pub command: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl EvidenceCommand {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 /// One health check: what the core needs (`spec`) and how to probe (`probe`).
@@ -172,6 +187,8 @@ impl AgentConfig {
             checks: self.checks.iter().map(|c| c.spec.clone()).collect(),
             quiet: self.quiet.clone(),
             diagnosis: self.diagnosis.clone(),
+            advisor: self.advisor.clone(),
+            evidence_timeout: self.evidence.as_ref().map(|e| e.timeout),
         }
     }
 

@@ -9,6 +9,8 @@ const KNOWN: &[&str] = &["instance", "agent", "template"];
 pub struct Placeholders<'a> {
     pub agent: &'a str,
     pub has_instances: bool,
+    /// `{pid}` (the agent's main process) is allowed: the evidence command.
+    pub pid: bool,
 }
 
 /// Every `{word}` in `s` (a lowercase identifier between braces), with its byte offset.
@@ -33,14 +35,28 @@ fn words(s: &str) -> impl Iterator<Item = (usize, &str)> {
 /// Report unknown placeholders, and instance placeholders in agents without instances.
 pub fn check_placeholders(cx: &mut Cx, s: &At<String>, scope: &Placeholders<'_>) {
     for (offset, word) in words(&s.value) {
+        if word == "pid" && scope.pid {
+            continue;
+        }
         // +1 for the opening quote of the TOML string.
         let at = s.span.start + 1 + offset;
         let span = at..at + word.len() + 2;
         if !KNOWN.contains(&word) {
             let mut e = ConfigError::new(span, format!("unknown placeholder `{{{word}}}`"));
-            e = match did_you_mean(word, KNOWN) {
+            let mut known = KNOWN.to_vec();
+            if scope.pid {
+                known.push("pid");
+            }
+            e = match did_you_mean(word, &known) {
                 Some(k) => e.hint(format!("did you mean `{{{k}}}`?")),
-                None => e.hint("known placeholders: {instance}, {agent}, {template}"),
+                None => e.hint(format!(
+                    "known placeholders here: {}",
+                    known
+                        .iter()
+                        .map(|k| format!("{{{k}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
             };
             cx.error(e);
         } else if word != "agent" && !scope.has_instances {

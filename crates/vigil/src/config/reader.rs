@@ -163,6 +163,29 @@ impl Cx {
         Some(n)
     }
 
+    /// A number from 0 to 1 (`0.7`, or `1`).
+    pub fn fraction(&mut self, t: &Tbl<'_, '_>, key: &str) -> Option<f64> {
+        let v = t.get(key)?;
+        let n = match v.get_ref() {
+            DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+            other => to_i64(other).map(|i| i as f64),
+        };
+        match n {
+            Some(n) if (0.0..=1.0).contains(&n) => Some(n),
+            Some(n) => {
+                self.err(
+                    v.span(),
+                    format!("`{key}` in [{}] must be between 0 and 1, found {n}", t.name),
+                );
+                None
+            }
+            None => {
+                self.wrong_type(t, key, v, "a number from 0 to 1");
+                None
+            }
+        }
+    }
+
     pub fn duration(&mut self, t: &Tbl<'_, '_>, key: &str) -> Option<Duration> {
         let v = t.get(key)?;
         match v.get_ref() {

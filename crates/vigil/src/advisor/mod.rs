@@ -1,0 +1,177 @@
+//! The LLM advisor: a second opinion on a failure from a local model (Ollama, llama.cpp's
+//! server, vLLM…). It runs on the I/O runtime, never on the supervision loop, and its verdict
+//! goes back to the core as an `Advice` event — where it can only make the decision stricter.
+//! Down, slow or talking nonsense, it costs nothing but an `llm_error` record.
+
+mod answer;
+mod cache;
+mod prompt;
+mod wire;
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use vigil_core::{Diagnosis, FailureReport, human_duration};
+
+use crate::checks::describe_http_error;
+use crate::config::LlmConfig;
+use crate::metrics::Live;
+use cache::Cache;
+use wire::Structured;
+
+pub struct Advisor {
+    cfg: LlmConfig,
+    client: reqwest::Client,
+    cache: Mutex<Cache>,
+    /// Learnt from the server: whether it takes `json_schema` or needs the grammar.
+    structured: Mutex<Structured>,
+    live: Live,
+    /// One question at a time: a local model answers one prompt at a time anyway, and a
+    /// fleet failing together then asks once, the others reuse the cached verdict.
+    one_at_a_time: tokio::sync::Semaphore,
+}
+
+/// Why there is no usable advice.
+enum Failure {
+    /// The server is down, refused, or answered with an HTTP error.
+    Unavailable(String),
+    /// It answered, but not with something that fits the schema.
+    Invalid(String),
+}
+
+enum Answer {
+    Cached(Diagnosis),
+    Fresh(Diagnosis),
+}
+
+struct PostError {
+    status: Option<u16>,
+    message: String,
+    body: String,
+}
+
+impl Advisor {
+    pub fn new(cfg: LlmConfig, live: Live) -> Self {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        live.init_llm();
+        Self {
+            cfg,
+            client,
+            cache: Mutex::new(Cache::default()),
+            structured: Mutex::new(Structured::JsonSchema),
+            live,
+            one_at_a_time: tokio::sync::Semaphore::new(1),
+        }
+    }
+
+    /// The advisor's verdict on one failure, or why there is none. Bounded by `timeout`,
+    /// waiting for an earlier question included.
+    pub async fn advise(&self, agent: &str, report: &FailureReport) -> Result<Diagnosis, String> {
+        let key = cache::key(report);
+        let started = Instant::now();
+        let asked = tokio::time::timeout(self.cfg.timeout, async {
+            let _turn = self.one_at_a_time.acquire().await;
+            let cached = self
+                .cache
+                .lock()
+                .expect("cache lock")
+                .get(key, Instant::now());
+            match cached {
+                Some(verdict) => Ok(Answer::Cached(verdict)),
+                None => self.ask(agent, report).await.map(Answer::Fresh),
+            }
+        })
+        .await;
+        let (outcome, result) = match asked {
+            Ok(Ok(Answer::Cached(mut verdict))) => {
+                verdict.rule = format!("{} (cached)", self.cfg.model);
+                self.live.llm_request("cached", None);
+                return Ok(verdict);
+            }
+            Ok(Ok(Answer::Fresh(verdict))) => ("ok", Ok(verdict)),
+            Ok(Err(Failure::Invalid(e))) => ("invalid", Err(e)),
+            Ok(Err(Failure::Unavailable(e))) => ("error", Err(e)),
+            Err(_) => (
+                "timeout",
+                Err(format!(
+                    "no answer from {} within {}",
+                    self.cfg.url,
+                    human_duration(self.cfg.timeout)
+                )),
+            ),
+        };
+        self.live.llm_request(outcome, Some(started.elapsed()));
+        if let Ok(verdict) = &result {
+            self.cache
+                .lock()
+                .expect("cache lock")
+                .put(key, Instant::now(), verdict.clone());
+        }
+        result
+    }
+
+    async fn ask(&self, agent: &str, report: &FailureReport) -> Result<Diagnosis, Failure> {
+        let prompt = prompt::build(agent, report);
+        let mode = *self.structured.lock().expect("mode lock");
+        let body = match self.post(&wire::request(&self.cfg, &prompt, mode)).await {
+            Err(refused)
+                if mode == Structured::JsonSchema
+                    && refused
+                        .status
+                        .is_some_and(|s| wire::refuses_json_schema(s, &refused.body)) =>
+            {
+                tracing::info!(
+                    "the advisor at {} does not take a json_schema response format; using a grammar",
+                    self.cfg.url
+                );
+                *self.structured.lock().expect("mode lock") = Structured::Grammar;
+                self.post(&wire::request(&self.cfg, &prompt, Structured::Grammar))
+                    .await
+            }
+            other => other,
+        };
+        let body = body.map_err(|e| Failure::Unavailable(e.message))?;
+        let value: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| Failure::Invalid(format!("the server's answer is not JSON ({e})")))?;
+        let content = wire::content(self.cfg.provider, &value).map_err(Failure::Invalid)?;
+        answer::parse(&content, &self.cfg.model).map_err(Failure::Invalid)
+    }
+
+    /// POST a request; the answer's body, or what went wrong.
+    async fn post(&self, request: &serde_json::Value) -> Result<String, PostError> {
+        let mut call = self
+            .client
+            .post(wire::endpoint(&self.cfg))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(request.to_string());
+        if let Some(key) = &self.cfg.api_key {
+            call = call.bearer_auth(key);
+        }
+        let unreachable = |e: reqwest::Error| PostError {
+            status: None,
+            message: format!(
+                "{} advisor at {}: {}",
+                self.cfg.provider.as_str(),
+                self.cfg.url,
+                describe_http_error(&e)
+            ),
+            body: String::new(),
+        };
+        let response = call.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let text = response.text().await.map_err(unreachable)?;
+        if !status.is_success() {
+            let preview: String = text.chars().take(200).collect();
+            return Err(PostError {
+                status: Some(status.as_u16()),
+                message: format!("{} answered HTTP {status}: {preview}", self.cfg.url),
+                body: text,
+            });
+        }
+        Ok(text)
+    }
+}

@@ -1,0 +1,87 @@
+//! The last failure of each agent as it was judged: the evidence, the rules' verdict and the
+//! advisor's. What `vigil explain NAME` and `GET /agents/NAME/explain` show. Kept in memory
+//! only: the audit journal is the durable record of every decision.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use vigil_core::{Diagnosis, FailureReport};
+
+#[derive(Clone, Default)]
+pub struct Casebook(Arc<Mutex<HashMap<String, Case>>>);
+
+struct Case {
+    at_ms: i64,
+    report: FailureReport,
+    advice: Advice,
+}
+
+enum Advice {
+    /// No advisor, or nothing for it to add (already quarantined).
+    NotAsked,
+    Pending,
+    Given(Diagnosis),
+    Failed(String),
+}
+
+impl Casebook {
+    pub fn open(&self, agent: &str, at_ms: i64, report: FailureReport) {
+        let advice = if report.ask_advisor {
+            Advice::Pending
+        } else {
+            Advice::NotAsked
+        };
+        let case = Case {
+            at_ms,
+            report,
+            advice,
+        };
+        self.0
+            .lock()
+            .expect("casebook lock")
+            .insert(agent.to_string(), case);
+    }
+
+    /// The advisor's answer about the failure of the run of `pid` (ignored if a newer failure
+    /// has replaced that case meanwhile).
+    pub fn advised(&self, agent: &str, pid: Option<u32>, advice: &Result<Diagnosis, String>) {
+        let mut cases = self.0.lock().expect("casebook lock");
+        if let Some(case) = cases.get_mut(agent)
+            && case.report.pid == pid
+        {
+            case.advice = match advice {
+                Ok(d) => Advice::Given(d.clone()),
+                Err(e) => Advice::Failed(e.clone()),
+            };
+        }
+    }
+
+    pub fn forget(&self, agent: &str) {
+        self.0.lock().expect("casebook lock").remove(agent);
+    }
+
+    pub fn explain(&self, agent: &str) -> Option<Value> {
+        let cases = self.0.lock().expect("casebook lock");
+        let case = cases.get(agent)?;
+        let r = &case.report;
+        let at = chrono::DateTime::from_timestamp_millis(case.at_ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        let advisor = match &case.advice {
+            Advice::NotAsked => json!({"state": "not_asked"}),
+            Advice::Pending => json!({"state": "pending"}),
+            Advice::Given(d) => json!({"state": "answered", "verdict": d.to_json()}),
+            Advice::Failed(e) => json!({"state": "failed", "error": e}),
+        };
+        Some(json!({
+            "agent": agent,
+            "at": at,
+            "pid": r.pid,
+            "cause": r.cause,
+            "reason": r.reason,
+            "evidence": r.evidence,
+            "rules": r.verdict.to_json(),
+            "advisor": advisor,
+        }))
+    }
+}
