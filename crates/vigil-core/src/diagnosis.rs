@@ -338,15 +338,19 @@ impl Rules {
             .iter()
             .position(|l| l.starts_with(EVIDENCE_HEADER))
             .map_or(ev.log, |i| &ev.log[..i]);
-        let silent = own.iter().all(|l| l.trim().is_empty());
-        if ev.cause == "stall" && silent {
+        let last_words = own.iter().rev().find(|l| !l.trim().is_empty());
+        // Alive but not working, and no known error: a hang, which a restart usually clears.
+        if ev.cause == "stall" {
             return Diagnosis {
                 category: Category::Transient,
                 action: Remedy::Restart,
                 severity: "warning",
                 rule: "hang".into(),
-                explanation: "stalled with no log output".into(),
-                confidence: 0.7,
+                explanation: match last_words {
+                    None => "stalled with no log output".into(),
+                    Some(l) => format!("stalled; its last words: {}", clip(l)),
+                },
+                confidence: if last_words.is_none() { 0.7 } else { 0.5 },
                 source: "rules",
             };
         }
@@ -355,10 +359,7 @@ impl Rules {
             action: Remedy::Restart,
             severity: "info",
             rule: "none".into(),
-            explanation: own
-                .iter()
-                .rev()
-                .find(|l| !l.trim().is_empty())
+            explanation: last_words
                 .map(|l| clip(l))
                 .unwrap_or_else(|| "no log output".into()),
             confidence: 0.3,
@@ -535,13 +536,24 @@ mod tests {
     }
 
     #[test]
-    fn no_match_is_unknown_and_a_silent_stall_is_a_hang() {
+    fn no_match_is_unknown_and_a_stall_without_a_known_error_is_a_hang() {
         let r = Rules::default();
         let d = classify(&r, "exit", 1, &["all fine", "bye"]);
         assert_eq!((d.category, d.action), (Category::Unknown, Remedy::Restart));
         assert_eq!(d.explanation, "bye");
         let d = classify(&r, "stall", 1, &[]);
         assert_eq!((d.rule.as_str(), d.action), ("hang", Remedy::Restart));
+        let d = classify(
+            &r,
+            "stall",
+            1,
+            &["tick", "waiting for the order book lock..."],
+        );
+        assert_eq!((d.rule.as_str(), d.category), ("hang", Category::Transient));
+        assert_eq!(
+            d.explanation,
+            "stalled; its last words: waiting for the order book lock..."
+        );
     }
 
     #[test]

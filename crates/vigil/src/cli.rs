@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
     about = "A self-healing supervisor for fleets of long-running agents",
     long_about = "vigil runs your agents (trading bots, workers, services), restarts them within \
 milliseconds of a crash, within a restart budget, and writes every decision to an audit journal.\n\n\
-Start with `vigil check -c vigil.toml`, then `vigil run -c vigil.toml`."
+See it at work with `vigil demo`. For your own fleet: `vigil check -c vigil.toml`, then `vigil run -c vigil.toml`."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -85,6 +85,23 @@ pub enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// A self-healing trading fleet in one command: six bots and a market feed supervised by
+    /// vigil, with the seeds' failures injected on a seeded schedule (crashes, hangs, stalls,
+    /// locked databases, an invalid API key, a 429 storm), each shown being detected,
+    /// diagnosed and healed, then a summary. Exit 0 when every fault was healed or escalated
+    Demo(DemoArgs),
+    /// One of the demo's agents (used by `vigil demo`)
+    #[command(hide = true)]
+    DemoAgent {
+        /// `market-feed` or `trader`
+        role: String,
+        #[arg(long)]
+        symbol: Option<String>,
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long, default_value = "demo/faults")]
+        faults: PathBuf,
+    },
     /// Why did an agent's last failure end the way it did: the evidence vigil saw (log tail,
     /// evidence command), the rules' verdict, the LLM advisor's, and what vigil did
     Explain {
@@ -138,4 +155,33 @@ pub enum Cmd {
         #[command(flatten)]
         cfg: ConfigArgs,
     },
+}
+
+/// `vigil demo`.
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// How long to inject faults ("3m", "90s")
+    #[arg(long, default_value = "5m", value_parser = crate::config::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Repeat a run: the same seed injects the same faults in the same order
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The dashboard's and API's port on 127.0.0.1 (0: any free port)
+    #[arg(long, default_value_t = 9120)]
+    pub port: u16,
+    /// Where the demo's config, journal, logs and database go (default: $TMPDIR/vigil-demo)
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Time between two faults, MIN..MAX
+    #[arg(long, default_value = "20s..40s", value_parser = crate::demo::parse_gap)]
+    pub fault_every: (std::time::Duration, std::time::Duration),
+    /// An LLM server to ask for second opinions (e.g. http://127.0.0.1:11434 for Ollama)
+    #[arg(long)]
+    pub llm_url: Option<String>,
+    /// `ollama` or `openai` (any /v1/chat/completions server)
+    #[arg(long, default_value = "ollama")]
+    pub llm_provider: String,
+    /// The model's name on that server
+    #[arg(long, default_value = "qwen2.5-coder:7b")]
+    pub llm_model: String,
 }

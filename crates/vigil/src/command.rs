@@ -42,7 +42,7 @@ pub async fn run(h: Helper<'_>) -> Result<Finished, String> {
     };
     let (read_end, write_end) =
         pipe_with(PipeFlags::CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
-    let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let mut env = crate::driver::spawn::inherited_env();
     for (k, v) in h.env {
         env.retain(|(key, _)| *key != k);
         env.push((k, v));

@@ -9,6 +9,7 @@ mod cli;
 mod cmd;
 mod command;
 mod config;
+mod demo;
 mod driver;
 mod evidence;
 mod logs;
@@ -16,6 +17,7 @@ mod metrics;
 mod redact;
 mod runtime;
 mod state;
+mod systemd;
 
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -41,6 +43,13 @@ fn main() -> ExitCode {
             json,
         } => audit(&cfg, agent, action, since, limit, json),
         Cmd::Status { name, json, api } => cmd::control::status(&api, name.as_deref(), json),
+        Cmd::Demo(args) => demo::run(args),
+        Cmd::DemoAgent {
+            role,
+            symbol,
+            db,
+            faults,
+        } => demo::agent::run(&role, symbol.as_deref(), &db, &faults),
         Cmd::Explain { name, json, api } => cmd::explain::explain(&api, &name, json),
         Cmd::Restart(a) => control(&a, "restart"),
         Cmd::Stop(a) => control(&a, "stop"),

@@ -38,7 +38,7 @@ pub struct Live {
 
 impl Default for Live {
     fn default() -> Self {
-        Self {
+        let live = Self {
             check_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 4.0, 10))
             }),
@@ -46,7 +46,9 @@ impl Default for Live {
             diagnoses: Family::default(),
             llm_requests: Family::default(),
             llm_latency: Histogram::new(exponential_buckets(0.05, 2.0, 13)),
-        }
+        };
+        live.init_diagnoses("rules");
+        live
     }
 }
 
@@ -68,12 +70,23 @@ impl Live {
 
     /// Every outcome is shown from the start (at 0) once an advisor is configured, so an
     /// alert on errors works before the first error.
+    /// Every category is shown from the start (at 0), so `increase()` sees the first one.
+    fn init_diagnoses(&self, source: &str) {
+        for category in vigil_core::Category::ALL {
+            let _ = self.diagnoses.get_or_create(&vec![
+                ("category", category.as_str().to_string()),
+                ("source", source.to_string()),
+            ]);
+        }
+    }
+
     pub fn init_llm(&self) {
         for outcome in ["ok", "cached", "error", "timeout", "invalid"] {
             let _ = self
                 .llm_requests
                 .get_or_create(&vec![("outcome", outcome.to_string())]);
         }
+        self.init_diagnoses("llm");
     }
 
     pub fn llm_request(&self, outcome: &str, took: Option<Duration>) {

@@ -33,6 +33,7 @@ use crate::evidence;
 use crate::logs;
 use crate::metrics::Live;
 use crate::state::{SavedAgent, SavedRun, SavedState, StateStore};
+use crate::systemd::Systemd;
 
 fn make_advisor(config: &Config, live: &Live) -> Option<Arc<Advisor>> {
     let llm = config.diagnosis.llm.clone()?;
@@ -101,6 +102,8 @@ struct Runtime {
     casebook: Casebook,
     /// `[diagnosis.llm]`, when configured.
     advisor: Option<Arc<Advisor>>,
+    /// systemd's notify socket, when vigil runs as a `Type=notify` service.
+    systemd: Option<Systemd>,
 }
 
 /// Exclusive use of a state dir: two vigils on one state dir would start every agent twice.
@@ -225,8 +228,21 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         metrics: api.live,
         casebook: api.casebook,
         advisor,
+        systemd: Systemd::from_env(),
     };
     rt.start(saved);
+    // Ready once every agent has been started or adopted (the first batch is executed).
+    rt.execute();
+    let watchdog_every = rt.systemd.as_ref().and_then(Systemd::ping_every);
+    if let Some(sd) = &rt.systemd {
+        sd.notify(&format!(
+            "READY=1\nSTATUS=supervising {} agents",
+            rt.slots.len()
+        ));
+        sd.notify("WATCHDOG=1");
+    }
+    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -278,6 +294,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = sighup.recv() => rt.reload(),
             _ = tree_poll.tick(), if !rt.watched_trees.is_empty() => rt.poll_trees(),
             _ = housekeeping.tick() => rt.rotate_logs(),
+            // From this loop and nowhere else: if it is wedged, systemd stops hearing from it.
+            _ = watchdog.tick(), if watchdog_every.is_some() => {
+                if let Some(sd) = &rt.systemd {
+                    sd.notify("WATCHDOG=1");
+                }
+            }
             n = api_rx.recv_many(&mut api_requests, 1024) => {
                 for request in api_requests.drain(..n) {
                     rt.on_api(request);
@@ -785,6 +807,9 @@ impl Runtime {
         let now = now();
         if count == 1 {
             info!("{name}: stopping every agent (send it again to kill them at once)");
+            if let Some(sd) = &self.systemd {
+                sd.notify("STOPPING=1\nSTATUS=stopping every agent");
+            }
             self.sup.shutdown(now);
         } else {
             warn!("{name} again: killing every agent that is still stopping");

@@ -1,7 +1,6 @@
 //! The `process` driver: vigil spawns the agent itself.
 
 use std::collections::HashSet;
-use std::ffi::OsString;
 use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -78,7 +77,7 @@ impl ProcessDriver {
             .map_err(|e| format!("cannot open log file {}: {e}", launch.log.display()))?;
 
         // vigil's environment, then the agent's, then vigil's own variables.
-        let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        let mut env = spawn::inherited_env();
         let mut set = |k: &str, v: &str| {
             env.retain(|(key, _)| key != k);
             env.push((k.into(), v.into()));

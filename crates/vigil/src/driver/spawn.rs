@@ -34,6 +34,14 @@ fn check(rc: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// vigil's own environment as agents and helper commands inherit it: without systemd's
+/// notify variables, which are vigil's alone.
+pub fn inherited_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+        .filter(|(k, _)| !crate::systemd::OWN_VARS.iter().any(|own| k == own))
+        .collect()
+}
+
 /// Find `program` the way a shell would: as given when it contains a `/`, else in `PATH`.
 pub fn resolve_program(program: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {
     if program.contains('/') {

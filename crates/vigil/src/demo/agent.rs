@@ -1,0 +1,261 @@
+//! `vigil demo-agent`: the demo's market feed and trading bots, built into vigil's own binary
+//! so the demo needs nothing installed. They behave like the seeds' Python bots — a loop that
+//! reads a price, decides, writes a decision row into SQLite, heartbeats through the notify
+//! socket and logs — and misbehave on request: the demo drops a fault file, the bot reads it
+//! and fails the way real bots fail.
+
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use super::faults::{Kind, Rng};
+
+pub const SYMBOLS: [&str; 6] = [
+    "BTC_USDT", "ETH_USDT", "SOL_USDT", "BNB_USDT", "XRP_USDT", "ADA_USDT",
+];
+
+fn start_price(symbol: &str) -> f64 {
+    match symbol {
+        "BTC_USDT" => 97_000.0,
+        "ETH_USDT" => 3_400.0,
+        "SOL_USDT" => 180.0,
+        "BNB_USDT" => 690.0,
+        "XRP_USDT" => 2.3,
+        _ => 0.95,
+    }
+}
+
+fn epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+fn clock() -> String {
+    chrono::Utc::now().format("%H:%M:%S").to_string()
+}
+
+/// The demo's database: WAL, so the bots, the feed and vigil's `sql` checks don't block
+/// each other; a busy timeout for the rare overlap.
+pub async fn open(db: &Path, create: bool) -> Result<SqlitePool, sqlx::Error> {
+    let options = SqliteConnectOptions::new()
+        .filename(db)
+        .create_if_missing(create)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(5));
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+}
+
+pub async fn create_schema(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    for ddl in [
+        "CREATE TABLE IF NOT EXISTS prices (symbol TEXT PRIMARY KEY, ts REAL NOT NULL, price REAL NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS decisions (symbol TEXT NOT NULL, ts REAL NOT NULL, action TEXT NOT NULL, price REAL NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS decisions_by_symbol ON decisions (symbol, ts)",
+    ] {
+        sqlx::query(ddl).execute(pool).await?;
+    }
+    Ok(())
+}
+
+/// `WATCHDOG=1` and friends to vigil's notify socket (from `NOTIFY_SOCKET`).
+struct Notify(Option<(UnixDatagram, SocketAddr)>);
+
+impl Notify {
+    fn from_env() -> Notify {
+        let Ok(path) = std::env::var("NOTIFY_SOCKET") else {
+            return Notify(None);
+        };
+        let addr = match path.strip_prefix('@') {
+            Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
+            None => SocketAddr::from_pathname(&path),
+        };
+        Notify(
+            addr.ok()
+                .and_then(|a| UnixDatagram::unbound().ok().map(|s| (s, a))),
+        )
+    }
+
+    fn send(&self, msg: &str) {
+        if let Some((socket, addr)) = &self.0 {
+            let _ = socket.send_to_addr(msg.as_bytes(), addr);
+        }
+    }
+}
+
+pub fn run(role: &str, symbol: Option<&str>, db: &Path, faults: &Path) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("demo-agent: {e}");
+            return 1;
+        }
+    };
+    let result = rt.block_on(async {
+        let pool = open(db, false).await?;
+        match (role, symbol) {
+            ("market-feed", _) => feed(&pool).await,
+            ("trader", Some(symbol)) => trader(&pool, symbol, faults).await,
+            _ => {
+                eprintln!("demo-agent: use `market-feed` or `trader --symbol SYMBOL`");
+                Ok(2)
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("demo-agent: {e}");
+            1
+        }
+    }
+}
+
+/// Publishes a random-walk price for every symbol twice a second.
+async fn feed(pool: &SqlitePool) -> Result<i32, sqlx::Error> {
+    let notify = Notify::from_env();
+    let mut rng = Rng::new(u64::from(std::process::id()));
+    let mut prices: Vec<f64> = SYMBOLS.iter().map(|s| start_price(s)).collect();
+    println!("market-feed: publishing {} symbols", SYMBOLS.len());
+    notify.send("READY=1");
+    for tick in 0u64.. {
+        for (symbol, price) in SYMBOLS.iter().zip(prices.iter_mut()) {
+            *price *= 1.0 + (rng.unit() - 0.5) * 0.002;
+            sqlx::query("INSERT INTO prices (symbol, ts, price) VALUES (?1, ?2, ?3) ON CONFLICT(symbol) DO UPDATE SET ts = excluded.ts, price = excluded.price")
+                .bind(*symbol)
+                .bind(epoch())
+                .bind(*price)
+                .execute(pool)
+                .await?;
+        }
+        notify.send("WATCHDOG=1");
+        if tick % 20 == 0 {
+            println!(
+                "{} market-feed: BTC_USDT={:.1} ETH_USDT={:.2} SOL_USDT={:.3}",
+                clock(),
+                prices[0],
+                prices[1],
+                prices[2]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(0)
+}
+
+/// Reads its price, decides, writes a decision row, heartbeats — once a second.
+async fn trader(pool: &SqlitePool, symbol: &str, faults: &Path) -> Result<i32, sqlx::Error> {
+    let notify = Notify::from_env();
+    let mut rng = Rng::new(u64::from(std::process::id()) ^ 0x5eed);
+    let fault_file: PathBuf = faults.join(symbol);
+    println!(
+        "{symbol}: connecting to wss://stream.binance.com:9443 with api_key=demo{:016x}{:016x}",
+        rng.next(),
+        rng.next()
+    );
+    notify.send("READY=1");
+    let mut position = 0.0f64;
+    let mut stalled = false;
+    loop {
+        if let Ok(kind) = std::fs::read_to_string(&fault_file) {
+            let _ = std::fs::remove_file(&fault_file);
+            match Kind::from_name(kind.trim()) {
+                Some(Kind::Hang) => hang(symbol).await,
+                Some(Kind::Stall) => {
+                    stalled = true;
+                    println!(
+                        "{} {symbol}: order book snapshot is stale, skipping decisions until it refreshes",
+                        clock()
+                    );
+                }
+                Some(kind) => return Ok(fail(symbol, kind)),
+                None => {}
+            }
+        }
+        notify.send("WATCHDOG=1");
+        if !stalled {
+            let price: Option<(f64,)> =
+                sqlx::query_as("SELECT price FROM prices WHERE symbol = ?1")
+                    .bind(symbol)
+                    .fetch_optional(pool)
+                    .await?;
+            let price = price.map(|p| p.0).unwrap_or_else(|| start_price(symbol));
+            let roll = rng.unit();
+            let action = if roll < 0.2 {
+                "buy"
+            } else if roll < 0.4 {
+                "sell"
+            } else {
+                "hold"
+            };
+            position += match action {
+                "buy" => 0.01,
+                "sell" => -0.01,
+                _ => 0.0,
+            };
+            sqlx::query(
+                "INSERT INTO decisions (symbol, ts, action, price) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .bind(symbol)
+            .bind(epoch())
+            .bind(action)
+            .bind(price)
+            .execute(pool)
+            .await?;
+            println!(
+                "{} {symbol} price={price:.4} decision={action} position={position:+.2}",
+                clock()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Alive, but stuck: no more decisions, no more heartbeats.
+async fn hang(symbol: &str) -> ! {
+    println!("{} {symbol}: waiting for the order book lock...", clock());
+    loop {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+/// Die the way the seeds' bots die: the last lines are the evidence vigil diagnoses.
+fn fail(symbol: &str, kind: Kind) -> i32 {
+    let lines: Vec<String> = match kind {
+        Kind::Crash => vec![
+            "Traceback (most recent call last):".into(),
+            "  File \"/opt/bots/trader.py\", line 212, in <module>".into(),
+            "    main()".into(),
+            "  File \"/opt/bots/strategy.py\", line 74, in decide".into(),
+            "    spread = book[\"asks\"][0][0] - book[\"bids\"][0][0]".into(),
+            "IndexError: list index out of range".into(),
+        ],
+        Kind::DbLocked => vec![
+            "Traceback (most recent call last):".into(),
+            "  File \"/opt/bots/journal.py\", line 41, in record".into(),
+            "    cur.execute(\"INSERT INTO decisions VALUES (?, ?, ?, ?)\", row)".into(),
+            "sqlite3.OperationalError: database is locked".into(),
+        ],
+        Kind::InvalidKey => vec![
+            format!("{symbol}: placing order"),
+            "ccxt.base.errors.AuthenticationError: binance {\"code\":-2015,\"msg\":\"Invalid API-key, IP, or permissions for action.\"}".into(),
+        ],
+        Kind::RateLimit => vec![
+            "ccxt.base.errors.RateLimitExceeded: binance 429 Too Many Requests {\"code\":-1003,\"msg\":\"Too much request weight used; current limit is 1200 request weight per 1 MINUTE.\"}".into(),
+        ],
+        Kind::Hang | Kind::Stall => Vec::new(),
+    };
+    for line in lines {
+        eprintln!("{line}");
+    }
+    1
+}

@@ -1,0 +1,214 @@
+//! Follows the audit journal as vigil writes it and ties each record to the fault that caused
+//! it: injected → detected (exit, stalled) → acted (restart, backoff, escalated) → healed
+//! (recovered) or escalated. One terminal line per step.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use super::faults::Kind;
+use super::view::View;
+
+pub struct Fault {
+    pub kind: Kind,
+    pub agent: String,
+    /// Faults injected together (the 429 storm) share a group.
+    pub group: usize,
+    pub injected_ms: i64,
+    pub detected_ms: Option<i64>,
+    pub acted: Option<String>,
+    pub restarted_ms: Option<i64>,
+    pub outcome: Option<Outcome>,
+    pub resolved_ms: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Healed,
+    Escalated,
+}
+
+impl Fault {
+    pub fn open(&self) -> bool {
+        self.outcome.is_none()
+    }
+}
+
+#[derive(Default)]
+pub struct Totals {
+    pub restarts: usize,
+    pub quarantines: usize,
+    pub budget_exhaustions: usize,
+    pub advice: usize,
+    pub llm_errors: usize,
+}
+
+pub struct Tracker {
+    journal: PathBuf,
+    offset: u64,
+    partial: String,
+    pub faults: Vec<Fault>,
+    pub totals: Totals,
+    /// Agents quarantined (they take no more faults).
+    pub quarantined: HashMap<String, bool>,
+}
+
+pub fn ts_ms(record: &Value) -> Option<i64> {
+    let ts = record["ts"].as_str()?;
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+impl Tracker {
+    pub fn new(journal: PathBuf) -> Tracker {
+        Tracker {
+            journal,
+            offset: 0,
+            partial: String::new(),
+            faults: Vec::new(),
+            totals: Totals::default(),
+            quarantined: HashMap::new(),
+        }
+    }
+
+    pub fn injected(&mut self, kind: Kind, agent: &str, group: usize, at_ms: i64) {
+        self.faults.push(Fault {
+            kind,
+            agent: agent.to_string(),
+            group,
+            injected_ms: at_ms,
+            detected_ms: None,
+            acted: None,
+            restarted_ms: None,
+            outcome: None,
+            resolved_ms: None,
+        });
+    }
+
+    /// An agent with a fault still being handled takes no other.
+    pub fn busy(&self, agent: &str) -> bool {
+        self.faults.iter().any(|f| f.open() && f.agent == agent)
+            || self.quarantined.get(agent).copied().unwrap_or(false)
+    }
+
+    pub fn open_faults(&self) -> usize {
+        self.faults.iter().filter(|f| f.open()).count()
+    }
+
+    /// Read what vigil wrote since the last call.
+    pub fn poll(&mut self, view: &View) {
+        let Ok(mut file) = std::fs::File::open(&self.journal) else {
+            return;
+        };
+        if file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut text = String::new();
+        let Ok(n) = file.read_to_string(&mut text) else {
+            return;
+        };
+        self.offset += n as u64;
+        self.partial.push_str(&text);
+        let Some(end) = self.partial.rfind('\n') else {
+            return;
+        };
+        let complete: String = self.partial.drain(..=end).collect();
+        for line in complete.lines() {
+            if let Ok(record) = serde_json::from_str::<Value>(line) {
+                self.observe(&record, view);
+            }
+        }
+    }
+
+    fn observe(&mut self, r: &Value, view: &View) {
+        let action = r["action"].as_str().unwrap_or_default();
+        let Some(agent) = r["agent"].as_str() else {
+            return;
+        };
+        let at = ts_ms(r).unwrap_or_default();
+        let reason = r["reason"].as_str().unwrap_or_default();
+        match action {
+            "restart" if r["metadata"]["cause"].is_string() => self.totals.restarts += 1,
+            "rate_limited" => self.totals.budget_exhaustions += 1,
+            "advice" => {
+                self.totals.advice += 1;
+                view.line(agent, "advice", reason);
+            }
+            "llm_error" => {
+                self.totals.llm_errors += 1;
+                view.line(agent, "llm_error", reason);
+            }
+            _ => {}
+        }
+        if action == "escalated" && reason.starts_with("quarantined") {
+            self.totals.quarantines += 1;
+            self.quarantined.insert(agent.to_string(), true);
+        }
+        if action == "reset" {
+            self.quarantined.remove(agent);
+        }
+        let Some(fault) = self
+            .faults
+            .iter_mut()
+            .find(|f| f.open() && f.agent == agent && f.injected_ms <= at + 5)
+        else {
+            return;
+        };
+        let since = |from: i64| (at - from) as f64 / 1000.0;
+        match action {
+            "exit" | "stalled" if fault.detected_ms.is_none() && r["success"] == false => {
+                fault.detected_ms = Some(at);
+                view.line(
+                    agent,
+                    "detected",
+                    &format!(
+                        "{reason} ({:.1}s after the fault)",
+                        since(fault.injected_ms)
+                    ),
+                );
+            }
+            "restart" | "backoff" | "escalated" | "stop" if fault.detected_ms.is_some() => {
+                let diagnosis = &r["metadata"]["diagnosis"];
+                if fault.acted.is_none() && diagnosis.is_object() {
+                    let verdict = format!(
+                        "{} ({}) → {}",
+                        diagnosis["category"].as_str().unwrap_or("?"),
+                        diagnosis["rule"].as_str().unwrap_or("?"),
+                        diagnosis["action"].as_str().unwrap_or("?"),
+                    );
+                    view.line(agent, "diagnosed", &verdict);
+                    fault.acted = Some(verdict);
+                }
+                match action {
+                    "restart" => {
+                        fault.restarted_ms.get_or_insert(at);
+                        view.line(agent, "restarted", reason);
+                    }
+                    "backoff" => view.line(agent, "backoff", reason),
+                    "escalated" => {
+                        fault.outcome = Some(Outcome::Escalated);
+                        fault.resolved_ms = Some(at);
+                        view.line(agent, "escalated", reason);
+                    }
+                    _ => {}
+                }
+            }
+            "recovered" if fault.detected_ms.is_some() => {
+                fault.outcome = Some(Outcome::Healed);
+                fault.resolved_ms = Some(at);
+                view.line(
+                    agent,
+                    "healed",
+                    &format!(
+                        "checks pass again, {:.1}s after detection",
+                        since(fault.detected_ms.unwrap_or(at))
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+}
