@@ -26,6 +26,8 @@ pub struct FailureReport {
     pub cause: &'static str,
     /// What happened, as the audit journal says it (`exited with code 1`, the stall reason).
     pub reason: String,
+    /// How long the failed run had been running.
+    pub uptime: Option<std::time::Duration>,
     /// Redacted log lines, oldest first, and the evidence command's output if one ran.
     pub evidence: Vec<String>,
     /// The rules' verdict (or a stricter advice remembered from the previous failure).

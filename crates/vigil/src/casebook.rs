@@ -79,6 +79,7 @@ impl Casebook {
             "pid": r.pid,
             "cause": r.cause,
             "reason": r.reason,
+            "uptime_s": r.uptime.map(|u| u.as_secs_f64()),
             "evidence": r.evidence,
             "rules": r.verdict.to_json(),
             "advisor": advisor,

@@ -135,6 +135,7 @@ impl Agent {
                 pid,
                 cause: failure.cause,
                 reason: failure.reason.clone(),
+                uptime: failure.uptime,
                 evidence,
                 verdict: verdict.clone(),
                 ask_advisor,

@@ -74,6 +74,7 @@ mod tests {
             pid: Some(1),
             cause: "exit",
             reason: "exited with code 1".into(),
+            uptime: None,
             evidence: lines.iter().map(|s| s.to_string()).collect(),
             verdict: Diagnosis {
                 category: Category::Unknown,

@@ -50,9 +50,13 @@ of the categories, \"action\": one of the actions, \"severity\": \"info\", \"war
     }
     evidence.reverse();
     let user = format!(
-        "Agent: {agent}\nFailure: {} ({})\nvigil's rules say: {} / {} ({}: {})\n{open}\n{}\n{close}",
+        "Agent: {agent}\nFailure: {} ({}){}\nvigil's rules say: {} / {} ({}: {})\n{open}\n{}\n{close}",
         report.reason,
         report.cause,
+        report
+            .uptime
+            .map(|u| format!(", after running {}", vigil_core::human_duration(u)))
+            .unwrap_or_default(),
         report.verdict.category.as_str(),
         report.verdict.action,
         report.verdict.rule,
@@ -94,6 +98,7 @@ mod tests {
             pid: Some(7),
             cause: "exit",
             reason: "exited with code 1".into(),
+            uptime: None,
             evidence: lines,
             verdict: Diagnosis {
                 category: Category::Unknown,

@@ -65,8 +65,12 @@ fn render(case: &Value, decisions: &[Value]) -> String {
         .as_u64()
         .map(|p| format!(", pid {p}"))
         .unwrap_or_default();
+    let ran = case["uptime_s"]
+        .as_f64()
+        .map(|s| format!(", after running {s:.1}s"))
+        .unwrap_or_default();
     out.push_str(&format!(
-        "{} — last failure at {}{pid}\n  what happened: {} ({})\n\n",
+        "{} — last failure at {}{pid}\n  what happened: {} ({}){ran}\n\n",
         text(case, "agent"),
         text(case, "at"),
         text(case, "reason"),
