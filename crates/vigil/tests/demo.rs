@@ -64,3 +64,17 @@ fn a_short_seeded_demo_heals_or_escalates_every_fault() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+#[test]
+fn the_demo_never_wipes_a_directory_that_is_not_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("audit.jsonl"), "{}\n").unwrap();
+    let out = Command::new(VIGIL)
+        .args(["demo", "--port", "0", "--state-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("will not wipe it"));
+    assert!(dir.path().join("audit.jsonl").exists());
+}

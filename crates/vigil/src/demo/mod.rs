@@ -64,6 +64,17 @@ pub fn run(o: DemoOptions) -> i32 {
 }
 
 fn prepare(dir: &std::path::Path) -> Result<(), String> {
+    // The demo wipes its state dir: never one that holds anything but an earlier demo.
+    let foreign = std::fs::read_dir(dir)
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false)
+        && !dir.join("demo.toml").exists();
+    if foreign {
+        return Err(format!(
+            "{} is not empty and holds no earlier demo (no demo.toml): the demo starts from a clean state dir and will not wipe it; pass a new or empty --state-dir",
+            dir.display()
+        ));
+    }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     // Each run starts from scratch: no budgets, quarantines or rows from the last one.
     for old in ["audit.jsonl", "state.json", "api.addr", "vigil.log"] {

@@ -69,7 +69,11 @@ pub fn render(t: &Tracker, seed: u64) -> (String, bool) {
         out.push_str(&line);
         out.push('\n');
     }
-    if open.is_empty() {
+    if t.faults.is_empty() {
+        out.push_str(
+            "no fault was injected: the first comes after a 10 s warm-up (try --duration 3m).\n",
+        );
+    } else if open.is_empty() {
         out.push_str("every fault was healed or escalated to a human.\n");
     } else {
         for f in &open {
