@@ -314,7 +314,7 @@ impl Rules {
                     "warning"
                 },
                 rule: "out_of_memory".into(),
-                explanation: clip(line),
+                explanation: clip(line, EXPLANATION_CHARS),
                 confidence: 0.8,
                 source: "rules",
             };
@@ -348,7 +348,7 @@ impl Rules {
                 rule: "hang".into(),
                 explanation: match last_words {
                     None => "stalled with no log output".into(),
-                    Some(l) => format!("stalled; its last words: {}", clip(l)),
+                    Some(l) => format!("stalled; its last words: {}", clip(l, EXPLANATION_CHARS)),
                 },
                 confidence: if last_words.is_none() { 0.7 } else { 0.5 },
                 source: "rules",
@@ -360,7 +360,7 @@ impl Rules {
             severity: "info",
             rule: "none".into(),
             explanation: last_words
-                .map(|l| clip(l))
+                .map(|l| clip(l, EXPLANATION_CHARS))
                 .unwrap_or_else(|| "no log output".into()),
             confidence: 0.3,
             source: "rules",
@@ -380,19 +380,22 @@ fn verdict(rule: &Rule, line: &str) -> Diagnosis {
         action: rule.action,
         severity: rule.severity,
         rule: rule.name.clone(),
-        explanation: clip(line),
+        explanation: clip(line, EXPLANATION_CHARS),
         confidence: rule.confidence,
         source: "rules",
     }
 }
 
-/// Audit records stay short: the matched line, trimmed to 200 characters.
-fn clip(line: &str) -> String {
-    let line = line.trim();
-    if line.chars().count() <= 200 {
-        line.to_string()
+/// Verdicts stay short: the matched line, trimmed to this many characters.
+const EXPLANATION_CHARS: usize = 200;
+
+/// `text` trimmed, and cut to `max` characters (the last one an ellipsis) when longer.
+pub fn clip(text: &str, max: usize) -> String {
+    let text = text.trim();
+    if text.chars().count() <= max {
+        text.to_string()
     } else {
-        let mut s: String = line.chars().take(199).collect();
+        let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
         s.push('…');
         s
     }

@@ -65,8 +65,10 @@ impl Casebook {
         let cases = self.0.lock().expect("casebook lock");
         let case = cases.get(agent)?;
         let r = &case.report;
-        let at = chrono::DateTime::from_timestamp_millis(case.at_ms)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        // The journal's own timestamp format, so both read alike.
+        let at = crate::audit::format_ts(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(case.at_ms.max(0) as u64),
+        );
         let advisor = match &case.advice {
             Advice::NotAsked => json!({"state": "not_asked"}),
             Advice::Pending => json!({"state": "pending"}),

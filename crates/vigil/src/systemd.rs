@@ -17,13 +17,17 @@ pub struct Systemd {
     watchdog: Option<Duration>,
 }
 
+/// A `NOTIFY_SOCKET` value as an address: a path, or `@name` for an abstract socket.
+pub fn socket_addr(notify_socket: &str) -> Option<SocketAddr> {
+    match notify_socket.strip_prefix('@') {
+        Some(name) => SocketAddr::from_abstract_name(name.as_bytes()).ok(),
+        None => SocketAddr::from_pathname(notify_socket).ok(),
+    }
+}
+
 impl Systemd {
     pub fn from_env() -> Option<Systemd> {
-        let path = std::env::var("NOTIFY_SOCKET").ok()?;
-        let addr = match path.strip_prefix('@') {
-            Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name.as_bytes()).ok()?,
-            None => SocketAddr::from_pathname(&path).ok()?,
-        };
+        let addr = socket_addr(&std::env::var("NOTIFY_SOCKET").ok()?)?;
         let socket = UnixDatagram::unbound().ok()?;
         let for_us = std::env::var("WATCHDOG_PID")
             .ok()

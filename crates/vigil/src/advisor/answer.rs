@@ -2,6 +2,7 @@
 //! again here whatever the server promised. Anything else is discarded.
 
 use serde_json::{Value, json};
+use vigil_core::diagnosis::clip;
 use vigil_core::{Category, Diagnosis, Remedy};
 
 const CATEGORIES: [&str; 4] = ["transient", "throttled", "permanent", "unknown"];
@@ -102,17 +103,6 @@ pub fn parse(content: &str, model: &str) -> Result<Diagnosis, String> {
         confidence,
         source: "llm",
     })
-}
-
-fn clip(s: &str, max: usize) -> String {
-    let s = s.trim();
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut out: String = s.chars().take(max - 1).collect();
-        out.push('…');
-        out
-    }
 }
 
 fn preview(s: &str) -> String {

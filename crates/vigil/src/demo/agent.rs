@@ -4,7 +4,6 @@
 //! socket and logs — and misbehave on request: the demo drops a fault file, the bot reads it
 //! and fails the way real bots fail.
 
-use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -69,17 +68,10 @@ struct Notify(Option<(UnixDatagram, SocketAddr)>);
 
 impl Notify {
     fn from_env() -> Notify {
-        let Ok(path) = std::env::var("NOTIFY_SOCKET") else {
-            return Notify(None);
-        };
-        let addr = match path.strip_prefix('@') {
-            Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
-            None => SocketAddr::from_pathname(&path),
-        };
-        Notify(
-            addr.ok()
-                .and_then(|a| UnixDatagram::unbound().ok().map(|s| (s, a))),
-        )
+        let addr = std::env::var("NOTIFY_SOCKET")
+            .ok()
+            .and_then(|path| crate::systemd::socket_addr(&path));
+        Notify(addr.and_then(|a| UnixDatagram::unbound().ok().map(|s| (s, a))))
     }
 
     fn send(&self, msg: &str) {

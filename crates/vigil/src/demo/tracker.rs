@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::faults::Kind;
 use super::view::View;
+use crate::audit::Record;
 
 pub struct Fault {
     pub kind: Kind,
@@ -55,11 +56,9 @@ pub struct Tracker {
     pub quarantined: HashMap<String, bool>,
 }
 
-pub fn ts_ms(record: &Value) -> Option<i64> {
-    let ts = record["ts"].as_str()?;
-    chrono::DateTime::parse_from_rfc3339(ts)
-        .ok()
-        .map(|t| t.timestamp_millis())
+fn ts_ms(record: &Record) -> Option<i64> {
+    let at = record.time()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(at.as_millis() as i64)
 }
 
 impl Tracker {
@@ -117,21 +116,22 @@ impl Tracker {
         };
         let complete: String = self.partial.drain(..=end).collect();
         for line in complete.lines() {
-            if let Ok(record) = serde_json::from_str::<Value>(line) {
+            if let Ok(record) = serde_json::from_str::<Record>(line) {
                 self.observe(&record, view);
             }
         }
     }
 
-    fn observe(&mut self, r: &Value, view: &View) {
-        let action = r["action"].as_str().unwrap_or_default();
-        let Some(agent) = r["agent"].as_str() else {
+    fn observe(&mut self, r: &Record, view: &View) {
+        let action = r.action.as_str();
+        let Some(agent) = r.agent.as_deref() else {
             return;
         };
         let at = ts_ms(r).unwrap_or_default();
-        let reason = r["reason"].as_str().unwrap_or_default();
+        let reason = r.reason.as_str();
+        let meta = |key: &str| r.metadata.get(key).unwrap_or(&Value::Null);
         match action {
-            "restart" if r["metadata"]["cause"].is_string() => self.totals.restarts += 1,
+            "restart" if meta("cause").is_string() => self.totals.restarts += 1,
             "rate_limited" => self.totals.budget_exhaustions += 1,
             "advice" => {
                 self.totals.advice += 1;
@@ -159,7 +159,7 @@ impl Tracker {
         };
         let since = |from: i64| (at - from) as f64 / 1000.0;
         match action {
-            "exit" | "stalled" if fault.detected_ms.is_none() && r["success"] == false => {
+            "exit" | "stalled" if fault.detected_ms.is_none() && !r.success => {
                 fault.detected_ms = Some(at);
                 view.line(
                     agent,
@@ -171,7 +171,7 @@ impl Tracker {
                 );
             }
             "restart" | "backoff" | "escalated" | "stop" if fault.detected_ms.is_some() => {
-                let diagnosis = &r["metadata"]["diagnosis"];
+                let diagnosis = meta("diagnosis");
                 if fault.acted.is_none() && diagnosis.is_object() {
                     let verdict = format!(
                         "{} ({}) → {}",
