@@ -70,6 +70,8 @@ pub enum CommandError {
         reason: String,
     },
     ShuttingDown,
+    /// A reload removed it from the configuration; it is being stopped and forgotten.
+    Removed,
 }
 
 impl fmt::Display for CommandError {
@@ -82,6 +84,10 @@ impl fmt::Display for CommandError {
                 )
             }
             CommandError::ShuttingDown => write!(f, "vigil is shutting down"),
+            CommandError::Removed => write!(
+                f,
+                "removed from the configuration; it is stopping and will not start again"
+            ),
         }
     }
 }

@@ -222,22 +222,23 @@ pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// `VIGIL_TEST_POSTGRES_URL`, or `None` after printing why the test is skipped.
-pub fn postgres_url() -> Option<String> {
-    let url = std::env::var("VIGIL_TEST_POSTGRES_URL").ok();
-    if url.is_none() {
-        eprintln!("skipped: VIGIL_TEST_POSTGRES_URL is not set (see DEVELOPERS.md)");
-    }
-    url
+/// The value of a variable a test needs, or a panic that says how to provide it. Tests that
+/// call this are `#[ignore]`d (`cargo test` lists them as ignored; `.ci/run` runs them with
+/// `--include-ignored`), so a missing service fails loudly instead of passing silently.
+pub fn required_env(var: &str, what: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("this test needs {what}: set {var} (DEVELOPERS.md says how; `.ci/run` does)")
+    })
 }
 
-/// `VIGIL_TEST_REDIS_URL`, or `None` after printing why the test is skipped.
-pub fn redis_url() -> Option<String> {
-    let url = std::env::var("VIGIL_TEST_REDIS_URL").ok();
-    if url.is_none() {
-        eprintln!("skipped: VIGIL_TEST_REDIS_URL is not set (see DEVELOPERS.md)");
-    }
-    url
+/// `VIGIL_TEST_POSTGRES_URL`.
+pub fn postgres_url() -> String {
+    required_env("VIGIL_TEST_POSTGRES_URL", "PostgreSQL")
+}
+
+/// `VIGIL_TEST_REDIS_URL`.
+pub fn redis_url() -> String {
+    required_env("VIGIL_TEST_REDIS_URL", "Redis")
 }
 
 /// host:port of a URL like `postgres://user@127.0.0.1:5432/db`.
