@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use vigil_core::diagnosis::Evidence;
-use vigil_core::{Remedy, Rules};
+use vigil_core::{FailureCause, Remedy, Rules};
 
 fn main() {
     let mut log: Vec<String> = (0..49)
@@ -20,7 +20,8 @@ fn main() {
     log.push("ValueError: could not convert string to float: 'NaN%'".into());
     let rules = Rules::default();
     let ev = Evidence {
-        cause: "exit",
+        cause: FailureCause::Exit,
+        spawn_error: None,
         streak: 1,
         log: &log,
     };

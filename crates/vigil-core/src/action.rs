@@ -1,44 +1,68 @@
-//! Outputs of the core: what the edges must do.
+//! Outputs of the core: what the edges must do. Every action that touches a process names
+//! the run it is about; the edge acts only on processes it can prove belong to that run.
 
 use crate::advice::FailureReport;
 use crate::audit::AuditEntry;
-use crate::event::AgentId;
+use crate::event::{AgentId, RunId};
 use crate::signal::Signal;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Append to the journal, durably, before any later action of the same batch runs.
     Audit(AuditEntry),
-    /// Create the agent's process; answer with `Spawned` or `SpawnFailed`.
-    Spawn { agent: AgentId },
-    /// Send `signal` to the process group (and any escaped member) of the run whose main
-    /// process is `pid`.
+    /// Create the agent's process for `run`; answer with `Spawned` or `SpawnFailed`.
+    Spawn { agent: AgentId, run: RunId },
+    /// Send `signal` to the run's process group and to its members that left the group.
     Signal {
         agent: AgentId,
-        pid: u32,
+        run: RunId,
         signal: Signal,
     },
-    /// SIGKILL every process left of the run whose main process is `pid`.
-    Kill { agent: AgentId, pid: u32 },
+    /// SIGKILL every process left of the run.
+    Kill { agent: AgentId, run: RunId },
+    /// SIGKILL these processes, which left the process group of the ended run.
+    KillEscaped {
+        agent: AgentId,
+        run: RunId,
+        pids: Vec<u32>,
+    },
     /// The main process is gone but its tree is not: report `TreeEmpty` once it is.
-    WatchTree { agent: AgentId, pid: u32 },
+    WatchTree { agent: AgentId, run: RunId },
     /// The agent left the configuration and has no process: drop everything about it.
     Forget { agent: AgentId },
-    /// Probe check `check` of the agent's run `run`; answer with `CheckResult` (cut at the
-    /// check's timeout).
+    /// Probe check `check` of the agent; answer with `CheckResult` carrying `generation`
+    /// (cut at the check's timeout).
     RunCheck {
         agent: AgentId,
         check: usize,
-        run: u64,
+        generation: u64,
     },
     /// A stalled agent is about to be stopped: gather its evidence first (the evidence command,
     /// if configured, with the process still alive; then the run's log tail) and answer with
     /// `LogTail`.
-    Investigate { agent: AgentId, pid: u32 },
+    Investigate { agent: AgentId, run: RunId },
     /// The rules have judged a failure: keep the report for `vigil explain`, count it, and ask
     /// the advisor when the report says so (answer with `Advice`).
     Diagnosed {
         agent: AgentId,
         report: Box<FailureReport>,
     },
+}
+
+impl Action {
+    /// The agent the action is about, if any.
+    pub fn agent(&self) -> Option<AgentId> {
+        match self {
+            Action::Audit(_) => None,
+            Action::Spawn { agent, .. }
+            | Action::Signal { agent, .. }
+            | Action::Kill { agent, .. }
+            | Action::KillEscaped { agent, .. }
+            | Action::WatchTree { agent, .. }
+            | Action::Forget { agent }
+            | Action::RunCheck { agent, .. }
+            | Action::Investigate { agent, .. }
+            | Action::Diagnosed { agent, .. } => Some(*agent),
+        }
+    }
 }

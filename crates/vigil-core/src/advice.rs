@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use crate::diagnosis::Diagnosis;
+use crate::diagnosis::{Diagnosis, FailureCause};
+use crate::event::RunId;
 
 /// How an advisor's verdicts are used, when one is configured.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,10 +21,11 @@ pub struct AdvisorSpec {
 /// `vigil explain`, counted in metrics, and sent to the advisor when `ask_advisor` is set.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FailureReport {
-    /// The main process of the failed run, when there was one.
+    /// The failed run, when a process existed (not for a failed spawn).
+    pub run: Option<RunId>,
+    /// Its main process.
     pub pid: Option<u32>,
-    /// `exit`, `stall` or `spawn_failed`.
-    pub cause: &'static str,
+    pub cause: FailureCause,
     /// What happened, as the audit journal says it (`exited with code 1`, the stall reason).
     pub reason: String,
     /// How long the failed run had been running.
@@ -88,11 +90,11 @@ mod tests {
         Diagnosis {
             category: Category::Unknown,
             action,
-            severity: "info",
+            severity: crate::diagnosis::Severity::Info,
             rule: "t".into(),
             explanation: String::new(),
             confidence,
-            source: "llm",
+            source: crate::diagnosis::Source::Llm,
         }
     }
 

@@ -39,12 +39,16 @@ pub enum AuditAction {
     Advice,
     /// The advisor could not be asked or gave no usable answer: the rules' verdict stands.
     LlmError,
+    /// An action on an agent's processes could not be carried out (a signal refused, …).
+    ActionFailed,
     /// A state-changing API request was refused (missing or wrong token).
     ApiDenied,
     /// vigil itself started, reloaded or stopped.
     VigilStart,
     VigilReload,
     VigilStop,
+    /// vigil's supervision loop panicked; what it did next is in the reason.
+    VigilCrash,
 }
 
 impl AuditAction {
@@ -66,10 +70,12 @@ impl AuditAction {
         AuditAction::Removed,
         AuditAction::Advice,
         AuditAction::LlmError,
+        AuditAction::ActionFailed,
         AuditAction::ApiDenied,
         AuditAction::VigilStart,
         AuditAction::VigilReload,
         AuditAction::VigilStop,
+        AuditAction::VigilCrash,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,10 +97,12 @@ impl AuditAction {
             AuditAction::Removed => "removed",
             AuditAction::Advice => "advice",
             AuditAction::LlmError => "llm_error",
+            AuditAction::ActionFailed => "action_failed",
             AuditAction::ApiDenied => "api_denied",
             AuditAction::VigilStart => "vigil_start",
             AuditAction::VigilReload => "vigil_reload",
             AuditAction::VigilStop => "vigil_stop",
+            AuditAction::VigilCrash => "vigil_crash",
         }
     }
 

@@ -3,6 +3,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::time::{CENTURY, later};
+
 #[derive(Clone, Debug, Default)]
 pub struct RestartHistory {
     /// Instants of automatic restarts, oldest first. Only the last window's worth is kept.
@@ -59,7 +61,7 @@ impl RestartHistory {
     pub fn room_at(&self, now: Instant, window: Duration, max: u32) -> Instant {
         if max == 0 {
             // A zero budget never has room; callers treat this as "not before a reset".
-            return now + Duration::from_secs(100 * 365 * 86_400);
+            return later(now, CENTURY);
         }
         let recent: Vec<Instant> = self
             .times
@@ -72,7 +74,7 @@ impl RestartHistory {
         }
         // The oldest restart that must slide out of the window for one more to fit.
         let must_expire = recent[recent.len() - max as usize];
-        must_expire + window
+        later(must_expire, window)
     }
 
     fn prune(&mut self, now: Instant, window: Duration) {

@@ -17,7 +17,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::quiet::Quiet;
-use crate::time::Now;
+use crate::time::{Now, later};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CheckKind {
@@ -245,7 +245,10 @@ pub(crate) struct Check {
     last_sign: Option<Instant>,
     /// `WATCHDOG_USEC` sent by the agent replaces `max_age`.
     max_age_override: Option<Duration>,
-    ok_this_run: bool,
+    /// Passed in this run on evidence from this run: a probe that judged health itself, or
+    /// progress newer than the run's start. Old progress that is still young enough passes
+    /// the check, but proves nothing about the new run.
+    proven_this_run: bool,
     /// When this check's timer should fire next.
     pub due: Option<Instant>,
 }
@@ -258,7 +261,7 @@ impl Check {
             in_flight: false,
             last_sign: None,
             max_age_override: None,
-            ok_this_run: false,
+            proven_this_run: false,
             due: None,
         }
     }
@@ -270,6 +273,27 @@ impl Check {
     }
 }
 
+/// One verdict on its way into a check's status.
+struct Judged {
+    verdict: Verdict,
+    detail: String,
+    age: Option<Duration>,
+    /// The evidence comes from the run being watched (see `Check::proven_this_run`).
+    fresh: bool,
+}
+
+impl Judged {
+    /// A sign of life the core saw itself (notify, API heartbeat).
+    fn alive() -> Judged {
+        Judged {
+            verdict: Verdict::Ok,
+            detail: "alive".into(),
+            age: Some(Duration::ZERO),
+            fresh: true,
+        }
+    }
+}
+
 /// The checks of one agent and the run they watch.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct CheckSet {
@@ -278,8 +302,9 @@ pub(crate) struct CheckSet {
     run_start: Option<Instant>,
     /// Grace counts from the spawn, even when the agent became ready later.
     grace_from: Option<Instant>,
-    /// Increments at every start, so results of an earlier run are recognised and dropped.
-    pub run: u64,
+    /// Increments at every start and whenever the checks themselves change (a reload), so
+    /// results of probes started for an earlier run or earlier checks are dropped.
+    pub generation: u64,
     /// The agent said `STOPPING=1`: it is shutting down on its own; no stall verdicts.
     suspended: bool,
     /// The agent's last `STATUS=` line.
@@ -291,9 +316,9 @@ pub(crate) struct CheckSet {
 /// probed in one batch, instead of waking vigil a thousand times a second.
 fn on_grid(now: Now, after: Duration) -> Instant {
     let grid = (after.as_millis() as i64 / 20).clamp(1, 50);
-    let target = now.wall_ms + after.as_millis() as i64;
+    let target = now.wall_ms.saturating_add(crate::time::millis(after));
     let pad = (grid - target.rem_euclid(grid)) % grid;
-    now.mono + after + Duration::from_millis(pad as u64)
+    later(later(now.mono, after), Duration::from_millis(pad as u64))
 }
 
 /// Seconds for humans: milliseconds shown below ten seconds (`1.004s`, `2.3s`, `1s`), whole
@@ -329,9 +354,18 @@ impl CheckSet {
             .position(|c| c.spec.kind == CheckKind::Notify && c.spec.ready)
     }
 
+    /// The same checks for a new generation (a reload changed them): results of probes
+    /// started for the old ones are dropped.
+    pub fn replaced(specs: Vec<CheckSpec>, previous: &CheckSet) -> CheckSet {
+        CheckSet {
+            generation: previous.generation + 1,
+            ..CheckSet::new(specs)
+        }
+    }
+
     /// A new run was spawned: forget the previous run's results.
     pub fn new_run(&mut self) {
-        self.run += 1;
+        self.generation += 1;
         self.run_start = None;
         self.suspended = false;
         self.status_text = None;
@@ -340,7 +374,7 @@ impl CheckSet {
             c.in_flight = false;
             c.last_sign = None;
             c.max_age_override = None;
-            c.ok_this_run = false;
+            c.proven_this_run = false;
             c.due = None;
         }
     }
@@ -349,7 +383,7 @@ impl CheckSet {
     pub fn arm_ready_deadline(&mut self, start: Instant) {
         if let Some(i) = self.ready_check() {
             let c = &mut self.checks[i];
-            c.due = Some(start + c.max_age().max(c.spec.grace));
+            c.due = Some(later(start, c.max_age().max(c.spec.grace)));
         }
     }
 
@@ -361,9 +395,9 @@ impl CheckSet {
             c.in_flight = false;
             c.due = Some(if c.spec.kind.is_push() {
                 c.last_sign = Some(now);
-                (now + c.max_age()).max(spawned + c.spec.grace)
+                later(now, c.max_age()).max(later(spawned, c.spec.grace))
             } else {
-                now + c.spec.interval
+                later(now, c.spec.interval)
             });
         }
     }
@@ -377,7 +411,8 @@ impl CheckSet {
     }
 
     fn in_grace(&self, c: &Check, now: Instant) -> bool {
-        self.grace_from.is_some_and(|s| now < s + c.spec.grace)
+        self.grace_from
+            .is_some_and(|s| now < later(s, c.spec.grace))
     }
 
     /// The instant progress is measured from: the latest of the sign, the run start and the
@@ -425,8 +460,8 @@ impl CheckSet {
             .unwrap_or(now.mono);
         let grace_end = self
             .grace_from
-            .map_or(now.mono, |s| s + self.checks[i].spec.grace);
-        let deadline = (reference + max_age).max(grace_end);
+            .map_or(now.mono, |s| later(s, self.checks[i].spec.grace));
+        let deadline = later(reference, max_age).max(grace_end);
         if now.mono < deadline {
             self.checks[i].due = Some(deadline);
             return;
@@ -441,9 +476,12 @@ impl CheckSet {
             i,
             now,
             quiet,
-            crate::checks::Verdict::Failing,
-            detail,
-            Some(silent),
+            Judged {
+                verdict: Verdict::Failing,
+                detail,
+                age: Some(silent),
+                fresh: false,
+            },
             out,
         );
     }
@@ -452,13 +490,13 @@ impl CheckSet {
     pub fn on_result(
         &mut self,
         i: usize,
-        run: u64,
+        generation: u64,
         observation: Observation,
         now: Now,
         quiet: &Quiet,
         out: &mut Vec<CheckOutput>,
     ) {
-        if run != self.run || !self.is_active() || i >= self.checks.len() {
+        if generation != self.generation || !self.is_active() || i >= self.checks.len() {
             return;
         }
         self.checks[i].in_flight = false;
@@ -505,17 +543,30 @@ impl CheckSet {
         if sign.is_some() {
             c.status.last_progress = sign;
         }
-        self.apply(i, now, quiet, verdict, detail, age, out);
+        // Judged by the probe itself, or progress made since this run began.
+        let fresh = match sign {
+            Some(s) => self.grace_from.is_some_and(|spawned| s >= spawned),
+            None => age.is_none(),
+        };
+        let judged = Judged {
+            verdict,
+            detail,
+            age,
+            fresh,
+        };
+        self.apply(i, now, quiet, judged, out);
         // Schedule the next look.
         let c = &self.checks[i];
         let next = if c.spec.kind.is_push() && verdict == Verdict::Ok {
             let reference = self.reference(c.last_sign, now, quiet).unwrap_or(now.mono);
-            (reference + c.max_age()).max(now.mono + Duration::from_millis(1))
+            later(reference, c.max_age()).max(later(now.mono, Duration::from_millis(1)))
         } else if c.spec.kind.is_push() && quiet.is_quiet(now.wall_ms) {
             quiet
                 .quiet_until(now.wall_ms)
                 .and_then(|w| now.mono_of(w))
-                .map_or(now.mono + c.spec.interval, |end| end + c.max_age())
+                .map_or(later(now.mono, c.spec.interval), |end| {
+                    later(end, c.max_age())
+                })
         } else {
             on_grid(now, c.spec.interval)
         };
@@ -523,17 +574,20 @@ impl CheckSet {
     }
 
     /// Record a verdict and decide what it means.
-    #[allow(clippy::too_many_arguments)]
     fn apply(
         &mut self,
         i: usize,
         now: Now,
         quiet: &Quiet,
-        verdict: Verdict,
-        mut detail: String,
-        age: Option<Duration>,
+        judged: Judged,
         out: &mut Vec<CheckOutput>,
     ) {
+        let Judged {
+            verdict,
+            mut detail,
+            age,
+            fresh,
+        } = judged;
         let in_grace = self.in_grace(&self.checks[i], now.mono);
         let is_quiet = quiet.is_quiet(now.wall_ms);
         let suspended = self.suspended;
@@ -543,7 +597,7 @@ impl CheckSet {
         match verdict {
             Verdict::Ok => {
                 c.status.consecutive_failures = 0;
-                c.ok_this_run = true;
+                c.proven_this_run |= fresh;
             }
             Verdict::Failing if in_grace => detail.push_str(" (within grace)"),
             Verdict::Failing if is_quiet => detail.push_str(" (quiet window)"),
@@ -568,7 +622,7 @@ impl CheckSet {
                 reason: format!("stalled: {} {}", c.spec.label(), c.status.detail),
             });
         }
-        if verdict == Verdict::Ok && self.checks.iter().all(|c| c.ok_this_run) {
+        if verdict == Verdict::Ok && fresh && self.checks.iter().all(|c| c.proven_this_run) {
             out.push(CheckOutput::AllOk);
         }
     }
@@ -610,17 +664,9 @@ impl CheckSet {
                 if self.checks[i].spec.kind == CheckKind::Notify
                     && self.checks[i].status.verdict != Verdict::Ok
                 {
-                    self.apply(
-                        i,
-                        now,
-                        &Quiet::default(),
-                        Verdict::Ok,
-                        "alive".into(),
-                        Some(Duration::ZERO),
-                        out,
-                    );
+                    self.apply(i, now, &Quiet::default(), Judged::alive(), out);
                     let c = &mut self.checks[i];
-                    c.due = Some(now.mono + c.max_age());
+                    c.due = Some(later(now.mono, c.max_age()));
                 }
             }
         }
@@ -638,17 +684,9 @@ impl CheckSet {
             self.checks[i].last_sign = Some(now.mono);
             self.checks[i].status.last_progress = Some(now.mono);
             if self.is_active() && self.checks[i].status.verdict != Verdict::Ok {
-                self.apply(
-                    i,
-                    now,
-                    &Quiet::default(),
-                    Verdict::Ok,
-                    "alive".into(),
-                    Some(Duration::ZERO),
-                    out,
-                );
+                self.apply(i, now, &Quiet::default(), Judged::alive(), out);
                 let c = &mut self.checks[i];
-                c.due = Some(now.mono + c.max_age());
+                c.due = Some(later(now.mono, c.max_age()));
             }
         }
         took

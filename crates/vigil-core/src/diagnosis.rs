@@ -8,6 +8,8 @@ use std::sync::Arc;
 use regex::Regex;
 use serde_json::{Value, json};
 
+use crate::event::SpawnErrorKind;
+
 /// What kind of failure it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Category {
@@ -84,20 +86,90 @@ impl fmt::Display for Remedy {
     }
 }
 
+/// How urgently a person should look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 3] = [Severity::Info, Severity::Warning, Severity::Critical];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Severity> {
+        Severity::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// What a category is worth when nothing more specific is known.
+    pub fn of(category: Category) -> Severity {
+        match category {
+            Category::Permanent => Severity::Critical,
+            Category::Throttled | Category::Transient => Severity::Warning,
+            Category::Unknown => Severity::Info,
+        }
+    }
+}
+
+/// Who reached a verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// vigil's own rules (built-in signatures, the user's rules, the spawn error's kind).
+    Rules,
+    /// An advisor (LLM) whose verdict was stricter than the rules'.
+    Llm,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Rules => "rules",
+            Source::Llm => "llm",
+        }
+    }
+}
+
+/// What kind of failure is being judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailureCause {
+    /// The main process ended without being asked to.
+    Exit,
+    /// Alive, but a check says it stopped working.
+    Stall,
+    /// The process could not be created.
+    SpawnFailed,
+}
+
+impl FailureCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCause::Exit => "exit",
+            FailureCause::Stall => "stall",
+            FailureCause::SpawnFailed => "spawn_failed",
+        }
+    }
+}
+
 /// A verdict about one failure.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Diagnosis {
     pub category: Category,
     pub action: Remedy,
-    /// `info`, `warning` or `critical`.
-    pub severity: &'static str,
+    pub severity: Severity,
     /// Which rule decided (`invalid_api_key`, `rate_limited`, …).
     pub rule: String,
     /// The line that matched, or what the verdict rests on.
     pub explanation: String,
     pub confidence: f64,
-    /// `rules`, or `llm` for an advisor's stricter verdict.
-    pub source: &'static str,
+    pub source: Source,
 }
 
 impl Diagnosis {
@@ -106,11 +178,11 @@ impl Diagnosis {
         json!({
             "category": self.category.as_str(),
             "action": self.action.as_str(),
-            "severity": self.severity,
+            "severity": self.severity.as_str(),
             "rule": self.rule,
             "explanation": self.explanation,
             "confidence": self.confidence,
-            "source": self.source,
+            "source": self.source.as_str(),
         })
     }
 
@@ -132,7 +204,7 @@ pub struct Rule {
     pub pattern: Regex,
     pub category: Category,
     pub action: Remedy,
-    pub severity: &'static str,
+    pub severity: Severity,
     pub confidence: f64,
 }
 
@@ -143,11 +215,7 @@ impl Rule {
         category: Category,
         action: Remedy,
     ) -> Result<Rule, regex::Error> {
-        let severity = match category {
-            Category::Permanent => "critical",
-            Category::Throttled | Category::Transient => "warning",
-            Category::Unknown => "info",
-        };
+        let severity = Severity::of(category);
         Ok(Rule {
             name: name.to_string(),
             pattern: Regex::new(pattern)?,
@@ -166,8 +234,10 @@ pub const EVIDENCE_HEADER: &str = "--- evidence: ";
 
 /// What is known about one failure.
 pub struct Evidence<'a> {
-    /// `exit` or `stall` (a check crossed its threshold).
-    pub cause: &'static str,
+    pub cause: FailureCause,
+    /// For a failed spawn: why, as the driver knows it. Spawn failures are judged by this
+    /// kind alone, never by the wording of their message.
+    pub spawn_error: Option<SpawnErrorKind>,
     /// Failures in a row, this one included.
     pub streak: u32,
     /// The agent's last log lines, oldest first (already redacted by the edge).
@@ -293,6 +363,9 @@ impl Rules {
     /// built-in category matched (the newest matching line explains it); else what the exit
     /// or stall itself says.
     pub fn classify(&self, ev: &Evidence<'_>) -> Diagnosis {
+        if let Some(kind) = ev.spawn_error {
+            return spawn_verdict(kind, ev.log.first().map_or("", String::as_str));
+        }
         let newest_match = |rule: &Rule| ev.log.iter().rev().find(|l| rule.pattern.is_match(l));
         for rule in &self.user {
             if let Some(line) = newest_match(rule) {
@@ -309,14 +382,14 @@ impl Rules {
                 category,
                 action,
                 severity: if ev.streak >= 2 {
-                    "critical"
+                    Severity::Critical
                 } else {
-                    "warning"
+                    Severity::Warning
                 },
                 rule: "out_of_memory".into(),
                 explanation: clip(line, EXPLANATION_CHARS),
                 confidence: 0.8,
-                source: "rules",
+                source: Source::Rules,
             };
         }
         let mut best: Option<(&Rule, &String)> = None;
@@ -340,30 +413,30 @@ impl Rules {
             .map_or(ev.log, |i| &ev.log[..i]);
         let last_words = own.iter().rev().find(|l| !l.trim().is_empty());
         // Alive but not working, and no known error: a hang, which a restart usually clears.
-        if ev.cause == "stall" {
+        if ev.cause == FailureCause::Stall {
             return Diagnosis {
                 category: Category::Transient,
                 action: Remedy::Restart,
-                severity: "warning",
+                severity: Severity::Warning,
                 rule: "hang".into(),
                 explanation: match last_words {
                     None => "stalled with no log output".into(),
                     Some(l) => format!("stalled; its last words: {}", clip(l, EXPLANATION_CHARS)),
                 },
                 confidence: if last_words.is_none() { 0.7 } else { 0.5 },
-                source: "rules",
+                source: Source::Rules,
             };
         }
         Diagnosis {
             category: Category::Unknown,
             action: Remedy::Restart,
-            severity: "info",
+            severity: Severity::Info,
             rule: "none".into(),
             explanation: last_words
                 .map(|l| clip(l, EXPLANATION_CHARS))
                 .unwrap_or_else(|| "no log output".into()),
             confidence: 0.3,
-            source: "rules",
+            source: Source::Rules,
         }
     }
 }
@@ -382,7 +455,32 @@ fn verdict(rule: &Rule, line: &str) -> Diagnosis {
         rule: rule.name.clone(),
         explanation: clip(line, EXPLANATION_CHARS),
         confidence: rule.confidence,
-        source: "rules",
+        source: Source::Rules,
+    }
+}
+
+/// A spawn failure judged by its kind: what a restart cannot fix (a program or directory that
+/// is not there, a program that may not run, a full disk) is quarantined at once; a machine
+/// out of processes or memory is worth another try.
+fn spawn_verdict(kind: SpawnErrorKind, message: &str) -> Diagnosis {
+    let (category, why) = match kind {
+        SpawnErrorKind::ProgramNotFound => (Category::Permanent, "the program does not exist"),
+        SpawnErrorKind::PermissionDenied => (Category::Permanent, "the program may not be run"),
+        SpawnErrorKind::BadWorkingDir => (Category::Permanent, "the working directory is missing"),
+        SpawnErrorKind::InvalidCommand => (Category::Permanent, "the command cannot be run"),
+        SpawnErrorKind::DiskFull => (Category::Permanent, "the disk is full"),
+        SpawnErrorKind::LogUnavailable => (Category::Permanent, "the log file cannot be opened"),
+        SpawnErrorKind::OutOfResources => (Category::Transient, "the machine is out of resources"),
+        SpawnErrorKind::Other => (Category::Unknown, "the process could not be created"),
+    };
+    Diagnosis {
+        category,
+        action: category.default_remedy(),
+        severity: Severity::of(category),
+        rule: kind.as_str().to_string(),
+        explanation: clip(&format!("{why}: {message}"), EXPLANATION_CHARS),
+        confidence: 1.0,
+        source: Source::Rules,
     }
 }
 
@@ -405,13 +503,55 @@ pub fn clip(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
-    fn classify(rules: &Rules, cause: &'static str, streak: u32, log: &[&str]) -> Diagnosis {
+    fn classify(rules: &Rules, cause: &str, streak: u32, log: &[&str]) -> Diagnosis {
         let log: Vec<String> = log.iter().map(|s| s.to_string()).collect();
+        let cause = match cause {
+            "stall" => FailureCause::Stall,
+            _ => FailureCause::Exit,
+        };
         rules.classify(&Evidence {
             cause,
+            spawn_error: None,
             streak,
             log: &log,
         })
+    }
+
+    #[test]
+    fn spawn_failures_are_judged_by_their_kind_not_their_words() {
+        let judge = |kind, message: &str| {
+            Rules::default().classify(&Evidence {
+                cause: FailureCause::SpawnFailed,
+                spawn_error: Some(kind),
+                streak: 1,
+                log: &[message.to_string()],
+            })
+        };
+        // The words would match the network rule; the kind says the program is missing.
+        let d = judge(
+            SpawnErrorKind::ProgramNotFound,
+            "pyhton3: connection refused",
+        );
+        assert_eq!(
+            (d.category, d.action),
+            (Category::Permanent, Remedy::Quarantine)
+        );
+        assert_eq!(d.rule, "program_not_found");
+        let d = judge(SpawnErrorKind::OutOfResources, "No such file or directory");
+        assert_eq!(
+            (d.category, d.action),
+            (Category::Transient, Remedy::Restart)
+        );
+        for kind in [
+            SpawnErrorKind::PermissionDenied,
+            SpawnErrorKind::BadWorkingDir,
+            SpawnErrorKind::InvalidCommand,
+            SpawnErrorKind::DiskFull,
+            SpawnErrorKind::LogUnavailable,
+        ] {
+            assert_eq!(judge(kind, "").action, Remedy::Quarantine, "{kind:?}");
+        }
+        assert_eq!(judge(SpawnErrorKind::Other, "").action, Remedy::Restart);
     }
 
     #[test]
@@ -518,7 +658,7 @@ mod tests {
                 (*category, *action, *rule),
                 "{log:?}"
             );
-            assert_eq!(d.source, "rules");
+            assert_eq!(d.source, Source::Rules);
         }
     }
 

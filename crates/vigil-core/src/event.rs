@@ -10,6 +10,18 @@ use crate::signal::Signal;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AgentId(pub u32);
 
+/// One life of an agent (one process started or adopted). Every action and every outcome
+/// names its run, so an outcome that arrives for a run that has ended is recognised and
+/// dropped. Unique within one [`crate::Supervisor`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunId(pub u64);
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "run {}", self.0)
+    }
+}
+
 /// How a process ended, as `waitpid` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ExitStatus {
@@ -54,48 +66,137 @@ impl fmt::Display for ExitStatus {
     }
 }
 
+/// Why a process could not be created, as the driver knows it (from the errno, never from
+/// the wording of a message). The diagnosis maps each kind to a category.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SpawnErrorKind {
+    /// The program is not in `PATH`, or an absolute path that does not exist.
+    ProgramNotFound,
+    /// The program exists but may not be executed (no `x` bit, a directory, noexec mount).
+    PermissionDenied,
+    /// The working directory does not exist or is not a directory.
+    BadWorkingDir,
+    /// The command itself is unusable (empty, a NUL byte, not an executable format).
+    InvalidCommand,
+    /// The agent's log file cannot be opened.
+    LogUnavailable,
+    /// The disk is full (the log file, or the kernel said ENOSPC).
+    DiskFull,
+    /// The machine is out of processes or memory for now (EAGAIN, ENOMEM).
+    OutOfResources,
+    /// Anything else.
+    Other,
+}
+
+impl SpawnErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpawnErrorKind::ProgramNotFound => "program_not_found",
+            SpawnErrorKind::PermissionDenied => "permission_denied",
+            SpawnErrorKind::BadWorkingDir => "bad_working_dir",
+            SpawnErrorKind::InvalidCommand => "invalid_command",
+            SpawnErrorKind::LogUnavailable => "log_unavailable",
+            SpawnErrorKind::DiskFull => "disk_full",
+            SpawnErrorKind::OutOfResources => "out_of_resources",
+            SpawnErrorKind::Other => "other",
+        }
+    }
+}
+
+/// A failed spawn: its kind decides, its message explains.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpawnFailure {
+    pub kind: SpawnErrorKind,
+    pub message: String,
+}
+
+impl fmt::Display for SpawnFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// An action the edge could not carry out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailedAction {
+    Signal(Signal),
+    Kill,
+    /// Watching a process for its exit.
+    WatchExit,
+    /// Watching what is left of a run's process tree.
+    WatchTree,
+}
+
+impl fmt::Display for FailedAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailedAction::Signal(s) => write!(f, "sending {s}"),
+            FailedAction::Kill => f.write_str("sending SIGKILL"),
+            FailedAction::WatchExit => f.write_str("watching for the exit"),
+            FailedAction::WatchTree => f.write_str("watching the process tree"),
+        }
+    }
+}
+
 /// Facts from the edges.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// The process for a `Spawn` action exists.
-    Spawned { agent: AgentId, pid: u32 },
+    Spawned {
+        agent: AgentId,
+        run: RunId,
+        pid: u32,
+    },
     /// The process for a `Spawn` action could not be created.
-    SpawnFailed { agent: AgentId, error: String },
-    /// The agent's main process ended. `tree_alive` is true when other processes of its tree
-    /// (its process group) were still there at that moment.
+    SpawnFailed {
+        agent: AgentId,
+        run: RunId,
+        error: SpawnFailure,
+    },
+    /// The run's main process ended. `tree_alive`: its process group still had members at
+    /// that moment; `escaped`: processes of the run that had left the group (orphans
+    /// reparented to vigil that carry the run's mark).
     Exited {
         agent: AgentId,
-        pid: u32,
+        run: RunId,
         status: ExitStatus,
         tree_alive: bool,
+        escaped: Vec<u32>,
     },
-    /// Every process of the tree whose main process was `pid` is gone.
-    TreeEmpty { agent: AgentId, pid: u32 },
-    /// The last lines of the agent's log when the run of `pid` ended (redacted), sent just
-    /// before `Exited`: the evidence its failure is diagnosed from.
+    /// Every process of the run's tree is gone.
+    TreeEmpty { agent: AgentId, run: RunId },
+    /// The last lines of the agent's log when the run ended (redacted), sent just before
+    /// `Exited`, or what an investigation gathered: the evidence a failure is judged from.
     LogTail {
         agent: AgentId,
-        pid: u32,
+        run: RunId,
         lines: Vec<String>,
     },
     /// The result of a `RunCheck` action.
     CheckResult {
         agent: AgentId,
         check: usize,
-        run: u64,
+        generation: u64,
         observation: Observation,
     },
-    /// The advisor's answer about the failure of the run of `pid` (reported by `Diagnosed`), or
-    /// why there is none (server down, timeout, an answer that does not fit the schema).
+    /// The advisor's answer about the failure of `run` (reported by `Diagnosed`), or why
+    /// there is none (server down, timeout, an answer that does not fit the schema).
     Advice {
         agent: AgentId,
-        pid: Option<u32>,
+        run: Option<RunId>,
         advice: Result<Diagnosis, String>,
     },
     /// A datagram on the notify socket from a process of the agent's current run.
     Notify {
         agent: AgentId,
         message: NotifyMessage,
+    },
+    /// An action on `run` could not be carried out.
+    ActionFailed {
+        agent: AgentId,
+        run: RunId,
+        action: FailedAction,
+        error: String,
     },
 }
 

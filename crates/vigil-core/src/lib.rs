@@ -15,6 +15,7 @@ pub mod diagnosis;
 pub mod event;
 pub mod policy;
 pub mod quiet;
+pub mod records;
 pub mod signal;
 pub mod spec;
 pub mod supervisor;
@@ -25,11 +26,14 @@ pub use advice::{AdvisorSpec, FailureReport, Judgement};
 pub use agent::{Agent, AgentMemory, AgentState, CommandError, CommandOutcome, LastExit};
 pub use audit::{AuditAction, AuditEntry};
 pub use checks::{CheckKind, CheckSpec, CheckStatus, NotifyMessage, Observation, Verdict};
-pub use diagnosis::{Category, Diagnosis, Remedy, Rule, Rules};
-pub use event::{AgentId, Command, Event, ExitStatus, Requester};
-pub use policy::{OnExhausted, RestartMode, RestartPolicy};
+pub use diagnosis::{Category, Diagnosis, FailureCause, Remedy, Rule, Rules, Severity, Source};
+pub use event::{
+    AgentId, Command, Event, ExitStatus, FailedAction, Requester, RunId, SpawnErrorKind,
+    SpawnFailure,
+};
+pub use policy::{OnExhausted, RestartDecision, RestartMode, RestartPolicy, Wait};
 pub use quiet::{Quiet, QuietWindow};
 pub use signal::Signal;
 pub use spec::AgentSpec;
-pub use supervisor::{ReloadReport, Supervisor};
+pub use supervisor::{Changes, ReloadReport, Supervisor};
 pub use time::{Now, human_duration};

@@ -1,8 +1,9 @@
 //! When and how often vigil may restart an agent.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::time::human_duration;
+use crate::budget::RestartHistory;
+use crate::time::{human_duration, later};
 
 /// What happens when an agent has used its whole restart budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +33,35 @@ impl RestartMode {
             RestartMode::Never => "never",
         }
     }
+}
+
+/// Why a restart waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// The diagnosis asked for a pause (rate-limited).
+    Throttled,
+    /// Too soon after the previous restart.
+    Cooldown,
+    /// Crash-loop backoff.
+    Backoff,
+}
+
+/// What the policy allows after a failure. `used`: automatic restarts in the window so far.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartDecision {
+    Now {
+        used: u32,
+    },
+    Later {
+        delay: Duration,
+        why: Wait,
+        used: u32,
+    },
+    /// The restart budget is used up.
+    Exhausted {
+        used: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,8 +114,47 @@ impl RestartPolicy {
         }
         let doublings = (streak - 2).min(62);
         let factor = 1u64 << doublings;
-        let ms = (self.backoff_initial.as_millis() as u64).saturating_mul(factor);
-        Duration::from_millis(ms).min(self.backoff_max)
+        let initial = u64::try_from(self.backoff_initial.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(initial.saturating_mul(factor)).min(self.backoff_max)
+    }
+
+    /// The policy's answer to a failure that may be restarted: now, later, or not at all.
+    /// `history` holds the automatic restarts so far, `streak` counts failures in a row (this
+    /// one included), `at_least` is the shortest wait the diagnosis asks for.
+    pub fn decide(
+        &self,
+        history: &RestartHistory,
+        streak: u32,
+        at_least: Duration,
+        now: Instant,
+    ) -> RestartDecision {
+        let used = history.count(now, self.window);
+        if used >= self.max_restarts {
+            return RestartDecision::Exhausted { used };
+        }
+        let backoff = self.backoff(streak);
+        let cooldown = history
+            .last()
+            .map(|t| later(t, self.cooldown).saturating_duration_since(now))
+            .unwrap_or_default();
+        let delay = backoff.max(cooldown).max(at_least);
+        if delay.is_zero() {
+            return RestartDecision::Now { used };
+        }
+        let why = if !at_least.is_zero() && at_least >= backoff.max(cooldown) {
+            Wait::Throttled
+        } else if cooldown >= backoff {
+            Wait::Cooldown
+        } else {
+            Wait::Backoff
+        };
+        RestartDecision::Later { delay, why, used }
+    }
+
+    /// When a restart waiting out an exhausted budget may happen: after `wait`, and never
+    /// before the budget has room again.
+    pub fn retry_at(&self, history: &RestartHistory, now: Instant, wait: Duration) -> Instant {
+        later(now, wait).max(history.room_at(now, self.window, self.max_restarts))
     }
 
     /// One line for `vigil check` and the README.

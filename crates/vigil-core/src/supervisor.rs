@@ -1,14 +1,23 @@
 //! The fleet: routes inputs to agents, owns the timer index and the action queue.
 //!
-//! Shaped like a sans-IO protocol state machine: `handle*` take inputs, `poll_action` and
-//! `poll_timeout` hand out what the edges must do and when to call back.
+//! Shaped like a sans-IO protocol state machine (quinn-proto's `Connection`):
+//!
+//! - getters take `&self` (`agent`, `agents`, `id`, `is_idle`, …);
+//! - inputs: [`Supervisor::handle`] (facts), [`Supervisor::handle_timeout`] (time),
+//!   [`Supervisor::command`] and [`Supervisor::reconcile`] (people and reloads);
+//! - outputs: after every input, drain [`Supervisor::poll_action`] until it returns `None` and
+//!   carry the actions out in order (an `Audit` is written before any later action runs); then
+//!   read [`Supervisor::poll_timeout`] and call `handle_timeout` no later than that. What
+//!   changed for readers and for persistence is collected by [`Supervisor::take_changes`].
+//!
+//! `now` never goes backwards from one call to the next.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use crate::action::Action;
 use crate::agent::{Agent, AgentMemory, CommandError, CommandOutcome, Outbox, TimerKind};
-use crate::event::{AgentId, Command, Event, Requester};
+use crate::event::{AgentId, Command, Event, Requester, RunId};
 use crate::spec::AgentSpec;
 use crate::time::Now;
 
@@ -24,14 +33,28 @@ pub struct ReloadReport {
     pub unchanged: usize,
 }
 
+/// What changed since the last [`Supervisor::take_changes`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Agents whose visible state may have changed (status, checks, …), forgotten ones too.
+    pub touched: Vec<AgentId>,
+    /// Agents whose persisted memory or live run changed.
+    pub persist: Vec<AgentId>,
+    /// Agents forgotten (they left the configuration and have no process any more).
+    pub forgotten: Vec<(AgentId, String)>,
+}
+
 pub struct Supervisor {
     agents: Vec<Option<Agent>>,
     by_name: HashMap<String, AgentId>,
     timers: BTreeSet<(Instant, AgentId, TimerKind)>,
     out: Outbox,
     shutting_down: bool,
-    /// Something worth persisting may have changed since the last `take_dirty`.
-    dirty: bool,
+    touched: HashSet<AgentId>,
+    persist: HashSet<AgentId>,
+    forgotten: Vec<(AgentId, String)>,
+    /// The last `now` seen, to catch a clock that goes backwards in debug builds.
+    last_now: Option<Instant>,
 }
 
 impl Supervisor {
@@ -44,9 +67,13 @@ impl Supervisor {
             out: Outbox {
                 actions: VecDeque::new(),
                 self_pid,
+                last_run: 0,
             },
             shutting_down: false,
-            dirty: false,
+            touched: HashSet::new(),
+            persist: HashSet::new(),
+            forgotten: Vec::new(),
+            last_now: None,
         }
     }
 
@@ -58,16 +85,39 @@ impl Supervisor {
         let id = AgentId(self.agents.len() as u32);
         self.by_name.insert(spec.name.clone(), id);
         self.agents.push(Some(Agent::new(id, spec, memory)));
+        self.touched.insert(id);
         id
     }
 
-    /// Take over a live process left by a previous vigil.
-    pub fn adopt(&mut self, now: Now, id: AgentId, pid: u32, since: Instant) {
-        self.with_agent(id, |a, out| a.adopt(pid, since, now.mono, out));
+    /// Take over a live process left by a previous vigil; returns the run it becomes.
+    pub fn adopt(&mut self, now: Now, id: AgentId, pid: u32, since: Instant) -> Option<RunId> {
+        self.tick(now);
+        self.with_agent(id, |a, out| a.adopt(pid, since, now.mono, out))
+            .flatten()
+    }
+
+    /// A live run found at startup whose agent the configuration no longer has: taken over
+    /// with `spec` (how it must be stopped), then stopped and forgotten, on the record.
+    /// `None` when the name is configured after all or the pid is not one vigil may manage.
+    pub fn adopt_stray(
+        &mut self,
+        now: Now,
+        spec: AgentSpec,
+        pid: u32,
+        since: Instant,
+    ) -> Option<(AgentId, RunId)> {
+        if self.by_name.contains_key(&spec.name) || !self.out.targetable(pid) {
+            return None;
+        }
+        let id = self.add(spec, None);
+        let run = self.adopt(now, id, pid, since)?;
+        self.with_agent(id, |a, out| a.remove_stray(now.mono, out));
+        Some((id, run))
     }
 
     /// Start every agent that should run: autostart, not held by a human, not quarantined.
     pub fn start_all(&mut self, now: Now) {
+        self.tick(now);
         let ids: Vec<AgentId> = self.agents().map(|a| a.id()).collect();
         for id in ids {
             self.with_agent(id, |a, out| {
@@ -79,62 +129,71 @@ impl Supervisor {
     }
 
     pub fn handle(&mut self, now: Now, event: Event) {
+        self.tick(now);
         let t = now.mono;
         match event {
-            Event::Spawned { agent, pid } => {
-                self.with_agent(agent, |a, out| a.on_spawned(t, pid, out));
+            Event::Spawned { agent, run, pid } => {
+                self.with_agent(agent, |a, out| a.on_spawned(t, run, pid, out));
             }
-            Event::SpawnFailed { agent, error } => {
-                self.with_agent(agent, |a, out| a.on_spawn_failed(t, error, out));
+            Event::SpawnFailed { agent, run, error } => {
+                self.with_agent(agent, |a, out| a.on_spawn_failed(t, run, error, out));
             }
             Event::Exited {
                 agent,
-                pid,
+                run,
                 status,
                 tree_alive,
+                escaped,
             } => {
-                self.with_agent(agent, |a, out| a.on_exited(t, pid, status, tree_alive, out));
+                self.with_agent(agent, |a, out| {
+                    a.on_exited(t, run, status, tree_alive, escaped, out)
+                });
             }
-            Event::TreeEmpty { agent, pid } => {
-                self.with_agent(agent, |a, out| a.on_tree_empty(t, pid, out));
+            Event::TreeEmpty { agent, run } => {
+                self.with_agent(agent, |a, out| a.on_tree_empty(t, run, out));
             }
-            Event::LogTail { agent, pid, lines } => {
-                self.with_agent(agent, |a, out| a.on_log_tail(t, pid, lines, out));
+            Event::LogTail { agent, run, lines } => {
+                self.with_agent(agent, |a, out| a.on_log_tail(t, run, lines, out));
             }
-            Event::Advice { agent, pid, advice } => {
-                self.with_agent(agent, |a, out| a.on_advice(t, pid, advice, out));
+            Event::Advice { agent, run, advice } => {
+                self.with_agent(agent, |a, out| a.on_advice(t, run, advice, out));
             }
             Event::CheckResult {
                 agent,
                 check,
-                run,
+                generation,
                 observation,
             } => {
                 self.with_agent(agent, |a, out| {
-                    a.on_check_result(now, check, run, observation, out)
+                    a.on_check_result(now, check, generation, observation, out)
                 });
             }
             Event::Notify { agent, message } => {
                 self.with_agent(agent, |a, out| a.on_notify(now, &message, out));
             }
+            Event::ActionFailed {
+                agent,
+                run,
+                action,
+                error,
+            } => {
+                self.with_agent(agent, |a, out| a.on_action_failed(run, action, &error, out));
+            }
         }
     }
 
-    /// Fire every timer due at `now`.
+    /// Fire every timer due at `now`. Spurious calls are harmless.
     pub fn handle_timeout(&mut self, now: Now) {
+        self.tick(now);
         while let Some(&(at, id, kind)) = self.timers.first() {
             if at > now.mono {
                 break;
             }
             self.timers.pop_first();
             self.with_agent(id, |a, out| {
-                // The agent's own field is the truth; the index entry may be stale.
-                if a.timers.get(kind) != Some(at) {
-                    return;
-                }
-                match kind {
-                    TimerKind::Check(i) => a.on_check_due(now, i as usize, out),
-                    _ => a.on_timer(now.mono, kind, out),
+                // The agent's own slot is the truth; the index entry may be stale.
+                if a.timers.get(kind) == Some(at) {
+                    a.on_timer(now, kind, out);
                 }
             });
         }
@@ -160,6 +219,7 @@ impl Supervisor {
         by: Requester,
         note: Option<&str>,
     ) -> Option<Result<CommandOutcome, CommandError>> {
+        self.tick(now);
         if self.shutting_down && command != Command::Stop {
             return Some(Err(CommandError::ShuttingDown));
         }
@@ -169,11 +229,12 @@ impl Supervisor {
     /// Apply a reloaded configuration: start what was added, stop what was removed, restart
     /// what changed in a way that needs it, and leave everything else running.
     pub fn reconcile(&mut self, now: Now, specs: Vec<AgentSpec>) -> ReloadReport {
+        self.tick(now);
         let mut report = ReloadReport::default();
         let wanted: HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         let gone: Vec<AgentId> = self
             .agents()
-            .filter(|a| !wanted.contains(a.name()))
+            .filter(|a| !wanted.contains(a.name()) && !a.is_being_removed())
             .map(|a| a.id())
             .collect();
         for id in gone {
@@ -196,7 +257,9 @@ impl Supervisor {
                     report.added.push(name);
                 }
                 Some(id) => {
-                    let unchanged = self.agent(id).is_some_and(|a| a.spec() == &spec);
+                    let unchanged = self
+                        .agent(id)
+                        .is_some_and(|a| a.spec() == &spec && !a.is_being_removed());
                     if unchanged {
                         report.unchanged += 1;
                         continue;
@@ -217,6 +280,7 @@ impl Supervisor {
 
     /// Stop everything; `is_idle` turns true once no agent process is left.
     pub fn shutdown(&mut self, now: Now) {
+        self.tick(now);
         self.shutting_down = true;
         let ids: Vec<AgentId> = self.agents().map(|a| a.id()).collect();
         for id in ids {
@@ -229,13 +293,14 @@ impl Supervisor {
     /// Don't wait for stop timeouts: every agent still stopping gets SIGKILL now (a second
     /// Ctrl-C).
     pub fn hurry(&mut self, now: Now) {
+        self.tick(now);
         let ids: Vec<AgentId> = self
             .agents()
             .filter(|a| a.timers.get(TimerKind::Kill).is_some())
             .map(|a| a.id())
             .collect();
         for id in ids {
-            self.with_agent(id, |a, out| a.on_timer(now.mono, TimerKind::Kill, out));
+            self.with_agent(id, |a, out| a.on_timer(now, TimerKind::Kill, out));
         }
     }
 
@@ -258,13 +323,22 @@ impl Supervisor {
 
     /// A heartbeat through the API. `None`: no such agent; `Some(false)`: it has no `api` check.
     pub fn api_heartbeat(&mut self, now: Now, id: AgentId) -> Option<bool> {
+        self.tick(now);
         self.with_agent(id, |a, out| a.on_api_heartbeat(now, out))
     }
 
-    /// Whether anything persisted (budgets, human stops, quarantines, running pids) changed
-    /// since the last call.
-    pub fn take_dirty(&mut self) -> bool {
-        std::mem::take(&mut self.dirty)
+    /// What changed since the last call: for the published status and for persistence.
+    pub fn take_changes(&mut self) -> Changes {
+        let mut touched: Vec<AgentId> = self.touched.drain().collect();
+        touched.sort_unstable();
+        // Forgotten agents are never in `persist` (dropped when they are forgotten).
+        let mut persist: Vec<AgentId> = self.persist.drain().collect();
+        persist.sort_unstable();
+        Changes {
+            touched,
+            persist,
+            forgotten: std::mem::take(&mut self.forgotten),
+        }
     }
 
     pub fn id(&self, name: &str) -> Option<AgentId> {
@@ -278,6 +352,14 @@ impl Supervisor {
     /// Agents in the order they were added (configuration order).
     pub fn agents(&self) -> impl Iterator<Item = &Agent> {
         self.agents.iter().flatten()
+    }
+
+    fn tick(&mut self, now: Now) {
+        debug_assert!(
+            self.last_now.is_none_or(|t| now.mono >= t),
+            "now went backwards"
+        );
+        self.last_now = Some(now.mono);
     }
 
     fn with_agent<R>(
@@ -298,8 +380,9 @@ impl Supervisor {
                 self.timers.insert((at, id, kind));
             }
         }
+        self.touched.insert(id);
         if agent.persist_key() != before {
-            self.dirty = true;
+            self.persist.insert(id);
         }
         if agent.removed {
             for (kind, at) in agent.timers.armed() {
@@ -308,7 +391,8 @@ impl Supervisor {
             let name = agent.name().to_string();
             *slot = None;
             self.by_name.remove(&name);
-            self.dirty = true;
+            self.persist.remove(&id);
+            self.forgotten.push((id, name));
         }
         Some(result)
     }

@@ -2,6 +2,20 @@
 
 use std::time::{Duration, Instant};
 
+/// Longer than any wait vigil will ever schedule: durations beyond it are clamped, so adding
+/// a duration to an instant can never overflow (config values are bounded far below it).
+pub const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `t + d`, saturating: a duration too large for the clock means "not in this century".
+pub fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d.min(CENTURY)).unwrap_or(t)
+}
+
+/// Whole milliseconds of `d` as an `i64`, saturating.
+pub fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// The moment an input is handled.
 ///
 /// `mono` drives every timer (it never jumps); `wall_ms` (milliseconds since the Unix epoch,
@@ -20,29 +34,29 @@ impl Now {
     /// The same clock `d` later (used by tests and simulations to advance time).
     pub fn after(self, d: Duration) -> Self {
         Self {
-            mono: self.mono + d,
-            wall_ms: self.wall_ms + d.as_millis() as i64,
+            mono: later(self.mono, d),
+            wall_ms: self.wall_ms.saturating_add(millis(d)),
         }
     }
 
     /// Wall-clock milliseconds of a monotonic instant, relative to this moment.
     pub fn wall_of(self, t: Instant) -> i64 {
         if t >= self.mono {
-            self.wall_ms + (t - self.mono).as_millis() as i64
+            self.wall_ms.saturating_add(millis(t - self.mono))
         } else {
-            self.wall_ms - (self.mono - t).as_millis() as i64
+            self.wall_ms.saturating_sub(millis(self.mono - t))
         }
     }
 
     /// The monotonic instant of a wall-clock time, relative to this moment. Times further in
     /// the past than the monotonic clock can represent are clamped to `None`.
     pub fn mono_of(self, wall_ms: i64) -> Option<Instant> {
-        let delta = wall_ms - self.wall_ms;
+        let delta = wall_ms.saturating_sub(self.wall_ms);
         if delta >= 0 {
-            Some(self.mono + Duration::from_millis(delta as u64))
+            Some(later(self.mono, Duration::from_millis(delta as u64)))
         } else {
             self.mono
-                .checked_sub(Duration::from_millis((-delta) as u64))
+                .checked_sub(Duration::from_millis(delta.unsigned_abs()))
         }
     }
 }
@@ -86,6 +100,16 @@ mod tests {
             human_duration(Duration::from_secs(86_400 + 4 * 3600)),
             "1d4h"
         );
+    }
+
+    #[test]
+    fn instants_saturate_instead_of_overflowing() {
+        let t = Instant::now();
+        assert_eq!(later(t, Duration::MAX), later(t, CENTURY));
+        let now = Now::new(t, 1_000);
+        assert_eq!(now.after(Duration::MAX).mono, later(t, CENTURY));
+        assert_eq!(now.wall_of(later(t, CENTURY)), 1_000 + millis(CENTURY));
+        assert!(now.mono_of(i64::MAX).is_some());
     }
 
     #[test]

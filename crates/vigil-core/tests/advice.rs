@@ -33,11 +33,11 @@ fn llm(category: Category, action: Remedy, confidence: f64) -> Diagnosis {
     Diagnosis {
         category,
         action,
-        severity: "critical",
+        severity: vigil_core::Severity::Critical,
         rule: "smollm2".into(),
         explanation: "the model's reading".into(),
         confidence,
-        source: "llm",
+        source: vigil_core::Source::Llm,
     }
 }
 
@@ -278,7 +278,7 @@ fn an_evidence_command_runs_while_the_stalled_agent_is_still_alive() {
     let (_, report) = sim.reports.last().unwrap();
     assert!(!report.ask_advisor);
     assert_eq!(report.evidence, dump);
-    assert_eq!(report.cause, "stall");
+    assert_eq!(report.cause, vigil_core::FailureCause::Stall);
 }
 
 #[test]

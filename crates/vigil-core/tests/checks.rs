@@ -333,7 +333,7 @@ fn probes_never_overlap_and_stale_results_are_dropped() {
         vigil_core::Event::CheckResult {
             agent: bot,
             check,
-            run,
+            generation: run,
             observation: Observation::Unhealthy("late".into()),
         },
     );
@@ -360,7 +360,7 @@ fn recovery_is_recorded_when_every_check_passes_after_a_stall() {
         vigil_core::Event::CheckResult {
             agent: bot,
             check: probe.1,
-            run: probe.2,
+            generation: probe.2,
             observation: Observation::Progress { at_wall_ms: None },
         },
     );
@@ -383,7 +383,7 @@ fn recovery_is_recorded_when_every_check_passes_after_a_stall() {
         vigil_core::Event::CheckResult {
             agent: bot,
             check: probe.1,
-            run: probe.2,
+            generation: probe.2,
             observation: Observation::Progress {
                 at_wall_ms: Some(sim.now.wall_ms),
             },

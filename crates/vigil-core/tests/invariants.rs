@@ -1,5 +1,6 @@
-//! Property tests: random fleets, random failures, random human commands, random time.
-//! Whatever happens, the promises vigil makes to its users hold.
+//! Property tests: random fleets, random failures, log tails, advice, stalls and their
+//! investigations, human commands, reloads, adoption, reused pids (vigil's own among them)
+//! and random time. Whatever happens, the promises vigil makes to its users hold.
 
 mod sim;
 
@@ -7,17 +8,22 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use sim::{Sim, ms};
+use sim::{SELF_PID, Sim, ms};
 use vigil_core::{
-    AgentId, AgentSpec, AgentState, AuditAction, Command, ExitStatus, OnExhausted, Requester,
-    RestartPolicy, Signal,
+    Action, AdvisorSpec, AgentId, AgentSpec, AgentState, AuditAction, Category, CheckKind,
+    CheckSpec, Command, Diagnosis, Event, ExitStatus, Observation, OnExhausted, Remedy, Requester,
+    RestartPolicy, RunId, Severity, Signal, Source,
 };
+
+const AGENTS: usize = 3;
 
 #[derive(Clone, Debug)]
 enum Op {
     Crash {
         agent: usize,
         code: i32,
+        /// Which last words the log holds (see `LOGS`).
+        log: usize,
     },
     /// A process that was asked to stop does so (maybe leaving children behind for a moment).
     ObeyStop {
@@ -34,21 +40,55 @@ enum Op {
         agent: usize,
         command: Command,
     },
-    /// A pending health probe comes back (healthy, failing or unknown).
+    /// A pending health probe comes back (healthy, failing, unknown, old or new progress).
     Probe {
         agent: usize,
         outcome: u8,
     },
+    /// A result of a probe started for an earlier run or earlier checks arrives late.
+    StaleProbe {
+        agent: usize,
+    },
+    /// The advisor answers the agent's latest question.
+    Advise {
+        agent: usize,
+        remedy: u8,
+        confidence: u8,
+    },
+    /// A stall investigation's evidence comes back.
+    Evidence {
+        agent: usize,
+        log: usize,
+    },
+    /// A reload keeps the agents of `keep` (a bit mask), maybe with other checks.
+    Reload {
+        keep: u8,
+        other_checks: bool,
+    },
 }
 
+/// Last words of a run, from nothing to a permanent failure.
+const LOGS: &[&[&str]] = &[
+    &[],
+    &["ccxt.base.errors.AuthenticationError: Invalid API-key"],
+    &["binance 429 Too Many Requests"],
+    &["sqlite3.OperationalError: database is locked"],
+    &["Traceback (most recent call last):", "ZeroDivisionError"],
+];
+
 fn op() -> impl Strategy<Value = Op> {
-    let agent = 0usize..3;
+    let agent = 0usize..AGENTS;
+    let log = 0usize..LOGS.len();
     prop_oneof![
-        4 => (agent.clone(), 0i32..3).prop_map(|(agent, code)| Op::Crash { agent, code }),
+        4 => (agent.clone(), 0i32..3, log.clone()).prop_map(|(agent, code, log)| Op::Crash { agent, code, log }),
         2 => (agent.clone(), any::<bool>()).prop_map(|(agent, leave_tree)| Op::ObeyStop { agent, leave_tree }),
         1 => agent.clone().prop_map(|agent| Op::TreeGone { agent }),
         4 => (1u64..20_000).prop_map(|ms| Op::Advance { ms }),
-        3 => (agent.clone(), 0u8..3).prop_map(|(agent, outcome)| Op::Probe { agent, outcome }),
+        3 => (agent.clone(), 0u8..5).prop_map(|(agent, outcome)| Op::Probe { agent, outcome }),
+        1 => agent.clone().prop_map(|agent| Op::StaleProbe { agent }),
+        2 => (agent.clone(), 0u8..3, 0u8..10).prop_map(|(agent, remedy, confidence)| Op::Advise { agent, remedy, confidence }),
+        2 => (agent.clone(), log).prop_map(|(agent, log)| Op::Evidence { agent, log }),
+        1 => (0u8..8, any::<bool>()).prop_map(|(keep, other_checks)| Op::Reload { keep, other_checks }),
         2 => (agent, prop_oneof![
             Just(Command::Start),
             Just(Command::Stop),
@@ -84,7 +124,52 @@ fn policy() -> impl Strategy<Value = RestartPolicy> {
         )
 }
 
-/// Per-agent bookkeeping of what the test has asked for.
+fn checks(i: usize, other: bool) -> Vec<CheckSpec> {
+    let mut http = CheckSpec::new("http", CheckKind::Http);
+    http.interval = ms(1_000);
+    http.failure_threshold = 1 + (i as u32 % 2);
+    let mut rows = CheckSpec::new("rows", CheckKind::Sql);
+    rows.max_age = Some(ms(10_000));
+    rows.interval = ms(if other { 700 } else { 1_500 });
+    if other {
+        vec![rows, http]
+    } else {
+        vec![http, rows]
+    }
+}
+
+/// Agent 0 has an advisor; agent 1 has an evidence command and an advisor; agent 2 neither.
+fn spec(i: usize, policy: &RestartPolicy, other_checks: bool) -> AgentSpec {
+    let mut spec = AgentSpec::new(&format!("a{i}"));
+    spec.policy = policy.clone();
+    spec.stop_timeout = ms(5_000);
+    spec.checks = checks(i, other_checks);
+    if i < 2 {
+        spec.advisor = Some(AdvisorSpec {
+            min_confidence: 0.5,
+            wait: ms(8_000),
+        });
+    }
+    if i == 1 {
+        spec.evidence_timeout = Some(ms(3_000));
+    }
+    spec
+}
+
+/// How long a stall of agent `i` may wait for evidence and advice before the stop.
+fn investigation_wait(i: usize) -> Duration {
+    match i {
+        0 => ms(8_000 + 2_000),
+        1 => ms(3_000 + 8_000 + 2_000),
+        _ => Duration::ZERO,
+    }
+}
+
+fn remedy(n: u8) -> Remedy {
+    Remedy::ALL[n as usize % 3]
+}
+
+/// Per-agent bookkeeping of what the test has asked for and seen.
 #[derive(Default)]
 struct Intent {
     /// A human stop is in force: no spawn may happen until a human start/restart/reset.
@@ -92,68 +177,242 @@ struct Intent {
     spawns_when_held: usize,
     /// Automatic restarts since the last reset.
     automatic: Vec<Instant>,
+    /// Quarantined since: spawns then must wait for a reset.
+    quarantined_spawns: Option<usize>,
+    /// Removed by a reload (and not added back).
+    removed_spawns: Option<usize>,
+    /// Advice reports already answered.
+    answered: usize,
+    /// Investigations already answered.
+    evidence_given: usize,
 }
 
-fn run(policies: Vec<RestartPolicy>, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let specs: Vec<AgentSpec> = policies
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let mut spec = AgentSpec::new(&format!("a{i}"));
-            spec.policy = p.clone();
-            spec.stop_timeout = ms(5_000);
-            // Every agent has a health check, so stalls heal through the policy too.
-            let mut check = vigil_core::CheckSpec::new("http", vigil_core::CheckKind::Http);
-            check.interval = ms(1_000);
-            check.failure_threshold = 1 + (i as u32 % 2);
-            spec.checks = vec![check];
-            spec
-        })
-        .collect();
-    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-    let mut sim = Sim::new(specs);
-    let ids: Vec<AgentId> = names.iter().map(|n| sim.id(n)).collect();
-    let mut intents: HashMap<AgentId, Intent> =
-        ids.iter().map(|id| (*id, Intent::default())).collect();
-    let mut seen_audit = 0;
+struct Model {
+    policies: Vec<RestartPolicy>,
+    sim: Sim,
+    ids: Vec<AgentId>,
+    intents: HashMap<AgentId, Intent>,
+    /// Every probe ever asked for: (agent, check, generation).
+    all_probes: Vec<(AgentId, usize, u64)>,
+    /// Stall investigations started: (agent, run, when).
+    investigations: Vec<(AgentId, RunId, Instant)>,
+    seen_audit: usize,
+    seen_actions: usize,
+}
 
+fn run(
+    policies: Vec<RestartPolicy>,
+    adopt: Vec<Option<u32>>,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
+    let specs: Vec<AgentSpec> = (0..AGENTS).map(|i| spec(i, &policies[i], false)).collect();
+    let mut sim = Sim::new(Vec::new());
+    // vigil's own pid, and init's, are in the pool the "kernel" hands out.
+    sim.pid_pool = vec![SELF_PID, 101, 1, 102];
+    let mut ids = Vec::new();
+    for (i, spec) in specs.into_iter().enumerate() {
+        let id = sim.sup.add(spec, None);
+        ids.push(id);
+        // A run left by a previous vigil (possibly with a pid that is not an agent's).
+        if let Some(pid) = adopt[i] {
+            if let Some(run) = sim.sup.adopt(sim.now, id, pid, sim.now.mono) {
+                sim.pid_of.insert(run, pid);
+                sim.live.insert(id, pid);
+                sim.runs.insert(id, run);
+            }
+            prop_assert!(sim.sup.agent(id).unwrap().pid() != Some(SELF_PID));
+        }
+    }
+    sim.sup.start_all(sim.now);
+    sim.drain();
+    let intents = ids.iter().map(|id| (*id, Intent::default())).collect();
+    let mut m = Model {
+        policies,
+        sim,
+        ids,
+        intents,
+        all_probes: Vec::new(),
+        investigations: Vec::new(),
+        seen_audit: 0,
+        seen_actions: 0,
+    };
     for op in ops {
+        m.apply(op)?;
+        m.check()?;
+    }
+    Ok(())
+}
+
+impl Model {
+    fn apply(&mut self, op: Op) -> Result<(), TestCaseError> {
+        let sim = &mut self.sim;
         match op {
-            Op::Crash { agent, code } => {
-                let id = ids[agent];
+            Op::Crash { agent, code, log } => {
+                let id = self.ids[agent];
                 if sim.live.contains_key(&id) {
-                    sim.exit(id, ExitStatus::code(code));
+                    sim.exit_logging(id, ExitStatus::code(code), LOGS[log]);
                 }
             }
             Op::ObeyStop { agent, leave_tree } => {
-                let id = ids[agent];
-                let stopping = sim.sup.agent(id).unwrap().state() == AgentState::Stopping;
+                let id = self.ids[agent];
+                let stopping = sim
+                    .sup
+                    .agent(id)
+                    .is_some_and(|a| a.state() == AgentState::Stopping);
                 if stopping && sim.live.contains_key(&id) {
                     sim.exit_with_tree(id, ExitStatus::signal(Signal::TERM), leave_tree);
                 }
             }
             Op::TreeGone { agent } => {
-                let id = ids[agent];
+                let id = self.ids[agent];
                 if sim.watched.contains_key(&id) {
                     sim.tree_empty(id);
                 }
             }
             Op::Advance { ms: n } => sim.advance(ms(n)),
             Op::Probe { agent, outcome } => {
-                let id = ids[agent];
+                let id = self.ids[agent];
                 if sim.probes.iter().any(|(a, _, _)| *a == id) {
                     let observation = match outcome {
-                        0 => vigil_core::Observation::Healthy("200".into()),
-                        1 => vigil_core::Observation::Unhealthy("500".into()),
-                        _ => vigil_core::Observation::Unknown("refused".into()),
+                        0 => Observation::Healthy("200".into()),
+                        1 => Observation::Unhealthy("500".into()),
+                        2 => Observation::Unknown("refused".into()),
+                        3 => Observation::Progress {
+                            at_wall_ms: Some(sim.wall_ago(ms(60_000))),
+                        },
+                        _ => Observation::Progress {
+                            at_wall_ms: Some(sim.now.wall_ms),
+                        },
                     };
                     sim.answer(id, observation);
                 }
             }
+            Op::StaleProbe { agent } => {
+                let id = self.ids[agent];
+                if sim.sup.agent(id).is_none() {
+                    return Ok(());
+                }
+                let current = sim.sup.agent(id).unwrap().check_generation();
+                let Some(&(_, check, generation)) = self
+                    .all_probes
+                    .iter()
+                    .rfind(|(a, _, g)| *a == id && *g != current)
+                else {
+                    return Ok(());
+                };
+                let before: Vec<_> = sim
+                    .sup
+                    .agent(id)
+                    .unwrap()
+                    .checks()
+                    .map(|(_, s)| s.clone())
+                    .collect();
+                let records = sim.audit.len();
+                sim.sup.handle(
+                    sim.now,
+                    Event::CheckResult {
+                        agent: id,
+                        check,
+                        generation,
+                        observation: Observation::Unhealthy("meant for another run".into()),
+                    },
+                );
+                sim.drain();
+                let after: Vec<_> = sim
+                    .sup
+                    .agent(id)
+                    .unwrap()
+                    .checks()
+                    .map(|(_, s)| s.clone())
+                    .collect();
+                prop_assert_eq!(before, after, "a result of an old probe changed a check");
+                prop_assert_eq!(
+                    records,
+                    sim.audit.len(),
+                    "a result of an old probe was acted on"
+                );
+            }
+            Op::Advise {
+                agent,
+                remedy: r,
+                confidence,
+            } => {
+                let id = self.ids[agent];
+                let intent = self.intents.get_mut(&id).unwrap();
+                let asked: Vec<_> = sim
+                    .reports
+                    .iter()
+                    .filter(|(a, r)| *a == id && r.ask_advisor)
+                    .map(|(_, r)| r.pid)
+                    .collect();
+                if intent.answered < asked.len() {
+                    let pid = asked[asked.len() - 1];
+                    intent.answered = asked.len();
+                    let advice = Diagnosis {
+                        category: Category::Unknown,
+                        action: remedy(r),
+                        severity: Severity::Warning,
+                        rule: "model".into(),
+                        explanation: "the model's reading".into(),
+                        confidence: f64::from(confidence) / 10.0,
+                        source: Source::Llm,
+                    };
+                    if pid.is_some() {
+                        sim.advise(id, pid, Ok(advice));
+                    }
+                }
+            }
+            Op::Evidence { agent, log } => {
+                let id = self.ids[agent];
+                let intent = self.intents.get_mut(&id).unwrap();
+                let asked: Vec<u32> = sim
+                    .investigations
+                    .iter()
+                    .filter(|(a, _)| *a == id)
+                    .map(|(_, p)| *p)
+                    .collect();
+                if intent.evidence_given < asked.len() {
+                    intent.evidence_given = asked.len();
+                    sim.log_tail(id, asked[asked.len() - 1], LOGS[log]);
+                }
+            }
+            Op::Reload { keep, other_checks } => {
+                let kept: Vec<AgentSpec> = (0..AGENTS)
+                    .filter(|i| keep & (1 << i) != 0)
+                    .map(|i| spec(i, &self.policies[i], other_checks))
+                    .collect();
+                for i in 0..AGENTS {
+                    let id = self.ids[i];
+                    let spawns = sim.spawns(id).len();
+                    let intent = self.intents.get_mut(&id).unwrap();
+                    if keep & (1 << i) == 0 {
+                        intent.removed_spawns.get_or_insert(spawns);
+                    } else if sim.sup.agent(id).is_some() {
+                        // Added back before it was forgotten: it may run again.
+                        intent.removed_spawns = None;
+                    }
+                }
+                sim.sup.reconcile(sim.now, kept);
+                sim.drain();
+                // A removed agent that was forgotten and added back is a new agent.
+                for i in 0..AGENTS {
+                    let name = format!("a{i}");
+                    if let Some(id) = sim.sup.id(&name)
+                        && id != self.ids[i]
+                    {
+                        self.ids[i] = id;
+                        self.intents.insert(id, Intent::default());
+                    }
+                }
+            }
             Op::Human { agent, command } => {
-                let id = ids[agent];
+                let id = self.ids[agent];
+                if sim.sup.agent(id).is_none() {
+                    return Ok(());
+                }
                 let ok = sim.command(id, command, Requester::Cli).is_ok();
-                let intent = intents.get_mut(&id).unwrap();
+                let spawns = sim.spawns(id).len();
+                let intent = self.intents.get_mut(&id).unwrap();
                 match command {
                     Command::Stop => intent.held = true,
                     _ if ok => {
@@ -162,20 +421,50 @@ fn run(policies: Vec<RestartPolicy>, ops: Vec<Op>) -> Result<(), TestCaseError> 
                     }
                     _ => {}
                 }
+                if command == Command::Reset && ok {
+                    intent.quarantined_spawns = None;
+                }
                 if intent.held {
-                    intent.spawns_when_held = sim.spawns(id).len();
+                    intent.spawns_when_held = spawns;
                 }
             }
         }
+        Ok(())
+    }
+
+    fn check(&mut self) -> Result<(), TestCaseError> {
+        let sim = &self.sim;
+        for (at, action) in &sim.actions[self.seen_actions..] {
+            match action {
+                Action::RunCheck {
+                    agent,
+                    check,
+                    generation,
+                } => self.all_probes.push((*agent, *check, *generation)),
+                Action::Investigate { agent, run } => self.investigations.push((*agent, *run, *at)),
+                _ => {}
+            }
+        }
+        self.seen_actions = sim.actions.len();
 
         // Walk the new audit records and check each promise.
-        for (at, entry) in &sim.audit[seen_audit..] {
-            let Some(id) = entry.agent.as_deref().and_then(|n| sim.sup.id(n)) else {
+        for (at, entry) in &sim.audit[self.seen_audit..] {
+            let Some(i) = entry
+                .agent
+                .as_deref()
+                .and_then(|n| n.strip_prefix('a'))
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
                 continue;
             };
-            let index = ids.iter().position(|x| *x == id).unwrap();
-            let policy = &policies[index];
-            let intent = intents.get_mut(&id).unwrap();
+            let policy = &self.policies[i];
+            let Some(intent) = sim
+                .sup
+                .id(&format!("a{i}"))
+                .and_then(|id| self.intents.get_mut(&id))
+            else {
+                continue;
+            };
             match entry.action {
                 AuditAction::Reset => intent.automatic.clear(),
                 AuditAction::Restart if entry.metadata.contains_key("restarts_in_window") => {
@@ -194,25 +483,69 @@ fn run(policies: Vec<RestartPolicy>, ops: Vec<Op>) -> Result<(), TestCaseError> 
                 }
                 AuditAction::Backoff => {
                     let delay = Duration::from_millis(entry.metadata["delay_ms"].as_u64().unwrap());
-                    prop_assert!(delay <= policy.backoff_max.max(policy.cooldown));
+                    let throttle = policy.throttle_delay + policy.throttle_delay / 2;
+                    prop_assert!(delay <= policy.backoff_max.max(policy.cooldown).max(throttle));
+                }
+                AuditAction::Advice => {
+                    // Advice never loosens a verdict: only a stricter one is applied.
+                    let applied = entry.metadata["applied"].as_bool().unwrap();
+                    let advised =
+                        Remedy::from_name(entry.metadata["advice"]["action"].as_str().unwrap())
+                            .unwrap();
+                    let ruled =
+                        Remedy::from_name(entry.metadata["diagnosis"]["action"].as_str().unwrap())
+                            .unwrap();
+                    prop_assert!(!applied || advised > ruled, "{}", entry.reason);
                 }
                 _ => {}
             }
         }
-        seen_audit = sim.audit.len();
+        self.seen_audit = sim.audit.len();
 
-        for id in &ids {
-            let intent = &intents[id];
+        for (i, id) in self.ids.iter().enumerate() {
+            let spawns = sim.spawns(*id).len();
+            let intent = self.intents.get_mut(id).unwrap();
             if intent.held {
                 prop_assert_eq!(
-                    sim.spawns(*id).len(),
+                    spawns,
                     intent.spawns_when_held,
                     "an agent stopped on purpose was started again"
                 );
             }
+            if let Some(at_removal) = intent.removed_spawns {
+                prop_assert_eq!(spawns, at_removal, "a removed agent was started");
+            }
+            // Quarantine sticks until a reset.
+            let quarantined = sim
+                .sup
+                .agent(*id)
+                .is_some_and(|a| a.state() == AgentState::Quarantined);
+            match intent.quarantined_spawns {
+                Some(n) => prop_assert_eq!(spawns, n, "a quarantined agent ran before a reset"),
+                None if quarantined => intent.quarantined_spawns = Some(spawns),
+                None => {}
+            }
+            // Every stall ends in a stop within its wait.
+            let wait = investigation_wait(i);
+            for (agent, run, started) in &self.investigations {
+                if agent != id || sim.now.mono < *started + wait + ms(1) {
+                    continue;
+                }
+                let stopped = sim.actions.iter().any(|(at, a)| {
+                    at >= started
+                        && at <= &(*started + wait)
+                        && matches!(a, Action::Signal { run: r, .. } if r == run)
+                });
+                let ended = !sim.runs.values().any(|r| r == run);
+                prop_assert!(
+                    stopped || ended,
+                    "a stall investigated at {:?} was not stopped within {wait:?}",
+                    started.duration_since(sim.t0)
+                );
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 proptest! {
@@ -220,9 +553,10 @@ proptest! {
 
     #[test]
     fn promises_hold_under_any_history(
-        policies in proptest::collection::vec(policy(), 3),
+        policies in proptest::collection::vec(policy(), AGENTS),
+        adopt in proptest::collection::vec(prop_oneof![Just(None), Just(Some(SELF_PID)), Just(Some(1)), Just(Some(90))], AGENTS),
         ops in proptest::collection::vec(op(), 1..200),
     ) {
-        run(policies, ops)?;
+        run(policies, adopt, ops)?;
     }
 }

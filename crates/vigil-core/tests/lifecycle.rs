@@ -161,7 +161,7 @@ fn retry_after_waits_then_tries_again_within_the_budget() {
 fn stop_sends_the_stop_signal_then_sigkill_and_never_heals() {
     let mut sim = Sim::new(vec![AgentSpec::new("bot")]);
     let bot = sim.id("bot");
-    let pid = sim.live[&bot];
+    let run = sim.runs[&bot];
     assert_eq!(
         sim.command(bot, Command::Stop, Requester::Cli),
         Ok(CommandOutcome::Stopping)
@@ -169,14 +169,14 @@ fn stop_sends_the_stop_signal_then_sigkill_and_never_heals() {
     assert!(sim.actions.iter().any(|(_, a)| *a
         == Action::Signal {
             agent: bot,
-            pid,
+            run,
             signal: Signal::TERM
         }));
     sim.advance(secs(10));
     assert!(
         sim.actions
             .iter()
-            .any(|(_, a)| *a == Action::Kill { agent: bot, pid })
+            .any(|(_, a)| *a == Action::Kill { agent: bot, run })
     );
     assert_eq!(sim.count("bot", AuditAction::Kill), 1);
     sim.exit(bot, ExitStatus::signal(Signal::KILL));
@@ -207,13 +207,14 @@ fn stop_waits_for_the_whole_tree() {
 fn a_crash_kills_leftovers_before_the_restart() {
     let mut sim = Sim::new(vec![AgentSpec::new("bot")]);
     let bot = sim.id("bot");
-    let pid = sim.live[&bot];
+    let run = sim.runs[&bot];
     sim.exit_with_tree(bot, crash(), true);
     let kill = sim
         .actions
         .iter()
-        .position(|(_, a)| *a == Action::Kill { agent: bot, pid })
+        .position(|(_, a)| *a == Action::Kill { agent: bot, run })
         .expect("leftovers killed");
+    assert_eq!(sim.count("bot", AuditAction::Kill), 1, "on the record");
     let respawn = sim
         .actions
         .iter()
@@ -395,11 +396,14 @@ fn vigil_never_manages_its_own_pid() {
     // An edge reporting vigil's own pid as the agent's must not make it a target.
     let spawn = sim.sup.poll_action();
     assert!(matches!(spawn, Some(Action::Audit(_))));
-    assert!(matches!(sim.sup.poll_action(), Some(Action::Spawn { .. })));
+    let Some(Action::Spawn { run, .. }) = sim.sup.poll_action() else {
+        panic!("a spawn")
+    };
     sim.sup.handle(
         sim.now,
         Event::Spawned {
             agent: bot,
+            run,
             pid: SELF_PID,
         },
     );

@@ -55,7 +55,7 @@ fn a_reload_that_changes_checks_drops_results_of_the_old_checks() {
         Event::CheckResult {
             agent: bot,
             check,
-            run,
+            generation: run,
             observation: Observation::Unhealthy("meant for `rows`".into()),
         },
     );
@@ -87,7 +87,11 @@ fn a_ready_gated_agent_keeps_its_ready_deadline_across_a_reload() {
     sim.advance(secs(10));
     let stalled = sim.records("slow", AuditAction::Stalled);
     assert_eq!(stalled.len(), 1, "the ready deadline was lost");
-    assert!(stalled[0].reason.contains("no READY=1 within 12s"), "{}", stalled[0].reason);
+    assert!(
+        stalled[0].reason.contains("no READY=1 within 12s"),
+        "{}",
+        stalled[0].reason
+    );
 }
 
 /// `recovered` means the new run made progress, not that old progress is still young.
@@ -98,13 +102,13 @@ fn recovered_needs_progress_made_after_the_restart() {
     let mut sim = Sim::new(vec![spec]);
     let bot = sim.id("bot");
     sim.advance(secs(5));
+    let before_crash = sim.wall_ago(secs(1));
     sim.answer(
         bot,
         Observation::Progress {
-            at_wall_ms: Some(sim.wall_ago(secs(1))),
+            at_wall_ms: Some(before_crash),
         },
     );
-    let before_crash = sim.now.wall_ms;
     sim.exit(bot, ExitStatus::code(1));
     assert_eq!(sim.spawns(bot).len(), 2);
     // After the restart the check still sees the row written before the crash.

@@ -6,18 +6,23 @@ mod audit;
 mod casebook;
 mod checks;
 mod cli;
+mod clock;
 mod cmd;
 mod command;
 mod config;
+mod crash;
 mod demo;
 mod driver;
+mod errors;
 mod evidence;
+mod health;
 mod logs;
 mod metrics;
 mod redact;
 mod runtime;
 mod state;
 mod systemd;
+mod view;
 
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -82,6 +87,7 @@ fn init_tracing() {
 
 fn run(cfg: ConfigArgs) -> i32 {
     init_tracing();
+    crash::install_hook();
     let config = match config::load(&cfg.config, cfg.state_dir.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -114,16 +120,26 @@ fn run(cfg: ConfigArgs) -> i32 {
             return EXIT_FAILURE;
         }
     };
+    let journal = config.state_dir.join("audit.jsonl");
     let opts = runtime::RunOptions {
         config,
         state_dir_override: cfg.state_dir,
         io: io.handle().clone(),
     };
-    match runtime.block_on(runtime::run(opts)) {
-        Ok(()) => EXIT_OK,
-        Err(e) => {
-            eprintln!("error: {e:#}");
+    // A panic in the loop unwinds to here: whatever it held (the state dir lock, the
+    // journal) is released, then vigil journals the crash and comes back (see `crash`).
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(runtime::run(opts))
+    }));
+    match outcome {
+        Ok(Ok(())) => EXIT_OK,
+        Ok(Err(e)) => {
+            eprintln!("error: {}", errors::chain(&e));
             EXIT_FAILURE
+        }
+        Err(_) => {
+            drop(runtime);
+            crash::after_panic(&journal)
         }
     }
 }

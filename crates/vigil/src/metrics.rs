@@ -14,7 +14,12 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
 
-use crate::api::snapshot::{AgentStatus, Snapshot, check_up, state_names};
+use std::sync::atomic::Ordering;
+
+use vigil_core::AgentState;
+
+use crate::health::Health;
+use crate::view::{AgentView, FleetView};
 
 type Labels = Vec<(&'static str, String)>;
 /// Labels borrowed from the snapshot: a scrape of 1000 agents encodes ~12,000 samples, and
@@ -112,7 +117,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(snapshot: watch::Receiver<Arc<Snapshot>>, live: &Live) -> Self {
+    pub fn new(view: watch::Receiver<Arc<FleetView>>, live: &Live, health: Arc<Health>) -> Self {
         let mut registry = Registry::default();
         registry.register_with_unit(
             "vigil_check_duration",
@@ -141,7 +146,8 @@ impl Metrics {
             Unit::Seconds,
             live.llm_latency.clone(),
         );
-        registry.register_collector(Box::new(FleetCollector { snapshot }));
+        registry.register_collector(Box::new(FleetCollector { view }));
+        registry.register_collector(Box::new(HealthCollector { health }));
         registry.register_collector(Box::new(ProcessCollector));
         Self { registry }
     }
@@ -192,10 +198,10 @@ fn to_prometheus_text(om: &str) -> String {
 
 #[derive(Debug)]
 struct FleetCollector {
-    snapshot: watch::Receiver<Arc<Snapshot>>,
+    view: watch::Receiver<Arc<FleetView>>,
 }
 
-fn agent_labels(a: &AgentStatus) -> Borrowed<'_> {
+fn agent_labels(a: &AgentView) -> Borrowed<'_> {
     let mut l = Vec::with_capacity(5);
     l.push(("agent", a.name.as_str()));
     if let (Some(t), Some(i)) = (&a.template, &a.instance) {
@@ -230,8 +236,9 @@ where
 
 impl Collector for FleetCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let snap = self.snapshot.borrow().clone();
+        let snap = self.view.borrow().clone();
         let agents = &snap.agents;
+        let now_ms = crate::clock::now().wall_ms;
         gauges(
             &mut encoder,
             "vigil_build_info",
@@ -254,7 +261,7 @@ impl Collector for FleetCollector {
             None,
             agents
                 .iter()
-                .map(|a| (agent_labels(a), u32::from(a.state == "running"))),
+                .map(|a| (agent_labels(a), u32::from(a.state == AgentState::Running))),
         )?;
         gauges(
             &mut encoder,
@@ -262,8 +269,12 @@ impl Collector for FleetCollector {
             "1 for the agent's current state (starting, running, backoff, stopping, stopped, quarantined), 0 for the others",
             None,
             agents.iter().flat_map(|a| {
-                state_names()
-                    .map(move |s| (with(agent_labels(a), "state", s), u32::from(a.state == s)))
+                AgentState::ALL.iter().map(move |s| {
+                    (
+                        with(agent_labels(a), "state", s.as_str()),
+                        u32::from(a.state == *s),
+                    )
+                })
             }),
         )?;
         {
@@ -274,13 +285,11 @@ impl Collector for FleetCollector {
                 MetricType::Counter,
             )?;
             for a in agents {
-                if let Some(by_reason) = snap.counters.restarts.get(&a.name) {
-                    for (reason, n) in by_reason {
-                        let labels = with(agent_labels(a), "reason", reason);
-                        family
-                            .encode_family(&labels)?
-                            .encode_counter::<Borrowed<'_>, u64, f64>(n, None)?;
-                    }
+                for (reason, n) in &a.restarts_by_cause {
+                    let labels = with(agent_labels(a), "reason", reason);
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<Borrowed<'_>, u64, f64>(n, None)?;
                 }
             }
         }
@@ -289,25 +298,30 @@ impl Collector for FleetCollector {
             "vigil_agent_consecutive_failures",
             "Failures (exits, stalls) in a row without a healthy run in between",
             None,
-            agents
-                .iter()
-                .map(|a| (agent_labels(a), a.consecutive_failures)),
+            agents.iter().map(|a| (agent_labels(a), a.crash_streak)),
         )?;
         gauges(
             &mut encoder,
             "vigil_agent_restart_budget_remaining",
             "Automatic restarts still allowed in the sliding window",
             None,
-            agents.iter().map(|a| (agent_labels(a), a.budget_remaining)),
+            agents
+                .iter()
+                .map(|a| (agent_labels(a), a.budget_remaining(now_ms))),
         )?;
         gauges(
             &mut encoder,
             "vigil_agent_last_progress_age",
             "Age of the oldest last progress among the agent's progress checks (heartbeat, notify, api, file, sql, redis)",
             Some(&Unit::Seconds),
-            agents
-                .iter()
-                .filter_map(|a| a.progress_age_s.map(|age| (agent_labels(a), age))),
+            agents.iter().filter_map(|a| {
+                a.progress(now_ms).map(|(age, _)| {
+                    (
+                        agent_labels(a),
+                        (age.as_secs_f64() * 1000.0).round() / 1000.0,
+                    )
+                })
+            }),
         )?;
         gauges(
             &mut encoder,
@@ -316,9 +330,13 @@ impl Collector for FleetCollector {
             None,
             agents.iter().flat_map(|a| {
                 a.checks.iter().filter_map(move |c| {
-                    check_up(c.verdict).map(|up| {
+                    c.up().map(|up| {
                         (
-                            with(with(agent_labels(a), "check", &c.name), "kind", c.kind),
+                            with(
+                                with(agent_labels(a), "check", &c.name),
+                                "kind",
+                                c.kind.as_str(),
+                            ),
                             up,
                         )
                     })
@@ -331,11 +349,54 @@ impl Collector for FleetCollector {
             None,
             MetricType::Counter,
         )?;
-        for (action, n) in &snap.counters.actions {
+        for (action, n) in snap.actions.iter() {
             family
-                .encode_family(&vec![("action", action.clone())])?
+                .encode_family(&vec![("action", action.to_string())])?
                 .encode_counter::<Labels, u64, f64>(n, None)?;
         }
+        Ok(())
+    }
+}
+
+/// vigil's own health: how often its loop wakes, and whether its journal is being written.
+#[derive(Debug)]
+struct HealthCollector {
+    health: Arc<Health>,
+}
+
+impl Collector for HealthCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let h = &self.health;
+        let counters = [
+            (
+                "vigil_loop_wakeups",
+                "Turns of the supervision loop (an idle fleet does not wake it)",
+                h.loop_wakeups.load(Ordering::Relaxed),
+            ),
+            (
+                "vigil_journal_write_errors",
+                "Batches of audit records that could not be written (kept in memory and written later)",
+                h.journal.write_errors.load(Ordering::Relaxed),
+            ),
+            (
+                "vigil_journal_records_dropped",
+                "Audit records lost because too many waited in memory while the journal could not be written",
+                h.journal.dropped.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Counter)?
+                .encode_counter::<Labels, u64, f64>(&value, None)?;
+        }
+        encoder
+            .encode_descriptor(
+                "vigil_journal_records_waiting",
+                "Audit records waiting in memory for the journal to be writable again",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&(h.journal.waiting.load(Ordering::Relaxed) as i64))?;
         Ok(())
     }
 }

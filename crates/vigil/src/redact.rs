@@ -8,12 +8,23 @@ use regex::Regex;
 /// Longest evidence line kept (characters); the rest is cut.
 const MAX_LINE: usize = 500;
 
+/// `scheme://user:password@host`: the password.
+const URL_PASSWORD: &str = r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*):[^\s@/]+@";
+
+/// A URL (a database's, Redis's) fit to show in details, the journal and `vigil check`: its
+/// password replaced by `***`.
+pub fn url(u: &str) -> String {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(URL_PASSWORD).expect("URL pattern"))
+        .replace_all(u, "$1:***@")
+        .into_owned()
+}
+
 fn patterns() -> &'static [(Regex, &'static str)] {
     static P: OnceLock<Vec<(Regex, &'static str)>> = OnceLock::new();
     P.get_or_init(|| {
         [
-            // scheme://user:password@host
-            (r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*):[^\s@/]+@", "$1:[REDACTED]@"),
+            (URL_PASSWORD, "$1:[REDACTED]@"),
             // Authorization: Bearer xyz / Basic xyz
             (r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}", "$1 [REDACTED]"),
             // api_key=…, "secret": "…", token: …, password=…
@@ -48,7 +59,20 @@ pub fn line(raw: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::line;
+    use super::{line, url};
+
+    #[test]
+    fn url_passwords_are_hidden() {
+        assert_eq!(
+            url("postgresql://postgres:eddie_memory_2026@192.168.15.2:5433/postgres"),
+            "postgresql://postgres:***@192.168.15.2:5433/postgres"
+        );
+        assert_eq!(url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+        assert_eq!(
+            url("redis://:s3cret@cache:6379/0"),
+            "redis://:***@cache:6379/0"
+        );
+    }
 
     #[test]
     fn secrets_are_replaced_and_the_rest_kept() {

@@ -1,23 +1,20 @@
-//! `<state_dir>/state.json`: what must survive a restart of vigil — restart budgets, stops by
-//! a human, quarantines, and the agents still running (so a new vigil adopts them instead of
+//! `<state_dir>/state.jsonl`: what must survive a restart of vigil — restart budgets, stops by
+//! a human, quarantines, and the runs still alive (so a new vigil adopts them instead of
 //! starting second copies).
 //!
-//! Written atomically (temp file + rename) after every change. It is not fsynced: a machine
-//! crash kills the agents too, and the audit journal keeps the durable history.
+//! An append-only log, one JSON object per line, each the whole saved state of one agent
+//! (`{"agent": "bot", "state": {…}}`) or its removal (`{"agent": "bot"}`); the last line for an
+//! agent wins. A change costs one appended line and one `fdatasync`, whatever the size of the
+//! fleet; when the log has grown to several times the fleet, it is rewritten compactly (temp
+//! file, fsync, rename). Written by the persistence worker, never by the supervision loop.
+//! A torn last line (vigil killed mid-write) is skipped when read.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SavedState {
-    pub version: u32,
-    pub vigil_pid: u32,
-    pub agents: BTreeMap<String, SavedAgent>,
-}
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SavedAgent {
@@ -45,44 +42,285 @@ pub struct SavedRun {
     pub start_time: u64,
     pub started_ms: i64,
     pub run_tag: String,
+    /// How this run must be stopped, should its agent leave the configuration while vigil is
+    /// down (the next vigil stops it with these).
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    #[serde(default)]
+    pub stop_timeout_ms: Option<u64>,
 }
 
+/// Everything saved, by agent name.
+pub type SavedState = BTreeMap<String, SavedAgent>;
+
+#[derive(Serialize, Deserialize)]
+struct Line {
+    agent: String,
+    /// `None`: the agent was forgotten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<SavedAgent>,
+}
+
+/// The state as the persistence worker keeps it: in memory, and in the log on disk.
 pub struct StateStore {
     path: PathBuf,
+    file: Option<File>,
+    current: SavedState,
+    /// Lines in the log file.
+    lines: usize,
+    /// A write failed: the next write rewrites everything, so nothing is lost.
+    rewrite: bool,
 }
 
+/// The file name, in the state dir.
+pub const FILE: &str = "state.jsonl";
+/// What vigil before 0.2 wrote (one JSON document, rewritten on every change).
+const LEGACY: &str = "state.json";
+
 impl StateStore {
-    pub fn new(state_dir: &Path) -> Self {
-        Self {
-            path: state_dir.join("state.json"),
-        }
-    }
-
-    /// The saved state, or an empty one with a warning when it is missing or unreadable.
-    pub fn load(&self) -> (SavedState, Option<String>) {
-        match fs::read(&self.path) {
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(state) => (state, None),
-                Err(e) => (
-                    SavedState::default(),
-                    Some(format!(
-                        "{} is unreadable ({e}); starting with empty restart history",
-                        self.path.display()
-                    )),
-                ),
+    /// Read what was saved. Problems (an unreadable line, a legacy file) come back as warnings;
+    /// the state is always usable.
+    pub fn open(state_dir: &Path) -> (StateStore, Vec<String>) {
+        let path = state_dir.join(FILE);
+        let mut warnings = Vec::new();
+        let (current, lines, mut rewrite) = match read_log(&path, &mut warnings) {
+            Some((state, lines)) => (state, lines, false),
+            None => match read_legacy(&state_dir.join(LEGACY), &mut warnings) {
+                Some(state) => (state, 0, true),
+                None => (SavedState::new(), 0, false),
             },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (SavedState::default(), None),
-            Err(e) => (
-                SavedState::default(),
-                Some(format!("cannot read {}: {e}", self.path.display())),
-            ),
+        };
+        let mut store = StateStore {
+            path,
+            file: None,
+            current,
+            lines,
+            rewrite: false,
+        };
+        if rewrite {
+            match store.compact() {
+                Ok(()) => {
+                    let _ = fs::remove_file(state_dir.join(LEGACY));
+                    rewrite = false;
+                }
+                Err(e) => warnings.push(format!("cannot write {}: {e}", store.path.display())),
+            }
+        }
+        store.rewrite = rewrite;
+        (store, warnings)
+    }
+
+    pub fn state(&self) -> &SavedState {
+        &self.current
+    }
+
+    /// Record changes (`None`: forget the agent), durably: appended and synced, or the whole
+    /// state rewritten when the log has grown too long or the last write failed.
+    pub fn apply(&mut self, changes: Vec<(String, Option<SavedAgent>)>) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(changes.len() * 200);
+        for (agent, state) in changes {
+            match &state {
+                Some(s) => self.current.insert(agent.clone(), s.clone()),
+                None => self.current.remove(&agent),
+            };
+            serde_json::to_writer(&mut buf, &Line { agent, state }).map_err(io::Error::other)?;
+            buf.push(b'\n');
+            self.lines += 1;
+        }
+        if self.rewrite || self.lines > 64.max(4 * self.current.len()) {
+            return self.compact();
+        }
+        let result = self.append(&buf);
+        if result.is_err() {
+            self.file = None;
+            self.rewrite = true;
+        }
+        result
+    }
+
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.file.is_none() {
+            self.file = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            );
+        }
+        let file = self.file.as_mut().expect("opened above");
+        file.write_all(buf)?;
+        file.sync_data()
+    }
+
+    /// Write the whole state to a new file and put it in place atomically.
+    fn compact(&mut self) -> io::Result<()> {
+        let tmp = self.path.with_extension("jsonl.tmp");
+        let result = (|| {
+            let mut buf = Vec::with_capacity(self.current.len() * 200);
+            for (agent, state) in &self.current {
+                let line = Line {
+                    agent: agent.clone(),
+                    state: Some(state.clone()),
+                };
+                serde_json::to_writer(&mut buf, &line).map_err(io::Error::other)?;
+                buf.push(b'\n');
+            }
+            let mut file = File::create(&tmp)?;
+            file.write_all(&buf)?;
+            file.sync_all()?;
+            fs::rename(&tmp, &self.path)?;
+            if let Some(dir) = self.path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })();
+        self.file = None;
+        match result {
+            Ok(()) => {
+                self.lines = self.current.len();
+                self.rewrite = false;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                self.rewrite = true;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The log, or `None` when there is none.
+fn read_log(path: &Path, warnings: &mut Vec<String>) -> Option<(SavedState, usize)> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            warnings.push(format!(
+                "cannot read {}: {e}; starting with empty restart history",
+                path.display()
+            ));
+            return Some((SavedState::new(), 0));
+        }
+    };
+    let mut state = SavedState::new();
+    let mut lines = 0;
+    let mut damaged = Vec::new();
+    for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
+        let Ok(line) = line else { break };
+        if line.is_empty() {
+            continue;
+        }
+        lines += 1;
+        match serde_json::from_slice::<Line>(&line) {
+            Ok(Line {
+                agent,
+                state: Some(s),
+            }) => {
+                state.insert(agent, s);
+            }
+            Ok(Line { agent, state: None }) => {
+                state.remove(&agent);
+            }
+            Err(_) => damaged.push(n + 1),
+        }
+    }
+    if !damaged.is_empty() {
+        warnings.push(format!(
+            "{}: skipped unreadable line(s) {damaged:?} (a write cut short by a crash); the lines before and after are used",
+            path.display()
+        ));
+    }
+    Some((state, lines))
+}
+
+/// The document vigil wrote before the log: `{"agents": {"bot": {…}}}`.
+fn read_legacy(path: &Path, warnings: &mut Vec<String>) -> Option<SavedState> {
+    #[derive(Deserialize)]
+    struct Legacy {
+        #[serde(default)]
+        agents: SavedState,
+    }
+    let bytes = fs::read(path).ok()?;
+    match serde_json::from_slice::<Legacy>(&bytes) {
+        Ok(l) => Some(l.agents),
+        Err(e) => {
+            warnings.push(format!(
+                "{} is unreadable ({e}); starting with empty restart history",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(total: u64) -> SavedAgent {
+        SavedAgent {
+            total_restarts: total,
+            ..SavedAgent::default()
         }
     }
 
-    pub fn save(&self, state: &SavedState) -> io::Result<()> {
-        let tmp = self.path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-        fs::write(&tmp, bytes)?;
-        fs::rename(&tmp, &self.path)
+    #[test]
+    fn changes_append_and_the_last_line_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, warnings) = StateStore::open(dir.path());
+        assert!(warnings.is_empty() && store.state().is_empty());
+        store
+            .apply(vec![
+                ("a".into(), Some(saved(1))),
+                ("b".into(), Some(saved(2))),
+            ])
+            .unwrap();
+        store.apply(vec![("a".into(), Some(saved(3)))]).unwrap();
+        store.apply(vec![("b".into(), None)]).unwrap();
+        let text = fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert_eq!(text.lines().count(), 4, "appended, not rewritten:\n{text}");
+        let (reread, _) = StateStore::open(dir.path());
+        assert_eq!(reread.state().len(), 1);
+        assert_eq!(reread.state()["a"].total_restarts, 3);
+    }
+
+    #[test]
+    fn a_long_log_is_compacted_and_a_torn_line_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = StateStore::open(dir.path());
+        for i in 0..100 {
+            store.apply(vec![("a".into(), Some(saved(i)))]).unwrap();
+        }
+        let text = fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(text.lines().count() < 70, "compacted");
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(FILE))
+            .unwrap();
+        f.write_all(b"{\"agent\": \"a\", \"sta").unwrap();
+        let (reread, warnings) = StateStore::open(dir.path());
+        assert_eq!(reread.state()["a"].total_restarts, 99);
+        assert!(
+            warnings[0].contains("skipped unreadable line"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn the_legacy_document_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(LEGACY),
+            r#"{"version":1,"vigil_pid":7,"agents":{"bot":{"held":true,"run":{"pid":42,"start_time":9,"started_ms":1,"run_tag":"bot#7.1"}}}}"#,
+        )
+        .unwrap();
+        let (store, warnings) = StateStore::open(dir.path());
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(store.state()["bot"].held);
+        assert_eq!(store.state()["bot"].run.as_ref().unwrap().pid, 42);
+        assert!(!dir.path().join(LEGACY).exists());
+        let (again, _) = StateStore::open(dir.path());
+        assert_eq!(again.state(), store.state());
     }
 }

@@ -260,16 +260,15 @@ impl Drop for LlamaServer {
     }
 }
 
-fn llama_server() -> Option<LlamaServer> {
-    let (Ok(python), Ok(model)) = (
-        std::env::var("VIGIL_TEST_LLM_PYTHON"),
-        std::env::var("VIGIL_TEST_LLM_MODEL"),
-    ) else {
-        eprintln!(
-            "skipped: set VIGIL_TEST_LLM_PYTHON and VIGIL_TEST_LLM_MODEL (.ci/llm-setup prints them) to test against a real model"
-        );
-        return None;
-    };
+fn llama_server() -> LlamaServer {
+    let python = common::required_env(
+        "VIGIL_TEST_LLM_PYTHON",
+        "a real local model server (`.ci/llm-setup` prints the variables)",
+    );
+    let model = common::required_env(
+        "VIGIL_TEST_LLM_MODEL",
+        "a real local model (`.ci/llm-setup` prints the variables)",
+    );
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -314,14 +313,13 @@ fn llama_server() -> Option<LlamaServer> {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    Some(server)
+    server
 }
 
 #[test]
+#[ignore = "needs a real model server: set VIGIL_TEST_LLM_PYTHON and VIGIL_TEST_LLM_MODEL (`.ci/llm-setup`)"]
 fn a_real_small_model_answers_within_the_schema() {
-    let Some(server) = llama_server() else {
-        return;
-    };
+    let server = llama_server();
     let m = unique("real");
     let mut f = Fleet::new(&format!(
         r#"{POLICY}

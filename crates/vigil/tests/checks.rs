@@ -141,7 +141,14 @@ grace = "3s"
         hb = hb.display()
     ));
     fleet.start();
-    std::thread::sleep(SECS(4));
+    // Its first heartbeat comes 1.5 s in, long after max_age: the check has looked, and grace
+    // kept the verdict from counting.
+    fleet.wait_for("the first heartbeat seen", SECS(10), |f| {
+        verdicts(f, "slow")
+            .first()
+            .is_some_and(|(_, v, _)| v == "ok")
+    });
+    fleet.settled();
     assert!(
         stalls(&fleet, "slow").is_empty(),
         "killed inside its grace:\n{}",
@@ -175,7 +182,8 @@ failure_threshold = 1
     fleet.wait_for("a failing verdict", SECS(5), |f| {
         !f.records_of("closed", "check").is_empty()
     });
-    std::thread::sleep(SECS(1));
+    // With failure_threshold = 1 a counted failure stalls in the same batch as its record.
+    fleet.settled();
     assert!(stalls(&fleet, "closed").is_empty());
     let check = &fleet.records_of("closed", "check")[0];
     assert!(
@@ -230,7 +238,10 @@ interval = "100ms"
     std::fs::write(dir.path().join("flag"), "").unwrap();
     fleet.start();
     // All three pass; then the exec check's flag disappears.
-    std::thread::sleep(Duration::from_millis(1500));
+    fleet.wait_for("all three pass", SECS(10), |f| {
+        let v = verdicts(f, "web");
+        v.len() == 3 && v.iter().all(|(_, verdict, _)| verdict == "ok")
+    });
     assert!(stalls(&fleet, "web").is_empty(), "{}", fleet.output());
     std::fs::remove_file(dir.path().join("flag")).unwrap();
     fleet.wait_for("exec stall", SECS(10), |f| !stalls(f, "web").is_empty());
@@ -243,6 +254,11 @@ interval = "100ms"
         "stalled: exec flag sh exited with code 1: flag file missing"
     );
     std::fs::write(dir.path().join("flag"), "").unwrap();
+    // Recovered means new output from the new run, not the file the old one left.
+    fleet.wait_for("restart", SECS(10), |f| {
+        !f.records_of("web", "restart").is_empty()
+    });
+    std::fs::write(dir.path().join("health"), "status: ok\n").unwrap();
     // After the restart the body check passes again: then the body changes.
     fleet.wait_for("recovered", SECS(10), |f| {
         !f.records_of("web", "recovered").is_empty()
@@ -362,7 +378,13 @@ timeout = "500ms"
         redis = via(&redis, &redis_proxy.addr),
     ));
     fleet.start();
-    std::thread::sleep(Duration::from_millis(800));
+    for agent in ["a", "b"] {
+        fleet.wait_for("both pass", SECS(10), |f| {
+            verdicts(f, agent)
+                .first()
+                .is_some_and(|(_, v, _)| v == "ok")
+        });
+    }
     assert!(
         fleet.records(Some("check")).is_empty(),
         "both pass:\n{}",
@@ -377,8 +399,28 @@ timeout = "500ms"
                 .any(|r| r["metadata"]["verdict"] == "unknown")
         })
     });
-    // Many intervals later, nobody was restarted.
-    std::thread::sleep(SECS(2));
+    // Many intervals later (each probe moves its check's `at`), nobody was restarted.
+    let at = |f: &Fleet, agent: &str| {
+        let (_, body) = f.api("GET", &format!("/status/{agent}"), "");
+        body["checks"][0]["at"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    for agent in ["a", "b"] {
+        let first = at(&fleet, agent);
+        let mut seen = 0;
+        let mut last = first.clone();
+        fleet.wait_for("ten more probes", SECS(10), |f| {
+            let now = at(f, agent);
+            if now != last {
+                seen += 1;
+                last = now;
+            }
+            seen >= 10
+        });
+    }
+    fleet.settled();
     for agent in ["a", "b"] {
         assert!(stalls(&fleet, agent).is_empty());
         assert!(fleet.records_of(agent, "restart").is_empty());
@@ -496,18 +538,45 @@ fn every_natural_postgres_time_type_is_understood() {
     let url = postgres_url();
     let table = unique("vigil_times");
     psql(&url, &format!("CREATE TABLE {table} (ts timestamptz)"));
-    psql(&url, &format!("INSERT INTO {table} VALUES (now() - interval '5 seconds')"));
+    psql(
+        &url,
+        &format!("INSERT INTO {table} VALUES (now() - interval '5 seconds')"),
+    );
     let queries = [
         ("timestamptz", format!("SELECT max(ts) FROM {table}")),
-        ("timestamp", format!("SELECT max(ts) AT TIME ZONE 'UTC' FROM {table}")),
+        (
+            "timestamp",
+            format!("SELECT max(ts) AT TIME ZONE 'UTC' FROM {table}"),
+        ),
         ("date", "SELECT current_date".to_string()),
-        ("numeric", format!("SELECT extract(epoch FROM max(ts)) FROM {table}")),
-        ("numeric_ms", format!("SELECT extract(epoch FROM max(ts)) * 1000 FROM {table}")),
-        ("float8", format!("SELECT extract(epoch FROM max(ts))::float8 FROM {table}")),
-        ("float4", "SELECT extract(epoch FROM now())::float4".to_string()),
-        ("int8", format!("SELECT extract(epoch FROM max(ts))::bigint FROM {table}")),
-        ("int8_ms", format!("SELECT (extract(epoch FROM max(ts)) * 1000)::bigint FROM {table}")),
-        ("int4", format!("SELECT extract(epoch FROM max(ts))::int FROM {table}")),
+        (
+            "numeric",
+            format!("SELECT extract(epoch FROM max(ts)) FROM {table}"),
+        ),
+        (
+            "numeric_ms",
+            format!("SELECT extract(epoch FROM max(ts)) * 1000 FROM {table}"),
+        ),
+        (
+            "float8",
+            format!("SELECT extract(epoch FROM max(ts))::float8 FROM {table}"),
+        ),
+        (
+            "float4",
+            "SELECT extract(epoch FROM now())::float4".to_string(),
+        ),
+        (
+            "int8",
+            format!("SELECT extract(epoch FROM max(ts))::bigint FROM {table}"),
+        ),
+        (
+            "int8_ms",
+            format!("SELECT (extract(epoch FROM max(ts)) * 1000)::bigint FROM {table}"),
+        ),
+        (
+            "int4",
+            format!("SELECT extract(epoch FROM max(ts))::int FROM {table}"),
+        ),
         (
             "rfc3339",
             format!(
@@ -597,7 +666,9 @@ timeout = "500ms"
     redis_cmd(&redis, &["SET", &key, &now_epoch().to_string()]);
     fleet.start();
     fleet.wait_for("live judged", SECS(10), |f| {
-        verdicts(f, "live").first().is_some_and(|(_, v, _)| v != "pending")
+        verdicts(f, "live")
+            .first()
+            .is_some_and(|(_, v, _)| v != "pending")
     });
     std::thread::sleep(SECS(3));
     let live = verdicts(&fleet, "live");
@@ -632,11 +703,15 @@ interval = "100ms"
     ));
     fleet.start();
     fleet.wait_for("ok", SECS(10), |f| {
-        verdicts(f, "bot").first().is_some_and(|(_, v, _)| v == "ok")
+        verdicts(f, "bot")
+            .first()
+            .is_some_and(|(_, v, _)| v == "ok")
     });
     let pid = pids_with("sleep 800015")[0];
     common::unsafe_kill(pid, 9);
-    fleet.wait_for("restart", SECS(5), |f| !f.records_of("bot", "restart").is_empty());
+    fleet.wait_for("restart", SECS(5), |f| {
+        !f.records_of("bot", "restart").is_empty()
+    });
     fleet.wait_for("a stall: the key was not written again", SECS(10), |f| {
         !stalls(f, "bot").is_empty()
     });

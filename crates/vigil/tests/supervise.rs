@@ -66,7 +66,7 @@ window = "1h"
     fleet.wait_for("escalation", SECS(10), |f| {
         !f.records_of("flaky", "escalated").is_empty()
     });
-    std::thread::sleep(Duration::from_millis(300));
+    fleet.settled();
     assert_eq!(fleet.records_of("flaky", "restart").len(), 3);
     assert_eq!(fleet.records_of("flaky", "exit").len(), 4);
     assert_eq!(fleet.records_of("flaky", "escalated").len(), 1);
@@ -77,14 +77,18 @@ window = "1h"
         )
     );
     assert_eq!(escalated["success"], false);
-    let state: serde_json::Value =
-        serde_json::from_str(&read(&fleet.state().join("state.json"))).unwrap();
-    assert!(state["agents"]["flaky"]["quarantined"].is_string());
+    fleet.wait_for("the quarantine saved", SECS(5), |f| {
+        f.saved_state()
+            .get("flaky")
+            .is_some_and(|s| s["quarantined"].is_string())
+    });
     assert_eq!(fleet.stop(), 0);
 
     // A quarantine survives a restart of vigil: the agent stays down.
     fleet.start();
-    std::thread::sleep(Duration::from_millis(300));
+    let (_, status) = fleet.api("GET", "/status/flaky", "");
+    assert_eq!(status["state"], "quarantined", "{status}");
+    fleet.settled();
     assert_eq!(fleet.records_of("flaky", "exit").len(), 4);
     assert_eq!(fleet.stop(), 0);
 }
@@ -262,7 +266,7 @@ fn a_restarted_vigil_adopts_running_agents_instead_of_starting_copies() {
     fleet.wait_for("adoption", SECS(5), |f| {
         !f.records_of("bot", "adopted").is_empty()
     });
-    std::thread::sleep(Duration::from_millis(200));
+    fleet.settled();
     assert_eq!(pids_with("sleep 760001"), vec![pid], "no second copy");
     // The adopted agent is supervised: its death is noticed and healed.
     unsafe_kill(pid, 9);

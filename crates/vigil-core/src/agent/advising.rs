@@ -5,12 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Agent, Failure, Outbox, Phase, Then, TimerKind};
+use super::{Agent, Failure, LogTail, Outbox, Phase, Run, Then, TimerKind};
 use crate::action::Action;
 use crate::advice::{FailureReport, Judgement};
-use crate::audit::AuditAction;
-use crate::diagnosis::{Diagnosis, Remedy};
-use crate::time::human_duration;
+use crate::diagnosis::{Diagnosis, FailureCause, Remedy};
+use crate::event::RunId;
+use crate::records;
+use crate::time::{human_duration, later};
 
 /// Slack on top of the evidence and advisor timeouts, so the edge's own timeout reports first.
 const GRACE: Duration = Duration::from_secs(2);
@@ -18,7 +19,8 @@ const GRACE: Duration = Duration::from_secs(2);
 /// A stalled agent whose evidence is being gathered (and maybe judged) before it is stopped.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Investigation {
-    pid: u32,
+    run: RunId,
+    pid: Option<u32>,
     failure: Failure,
     /// The verdict, once the evidence is in.
     verdict: Option<Diagnosis>,
@@ -42,32 +44,37 @@ impl Agent {
             .map(|a| a.wait);
         match (self.spec.evidence_timeout, advice) {
             (None, None) => None,
-            (evidence, advice) => {
-                Some(evidence.unwrap_or_default() + advice.unwrap_or_default() + GRACE)
-            }
+            (evidence, advice) => Some(
+                evidence
+                    .unwrap_or_default()
+                    .saturating_add(advice.unwrap_or_default())
+                    .saturating_add(GRACE),
+            ),
         }
     }
 
     pub(super) fn investigate(
         &mut self,
         now: Instant,
-        pid: u32,
+        run: Run,
         failure: Failure,
         wait: Duration,
         out: &mut Outbox,
     ) {
         self.checks.stop();
         self.timers.set(TimerKind::Stable, None);
-        self.timers.set(TimerKind::Investigate, Some(now + wait));
+        self.timers
+            .set(TimerKind::Investigate, Some(later(now, wait)));
         self.investigation = Some(Investigation {
-            pid,
+            run: run.id,
+            pid: run.pid,
             failure,
             verdict: None,
             awaiting_advice: false,
         });
         out.push(Action::Investigate {
             agent: self.id,
-            pid,
+            run: run.id,
         });
     }
 
@@ -81,31 +88,36 @@ impl Agent {
     pub(crate) fn on_log_tail(
         &mut self,
         now: Instant,
-        pid: u32,
+        run: RunId,
         lines: Vec<String>,
         out: &mut Outbox,
     ) {
+        let pid = self.current().filter(|r| r.id == run).and_then(|r| r.pid);
         let Some(inv) = self
             .investigation
             .as_ref()
-            .filter(|inv| inv.pid == pid && inv.verdict.is_none())
+            .filter(|inv| inv.run == run && inv.verdict.is_none())
         else {
-            self.log_tail = Some((pid, lines));
+            self.log_tail = Some(LogTail { run, pid, lines });
             return;
         };
         let failure = inv.failure.clone();
         // If the agent ends on its own meanwhile, its exit is diagnosed from the same lines.
-        self.log_tail = Some((pid, lines.clone()));
+        self.log_tail = Some(LogTail {
+            run,
+            pid,
+            lines: lines.clone(),
+        });
         let fresh_episode = failure
             .uptime
             .is_some_and(|u| u >= self.spec.policy.stable_after);
         let streak = if fresh_episode {
             1
         } else {
-            self.crash_streak + 1
+            self.crash_streak.saturating_add(1)
         };
-        let verdict = self.judge(failure.cause, streak, &lines);
-        let asked = self.report(Some(pid), &failure, lines, &verdict, out);
+        let verdict = self.judge(&failure, streak, &lines);
+        let asked = self.report(Some(run), pid, &failure, lines, &verdict, out);
         let wait = asked && self.spec.policy.llm_before_restart;
         if let Some(inv) = self.investigation.as_mut() {
             inv.verdict = Some(verdict);
@@ -119,6 +131,7 @@ impl Agent {
     /// Tell the edges about a judged failure; returns whether the advisor is asked.
     pub(super) fn report(
         &mut self,
+        run: Option<RunId>,
         pid: Option<u32>,
         failure: &Failure,
         evidence: Vec<String>,
@@ -128,10 +141,11 @@ impl Agent {
         // Nothing is stricter than quarantine, and a missing program needs no opinion.
         let ask_advisor = self.spec.advisor.is_some()
             && verdict.action != Remedy::Quarantine
-            && failure.cause != "spawn_failed";
+            && failure.cause != FailureCause::SpawnFailed;
         out.push(Action::Diagnosed {
             agent: self.id,
             report: Box::new(FailureReport {
+                run,
                 pid,
                 cause: failure.cause,
                 reason: failure.reason.clone(),
@@ -155,18 +169,12 @@ impl Agent {
             Some(v) => v,
             // The evidence never came: judge from nothing (a silent hang).
             None => {
-                let v = self.judge(failure.cause, self.crash_streak + 1, &[]);
-                self.report(Some(inv.pid), &failure, Vec::new(), &v, out);
+                let v = self.judge(&failure, self.crash_streak.saturating_add(1), &[]);
+                self.report(Some(inv.run), inv.pid, &failure, Vec::new(), &v, out);
                 v
             }
         };
-        let entry = self
-            .entry(
-                AuditAction::Stop,
-                format!("stopping the stalled agent: {}", verdict.summary()),
-            )
-            .meta("cause", "stall")
-            .meta("diagnosis", verdict.to_json());
+        let entry = records::stop_stalled(self.name(), &verdict, self.spec.stop_signal);
         failure.verdict = Some(verdict);
         // `begin_stop` needs the agent still marked running, which it is.
         self.begin_stop(now, Then::Heal(failure), entry, out);
@@ -184,32 +192,30 @@ impl Agent {
                 .as_ref()
                 .map(|a| a.wait)
                 .unwrap_or_default();
-            out.audit(
-                self.entry(
-                    AuditAction::LlmError,
-                    format!(
-                        "no advice within {}: acting on the rules' verdict",
-                        human_duration(waited)
-                    ),
-                )
-                .failed("timeout"),
-            );
+            out.audit(records::llm_error(
+                self.name(),
+                format!(
+                    "no advice within {}: acting on the rules' verdict",
+                    human_duration(waited)
+                ),
+                "timeout",
+            ));
         }
         self.conclude_investigation(now, out);
     }
 
-    /// The advisor's answer (or its failure) about the failure of the run of `pid`.
+    /// The advisor's answer (or its failure) about the failure of `run`.
     pub(crate) fn on_advice(
         &mut self,
         now: Instant,
-        pid: Option<u32>,
+        run: Option<RunId>,
         advice: Result<Diagnosis, String>,
         out: &mut Outbox,
     ) {
         let waiting = self
             .investigation
             .as_ref()
-            .is_some_and(|inv| inv.awaiting_advice && Some(inv.pid) == pid);
+            .is_some_and(|inv| inv.awaiting_advice && Some(inv.run) == run);
         let base = if waiting {
             self.investigation.as_ref().and_then(|i| i.verdict.clone())
         } else {
@@ -222,13 +228,11 @@ impl Agent {
                     .as_ref()
                     .map(|b| format!("the rules' verdict stands: {}", b.summary()))
                     .unwrap_or_else(|| "the rules' verdict stands".into());
-                out.audit(
-                    self.entry(
-                        AuditAction::LlmError,
-                        format!("no advice ({error}); {stands}"),
-                    )
-                    .failed(error),
-                );
+                out.audit(records::llm_error(
+                    self.name(),
+                    format!("no advice ({error}); {stands}"),
+                    &error,
+                ));
                 if waiting {
                     self.conclude_investigation(now, out);
                 }
@@ -246,22 +250,14 @@ impl Agent {
             (true, true) => " — applied before the stop".to_string(),
             (true, false) => format!(" — {}", self.late_consequence(advice.action)),
         };
-        out.audit(
-            self.entry(
-                AuditAction::Advice,
-                format!(
-                    "advisor: {} / {} (confidence {:.2}): {} — {}{consequence}",
-                    advice.category.as_str(),
-                    advice.action,
-                    advice.confidence,
-                    advice.explanation,
-                    judgement.describe(&base, min_confidence),
-                ),
-            )
-            .meta("advice", advice.to_json())
-            .meta("diagnosis", base.to_json())
-            .meta("applied", stricter),
-        );
+        out.audit(records::advice(
+            self.name(),
+            &advice,
+            &judgement.describe(&base, min_confidence),
+            &consequence,
+            &base,
+            stricter,
+        ));
         if waiting {
             if stricter && let Some(inv) = self.investigation.as_mut() {
                 inv.verdict = Some(advice);
@@ -301,11 +297,12 @@ impl Agent {
                         cause: self.last_cause,
                         uptime: None,
                         verdict: None,
+                        spawn_error: None,
                     };
                     self.quarantine_diagnosed(&failure, &advice, out);
                 }
                 _ => {
-                    let at = now + self.throttle_delay();
+                    let at = later(now, self.throttle_delay());
                     if at > until {
                         self.phase = Phase::Backoff {
                             until: at,

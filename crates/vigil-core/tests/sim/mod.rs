@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use vigil_core::{
     Action, AgentId, AgentSpec, AuditAction, AuditEntry, Command, CommandError, CommandOutcome,
-    Event, ExitStatus, FailureReport, Now, Requester, Supervisor,
+    Event, ExitStatus, FailureReport, Now, Requester, RunId, SpawnErrorKind, SpawnFailure,
+    Supervisor,
 };
 
 pub const SELF_PID: u32 = 4242;
@@ -27,13 +28,19 @@ pub struct Sim {
     next_pid: u32,
     /// Live main process per agent.
     pub live: HashMap<AgentId, u32>,
-    /// Main processes that exited while their tree was being watched.
-    pub watched: HashMap<AgentId, u32>,
+    /// The run of each live main process.
+    pub runs: HashMap<AgentId, RunId>,
+    /// Main pid of every run that got a process.
+    pub pid_of: HashMap<RunId, u32>,
+    /// Runs whose main process exited while their tree was being watched.
+    pub watched: HashMap<AgentId, RunId>,
+    /// Pids the next spawns get, before fresh ones (to test pid reuse and vigil's own pid).
+    pub pid_pool: Vec<u32>,
     pub audit: Vec<(Instant, AuditEntry)>,
     pub actions: Vec<(Instant, Action)>,
     /// Agents whose next spawns fail.
     pub failing_spawns: HashSet<AgentId>,
-    /// Probes asked for and not answered yet: (agent, check, run).
+    /// Probes asked for and not answered yet: (agent, check, generation).
     pub probes: Vec<(AgentId, usize, u64)>,
     /// Stall investigations asked for: (agent, pid).
     pub investigations: Vec<(AgentId, u32)>,
@@ -54,7 +61,10 @@ impl Sim {
             t0,
             next_pid: 100,
             live: HashMap::new(),
+            runs: HashMap::new(),
+            pid_of: HashMap::new(),
             watched: HashMap::new(),
+            pid_pool: Vec::new(),
             audit: Vec::new(),
             actions: Vec::new(),
             failing_spawns: HashSet::new(),
@@ -77,7 +87,7 @@ impl Sim {
             self.actions.push((self.now.mono, action.clone()));
             match action {
                 Action::Audit(entry) => self.audit.push((self.now.mono, entry)),
-                Action::Spawn { agent } => {
+                Action::Spawn { agent, run } => {
                     assert!(
                         !self.live.contains_key(&agent) && !self.watched.contains_key(&agent),
                         "two live instances of {agent:?}"
@@ -87,34 +97,66 @@ impl Sim {
                             self.now,
                             Event::SpawnFailed {
                                 agent,
-                                error: "No such file or directory (os error 2)".into(),
+                                run,
+                                error: SpawnFailure {
+                                    kind: SpawnErrorKind::ProgramNotFound,
+                                    message: "No such file or directory (os error 2)".into(),
+                                },
                             },
                         );
                     } else {
-                        self.next_pid += 1;
-                        self.live.insert(agent, self.next_pid);
-                        self.sup.handle(
-                            self.now,
-                            Event::Spawned {
-                                agent,
-                                pid: self.next_pid,
-                            },
-                        );
+                        let pid = if self.pid_pool.is_empty() {
+                            self.next_pid += 1;
+                            self.next_pid
+                        } else {
+                            self.pid_pool.remove(0)
+                        };
+                        self.pid_of.insert(run, pid);
+                        if pid > 1 && pid != SELF_PID {
+                            self.live.insert(agent, pid);
+                            self.runs.insert(agent, run);
+                        }
+                        self.sup
+                            .handle(self.now, Event::Spawned { agent, run, pid });
                     }
                 }
-                Action::Signal { pid, .. } | Action::Kill { pid, .. } => {
-                    assert_ne!(pid, SELF_PID, "vigil must never signal itself");
-                    assert!(pid > 1);
+                Action::Signal { run, .. } | Action::Kill { run, .. } => {
+                    let pid = self.pid_of.get(&run).copied();
+                    assert_ne!(pid, Some(SELF_PID), "vigil must never signal itself");
+                    assert!(
+                        pid.is_some_and(|p| p > 1),
+                        "a signal for a run without a process"
+                    );
                 }
-                Action::WatchTree { agent, pid } => {
-                    self.watched.insert(agent, pid);
+                Action::KillEscaped { pids, .. } => {
+                    assert!(pids.iter().all(|p| *p > 1 && *p != SELF_PID));
+                }
+                Action::WatchTree { agent, run } => {
+                    self.watched.insert(agent, run);
                 }
                 Action::Forget { .. } => {}
-                Action::RunCheck { agent, check, run } => self.probes.push((agent, check, run)),
-                Action::Investigate { agent, pid } => self.investigations.push((agent, pid)),
+                Action::RunCheck {
+                    agent,
+                    check,
+                    generation,
+                } => self.probes.push((agent, check, generation)),
+                Action::Investigate { agent, run } => {
+                    self.investigations.push((agent, self.pid_of[&run]))
+                }
                 Action::Diagnosed { agent, report } => self.reports.push((agent, *report)),
             }
         }
+    }
+
+    /// The run whose main process is (or was) `pid`.
+    pub fn run_of(&self, pid: u32) -> RunId {
+        *self
+            .pid_of
+            .iter()
+            .filter(|(_, p)| **p == pid)
+            .map(|(r, _)| r)
+            .max()
+            .expect("a run with that pid")
     }
 
     /// Move the clock forward, firing timers at their exact instants.
@@ -144,8 +186,9 @@ impl Sim {
     /// The edge answers an investigation (or an exit) with the run's last log lines.
     pub fn log_tail(&mut self, agent: AgentId, pid: u32, log: &[&str]) {
         let lines = log.iter().map(|l| l.to_string()).collect();
+        let run = self.run_of(pid);
         self.sup
-            .handle(self.now, Event::LogTail { agent, pid, lines });
+            .handle(self.now, Event::LogTail { agent, run, lines });
         self.drain();
     }
 
@@ -156,8 +199,9 @@ impl Sim {
         pid: Option<u32>,
         advice: Result<vigil_core::Diagnosis, String>,
     ) {
+        let run = pid.map(|p| self.run_of(p));
         self.sup
-            .handle(self.now, Event::Advice { agent, pid, advice });
+            .handle(self.now, Event::Advice { agent, run, advice });
         self.drain();
     }
 
@@ -168,30 +212,32 @@ impl Sim {
 
     /// The agent prints `log` and exits with `status` (the edge sends the tail first).
     pub fn exit_logging(&mut self, agent: AgentId, status: ExitStatus, log: &[&str]) {
-        let pid = *self.live.get(&agent).expect("agent has a live process");
+        let run = self.runs[&agent];
         let lines = log.iter().map(|l| l.to_string()).collect();
         self.sup
-            .handle(self.now, Event::LogTail { agent, pid, lines });
+            .handle(self.now, Event::LogTail { agent, run, lines });
         self.exit(agent, status);
     }
 
     pub fn exit_with_tree(&mut self, agent: AgentId, status: ExitStatus, tree_alive: bool) {
-        let pid = self.live.remove(&agent).expect("agent has a live process");
+        self.live.remove(&agent).expect("agent has a live process");
+        let run = self.runs.remove(&agent).expect("a live run");
         self.sup.handle(
             self.now,
             Event::Exited {
                 agent,
-                pid,
+                run,
                 status,
                 tree_alive,
+                escaped: Vec::new(),
             },
         );
         self.drain();
     }
 
     pub fn tree_empty(&mut self, agent: AgentId) {
-        let pid = self.watched.remove(&agent).expect("tree was watched");
-        self.sup.handle(self.now, Event::TreeEmpty { agent, pid });
+        let run = self.watched.remove(&agent).expect("tree was watched");
+        self.sup.handle(self.now, Event::TreeEmpty { agent, run });
         self.drain();
     }
 
@@ -224,7 +270,7 @@ impl Sim {
     pub fn spawns(&self, agent: AgentId) -> Vec<Instant> {
         self.actions
             .iter()
-            .filter(|(_, a)| matches!(a, Action::Spawn { agent: x } if *x == agent))
+            .filter(|(_, a)| matches!(a, Action::Spawn { agent: x, .. } if *x == agent))
             .map(|(t, _)| *t)
             .collect()
     }
@@ -236,13 +282,13 @@ impl Sim {
             .iter()
             .position(|(a, _, _)| *a == agent)
             .expect("a pending probe");
-        let (_, check, run) = self.probes.remove(i);
+        let (_, check, generation) = self.probes.remove(i);
         self.sup.handle(
             self.now,
             Event::CheckResult {
                 agent,
                 check,
-                run,
+                generation,
                 observation,
             },
         );

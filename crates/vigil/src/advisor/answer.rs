@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use vigil_core::diagnosis::clip;
-use vigil_core::{Category, Diagnosis, Remedy};
+use vigil_core::{Category, Diagnosis, Remedy, Severity, Source};
 
 const CATEGORIES: [&str; 4] = ["transient", "throttled", "permanent", "unknown"];
 const ACTIONS: [&str; 3] = ["restart", "backoff", "quarantine"];
@@ -77,11 +77,10 @@ pub fn parse(content: &str, model: &str) -> Result<Diagnosis, String> {
     };
     let category = Category::from_name(pick("category", &CATEGORIES)?).expect("listed");
     let action = Remedy::from_name(pick("action", &ACTIONS)?).expect("listed");
-    let severity = pick("severity", &SEVERITIES).unwrap_or(match category {
-        Category::Permanent => "critical",
-        Category::Unknown => "info",
-        _ => "warning",
-    });
+    let severity = pick("severity", &SEVERITIES)
+        .ok()
+        .and_then(Severity::from_name)
+        .unwrap_or(Severity::of(category));
     let cause = clip(text("cause").ok_or("the answer has no `cause`")?, MAX_CAUSE);
     let explanation = clip(text("explanation").unwrap_or(""), MAX_EXPLANATION);
     let confidence = v
@@ -101,7 +100,7 @@ pub fn parse(content: &str, model: &str) -> Result<Diagnosis, String> {
             _ => explanation,
         },
         confidence,
-        source: "llm",
+        source: Source::Llm,
     })
 }
 
@@ -123,7 +122,7 @@ mod tests {
         assert_eq!(d.category, Category::Permanent);
         assert_eq!(d.action, Remedy::Quarantine);
         assert_eq!(d.confidence, 1.0, "clamped");
-        assert_eq!(d.source, "llm");
+        assert_eq!(d.source, Source::Llm);
         assert_eq!(d.rule, "qwen");
         assert_eq!(d.explanation, "invalid key: line 3 says so");
     }
@@ -165,7 +164,8 @@ mod tests {
         .unwrap();
         assert_eq!(d.explanation.chars().count(), MAX_CAUSE);
         assert_eq!(
-            d.severity, "info",
+            d.severity,
+            Severity::Info,
             "an unknown severity falls back to the category's"
         );
     }

@@ -71,19 +71,20 @@ mod tests {
 
     fn report(lines: &[&str]) -> FailureReport {
         FailureReport {
+            run: None,
             pid: Some(1),
-            cause: "exit",
+            cause: vigil_core::FailureCause::Exit,
             reason: "exited with code 1".into(),
             uptime: None,
             evidence: lines.iter().map(|s| s.to_string()).collect(),
             verdict: Diagnosis {
                 category: Category::Unknown,
                 action: Remedy::Restart,
-                severity: "info",
+                severity: vigil_core::Severity::Info,
                 rule: "none".into(),
                 explanation: String::new(),
                 confidence: 0.3,
-                source: "rules",
+                source: vigil_core::Source::Rules,
             },
             ask_advisor: true,
         }

@@ -32,11 +32,29 @@ pub struct Advisor {
 }
 
 /// Why there is no usable advice.
-enum Failure {
+#[derive(Debug, thiserror::Error)]
+pub enum AdviceError {
     /// The server is down, refused, or answered with an HTTP error.
+    #[error("{0}")]
     Unavailable(String),
     /// It answered, but not with something that fits the schema.
+    #[error("{0}")]
     Invalid(String),
+    #[error("no answer from {url} within {after}")]
+    Timeout { url: String, after: String },
+    #[error("no advisor is configured any more")]
+    NotConfigured,
+}
+
+impl AdviceError {
+    /// The outcome label of `vigil_llm_requests_total`.
+    fn outcome(&self) -> &'static str {
+        match self {
+            AdviceError::Unavailable(_) | AdviceError::NotConfigured => "error",
+            AdviceError::Invalid(_) => "invalid",
+            AdviceError::Timeout { .. } => "timeout",
+        }
+    }
 }
 
 enum Answer {
@@ -70,7 +88,11 @@ impl Advisor {
 
     /// The advisor's verdict on one failure, or why there is none. Bounded by `timeout`,
     /// waiting for an earlier question included.
-    pub async fn advise(&self, agent: &str, report: &FailureReport) -> Result<Diagnosis, String> {
+    pub async fn advise(
+        &self,
+        agent: &str,
+        report: &FailureReport,
+    ) -> Result<Diagnosis, AdviceError> {
         let key = cache::key(report);
         let started = Instant::now();
         let asked = tokio::time::timeout(self.cfg.timeout, async {
@@ -78,7 +100,7 @@ impl Advisor {
             let cached = self
                 .cache
                 .lock()
-                .expect("cache lock")
+                .unwrap_or_else(|e| e.into_inner())
                 .get(key, Instant::now());
             match cached {
                 Some(verdict) => Ok(Answer::Cached(verdict)),
@@ -86,37 +108,34 @@ impl Advisor {
             }
         })
         .await;
-        let (outcome, result) = match asked {
+        let result = match asked {
             Ok(Ok(Answer::Cached(mut verdict))) => {
                 verdict.rule = format!("{} (cached)", self.cfg.model);
                 self.live.llm_request("cached", None);
                 return Ok(verdict);
             }
-            Ok(Ok(Answer::Fresh(verdict))) => ("ok", Ok(verdict)),
-            Ok(Err(Failure::Invalid(e))) => ("invalid", Err(e)),
-            Ok(Err(Failure::Unavailable(e))) => ("error", Err(e)),
-            Err(_) => (
-                "timeout",
-                Err(format!(
-                    "no answer from {} within {}",
-                    self.cfg.url,
-                    human_duration(self.cfg.timeout)
-                )),
-            ),
+            Ok(Ok(Answer::Fresh(verdict))) => Ok(verdict),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(AdviceError::Timeout {
+                url: self.cfg.url.clone(),
+                after: human_duration(self.cfg.timeout),
+            }),
         };
+        let outcome = result.as_ref().map_or_else(AdviceError::outcome, |_| "ok");
         self.live.llm_request(outcome, Some(started.elapsed()));
         if let Ok(verdict) = &result {
-            self.cache
-                .lock()
-                .expect("cache lock")
-                .put(key, Instant::now(), verdict.clone());
+            self.cache.lock().unwrap_or_else(|e| e.into_inner()).put(
+                key,
+                Instant::now(),
+                verdict.clone(),
+            );
         }
         result
     }
 
-    async fn ask(&self, agent: &str, report: &FailureReport) -> Result<Diagnosis, Failure> {
+    async fn ask(&self, agent: &str, report: &FailureReport) -> Result<Diagnosis, AdviceError> {
         let prompt = prompt::build(agent, report);
-        let mode = *self.structured.lock().expect("mode lock");
+        let mode = *self.structured.lock().unwrap_or_else(|e| e.into_inner());
         let body = match self.post(&wire::request(&self.cfg, &prompt, mode)).await {
             Err(refused)
                 if mode == Structured::JsonSchema
@@ -128,17 +147,17 @@ impl Advisor {
                     "the advisor at {} does not take a json_schema response format; using a grammar",
                     self.cfg.url
                 );
-                *self.structured.lock().expect("mode lock") = Structured::Grammar;
+                *self.structured.lock().unwrap_or_else(|e| e.into_inner()) = Structured::Grammar;
                 self.post(&wire::request(&self.cfg, &prompt, Structured::Grammar))
                     .await
             }
             other => other,
         };
-        let body = body.map_err(|e| Failure::Unavailable(e.message))?;
+        let body = body.map_err(|e| AdviceError::Unavailable(e.message))?;
         let value: serde_json::Value = serde_json::from_str(&body)
-            .map_err(|e| Failure::Invalid(format!("the server's answer is not JSON ({e})")))?;
-        let content = wire::content(self.cfg.provider, &value).map_err(Failure::Invalid)?;
-        answer::parse(&content, &self.cfg.model).map_err(Failure::Invalid)
+            .map_err(|e| AdviceError::Invalid(format!("the server's answer is not JSON ({e})")))?;
+        let content = wire::content(self.cfg.provider, &value).map_err(AdviceError::Invalid)?;
+        answer::parse(&content, &self.cfg.model).map_err(AdviceError::Invalid)
     }
 
     /// POST a request; the answer's body, or what went wrong.

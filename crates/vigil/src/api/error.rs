@@ -45,13 +45,7 @@ pub fn unknown_agent<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Ap
 
 pub fn unknown_agent_message<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> String {
     let known: Vec<&str> = known.collect();
-    let near = known
-        .iter()
-        .map(|k| (strsim::damerau_levenshtein(name, k), *k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k);
-    match near {
+    match crate::config::did_you_mean(name, &known) {
         Some(k) => format!("no agent or template named `{name}`; did you mean `{k}`?"),
         None => format!("no agent or template named `{name}`"),
     }

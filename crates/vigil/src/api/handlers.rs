@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
@@ -19,6 +18,7 @@ use vigil_core::{AuditAction, Command, Requester};
 use super::error::{ApiError, unknown_agent};
 use super::{ApiRequest, Hub, auth};
 use crate::audit::{Filter, read_newest};
+use crate::view::AgentStatus;
 
 type Hubs = State<Arc<Hub>>;
 
@@ -37,43 +37,62 @@ pub async fn dashboard() -> Html<&'static str> {
     Html(include_str!("dashboard.html"))
 }
 
-/// vigil itself: up, and its loop turning.
+/// How long `/health` waits for the loop to answer before calling it stalled.
+const LOOP_ANSWER: Duration = Duration::from_secs(2);
+
+/// vigil itself: up, its loop turning, and nothing it depends on failing.
 pub async fn health(State(hub): Hubs) -> Response {
-    let snap = hub.snapshot.borrow().clone();
-    let now_ms = crate::runtime::now().wall_ms;
-    let lag_ms = now_ms - hub.loop_beat_ms.load(Ordering::Relaxed);
-    let wedged = lag_ms > 10_000;
+    let view = hub.view.borrow().clone();
+    let asked = Instant::now();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let turning = hub.requests.try_send(ApiRequest::Ping { reply }).is_ok()
+        && matches!(tokio::time::timeout(LOOP_ANSWER, answer).await, Ok(Ok(())));
+    let lag_ms = asked.elapsed().as_millis() as u64;
+    let problems = hub.health.problems();
+    let status = if !turning {
+        "stalled"
+    } else if !problems.is_empty() {
+        "degraded"
+    } else if view.shutting_down {
+        "stopping"
+    } else {
+        "ok"
+    };
     let body = json!({
-        "status": if wedged { "stalled" } else if snap.shutting_down { "stopping" } else { "ok" },
+        "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": hub.started.elapsed().as_secs_f64().round(),
-        "agents": snap.agents.len(),
-        "loop_lag_ms": lag_ms.max(0),
+        "agents": view.agents.len(),
+        "loop_lag_ms": lag_ms,
+        "problems": problems,
     });
-    let code = if wedged {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
+    let code = match status {
+        "stalled" | "degraded" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
     };
     (code, Json(body)).into_response()
 }
 
 pub async fn status_all(State(hub): Hubs) -> Response {
-    let body = hub.snapshot.borrow().status_json.clone();
-    json_bytes(body)
+    json_bytes(hub.status_body())
 }
 
 /// One agent, or `{"agents": [...]}` for every instance of a template.
 pub async fn status_one(State(hub): Hubs, Path(name): Path<String>) -> Result<Response, ApiError> {
-    let snap = hub.snapshot.borrow().clone();
-    if let Some(a) = snap.agent(&name) {
-        return Ok(Json(a).into_response());
+    let view = hub.view.borrow().clone();
+    let now_ms = crate::clock::now().wall_ms;
+    if let Some(a) = view.agent(&name) {
+        return Ok(Json(AgentStatus::of(a, now_ms)).into_response());
     }
-    let instances = snap.instances(&name);
+    let instances: Vec<AgentStatus> = view
+        .instances(&name)
+        .into_iter()
+        .map(|a| AgentStatus::of(a, now_ms))
+        .collect();
     if !instances.is_empty() {
         return Ok(Json(json!({ "agents": instances })).into_response());
     }
-    Err(unknown_agent(&name, snap.names()))
+    Err(unknown_agent(&name, view.names()))
 }
 
 /// `GET /agents/NAME/explain`: the last failure's evidence and verdicts.
@@ -81,7 +100,7 @@ pub async fn explain(State(hub): Hubs, Path(name): Path<String>) -> Result<Respo
     if let Some(case) = hub.casebook.explain(&name) {
         return Ok(Json(case).into_response());
     }
-    let snap = hub.snapshot.borrow().clone();
+    let snap = hub.view.borrow().clone();
     if snap.agent(&name).is_some() {
         return Err(ApiError::not_found(format!(
             "`{name}` has not failed since vigil started (earlier decisions are in the audit journal: GET /audit?agent={name})"
@@ -183,7 +202,7 @@ pub async fn command(
 /// Heartbeats are checked against the snapshot and handed over without waiting: they must
 /// be cheap enough for every agent to send often.
 fn heartbeat(hub: &Hub, name: &str) -> Result<Response, ApiError> {
-    let snap = hub.snapshot.borrow().clone();
+    let snap = hub.view.borrow().clone();
     let Some(agent) = snap.agent(name) else {
         if !snap.instances(name).is_empty() {
             return Err(ApiError::bad_request(format!(
@@ -255,8 +274,8 @@ pub async fn audit(
     }
     let since = match q.get("since").filter(|s| !s.is_empty()) {
         Some(s) => Some(
-            crate::cmd::audit::parse_since(s, SystemTime::now())
-                .map_err(|e| ApiError::bad_request(e.replace("--since", "since")))?,
+            crate::audit::parse_since(s, SystemTime::now())
+                .map_err(|e| ApiError::bad_request(format!("since {e}")))?,
         ),
         None => None,
     };

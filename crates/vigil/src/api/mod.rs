@@ -1,22 +1,20 @@
 //! The HTTP API, metrics and dashboard (axum, on the I/O runtime).
 //!
-//! The API never touches the supervisor: it reads the latest [`Snapshot`] the loop
-//! published, follows the audit records the loop broadcasts, and sends commands and
-//! heartbeats to the loop over a bounded channel.
+//! The API never touches the supervisor: it reads the latest [`FleetView`] the loop
+//! published (and derives its JSON itself, at most once a second per picture), follows the
+//! audit records the loop broadcasts, and sends commands and heartbeats to the loop over a
+//! bounded channel.
 
 mod auth;
 mod error;
 mod events;
 mod handlers;
-mod publisher;
-pub mod snapshot;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -25,14 +23,12 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use vigil_core::{Command, Requester};
 
-use anyhow::Context;
-
 use crate::casebook::Casebook;
 use crate::config::ApiConfig;
+use crate::health::Health;
 use crate::metrics::{Live, Metrics};
+use crate::view::{FleetView, Publisher, status_json};
 pub use error::unknown_agent_message;
-pub use publisher::{PUBLISH_DIRTY, Publisher};
-pub use snapshot::{Counters, Snapshot};
 
 /// What the API asks of the supervision loop.
 pub enum ApiRequest {
@@ -48,6 +44,8 @@ pub enum ApiRequest {
     Heartbeat { agent: String },
     /// A refused request, to be journaled.
     Denied { what: String },
+    /// `/health` asks whether the loop is turning: answered at once by a loop that is.
+    Ping { reply: oneshot::Sender<()> },
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -57,24 +55,55 @@ pub struct CommandResult {
     pub outcome: String,
 }
 
+/// Agents with a heartbeat queued for the loop: more heartbeats before the loop takes it add
+/// nothing (it is taken after they arrived), so they are not queued. The loop removes an agent
+/// when it takes its heartbeat.
+pub type PendingHeartbeats = Arc<Mutex<HashSet<String>>>;
+
+/// `/status`'s JSON, derived from one picture: reused until the picture changes or a second
+/// has passed (ages and uptimes move even when nothing else does).
+#[derive(Default)]
+pub struct StatusCache {
+    version: u64,
+    built: Option<Instant>,
+    body: axum::body::Bytes,
+}
+
+/// How stale a cached `/status` may be.
+const STATUS_MAX_AGE: Duration = Duration::from_secs(1);
+
 /// Shared by the loop (which writes) and the API (which reads).
 pub struct Hub {
-    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub view: watch::Receiver<Arc<FleetView>>,
+    pub status: Mutex<StatusCache>,
     /// Audit records as JSON lines, for live feeds.
     pub audit: broadcast::Sender<Arc<str>>,
     pub requests: mpsc::Sender<ApiRequest>,
     pub token: Option<String>,
     pub journal: PathBuf,
     pub started: Instant,
-    /// Wall-clock ms of the loop's last turn: a wedged loop shows in `/health`.
-    pub loop_beat_ms: AtomicI64,
+    pub health: Arc<Health>,
     pub metrics: Metrics,
     /// Refused requests are journaled at most once a second (and counted meanwhile).
     pub denied: Mutex<(Option<Instant>, u64)>,
-    /// Agents with a heartbeat queued for the loop: more heartbeats before the loop takes
-    /// it add nothing (it is taken after they arrived), so they are not queued.
-    pub pending_heartbeats: Mutex<HashSet<String>>,
+    pub pending_heartbeats: PendingHeartbeats,
     pub casebook: Casebook,
+}
+
+impl Hub {
+    /// The fleet's status JSON as of now (give or take a second).
+    pub fn status_body(&self) -> axum::body::Bytes {
+        let view = self.view.borrow().clone();
+        let mut cache = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = cache.version == view.version
+            && cache.built.is_some_and(|t| t.elapsed() < STATUS_MAX_AGE);
+        if !fresh {
+            cache.body = status_json(&view, crate::clock::now().wall_ms).into();
+            cache.version = view.version;
+            cache.built = Some(Instant::now());
+        }
+        cache.body.clone()
+    }
 }
 
 /// Largest request body accepted (commands take at most a short JSON reason).
@@ -117,6 +146,7 @@ pub struct Started {
     pub casebook: Casebook,
     /// Where it listens (the real port when the config asked for port 0).
     pub addr: Option<SocketAddr>,
+    pub pending_heartbeats: PendingHeartbeats,
 }
 
 /// The file the CLI reads to find a running vigil's API.
@@ -126,60 +156,89 @@ pub fn addr_file(state_dir: &Path) -> PathBuf {
 
 /// Bind the listener (failing loudly: a vigil nobody can see is worse than none) and serve
 /// it on the I/O runtime.
+/// Why the API could not start (vigil does not start without the API it was asked for).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "cannot listen on {addr} for the HTTP API ([api] listen): {source}; is another vigil or \
+         program using it? Choose another address, or set [api] enabled = false"
+    )]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    AddrFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Bind the listener (failing loudly: a vigil nobody can see is worse than none) and serve
+/// it on the I/O runtime.
 pub fn start(
     config: &ApiConfig,
     state_dir: &Path,
     io: &tokio::runtime::Handle,
-) -> anyhow::Result<Started> {
+    health: Arc<Health>,
+) -> Result<Started, StartError> {
     let live = Live::default();
     let casebook = Casebook::default();
-    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::empty()));
-    let (audit_tx, _) = broadcast::channel(1024);
     let (requests_tx, requests) = mpsc::channel(QUEUE);
     let _ = std::fs::remove_file(addr_file(state_dir));
     if !config.enabled {
+        // Nobody can send requests: the loop sees a closed channel and stops listening to it.
+        drop(requests_tx);
         return Ok(Started {
-            publisher: Publisher::new(snapshot_tx, audit_tx, None),
+            publisher: Publisher::disabled(),
             requests,
             live,
             casebook,
             addr: None,
+            pending_heartbeats: PendingHeartbeats::default(),
         });
     }
-    let listener = std::net::TcpListener::bind(config.listen).with_context(|| {
-        format!(
-            "cannot listen on {} for the HTTP API ([api] listen): is another vigil or program using it? \
-             Choose another address, or set [api] enabled = false",
-            config.listen
-        )
+    let (view_tx, view_rx) = watch::channel(Arc::new(FleetView::empty()));
+    let (audit_tx, _) = broadcast::channel(1024);
+    let listen = |source| StartError::Listen {
+        addr: config.listen,
+        source,
+    };
+    let listener = std::net::TcpListener::bind(config.listen).map_err(listen)?;
+    listener.set_nonblocking(true).map_err(listen)?;
+    let addr = listener.local_addr().map_err(listen)?;
+    let listener = {
+        let _entered = io.enter();
+        tokio::net::TcpListener::from_std(listener).map_err(listen)?
+    };
+    std::fs::write(addr_file(state_dir), addr.to_string()).map_err(|source| {
+        StartError::AddrFile {
+            path: addr_file(state_dir),
+            source,
+        }
     })?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
-    std::fs::write(addr_file(state_dir), addr.to_string())
-        .with_context(|| format!("cannot write {}", addr_file(state_dir).display()))?;
     let hub = Arc::new(Hub {
-        metrics: Metrics::new(snapshot_rx.clone(), &live),
-        snapshot: snapshot_rx,
+        metrics: Metrics::new(view_rx.clone(), &live, health.clone()),
+        view: view_rx,
+        status: Mutex::default(),
         audit: audit_tx.clone(),
         requests: requests_tx,
         token: config.token.clone(),
         journal: state_dir.join("audit.jsonl"),
         started: Instant::now(),
-        loop_beat_ms: AtomicI64::new(crate::runtime::now().wall_ms),
+        health,
         denied: Mutex::new((None, 0)),
-        pending_heartbeats: Mutex::new(HashSet::new()),
+        pending_heartbeats: PendingHeartbeats::default(),
         casebook: casebook.clone(),
     });
-    let listener = {
-        let _entered = io.enter();
-        tokio::net::TcpListener::from_std(listener)?
-    };
-    io.spawn(serve(listener, hub.clone()));
+    let pending_heartbeats = hub.pending_heartbeats.clone();
+    io.spawn(serve(listener, hub));
     Ok(Started {
-        publisher: Publisher::new(snapshot_tx, audit_tx, Some(hub)),
+        publisher: Publisher::new(view_tx, audit_tx),
         requests,
         live,
         casebook,
         addr: Some(addr),
+        pending_heartbeats,
     })
 }

@@ -4,6 +4,6 @@ mod journal;
 mod reader;
 mod record;
 
-pub use journal::Journal;
-pub use reader::{Filter, read, read_newest};
+pub use journal::{Journal, JournalHealth};
+pub use reader::{Filter, parse_since, read, read_newest};
 pub use record::{Record, format_ts};

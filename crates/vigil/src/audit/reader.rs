@@ -7,6 +7,25 @@ use std::time::SystemTime;
 
 use super::record::Record;
 
+/// A `since` that is neither a duration nor a time.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{given:?}: expected a duration ago (\"30m\", \"1h\", \"2d\") or an RFC 3339 time (\"2026-11-23T10:00:00Z\")"
+)]
+pub struct BadSince {
+    given: String,
+}
+
+/// `1h` (that long before `now`) or `2026-11-23T10:00:00Z`.
+pub fn parse_since(s: &str, now: SystemTime) -> Result<SystemTime, BadSince> {
+    if let Ok(d) = crate::config::parse_duration(s) {
+        return Ok(now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH));
+    }
+    humantime::parse_rfc3339_weak(s).map_err(|_| BadSince {
+        given: s.to_string(),
+    })
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
     /// An agent name, or a template name matching all its instances.

@@ -59,11 +59,7 @@ pub async fn probe(
 
 /// The innermost cause, which is what a user can act on ("Connection refused").
 pub(crate) fn describe(e: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(inner) = cause.source() {
-        cause = inner;
-    }
-    let inner = cause.to_string();
+    let inner = crate::errors::root_cause(e);
     if e.is_connect() {
         format!("cannot connect ({inner})")
     } else {

@@ -24,13 +24,12 @@ use crate::config::{CheckConfig, Probe};
 use crate::driver::Children;
 use crate::metrics::Live;
 
-pub use sql::redact_url;
-
 /// One `RunCheck` to carry out.
 pub struct ProbeJob {
     pub agent: AgentId,
     pub check: usize,
-    pub run: u64,
+    /// The check generation the result must carry.
+    pub generation: u64,
     pub config: CheckConfig,
     pub ctx: ProbeContext,
 }
@@ -119,8 +118,10 @@ impl CheckRunner {
                 .map(|j| j.config.spec.timeout)
                 .max()
                 .unwrap_or_default();
-            let keys: Vec<(AgentId, usize, u64)> =
-                files.iter().map(|j| (j.agent, j.check, j.run)).collect();
+            let keys: Vec<(AgentId, usize, u64)> = files
+                .iter()
+                .map(|j| (j.agent, j.check, j.generation))
+                .collect();
             let live = me.live.clone();
             let probed = tokio::time::timeout(
                 timeout,
@@ -151,11 +152,11 @@ impl CheckRunner {
                 }
                 // A hung file system: every probe of the batch is unknown.
                 _ => {
-                    for (agent, check, run) in keys {
+                    for (agent, check, generation) in keys {
                         let _ = me.events.send(Event::CheckResult {
                             agent,
                             check,
-                            run,
+                            generation,
                             observation: Observation::Unknown(format!(
                                 "the file system gave no answer within {}",
                                 human_duration(timeout)
@@ -171,7 +172,7 @@ impl CheckRunner {
         let _ = self.events.send(Event::CheckResult {
             agent: job.agent,
             check: job.check,
-            run: job.run,
+            generation: job.generation,
             observation,
         });
     }
@@ -223,7 +224,7 @@ impl CheckRunner {
                 timed(
                     timeout,
                     self.sql.probe(url, query, params, timeout),
-                    |why| Observation::Unknown(format!("{}: {why}", redact_url(url))),
+                    |why| Observation::Unknown(format!("{}: {why}", crate::redact::url(url))),
                 )
                 .await
             }
@@ -231,7 +232,7 @@ impl CheckRunner {
                 timed(
                     timeout,
                     self.redis.probe(url, key, *exists, timeout),
-                    |why| Observation::Unknown(format!("{}: {why}", redact_url(url))),
+                    |why| Observation::Unknown(format!("{}: {why}", crate::redact::url(url))),
                 )
                 .await
             }

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{Row, TypeInfo, ValueRef};
@@ -27,20 +27,6 @@ pub struct SqlPools {
     pools: Mutex<HashMap<String, Pool>>,
 }
 
-/// Never show a password in a detail or the journal.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some((creds, host)) = rest.split_once('@') else {
-        return url.to_string();
-    };
-    match creds.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
-    }
-}
-
 impl SqlPools {
     fn pool(&self, url: &str, timeout: Duration) -> Result<Pool, String> {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
@@ -49,7 +35,7 @@ impl SqlPools {
         }
         let pool = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
-                .map_err(|e| format!("bad database URL {}: {e}", redact_url(url)))?
+                .map_err(|e| format!("bad database URL {}: {e}", crate::redact::url(url)))?
                 .read_only(true)
                 .create_if_missing(false);
             Pool::Sqlite(
@@ -64,7 +50,7 @@ impl SqlPools {
                     .max_connections(4)
                     .acquire_timeout(timeout)
                     .connect_lazy(url)
-                    .map_err(|e| format!("bad database URL {}: {e}", redact_url(url)))?,
+                    .map_err(|e| format!("bad database URL {}: {e}", crate::redact::url(url)))?,
             )
         };
         pools.insert(url.to_string(), pool.clone());
@@ -82,7 +68,7 @@ impl SqlPools {
             Ok(p) => p,
             Err(e) => return Observation::Unknown(e),
         };
-        let shown = redact_url(url);
+        let shown = crate::redact::url(url);
         // The query is the operator's own, from the config; values are always bound.
         let sql = || sqlx::AssertSqlSafe(query);
         match pool {
@@ -121,15 +107,7 @@ fn db_error(e: &sqlx::Error) -> String {
         sqlx::Error::PoolTimedOut => {
             "no connection within the check's timeout (database down?)".into()
         }
-        other => {
-            let mut text = other.to_string();
-            let mut cause = std::error::Error::source(other);
-            while let Some(c) = cause {
-                text = c.to_string();
-                cause = c.source();
-            }
-            text
-        }
+        other => crate::errors::root_cause(other),
     }
 }
 
@@ -137,7 +115,8 @@ fn progress(ms: Option<i64>) -> Observation {
     Observation::Progress { at_wall_ms: ms }
 }
 
-/// A timestamp given as text: epoch seconds, RFC 3339, or `YYYY-MM-DD HH:MM:SS[.fff]` (UTC).
+/// A timestamp given as text: epoch seconds or milliseconds, RFC 3339, `YYYY-MM-DD
+/// HH:MM:SS[.fff]` (UTC) or a date (`YYYY-MM-DD`, midnight UTC).
 fn text_time(s: &str) -> Option<i64> {
     let s = s.trim();
     if let Ok(v) = s.parse::<f64>() {
@@ -155,15 +134,21 @@ fn text_time(s: &str) -> Option<i64> {
             return Some(t.and_utc().timestamp_millis());
         }
     }
-    None
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().map(date_ms)
+}
+
+fn date_ms(d: NaiveDate) -> i64 {
+    d.and_time(NaiveTime::MIN).and_utc().timestamp_millis()
 }
 
 fn unusable(what: &str) -> Observation {
     Observation::Unknown(format!(
-        "the query's first column is {what}; it must be a timestamp or epoch seconds"
+        "the query's first column is {what}; it must be a time, a date, epoch seconds or \
+         milliseconds, or text holding one of them"
     ))
 }
 
+/// The first column as wall-clock milliseconds, decoded by its PostgreSQL type.
 fn pg_value(row: &PgRow) -> Observation {
     let Ok(raw) = row.try_get_raw(0) else {
         return Observation::Unknown("the query returned no column".into());
@@ -172,6 +157,7 @@ fn pg_value(row: &PgRow) -> Observation {
         return progress(None);
     }
     let ty = raw.type_info().name().to_string();
+    let epoch = |v: Option<f64>| v.and_then(epoch_to_ms);
     let ms = match ty.as_str() {
         "TIMESTAMPTZ" => row
             .try_get::<DateTime<Utc>, _>(0)
@@ -181,24 +167,20 @@ fn pg_value(row: &PgRow) -> Observation {
             .try_get::<NaiveDateTime, _>(0)
             .ok()
             .map(|t| t.and_utc().timestamp_millis()),
-        "INT8" => row
-            .try_get::<i64, _>(0)
-            .ok()
-            .and_then(|v| epoch_to_ms(v as f64)),
-        "INT4" => row
-            .try_get::<i32, _>(0)
-            .ok()
-            .and_then(|v| epoch_to_ms(v as f64)),
-        "FLOAT8" => row.try_get::<f64, _>(0).ok().and_then(epoch_to_ms),
-        "FLOAT4" => row
-            .try_get::<f32, _>(0)
-            .ok()
-            .and_then(|v| epoch_to_ms(v as f64)),
-        "TEXT" | "VARCHAR" => row.try_get::<String, _>(0).ok().and_then(|s| text_time(&s)),
-        "NUMERIC" => {
-            return Observation::Unknown(
-                "the query's first column is NUMERIC: cast it, e.g. extract(epoch from max(ts))::float8".into(),
-            );
+        "DATE" => row.try_get::<NaiveDate, _>(0).ok().map(date_ms),
+        "INT8" => epoch(row.try_get::<i64, _>(0).ok().map(|v| v as f64)),
+        "INT4" => epoch(row.try_get::<i32, _>(0).ok().map(f64::from)),
+        "INT2" => epoch(row.try_get::<i16, _>(0).ok().map(f64::from)),
+        "FLOAT8" => epoch(row.try_get::<f64, _>(0).ok()),
+        "FLOAT4" => epoch(row.try_get::<f32, _>(0).ok().map(f64::from)),
+        // `extract(epoch FROM …)` is NUMERIC since PostgreSQL 14.
+        "NUMERIC" => epoch(
+            row.try_get::<sqlx::types::Decimal, _>(0)
+                .ok()
+                .and_then(|d| f64::try_from(d).ok()),
+        ),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => {
+            row.try_get::<String, _>(0).ok().and_then(|s| text_time(&s))
         }
         other => return unusable(other),
     };
@@ -208,6 +190,8 @@ fn pg_value(row: &PgRow) -> Observation {
     }
 }
 
+/// The first column as wall-clock milliseconds, decoded by the SQLite storage class of the
+/// value (SQLite has no time type: times are text, or numbers of seconds or milliseconds).
 fn sqlite_value(row: &SqliteRow) -> Observation {
     let Ok(raw) = row.try_get_raw(0) else {
         return Observation::Unknown("the query returned no column".into());
@@ -217,12 +201,14 @@ fn sqlite_value(row: &SqliteRow) -> Observation {
     }
     let ty = raw.type_info().name().to_string();
     let ms = match ty.as_str() {
-        "INTEGER" => row
+        "INTEGER" | "BOOLEAN" => row
             .try_get::<i64, _>(0)
             .ok()
             .and_then(|v| epoch_to_ms(v as f64)),
-        "REAL" => row.try_get::<f64, _>(0).ok().and_then(epoch_to_ms),
-        "TEXT" | "DATETIME" => row.try_get::<String, _>(0).ok().and_then(|s| text_time(&s)),
+        "REAL" | "NUMERIC" => row.try_get::<f64, _>(0).ok().and_then(epoch_to_ms),
+        "TEXT" | "DATETIME" | "DATE" | "TIME" => {
+            row.try_get::<String, _>(0).ok().and_then(|s| text_time(&s))
+        }
         other => return unusable(other),
     };
     match ms {
@@ -243,15 +229,8 @@ mod tests {
             text_time("2023-11-14 22:13:20.500"),
             Some(1_700_000_000_500)
         );
+        assert_eq!(text_time("2023-11-14"), Some(1_699_920_000_000));
+        assert_eq!(text_time("1700000000500"), Some(1_700_000_000_500));
         assert_eq!(text_time("yesterday"), None);
-    }
-
-    #[test]
-    fn passwords_are_hidden() {
-        assert_eq!(
-            redact_url("postgresql://postgres:eddie_memory_2026@192.168.15.2:5433/postgres"),
-            "postgresql://postgres:***@192.168.15.2:5433/postgres"
-        );
-        assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
     }
 }

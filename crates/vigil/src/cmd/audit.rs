@@ -6,16 +6,10 @@ use std::time::SystemTime;
 use vigil_core::AuditAction;
 
 use crate::audit::{Filter, Record, read};
-use crate::config::parse_duration;
 
 /// `--since 1h` (a duration ago) or `--since 2026-11-23T10:00:00Z`.
 pub fn parse_since(s: &str, now: SystemTime) -> Result<SystemTime, String> {
-    if let Ok(d) = parse_duration(s) {
-        return Ok(now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH));
-    }
-    humantime::parse_rfc3339_weak(s).map_err(|_| {
-        format!("--since {s:?}: expected a duration ago (\"30m\", \"1h\", \"2d\") or an RFC 3339 time (\"2026-11-23T10:00:00Z\")")
-    })
+    crate::audit::parse_since(s, now).map_err(|e| format!("--since {e}"))
 }
 
 pub fn check_action(action: &str) -> Result<(), String> {

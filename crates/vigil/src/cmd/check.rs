@@ -99,7 +99,7 @@ fn render_agent(config: &Config, a: &AgentConfig) -> String {
             ),
         ));
     }
-    let now_ms = crate::runtime::now().wall_ms;
+    let now_ms = crate::clock::now().wall_ms;
     for w in &a.quiet.windows {
         let next = if w.contains(now_ms) {
             "quiet now".to_string()
@@ -156,7 +156,7 @@ pub fn describe_check(c: &CheckConfig) -> String {
             None => path.display().to_string(),
         },
         Probe::Sql { url, query, params } => {
-            let mut t = format!("{} `{query}`", crate::checks::redact_url(url));
+            let mut t = format!("{} `{query}`", crate::redact::url(url));
             if !params.is_empty() {
                 t.push_str(&format!(" with {params:?}"));
             }
@@ -164,7 +164,7 @@ pub fn describe_check(c: &CheckConfig) -> String {
         }
         Probe::Redis { url, key, exists } => format!(
             "{} key {key}{}",
-            crate::checks::redact_url(url),
+            crate::redact::url(url),
             if *exists { " (exists)" } else { " (epoch)" }
         ),
     };

@@ -88,7 +88,7 @@ pub(super) fn call(
         }
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return Reply::Unreachable(error_chain(&e)),
+            Err(e) => return Reply::Unreachable(crate::errors::chain(&e)),
         };
         let code = resp.status().as_u16();
         match resp.text().await {
@@ -96,20 +96,9 @@ pub(super) fn call(
                 code,
                 serde_json::from_str(&text).unwrap_or(Value::String(text)),
             ),
-            Err(e) => Reply::Unreachable(error_chain(&e)),
+            Err(e) => Reply::Unreachable(crate::errors::chain(&e)),
         }
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 pub(super) fn unreachable(ep: &Endpoint, why: &str) -> i32 {

@@ -18,7 +18,7 @@ pub use llm::{LlmConfig, Provider};
 pub use model::{
     AgentConfig, ApiConfig, CheckConfig, Config, EvidenceCommand, Pattern, Probe, StatusExpect,
 };
-pub use values::parse_duration;
+pub use values::{did_you_mean, parse_duration};
 
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -167,6 +167,35 @@ impl PartialEq for Pattern {
 }
 
 impl AgentConfig {
+    /// A run found at startup whose agent the configuration no longer has: enough to stop it
+    /// the way it was to be stopped, and never to start it.
+    pub fn stray(name: &str, stop_signal: Signal, stop_timeout: Duration) -> AgentConfig {
+        let (template, instance) = match name.split_once('@') {
+            Some((t, i)) => (Some(t.to_string()), Some(i.to_string())),
+            None => (None, None),
+        };
+        AgentConfig {
+            name: name.to_string(),
+            template,
+            instance,
+            command: Vec::new(),
+            cwd: None,
+            env: Vec::new(),
+            autostart: false,
+            restart: RestartMode::Never,
+            stop_signal,
+            stop_timeout,
+            policy: RestartPolicy::default(),
+            log_max_size: 50_000_000,
+            log_keep: 5,
+            checks: Vec::new(),
+            quiet: Quiet::default(),
+            diagnosis: Rules::default(),
+            advisor: None,
+            evidence: None,
+        }
+    }
+
     /// The agent speaks the notify protocol: it gets a NOTIFY_SOCKET.
     pub fn uses_notify(&self) -> bool {
         self.checks.iter().any(|c| c.spec.kind == CheckKind::Notify)

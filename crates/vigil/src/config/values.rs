@@ -7,6 +7,10 @@ pub const DURATION_FORMS: &str =
 pub const SIZE_FORMS: &str =
     r#"a number of bytes, or a number with a unit: "512KB", "50MB", "1GB" (or KiB/MiB/GiB)"#;
 
+/// The longest duration a config may hold: longer waits are mistakes, and bounding them here
+/// keeps every deadline vigil computes far from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
 /// `"90s"`, `"5m"`, `"1h30m"`, `"250ms"`, `"2d"`. Whitespace between parts is allowed.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let text = s.trim();
@@ -41,7 +45,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "" => return Err(format!("`{s}` has no unit")),
             other => return Err(format!("unknown unit `{other}`")),
         };
-        total += Duration::from_secs_f64(number * seconds);
+        let too_long = || format!("`{text}` is too long: durations are at most 365d");
+        let part = Duration::try_from_secs_f64(number * seconds).map_err(|_| too_long())?;
+        total = total
+            .checked_add(part)
+            .filter(|t| *t <= MAX_DURATION)
+            .ok_or_else(too_long)?;
     }
     Ok(total)
 }
@@ -97,6 +106,19 @@ mod tests {
                 .contains("unknown unit `mn`")
         );
         assert!(parse_duration("fast").is_err());
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        for absurd in [
+            "366d",
+            "99999999999999999999d",
+            "5000000000000000000s",
+            "1e3d",
+        ] {
+            let e = parse_duration(absurd).unwrap_err();
+            assert!(
+                e.contains("at most 365d") || e.contains("unknown unit"),
+                "{absurd}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -35,10 +35,10 @@ impl Children {
     }
 
     /// Reap every exited child that nobody waits for (orphans inherited as subreaper).
-    pub fn reap_orphans(&self) -> Vec<(u32, ExitStatus)> {
+    pub fn reap_orphans(&self, self_pid: u32) -> Vec<(u32, ExitStatus)> {
         let managed = self.lock();
         let mut reaped = Vec::new();
-        for pid in direct_children() {
+        for pid in main_thread_children(self_pid) {
             if managed.contains(&pid) {
                 continue;
             }
@@ -53,20 +53,17 @@ impl Children {
     }
 }
 
-/// vigil's own children, from /proc/self/task/*/children (zombies included).
-pub fn direct_children() -> Vec<u32> {
-    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|s| {
+/// Children of vigil's main thread (zombies included): the agents it spawned and every orphan
+/// the kernel handed it as a subreaper — orphans go to the thread group's leader while it
+/// lives. One small read, not a scan of the process table.
+pub fn main_thread_children(self_pid: u32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/self/task/{self_pid}/children"))
+        .map(|s| {
             s.split_whitespace()
                 .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
+                .collect()
         })
-        .collect()
+        .unwrap_or_default()
 }
 
 /// Decode a raw `wait` status (the layout is the same on every Linux architecture).
@@ -109,6 +106,11 @@ impl ExitWatch {
         let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
             .map_err(io::Error::from)?;
         Ok(ExitWatch { fd })
+    }
+
+    /// Wait for the exit without collecting it (the orphan reaper or its owner does that).
+    pub async fn exited(self) {
+        let _ = self.fd.readable().await;
     }
 
     /// Wait for the exit and collect the status. For a process vigil is not the parent of

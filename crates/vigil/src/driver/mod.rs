@@ -4,6 +4,7 @@ pub mod children;
 pub mod process;
 pub mod proctree;
 pub mod spawn;
+pub mod tree;
 
 pub use children::{Children, ExitWatch};
 pub use process::{Launch, ProcessDriver};

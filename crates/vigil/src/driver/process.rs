@@ -8,9 +8,9 @@ use std::path::Path;
 use rustix::process::{Pid, Signal as OsSignal, getpid, kill_process, kill_process_group};
 use vigil_core::Signal;
 
-use super::children::{Children, direct_children};
+use super::children::{Children, main_thread_children};
 use super::proctree::{self, Snapshot};
-use super::spawn::{self, SpawnRequest};
+use super::spawn::{self, ExecError, SpawnError, SpawnRequest};
 use crate::config::AgentConfig;
 use crate::logs;
 
@@ -26,6 +26,15 @@ pub struct Launch<'a> {
     pub extra_env: &'a [(String, String)],
 }
 
+/// A signal the kernel refused (a process that is already gone is not an error).
+#[derive(Debug, thiserror::Error)]
+#[error("{signal} to {target}: {source}")]
+pub struct SignalError {
+    pub signal: Signal,
+    pub target: String,
+    pub source: rustix::io::Errno,
+}
+
 #[derive(Clone)]
 pub struct ProcessDriver {
     self_pid: u32,
@@ -38,6 +47,22 @@ fn os_signal(sig: Signal) -> Option<OsSignal> {
 
 fn pid(n: u32) -> Option<Pid> {
     Pid::from_raw(n as i32)
+}
+
+/// `Ok` when delivered or when nothing is there any more.
+fn delivered(
+    result: rustix::io::Result<()>,
+    signal: Signal,
+    target: impl FnOnce() -> String,
+) -> Result<(), SignalError> {
+    match result {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(source) => Err(SignalError {
+            signal,
+            target: target(),
+            source,
+        }),
+    }
 }
 
 impl ProcessDriver {
@@ -59,22 +84,29 @@ impl ProcessDriver {
     }
 
     /// Start the agent in its own session (and so its own process group), with its log file
-    /// as stdout and stderr. Returns the pid or why it could not start.
-    pub fn spawn(&self, launch: &Launch<'_>) -> Result<u32, String> {
+    /// as stdout and stderr. Returns the pid, or why it could not start.
+    pub fn spawn(&self, launch: &Launch<'_>) -> Result<u32, SpawnError> {
         let agent = launch.agent;
         let Some(program) = agent.command.first() else {
-            return Err("empty command".into());
+            return Err(SpawnError::EmptyCommand);
         };
-        if let Some(cwd) = &agent.cwd
-            && !cwd.is_dir()
-        {
-            return Err(format!(
-                "working directory {} does not exist",
-                cwd.display()
-            ));
+        if let Some(cwd) = &agent.cwd {
+            let problem = match std::fs::metadata(cwd) {
+                Ok(m) if m.is_dir() => None,
+                Ok(_) => Some(io::Error::from_raw_os_error(libc::ENOTDIR)),
+                Err(e) => Some(e),
+            };
+            if let Some(source) = problem {
+                return Err(SpawnError::WorkingDir {
+                    path: cwd.clone(),
+                    source,
+                });
+            }
         }
-        let log = logs::open_for_agent(launch.log)
-            .map_err(|e| format!("cannot open log file {}: {e}", launch.log.display()))?;
+        let log = logs::open_for_agent(launch.log).map_err(|source| SpawnError::LogFile {
+            path: launch.log.to_path_buf(),
+            source,
+        })?;
 
         // vigil's environment, then the agent's, then vigil's own variables.
         let mut env = spawn::inherited_env();
@@ -96,7 +128,9 @@ impl ProcessDriver {
             .find(|(k, _)| k == "PATH")
             .map(|(_, v)| v.clone());
         let Some(resolved) = spawn::resolve_program(program, path_var.as_deref()) else {
-            return Err(format!("{program}: command not found in PATH"));
+            return Err(SpawnError::NotInPath {
+                program: program.clone(),
+            });
         };
         let mut managed = self.children.lock();
         let result = spawn::spawn_in_new_session(&SpawnRequest {
@@ -111,13 +145,11 @@ impl ProcessDriver {
                 managed.insert(pid);
                 Ok(pid)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(format!("{program}: command not found ({e})"))
-            }
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                Err(format!("{program}: permission denied ({e})"))
-            }
-            Err(e) => Err(format!("{program}: {e}")),
+            Err(ExecError::NulByte(what)) => Err(SpawnError::NulByte { what }),
+            Err(ExecError::Os(source)) => Err(SpawnError::Exec {
+                program: program.clone(),
+                source,
+            }),
         }
     }
 
@@ -125,36 +157,59 @@ impl ProcessDriver {
         n > 1 && n != self.self_pid
     }
 
-    /// Send `sig` to the run's process group and to its members that escaped the group.
-    pub fn signal(&self, main_pid: u32, run_tag: &str, sig: Signal, procs: &Snapshot) {
-        let Some(os_sig) = os_signal(sig) else { return };
+    /// Send `sig` to the process group led by the run's main process (one syscall).
+    pub fn signal_group(&self, main_pid: u32, sig: Signal) -> Result<(), SignalError> {
+        let (Some(os_sig), Some(p)) = (os_signal(sig), pid(main_pid)) else {
+            return Ok(());
+        };
         if !self.safe_target(main_pid) {
-            return;
+            return Ok(());
         }
-        if let Some(p) = pid(main_pid) {
-            let _ = kill_process_group(p, os_sig);
-        }
-        for member in self.members(main_pid, run_tag, procs) {
+        delivered(kill_process_group(p, os_sig), sig, || {
+            format!("the process group of pid {main_pid}")
+        })
+    }
+
+    /// Send `sig` to every member of the run found in the process table, group members
+    /// included (they may have left the group). Reads /proc: call it off the supervision loop.
+    pub fn signal_members(
+        &self,
+        main_pid: u32,
+        run_tag: &str,
+        sig: Signal,
+    ) -> Result<(), SignalError> {
+        let Some(os_sig) = os_signal(sig) else {
+            return Ok(());
+        };
+        let procs = self.snapshot();
+        let mut first_error = None;
+        for member in self.members(main_pid, run_tag, &procs) {
             if let Some(p) = pid(member)
                 && self.safe_target(member)
+                && let Err(e) = delivered(kill_process(p, os_sig), sig, || format!("pid {member}"))
             {
-                let _ = kill_process(p, os_sig);
+                first_error.get_or_insert(e);
             }
         }
+        first_error.map_or(Ok(()), Err)
     }
 
-    /// SIGKILL one process (never vigil, never init).
-    pub fn kill_pid(&self, n: u32) {
-        if let Some(p) = pid(n)
-            && self.safe_target(n)
-        {
-            let _ = kill_process(p, OsSignal::KILL);
+    /// SIGKILL processes that escaped the run's group, each checked again first: still an
+    /// orphan of vigil carrying the run's tag (so a reused pid is never hit).
+    pub fn kill_escaped(&self, pids: &[u32], run_tag: &str) -> Result<(), SignalError> {
+        let ours: HashSet<u32> = self.escaped_orphans(run_tag).into_iter().collect();
+        let mut first_error = None;
+        for &n in pids.iter().filter(|p| ours.contains(p)) {
+            if let Some(p) = pid(n)
+                && self.safe_target(n)
+                && let Err(e) = delivered(kill_process(p, OsSignal::KILL), Signal::KILL, || {
+                    format!("pid {n}")
+                })
+            {
+                first_error.get_or_insert(e);
+            }
         }
-    }
-
-    /// SIGKILL everything left of the run.
-    pub fn kill(&self, main_pid: u32, run_tag: &str, procs: &Snapshot) {
-        self.signal(main_pid, run_tag, Signal::KILL, procs);
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Live processes of the run (group, session, descendants, tagged orphans).
@@ -174,19 +229,15 @@ impl ProcessDriver {
         pid(main_pid).is_some_and(|p| rustix::process::test_kill_process_group(p).is_ok())
     }
 
-    /// Orphans vigil inherited that belong to the run (they left its process group).
+    /// Orphans vigil inherited that carry the run's tag (they left its process group and
+    /// their parent died). Reads vigil's own children list, not the process table.
     pub fn escaped_orphans(&self, run_tag: &str) -> Vec<u32> {
         let managed: HashSet<u32> = self.children.lock().clone();
-        direct_children()
+        main_thread_children(self.self_pid)
             .into_iter()
             .filter(|c| !managed.contains(c))
             .filter(|c| proctree::environ_var(*c, RUN_TAG_VAR).as_deref() == Some(run_tag))
             .collect()
-    }
-
-    /// Is anything of the run left after its main process exited?
-    pub fn tree_alive(&self, main_pid: u32, run_tag: &str) -> bool {
-        self.group_alive(main_pid) || !self.escaped_orphans(run_tag).is_empty()
     }
 
     /// A process-table view for one batch of actions.

@@ -12,6 +12,81 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::ptr;
 
+use vigil_core::SpawnErrorKind;
+
+/// Why an agent's process could not be created. The kind (what the diagnosis acts on) comes
+/// from the variant and the errno, never from the wording.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("the command is empty")]
+    EmptyCommand,
+    #[error("{what} contains a NUL byte")]
+    NulByte { what: &'static str },
+    #[error("{program}: command not found in PATH")]
+    NotInPath { program: String },
+    #[error("working directory {}: {source}", path.display())]
+    WorkingDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open log file {}: {source}", path.display())]
+    LogFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{program}: {}", describe_exec(source))]
+    Exec {
+        program: String,
+        source: std::io::Error,
+    },
+}
+
+fn describe_exec(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => format!("command not found ({e})"),
+        Some(libc::EACCES) => format!("permission denied ({e})"),
+        _ => e.to_string(),
+    }
+}
+
+fn errno_kind(e: &std::io::Error) -> SpawnErrorKind {
+    match e.raw_os_error() {
+        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::ENAMETOOLONG) => {
+            SpawnErrorKind::ProgramNotFound
+        }
+        Some(libc::EACCES | libc::EPERM | libc::EISDIR) => SpawnErrorKind::PermissionDenied,
+        Some(libc::ENOEXEC | libc::E2BIG | libc::EINVAL) => SpawnErrorKind::InvalidCommand,
+        Some(libc::ENOSPC | libc::EDQUOT) => SpawnErrorKind::DiskFull,
+        Some(libc::EAGAIN | libc::ENOMEM | libc::EMFILE | libc::ENFILE) => {
+            SpawnErrorKind::OutOfResources
+        }
+        _ => SpawnErrorKind::Other,
+    }
+}
+
+impl SpawnError {
+    pub fn kind(&self) -> SpawnErrorKind {
+        match self {
+            SpawnError::EmptyCommand | SpawnError::NulByte { .. } => SpawnErrorKind::InvalidCommand,
+            SpawnError::NotInPath { .. } => SpawnErrorKind::ProgramNotFound,
+            SpawnError::WorkingDir { .. } => SpawnErrorKind::BadWorkingDir,
+            SpawnError::LogFile { source, .. } => match errno_kind(source) {
+                SpawnErrorKind::DiskFull => SpawnErrorKind::DiskFull,
+                _ => SpawnErrorKind::LogUnavailable,
+            },
+            SpawnError::Exec { source, .. } => errno_kind(source),
+        }
+    }
+
+    /// What the core is told.
+    pub fn to_failure(&self) -> vigil_core::SpawnFailure {
+        vigil_core::SpawnFailure {
+            kind: self.kind(),
+            message: self.to_string(),
+        }
+    }
+}
+
 pub struct SpawnRequest<'a> {
     pub program: &'a Path,
     pub argv: &'a [String],
@@ -21,9 +96,17 @@ pub struct SpawnRequest<'a> {
     pub output: BorrowedFd<'a>,
 }
 
-fn cstring(bytes: &[u8]) -> io::Result<CString> {
-    CString::new(bytes)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "contains a NUL byte"))
+/// Why `posix_spawn` did not start the process.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("{0} contains a NUL byte")]
+    NulByte(&'static str),
+    #[error(transparent)]
+    Os(#[from] io::Error),
+}
+
+fn cstring(bytes: &[u8], what: &'static str) -> Result<CString, ExecError> {
+    CString::new(bytes).map_err(|_| ExecError::NulByte(what))
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {
@@ -59,13 +142,13 @@ pub fn resolve_program(program: &str, path_var: Option<&OsStr>) -> Option<PathBu
 
 /// Start a process in a new session (so also a new process group) with default signal
 /// dispositions and an empty signal mask. Returns its pid.
-pub fn spawn_in_new_session(req: &SpawnRequest<'_>) -> io::Result<u32> {
-    let program = cstring(req.program.as_os_str().as_bytes())?;
+pub fn spawn_in_new_session(req: &SpawnRequest<'_>) -> Result<u32, ExecError> {
+    let program = cstring(req.program.as_os_str().as_bytes(), "the program path")?;
     let args: Vec<CString> = req
         .argv
         .iter()
-        .map(|a| cstring(a.as_bytes()))
-        .collect::<io::Result<_>>()?;
+        .map(|a| cstring(a.as_bytes(), "an argument"))
+        .collect::<Result<_, _>>()?;
     let env: Vec<CString> = req
         .env
         .iter()
@@ -73,12 +156,12 @@ pub fn spawn_in_new_session(req: &SpawnRequest<'_>) -> io::Result<u32> {
             let mut kv = k.as_bytes().to_vec();
             kv.push(b'=');
             kv.extend_from_slice(v.as_bytes());
-            cstring(&kv)
+            cstring(&kv, "an environment variable")
         })
-        .collect::<io::Result<_>>()?;
+        .collect::<Result<_, _>>()?;
     let cwd = req
         .cwd
-        .map(|c| cstring(c.as_os_str().as_bytes()))
+        .map(|c| cstring(c.as_os_str().as_bytes(), "the working directory"))
         .transpose()?;
     let mut argv: Vec<*mut libc::c_char> = args.iter().map(|a| a.as_ptr() as *mut _).collect();
     argv.push(ptr::null_mut());
@@ -95,9 +178,9 @@ pub fn spawn_in_new_session(req: &SpawnRequest<'_>) -> io::Result<u32> {
         let mut attr = MaybeUninit::<libc::posix_spawnattr_t>::uninit();
         if let Err(e) = check(libc::posix_spawnattr_init(attr.as_mut_ptr())) {
             libc::posix_spawn_file_actions_destroy(actions.as_mut_ptr());
-            return Err(e);
+            return Err(e.into());
         }
-        let result = (|| {
+        let result = (|| -> io::Result<u32> {
             let fa = actions.as_mut_ptr();
             let at = attr.as_mut_ptr();
             check(libc::posix_spawn_file_actions_addopen(
@@ -136,7 +219,7 @@ pub fn spawn_in_new_session(req: &SpawnRequest<'_>) -> io::Result<u32> {
         })();
         libc::posix_spawnattr_destroy(attr.as_mut_ptr());
         libc::posix_spawn_file_actions_destroy(actions.as_mut_ptr());
-        result
+        Ok(result?)
     }
 }
 
@@ -153,5 +236,27 @@ mod tests {
         let sh = resolve_program("sh", Some(OsStr::new("/nonexistent:/bin:/usr/bin"))).unwrap();
         assert!(sh.ends_with("sh"));
         assert_eq!(resolve_program("no-such-program-xyz", None), None);
+    }
+
+    #[test]
+    fn spawn_errors_are_classified_by_errno() {
+        let exec = |errno| SpawnError::Exec {
+            program: "bot".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        assert_eq!(exec(libc::ENOENT).kind(), SpawnErrorKind::ProgramNotFound);
+        assert_eq!(exec(libc::EACCES).kind(), SpawnErrorKind::PermissionDenied);
+        assert_eq!(exec(libc::ENOEXEC).kind(), SpawnErrorKind::InvalidCommand);
+        assert_eq!(exec(libc::EAGAIN).kind(), SpawnErrorKind::OutOfResources);
+        let log = SpawnError::LogFile {
+            path: "x.log".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        assert_eq!(log.kind(), SpawnErrorKind::DiskFull);
+        assert!(
+            exec(libc::ENOENT)
+                .to_string()
+                .starts_with("bot: command not found")
+        );
     }
 }

@@ -75,6 +75,33 @@ impl Fleet {
         (code, json)
     }
 
+    /// A positive sign that vigil has handled everything that happened before this call: its
+    /// loop answers `/health`'s ping only after the inputs already waiting for it. Tests that
+    /// assert that something did *not* happen call this first.
+    pub fn settled(&self) {
+        let (code, body) = self.api("GET", "/health", "");
+        assert!(
+            code == 200 || body["status"] == "degraded",
+            "vigil's loop did not answer: {body}"
+        );
+    }
+
+    /// The saved state (`state.jsonl`: the last line for each agent wins).
+    pub fn saved_state(&self) -> serde_json::Map<String, Value> {
+        let mut state = serde_json::Map::new();
+        for line in read(&self.state().join("state.jsonl")).lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let agent = v["agent"].as_str().unwrap_or_default().to_string();
+            match v.get("state") {
+                Some(s) => state.insert(agent, s.clone()),
+                None => state.remove(&agent),
+            };
+        }
+        state
+    }
+
     /// Start `vigil run` and wait until its start is in the journal.
     pub fn start(&mut self) {
         let n = self.records(Some("vigil_start")).len();
@@ -147,7 +174,7 @@ impl Fleet {
     }
 
     /// Poll until `cond` holds; panic with vigil's log after `limit`.
-    pub fn wait_for(&self, what: &str, limit: Duration, cond: impl Fn(&Fleet) -> bool) {
+    pub fn wait_for(&self, what: &str, limit: Duration, mut cond: impl FnMut(&Fleet) -> bool) {
         let deadline = Instant::now() + limit;
         while !cond(self) {
             if Instant::now() > deadline {

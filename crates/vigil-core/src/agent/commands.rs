@@ -1,0 +1,169 @@
+//! What people ask of an agent: start, stop, restart, reset.
+
+use std::time::Instant;
+
+use super::{Agent, CommandError, CommandOutcome, Outbox, Phase, Then, TimerKind};
+use crate::event::{Command, Requester};
+use crate::records;
+
+impl Agent {
+    /// `note` is the person's own words (why), added to the audit reason.
+    pub(crate) fn command(
+        &mut self,
+        now: Instant,
+        command: Command,
+        by: Requester,
+        note: Option<&str>,
+        out: &mut Outbox,
+    ) -> Result<CommandOutcome, CommandError> {
+        if self.is_being_removed() && command != Command::Stop {
+            return Err(CommandError::Removed);
+        }
+        self.note = note.map(|n| n.chars().take(200).collect());
+        let result = match command {
+            Command::Start => self.request_start(now, by, out),
+            Command::Stop => Ok(self.request_stop(now, by, out)),
+            Command::Restart => self.request_restart(now, by, out),
+            Command::Reset => Ok(self.request_reset(now, by, out)),
+        };
+        self.note = None;
+        result
+    }
+
+    /// Who asked, for audit reasons: `api`, or `api ("deploying v2")` with a note.
+    fn who(&self, by: Requester) -> String {
+        match &self.note {
+            Some(n) => format!("{} ({n:?})", by.as_str()),
+            None => by.as_str().to_string(),
+        }
+    }
+
+    pub(crate) fn request_start(
+        &mut self,
+        now: Instant,
+        by: Requester,
+        out: &mut Outbox,
+    ) -> Result<CommandOutcome, CommandError> {
+        match &mut self.phase {
+            Phase::Quarantined { reason } => Err(CommandError::Quarantined {
+                reason: reason.clone(),
+            }),
+            Phase::Starting(_) | Phase::Running(_) => Ok(CommandOutcome::AlreadyRunning),
+            Phase::Stopping { then, .. } => {
+                *then = Then::Start;
+                self.want_running = true;
+                self.held = false;
+                Ok(CommandOutcome::WillStart)
+            }
+            Phase::Stopped | Phase::Backoff { .. } => {
+                let was_waiting = matches!(self.phase, Phase::Backoff { .. });
+                self.want_running = true;
+                self.held = false;
+                let reason = if was_waiting {
+                    format!("started by {} while waiting to restart", self.who(by))
+                } else {
+                    format!("started by {}", self.who(by))
+                };
+                out.audit(records::start(self.name(), reason));
+                self.spawn(now, out);
+                Ok(CommandOutcome::Started)
+            }
+        }
+    }
+
+    pub(crate) fn request_stop(
+        &mut self,
+        now: Instant,
+        by: Requester,
+        out: &mut Outbox,
+    ) -> CommandOutcome {
+        self.want_running = false;
+        if by.is_human() {
+            self.held = true;
+        }
+        let reason = match by {
+            Requester::Shutdown => "vigil is shutting down".to_string(),
+            _ => format!("stop requested by {}", self.who(by)),
+        };
+        match &mut self.phase {
+            Phase::Stopped | Phase::Quarantined { .. } => CommandOutcome::AlreadyStopped,
+            Phase::Backoff { .. } => {
+                self.phase = Phase::Stopped;
+                self.timers.set(TimerKind::Restart, None);
+                out.audit(records::stop(
+                    self.name(),
+                    format!("{reason} while waiting to restart"),
+                    None,
+                ));
+                CommandOutcome::Stopped
+            }
+            Phase::Stopping { then, .. } => {
+                if *then != Then::Remove {
+                    *then = Then::Stay;
+                }
+                CommandOutcome::Stopping
+            }
+            Phase::Starting(_) | Phase::Running(_) => {
+                let entry = records::stop(self.name(), reason, Some(self.spec.stop_signal));
+                self.begin_stop(now, Then::Stay, entry, out);
+                CommandOutcome::Stopping
+            }
+        }
+    }
+
+    fn request_restart(
+        &mut self,
+        now: Instant,
+        by: Requester,
+        out: &mut Outbox,
+    ) -> Result<CommandOutcome, CommandError> {
+        let reason = format!("restart requested by {}", self.who(by));
+        match &mut self.phase {
+            Phase::Quarantined { reason } => Err(CommandError::Quarantined {
+                reason: reason.clone(),
+            }),
+            Phase::Stopping { then, .. } => {
+                *then = Then::Start;
+                self.want_running = true;
+                self.held = false;
+                Ok(CommandOutcome::WillStart)
+            }
+            Phase::Stopped | Phase::Backoff { .. } => {
+                self.want_running = true;
+                self.held = false;
+                out.audit(records::restart_requested(self.name(), reason, None));
+                self.spawn(now, out);
+                Ok(CommandOutcome::Started)
+            }
+            Phase::Starting(_) | Phase::Running(_) => {
+                self.want_running = true;
+                self.held = false;
+                let entry =
+                    records::restart_requested(self.name(), reason, Some(self.spec.stop_signal));
+                self.begin_stop(now, Then::Start, entry, out);
+                Ok(CommandOutcome::Restarting)
+            }
+        }
+    }
+
+    fn request_reset(&mut self, now: Instant, by: Requester, out: &mut Outbox) -> CommandOutcome {
+        self.restarts.clear();
+        self.crash_streak = 0;
+        self.escalated = false;
+        self.advice = None;
+        let was_down = matches!(
+            self.phase,
+            Phase::Quarantined { .. } | Phase::Backoff { .. }
+        );
+        out.audit(records::reset(self.name(), &self.who(by)));
+        if was_down {
+            self.phase = Phase::Stopped;
+            self.timers.set(TimerKind::Restart, None);
+            self.want_running = true;
+            self.held = false;
+            out.audit(records::start(self.name(), "started after reset"));
+            self.spawn(now, out);
+        }
+        CommandOutcome::Reset
+    }
+}

@@ -1,0 +1,330 @@
+//! A run's life: spawned (or adopted), running, stopped, ended; and what is left of it.
+
+use std::time::Instant;
+
+use super::{Agent, Failure, LastExit, Outbox, Phase, Run, Then, TimerKind};
+use crate::action::Action;
+use crate::audit::AuditEntry;
+use crate::diagnosis::FailureCause;
+use crate::event::{ExitStatus, FailedAction, RunId, SpawnErrorKind, SpawnFailure};
+use crate::policy::RestartMode;
+use crate::records;
+use crate::time::later;
+
+impl Agent {
+    /// Ask the edge for a new process: a new run, starting.
+    pub(super) fn spawn(&mut self, now: Instant, out: &mut Outbox) {
+        let run = Run {
+            id: out.new_run(),
+            pid: None,
+            since: now,
+        };
+        self.phase = Phase::Starting(run);
+        self.timers.set(TimerKind::Restart, None);
+        out.push(Action::Spawn {
+            agent: self.id,
+            run: run.id,
+        });
+    }
+
+    /// Stop the current run with the stop signal, SIGKILL after `stop_timeout`; `then` says
+    /// what follows once every process of the run is gone. `entry` is the record of why.
+    pub(super) fn begin_stop(
+        &mut self,
+        now: Instant,
+        then: Then,
+        entry: AuditEntry,
+        out: &mut Outbox,
+    ) {
+        let run = match self.phase {
+            Phase::Starting(run) | Phase::Running(run) => run,
+            _ => return,
+        };
+        self.forget_investigation();
+        out.audit(entry);
+        out.signal(self.id, run, self.spec.stop_signal);
+        self.timers
+            .set(TimerKind::Kill, Some(later(now, self.spec.stop_timeout)));
+        self.timers.set(TimerKind::Stable, None);
+        self.checks.stop();
+        self.phase = Phase::Stopping {
+            run,
+            then,
+            main_exit: None,
+        };
+    }
+
+    /// The run is up (spawned, or ready when gated by READY=1).
+    pub(super) fn become_running(&mut self, now: Instant, run: Run) {
+        self.phase = Phase::Running(run);
+        self.timers.set(
+            TimerKind::Stable,
+            Some(later(now, self.spec.policy.stable_after)),
+        );
+        self.checks.start(now, run.since);
+    }
+
+    /// A live process found at startup, left by a previous vigil: it becomes the current run.
+    pub(crate) fn adopt(
+        &mut self,
+        pid: u32,
+        since: Instant,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Option<RunId> {
+        if !matches!(self.phase, Phase::Stopped) || !out.targetable(pid) {
+            return None;
+        }
+        let run = Run {
+            id: out.new_run(),
+            pid: Some(pid),
+            since,
+        };
+        self.want_running = !self.held;
+        self.phase = Phase::Running(run);
+        self.checks.new_run();
+        self.checks.start(now, since.min(now));
+        self.timers.set(
+            TimerKind::Stable,
+            Some(later(since.max(now), self.spec.policy.stable_after)),
+        );
+        out.audit(records::adopted(self.name(), pid));
+        if self.held {
+            let entry = records::stop(
+                self.name(),
+                "was stopped by a human before vigil restarted",
+                Some(self.spec.stop_signal),
+            );
+            self.begin_stop(now, Then::Stay, entry, out);
+        }
+        Some(run.id)
+    }
+
+    pub(crate) fn on_spawned(&mut self, now: Instant, id: RunId, pid: u32, out: &mut Outbox) {
+        if !out.targetable(pid) {
+            // An edge bug must never make vigil manage itself.
+            let error = SpawnFailure {
+                kind: SpawnErrorKind::Other,
+                message: format!("refusing to manage pid {pid}"),
+            };
+            self.on_spawn_failed(now, id, error, out);
+            return;
+        }
+        match &mut self.phase {
+            Phase::Starting(run) if run.id == id && run.pid.is_none() => {
+                run.pid = Some(pid);
+                let run = *run;
+                self.checks.new_run();
+                if self.checks.ready_check().is_some() {
+                    // Started only once it says READY=1.
+                    self.phase = Phase::Starting(Run { since: now, ..run });
+                    self.checks.arm_ready_deadline(now);
+                } else {
+                    self.become_running(now, run);
+                }
+            }
+            Phase::Stopping { run, .. } if run.id == id && run.pid.is_none() => {
+                run.pid = Some(pid);
+                run.since = now;
+                let run = *run;
+                out.signal(self.id, run, self.spec.stop_signal);
+            }
+            // A process nobody asked for must not become a second instance.
+            _ => {
+                out.audit(records::kill_unwanted(self.name(), id, pid));
+                let run = Run {
+                    id,
+                    pid: Some(pid),
+                    since: now,
+                };
+                out.kill(self.id, run);
+            }
+        }
+    }
+
+    pub(crate) fn on_spawn_failed(
+        &mut self,
+        now: Instant,
+        id: RunId,
+        error: SpawnFailure,
+        out: &mut Outbox,
+    ) {
+        match std::mem::replace(&mut self.phase, Phase::Stopped) {
+            Phase::Starting(run) if run.id == id && run.pid.is_none() => {
+                out.audit(records::spawn_failed(self.name(), &error));
+                let failure = Failure {
+                    reason: format!("could not start: {error}"),
+                    cause: FailureCause::SpawnFailed,
+                    uptime: None,
+                    verdict: None,
+                    spawn_error: Some(error.kind),
+                };
+                self.on_failure(now, failure, out);
+            }
+            Phase::Stopping { run, then, .. } if run.id == id && run.pid.is_none() => {
+                out.audit(records::spawn_failed(self.name(), &error));
+                self.timers.set(TimerKind::Kill, None);
+                self.after_stop(now, then, out);
+            }
+            other => self.phase = other,
+        }
+    }
+
+    pub(crate) fn on_exited(
+        &mut self,
+        now: Instant,
+        id: RunId,
+        status: ExitStatus,
+        tree_alive: bool,
+        escaped: Vec<u32>,
+        out: &mut Outbox,
+    ) {
+        match &mut self.phase {
+            Phase::Starting(run) | Phase::Running(run) if run.id == id && run.pid.is_some() => {
+                let run = *run;
+                let pid = run.pid.unwrap_or_default();
+                let uptime = now.saturating_duration_since(run.since);
+                out.audit(records::exit(self.name(), run.pid, status, uptime, false));
+                // Leftovers of a crashed run must never overlap the next run.
+                let escaped: Vec<u32> =
+                    escaped.into_iter().filter(|p| out.targetable(*p)).collect();
+                if tree_alive || !escaped.is_empty() {
+                    out.audit(records::kill_leftovers(
+                        self.name(),
+                        pid,
+                        tree_alive,
+                        &escaped,
+                    ));
+                    if tree_alive {
+                        out.kill(self.id, run);
+                    } else {
+                        out.push(Action::KillEscaped {
+                            agent: self.id,
+                            run: run.id,
+                            pids: escaped,
+                        });
+                    }
+                }
+                self.timers.set(TimerKind::Stable, None);
+                self.forget_investigation();
+                self.checks.stop();
+                self.phase = Phase::Stopped;
+                self.last_exit = Some(LastExit {
+                    status,
+                    at: now,
+                    uptime,
+                    expected: false,
+                });
+                let finished = match self.spec.restart {
+                    RestartMode::Always => false,
+                    RestartMode::OnFailure => status.is_clean(),
+                    RestartMode::Never => true,
+                };
+                if finished {
+                    self.want_running = false;
+                    if !status.is_clean() {
+                        self.last_problem = Some(status.to_string());
+                    }
+                    return;
+                }
+                let failure = Failure {
+                    reason: status.to_string(),
+                    cause: FailureCause::Exit,
+                    uptime: Some(uptime),
+                    verdict: None,
+                    spawn_error: None,
+                };
+                self.on_failure(now, failure, out);
+            }
+            Phase::Stopping { run, main_exit, .. } if run.id == id && main_exit.is_none() => {
+                *main_exit = Some(status);
+                let run = run.id;
+                if tree_alive || !escaped.is_empty() {
+                    out.push(Action::WatchTree {
+                        agent: self.id,
+                        run,
+                    });
+                } else {
+                    self.finish_stop(now, out);
+                }
+            }
+            // An exit of a run this agent no longer tracks (already handled).
+            _ => {}
+        }
+    }
+
+    pub(crate) fn on_tree_empty(&mut self, now: Instant, id: RunId, out: &mut Outbox) {
+        if let Phase::Stopping {
+            run,
+            main_exit: Some(_),
+            ..
+        } = &self.phase
+            && run.id == id
+        {
+            self.finish_stop(now, out);
+        }
+    }
+
+    /// The edge could not act on the run's processes: it goes on the record (unsuccessful,
+    /// so alerts and `vigil audit` show it) and becomes the agent's last problem.
+    pub(crate) fn on_action_failed(
+        &mut self,
+        id: RunId,
+        action: FailedAction,
+        error: &str,
+        out: &mut Outbox,
+    ) {
+        out.audit(records::action_failed(self.name(), id, action, error));
+        self.last_problem = Some(format!("{action} failed: {error}"));
+    }
+
+    fn finish_stop(&mut self, now: Instant, out: &mut Outbox) {
+        let Phase::Stopping {
+            run,
+            then,
+            main_exit,
+        } = std::mem::replace(&mut self.phase, Phase::Stopped)
+        else {
+            return;
+        };
+        self.timers.set(TimerKind::Kill, None);
+        let status = main_exit.unwrap_or_default();
+        let uptime = now.saturating_duration_since(run.since);
+        out.audit(records::exit(self.name(), run.pid, status, uptime, true));
+        self.last_exit = Some(LastExit {
+            status,
+            at: now,
+            uptime,
+            expected: true,
+        });
+        self.after_stop(now, then, out);
+    }
+
+    pub(super) fn after_stop(&mut self, now: Instant, then: Then, out: &mut Outbox) {
+        match then {
+            Then::Stay => {}
+            Then::Start => self.spawn(now, out),
+            Then::Heal(failure) => self.on_failure(now, failure, out),
+            Then::Remove => {
+                self.removed = true;
+                out.push(Action::Forget { agent: self.id });
+            }
+        }
+    }
+
+    /// The stop signal was not obeyed in time: SIGKILL to the whole tree.
+    pub(super) fn on_kill_due(&mut self, out: &mut Outbox) {
+        self.timers.set(TimerKind::Kill, None);
+        if let Phase::Stopping { run, .. } = self.phase
+            && run.pid.is_some()
+        {
+            out.audit(records::kill_after_timeout(
+                self.name(),
+                self.spec.stop_timeout,
+                self.spec.stop_signal,
+                run.pid,
+            ));
+            out.kill(self.id, run);
+        }
+    }
+}

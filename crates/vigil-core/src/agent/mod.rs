@@ -1,0 +1,521 @@
+//! One agent's state machine.
+//!
+//! Every transition is a method taking `now` and an [`Outbox`]; nothing here performs IO.
+//! The [`crate::Supervisor`] routes events to agents and keeps the timer index in sync with
+//! the deadlines each agent holds in [`Timers`]. The transitions live in files by concern:
+//! `lifecycle` (spawn, stop, exit), `commands` (what people ask), `failure` (what the policy
+//! does about a failure), `health` (checks and stalls), `advising` (evidence and advice),
+//! `reload` (configuration changes).
+
+mod advising;
+mod commands;
+mod failure;
+mod health;
+mod lifecycle;
+mod reload;
+mod timers;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use advising::Investigation;
+pub(crate) use timers::{TimerKind, Timers};
+
+use crate::action::Action;
+use crate::audit::AuditEntry;
+use crate::budget::RestartHistory;
+use crate::checks::{CheckSet, CheckSpec, CheckStatus};
+use crate::diagnosis::{Diagnosis, FailureCause};
+use crate::event::{AgentId, ExitStatus, RunId};
+use crate::signal::Signal;
+use crate::spec::AgentSpec;
+
+/// The states users see (`vigil status`, metrics, the dashboard).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AgentState {
+    Starting,
+    Running,
+    Backoff,
+    Stopping,
+    Stopped,
+    Quarantined,
+}
+
+impl AgentState {
+    pub const ALL: [AgentState; 6] = [
+        AgentState::Starting,
+        AgentState::Running,
+        AgentState::Backoff,
+        AgentState::Stopping,
+        AgentState::Stopped,
+        AgentState::Quarantined,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Starting => "starting",
+            AgentState::Running => "running",
+            AgentState::Backoff => "backoff",
+            AgentState::Stopping => "stopping",
+            AgentState::Stopped => "stopped",
+            AgentState::Quarantined => "quarantined",
+        }
+    }
+}
+
+impl fmt::Display for AgentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a command was not carried out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandError {
+    /// Quarantined agents only come back through `reset`, so a human reads why first.
+    Quarantined {
+        reason: String,
+    },
+    ShuttingDown,
+    /// A reload removed it from the configuration; it is being stopped and forgotten.
+    Removed,
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::Quarantined { reason } => {
+                write!(
+                    f,
+                    "quarantined ({reason}); `reset` clears the quarantine and starts it"
+                )
+            }
+            CommandError::ShuttingDown => write!(f, "vigil is shutting down"),
+            CommandError::Removed => write!(
+                f,
+                "removed from the configuration; it is stopping and will not start again"
+            ),
+        }
+    }
+}
+
+/// What a command did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandOutcome {
+    Started,
+    AlreadyRunning,
+    Stopping,
+    Stopped,
+    AlreadyStopped,
+    Restarting,
+    /// The agent is stopping; it will start once it has stopped.
+    WillStart,
+    Reset,
+}
+
+impl fmt::Display for CommandOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CommandOutcome::Started => "started",
+            CommandOutcome::AlreadyRunning => "already running",
+            CommandOutcome::Stopping => "stopping",
+            CommandOutcome::Stopped => "stopped",
+            CommandOutcome::AlreadyStopped => "already stopped",
+            CommandOutcome::Restarting => "restarting",
+            CommandOutcome::WillStart => "will start once stopped",
+            CommandOutcome::Reset => "reset",
+        })
+    }
+}
+
+/// How the last run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LastExit {
+    pub status: ExitStatus,
+    pub at: Instant,
+    pub uptime: Duration,
+    /// vigil asked for this exit.
+    pub expected: bool,
+}
+
+/// What survives a restart of vigil itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AgentMemory {
+    /// Automatic restarts still inside the window.
+    pub restarts: Vec<Instant>,
+    pub total_restarts: u64,
+    /// A human stopped it: do not autostart it again.
+    pub held: bool,
+    pub quarantined: Option<String>,
+    pub crash_streak: u32,
+    pub escalated: bool,
+}
+
+/// A failure the policy must answer.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Failure {
+    pub reason: String,
+    pub cause: FailureCause,
+    /// How long the failed run lasted, when there was one.
+    pub uptime: Option<Duration>,
+    /// Already judged (a stall investigated before the stop): not diagnosed again.
+    pub verdict: Option<Diagnosis>,
+    /// The failed spawn's error, judged by its kind.
+    pub spawn_error: Option<crate::event::SpawnErrorKind>,
+}
+
+/// What to do once a stop has completed.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Then {
+    Stay,
+    Start,
+    /// Stopped because it stalled: the policy decides what follows, as for a crash.
+    Heal(Failure),
+    Remove,
+}
+
+/// One life of the agent as the core tracks it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Run {
+    pub id: RunId,
+    /// `None` while the spawn is in flight.
+    pub pid: Option<u32>,
+    /// When the process was created (or, for a ready-gated agent, became ready).
+    pub since: Instant,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Phase {
+    Stopped,
+    Starting(Run),
+    Running(Run),
+    Stopping {
+        run: Run,
+        then: Then,
+        main_exit: Option<ExitStatus>,
+    },
+    Backoff {
+        until: Instant,
+        /// Waiting out an exhausted budget (`on_exhausted = "retry_after"`).
+        retry: bool,
+    },
+    Quarantined {
+        reason: String,
+    },
+}
+
+/// Actions produced while handling one input.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    pub actions: VecDeque<Action>,
+    /// vigil's own pid: never signalled, never adopted, never spawned over.
+    pub self_pid: u32,
+    /// The last run id handed out.
+    pub last_run: u64,
+}
+
+impl Outbox {
+    fn push(&mut self, action: Action) {
+        self.actions.push_back(action);
+    }
+
+    fn audit(&mut self, entry: AuditEntry) {
+        self.push(Action::Audit(entry));
+    }
+
+    pub(crate) fn new_run(&mut self) -> RunId {
+        self.last_run += 1;
+        RunId(self.last_run)
+    }
+
+    /// Signals go only to a run whose main process is known and is an agent's: never to vigil,
+    /// init or "all".
+    fn signal(&mut self, agent: AgentId, run: Run, signal: Signal) {
+        if run.pid.is_some_and(|pid| self.targetable(pid)) {
+            self.push(Action::Signal {
+                agent,
+                run: run.id,
+                signal,
+            });
+        }
+    }
+
+    fn kill(&mut self, agent: AgentId, run: Run) {
+        if run.pid.is_some_and(|pid| self.targetable(pid)) {
+            self.push(Action::Kill { agent, run: run.id });
+        }
+    }
+
+    pub fn targetable(&self, pid: u32) -> bool {
+        pid > 1 && pid != self.self_pid
+    }
+}
+
+pub struct Agent {
+    id: AgentId,
+    spec: AgentSpec,
+    phase: Phase,
+    /// vigil should keep this agent running (false once stopped on purpose or shutting down).
+    want_running: bool,
+    /// A human stopped it; remembered across vigil restarts.
+    held: bool,
+    restarts: RestartHistory,
+    total_restarts: u64,
+    /// Failures since the last healthy (`stable_after`) run.
+    crash_streak: u32,
+    /// This failure episode has already been escalated to a human.
+    escalated: bool,
+    /// A failure happened since the agent was last seen healthy.
+    had_failure: bool,
+    last_exit: Option<LastExit>,
+    last_problem: Option<String>,
+    /// The cause of the failure a waiting restart answers.
+    last_cause: FailureCause,
+    /// The note of the command being handled.
+    note: Option<String>,
+    /// The last log lines of the run that just ended: the failure's evidence.
+    log_tail: Option<LogTail>,
+    /// The verdict on the last failure.
+    diagnosis: Option<Diagnosis>,
+    /// A stricter advice that came after the agent was already restarted: it applies to the
+    /// next failure of this episode.
+    advice: Option<Diagnosis>,
+    /// A stall whose evidence is being gathered before the agent is stopped.
+    investigation: Option<Investigation>,
+    checks: CheckSet,
+    pub(crate) timers: Timers,
+    pub(crate) removed: bool,
+}
+
+impl Agent {
+    pub(crate) fn new(id: AgentId, spec: AgentSpec, memory: Option<AgentMemory>) -> Self {
+        let memory = memory.unwrap_or_default();
+        let checks = CheckSet::new(spec.checks.clone());
+        let phase = match memory.quarantined {
+            Some(reason) => Phase::Quarantined { reason },
+            None => Phase::Stopped,
+        };
+        Self {
+            id,
+            spec,
+            phase,
+            want_running: false,
+            held: memory.held,
+            restarts: RestartHistory::from_times(memory.restarts),
+            total_restarts: memory.total_restarts,
+            crash_streak: memory.crash_streak,
+            escalated: memory.escalated,
+            had_failure: false,
+            last_exit: None,
+            last_problem: None,
+            last_cause: FailureCause::Exit,
+            note: None,
+            log_tail: None,
+            diagnosis: None,
+            advice: None,
+            investigation: None,
+            checks,
+            timers: Timers::default(),
+            removed: false,
+        }
+    }
+
+    // ----- what the outside may read ---------------------------------------------------
+
+    pub fn id(&self) -> AgentId {
+        self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn spec(&self) -> &AgentSpec {
+        &self.spec
+    }
+
+    pub fn state(&self) -> AgentState {
+        match self.phase {
+            Phase::Stopped => AgentState::Stopped,
+            Phase::Starting(_) => AgentState::Starting,
+            Phase::Running(_) => AgentState::Running,
+            Phase::Stopping { .. } => AgentState::Stopping,
+            Phase::Backoff { .. } => AgentState::Backoff,
+            Phase::Quarantined { .. } => AgentState::Quarantined,
+        }
+    }
+
+    /// The run that may have a process: starting, running or stopping.
+    pub(crate) fn current(&self) -> Option<Run> {
+        match &self.phase {
+            Phase::Starting(run) | Phase::Running(run) | Phase::Stopping { run, .. } => Some(*run),
+            _ => None,
+        }
+    }
+
+    /// The current run, if a process may exist for it.
+    pub fn run(&self) -> Option<RunId> {
+        self.current().map(|r| r.id)
+    }
+
+    /// The main process of the current run, if one exists.
+    pub fn pid(&self) -> Option<u32> {
+        self.current().and_then(|r| r.pid)
+    }
+
+    /// When the current run's process was created.
+    pub fn started_at(&self) -> Option<Instant> {
+        self.current().filter(|r| r.pid.is_some()).map(|r| r.since)
+    }
+
+    pub fn uptime(&self, now: Instant) -> Option<Duration> {
+        self.started_at().map(|t| now.saturating_duration_since(t))
+    }
+
+    /// A process of this agent may be alive.
+    pub fn is_live(&self) -> bool {
+        self.current().is_some()
+    }
+
+    /// Being stopped because a reload removed it; it is forgotten once stopped.
+    pub fn is_being_removed(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Stopping {
+                then: Then::Remove,
+                ..
+            }
+        )
+    }
+
+    pub fn restarts_in_window(&self, now: Instant) -> u32 {
+        self.restarts.count(now, self.spec.policy.window)
+    }
+
+    pub fn budget_remaining(&self, now: Instant) -> u32 {
+        let p = &self.spec.policy;
+        self.restarts.remaining(now, p.window, p.max_restarts)
+    }
+
+    /// The automatic restarts still inside the window, oldest first.
+    pub fn restart_times(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.restarts.times()
+    }
+
+    pub fn total_restarts(&self) -> u64 {
+        self.total_restarts
+    }
+
+    pub fn crash_streak(&self) -> u32 {
+        self.crash_streak
+    }
+
+    pub fn last_exit(&self) -> Option<&LastExit> {
+        self.last_exit.as_ref()
+    }
+
+    /// The last thing that went wrong, in words.
+    pub fn last_problem(&self) -> Option<&str> {
+        self.last_problem.as_deref()
+    }
+
+    /// When a waiting agent will be restarted.
+    pub fn restart_at(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Backoff { until, .. } => Some(until),
+            _ => None,
+        }
+    }
+
+    pub fn quarantine_reason(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Quarantined { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+
+    pub fn diagnosis(&self) -> Option<&Diagnosis> {
+        self.diagnosis.as_ref()
+    }
+
+    /// Each check with its latest verdict in the current run.
+    pub fn checks(&self) -> impl Iterator<Item = (&CheckSpec, &CheckStatus)> {
+        self.checks.checks.iter().map(|c| (&c.spec, &c.status))
+    }
+
+    /// The agent's own last `STATUS=` line (notify protocol).
+    pub fn status_text(&self) -> Option<&str> {
+        self.checks.status_text.as_deref()
+    }
+
+    /// The generation check results must carry to be applied (it changes at every start and
+    /// whenever the checks change).
+    pub fn check_generation(&self) -> u64 {
+        self.checks.generation
+    }
+
+    /// Changes whenever something `memory()` or the live run would report changes; cheap
+    /// enough to compute around every event.
+    pub(crate) fn persist_key(&self) -> PersistKey {
+        PersistKey {
+            restarts: self.restarts.len(),
+            last_restart: self.restarts.last(),
+            total_restarts: self.total_restarts,
+            held: self.held,
+            quarantined: matches!(self.phase, Phase::Quarantined { .. }),
+            crash_streak: self.crash_streak,
+            escalated: self.escalated,
+            run: self.current().map(|r| (r.id, r.pid)),
+        }
+    }
+
+    pub fn memory(&self) -> AgentMemory {
+        AgentMemory {
+            restarts: self.restarts.times().collect(),
+            total_restarts: self.total_restarts,
+            held: self.held,
+            quarantined: self.quarantine_reason().map(str::to_string),
+            crash_streak: self.crash_streak,
+            escalated: self.escalated,
+        }
+    }
+}
+
+/// The evidence of a run that ended (or is being investigated).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct LogTail {
+    pub run: RunId,
+    pub pid: Option<u32>,
+    pub lines: Vec<String>,
+}
+
+/// What must be saved about an agent, reduced to what tells whether it changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PersistKey {
+    restarts: usize,
+    last_restart: Option<Instant>,
+    total_restarts: u64,
+    held: bool,
+    quarantined: bool,
+    crash_streak: u32,
+    escalated: bool,
+    run: Option<(RunId, Option<u32>)>,
+}
+
+impl Agent {
+    /// A deadline of this agent has come.
+    pub(crate) fn on_timer(&mut self, now: crate::time::Now, kind: TimerKind, out: &mut Outbox) {
+        match kind {
+            TimerKind::Restart => self.on_restart_due(now.mono, out),
+            TimerKind::Kill => self.on_kill_due(out),
+            TimerKind::Stable => self.on_stable_due(out),
+            TimerKind::Investigate => self.on_investigation_timeout(now.mono, out),
+            TimerKind::Check(i) => self.on_check_due(now, i as usize, out),
+        }
+    }
+}

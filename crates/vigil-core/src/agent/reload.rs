@@ -1,0 +1,98 @@
+//! Configuration changes: a new spec for a running agent, or its removal.
+
+use std::time::Instant;
+
+use super::{Agent, Outbox, Phase, Run, Then};
+use crate::action::Action;
+use crate::checks::CheckSet;
+use crate::records;
+use crate::spec::AgentSpec;
+
+impl Agent {
+    /// Apply a new spec from a reload. Returns whether the agent is restarted for it.
+    pub(crate) fn update(&mut self, now: Instant, spec: AgentSpec, out: &mut Outbox) -> bool {
+        let process_changed = spec.fingerprint != self.spec.fingerprint;
+        let checks_changed = spec.checks != self.spec.checks;
+        let autostart = spec.autostart;
+        self.spec = spec;
+        if checks_changed {
+            self.replace_checks(now, self.spec.checks.clone());
+        }
+        if let Phase::Stopping { then, .. } = &mut self.phase
+            && *then == Then::Remove
+        {
+            // Removed by an earlier reload and added back before it finished stopping.
+            *then = if autostart && !self.held {
+                Then::Start
+            } else {
+                Then::Stay
+            };
+            return false;
+        }
+        if !process_changed {
+            return false;
+        }
+        if matches!(self.phase, Phase::Starting(_) | Phase::Running(_)) {
+            let entry = records::restart_requested(
+                self.name(),
+                "configuration changed (reload)",
+                Some(self.spec.stop_signal),
+            );
+            self.begin_stop(now, Then::Start, entry, out);
+            return true;
+        }
+        false
+    }
+
+    /// New checks for the current run. Results of probes started for the old checks carry the
+    /// old generation and are dropped; a run still waiting for READY=1 keeps waiting, with the
+    /// new checks' deadline (or is running at once if no check gates readiness any more).
+    fn replace_checks(&mut self, now: Instant, specs: Vec<crate::checks::CheckSpec>) {
+        self.checks = CheckSet::replaced(specs, &self.checks);
+        match self.phase {
+            Phase::Running(run) => self.checks.start(now, run.since),
+            Phase::Starting(run @ Run { pid: Some(_), .. }) => {
+                if self.checks.ready_check().is_some() {
+                    self.checks.arm_ready_deadline(run.since);
+                } else {
+                    self.become_running(now, run);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The agent left the configuration: stop it, then forget it.
+    pub(crate) fn remove(&mut self, now: Instant, out: &mut Outbox) {
+        out.audit(records::removed(self.name()));
+        self.stop_for_removal(now, out);
+    }
+
+    /// A run found at startup whose agent is no longer configured: stopped like a removed
+    /// agent (stop signal, SIGKILL after `stop_timeout`), then forgotten.
+    pub(crate) fn remove_stray(&mut self, now: Instant, out: &mut Outbox) {
+        out.audit(records::removed_stray(self.name()));
+        self.stop_for_removal(now, out);
+    }
+
+    fn stop_for_removal(&mut self, now: Instant, out: &mut Outbox) {
+        self.want_running = false;
+        match &mut self.phase {
+            Phase::Starting(_) | Phase::Running(_) => {
+                let entry = records::stop(
+                    self.name(),
+                    "removed from the configuration",
+                    Some(self.spec.stop_signal),
+                );
+                self.begin_stop(now, Then::Remove, entry, out);
+            }
+            Phase::Stopping { then, .. } => *then = Then::Remove,
+            _ => {
+                self.timers.clear();
+                self.checks.stop();
+                self.removed = true;
+                out.push(Action::Forget { agent: self.id });
+            }
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! Every audit record vigil writes is built here: this file is the journal's schema. Each
+//! function names one kind of record and fixes its reason wording and its metadata keys; the
+//! README's "The audit journal" documents the same list. The edge adds `ts` when it writes.
+
+use std::time::Duration;
+
+use crate::audit::{AuditAction, AuditEntry};
+use crate::checks::{CheckSpec, Verdict};
+use crate::diagnosis::Diagnosis;
+use crate::event::{ExitStatus, FailedAction, RunId, SpawnFailure};
+use crate::signal::Signal;
+use crate::time::{human_duration, millis};
+
+fn entry(agent: &str, action: AuditAction, reason: impl Into<String>) -> AuditEntry {
+    AuditEntry::new(Some(agent), action, reason)
+}
+
+fn with_diagnosis(entry: AuditEntry, d: Option<&Diagnosis>) -> AuditEntry {
+    match d {
+        Some(d) => entry.meta("diagnosis", d.to_json()),
+        None => entry,
+    }
+}
+
+/// `start`: the agent is started (autostart, by a person, after a reset).
+pub(crate) fn start(agent: &str, reason: impl Into<String>) -> AuditEntry {
+    entry(agent, AuditAction::Start, reason)
+}
+
+/// `stop`: the agent is asked to stop; `signal` when one is sent.
+pub(crate) fn stop(agent: &str, reason: impl Into<String>, signal: Option<Signal>) -> AuditEntry {
+    let e = entry(agent, AuditAction::Stop, reason);
+    match signal {
+        Some(s) => e.meta("signal", s.to_string()),
+        None => e,
+    }
+}
+
+/// `stop` of a stalled agent, with the verdict that decides what follows.
+pub(crate) fn stop_stalled(agent: &str, verdict: &Diagnosis, signal: Signal) -> AuditEntry {
+    stop(
+        agent,
+        format!("stopping the stalled agent: {}", verdict.summary()),
+        Some(signal),
+    )
+    .meta("cause", "stall")
+    .meta("diagnosis", verdict.to_json())
+}
+
+/// The restart budget as an automatic restart leaves it.
+pub(crate) struct Budget {
+    pub used: u32,
+    pub max: u32,
+    pub total: u64,
+}
+
+/// `restart` decided by vigil after a failure; it counts against the budget.
+pub(crate) fn restart_automatic(
+    agent: &str,
+    reason: impl Into<String>,
+    budget: Budget,
+    cause: &str,
+    diagnosis: Option<&Diagnosis>,
+) -> AuditEntry {
+    let e = entry(agent, AuditAction::Restart, reason)
+        .meta("restarts_in_window", budget.used)
+        .meta("budget_remaining", budget.max.saturating_sub(budget.used))
+        .meta("total_restarts", budget.total)
+        .meta("cause", cause);
+    with_diagnosis(e, diagnosis)
+}
+
+/// `restart` asked for by a person or a reload; it does not count against the budget.
+pub(crate) fn restart_requested(
+    agent: &str,
+    reason: impl Into<String>,
+    signal: Option<Signal>,
+) -> AuditEntry {
+    let e = entry(agent, AuditAction::Restart, reason);
+    match signal {
+        Some(s) => e.meta("signal", s.to_string()),
+        None => e,
+    }
+}
+
+/// `exit`: the main process of a run ended (`expected`: vigil asked for it).
+pub(crate) fn exit(
+    agent: &str,
+    pid: Option<u32>,
+    status: ExitStatus,
+    uptime: Duration,
+    expected: bool,
+) -> AuditEntry {
+    let reason = if expected {
+        format!("stopped: {status} after {}", human_duration(uptime))
+    } else {
+        format!("{status} after {}", human_duration(uptime))
+    };
+    let mut e = entry(agent, AuditAction::Exit, reason)
+        .meta("pid", pid.unwrap_or_default())
+        .meta("uptime_s", uptime.as_secs_f64());
+    if !expected {
+        e = e.unsuccessful();
+    }
+    if let Some(code) = status.code {
+        e = e.meta("exit_code", code);
+    }
+    if let Some(sig) = status.signal {
+        e = e
+            .meta("signal", sig.name())
+            .meta("core_dumped", status.core_dumped);
+    }
+    e
+}
+
+/// `kill`: the stop signal was not obeyed within `stop_timeout`.
+pub(crate) fn kill_after_timeout(
+    agent: &str,
+    stop_timeout: Duration,
+    stop_signal: Signal,
+    pid: Option<u32>,
+) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Kill,
+        format!(
+            "still running {} after {}: sending SIGKILL to its process tree",
+            human_duration(stop_timeout),
+            stop_signal
+        ),
+    )
+    .meta("pid", pid.unwrap_or_default())
+}
+
+/// `kill`: processes of a run that ended on its own are left: members of its process group,
+/// and `escaped` ones that left the group.
+pub(crate) fn kill_leftovers(agent: &str, pid: u32, group: bool, escaped: &[u32]) -> AuditEntry {
+    let what = match (group, escaped.len()) {
+        (true, 0) => "its process group did not".to_string(),
+        (false, n) => format!("{n} process(es) that escaped its process group did not"),
+        (true, n) => {
+            format!("its process group and {n} process(es) that escaped the group did not")
+        }
+    };
+    entry(
+        agent,
+        AuditAction::Kill,
+        format!("the run of pid {pid} ended but {what}: SIGKILL to what is left"),
+    )
+    .meta("pid", pid)
+    .meta("pids", escaped.to_vec())
+}
+
+/// `kill`: a process was created for a run vigil no longer wants (it must not become a
+/// second copy).
+pub(crate) fn kill_unwanted(agent: &str, run: RunId, pid: u32) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Kill,
+        format!("pid {pid} was created for {run}, which is no longer wanted: SIGKILL"),
+    )
+    .meta("pid", pid)
+}
+
+/// `backoff`: the restart waits (cooldown, crash-loop backoff, throttling).
+pub(crate) fn backoff(
+    agent: &str,
+    reason: impl Into<String>,
+    delay: Duration,
+    streak: u32,
+    used: u32,
+    diagnosis: &Diagnosis,
+) -> AuditEntry {
+    entry(agent, AuditAction::Backoff, reason)
+        .meta("delay_ms", millis(delay))
+        .meta("crash_streak", streak)
+        .meta("restarts_in_window", used)
+        .meta("diagnosis", diagnosis.to_json())
+}
+
+/// `rate_limited`: no restart, the budget is used up.
+pub(crate) fn rate_limited(
+    agent: &str,
+    reason: impl Into<String>,
+    used: u32,
+    max: u32,
+) -> AuditEntry {
+    entry(agent, AuditAction::RateLimited, reason)
+        .unsuccessful()
+        .meta("restarts_in_window", used)
+        .meta("max_restarts", max)
+}
+
+/// `escalated`: quarantined because the diagnosis says a restart cannot help.
+pub(crate) fn escalated_diagnosis(agent: &str, reason: &str, d: &Diagnosis) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Escalated,
+        format!("quarantined: {reason}; fix the cause, then run `vigil reset {agent}`"),
+    )
+    .unsuccessful()
+    .meta("cause", "diagnosis")
+    .meta("diagnosis", d.to_json())
+}
+
+/// `escalated`: quarantined because the budget is used up.
+pub(crate) fn escalated_budget_quarantine(agent: &str, reason: &str) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Escalated,
+        format!("quarantined: {reason}; a human must look, then run `vigil reset {agent}`"),
+    )
+    .unsuccessful()
+    .meta("cause", "budget_exhausted")
+    .meta("on_exhausted", "quarantine")
+}
+
+/// `escalated`: the budget is used up; vigil tries again after `retry_in`.
+pub(crate) fn escalated_budget_retry(agent: &str, budget: &str, retry_in: Duration) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Escalated,
+        format!(
+            "restart budget exhausted ({budget}); retrying in {}",
+            human_duration(retry_in)
+        ),
+    )
+    .unsuccessful()
+    .meta("cause", "budget_exhausted")
+    .meta("on_exhausted", "retry_after")
+    .meta("retry_in_ms", millis(retry_in))
+}
+
+/// `action_failed`: the edge could not carry out an action.
+pub(crate) fn action_failed(
+    agent: &str,
+    run: RunId,
+    action: FailedAction,
+    error: &str,
+) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::ActionFailed,
+        format!("{action} to the processes of {run} failed"),
+    )
+    .failed(error)
+    .meta("run", run.0)
+}
+
+/// `recovered`: healthy again after a failure.
+pub(crate) fn recovered(agent: &str, reason: impl Into<String>) -> AuditEntry {
+    entry(agent, AuditAction::Recovered, reason)
+}
+
+/// `reset`: a person cleared the budget, backoff and quarantine.
+pub(crate) fn reset(agent: &str, who: &str) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Reset,
+        format!("reset by {who}: restart budget, backoff and quarantine cleared"),
+    )
+}
+
+/// `check`: a check's verdict changed.
+pub(crate) fn check(
+    agent: &str,
+    spec: &CheckSpec,
+    from: Verdict,
+    to: Verdict,
+    detail: &str,
+) -> AuditEntry {
+    let e = entry(
+        agent,
+        AuditAction::Check,
+        format!(
+            "{}: {} → {}: {detail}",
+            spec.label(),
+            from.as_str(),
+            to.as_str()
+        ),
+    )
+    .meta("check", spec.name.clone())
+    .meta("kind", spec.kind.as_str())
+    .meta("verdict", to.as_str())
+    .meta("previous", from.as_str());
+    if to == Verdict::Ok {
+        e
+    } else {
+        e.unsuccessful()
+    }
+}
+
+/// `stalled`: alive but a check says it stopped working.
+pub(crate) fn stalled(
+    agent: &str,
+    reason: &str,
+    spec: &CheckSpec,
+    consecutive_failures: u32,
+    investigating_for: Option<Duration>,
+) -> AuditEntry {
+    let e = entry(agent, AuditAction::Stalled, reason)
+        .unsuccessful()
+        .meta("check", spec.name.clone())
+        .meta("kind", spec.kind.as_str())
+        .meta("consecutive_failures", consecutive_failures);
+    match investigating_for {
+        Some(wait) => e.meta("investigating_for_ms", millis(wait)),
+        None => e,
+    }
+}
+
+/// `spawn_failed`: the process could not be created.
+pub(crate) fn spawn_failed(agent: &str, error: &SpawnFailure) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::SpawnFailed,
+        "could not start the process",
+    )
+    .failed(error.message.clone())
+    .meta("error_kind", error.kind.as_str())
+}
+
+/// `adopted`: a live run left by a previous vigil is supervised again.
+pub(crate) fn adopted(agent: &str, pid: u32) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Adopted,
+        "still running from a previous vigil; taken over",
+    )
+    .meta("pid", pid)
+}
+
+/// `removed`: the agent left the configuration.
+pub(crate) fn removed(agent: &str) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Removed,
+        "removed from the configuration (reload)",
+    )
+}
+
+/// `removed`: a run found at startup belongs to an agent the configuration no longer has.
+pub(crate) fn removed_stray(agent: &str) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Removed,
+        "still running from a previous vigil but no longer in the configuration",
+    )
+}
+
+/// `advice`: the advisor's second opinion and what vigil did with it.
+pub(crate) fn advice(
+    agent: &str,
+    advice: &Diagnosis,
+    judgement: &str,
+    consequence: &str,
+    base: &Diagnosis,
+    applied: bool,
+) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Advice,
+        format!(
+            "advisor: {} / {} (confidence {:.2}): {} — {judgement}{consequence}",
+            advice.category.as_str(),
+            advice.action,
+            advice.confidence,
+            advice.explanation,
+        ),
+    )
+    .meta("advice", advice.to_json())
+    .meta("diagnosis", base.to_json())
+    .meta("applied", applied)
+}
+
+/// `llm_error`: no usable advice; the rules' verdict stands.
+pub(crate) fn llm_error(agent: &str, reason: impl Into<String>, error: &str) -> AuditEntry {
+    entry(agent, AuditAction::LlmError, reason).failed(error)
+}
+
+/// `vigil_start`.
+pub fn vigil_start(
+    version: &str,
+    agents: usize,
+    config: &str,
+    pid: u32,
+    adopted: usize,
+) -> AuditEntry {
+    AuditEntry::new(
+        None,
+        AuditAction::VigilStart,
+        format!("vigil {version} started with {agents} agents from {config}"),
+    )
+    .meta("pid", pid)
+    .meta("adopted", adopted)
+}
+
+/// `vigil_reload` that was applied.
+pub fn vigil_reloaded(config: &str, changes: &crate::supervisor::ReloadReport) -> AuditEntry {
+    AuditEntry::new(
+        None,
+        AuditAction::VigilReload,
+        format!(
+            "reloaded {config}: {} added, {} removed, {} restarted, {} updated in place, {} unchanged",
+            changes.added.len(),
+            changes.removed.len(),
+            changes.restarted.len(),
+            changes.updated.len(),
+            changes.unchanged
+        ),
+    )
+    .meta("added", changes.added.clone())
+    .meta("removed", changes.removed.clone())
+    .meta("restarted", changes.restarted.clone())
+    .meta("updated", changes.updated.clone())
+}
+
+/// `vigil_reload` that was refused: nothing changed.
+pub fn vigil_reload_refused(reason: &str, error: &str) -> AuditEntry {
+    AuditEntry::new(None, AuditAction::VigilReload, reason).failed(error)
+}
+
+/// `vigil_stop`.
+pub fn vigil_stop() -> AuditEntry {
+    AuditEntry::new(
+        None,
+        AuditAction::VigilStop,
+        "every agent stopped; vigil exits",
+    )
+}
+
+/// `vigil_crash`: vigil's supervision loop panicked. `then` says what vigil does next.
+pub fn vigil_crash(panic: &str, then: &str) -> AuditEntry {
+    AuditEntry::new(
+        None,
+        AuditAction::VigilCrash,
+        format!("the supervision loop panicked: {panic}; {then}"),
+    )
+    .unsuccessful()
+}
+
+/// `api_denied`: a state-changing request without a valid token.
+pub fn api_denied(what: impl Into<String>) -> AuditEntry {
+    AuditEntry::new(None, AuditAction::ApiDenied, what).unsuccessful()
+}

@@ -1,0 +1,368 @@
+//! Carries out the core's actions. Nothing is decided here: each action is done as asked, and
+//! how it went comes back to the core as an event — at once for what is done on the loop
+//! (a spawn), through the edge channel for what is done on the I/O threads (probes,
+//! investigations, advice, tree watches, signals to members outside the process group).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{debug, warn};
+use vigil_core::{
+    Action, AgentId, Event, ExitStatus, FailedAction, FailureReport, Now, RunId, Signal,
+};
+
+use super::fleet::{Fleet, RunRecord};
+use crate::advisor::{AdviceError, Advisor};
+use crate::casebook::Casebook;
+use crate::checks::notify::Senders;
+use crate::checks::{CheckRunner, ProbeContext, ProbeJob};
+use crate::driver::{Children, ExitWatch, Launch, ProcessDriver, tree};
+use crate::evidence;
+use crate::metrics::Live;
+use crate::state::SavedRun;
+
+/// A watched main process has ended.
+pub struct Exit {
+    pub agent: AgentId,
+    pub run: RunId,
+    pub pid: u32,
+    pub status: ExitStatus,
+}
+
+pub type ExitFuture = Pin<Box<dyn Future<Output = Exit>>>;
+
+/// A signal for the members of a run outside its process group, sent off the loop.
+struct MemberSignal {
+    agent: AgentId,
+    run: RunId,
+    main_pid: u32,
+    tag: String,
+    signal: Signal,
+}
+
+pub struct Executor {
+    pub driver: ProcessDriver,
+    pub children: Children,
+    checks: CheckRunner,
+    io: tokio::runtime::Handle,
+    /// Outcomes of work done on the I/O threads.
+    events: UnboundedSender<Event>,
+    pub advisor: Option<Arc<Advisor>>,
+    pub casebook: Casebook,
+    pub metrics: Live,
+    /// Main pids of agents that speak the notify protocol, for attributing datagrams.
+    pub notify_senders: Senders,
+    /// `NOTIFY_SOCKET` for those agents.
+    pub notify_socket: Option<String>,
+    /// Makes run tags unique across vigils, even one that re-executed itself on the same pid.
+    boot: String,
+    /// Log lines kept as a failure's evidence.
+    pub log_lines: usize,
+    /// Exit watches created since the loop last collected them.
+    new_watches: Vec<ExitFuture>,
+    /// Signals for members outside process groups, sent together after a batch (one look at
+    /// the process table for all of them).
+    member_signals: Vec<MemberSignal>,
+    probes: Vec<ProbeJob>,
+}
+
+pub struct ExecutorParts {
+    pub driver: ProcessDriver,
+    pub children: Children,
+    pub checks: CheckRunner,
+    pub io: tokio::runtime::Handle,
+    pub events: UnboundedSender<Event>,
+    pub advisor: Option<Arc<Advisor>>,
+    pub casebook: Casebook,
+    pub metrics: Live,
+    pub notify_senders: Senders,
+    pub notify_socket: Option<String>,
+    pub log_lines: usize,
+}
+
+impl Executor {
+    pub fn new(p: ExecutorParts, started_ms: i64) -> Executor {
+        Executor {
+            boot: format!("{}-{started_ms}", p.driver.self_pid()),
+            driver: p.driver,
+            children: p.children,
+            checks: p.checks,
+            io: p.io,
+            events: p.events,
+            advisor: p.advisor,
+            casebook: p.casebook,
+            metrics: p.metrics,
+            notify_senders: p.notify_senders,
+            notify_socket: p.notify_socket,
+            log_lines: p.log_lines,
+            new_watches: Vec::new(),
+            member_signals: Vec::new(),
+            probes: Vec::new(),
+        }
+    }
+
+    /// Carry out one action (not an `Audit`: the handler writes those). What is known at
+    /// once comes back as an event for the core.
+    pub fn perform(&mut self, fleet: &mut Fleet, action: Action, now: Now) -> Option<Event> {
+        match action {
+            Action::Audit(_) => None,
+            Action::Spawn { agent, run } => self.spawn(fleet, agent, run, now),
+            Action::Signal { agent, run, signal } => self.signal(fleet, agent, run, signal),
+            Action::Kill { agent, run } => self.signal(fleet, agent, run, Signal::KILL),
+            Action::KillEscaped { agent, run, pids } => {
+                let tag = fleet.run(agent, run)?.saved.run_tag.clone();
+                let (driver, events) = (self.driver.clone(), self.events.clone());
+                self.io.spawn_blocking(move || {
+                    if let Err(e) = driver.kill_escaped(&pids, &tag) {
+                        let _ = events.send(failed(agent, run, FailedAction::Kill, &e));
+                    }
+                });
+                None
+            }
+            Action::WatchTree { agent, run } => {
+                let rec = fleet.run(agent, run)?;
+                let (pid, tag) = (rec.saved.pid, rec.saved.run_tag.clone());
+                let (driver, events) = (self.driver.clone(), self.events.clone());
+                self.io.spawn(async move {
+                    let event = match tree::wait_empty(driver, pid, tag).await {
+                        Ok(()) => Event::TreeEmpty { agent, run },
+                        Err(e) => failed(agent, run, FailedAction::WatchTree, &e),
+                    };
+                    let _ = events.send(event);
+                });
+                None
+            }
+            Action::Forget { agent } => {
+                if let Some(slot) = fleet.remove(agent) {
+                    self.casebook.forget(&slot.config.name);
+                }
+                None
+            }
+            Action::RunCheck {
+                agent,
+                check,
+                generation,
+            } => {
+                let slot = fleet.get(agent)?;
+                self.probes.push(ProbeJob {
+                    agent,
+                    check,
+                    generation,
+                    config: slot.config.checks.get(check)?.clone(),
+                    ctx: ProbeContext {
+                        agent: slot.config.name.clone(),
+                        instance: slot.config.instance.clone(),
+                        pid: slot.run.as_ref().map(|r| r.saved.pid),
+                        cwd: slot.config.cwd.clone(),
+                    },
+                });
+                None
+            }
+            Action::Investigate { agent, run } => {
+                self.investigate(fleet, agent, run);
+                None
+            }
+            Action::Diagnosed { agent, report } => {
+                self.diagnosed(fleet, agent, *report, now);
+                None
+            }
+        }
+    }
+
+    /// After a batch: what is best done for the whole batch at once.
+    pub fn finish_batch(&mut self) {
+        self.checks.run_batch(std::mem::take(&mut self.probes));
+        let signals = std::mem::take(&mut self.member_signals);
+        if signals.is_empty() {
+            return;
+        }
+        let (driver, events) = (self.driver.clone(), self.events.clone());
+        self.io.spawn_blocking(move || {
+            for s in signals {
+                if let Err(e) = driver.signal_members(s.main_pid, &s.tag, s.signal) {
+                    let _ = events.send(failed(s.agent, s.run, FailedAction::Signal(s.signal), &e));
+                }
+            }
+        });
+    }
+
+    /// Exit watches created since the last call, for the loop to poll.
+    pub fn take_new_watches(&mut self) -> impl Iterator<Item = ExitFuture> + '_ {
+        self.new_watches.drain(..)
+    }
+
+    fn spawn(&mut self, fleet: &mut Fleet, agent: AgentId, run: RunId, now: Now) -> Option<Event> {
+        let slot = fleet.get_mut(agent)?;
+        let tag = format!("{}#{}.{}", slot.config.name, self.boot, run.0);
+        slot.log_start = std::fs::metadata(&slot.log).map(|m| m.len()).unwrap_or(0);
+        let mut extra_env = Vec::new();
+        let notify = slot.config.uses_notify();
+        if notify && let Some(socket) = &self.notify_socket {
+            extra_env.push(("NOTIFY_SOCKET".to_string(), socket.clone()));
+        }
+        let result = self.driver.spawn(&Launch {
+            agent: &slot.config,
+            log: &slot.log,
+            run_tag: &tag,
+            extra_env: &extra_env,
+        });
+        match result {
+            Ok(pid) => {
+                slot.run = Some(RunRecord {
+                    id: run,
+                    saved: SavedRun {
+                        pid,
+                        start_time: ProcessDriver::start_time(pid).unwrap_or_default(),
+                        started_ms: now.wall_ms,
+                        run_tag: tag,
+                        stop_signal: Some(slot.config.stop_signal.name()),
+                        stop_timeout_ms: Some(slot.config.stop_timeout.as_millis() as u64),
+                    },
+                });
+                self.watch_exit(agent, run, pid, notify);
+                Some(Event::Spawned { agent, run, pid })
+            }
+            Err(e) => {
+                slot.run = None;
+                Some(Event::SpawnFailed {
+                    agent,
+                    run,
+                    error: e.to_failure(),
+                })
+            }
+        }
+    }
+
+    /// Watch a main process through its pidfd; the loop polls the watch.
+    pub fn watch_exit(&mut self, agent: AgentId, run: RunId, pid: u32, notify: bool) {
+        if notify {
+            self.notify_senders
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(pid, agent);
+        }
+        let watch: ExitFuture = match ExitWatch::new(pid) {
+            Ok(watch) => Box::pin(async move {
+                Exit {
+                    agent,
+                    run,
+                    pid,
+                    status: watch.wait().await,
+                }
+            }),
+            // The process is already gone (and reaped): report it as an exit now.
+            Err(e) => {
+                debug!("cannot watch pid {pid} ({e}); treating it as exited");
+                Box::pin(std::future::ready(Exit {
+                    agent,
+                    run,
+                    pid,
+                    status: ExitStatus::unknown(),
+                }))
+            }
+        };
+        self.new_watches.push(watch);
+    }
+
+    /// A watched main process has been collected: it is no longer vigil's to track.
+    pub fn exited(&self, pid: u32) {
+        self.notify_senders
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid);
+        self.driver.forget(pid);
+    }
+
+    /// The process group gets the signal now (one syscall on the loop); members that left
+    /// the group get it after the batch, from an I/O thread.
+    fn signal(
+        &mut self,
+        fleet: &Fleet,
+        agent: AgentId,
+        run: RunId,
+        signal: Signal,
+    ) -> Option<Event> {
+        let rec = fleet.run(agent, run)?;
+        let (pid, tag) = (rec.saved.pid, rec.saved.run_tag.clone());
+        debug!("sending {signal} to the process tree of pid {pid}");
+        self.member_signals.push(MemberSignal {
+            agent,
+            run,
+            main_pid: pid,
+            tag,
+            signal,
+        });
+        let refused = self.driver.signal_group(pid, signal).err()?;
+        warn!("{refused}");
+        Some(failed(agent, run, FailedAction::Signal(signal), &refused))
+    }
+
+    /// A stalled agent, still alive: gather its evidence off the loop (the evidence command
+    /// may take seconds) and answer with `LogTail`.
+    fn investigate(&mut self, fleet: &Fleet, agent: AgentId, run: RunId) {
+        let (Some(slot), Some(rec)) = (fleet.get(agent), fleet.run(agent, run)) else {
+            return;
+        };
+        let (log, from, n, pid) = (
+            slot.log.clone(),
+            slot.log_start,
+            self.log_lines,
+            rec.saved.pid,
+        );
+        let command = slot.config.evidence.clone();
+        let cwd = slot.config.cwd.clone();
+        let children = self.children.clone();
+        let events = self.events.clone();
+        self.io.spawn(async move {
+            let mut lines = evidence::log_tail(&log, n, from);
+            if let Some(command) = command {
+                lines.extend(evidence::command_output(&command, pid, cwd, &children).await);
+            }
+            let _ = events.send(Event::LogTail { agent, run, lines });
+        });
+    }
+
+    /// A failure was judged: keep it for `vigil explain`, count it, and ask the advisor.
+    fn diagnosed(&mut self, fleet: &Fleet, agent: AgentId, report: FailureReport, now: Now) {
+        let Some(slot) = fleet.get(agent) else {
+            return;
+        };
+        let name = slot.config.name.clone();
+        let verdict = &report.verdict;
+        self.metrics
+            .diagnosed(verdict.category.as_str(), verdict.source.as_str());
+        self.casebook.open(&name, now.wall_ms, report.clone());
+        if !report.ask_advisor {
+            return;
+        }
+        let run = report.run;
+        let events = self.events.clone();
+        let Some(advisor) = self.advisor.clone() else {
+            let advice = Err(AdviceError::NotConfigured.to_string());
+            let _ = events.send(Event::Advice { agent, run, advice });
+            return;
+        };
+        let (casebook, live) = (self.casebook.clone(), self.metrics.clone());
+        self.io.spawn(async move {
+            let advice = advisor.advise(&name, &report).await.map_err(|e| {
+                warn!("{name}: no advice from the LLM advisor: {e}");
+                e.to_string()
+            });
+            if let Ok(d) = &advice {
+                live.diagnosed(d.category.as_str(), "llm");
+            }
+            casebook.advised(&name, run, &advice);
+            let _ = events.send(Event::Advice { agent, run, advice });
+        });
+    }
+}
+
+fn failed(agent: AgentId, run: RunId, action: FailedAction, e: &dyn std::error::Error) -> Event {
+    Event::ActionFailed {
+        agent,
+        run,
+        action,
+        error: crate::errors::chain(e),
+    }
+}

@@ -1,0 +1,89 @@
+//! The fleet as the edges see it: for each agent the core knows, how to run it (its config and
+//! log) and its current run (pid, start time, tag) — what every action on a process needs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use vigil_core::{AgentId, RunId, Supervisor};
+
+use crate::config::AgentConfig;
+use crate::logs;
+use crate::state::SavedRun;
+
+/// A run the edge knows: the core's id for it, and how to find and stop its processes.
+#[derive(Clone, Debug)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub saved: SavedRun,
+}
+
+pub struct Slot {
+    pub config: AgentConfig,
+    pub log: PathBuf,
+    pub run: Option<RunRecord>,
+    /// Size of the log when the current run started: its evidence is what comes after.
+    pub log_start: u64,
+}
+
+#[derive(Default)]
+pub struct Fleet {
+    slots: HashMap<AgentId, Slot>,
+}
+
+impl Fleet {
+    pub fn insert(&mut self, id: AgentId, config: AgentConfig, logs_dir: &Path) {
+        let log = logs::log_path(logs_dir, &config.name);
+        self.slots.insert(
+            id,
+            Slot {
+                config,
+                log,
+                run: None,
+                log_start: 0,
+            },
+        );
+    }
+
+    pub fn get(&self, id: AgentId) -> Option<&Slot> {
+        self.slots.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: AgentId) -> Option<&mut Slot> {
+        self.slots.get_mut(&id)
+    }
+
+    pub fn remove(&mut self, id: AgentId) -> Option<Slot> {
+        self.slots.remove(&id)
+    }
+
+    /// The record of `run`, if it is the agent's latest run.
+    pub fn run(&self, id: AgentId, run: RunId) -> Option<&RunRecord> {
+        self.slots.get(&id)?.run.as_ref().filter(|r| r.id == run)
+    }
+
+    pub fn slots(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.values()
+    }
+
+    /// The agents a name means: the agent itself, or every instance of a template.
+    pub fn resolve(sup: &Supervisor, target: &str) -> Vec<AgentId> {
+        match sup.id(target) {
+            Some(id) => vec![id],
+            None => sup
+                .agents()
+                .filter(|a| a.spec().template.as_deref() == Some(target))
+                .map(|a| a.id())
+                .collect(),
+        }
+    }
+
+    /// Every agent and template name, for "did you mean".
+    pub fn known_names(sup: &Supervisor) -> Vec<&str> {
+        let mut known: Vec<&str> = Vec::new();
+        for a in sup.agents() {
+            known.push(a.name());
+            known.extend(a.spec().template.as_deref());
+        }
+        known
+    }
+}

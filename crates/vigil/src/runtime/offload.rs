@@ -1,0 +1,204 @@
+//! Work the supervision loop hands off so that its thread only supervises: persisting
+//! `state.jsonl` (appended and fsynced, batched), rotating agents' logs (copies of up to
+//! `log_max_size`), and reading the config on a reload. One worker thread, jobs in order;
+//! results the loop must act on come back over a channel.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{self, Config, LoadError};
+use crate::health::Health;
+use crate::logs;
+use crate::state::{SavedAgent, StateStore};
+
+/// How often log sizes are checked for rotation.
+const ROTATE_EVERY: Duration = Duration::from_secs(5);
+/// How long a shutdown waits for the last state to be written.
+const FLUSH_WAIT: Duration = Duration::from_secs(10);
+
+/// An agent's log, as rotation needs it.
+#[derive(Clone, Debug)]
+pub struct LogFile {
+    pub agent: String,
+    pub path: PathBuf,
+    pub max_size: u64,
+    pub keep: u32,
+}
+
+enum Job {
+    Persist(Vec<(String, Option<SavedAgent>)>),
+    /// The logs to rotate from now on (replaces the previous list).
+    Logs(Vec<LogFile>),
+    LoadConfig {
+        path: PathBuf,
+        state_dir: Option<PathBuf>,
+    },
+    Flush(mpsc::SyncSender<()>),
+}
+
+/// What the worker hands back to the loop.
+pub enum Done {
+    Config(Box<Result<Config, LoadError>>),
+}
+
+pub struct Offload {
+    tx: Option<mpsc::Sender<Job>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Offload {
+    pub fn start(
+        store: StateStore,
+        health: Arc<Health>,
+        done: UnboundedSender<Done>,
+    ) -> std::io::Result<Offload> {
+        let (tx, rx) = mpsc::channel();
+        let worker = std::thread::Builder::new()
+            .name("vigil-offload".into())
+            .spawn(move || Worker::new(store, health, done).run(rx))?;
+        Ok(Offload {
+            tx: Some(tx),
+            worker: Some(worker),
+        })
+    }
+
+    fn send(&self, job: Job) {
+        if let Some(tx) = &self.tx
+            && tx.send(job).is_err()
+        {
+            error!("the offload worker is gone: state and log rotation are no longer handled");
+        }
+    }
+
+    pub fn persist(&self, changes: Vec<(String, Option<SavedAgent>)>) {
+        if !changes.is_empty() {
+            self.send(Job::Persist(changes));
+        }
+    }
+
+    pub fn logs(&self, logs: Vec<LogFile>) {
+        self.send(Job::Logs(logs));
+    }
+
+    pub fn load_config(&self, path: PathBuf, state_dir: Option<PathBuf>) {
+        self.send(Job::LoadConfig { path, state_dir });
+    }
+
+    /// Wait (bounded) until everything sent so far is on disk.
+    pub fn flush(&self) {
+        let (ack, done) = mpsc::sync_channel(1);
+        self.send(Job::Flush(ack));
+        if done.recv_timeout(FLUSH_WAIT).is_err() {
+            warn!("the last state was not written within {FLUSH_WAIT:?}");
+        }
+    }
+}
+
+impl Drop for Offload {
+    /// Whatever was sent is finished before vigil goes (or re-executes itself).
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+struct Worker {
+    store: StateStore,
+    health: Arc<Health>,
+    done: UnboundedSender<Done>,
+    logs: Vec<LogFile>,
+}
+
+impl Worker {
+    fn new(store: StateStore, health: Arc<Health>, done: UnboundedSender<Done>) -> Worker {
+        Worker {
+            store,
+            health,
+            done,
+            logs: Vec::new(),
+        }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        let mut next_rotation = Instant::now() + ROTATE_EVERY;
+        let mut waiting: Option<Job> = None;
+        loop {
+            let job = match waiting.take() {
+                Some(job) => job,
+                None => {
+                    match rx.recv_timeout(next_rotation.saturating_duration_since(Instant::now())) {
+                        Ok(job) => job,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.rotate();
+                            next_rotation = Instant::now() + ROTATE_EVERY;
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            };
+            match job {
+                Job::Persist(mut changes) => {
+                    // Everything already queued goes in the same write and sync.
+                    while let Ok(next) = rx.try_recv() {
+                        match next {
+                            Job::Persist(more) => changes.extend(more),
+                            other => {
+                                waiting = Some(other);
+                                break;
+                            }
+                        }
+                    }
+                    self.persist(changes);
+                }
+                Job::Logs(logs) => self.logs = logs,
+                Job::LoadConfig { path, state_dir } => {
+                    let loaded = config::load(&path, state_dir.as_deref());
+                    let _ = self.done.send(Done::Config(Box::new(loaded)));
+                }
+                Job::Flush(ack) => {
+                    let _ = ack.send(());
+                }
+            }
+        }
+    }
+
+    fn persist(&mut self, changes: Vec<(String, Option<SavedAgent>)>) {
+        let was_failing = self.health.state_failing.load(Ordering::Relaxed);
+        match self.store.apply(changes) {
+            Ok(()) => {
+                if was_failing {
+                    info!("state.jsonl is written again");
+                }
+                self.health.state_failing.store(false, Ordering::Relaxed);
+            }
+            Err(e) => {
+                if !was_failing {
+                    error!(
+                        "cannot write state.jsonl ({e}); retried with the next change — until then a restart of vigil would forget budgets, stops and quarantines"
+                    );
+                }
+                self.health.state_failing.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn rotate(&self) {
+        for log in &self.logs {
+            match logs::rotate_if_needed(&log.path, log.max_size, log.keep) {
+                Ok(true) => debug!("{}: rotated {}", log.agent, log.path.display()),
+                Ok(false) => {}
+                Err(e) => warn!("{}: cannot rotate {}: {e}", log.agent, log.path.display()),
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! What readers (the HTTP API, metrics, the dashboard, the CLI through the API) see of the
+//! fleet: an immutable picture the supervision loop publishes when something changed, and
+//! only then. The picture holds facts with their wall-clock times, not ages: ages, uptimes
+//! and what is left of a budget are computed by the reader at the moment it reads, so an
+//! unchanged fleet needs no new picture, and the loop never serializes anything.
+
+mod publisher;
+mod status;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use vigil_core::{Agent, AgentState, CheckKind, Now, Verdict};
+
+pub use publisher::Publisher;
+pub use status::{AgentStatus, status_json};
+
+/// The whole fleet at one moment.
+#[derive(Debug)]
+pub struct FleetView {
+    /// In configuration order.
+    pub agents: Vec<Arc<AgentView>>,
+    index: Arc<HashMap<String, usize>>,
+    /// Audit records written, by action.
+    pub actions: Arc<BTreeMap<&'static str, u64>>,
+    pub shutting_down: bool,
+    /// Grows with every published picture (a reader caches what it derives per version).
+    pub version: u64,
+}
+
+impl FleetView {
+    /// Before the loop's first picture.
+    pub fn empty() -> FleetView {
+        FleetView {
+            agents: Vec::new(),
+            index: Arc::default(),
+            actions: Arc::default(),
+            shutting_down: false,
+            version: 0,
+        }
+    }
+
+    pub fn agent(&self, name: &str) -> Option<&AgentView> {
+        self.index.get(name).map(|i| &*self.agents[*i])
+    }
+
+    /// Every instance of a template, in order.
+    pub fn instances(&self, template: &str) -> Vec<&AgentView> {
+        self.agents
+            .iter()
+            .filter(|a| a.template.as_deref() == Some(template))
+            .map(|a| &**a)
+            .collect()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.agents.iter().map(|a| a.name.as_str())
+    }
+}
+
+/// One agent at the moment it last changed. Times are wall-clock milliseconds.
+#[derive(Debug)]
+pub struct AgentView {
+    pub name: String,
+    pub template: Option<String>,
+    pub instance: Option<String>,
+    pub state: AgentState,
+    pub pid: Option<u32>,
+    pub started_ms: Option<i64>,
+    pub total_restarts: u64,
+    /// Automatic restarts still inside the window, oldest first.
+    pub restart_ms: Vec<i64>,
+    pub window: Duration,
+    pub max_restarts: u32,
+    /// Restarts by cause (`exit`, `stall`, `spawn_failed`, `retry`, `requested`), counted from
+    /// the journal records.
+    pub restarts_by_cause: BTreeMap<String, u64>,
+    pub crash_streak: u32,
+    pub held: bool,
+    pub restart_at_ms: Option<i64>,
+    pub quarantine_reason: Option<String>,
+    pub status_text: Option<String>,
+    pub checks: Vec<CheckView>,
+    pub last_exit: Option<ExitView>,
+    pub last_problem: Option<String>,
+    pub diagnosis: Option<serde_json::Value>,
+    pub investigating: bool,
+    pub takes_heartbeats: bool,
+}
+
+#[derive(Debug)]
+pub struct CheckView {
+    pub name: String,
+    pub kind: CheckKind,
+    pub verdict: Verdict,
+    pub detail: String,
+    pub consecutive_failures: u32,
+    pub failure_threshold: u32,
+    /// When the verdict was reached.
+    pub at_ms: Option<i64>,
+    /// The last sign of progress or life.
+    pub last_progress_ms: Option<i64>,
+    /// The age of the progress the probe saw, as of `at_ms`, when no sign is known.
+    pub age: Option<Duration>,
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub struct ExitView {
+    pub status: vigil_core::ExitStatus,
+    pub at_ms: i64,
+    pub uptime: Duration,
+    pub expected: bool,
+}
+
+impl AgentView {
+    pub fn of(a: &Agent, now: Now, restarts_by_cause: BTreeMap<String, u64>) -> AgentView {
+        let spec = a.spec();
+        let wall = |t| now.wall_of(t);
+        AgentView {
+            name: a.name().to_string(),
+            template: spec.template.clone(),
+            instance: spec.instance.clone(),
+            state: a.state(),
+            pid: a.pid(),
+            started_ms: a.started_at().map(wall),
+            total_restarts: a.total_restarts(),
+            restart_ms: a.restart_times().map(wall).collect(),
+            window: spec.policy.window,
+            max_restarts: spec.policy.max_restarts,
+            restarts_by_cause,
+            crash_streak: a.crash_streak(),
+            held: a.is_held(),
+            restart_at_ms: a.restart_at().map(wall),
+            quarantine_reason: a.quarantine_reason().map(str::to_string),
+            status_text: a.status_text().map(str::to_string),
+            checks: a
+                .checks()
+                .map(|(c, st)| CheckView {
+                    name: c.name.clone(),
+                    kind: c.kind,
+                    verdict: st.verdict,
+                    detail: st.detail.clone(),
+                    consecutive_failures: st.consecutive_failures,
+                    failure_threshold: c.failure_threshold,
+                    at_ms: st.at.map(wall),
+                    last_progress_ms: st.last_progress.map(wall),
+                    age: st.age,
+                    max_age: c.max_age,
+                })
+                .collect(),
+            last_exit: a.last_exit().map(|e| ExitView {
+                status: e.status,
+                at_ms: wall(e.at),
+                uptime: e.uptime,
+                expected: e.expected,
+            }),
+            last_problem: a.last_problem().map(str::to_string),
+            diagnosis: a.diagnosis().map(|d| d.to_json()),
+            investigating: a.investigating(),
+            takes_heartbeats: a.checks().any(|(c, _)| c.kind == CheckKind::Api),
+        }
+    }
+
+    /// Automatic restarts within the window that ends at `now_ms`.
+    pub fn restarts_in_window(&self, now_ms: i64) -> u32 {
+        let window = vigil_core::time::millis(self.window);
+        self.restart_ms
+            .iter()
+            .filter(|t| **t <= now_ms && now_ms.saturating_sub(**t) < window)
+            .count() as u32
+    }
+
+    pub fn budget_remaining(&self, now_ms: i64) -> u32 {
+        self.max_restarts
+            .saturating_sub(self.restarts_in_window(now_ms))
+    }
+
+    /// The oldest progress among its progress checks relative to what each allows, as
+    /// (age, max_age).
+    pub fn progress(&self, now_ms: i64) -> Option<(Duration, Duration)> {
+        let mut worst: Option<(Duration, Duration)> = None;
+        for c in &self.checks {
+            if let (Some(age), Some(max)) = (c.progress_age(now_ms), c.max_age) {
+                let ratio =
+                    |(a, m): (Duration, Duration)| a.as_secs_f64() / m.as_secs_f64().max(1e-9);
+                if worst.is_none_or(|w| ratio((age, max)) > ratio(w)) {
+                    worst = Some((age, max));
+                }
+            }
+        }
+        worst
+    }
+}
+
+impl CheckView {
+    /// Age of the last progress at `now_ms`, for checks that measure progress.
+    pub fn progress_age(&self, now_ms: i64) -> Option<Duration> {
+        if self.max_age.is_none() || matches!(self.kind, CheckKind::Http | CheckKind::Exec) {
+            return None;
+        }
+        self.last_progress_ms
+            .map(|t| Duration::from_millis(now_ms.saturating_sub(t).max(0) as u64))
+            .or(self.age)
+    }
+
+    /// 1 when passing, 0 when failing; nothing while unknown or pending.
+    pub fn up(&self) -> Option<i64> {
+        match self.verdict {
+            Verdict::Ok => Some(1),
+            Verdict::Failing => Some(0),
+            Verdict::Unknown | Verdict::Pending => None,
+        }
+    }
+}

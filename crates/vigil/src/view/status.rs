@@ -1,0 +1,163 @@
+//! The status of an agent as `/status`, the dashboard and `vigil status` show it: the
+//! published facts, with ages and budgets worked out at the moment of reading.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::{AgentView, FleetView};
+use crate::audit::format_ts;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckStatus {
+    pub name: String,
+    pub kind: &'static str,
+    pub verdict: &'static str,
+    pub detail: String,
+    pub consecutive_failures: u32,
+    pub failure_threshold: u32,
+    /// Age of the last sign of progress, when the check measures progress.
+    pub age_s: Option<f64>,
+    pub max_age_s: Option<f64>,
+    /// When the verdict was reached.
+    pub at: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ExitStatusView {
+    pub status: String,
+    pub code: Option<i32>,
+    pub signal: Option<String>,
+    pub at: String,
+    pub uptime_s: f64,
+    /// vigil asked for it (a stop or a restart).
+    pub expected: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RestartsStatus {
+    pub total: u64,
+    pub in_window: u32,
+    pub window_s: f64,
+    pub max: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AgentStatus {
+    pub name: String,
+    pub template: Option<String>,
+    pub instance: Option<String>,
+    pub state: &'static str,
+    pub pid: Option<u32>,
+    pub started_at: Option<String>,
+    pub uptime_s: Option<f64>,
+    pub restarts: RestartsStatus,
+    pub budget_remaining: u32,
+    /// Failures in a row without a healthy run in between.
+    pub consecutive_failures: u32,
+    /// A person stopped it; it stays down across vigil restarts until started again.
+    pub held: bool,
+    pub restart_at: Option<String>,
+    pub quarantine_reason: Option<String>,
+    /// The agent's own `STATUS=` line (notify protocol).
+    pub status_text: Option<String>,
+    pub checks: Vec<CheckStatus>,
+    /// The oldest progress among its progress checks, and that check's `max_age`.
+    pub progress_age_s: Option<f64>,
+    pub progress_max_age_s: Option<f64>,
+    pub last_exit: Option<ExitStatusView>,
+    pub last_problem: Option<String>,
+    /// The verdict on the last failure: `category`, `action`, `rule`, `explanation`, ….
+    pub diagnosis: Option<serde_json::Value>,
+    /// Stalled, and its evidence (and advice) is being gathered before it is stopped.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub investigating: bool,
+    /// Has an `api` check: takes `POST /agents/NAME/heartbeat`.
+    pub takes_heartbeats: bool,
+}
+
+fn ts(ms: i64) -> String {
+    format_ts(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+}
+
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+fn since(now_ms: i64, ms: i64) -> Duration {
+    Duration::from_millis(now_ms.saturating_sub(ms).max(0) as u64)
+}
+
+impl AgentStatus {
+    pub fn of(a: &AgentView, now_ms: i64) -> AgentStatus {
+        let progress = a.progress(now_ms);
+        AgentStatus {
+            name: a.name.clone(),
+            template: a.template.clone(),
+            instance: a.instance.clone(),
+            state: a.state.as_str(),
+            pid: a.pid,
+            started_at: a.started_ms.map(ts),
+            uptime_s: a.started_ms.map(|t| secs(since(now_ms, t))),
+            restarts: RestartsStatus {
+                total: a.total_restarts,
+                in_window: a.restarts_in_window(now_ms),
+                window_s: secs(a.window),
+                max: a.max_restarts,
+            },
+            budget_remaining: a.budget_remaining(now_ms),
+            consecutive_failures: a.crash_streak,
+            held: a.held,
+            restart_at: a.restart_at_ms.map(ts),
+            quarantine_reason: a.quarantine_reason.clone(),
+            status_text: a.status_text.clone(),
+            checks: a
+                .checks
+                .iter()
+                .map(|c| CheckStatus {
+                    name: c.name.clone(),
+                    kind: c.kind.as_str(),
+                    verdict: c.verdict.as_str(),
+                    detail: c.detail.clone(),
+                    consecutive_failures: c.consecutive_failures,
+                    failure_threshold: c.failure_threshold,
+                    age_s: c.progress_age(now_ms).map(secs),
+                    max_age_s: c.max_age.map(secs),
+                    at: c.at_ms.map(ts),
+                })
+                .collect(),
+            progress_age_s: progress.map(|p| secs(p.0)),
+            progress_max_age_s: progress.map(|p| secs(p.1)),
+            last_exit: a.last_exit.as_ref().map(|e| ExitStatusView {
+                status: e.status.to_string(),
+                code: e.status.code,
+                signal: e.status.signal.map(|s| s.name()),
+                at: ts(e.at_ms),
+                uptime_s: secs(e.uptime),
+                expected: e.expected,
+            }),
+            last_problem: a.last_problem.clone(),
+            diagnosis: a.diagnosis.clone(),
+            investigating: a.investigating,
+            takes_heartbeats: a.takes_heartbeats,
+        }
+    }
+}
+
+/// `{"at": …, "agents": [...]}`: the whole fleet as of `now_ms`.
+pub fn status_json(view: &FleetView, now_ms: i64) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Body {
+        at: String,
+        agents: Vec<AgentStatus>,
+    }
+    let body = Body {
+        at: ts(now_ms),
+        agents: view
+            .agents
+            .iter()
+            .map(|a| AgentStatus::of(a, now_ms))
+            .collect(),
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
