@@ -43,6 +43,10 @@ enum Bench {
         /// How long each agent run lives before it exits
         #[arg(long, default_value_t = 20)]
         lifetime_ms: u64,
+        /// Also run a second agent that writes this many MB of log per run and crashes, over
+        /// and over (its log is rotated at 10 MB): the measured restarts must not notice
+        #[arg(long, default_value_t = 0)]
+        noise_mb: u64,
     },
     /// vigil's memory and CPU while supervising idle agents, and the time to start them all
     Idle {
@@ -50,6 +54,9 @@ enum Bench {
         agents: Vec<usize>,
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Run vigil with its HTTP API off (`[api] enabled = false`)
+        #[arg(long)]
+        no_api: bool,
     },
     /// Time from a heartbeat's age passing max_age to the stop signal reaching the agent
     Stall {
@@ -121,7 +128,8 @@ fn main() -> Result<()> {
         Bench::CrashRestart {
             restarts,
             lifetime_ms,
-        } => crash_restart(&vigil, restarts, lifetime_ms)?,
+            noise_mb,
+        } => crash_restart(&vigil, restarts, lifetime_ms, noise_mb)?,
         Bench::Stall { stalls, max_age_ms } => json!({
             "stall": [stall(&vigil, "file", stalls, max_age_ms)?, stall(&vigil, "notify", stalls, max_age_ms)?]
         }),
@@ -135,10 +143,14 @@ fn main() -> Result<()> {
             fresh,
             repeated,
         } => advisor::advisor(&vigil, &provider, &url, &model, fresh, repeated)?,
-        Bench::Idle { agents, seconds } => {
+        Bench::Idle {
+            agents,
+            seconds,
+            no_api,
+        } => {
             let mut rows = Vec::new();
             for n in agents {
-                rows.push(idle(&vigil, n, seconds)?);
+                rows.push(idle(&vigil, n, seconds, !no_api)?);
             }
             json!({ "idle": rows })
         }
@@ -300,13 +312,37 @@ fn restart_gaps(times: &str, from: u128, to: u128) -> Vec<f64> {
     gaps
 }
 
-fn crash_restart(vigil: &Path, restarts: usize, lifetime_ms: u64) -> Result<serde_json::Value> {
+fn crash_restart(
+    vigil: &Path,
+    restarts: usize,
+    lifetime_ms: u64,
+    noise_mb: u64,
+) -> Result<serde_json::Value> {
     let agent = sibling("vigil-bench-agent")?;
     let dir = scratch("crash");
     let _ = std::fs::remove_dir_all(&dir);
     let times = dir.join("times.txt");
+    let noise = if noise_mb > 0 {
+        format!(
+            r#"
+[agents.noisy]
+command = ["sh", "-c", "head -c {} /dev/zero | tr '\\0' 'x'; sleep 0.5; exit 1"]
+log_max_size = "10MB"
+log_keep = 1
+
+[agents.noisy.policy]
+cooldown = "0s"
+backoff_initial = "0s"
+backoff_max = "0s"
+max_restarts = 1000000
+"#,
+            noise_mb * 1_000_000
+        )
+    } else {
+        String::new()
+    };
     let config = format!(
-        "[vigil]\nstate_dir = \"state\"\n\n{}",
+        "[vigil]\nstate_dir = \"state\"\n\n{}{noise}",
         crasher(&agent, &times, lifetime_ms)
     );
     std::fs::create_dir_all(&dir)?;
@@ -343,8 +379,13 @@ fn crash_restart(vigil: &Path, restarts: usize, lifetime_ms: u64) -> Result<serd
         percentile(&gaps_ms, 0.99),
         gaps_ms[n - 1],
     );
+    let noise = if noise_mb > 0 {
+        format!(", beside an agent writing {noise_mb} MB of log per run and crash-looping")
+    } else {
+        String::new()
+    };
     println!(
-        "crash-to-restart latency over {n} restarts (agent exit → replacement's first instruction):"
+        "crash-to-restart latency over {n} restarts (agent exit → replacement's first instruction){noise}:"
     );
     println!(
         "  median {p50:.3} ms   p90 {p90:.3} ms   p99 {p99:.3} ms   max {max:.3} ms   mean {mean:.3} ms"
@@ -355,6 +396,7 @@ fn crash_restart(vigil: &Path, restarts: usize, lifetime_ms: u64) -> Result<serd
     Ok(json!({
         "bench": "crash-restart",
         "restarts": n,
+        "noise_mb": noise_mb,
         "spawn_floor_median_ms": floor,
         "fsync_floor_median_ms": sync_floor,
         "median_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max, "mean_ms": mean,
@@ -386,30 +428,38 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// Agents whose live run is saved in `state.jsonl` (the last line for an agent wins).
 fn count_runs(state: &Path) -> usize {
     let Ok(text) = std::fs::read_to_string(state) else {
         return 0;
     };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-        return 0;
-    };
-    v["agents"]
-        .as_object()
-        .map(|a| a.values().filter(|x| x["run"]["pid"].is_number()).count())
-        .unwrap_or(0)
+    let mut running = std::collections::HashMap::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let name = v["agent"].as_str().unwrap_or_default().to_string();
+        running.insert(name, v["state"]["run"]["pid"].is_number());
+    }
+    running.values().filter(|r| **r).count()
 }
 
-fn idle(vigil: &Path, n: usize, seconds: u64) -> Result<serde_json::Value> {
+fn idle(vigil: &Path, n: usize, seconds: u64, api: bool) -> Result<serde_json::Value> {
     let dir = scratch(&format!("idle{n}"));
     let _ = std::fs::remove_dir_all(&dir);
     let instances: Vec<String> = (0..n).map(|i| format!("\"{i}\"")).collect();
+    let api = if api {
+        "listen = \"127.0.0.1:0\""
+    } else {
+        "enabled = false"
+    };
     let config = format!(
-        "[vigil]\nstate_dir = \"state\"\n\n[agents.idle]\ncommand = [\"sleep\", \"1000000\"]\ninstances = [{}]\n",
+        "[vigil]\nstate_dir = \"state\"\n\n[api]\n{api}\n\n[agents.idle]\ncommand = [\"sleep\", \"1000000\"]\ninstances = [{}]\n",
         instances.join(", ")
     );
     let t0 = Instant::now();
     let mut daemon = Daemon::start(vigil, &dir, &config)?;
-    let state = dir.join("state/state.json");
+    let state = dir.join("state/state.jsonl");
     while count_runs(&state) < n {
         daemon.check_alive()?;
         if t0.elapsed() > Duration::from_secs(60) {
@@ -426,7 +476,7 @@ fn idle(vigil: &Path, n: usize, seconds: u64) -> Result<serde_json::Value> {
     let cpu_pct = (ticks1 - ticks0) as f64 / clock_ticks() / t1.elapsed().as_secs_f64() * 100.0;
     let stop = daemon.stop()?;
     println!(
-        "{n:>5} idle agents: all started in {:.0} ms · RSS {:.1} MB · CPU {cpu_pct:.3} % of a core over {seconds}s · stop all {:.0} ms",
+        "{n:>5} idle agents ({api}): all started in {:.0} ms · RSS {:.1} MB · CPU {cpu_pct:.3} % of a core over {seconds}s · stop all {:.0} ms",
         start_all.as_secs_f64() * 1e3,
         rss_kib as f64 / 1024.0,
         stop.as_secs_f64() * 1e3
@@ -597,7 +647,7 @@ interval = "1s"
         output.display()
     );
     let mut daemon = Daemon::start(vigil, &dir, &config)?;
-    let state = dir.join("state/state.json");
+    let state = dir.join("state/state.jsonl");
     while count_runs(&state) < n {
         daemon.check_alive()?;
         std::thread::sleep(Duration::from_millis(10));

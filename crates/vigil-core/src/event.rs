@@ -123,8 +123,6 @@ pub enum FailedAction {
     Kill,
     /// Watching a process for its exit.
     WatchExit,
-    /// Watching what is left of a run's process tree.
-    WatchTree,
 }
 
 impl fmt::Display for FailedAction {
@@ -133,7 +131,6 @@ impl fmt::Display for FailedAction {
             FailedAction::Signal(s) => write!(f, "sending {s}"),
             FailedAction::Kill => f.write_str("sending SIGKILL"),
             FailedAction::WatchExit => f.write_str("watching for the exit"),
-            FailedAction::WatchTree => f.write_str("watching the process tree"),
         }
     }
 }
@@ -186,9 +183,10 @@ pub enum Event {
         run: Option<RunId>,
         advice: Result<Diagnosis, String>,
     },
-    /// A datagram on the notify socket from a process of the agent's current run.
+    /// A datagram on the notify socket from a process of `run`.
     Notify {
         agent: AgentId,
+        run: RunId,
         message: NotifyMessage,
     },
     /// An action on `run` could not be carried out.

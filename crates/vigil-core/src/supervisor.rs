@@ -168,8 +168,12 @@ impl Supervisor {
                     a.on_check_result(now, check, generation, observation, out)
                 });
             }
-            Event::Notify { agent, message } => {
-                self.with_agent(agent, |a, out| a.on_notify(now, &message, out));
+            Event::Notify {
+                agent,
+                run,
+                message,
+            } => {
+                self.with_agent(agent, |a, out| a.on_notify(now, run, &message, out));
             }
             Event::ActionFailed {
                 agent,

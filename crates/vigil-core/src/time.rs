@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 pub const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// `t + d`, saturating: a duration too large for the clock means "not in this century".
+/// (A clock that cannot even hold `t` plus a century — none on Linux, whose instants are 64-bit
+/// seconds — gets `t`.)
 pub fn later(t: Instant, d: Duration) -> Instant {
     t.checked_add(d.min(CENTURY)).unwrap_or(t)
 }

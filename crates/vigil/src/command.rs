@@ -26,6 +26,25 @@ pub struct Helper<'a> {
     pub children: &'a Children,
 }
 
+/// Why a helper command could not be run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    #[error("command {0:?} not found in PATH")]
+    NotFound(String),
+    #[error("cannot create a pipe: {0}")]
+    Pipe(rustix::io::Errno),
+    #[error("cannot run command {program:?}: {source}")]
+    Spawn {
+        program: String,
+        source: crate::driver::spawn::ExecError,
+    },
+    #[error("cannot watch {program:?}: {source}")]
+    Watch {
+        program: String,
+        source: std::io::Error,
+    },
+}
+
 pub struct Finished {
     /// `None` when it did not finish within the timeout (and was killed).
     pub status: Option<ExitStatus>,
@@ -34,14 +53,13 @@ pub struct Finished {
 }
 
 /// `Err` says why the command could not be started at all.
-pub async fn run(h: Helper<'_>) -> Result<Finished, String> {
+pub async fn run(h: Helper<'_>) -> Result<Finished, HelperError> {
     let program = &h.command[0];
     let path_var = std::env::var_os("PATH");
     let Some(resolved) = resolve_program(program, path_var.as_deref()) else {
-        return Err(format!("command {program:?} not found in PATH"));
+        return Err(HelperError::NotFound(program.clone()));
     };
-    let (read_end, write_end) =
-        pipe_with(PipeFlags::CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
+    let (read_end, write_end) = pipe_with(PipeFlags::CLOEXEC).map_err(HelperError::Pipe)?;
     let mut env = crate::driver::spawn::inherited_env();
     for (k, v) in h.env {
         env.retain(|(key, _)| *key != k);
@@ -56,16 +74,22 @@ pub async fn run(h: Helper<'_>) -> Result<Finished, String> {
             cwd: h.cwd,
             output: write_end.as_fd(),
         })
-        .map_err(|e| format!("cannot run command {program:?}: {e}"))?;
+        .map_err(|source| HelperError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
         managed.insert(pid);
         pid
     };
     drop(write_end);
     let watch = match ExitWatch::new(pid) {
         Ok(w) => w,
-        Err(e) => {
+        Err(source) => {
             h.children.lock().remove(&pid);
-            return Err(format!("cannot watch {program:?}: {e}"));
+            return Err(HelperError::Watch {
+                program: program.clone(),
+                source,
+            });
         }
     };
     let mut output = Vec::new();

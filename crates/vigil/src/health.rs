@@ -13,6 +13,8 @@ pub struct Health {
     pub loop_wakeups: AtomicU64,
     /// The notify socket could not be bound, or its reader stopped.
     pub notify_down: AtomicBool,
+    /// Some agent has a notify check (only then is a notify socket that is down a problem).
+    pub notify_needed: AtomicBool,
     /// The last write of `state.jsonl` failed (it is retried with the next change).
     pub state_failing: AtomicBool,
 }
@@ -40,7 +42,7 @@ impl Health {
                     .into(),
             );
         }
-        if self.notify_down.load(Ordering::Relaxed) {
+        if self.notify_down.load(Ordering::Relaxed) && self.notify_needed.load(Ordering::Relaxed) {
             out.push("the notify socket is not being read: notify checks see no heartbeats".into());
         }
         out

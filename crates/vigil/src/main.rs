@@ -17,6 +17,7 @@ mod errors;
 mod evidence;
 mod health;
 mod logs;
+mod memory;
 mod metrics;
 mod redact;
 mod runtime;
@@ -88,6 +89,7 @@ fn init_tracing() {
 fn run(cfg: ConfigArgs) -> i32 {
     init_tracing();
     crash::install_hook();
+    memory::limit_arenas();
     let config = match config::load(&cfg.config, cfg.state_dir.as_deref()) {
         Ok(c) => c,
         Err(e) => {

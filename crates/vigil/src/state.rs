@@ -84,7 +84,9 @@ impl StateStore {
         let path = state_dir.join(FILE);
         let mut warnings = Vec::new();
         let (current, lines, mut rewrite) = match read_log(&path, &mut warnings) {
-            Some((state, lines)) => (state, lines, false),
+            // A damaged or unterminated line is rewritten away before anything is appended,
+            // or the next line would be glued to it.
+            Some((state, lines, damaged)) => (state, lines, damaged),
             None => match read_legacy(&state_dir.join(LEGACY), &mut warnings) {
                 Some(state) => (state, 0, true),
                 None => (SavedState::new(), 0, false),
@@ -190,8 +192,9 @@ impl StateStore {
     }
 }
 
-/// The log, or `None` when there is none.
-fn read_log(path: &Path, warnings: &mut Vec<String>) -> Option<(SavedState, usize)> {
+/// The log (state, lines, whether a line was damaged or the last one unterminated), or
+/// `None` when there is none.
+fn read_log(path: &Path, warnings: &mut Vec<String>) -> Option<(SavedState, usize, bool)> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
@@ -200,14 +203,27 @@ fn read_log(path: &Path, warnings: &mut Vec<String>) -> Option<(SavedState, usiz
                 "cannot read {}: {e}; starting with empty restart history",
                 path.display()
             ));
-            return Some((SavedState::new(), 0));
+            return Some((SavedState::new(), 0, false));
         }
     };
     let mut state = SavedState::new();
     let mut lines = 0;
     let mut damaged = Vec::new();
-    for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
-        let Ok(line) = line else { break };
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    let mut terminated = true;
+    let mut n = 0;
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        n += 1;
+        terminated = line.last() == Some(&b'\n');
+        if terminated {
+            line.pop();
+        }
         if line.is_empty() {
             continue;
         }
@@ -222,7 +238,7 @@ fn read_log(path: &Path, warnings: &mut Vec<String>) -> Option<(SavedState, usiz
             Ok(Line { agent, state: None }) => {
                 state.remove(&agent);
             }
-            Err(_) => damaged.push(n + 1),
+            Err(_) => damaged.push(n),
         }
     }
     if !damaged.is_empty() {
@@ -231,7 +247,7 @@ fn read_log(path: &Path, warnings: &mut Vec<String>) -> Option<(SavedState, usiz
             path.display()
         ));
     }
-    Some((state, lines))
+    Some((state, lines, !damaged.is_empty() || !terminated))
 }
 
 /// The document vigil wrote before the log: `{"agents": {"bot": {…}}}`.

@@ -1,7 +1,7 @@
 //! vigil under systemd (`Type=notify`, `WatchdogSec=`): `READY=1` once the fleet is started,
 //! `WATCHDOG=1` from the supervision loop itself — so a wedged loop stops pinging and systemd
-//! restarts vigil (vigil never restarts itself) — and `STOPPING=1` on the way out. Without
-//! `NOTIFY_SOCKET` (not under systemd) all of this is a no-op.
+//! restarts vigil (a loop that panics re-executes vigil, see `crash`) — and `STOPPING=1` on
+//! the way out. Without `NOTIFY_SOCKET` (not under systemd) all of this is a no-op.
 
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};

@@ -92,7 +92,11 @@ impl Agent {
         lines: Vec<String>,
         out: &mut Outbox,
     ) {
-        let pid = self.current().filter(|r| r.id == run).and_then(|r| r.pid);
+        // Lines of a run that is over (a late investigation) are nobody's evidence now.
+        let Some(current) = self.current().filter(|r| r.id == run) else {
+            return;
+        };
+        let pid = current.pid;
         let Some(inv) = self
             .investigation
             .as_ref()
@@ -298,6 +302,7 @@ impl Agent {
                         uptime: None,
                         verdict: None,
                         spawn_error: None,
+                        run: None,
                     };
                     self.quarantine_diagnosed(&failure, &advice, out);
                 }

@@ -13,12 +13,14 @@ impl Agent {
     /// Classify a failure from its evidence (the log tail of the run that ended, or the spawn
     /// error) and report it to the edges (explain, metrics, the advisor).
     fn diagnose(&mut self, failure: &Failure, out: &mut Outbox) -> Diagnosis {
-        let (run, pid, lines) = match self.log_tail.take() {
+        let tail = self.log_tail.take();
+        let (run, pid, lines) = match tail {
             _ if failure.cause == FailureCause::SpawnFailed => {
                 (None, None, vec![failure.reason.clone()])
             }
-            Some(tail) => (Some(tail.run), tail.pid, tail.lines),
-            None => (None, None, Vec::new()),
+            // Only the failed run's own lines are its evidence.
+            Some(tail) if Some(tail.run) == failure.run => (Some(tail.run), tail.pid, tail.lines),
+            _ => (failure.run, None, Vec::new()),
         };
         let verdict = self.judge(failure, self.crash_streak, &lines);
         self.report(run, pid, failure, lines, &verdict, out);

@@ -53,10 +53,17 @@ impl Agent {
         self.check_outputs(now, outputs, out);
     }
 
-    /// A `NOTIFY_SOCKET` datagram from a process of this agent's current run.
-    pub(crate) fn on_notify(&mut self, now: Now, message: &NotifyMessage, out: &mut Outbox) {
+    /// A `NOTIFY_SOCKET` datagram from a process of `id`; a run that has ended (a datagram
+    /// queued before its exit was handled) speaks for nobody.
+    pub(crate) fn on_notify(
+        &mut self,
+        now: Now,
+        id: crate::event::RunId,
+        message: &NotifyMessage,
+        out: &mut Outbox,
+    ) {
         let run = match self.phase {
-            Phase::Starting(run) | Phase::Running(run) if run.pid.is_some() => run,
+            Phase::Starting(run) | Phase::Running(run) if run.pid.is_some() && run.id == id => run,
             _ => return,
         };
         let mut outputs = Vec::new();
@@ -126,6 +133,7 @@ impl Agent {
             uptime: Some(now.saturating_duration_since(run.since)),
             verdict: None,
             spawn_error: None,
+            run: Some(run.id),
         };
         let c = &self.checks.checks[index];
         let (spec, failures) = (c.spec.clone(), c.status.consecutive_failures);

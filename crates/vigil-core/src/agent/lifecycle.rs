@@ -158,6 +158,7 @@ impl Agent {
                     uptime: None,
                     verdict: None,
                     spawn_error: Some(error.kind),
+                    run: None,
                 };
                 self.on_failure(now, failure, out);
             }
@@ -233,6 +234,7 @@ impl Agent {
                     uptime: Some(uptime),
                     verdict: None,
                     spawn_error: None,
+                    run: Some(run.id),
                 };
                 self.on_failure(now, failure, out);
             }

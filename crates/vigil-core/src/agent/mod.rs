@@ -163,6 +163,8 @@ pub(crate) struct Failure {
     pub verdict: Option<Diagnosis>,
     /// The failed spawn's error, judged by its kind.
     pub spawn_error: Option<crate::event::SpawnErrorKind>,
+    /// The run that failed (none for a failed spawn): only its own log tail is its evidence.
+    pub run: Option<RunId>,
 }
 
 /// What to do once a stop has completed.

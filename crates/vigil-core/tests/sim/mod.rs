@@ -297,7 +297,15 @@ impl Sim {
 
     pub fn notify(&mut self, agent: AgentId, datagram: &str) {
         let message = vigil_core::NotifyMessage::parse(datagram.as_bytes());
-        self.sup.handle(self.now, Event::Notify { agent, message });
+        let run = self.runs[&agent];
+        self.sup.handle(
+            self.now,
+            Event::Notify {
+                agent,
+                run,
+                message,
+            },
+        );
         self.drain();
     }
 

@@ -45,8 +45,13 @@ pub async fn health(State(hub): Hubs) -> Response {
     let view = hub.view.borrow().clone();
     let asked = Instant::now();
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let turning = hub.requests.try_send(ApiRequest::Ping { reply }).is_ok()
-        && matches!(tokio::time::timeout(LOOP_ANSWER, answer).await, Ok(Ok(())));
+    // Queued behind whatever waits for the loop already: a loop that is merely busy answers.
+    let asked_and_answered = async {
+        hub.requests.send(ApiRequest::Ping { reply }).await.is_ok() && answer.await.is_ok()
+    };
+    let turning = tokio::time::timeout(LOOP_ANSWER, asked_and_answered)
+        .await
+        .unwrap_or(false);
     let lag_ms = asked.elapsed().as_millis() as u64;
     let problems = hub.health.problems();
     let status = if !turning {

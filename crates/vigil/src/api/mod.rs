@@ -154,8 +154,6 @@ pub fn addr_file(state_dir: &Path) -> PathBuf {
     state_dir.join("api.addr")
 }
 
-/// Bind the listener (failing loudly: a vigil nobody can see is worse than none) and serve
-/// it on the I/O runtime.
 /// Why the API could not start (vigil does not start without the API it was asked for).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

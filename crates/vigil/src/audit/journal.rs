@@ -118,6 +118,11 @@ impl Journal {
         self.health.clone()
     }
 
+    /// Records are waiting for the journal to be writable again.
+    pub fn is_behind(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
     /// Write a batch as consecutive lines with one write and one fsync (group commit), after
     /// whatever earlier batches could not be written. The records are returned either way
     /// (they happened); the error says they are waiting.
@@ -170,6 +175,15 @@ impl Journal {
         }
         self.backlog.clear();
         Ok(())
+    }
+}
+
+impl Drop for Journal {
+    /// Records still waiting get one last try (vigil is exiting, or its loop panicked).
+    fn drop(&mut self) {
+        if !self.backlog.is_empty() {
+            let _ = self.flush();
+        }
     }
 }
 

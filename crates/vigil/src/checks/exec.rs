@@ -42,7 +42,7 @@ pub async fn probe(p: ExecProbe<'_>) -> Observation {
     })
     .await;
     match finished {
-        Err(e) => Observation::Unknown(e),
+        Err(e) => Observation::Unknown(e.to_string()),
         Ok(f) => match f.status {
             Some(status) if status.is_clean() => Observation::Healthy(last_line(&f.output)),
             Some(status) => {

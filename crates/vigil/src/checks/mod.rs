@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use vigil_core::{AgentId, Event, Observation, human_duration};
@@ -46,7 +47,9 @@ pub struct ProbeContext {
 pub struct CheckRunner {
     io: Handle,
     events: mpsc::UnboundedSender<Event>,
-    http: reqwest::Client,
+    /// Built at the first `http` probe: loading the system's CA certificates costs memory a
+    /// fleet without http checks should not pay.
+    http: Arc<std::sync::OnceLock<reqwest::Client>>,
     sql: Arc<sql::SqlPools>,
     redis: Arc<redis::RedisPools>,
     children: Children,
@@ -72,20 +75,25 @@ impl CheckRunner {
         children: Children,
         live: Live,
     ) -> Self {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .build()
-            .unwrap_or_default();
         Self {
             io,
             events,
-            http,
+            http: Arc::default(),
             sql: Arc::default(),
             redis: Arc::default(),
             children,
             live,
         }
+    }
+
+    fn http_client(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::limited(3))
+                .build()
+                .unwrap_or_default()
+        })
     }
 
     /// Probe a batch in the background; each result comes back as `Event::CheckResult`.
@@ -104,7 +112,13 @@ impl CheckRunner {
                 let me = me.clone();
                 tokio::spawn(async move {
                     let started = std::time::Instant::now();
-                    let observation = me.probe(&job).await;
+                    // A probe that panics still answers, or its check would wait forever.
+                    let observation = std::panic::AssertUnwindSafe(me.probe(&job))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| {
+                            Observation::Unknown("the probe panicked (a bug in vigil)".into())
+                        });
                     me.live
                         .observe_check(job.config.spec.kind.as_str(), started.elapsed());
                     me.send(&job, observation);
@@ -194,7 +208,7 @@ impl CheckRunner {
             Probe::Http { url, expect, body } => {
                 timed(
                     timeout,
-                    http::probe(&self.http, url, expect, body.as_ref()),
+                    http::probe(self.http_client(), url, expect, body.as_ref()),
                     |why| Observation::Unhealthy(format!("GET {url}: {why}")),
                 )
                 .await

@@ -13,13 +13,13 @@ use std::sync::{Arc, RwLock};
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
-use vigil_core::{AgentId, Event, NotifyMessage};
+use vigil_core::{AgentId, Event, NotifyMessage, RunId};
 
 use crate::driver::proctree;
 use crate::metrics::Live;
 
-/// Main pid of each live run of an agent that has a notify check.
-pub type Senders = Arc<RwLock<HashMap<u32, AgentId>>>;
+/// Main pid of each live run of an agent that has a notify check, with the agent and run.
+pub type Senders = Arc<RwLock<HashMap<u32, (AgentId, RunId)>>>;
 
 /// Longest path a unix socket address can hold.
 const MAX_PATH: usize = 107;
@@ -78,7 +78,7 @@ fn receive(socket: UnixDatagram, senders: Senders, events: mpsc::Sender<Event>, 
         let bytes = received.bytes.min(buf.len());
         let agent = sender.and_then(|pid| attribute(&senders, pid));
         live.notify(agent.is_some());
-        let Some(agent) = agent else {
+        let Some((agent, run)) = agent else {
             ignored += 1;
             if ignored.is_power_of_two() {
                 debug!(
@@ -89,7 +89,11 @@ fn receive(socket: UnixDatagram, senders: Senders, events: mpsc::Sender<Event>, 
         };
         let message = NotifyMessage::parse(&buf[..bytes]);
         if events
-            .blocking_send(Event::Notify { agent, message })
+            .blocking_send(Event::Notify {
+                agent,
+                run,
+                message,
+            })
             .is_err()
         {
             return;
@@ -97,8 +101,8 @@ fn receive(socket: UnixDatagram, senders: Senders, events: mpsc::Sender<Event>, 
     }
 }
 
-/// The agent a sender belongs to: its main process, or any process in its session.
-fn attribute(senders: &Senders, pid: u32) -> Option<AgentId> {
+/// The run a sender belongs to: its main process, or any process in its session.
+fn attribute(senders: &Senders, pid: u32) -> Option<(AgentId, RunId)> {
     let map = senders.read().unwrap_or_else(|e| e.into_inner());
     if let Some(agent) = map.get(&pid) {
         return Some(*agent);

@@ -27,15 +27,28 @@ pub struct SqlPools {
     pools: Mutex<HashMap<String, Pool>>,
 }
 
+/// A database URL that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("bad database URL {url}: {source}")]
+struct BadUrl {
+    /// Redacted.
+    url: String,
+    source: sqlx::Error,
+}
+
 impl SqlPools {
-    fn pool(&self, url: &str, timeout: Duration) -> Result<Pool, String> {
+    fn pool(&self, url: &str, timeout: Duration) -> Result<Pool, BadUrl> {
+        let bad = |source| BadUrl {
+            url: crate::redact::url(url),
+            source,
+        };
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = pools.get(url) {
             return Ok(p.clone());
         }
         let pool = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
-                .map_err(|e| format!("bad database URL {}: {e}", crate::redact::url(url)))?
+                .map_err(bad)?
                 .read_only(true)
                 .create_if_missing(false);
             Pool::Sqlite(
@@ -50,7 +63,7 @@ impl SqlPools {
                     .max_connections(4)
                     .acquire_timeout(timeout)
                     .connect_lazy(url)
-                    .map_err(|e| format!("bad database URL {}: {e}", crate::redact::url(url)))?,
+                    .map_err(bad)?,
             )
         };
         pools.insert(url.to_string(), pool.clone());
@@ -66,7 +79,7 @@ impl SqlPools {
     ) -> Observation {
         let pool = match self.pool(url, timeout) {
             Ok(p) => p,
-            Err(e) => return Observation::Unknown(e),
+            Err(e) => return Observation::Unknown(e.to_string()),
         };
         let shown = crate::redact::url(url);
         // The query is the operator's own, from the config; values are always bound.

@@ -75,8 +75,8 @@ impl Default for Common {
             restart: RestartMode::Always,
             stop_signal: Signal::TERM,
             stop_timeout: Duration::from_secs(10),
-            log_max_size: 50_000_000,
-            log_keep: 5,
+            log_max_size: super::model::DEFAULT_LOG_MAX_SIZE,
+            log_keep: super::model::DEFAULT_LOG_KEEP,
             quiet: Quiet::default(),
             policy: RestartPolicy::default(),
         }

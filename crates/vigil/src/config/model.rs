@@ -9,6 +9,11 @@ use vigil_core::{
     AdvisorSpec, AgentSpec, CheckKind, CheckSpec, Quiet, RestartMode, RestartPolicy, Rules, Signal,
 };
 
+/// `log_max_size` when none is given.
+pub const DEFAULT_LOG_MAX_SIZE: u64 = 50_000_000;
+/// `log_keep` when none is given.
+pub const DEFAULT_LOG_KEEP: u32 = 5;
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The file this came from (as given).
@@ -186,8 +191,8 @@ impl AgentConfig {
             stop_signal,
             stop_timeout,
             policy: RestartPolicy::default(),
-            log_max_size: 50_000_000,
-            log_keep: 5,
+            log_max_size: DEFAULT_LOG_MAX_SIZE,
+            log_keep: DEFAULT_LOG_KEEP,
             checks: Vec::new(),
             quiet: Quiet::default(),
             diagnosis: Rules::default(),

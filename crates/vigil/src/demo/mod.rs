@@ -77,7 +77,13 @@ fn prepare(dir: &std::path::Path) -> Result<(), String> {
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     // Each run starts from scratch: no budgets, quarantines or rows from the last one.
-    for old in ["audit.jsonl", "state.json", "api.addr", "vigil.log"] {
+    for old in [
+        "audit.jsonl",
+        "state.json",
+        "state.jsonl",
+        "api.addr",
+        "vigil.log",
+    ] {
         let _ = std::fs::remove_file(dir.join(old));
     }
     for old in ["logs", "demo"] {

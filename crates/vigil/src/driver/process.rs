@@ -170,10 +170,12 @@ impl ProcessDriver {
         })
     }
 
-    /// Send `sig` to every member of the run found in the process table, group members
-    /// included (they may have left the group). Reads /proc: call it off the supervision loop.
+    /// Send `sig` to every member of the run found in the process table `procs` (one look
+    /// at /proc shared by a batch of runs), group members included (they may have left the
+    /// group). Reads /proc: call it off the supervision loop.
     pub fn signal_members(
         &self,
+        procs: &Snapshot,
         main_pid: u32,
         run_tag: &str,
         sig: Signal,
@@ -181,9 +183,8 @@ impl ProcessDriver {
         let Some(os_sig) = os_signal(sig) else {
             return Ok(());
         };
-        let procs = self.snapshot();
         let mut first_error = None;
-        for member in self.members(main_pid, run_tag, &procs) {
+        for member in self.members(main_pid, run_tag, procs) {
             if let Some(p) = pid(member)
                 && self.safe_target(member)
                 && let Err(e) = delivered(kill_process(p, os_sig), sig, || format!("pid {member}"))

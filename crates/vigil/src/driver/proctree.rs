@@ -44,8 +44,42 @@ pub fn stat(pid: u32) -> Option<ProcInfo> {
 /// The process table, read at most once however many runs are looked up in it (reading
 /// /proc costs about 10 µs per process), with the children vigil itself manages.
 pub struct Snapshot {
-    procs: std::cell::OnceCell<Vec<ProcInfo>>,
+    procs: std::cell::OnceCell<Table>,
     managed: HashSet<u32>,
+}
+
+/// The process table indexed once, so finding a run's members costs what the run has, not
+/// what the machine has: children by parent, members by process group and by session, and
+/// which processes are alive (not zombies).
+pub struct Table {
+    children: HashMap<u32, Vec<u32>>,
+    groups: HashMap<u32, Vec<u32>>,
+    sessions: HashMap<u32, Vec<u32>>,
+    alive: HashSet<u32>,
+}
+
+impl Table {
+    pub fn new(procs: Vec<ProcInfo>) -> Table {
+        let mut t = Table {
+            children: HashMap::new(),
+            groups: HashMap::new(),
+            sessions: HashMap::new(),
+            alive: HashSet::new(),
+        };
+        for p in procs {
+            t.children.entry(p.ppid).or_default().push(p.pid);
+            t.groups.entry(p.pgrp).or_default().push(p.pid);
+            t.sessions.entry(p.session).or_default().push(p.pid);
+            if !p.zombie {
+                t.alive.insert(p.pid);
+            }
+        }
+        t
+    }
+
+    fn listed(map: &HashMap<u32, Vec<u32>>, key: u32) -> impl Iterator<Item = u32> + '_ {
+        map.get(&key).into_iter().flatten().copied()
+    }
 }
 
 impl Snapshot {
@@ -58,8 +92,8 @@ impl Snapshot {
         }
     }
 
-    pub fn get(&self) -> &[ProcInfo] {
-        self.procs.get_or_init(snapshot)
+    pub fn get(&self) -> &Table {
+        self.procs.get_or_init(|| Table::new(snapshot()))
     }
 
     pub fn is_managed(&self, pid: u32) -> bool {
@@ -78,6 +112,21 @@ pub fn snapshot() -> Vec<ProcInfo> {
         .collect()
 }
 
+/// When a process started, as wall-clock milliseconds (from its start time in clock ticks
+/// after boot and the boot time).
+pub fn started_wall_ms(info: &ProcInfo) -> Option<i64> {
+    let boot_s: i64 = fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as i64;
+    Some(boot_s * 1000 + (info.start_time as i64) * 1000 / ticks)
+}
+
 /// The value of one variable in a process's environment (needs the same user or root).
 pub fn environ_var(pid: u32, key: &str) -> Option<String> {
     let raw = fs::read(format!("/proc/{pid}/environ")).ok()?;
@@ -90,43 +139,33 @@ pub fn environ_var(pid: u32, key: &str) -> Option<String> {
 /// Live (non-zombie) processes belonging to the run whose main process is `main_pid`.
 /// `main_pid` itself is included while it lives.
 pub fn run_members(
-    procs: &[ProcInfo],
+    table: &Table,
     main_pid: u32,
     run_tag: &str,
     self_pid: u32,
     is_managed: impl Fn(u32) -> bool,
     env_of: impl Fn(u32) -> Option<String>,
 ) -> Vec<u32> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for p in procs {
-        children.entry(p.ppid).or_default().push(p.pid);
-    }
     let mut roots: Vec<u32> = vec![main_pid];
-    roots.extend(
-        procs
-            .iter()
-            .filter(|p| p.pgrp == main_pid || p.session == main_pid)
-            .map(|p| p.pid),
-    );
+    roots.extend(Table::listed(&table.groups, main_pid));
+    roots.extend(Table::listed(&table.sessions, main_pid));
     // Orphans handed to vigil by the kernel: attributed by the tag they inherited.
     roots.extend(
-        procs
-            .iter()
-            .filter(|p| p.ppid == self_pid && p.pid != main_pid && !is_managed(p.pid))
-            .filter(|p| env_of(p.pid).as_deref() == Some(run_tag))
-            .map(|p| p.pid),
+        Table::listed(&table.children, self_pid)
+            .filter(|p| *p != main_pid && !is_managed(*p))
+            .filter(|p| env_of(*p).as_deref() == Some(run_tag)),
     );
     let mut members = HashSet::new();
     while let Some(pid) = roots.pop() {
         if pid <= 1 || pid == self_pid || !members.insert(pid) {
             continue;
         }
-        if let Some(kids) = children.get(&pid) {
-            roots.extend(kids.iter().copied());
-        }
+        roots.extend(Table::listed(&table.children, pid));
     }
-    let alive: HashSet<u32> = procs.iter().filter(|p| !p.zombie).map(|p| p.pid).collect();
-    let mut out: Vec<u32> = members.into_iter().filter(|p| alive.contains(p)).collect();
+    let mut out: Vec<u32> = members
+        .into_iter()
+        .filter(|p| table.alive.contains(p))
+        .collect();
     out.sort_unstable();
     out
 }
@@ -178,13 +217,27 @@ mod tests {
             _ => None,
         };
         assert_eq!(
-            run_members(&procs, 100, "bot#1", vigil, managed, tags),
+            run_members(
+                &Table::new(procs.clone()),
+                100,
+                "bot#1",
+                vigil,
+                managed,
+                tags
+            ),
             vec![100, 101, 102, 103, 104]
         );
         // After the main process is gone the rest is still found.
         let without_main: Vec<_> = procs.iter().copied().filter(|x| x.pid != 100).collect();
         assert_eq!(
-            run_members(&without_main, 100, "bot#1", vigil, managed, tags),
+            run_members(
+                &Table::new(without_main),
+                100,
+                "bot#1",
+                vigil,
+                managed,
+                tags
+            ),
             vec![101, 102, 103, 104]
         );
     }

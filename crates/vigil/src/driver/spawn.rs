@@ -71,7 +71,7 @@ impl SpawnError {
             SpawnError::NotInPath { .. } => SpawnErrorKind::ProgramNotFound,
             SpawnError::WorkingDir { .. } => SpawnErrorKind::BadWorkingDir,
             SpawnError::LogFile { source, .. } => match errno_kind(source) {
-                SpawnErrorKind::DiskFull => SpawnErrorKind::DiskFull,
+                kind @ (SpawnErrorKind::DiskFull | SpawnErrorKind::OutOfResources) => kind,
                 _ => SpawnErrorKind::LogUnavailable,
             },
             SpawnError::Exec { source, .. } => errno_kind(source),
@@ -118,10 +118,15 @@ fn check(rc: libc::c_int) -> io::Result<()> {
 }
 
 /// vigil's own environment as agents and helper commands inherit it: without systemd's
-/// notify variables, which are vigil's alone.
+/// notify variables and vigil's own crash-recovery variables, which are vigil's alone.
 pub fn inherited_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
     std::env::vars_os()
-        .filter(|(k, _)| !crate::systemd::OWN_VARS.iter().any(|own| k == own))
+        .filter(|(k, _)| {
+            !crate::systemd::OWN_VARS
+                .iter()
+                .chain(crate::crash::OWN_VARS.iter())
+                .any(|own| k == own)
+        })
         .collect()
 }
 
@@ -253,6 +258,11 @@ mod tests {
             source: std::io::Error::from_raw_os_error(libc::ENOSPC),
         };
         assert_eq!(log.kind(), SpawnErrorKind::DiskFull);
+        let log = SpawnError::LogFile {
+            path: "x.log".into(),
+            source: std::io::Error::from_raw_os_error(libc::EMFILE),
+        };
+        assert_eq!(log.kind(), SpawnErrorKind::OutOfResources);
         assert!(
             exec(libc::ENOENT)
                 .to_string()

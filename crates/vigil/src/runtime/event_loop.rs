@@ -68,6 +68,7 @@ impl Deadline {
 pub async fn run(h: &mut Handler, mut s: Sources) {
     let mut timer = Deadline::new();
     let mut publish = Deadline::new();
+    let mut journal_retry = Deadline::new();
     let mut watchdog = s.watchdog.map(|every| {
         let mut i = tokio::time::interval(every);
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -83,6 +84,7 @@ pub async fn run(h: &mut Handler, mut s: Sources) {
         s.exits.extend(h.exec.take_new_watches());
         timer.follow(h.sup.poll_timeout());
         publish.follow(h.publisher.due());
+        journal_retry.follow(h.journal_retry_due());
         let input = tokio::select! {
             biased;
             Some(first) = s.exits.next(), if !s.exits.is_empty() => {
@@ -132,6 +134,7 @@ pub async fn run(h: &mut Handler, mut s: Sources) {
             // From this loop and nowhere else: if it is wedged, systemd stops hearing from it.
             _ = tick(&mut watchdog) => Input::Watchdog,
             _ = publish.fired(), if publish.at.is_some() => Input::Publish,
+            _ = journal_retry.fired(), if journal_retry.at.is_some() => Input::RetryJournal,
         };
         h.turn(crate::clock::now(), input);
         if h.finished() {

@@ -32,6 +32,9 @@ pub struct Exit {
 
 pub type ExitFuture = Pin<Box<dyn Future<Output = Exit>>>;
 
+/// How soon an exit watch that could not be set up is tried again.
+const WATCH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A signal for the members of a run outside its process group, sent off the loop.
 struct MemberSignal {
     agent: AgentId,
@@ -111,25 +114,19 @@ impl Executor {
             Action::Signal { agent, run, signal } => self.signal(fleet, agent, run, signal),
             Action::Kill { agent, run } => self.signal(fleet, agent, run, Signal::KILL),
             Action::KillEscaped { agent, run, pids } => {
-                let tag = fleet.run(agent, run)?.saved.run_tag.clone();
-                let (driver, events) = (self.driver.clone(), self.events.clone());
-                self.io.spawn_blocking(move || {
-                    if let Err(e) = driver.kill_escaped(&pids, &tag) {
-                        let _ = events.send(failed(agent, run, FailedAction::Kill, &e));
-                    }
-                });
-                None
+                // At once, on the loop (a handful of pids, each checked again first): they must
+                // be gone before anything else of this batch — a restart — runs.
+                let tag = &fleet.run(agent, run)?.saved.run_tag;
+                let refused = self.driver.kill_escaped(&pids, tag).err()?;
+                Some(failed(agent, run, FailedAction::Kill, &refused))
             }
             Action::WatchTree { agent, run } => {
                 let rec = fleet.run(agent, run)?;
                 let (pid, tag) = (rec.saved.pid, rec.saved.run_tag.clone());
                 let (driver, events) = (self.driver.clone(), self.events.clone());
                 self.io.spawn(async move {
-                    let event = match tree::wait_empty(driver, pid, tag).await {
-                        Ok(()) => Event::TreeEmpty { agent, run },
-                        Err(e) => failed(agent, run, FailedAction::WatchTree, &e),
-                    };
-                    let _ = events.send(event);
+                    tree::wait_empty(driver, pid, tag).await;
+                    let _ = events.send(Event::TreeEmpty { agent, run });
                 });
                 None
             }
@@ -144,12 +141,25 @@ impl Executor {
                 check,
                 generation,
             } => {
-                let slot = fleet.get(agent)?;
+                let Some((slot, config)) = fleet
+                    .get(agent)
+                    .and_then(|s| Some((s, s.config.checks.get(check)?.clone())))
+                else {
+                    // Every probe gets an answer, or its check would wait for it forever.
+                    return Some(Event::CheckResult {
+                        agent,
+                        check,
+                        generation,
+                        observation: vigil_core::Observation::Unknown(
+                            "vigil has no such check for this agent (a bug)".into(),
+                        ),
+                    });
+                };
                 self.probes.push(ProbeJob {
                     agent,
                     check,
                     generation,
-                    config: slot.config.checks.get(check)?.clone(),
+                    config,
                     ctx: ProbeContext {
                         agent: slot.config.name.clone(),
                         instance: slot.config.instance.clone(),
@@ -179,8 +189,9 @@ impl Executor {
         }
         let (driver, events) = (self.driver.clone(), self.events.clone());
         self.io.spawn_blocking(move || {
+            let procs = driver.snapshot();
             for s in signals {
-                if let Err(e) = driver.signal_members(s.main_pid, &s.tag, s.signal) {
+                if let Err(e) = driver.signal_members(&procs, s.main_pid, &s.tag, s.signal) {
                     let _ = events.send(failed(s.agent, s.run, FailedAction::Signal(s.signal), &e));
                 }
             }
@@ -193,7 +204,16 @@ impl Executor {
     }
 
     fn spawn(&mut self, fleet: &mut Fleet, agent: AgentId, run: RunId, now: Now) -> Option<Event> {
-        let slot = fleet.get_mut(agent)?;
+        let Some(slot) = fleet.get_mut(agent) else {
+            return Some(Event::SpawnFailed {
+                agent,
+                run,
+                error: vigil_core::SpawnFailure {
+                    kind: vigil_core::SpawnErrorKind::Other,
+                    message: "vigil has no configuration for this agent (a bug)".into(),
+                },
+            });
+        };
         let tag = format!("{}#{}.{}", slot.config.name, self.boot, run.0);
         slot.log_start = std::fs::metadata(&slot.log).map(|m| m.len()).unwrap_or(0);
         let mut extra_env = Vec::new();
@@ -240,28 +260,35 @@ impl Executor {
             self.notify_senders
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(pid, agent);
+                .insert(pid, (agent, run));
         }
-        let watch: ExitFuture = match ExitWatch::new(pid) {
-            Ok(watch) => Box::pin(async move {
-                Exit {
+        let events = self.events.clone();
+        let watch: ExitFuture = Box::pin(async move {
+            let mut reported = false;
+            loop {
+                let status = match ExitWatch::new(pid) {
+                    Ok(watch) => watch.wait().await,
+                    // Already gone (and reaped): it has exited.
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => ExitStatus::unknown(),
+                    // No descriptor for it now (EMFILE…): the agent still runs; try again
+                    // rather than take it for dead.
+                    Err(e) => {
+                        if !reported {
+                            reported = true;
+                            let _ = events.send(failed(agent, run, FailedAction::WatchExit, &e));
+                        }
+                        tokio::time::sleep(WATCH_RETRY).await;
+                        continue;
+                    }
+                };
+                return Exit {
                     agent,
                     run,
                     pid,
-                    status: watch.wait().await,
-                }
-            }),
-            // The process is already gone (and reaped): report it as an exit now.
-            Err(e) => {
-                debug!("cannot watch pid {pid} ({e}); treating it as exited");
-                Box::pin(std::future::ready(Exit {
-                    agent,
-                    run,
-                    pid,
-                    status: ExitStatus::unknown(),
-                }))
+                    status,
+                };
             }
-        };
+        });
         self.new_watches.push(watch);
     }
 

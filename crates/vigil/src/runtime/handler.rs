@@ -13,7 +13,8 @@ use vigil_core::{Action, AgentId, AuditEntry, Changes, Event, Now, Supervisor};
 
 use super::executor::{Executor, Exit};
 use super::fleet::Fleet;
-use super::offload::{LogFile, Offload};
+use super::offload::Offload;
+use super::rotation::LogFile;
 use crate::api::{ApiRequest, CommandResult, PendingHeartbeats};
 use crate::audit::Journal;
 use crate::config::{self, AgentConfig, Config};
@@ -34,6 +35,8 @@ pub enum Input {
     Stop(&'static str),
     /// SIGHUP.
     Reload,
+    /// Records wait for the journal: try to write them again.
+    RetryJournal,
     Config(Box<Result<Config, config::LoadError>>),
     /// A change waits to be shown.
     Publish,
@@ -58,7 +61,12 @@ pub struct Handler {
     /// A config is being read; another SIGHUP meanwhile reads it once more after.
     reload_in_flight: bool,
     reload_again: bool,
+    /// When the journal last failed to be written.
+    journal_failed_at: std::time::Instant,
 }
+
+/// How soon records that wait for the journal are tried again when nothing else is written.
+const JOURNAL_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Handler {
     #[allow(clippy::too_many_arguments)]
@@ -88,7 +96,16 @@ impl Handler {
             stop_signals: 0,
             reload_in_flight: false,
             reload_again: false,
+            journal_failed_at: std::time::Instant::now(),
         }
+    }
+
+    /// When records that wait for the journal are tried again (without a new decision to
+    /// write, they would wait forever).
+    pub fn journal_retry_due(&self) -> Option<std::time::Instant> {
+        self.journal
+            .is_behind()
+            .then(|| self.journal_failed_at + JOURNAL_RETRY)
     }
 
     /// vigil is done: every agent stopped after a stop signal.
@@ -124,6 +141,7 @@ impl Handler {
             Input::Reload => self.request_reload(),
             Input::Config(loaded) => self.apply_reload(now, *loaded),
             Input::Publish => {}
+            Input::RetryJournal => self.write(&[]),
             Input::Watchdog => {
                 if let Some(sd) = &self.systemd {
                     sd.notify("WATCHDOG=1");
@@ -176,7 +194,7 @@ impl Handler {
     /// Journal records: logged, written and synced; on failure kept for the next write (the
     /// journal's own backlog) and the failure shows in `/health`.
     pub fn write(&mut self, entries: &[&AuditEntry]) {
-        if entries.is_empty() {
+        if entries.is_empty() && !self.journal.is_behind() {
             return;
         }
         let was_failing = self.health.journal.failing.load(Ordering::Relaxed);
@@ -190,16 +208,24 @@ impl Handler {
                 self.journal.path().display()
             ),
             Ok(()) => {}
-            Err(e) if !was_failing => error!(
-                "{e}; supervising on — records wait in memory and are written once it can be"
-            ),
-            Err(_) => {}
+            Err(e) if !was_failing => {
+                self.journal_failed_at = std::time::Instant::now();
+                error!(
+                    "{e}; supervising on — records wait in memory and are written once it can be"
+                )
+            }
+            Err(_) => self.journal_failed_at = std::time::Instant::now(),
         }
         self.publisher.records(&written, &self.sup);
     }
 
     fn persist(&mut self, changes: &Changes, now: Now) {
-        let mut out: Vec<(String, Option<SavedAgent>)> = Vec::new();
+        // Forgotten first: a name forgotten and added again in one turn keeps its new state.
+        let mut out: Vec<(String, Option<SavedAgent>)> = changes
+            .forgotten
+            .iter()
+            .map(|(_, name)| (name.clone(), None))
+            .collect();
         for id in &changes.persist {
             let Some(agent) = self.sup.agent(*id) else {
                 continue;
@@ -223,9 +249,6 @@ impl Handler {
                     run,
                 }),
             ));
-        }
-        for (_, name) in &changes.forgotten {
-            out.push((name.clone(), None));
         }
         self.offload.persist(out);
     }
@@ -336,6 +359,7 @@ impl Handler {
     fn on_stop_signal(&mut self, now: Now, name: &str) {
         self.stop_signals += 1;
         if self.stop_signals == 1 {
+            crate::crash::note_stopping();
             info!("{name}: stopping every agent (send it again to kill them at once)");
             if let Some(sd) = &self.systemd {
                 sd.notify("STOPPING=1\nSTATUS=stopping every agent");
@@ -383,7 +407,7 @@ impl Handler {
         if std::mem::take(&mut self.reload_again) {
             self.request_reload();
         }
-        let new = match loaded {
+        let mut new = match loaded {
             Ok(c) if c.state_dir != self.config.state_dir => {
                 let msg = format!(
                     "state_dir cannot change while vigil runs ({} → {}); restart vigil for that",
@@ -408,8 +432,9 @@ impl Handler {
                 return;
             }
         };
+        let agents = std::mem::take(&mut new.agents);
         // New settings must be in place before the core restarts anything with them.
-        for agent in &new.agents {
+        for agent in &agents {
             if let Some(id) = self.sup.id(&agent.name)
                 && let Some(slot) = self.fleet.get_mut(id)
             {
@@ -418,12 +443,13 @@ impl Handler {
         }
         let report = self
             .sup
-            .reconcile(now, new.agents.iter().map(AgentConfig::spec).collect());
-        for agent in &new.agents {
+            .reconcile(now, agents.iter().map(AgentConfig::spec).collect());
+        // The configs live in the fleet (one copy each).
+        for agent in agents {
             if let Some(id) = self.sup.id(&agent.name)
                 && self.fleet.get(id).is_none()
             {
-                self.fleet.insert(id, agent.clone(), &new.logs_dir());
+                self.fleet.insert(id, agent, &new.logs_dir());
             }
         }
         self.write(&[&records::vigil_reloaded(
@@ -435,11 +461,21 @@ impl Handler {
         }
         self.exec.log_lines = new.diagnosis.log_lines;
         self.config = new;
+        self.configured();
+    }
+
+    /// Tell the offload worker which logs to keep rotated, and `/health` whether a notify
+    /// socket is needed (after startup and every reload).
+    pub fn configured(&self) {
+        self.health.notify_needed.store(
+            self.fleet.slots().any(|s| s.config.uses_notify()),
+            Ordering::Relaxed,
+        );
         self.offload.logs(self.log_files());
     }
 
     /// The logs the offload worker keeps rotated.
-    pub fn log_files(&self) -> Vec<LogFile> {
+    fn log_files(&self) -> Vec<LogFile> {
         self.fleet
             .slots()
             .map(|s| LogFile {

@@ -14,7 +14,9 @@ mod executor;
 mod fleet;
 mod handler;
 mod offload;
+mod rotation;
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -32,10 +34,12 @@ use crate::audit::Journal;
 use crate::checks::CheckRunner;
 use crate::checks::notify::{self, Senders};
 use crate::config::{AgentConfig, Config};
-use crate::driver::{Children, ProcessDriver};
+use crate::driver::children::main_thread_children;
+use crate::driver::process::RUN_TAG_VAR;
+use crate::driver::{Children, ProcessDriver, proctree};
 use crate::health::Health;
 use crate::metrics::Live;
-use crate::state::{SavedAgent, SavedState, StateStore};
+use crate::state::{SavedAgent, SavedRun, SavedState, StateStore};
 use executor::{Executor, ExecutorParts};
 use fleet::RunRecord;
 use handler::Handler;
@@ -67,7 +71,7 @@ pub enum StartError {
     Signals(std::io::Error),
     #[error(transparent)]
     Api(#[from] api::StartError),
-    #[error("cannot start the offload worker thread: {0}")]
+    #[error("cannot start the offload and log rotation threads: {0}")]
     Worker(std::io::Error),
 }
 
@@ -145,7 +149,8 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
     }
     let saved = store.state().clone();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let offload = Offload::start(store, health.clone(), done_tx).map_err(StartError::Worker)?;
+    let offload = Offload::start(store, health.clone(), done_tx, &config.logs_dir())
+        .map_err(StartError::Worker)?;
 
     let api = api::start(&config.api, &state_dir, &opts.io, health.clone())?;
     if let Some(addr) = api.addr {
@@ -207,13 +212,14 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
         config,
         opts.state_dir_override,
     );
-    start(&mut h, &saved, now);
+    start(&mut h, &saved, now, crate::crash::resumes_shutdown());
+    crate::memory::release_free();
     // Ready once every agent has been started or adopted (the first batch is carried out).
     let watchdog = h.systemd.as_ref().and_then(|sd| sd.ping_every());
     if let Some(sd) = &h.systemd {
         sd.notify(&format!(
             "READY=1\nSTATUS=supervising {} agents",
-            h.config.agents.len()
+            h.sup.agents().count()
         ));
         sd.notify("WATCHDOG=1");
     }
@@ -240,52 +246,126 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
     Ok(())
 }
 
+/// A run found alive at startup: from `state.jsonl`, or a child of this very process that
+/// carries a run tag (a vigil that re-executed itself after a panic is still the parent of
+/// its agents, including one spawned after the state was last written).
+struct Found {
+    agent: String,
+    run: SavedRun,
+    /// Still vigil's child: its exit is collected by its owner, not the orphan reaper.
+    child: bool,
+}
+
+fn found_runs(saved: &SavedState, driver: &ProcessDriver) -> Vec<Found> {
+    let mut found: Vec<Found> = saved
+        .iter()
+        .filter_map(|(name, s)| s.run.as_ref().map(|r| (name, r)))
+        .filter(|(_, r)| ProcessDriver::same_process(r.pid, r.start_time))
+        .map(|(name, run)| Found {
+            agent: name.clone(),
+            run: run.clone(),
+            child: false,
+        })
+        .collect();
+    let self_pid = driver.self_pid();
+    for pid in main_thread_children(self_pid) {
+        let Some(info) = proctree::stat(pid).filter(|p| !p.zombie) else {
+            continue;
+        };
+        if let Some(f) = found.iter_mut().find(|f| f.run.pid == pid) {
+            f.child = true;
+            continue;
+        }
+        let Some(tag) = proctree::environ_var(pid, RUN_TAG_VAR) else {
+            continue;
+        };
+        let Some((agent, _)) = tag.split_once('#') else {
+            continue;
+        };
+        found.push(Found {
+            agent: agent.to_string(),
+            run: SavedRun {
+                pid,
+                start_time: info.start_time,
+                started_ms: proctree::started_wall_ms(&info).unwrap_or_default(),
+                run_tag: tag.clone(),
+                stop_signal: None,
+                stop_timeout_ms: None,
+            },
+            child: true,
+        });
+    }
+    found
+}
+
 /// Register the configured agents, take over the runs a previous vigil left (and stop those
-/// of agents no longer configured), then start the rest.
-fn start(h: &mut Handler, saved: &SavedState, now: Now) {
+/// of agents no longer configured, or second runs of one agent), then start the rest — or,
+/// for a vigil that panicked while stopping, finish the stop.
+fn start(h: &mut Handler, saved: &SavedState, now: Now, resume_shutdown: bool) {
     let logs_dir = h.config.logs_dir();
-    for agent in h.config.agents.clone() {
+    // The agents' configs move into the fleet (one copy of each, not two).
+    let agents = std::mem::take(&mut h.config.agents);
+    let configured = agents.len();
+    let mut kept: HashSet<String> = agents.iter().map(|a| a.name.clone()).collect();
+    for agent in agents {
         let memory = saved.get(&agent.name).map(|s| memory_of(s, now));
         let id = h.sup.add(agent.spec(), memory);
         h.fleet.insert(id, agent, &logs_dir);
     }
-    let alive: Vec<(&String, &crate::state::SavedRun)> = saved
-        .iter()
-        .filter_map(|(name, s)| s.run.as_ref().map(|r| (name, r)))
-        .filter(|(_, r)| ProcessDriver::same_process(r.pid, r.start_time))
-        .collect();
+    // Readers know every agent before anyone can read that vigil has started.
+    let registered = h.sup.take_changes();
+    h.publisher.note(&registered);
+    h.publisher.publish(&h.sup, now);
+    let found = found_runs(saved, &h.exec.driver);
     h.write(&[&records::vigil_start(
         env!("CARGO_PKG_VERSION"),
-        h.config.agents.len(),
+        configured,
         &h.config.path.display().to_string(),
         h.exec.driver.self_pid(),
-        alive.len(),
+        found.len(),
     )]);
-    for (name, run) in alive {
+    for Found { agent, run, child } in found {
         let since = now.mono_of(run.started_ms).unwrap_or(now.mono);
-        let adopted = match h.sup.id(name) {
-            Some(id) => h.sup.adopt(now, id, run.pid, since).map(|r| (id, r)),
-            None => {
-                warn!(
-                    "{name} (pid {}) is still running but no longer in the configuration; stopping it",
-                    run.pid
-                );
-                let stop_signal = run
-                    .stop_signal
-                    .as_deref()
-                    .and_then(Signal::from_name)
-                    .unwrap_or(Signal::TERM);
-                let stop_timeout = run
-                    .stop_timeout_ms
-                    .map_or(Duration::from_secs(10), Duration::from_millis);
-                let config = AgentConfig::stray(name, stop_signal, stop_timeout);
-                let adopted = h.sup.adopt_stray(now, config.spec(), run.pid, since);
-                if let Some((id, _)) = adopted {
-                    h.fleet.insert(id, config, &logs_dir);
+        if child {
+            // Its exit belongs to the exit watch, not to the orphan reaper.
+            h.exec.children.lock().insert(run.pid);
+        }
+        let wanted = h
+            .sup
+            .id(&agent)
+            .filter(|id| h.sup.agent(*id).is_some_and(|a| a.run().is_none()));
+        let adopted =
+            match wanted.and_then(|id| h.sup.adopt(now, id, run.pid, since).map(|r| (id, r))) {
+                Some(adopted) => Some(adopted),
+                // Not configured any more, a second run of an agent that already has one, or a run
+                // of an agent that must not run (quarantined): stopped on the record.
+                None => {
+                    let name = if h.sup.id(&agent).is_some() {
+                        format!("{agent}#{}", run.pid)
+                    } else {
+                        agent.clone()
+                    };
+                    warn!(
+                        "{name} (pid {}) is still running but is not wanted; stopping it",
+                        run.pid
+                    );
+                    let stop_signal = run
+                        .stop_signal
+                        .as_deref()
+                        .and_then(Signal::from_name)
+                        .unwrap_or(Signal::TERM);
+                    let stop_timeout = run
+                        .stop_timeout_ms
+                        .map_or(Duration::from_secs(10), Duration::from_millis);
+                    let config = AgentConfig::stray(&name, stop_signal, stop_timeout);
+                    let adopted = h.sup.adopt_stray(now, config.spec(), run.pid, since);
+                    if let Some((id, _)) = adopted {
+                        h.fleet.insert(id, config, &logs_dir);
+                        kept.insert(name);
+                    }
+                    adopted
                 }
-                adopted
-            }
-        };
+            };
         let Some((id, run_id)) = adopted else {
             continue;
         };
@@ -298,17 +378,29 @@ fn start(h: &mut Handler, saved: &SavedState, now: Now) {
         }
         h.exec.watch_exit(id, run_id, run.pid, notify);
     }
+    // What was saved about agents that are gone from the configuration goes too.
+    h.offload.persist(
+        saved
+            .keys()
+            .filter(|name| !kept.contains(*name))
+            .map(|name| (name.clone(), None))
+            .collect(),
+    );
     info!(
-        "supervising {} agents from {} (state dir {})",
-        h.config.agents.len(),
+        "supervising {configured} agents from {} (state dir {})",
         h.config.path.display(),
         h.config.state_dir.display()
     );
-    h.sup.start_all(now);
+    if resume_shutdown {
+        info!("vigil panicked while stopping every agent: finishing the stop");
+        crate::crash::note_stopping();
+        h.sup.shutdown(now);
+    } else {
+        h.sup.start_all(now);
+    }
     h.settle(now);
-    // Readers see every agent before anyone can read that vigil has started.
     h.publisher.publish(&h.sup, now);
-    h.offload.logs(h.log_files());
+    h.configured();
 }
 
 fn memory_of(saved: &SavedAgent, now: Now) -> AgentMemory {

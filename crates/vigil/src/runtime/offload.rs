@@ -1,41 +1,28 @@
 //! Work the supervision loop hands off so that its thread only supervises: persisting
-//! `state.jsonl` (appended and fsynced, batched), rotating agents' logs (copies of up to
-//! `log_max_size`), and reading the config on a reload. One worker thread, jobs in order;
-//! results the loop must act on come back over a channel.
+//! `state.jsonl` (appended and fsynced, batched) and reading the config on a reload. One
+//! worker thread, jobs in order; results the loop must act on come back over a channel. Log
+//! rotation has a thread of its own (`rotation`), woken by the kernel when a log is written.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
+use super::rotation::{LogFile, Logs};
 use crate::config::{self, Config, LoadError};
 use crate::health::Health;
-use crate::logs;
 use crate::state::{SavedAgent, StateStore};
 
-/// How often log sizes are checked for rotation.
-const ROTATE_EVERY: Duration = Duration::from_secs(5);
 /// How long a shutdown waits for the last state to be written.
 const FLUSH_WAIT: Duration = Duration::from_secs(10);
 
-/// An agent's log, as rotation needs it.
-#[derive(Clone, Debug)]
-pub struct LogFile {
-    pub agent: String,
-    pub path: PathBuf,
-    pub max_size: u64,
-    pub keep: u32,
-}
-
 enum Job {
     Persist(Vec<(String, Option<SavedAgent>)>),
-    /// The logs to rotate from now on (replaces the previous list).
-    Logs(Vec<LogFile>),
     LoadConfig {
         path: PathBuf,
         state_dir: Option<PathBuf>,
@@ -51,6 +38,8 @@ pub enum Done {
 pub struct Offload {
     tx: Option<mpsc::Sender<Job>>,
     worker: Option<JoinHandle<()>>,
+    /// The logs the rotation thread keeps under their size.
+    logs: Logs,
 }
 
 impl Offload {
@@ -58,14 +47,25 @@ impl Offload {
         store: StateStore,
         health: Arc<Health>,
         done: UnboundedSender<Done>,
+        logs_dir: &std::path::Path,
     ) -> std::io::Result<Offload> {
+        let logs = Logs::default();
+        super::rotation::start(logs_dir, logs.clone())?;
         let (tx, rx) = mpsc::channel();
         let worker = std::thread::Builder::new()
             .name("vigil-offload".into())
-            .spawn(move || Worker::new(store, health, done).run(rx))?;
+            .spawn(move || {
+                Worker {
+                    store,
+                    health,
+                    done,
+                }
+                .run(rx)
+            })?;
         Ok(Offload {
             tx: Some(tx),
             worker: Some(worker),
+            logs,
         })
     }
 
@@ -83,8 +83,13 @@ impl Offload {
         }
     }
 
+    /// The logs to keep rotated from now on.
     pub fn logs(&self, logs: Vec<LogFile>) {
-        self.send(Job::Logs(logs));
+        let by_name = logs
+            .into_iter()
+            .filter_map(|l| Some((l.path.file_name()?.to_os_string(), l)))
+            .collect();
+        *self.logs.lock().unwrap_or_else(|e| e.into_inner()) = by_name;
     }
 
     pub fn load_config(&self, path: PathBuf, state_dir: Option<PathBuf>) {
@@ -115,36 +120,18 @@ struct Worker {
     store: StateStore,
     health: Arc<Health>,
     done: UnboundedSender<Done>,
-    logs: Vec<LogFile>,
 }
 
 impl Worker {
-    fn new(store: StateStore, health: Arc<Health>, done: UnboundedSender<Done>) -> Worker {
-        Worker {
-            store,
-            health,
-            done,
-            logs: Vec::new(),
-        }
-    }
-
     fn run(mut self, rx: mpsc::Receiver<Job>) {
-        let mut next_rotation = Instant::now() + ROTATE_EVERY;
         let mut waiting: Option<Job> = None;
         loop {
             let job = match waiting.take() {
                 Some(job) => job,
-                None => {
-                    match rx.recv_timeout(next_rotation.saturating_duration_since(Instant::now())) {
-                        Ok(job) => job,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.rotate();
-                            next_rotation = Instant::now() + ROTATE_EVERY;
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => return,
-                    }
-                }
+                None => match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                },
             };
             match job {
                 Job::Persist(mut changes) => {
@@ -160,7 +147,6 @@ impl Worker {
                     }
                     self.persist(changes);
                 }
-                Job::Logs(logs) => self.logs = logs,
                 Job::LoadConfig { path, state_dir } => {
                     let loaded = config::load(&path, state_dir.as_deref());
                     let _ = self.done.send(Done::Config(Box::new(loaded)));
@@ -188,16 +174,6 @@ impl Worker {
                     );
                 }
                 self.health.state_failing.store(true, Ordering::Relaxed);
-            }
-        }
-    }
-
-    fn rotate(&self) {
-        for log in &self.logs {
-            match logs::rotate_if_needed(&log.path, log.max_size, log.keep) {
-                Ok(true) => debug!("{}: rotated {}", log.agent, log.path.display()),
-                Ok(false) => {}
-                Err(e) => warn!("{}: cannot rotate {}: {e}", log.agent, log.path.display()),
             }
         }
     }
