@@ -428,8 +428,19 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// Agents whose live run is saved in `state.jsonl` (the last line for an agent wins).
+/// Agents whose live run is saved in `state.jsonl` (the last line for an agent wins), or in
+/// the `state.json` of a vigil from before it (`--vigil` an older binary).
 fn count_runs(state: &Path) -> usize {
+    let legacy = state.with_extension("json");
+    if !state.exists()
+        && let Ok(text) = std::fs::read_to_string(&legacy)
+    {
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        return v["agents"]
+            .as_object()
+            .map(|a| a.values().filter(|x| x["run"]["pid"].is_number()).count())
+            .unwrap_or(0);
+    }
     let Ok(text) = std::fs::read_to_string(state) else {
         return 0;
     };

@@ -78,8 +78,13 @@ pub fn tail(path: &Path, n: usize) -> io::Result<Vec<String>> {
     tail_from(path, n, 0)
 }
 
+/// The most read from the end of a log for its last lines: they are evidence for a decision
+/// taken on the supervision loop, so a log of one 50 MB line costs no more than this.
+const MAX_TAIL_BYTES: usize = 64 * 1024;
+
 /// Like [`tail`], but only what was written after byte `from` (one run's output). A file
-/// shorter than `from` was rotated meanwhile: then all of it.
+/// shorter than `from` was rotated meanwhile: then all of it. At most the last
+/// [`MAX_TAIL_BYTES`] are read.
 pub fn tail_from(path: &Path, n: usize, from: u64) -> io::Result<Vec<String>> {
     let mut file = match File::open(path) {
         Ok(f) => f,
@@ -103,7 +108,7 @@ pub fn tail_from(path: &Path, n: usize, from: u64) -> io::Result<Vec<String>> {
         file.read_exact(&mut chunk)?;
         chunk.extend_from_slice(&buf);
         buf = chunk;
-        if buf.len() > 4 * 1024 * 1024 {
+        if buf.len() >= MAX_TAIL_BYTES {
             break;
         }
     }
@@ -112,7 +117,7 @@ pub fn tail_from(path: &Path, n: usize, from: u64) -> io::Result<Vec<String>> {
     if lines.last() == Some(&"") {
         lines.pop();
     }
-    if pos > from && !lines.is_empty() {
+    if pos > from && lines.len() > 1 {
         // The first piece may be the end of a longer line.
         lines.remove(0);
     }
@@ -141,6 +146,16 @@ mod tests {
         assert!(tail(&dir.path().join("none.log"), 5).unwrap().is_empty());
         write!(f, "partial").unwrap();
         assert_eq!(tail(&path, 2).unwrap(), vec!["line 9999", "partial"]);
+    }
+
+    #[test]
+    fn a_huge_line_costs_a_bounded_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        std::fs::write(&path, "x".repeat(10 * 1024 * 1024)).unwrap();
+        let lines = tail(&path, 50).unwrap();
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].len() <= MAX_TAIL_BYTES + 8192);
     }
 
     #[test]

@@ -65,13 +65,13 @@ impl Agent {
         self.timers.set(TimerKind::Stable, None);
         self.timers
             .set(TimerKind::Investigate, Some(later(now, wait)));
-        self.investigation = Some(Investigation {
+        self.investigation = Some(Box::new(Investigation {
             run: run.id,
             pid: run.pid,
             failure,
             verdict: None,
             awaiting_advice: false,
-        });
+        }));
         out.push(Action::Investigate {
             agent: self.id,
             run: run.id,
@@ -167,6 +167,7 @@ impl Agent {
         let Some(inv) = self.investigation.take() else {
             return;
         };
+        let inv = *inv;
         self.timers.set(TimerKind::Investigate, None);
         let mut failure = inv.failure;
         let verdict = match inv.verdict {
@@ -181,7 +182,7 @@ impl Agent {
         let entry = records::stop_stalled(self.name(), &verdict, self.spec.stop_signal);
         failure.verdict = Some(verdict);
         // `begin_stop` needs the agent still marked running, which it is.
-        self.begin_stop(now, Then::Heal(failure), entry, out);
+        self.begin_stop(now, Then::Heal(Box::new(failure)), entry, out);
     }
 
     pub(super) fn on_investigation_timeout(&mut self, now: Instant, out: &mut Outbox) {
@@ -223,7 +224,7 @@ impl Agent {
         let base = if waiting {
             self.investigation.as_ref().and_then(|i| i.verdict.clone())
         } else {
-            self.diagnosis.clone()
+            self.diagnosis.as_deref().cloned()
         };
         let advice = match advice {
             Ok(advice) => advice,
@@ -285,7 +286,7 @@ impl Agent {
     }
 
     fn apply_late_advice(&mut self, now: Instant, advice: Diagnosis, out: &mut Outbox) {
-        self.diagnosis = Some(advice.clone());
+        self.diagnosis = Some(Box::new(advice.clone()));
         match self.phase {
             Phase::Backoff {
                 until,
@@ -318,7 +319,7 @@ impl Agent {
                 }
             },
             Phase::Quarantined { .. } => {}
-            _ => self.advice = Some(advice),
+            _ => self.advice = Some(Box::new(advice)),
         }
     }
 }

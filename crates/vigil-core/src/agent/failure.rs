@@ -41,7 +41,7 @@ impl Agent {
                     "advisor, after the previous failure: {}",
                     advice.explanation
                 ),
-                ..advice
+                ..*advice
             },
             _ => verdict,
         }
@@ -103,7 +103,7 @@ impl Agent {
             Some(verdict) => verdict,
             None => self.diagnose(&failure, out),
         };
-        self.diagnosis = Some(diagnosis.clone());
+        self.diagnosis = Some(Box::new(diagnosis.clone()));
         let at_least = match diagnosis.action {
             Remedy::Quarantine => {
                 self.quarantine_diagnosed(&failure, &diagnosis, out);
@@ -208,7 +208,7 @@ impl Agent {
             reason,
             budget,
             cause,
-            self.diagnosis.as_ref(),
+            self.diagnosis.as_deref(),
         ));
         self.spawn(now, out);
     }

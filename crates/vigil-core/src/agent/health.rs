@@ -151,6 +151,6 @@ impl Agent {
             return;
         }
         let entry = records::stalled(self.name(), &reason, &spec, failures, None);
-        self.begin_stop(now, Then::Heal(failure), entry, out);
+        self.begin_stop(now, Then::Heal(Box::new(failure)), entry, out);
     }
 }

@@ -306,7 +306,7 @@ impl Agent {
         match then {
             Then::Stay => {}
             Then::Start => self.spawn(now, out),
-            Then::Heal(failure) => self.on_failure(now, failure, out),
+            Then::Heal(failure) => self.on_failure(now, *failure, out),
             Then::Remove => {
                 self.removed = true;
                 out.push(Action::Forget { agent: self.id });

@@ -173,7 +173,7 @@ pub(crate) enum Then {
     Stay,
     Start,
     /// Stopped because it stalled: the policy decides what follows, as for a crash.
-    Heal(Failure),
+    Heal(Box<Failure>),
     Remove,
 }
 
@@ -278,13 +278,14 @@ pub struct Agent {
     note: Option<String>,
     /// The last log lines of the run that just ended: the failure's evidence.
     log_tail: Option<LogTail>,
+    // Boxed: most agents never have them, and a fleet holds thousands of agents.
     /// The verdict on the last failure.
-    diagnosis: Option<Diagnosis>,
+    diagnosis: Option<Box<Diagnosis>>,
     /// A stricter advice that came after the agent was already restarted: it applies to the
     /// next failure of this episode.
-    advice: Option<Diagnosis>,
+    advice: Option<Box<Diagnosis>>,
     /// A stall whose evidence is being gathered before the agent is stopped.
-    investigation: Option<Investigation>,
+    investigation: Option<Box<Investigation>>,
     checks: CheckSet,
     pub(crate) timers: Timers,
     pub(crate) removed: bool,
@@ -442,7 +443,7 @@ impl Agent {
     }
 
     pub fn diagnosis(&self) -> Option<&Diagnosis> {
-        self.diagnosis.as_ref()
+        self.diagnosis.as_deref()
     }
 
     /// Each check with its latest verdict in the current run.

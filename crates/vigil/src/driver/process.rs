@@ -260,3 +260,38 @@ impl ProcessDriver {
         proctree::stat(pid_).map(|p| p.start_time)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AgentConfig;
+    use vigil_core::diagnosis::Evidence;
+    use vigil_core::{FailureCause, Remedy, Rules};
+
+    /// What the real driver reports for a mistyped program is judged by the core as a failure
+    /// a restart cannot fix.
+    #[test]
+    fn a_mistyped_program_is_a_permanent_failure_for_the_core() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut agent = AgentConfig::stray("typo", Signal::TERM, std::time::Duration::ZERO);
+        agent.command = vec!["pyhton3".into(), "bot.py".into()];
+        let driver = ProcessDriver::new(Children::default());
+        let error = driver
+            .spawn(&Launch {
+                agent: &agent,
+                log: &dir.path().join("typo.log"),
+                run_tag: "typo#test.1",
+                extra_env: &[],
+            })
+            .unwrap_err();
+        let failure = error.to_failure();
+        assert_eq!(failure.kind, vigil_core::SpawnErrorKind::ProgramNotFound);
+        let verdict = Rules::default().classify(&Evidence {
+            cause: FailureCause::SpawnFailed,
+            spawn_error: Some(failure.kind),
+            streak: 1,
+            log: &[failure.message],
+        });
+        assert_eq!(verdict.action, Remedy::Quarantine);
+    }
+}

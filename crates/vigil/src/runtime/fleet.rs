@@ -18,7 +18,8 @@ pub struct RunRecord {
 }
 
 pub struct Slot {
-    pub config: AgentConfig,
+    /// Boxed: the map of slots then stays small however large a config is.
+    pub config: Box<AgentConfig>,
     pub log: PathBuf,
     pub run: Option<RunRecord>,
     /// Size of the log when the current run started: its evidence is what comes after.
@@ -36,7 +37,7 @@ impl Fleet {
         self.slots.insert(
             id,
             Slot {
-                config,
+                config: Box::new(config),
                 log,
                 run: None,
                 log_start: 0,

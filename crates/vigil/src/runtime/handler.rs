@@ -438,7 +438,7 @@ impl Handler {
             if let Some(id) = self.sup.id(&agent.name)
                 && let Some(slot) = self.fleet.get_mut(id)
             {
-                slot.config = agent.clone();
+                *slot.config = agent.clone();
             }
         }
         let report = self
