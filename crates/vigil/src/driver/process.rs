@@ -17,6 +17,9 @@ use crate::logs;
 /// The environment variable that tags every process of one run, so orphans that left the
 /// process group are still recognised as the agent's.
 pub const RUN_TAG_VAR: &str = "VIGIL_RUN";
+/// The state dir of the vigil that started the run: with the tag, the run's mark. A vigil
+/// started after a `kill -9` of the last one finds its runs by it, wherever they went.
+pub const STATE_DIR_VAR: &str = "VIGIL_STATE_DIR";
 
 pub struct Launch<'a> {
     pub agent: &'a AgentConfig,
@@ -47,6 +50,38 @@ fn os_signal(sig: Signal) -> Option<OsSignal> {
 
 fn pid(n: u32) -> Option<Pid> {
     Pid::from_raw(n as i32)
+}
+
+/// Signal the process `pid` only if it is still the one that started at `started`: a pidfd
+/// pins it while its start time is checked, and carries the signal.
+fn signal_verified(
+    pid_: u32,
+    started: u64,
+    os_sig: OsSignal,
+    sig: Signal,
+) -> Result<(), SignalError> {
+    let Some(p) = pid(pid_) else {
+        return Ok(());
+    };
+    let fd = match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        // Gone already.
+        Err(rustix::io::Errno::SRCH) => return Ok(()),
+        Err(source) => {
+            return Err(SignalError {
+                signal: sig,
+                target: format!("pid {pid_}"),
+                source,
+            });
+        }
+    };
+    if proctree::stat(pid_).is_none_or(|now| now.start_time != started) {
+        // The pid now names another process.
+        return Ok(());
+    }
+    delivered(rustix::process::pidfd_send_signal(&fd, os_sig), sig, || {
+        format!("pid {pid_}")
+    })
 }
 
 /// `Ok` when delivered or when nothing is there any more.
@@ -172,23 +207,26 @@ impl ProcessDriver {
 
     /// Send `sig` to every member of the run found in the process table `procs` (one look
     /// at /proc shared by a batch of runs), group members included (they may have left the
-    /// group). Reads /proc: call it off the supervision loop.
+    /// group). Each is signalled through a pidfd opened after checking that the pid still
+    /// belongs to the process the table saw (same start time): a pid reused meanwhile is never
+    /// hit. Reads /proc: call it off the supervision loop.
     pub fn signal_members(
         &self,
         procs: &Snapshot,
         main_pid: u32,
         run_tag: &str,
+        main_gone: Option<u64>,
         sig: Signal,
     ) -> Result<(), SignalError> {
         let Some(os_sig) = os_signal(sig) else {
             return Ok(());
         };
         let mut first_error = None;
-        for member in self.members(main_pid, run_tag, procs) {
-            if let Some(p) = pid(member)
-                && self.safe_target(member)
-                && let Err(e) = delivered(kill_process(p, os_sig), sig, || format!("pid {member}"))
-            {
+        for (member, started) in self.members(main_pid, run_tag, main_gone, procs) {
+            if !self.safe_target(member) {
+                continue;
+            }
+            if let Err(e) = signal_verified(member, started, os_sig, sig) {
                 first_error.get_or_insert(e);
             }
         }
@@ -213,13 +251,21 @@ impl ProcessDriver {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Live processes of the run (group, session, descendants, tagged orphans).
-    pub fn members(&self, main_pid: u32, run_tag: &str, procs: &Snapshot) -> Vec<u32> {
+    /// Live processes of the run (group, session, descendants, tagged orphans) with their
+    /// start times; see [`proctree::run_members`] for what counts once the main is gone.
+    pub fn members(
+        &self,
+        main_pid: u32,
+        run_tag: &str,
+        main_gone: Option<u64>,
+        procs: &Snapshot,
+    ) -> Vec<(u32, u64)> {
         proctree::run_members(
             procs.get(),
             main_pid,
             run_tag,
             self.self_pid,
+            main_gone,
             |p| procs.is_managed(p),
             |p| proctree::environ_var(p, RUN_TAG_VAR),
         )

@@ -55,7 +55,9 @@ pub struct Table {
     children: HashMap<u32, Vec<u32>>,
     groups: HashMap<u32, Vec<u32>>,
     sessions: HashMap<u32, Vec<u32>>,
-    alive: HashSet<u32>,
+    /// Live (not zombie) processes, with their start times: a pid plus its start time is one
+    /// process, never a later one that reused the pid.
+    alive: HashMap<u32, u64>,
 }
 
 impl Table {
@@ -64,14 +66,14 @@ impl Table {
             children: HashMap::new(),
             groups: HashMap::new(),
             sessions: HashMap::new(),
-            alive: HashSet::new(),
+            alive: HashMap::new(),
         };
         for p in procs {
             t.children.entry(p.ppid).or_default().push(p.pid);
             t.groups.entry(p.pgrp).or_default().push(p.pid);
             t.sessions.entry(p.session).or_default().push(p.pid);
             if !p.zombie {
-                t.alive.insert(p.pid);
+                t.alive.insert(p.pid, p.start_time);
             }
         }
         t
@@ -136,24 +138,77 @@ pub fn environ_var(pid: u32, key: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-/// Live (non-zombie) processes belonging to the run whose main process is `main_pid`.
-/// `main_pid` itself is included while it lives.
+/// Every live process that carries the marks of a run of the vigil on `state_dir`
+/// (`VIGIL_STATE_DIR`, and its `VIGIL_RUN` tag), wherever it was reparented: after a
+/// `kill -9` of vigil its agents belong to init, and only their marks say whose they are.
+/// One look at every process's environment (tens of milliseconds), done at startup.
+pub fn marked(state_dir: &str, state_var: &str, tag_var: &str) -> Vec<(ProcInfo, String)> {
+    let state_prefix = format!("{state_var}=");
+    let tag_prefix = format!("{tag_var}=");
+    snapshot()
+        .into_iter()
+        .filter(|p| !p.zombie)
+        .filter_map(|p| {
+            let raw = fs::read(format!("/proc/{}/environ", p.pid)).ok()?;
+            let mut ours = false;
+            let mut tag = None;
+            for kv in raw.split(|b| *b == 0) {
+                if let Some(v) = kv.strip_prefix(state_prefix.as_bytes()) {
+                    ours = v == state_dir.as_bytes();
+                } else if let Some(v) = kv.strip_prefix(tag_prefix.as_bytes()) {
+                    tag = Some(String::from_utf8_lossy(v).into_owned());
+                }
+            }
+            ours.then_some((p, tag?))
+        })
+        .collect()
+}
+
+/// Now, in the unit of a process's start time (clock ticks since boot).
+pub fn now_ticks() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ts.tv_sec as u64 * hz + ts.tv_nsec as u64 * hz / 1_000_000_000
+}
+
+/// Live (non-zombie) processes belonging to the run whose main process is `main_pid`, each
+/// with its start time. While the main process lives (`main_gone` is `None`) its pid, its
+/// process group and its session are the run's. Once it is gone (since tick `t`) its pid may
+/// belong to a stranger — who may even lead a group and a session of that id — so then a
+/// member of that group or session counts only if it carries the run's tag or started before
+/// `t` (a process that joined the group later is the child of a member, found as such).
+#[allow(clippy::too_many_arguments)]
 pub fn run_members(
     table: &Table,
     main_pid: u32,
     run_tag: &str,
     self_pid: u32,
+    main_gone: Option<u64>,
     is_managed: impl Fn(u32) -> bool,
     env_of: impl Fn(u32) -> Option<String>,
-) -> Vec<u32> {
-    let mut roots: Vec<u32> = vec![main_pid];
-    roots.extend(Table::listed(&table.groups, main_pid));
-    roots.extend(Table::listed(&table.sessions, main_pid));
+) -> Vec<(u32, u64)> {
+    let tagged = |p: &u32| env_of(*p).as_deref() == Some(run_tag);
+    let mut roots: Vec<u32> = Vec::new();
+    let near =
+        Table::listed(&table.groups, main_pid).chain(Table::listed(&table.sessions, main_pid));
+    if let Some(gone) = main_gone {
+        let before = |p: &u32| table.alive.get(p).is_some_and(|started| *started < gone);
+        roots.extend(near.filter(|p| before(p) || tagged(p)));
+    } else {
+        roots.push(main_pid);
+        roots.extend(near);
+    }
     // Orphans handed to vigil by the kernel: attributed by the tag they inherited.
     roots.extend(
         Table::listed(&table.children, self_pid)
             .filter(|p| *p != main_pid && !is_managed(*p))
-            .filter(|p| env_of(*p).as_deref() == Some(run_tag)),
+            .filter(tagged),
     );
     let mut members = HashSet::new();
     while let Some(pid) = roots.pop() {
@@ -162,9 +217,9 @@ pub fn run_members(
         }
         roots.extend(Table::listed(&table.children, pid));
     }
-    let mut out: Vec<u32> = members
+    let mut out: Vec<(u32, u64)> = members
         .into_iter()
-        .filter(|p| table.alive.contains(p))
+        .filter_map(|p| Some((p, *table.alive.get(&p)?)))
         .collect();
     out.sort_unstable();
     out
@@ -216,29 +271,31 @@ mod tests {
             300 => Some("other#1".to_string()),
             _ => None,
         };
-        assert_eq!(
-            run_members(
-                &Table::new(procs.clone()),
-                100,
-                "bot#1",
-                vigil,
-                managed,
-                tags
-            ),
-            vec![100, 101, 102, 103, 104]
-        );
-        // After the main process is gone the rest is still found.
+        let members = |procs: Vec<ProcInfo>, gone: Option<u64>| -> Vec<u32> {
+            run_members(&Table::new(procs), 100, "bot#1", vigil, gone, managed, tags)
+                .into_iter()
+                .map(|(pid, _)| pid)
+                .collect()
+        };
+        assert_eq!(members(procs.clone(), None), vec![100, 101, 102, 103, 104]);
+        // After the main process is gone (at tick 50; everything above started at 0) the rest
+        // is still found.
         let without_main: Vec<_> = procs.iter().copied().filter(|x| x.pid != 100).collect();
         assert_eq!(
-            run_members(
-                &Table::new(without_main),
-                100,
-                "bot#1",
-                vigil,
-                managed,
-                tags
-            ),
+            members(without_main.clone(), Some(50)),
             vec![101, 102, 103, 104]
         );
+        // A stranger that got pid 100 later (tick 60), leads session and group 100 and has a
+        // child of its own, is never the run's.
+        let mut reused = without_main;
+        reused.push(ProcInfo {
+            start_time: 60,
+            ..p(100, 1, 100, 100)
+        });
+        reused.push(ProcInfo {
+            start_time: 61,
+            ..p(105, 100, 100, 100)
+        });
+        assert_eq!(members(reused, Some(50)), vec![101, 102, 103, 104]);
     }
 }

@@ -17,13 +17,14 @@ use super::children::ExitWatch;
 const FALLBACK: Duration = Duration::from_secs(1);
 
 /// Resolves once no process of the run is alive.
-pub async fn wait_empty(driver: ProcessDriver, main_pid: u32, tag: String) {
+pub async fn wait_empty(driver: ProcessDriver, main_pid: u32, tag: String, main_gone: u64) {
     let mut warned = false;
     loop {
         let (d, t) = (driver.clone(), tag.clone());
         let scan = tokio::task::spawn_blocking(move || {
             let procs = d.snapshot();
-            d.members(main_pid, &t, &procs)
+            // The main process has exited: only what is proven the run's counts.
+            d.members(main_pid, &t, Some(main_gone), &procs)
         })
         .await;
         let members = match scan {
@@ -39,9 +40,13 @@ pub async fn wait_empty(driver: ProcessDriver, main_pid: u32, tag: String) {
         }
         let mut exits = FuturesUnordered::new();
         let mut unwatched = false;
-        for pid in members {
+        for (pid, started) in members {
             match ExitWatch::new(pid) {
-                Ok(w) => exits.push(w.exited()),
+                // Only if the pid still names the process the table saw.
+                Ok(w) if super::proctree::stat(pid).is_some_and(|p| p.start_time == started) => {
+                    exits.push(w.exited())
+                }
+                Ok(_) => {}
                 // Gone between the look and the watch.
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
                 Err(e) => {

@@ -17,7 +17,8 @@ use crate::advisor::{AdviceError, Advisor};
 use crate::casebook::Casebook;
 use crate::checks::notify::Senders;
 use crate::checks::{CheckRunner, ProbeContext, ProbeJob};
-use crate::driver::{Children, ExitWatch, Launch, ProcessDriver, tree};
+use crate::driver::process::STATE_DIR_VAR;
+use crate::driver::{Children, ExitWatch, Launch, ProcessDriver, proctree, tree};
 use crate::evidence;
 use crate::metrics::Live;
 use crate::state::SavedRun;
@@ -40,6 +41,7 @@ struct MemberSignal {
     agent: AgentId,
     run: RunId,
     main_pid: u32,
+    main_gone: Option<u64>,
     tag: String,
     signal: Signal,
 }
@@ -58,6 +60,12 @@ pub struct Executor {
     pub notify_senders: Senders,
     /// `NOTIFY_SOCKET` for those agents.
     pub notify_socket: Option<String>,
+    /// The state dir, as every run's mark (`VIGIL_STATE_DIR`).
+    marks_dir: String,
+    /// Processes spawned so far (for the `abort-after-spawn:N` fault point of tests).
+    spawned: u64,
+    /// The loop's turn (see `RunRecord::main_gone`).
+    turn: u64,
     /// Makes run tags unique across vigils, even one that re-executed itself on the same pid.
     boot: String,
     /// Log lines kept as a failure's evidence.
@@ -82,6 +90,8 @@ pub struct ExecutorParts {
     pub notify_senders: Senders,
     pub notify_socket: Option<String>,
     pub log_lines: usize,
+    /// The state dir, canonical: marked on every run.
+    pub marks_dir: String,
 }
 
 impl Executor {
@@ -98,6 +108,9 @@ impl Executor {
             metrics: p.metrics,
             notify_senders: p.notify_senders,
             notify_socket: p.notify_socket,
+            marks_dir: p.marks_dir,
+            spawned: 0,
+            turn: 0,
             log_lines: p.log_lines,
             new_watches: Vec::new(),
             member_signals: Vec::new(),
@@ -123,9 +136,10 @@ impl Executor {
             Action::WatchTree { agent, run } => {
                 let rec = fleet.run(agent, run)?;
                 let (pid, tag) = (rec.saved.pid, rec.saved.run_tag.clone());
+                let gone = rec.main_gone.map_or_else(proctree::now_ticks, |g| g.tick);
                 let (driver, events) = (self.driver.clone(), self.events.clone());
                 self.io.spawn(async move {
-                    tree::wait_empty(driver, pid, tag).await;
+                    tree::wait_empty(driver, pid, tag, gone).await;
                     let _ = events.send(Event::TreeEmpty { agent, run });
                 });
                 None
@@ -180,6 +194,16 @@ impl Executor {
         }
     }
 
+    /// A new turn of the loop begins.
+    pub fn new_turn(&mut self) {
+        self.turn += 1;
+    }
+
+    /// The current turn.
+    pub fn turn(&self) -> u64 {
+        self.turn
+    }
+
     /// After a batch: what is best done for the whole batch at once.
     pub fn finish_batch(&mut self) {
         self.checks.run_batch(std::mem::take(&mut self.probes));
@@ -191,7 +215,9 @@ impl Executor {
         self.io.spawn_blocking(move || {
             let procs = driver.snapshot();
             for s in signals {
-                if let Err(e) = driver.signal_members(&procs, s.main_pid, &s.tag, s.signal) {
+                if let Err(e) =
+                    driver.signal_members(&procs, s.main_pid, &s.tag, s.main_gone, s.signal)
+                {
                     let _ = events.send(failed(s.agent, s.run, FailedAction::Signal(s.signal), &e));
                 }
             }
@@ -216,7 +242,7 @@ impl Executor {
         };
         let tag = format!("{}#{}.{}", slot.config.name, self.boot, run.0);
         slot.log_start = std::fs::metadata(&slot.log).map(|m| m.len()).unwrap_or(0);
-        let mut extra_env = Vec::new();
+        let mut extra_env = vec![(STATE_DIR_VAR.to_string(), self.marks_dir.clone())];
         let notify = slot.config.uses_notify();
         if notify && let Some(socket) = &self.notify_socket {
             extra_env.push(("NOTIFY_SOCKET".to_string(), socket.clone()));
@@ -229,8 +255,14 @@ impl Executor {
         });
         match result {
             Ok(pid) => {
+                self.spawned += 1;
+                if crate::crash::failpoint(&format!("abort-after-spawn:{}", self.spawned)) {
+                    // A `kill -9` of vigil right after this spawn, before anything else.
+                    std::process::abort();
+                }
                 slot.run = Some(RunRecord {
                     id: run,
+                    main_gone: None,
                     saved: SavedRun {
                         pid,
                         start_time: ProcessDriver::start_time(pid).unwrap_or_default(),
@@ -302,7 +334,10 @@ impl Executor {
     }
 
     /// The process group gets the signal now (one syscall on the loop); members that left
-    /// the group get it after the batch, from an I/O thread.
+    /// the group get it after the batch, from an I/O thread. The group only while it is
+    /// proven the run's: the main process is alive (its pid cannot be reused before vigil
+    /// collects it), or was collected in this very turn with the group still populated (a
+    /// process group's id cannot be reused while it has members).
     fn signal(
         &mut self,
         fleet: &Fleet,
@@ -317,9 +352,13 @@ impl Executor {
             agent,
             run,
             main_pid: pid,
+            main_gone: rec.main_gone.map(|g| g.tick),
             tag,
             signal,
         });
+        if rec.main_gone.is_some_and(|g| g.turn != self.turn) {
+            return None;
+        }
         let refused = self.driver.signal_group(pid, signal).err()?;
         warn!("{refused}");
         Some(failed(agent, run, FailedAction::Signal(signal), &refused))

@@ -115,6 +115,7 @@ impl Handler {
 
     pub fn turn(&mut self, now: Now, input: Input) {
         self.health.loop_wakeups.fetch_add(1, Ordering::Relaxed);
+        self.exec.new_turn();
         match input {
             Input::Exits(exits) => {
                 for exit in exits {
@@ -261,17 +262,19 @@ impl Handler {
             status,
         } = exit;
         self.exec.exited(pid);
-        let Some(slot) = self.fleet.get(agent) else {
+        let turn = self.exec.turn();
+        let Some(slot) = self.fleet.get_mut(agent) else {
             return;
         };
-        let Some(tag) = slot
-            .run
-            .as_ref()
-            .filter(|r| r.id == run)
-            .map(|r| r.saved.run_tag.clone())
-        else {
+        let Some(rec) = slot.run.as_mut().filter(|r| r.id == run) else {
             return;
         };
+        rec.main_gone = Some(super::fleet::MainGone {
+            turn,
+            tick: crate::driver::proctree::now_ticks(),
+        });
+        let tag = rec.saved.run_tag.clone();
+        let slot = &*slot;
         // The evidence a failure is judged from, read before the exit is handled (≈ 30 µs
         // for 50 lines).
         if self.exec.log_lines > 0 {

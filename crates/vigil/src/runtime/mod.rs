@@ -35,7 +35,7 @@ use crate::checks::CheckRunner;
 use crate::checks::notify::{self, Senders};
 use crate::config::{AgentConfig, Config};
 use crate::driver::children::main_thread_children;
-use crate::driver::process::RUN_TAG_VAR;
+use crate::driver::process::{RUN_TAG_VAR, STATE_DIR_VAR};
 use crate::driver::{Children, ProcessDriver, proctree};
 use crate::health::Health;
 use crate::metrics::Live;
@@ -126,6 +126,11 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
         source,
     })?;
     let _lock = StateLock::acquire(&state_dir)?;
+    // Every run carries this as its mark: canonical, so that any path to the dir matches.
+    let marks_dir = fs::canonicalize(&state_dir)
+        .unwrap_or_else(|_| state_dir.clone())
+        .to_string_lossy()
+        .into_owned();
     if let Err(e) = ProcessDriver::become_subreaper() {
         warn!("cannot become a child subreaper ({e}); orphans of agents will escape to init");
     }
@@ -198,6 +203,7 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
             notify_senders,
             notify_socket: notify_socket.clone(),
             log_lines: config.diagnosis.log_lines,
+            marks_dir: marks_dir.clone(),
         },
         now.wall_ms,
     );
@@ -212,7 +218,13 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
         config,
         opts.state_dir_override,
     );
-    start(&mut h, &saved, now, crate::crash::resumes_shutdown());
+    start(
+        &mut h,
+        &saved,
+        &marks_dir,
+        now,
+        crate::crash::resumes_shutdown(),
+    );
     crate::memory::release_free();
     // Ready once every agent has been started or adopted (the first batch is carried out).
     let watchdog = h.systemd.as_ref().and_then(|sd| sd.ping_every());
@@ -246,17 +258,20 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
     Ok(())
 }
 
-/// A run found alive at startup: from `state.jsonl`, or a child of this very process that
-/// carries a run tag (a vigil that re-executed itself after a panic is still the parent of
-/// its agents, including one spawned after the state was last written).
+/// A run found alive at startup: from `state.jsonl`, or by its marks (`VIGIL_STATE_DIR` and
+/// its `VIGIL_RUN` tag) — a run spawned just before a `kill -9` of the last vigil, or a
+/// panic, is known to no state file, but carries its marks wherever it was reparented.
 struct Found {
     agent: String,
     run: SavedRun,
     /// Still vigil's child: its exit is collected by its owner, not the orphan reaper.
     child: bool,
+    /// Only processes left over from a run whose main process is gone: stopped, never
+    /// taken for the agent's run.
+    leftover: bool,
 }
 
-fn found_runs(saved: &SavedState, driver: &ProcessDriver) -> Vec<Found> {
+fn found_runs(saved: &SavedState, driver: &ProcessDriver, marks_dir: &str) -> Vec<Found> {
     let mut found: Vec<Found> = saved
         .iter()
         .filter_map(|(name, s)| s.run.as_ref().map(|r| (name, r)))
@@ -265,34 +280,50 @@ fn found_runs(saved: &SavedState, driver: &ProcessDriver) -> Vec<Found> {
             agent: name.clone(),
             run: run.clone(),
             child: false,
+            leftover: false,
         })
         .collect();
     let self_pid = driver.self_pid();
-    for pid in main_thread_children(self_pid) {
-        let Some(info) = proctree::stat(pid).filter(|p| !p.zombie) else {
-            continue;
-        };
-        if let Some(f) = found.iter_mut().find(|f| f.run.pid == pid) {
-            f.child = true;
+    let marked = proctree::marked(marks_dir, STATE_DIR_VAR, RUN_TAG_VAR);
+    // One run per tag: its main process (it leads its own session), or, when the main
+    // process is gone and only leftovers remain, the oldest of them.
+    let mut runs: std::collections::BTreeMap<&str, &proctree::ProcInfo> = Default::default();
+    for (info, tag) in &marked {
+        let better = runs.get(tag.as_str()).is_none_or(|best| {
+            let leads = |p: &proctree::ProcInfo| p.session == p.pid;
+            (leads(info), std::cmp::Reverse(info.start_time))
+                > (leads(best), std::cmp::Reverse(best.start_time))
+        });
+        if better {
+            runs.insert(tag, info);
+        }
+    }
+    let children: HashSet<u32> = main_thread_children(self_pid).into_iter().collect();
+    for f in &mut found {
+        f.child = children.contains(&f.run.pid);
+    }
+    for (tag, info) in runs {
+        if found
+            .iter()
+            .any(|f| f.run.run_tag == tag || f.run.pid == info.pid)
+        {
             continue;
         }
-        let Some(tag) = proctree::environ_var(pid, RUN_TAG_VAR) else {
-            continue;
-        };
         let Some((agent, _)) = tag.split_once('#') else {
             continue;
         };
         found.push(Found {
             agent: agent.to_string(),
             run: SavedRun {
-                pid,
+                pid: info.pid,
                 start_time: info.start_time,
-                started_ms: proctree::started_wall_ms(&info).unwrap_or_default(),
-                run_tag: tag.clone(),
+                started_ms: proctree::started_wall_ms(info).unwrap_or_default(),
+                run_tag: tag.to_string(),
                 stop_signal: None,
                 stop_timeout_ms: None,
             },
-            child: true,
+            child: children.contains(&info.pid),
+            leftover: info.session != info.pid,
         });
     }
     found
@@ -301,7 +332,7 @@ fn found_runs(saved: &SavedState, driver: &ProcessDriver) -> Vec<Found> {
 /// Register the configured agents, take over the runs a previous vigil left (and stop those
 /// of agents no longer configured, or second runs of one agent), then start the rest — or,
 /// for a vigil that panicked while stopping, finish the stop.
-fn start(h: &mut Handler, saved: &SavedState, now: Now, resume_shutdown: bool) {
+fn start(h: &mut Handler, saved: &SavedState, marks_dir: &str, now: Now, resume_shutdown: bool) {
     let logs_dir = h.config.logs_dir();
     // The agents' configs move into the fleet (one copy of each, not two).
     let agents = std::mem::take(&mut h.config.agents);
@@ -316,7 +347,7 @@ fn start(h: &mut Handler, saved: &SavedState, now: Now, resume_shutdown: bool) {
     let registered = h.sup.take_changes();
     h.publisher.note(&registered);
     h.publisher.publish(&h.sup, now);
-    let found = found_runs(saved, &h.exec.driver);
+    let found = found_runs(saved, &h.exec.driver, marks_dir);
     h.write(&[&records::vigil_start(
         env!("CARGO_PKG_VERSION"),
         configured,
@@ -324,7 +355,13 @@ fn start(h: &mut Handler, saved: &SavedState, now: Now, resume_shutdown: bool) {
         h.exec.driver.self_pid(),
         found.len(),
     )]);
-    for Found { agent, run, child } in found {
+    for Found {
+        agent,
+        run,
+        child,
+        leftover,
+    } in found
+    {
         let since = now.mono_of(run.started_ms).unwrap_or(now.mono);
         if child {
             // Its exit belongs to the exit watch, not to the orphan reaper.
@@ -333,6 +370,7 @@ fn start(h: &mut Handler, saved: &SavedState, now: Now, resume_shutdown: bool) {
         let wanted = h
             .sup
             .id(&agent)
+            .filter(|_| !leftover)
             .filter(|id| h.sup.agent(*id).is_some_and(|a| a.run().is_none()));
         let adopted =
             match wanted.and_then(|id| h.sup.adopt(now, id, run.pid, since).map(|r| (id, r))) {
@@ -374,6 +412,7 @@ fn start(h: &mut Handler, saved: &SavedState, now: Now, resume_shutdown: bool) {
             slot.run = Some(RunRecord {
                 id: run_id,
                 saved: run.clone(),
+                main_gone: None,
             });
         }
         h.exec.watch_exit(id, run_id, run.pid, notify);
