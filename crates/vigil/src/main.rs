@@ -35,6 +35,15 @@ use cmd::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Cmd::Run { .. }) {
+        // A command's output piped into `head` ends quietly when `head` is done, as for any
+        // Unix tool (Rust ignores SIGPIPE, and printing then panics). The daemon keeps
+        // ignoring it: a reader gone from a socket must never kill the supervisor.
+        // SAFETY: called before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // TLS (https checks and API URLs, postgres/redis over TLS) uses ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let code = match cli.command {

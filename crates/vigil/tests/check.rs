@@ -148,3 +148,39 @@ fn a_missing_config_file_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config nope.toml"));
 }
+
+#[test]
+fn nul_bytes_that_no_spawn_could_use_are_refused_with_their_place() {
+    let fleet = Fleet::new(
+        r#"[agents.bot]
+command = ["python3", "bot\u0000.py"]
+env = { "API\u0000KEY" = "x", TOKEN = "a\u0000b", "A=B" = "c" }
+"#,
+    );
+    let out = fleet.vigil(&["check", "-c", "vigil.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--> vigil.toml:2:23"), "{stderr}");
+    assert!(stderr.contains("contains a NUL byte"), "{stderr}");
+    assert!(stderr.contains("is not a usable name"), "{stderr}");
+    assert!(stderr.contains("4 errors in vigil.toml"), "{stderr}");
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let fleet = Fleet::new(
+        "[agents.bot]\ncommand = [\"sleep\", \"1\"]\ninstances = [\"a\", \"b\", \"c\"]\n",
+    );
+    // `vigil check | head -1`: the reader goes away after one line.
+    let mut child = std::process::Command::new(common::VIGIL)
+        .args(["check", "-c", "vigil.toml"])
+        .current_dir(fleet.path("."))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -53,7 +53,7 @@ pub fn print(q: &Query<'_>) -> std::io::Result<usize> {
         if q.json {
             println!("{}", serde_json::to_string(r).unwrap_or_default());
         } else {
-            println!("{}", format_human(r));
+            println!("{}", super::printable(&format_human(r)));
         }
     }
     Ok(records.len())

@@ -217,7 +217,7 @@ fn table(agents: &[Value]) -> String {
                     n(a.get("budget_remaining")).unwrap_or(0.0),
                     n(restarts.and_then(|r| r.get("max"))).unwrap_or(0.0)
                 ),
-                problem.to_string(),
+                super::printable(problem).into_owned(),
             ]
         })
         .collect();

@@ -39,7 +39,7 @@ pub fn explain(args: &ApiArgs, name: &str, json_out: bool) -> i32 {
         out["decisions"] = Value::Array(decisions);
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
-        print!("{}", render(&case, &decisions));
+        print!("{}", super::printable(&render(&case, &decisions)));
     }
     EXIT_OK
 }

@@ -12,19 +12,26 @@ pub fn print(state_dir: &Path, name: &str, lines: usize, follow: bool) -> io::Re
     if !path.exists() {
         return Ok(false);
     }
+    // On a terminal an agent's output is shown, not obeyed (no escape sequences); into a pipe
+    // or a file it goes as it is.
+    let terminal = io::IsTerminal::is_terminal(&io::stdout());
     let mut out = io::stdout().lock();
     for line in tail(&path, lines)? {
-        writeln!(out, "{line}")?;
+        if terminal {
+            writeln!(out, "{}", super::printable(&line))?;
+        } else {
+            writeln!(out, "{line}")?;
+        }
     }
     out.flush()?;
     if follow {
-        follow_file(&path)?;
+        follow_file(&path, terminal)?;
     }
     Ok(true)
 }
 
 /// Print what is appended, forever. A shrinking file means it was rotated: start over.
-fn follow_file(path: &Path) -> io::Result<()> {
+fn follow_file(path: &Path, terminal: bool) -> io::Result<()> {
     let mut pos = std::fs::metadata(path)?.len();
     let mut buf = Vec::new();
     loop {
@@ -45,7 +52,11 @@ fn follow_file(path: &Path) -> io::Result<()> {
         f.take(len - pos).read_to_end(&mut buf)?;
         pos = len;
         let mut out = io::stdout().lock();
-        out.write_all(&buf)?;
+        if terminal {
+            out.write_all(super::printable(&String::from_utf8_lossy(&buf)).as_bytes())?;
+        } else {
+            out.write_all(&buf)?;
+        }
         out.flush()?;
     }
 }

@@ -454,7 +454,8 @@ fn read_agent(
                 format!("`instances` in [{}] is empty", t.name),
             );
         }
-        for (i, inst) in list.value.iter().enumerate() {
+        let mut seen = std::collections::HashSet::with_capacity(list.value.len());
+        for inst in list.value.iter() {
             if !valid_name(&inst.value) {
                 cx.error(
                     ConfigError::new(
@@ -464,7 +465,7 @@ fn read_agent(
                     .hint("use letters, digits, `_`, `-` and `.`"),
                 );
             }
-            if list.value[..i].iter().any(|o| o.value == inst.value) {
+            if !seen.insert(inst.value.as_str()) {
                 cx.err(
                     inst.span.clone(),
                     format!("instance \"{}\" is listed twice", inst.value),

@@ -117,9 +117,23 @@ impl Cx {
         }
     }
 
+    /// No string vigil hands to the system (an argument, a path, an environment variable, a
+    /// URL) can hold a NUL byte: refused here, not at every spawn.
+    fn without_nul(&mut self, t: &Tbl<'_, '_>, key: &str, s: &str, span: Range<usize>) -> bool {
+        if s.contains('\0') {
+            self.err(
+                span,
+                format!("`{key}` in [{}] contains a NUL byte, which no command, path or environment variable can hold", t.name),
+            );
+            return false;
+        }
+        true
+    }
+
     pub fn string(&mut self, t: &Tbl<'_, '_>, key: &str) -> Option<At<String>> {
         let v = t.get(key)?;
         match v.get_ref() {
+            DeValue::String(s) if !self.without_nul(t, key, s, v.span()) => None,
             DeValue::String(s) => Some(At {
                 value: s.to_string(),
                 span: v.span(),
@@ -282,6 +296,7 @@ impl Cx {
         let mut ok = true;
         for item in items.iter() {
             match item.get_ref() {
+                DeValue::String(s) if !self.without_nul(t, key, s, item.span()) => ok = false,
                 DeValue::String(s) => out.push(At {
                     value: s.to_string(),
                     span: item.span(),
@@ -310,7 +325,19 @@ impl Cx {
         let table = self.table(t, key)?;
         let mut out = Vec::new();
         for (k, v) in table.entries() {
+            let name = k.get_ref();
+            if name.is_empty() || name.contains(['=', '\0']) {
+                self.err(
+                    k.span(),
+                    format!(
+                        "`{name}` in [{}] is not a usable name: it must not be empty or hold `=` or a NUL byte",
+                        table.name
+                    ),
+                );
+                continue;
+            }
             match v.get_ref() {
+                DeValue::String(s) if !self.without_nul(&table, name, s, v.span()) => {}
                 DeValue::String(s) => out.push((
                     k.get_ref().to_string(),
                     At {
