@@ -156,7 +156,10 @@ command = ["sleep", "1000000"]
         crasher(&agent, &times, 50)
     );
     let lua = dir.join("heartbeat.lua");
-    std::fs::write(&lua, "wrk.method = \"POST\"\n")?;
+    std::fs::write(
+        &lua,
+        "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+    )?;
     let mut daemon = Daemon::start(vigil, &dir, &config)?;
     let addr = wait_for_addr(&mut daemon)?;
     std::thread::sleep(Duration::from_secs(1));

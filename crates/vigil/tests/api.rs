@@ -215,7 +215,10 @@ command = ["sleep", "300"]
     let (code, _) = f.http(
         "POST",
         "/agents/worker/stop",
-        &[("Authorization", "Bearer wrong-token-0123456789")],
+        &[
+            ("Authorization", "Bearer wrong-token-0123456789"),
+            ("Content-Type", "application/json"),
+        ],
         "",
     );
     assert_eq!(code, 401);
@@ -238,7 +241,10 @@ command = ["sleep", "300"]
     let (code, body) = f.http(
         "POST",
         "/agents/worker/stop",
-        &[("Authorization", &auth)],
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
         "",
     );
     assert_eq!(code, 200, "{body}");
@@ -260,6 +266,102 @@ command = ["sleep", "300"]
         "not-the-token-at-all",
     ]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// vigil listens on localhost without a token by default, and every web page the user opens
+/// can send requests there: none of them may change anything, and a page on a name that
+/// rebinds to 127.0.0.1 may not read anything.
+#[test]
+fn web_pages_can_neither_change_nor_read_vigil() {
+    let marker = unique("csrf");
+    let mut f = Fleet::new(&format!(
+        r#"[agents.worker]
+command = ["sh", "-c", "exec sleep 300 # {marker}"]
+"#
+    ));
+    f.start();
+    f.wait_for("worker running", Duration::from_secs(10), |f| {
+        state_of(f, "worker") == "running"
+    });
+    let addr = f.api_addr();
+    let stop = "/agents/worker/stop";
+    let json = ("Content-Type", "application/json");
+
+    // What a page may send without asking the browser's permission first (a "simple"
+    // request): a form post, `text/plain`, or no body at all.
+    for (headers, body) in [
+        (vec![("Content-Type", "text/plain")], r#"{"reason": "x"}"#),
+        (
+            vec![("Content-Type", "application/x-www-form-urlencoded")],
+            "reason=x",
+        ),
+        (vec![], ""),
+    ] {
+        let (code, text) = f.http("POST", stop, &headers, body);
+        assert_eq!(code, 415, "{headers:?}: {text}");
+        assert!(text.contains("application/json"), "{text}");
+    }
+    // A JSON request that a browser sent from another site (after a preflight vigil never
+    // answers, or from an old browser): refused by its Origin or Sec-Fetch-Site.
+    let evil_origin = ("Origin", "http://evil.example");
+    let null_origin = ("Origin", "null");
+    let cross_site = ("Sec-Fetch-Site", "cross-site");
+    let same_site = ("Sec-Fetch-Site", "same-site");
+    for extra in [evil_origin, null_origin, cross_site, same_site] {
+        let (code, text) = f.http("POST", stop, &[json, extra], "{}");
+        assert_eq!(code, 403, "{extra:?}: {text}");
+    }
+    // DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 is
+    // same-origin with itself, but says so in Host.
+    let port = addr.rsplit(':').next().unwrap();
+    let evil_host = format!("evil.example:{port}");
+    for path in [
+        "/status",
+        "/audit",
+        "/agents/worker/explain",
+        "/events",
+        "/",
+    ] {
+        let (code, text) = f.http("GET", path, &[("Host", &evil_host)], "");
+        assert_eq!(code, 403, "{path}: {text}");
+        assert!(text.contains("[api] hosts"), "{text}");
+    }
+    let (code, text) = f.http("POST", stop, &[json, ("Host", &evil_host)], "{}");
+    assert_eq!(code, 403, "{text}");
+
+    f.settled();
+    assert_eq!(state_of(&f, "worker"), "running");
+    assert!(f.records_of("worker", "stop").is_empty());
+    f.wait_for("an api_denied record", Duration::from_secs(5), |f| {
+        !f.records(Some("api_denied")).is_empty()
+    });
+
+    // The dashboard cannot be framed, and says what it may load.
+    let (code, head, _) = common::http_response(&addr, "GET", "/", &[], "");
+    assert_eq!(code, 200);
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("x-frame-options: deny"), "{head}");
+    assert!(head.contains("frame-ancestors 'none'"), "{head}");
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+
+    // The same page asking from its own origin (and `localhost`, and curl) still works.
+    let local = format!("localhost:{port}");
+    let own_origin = format!("http://{addr}");
+    let (code, text) = f.http("GET", "/status", &[("Host", &local)], "");
+    assert_eq!(code, 200, "{text}");
+    let (code, text) = f.http(
+        "POST",
+        stop,
+        &[
+            json,
+            ("Origin", &own_origin),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+        r#"{"reason": "from the dashboard"}"#,
+    );
+    assert_eq!(code, 200, "{text}");
+    let (code, text) = f.http("POST", "/agents/worker/start", &[json], "");
+    assert_eq!(code, 200, "{text}");
 }
 
 #[test]

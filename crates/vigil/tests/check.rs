@@ -142,6 +142,26 @@ command = ["bot", "--symbol", "{instance}", "--id", "{instnce}"]
 }
 
 #[test]
+fn api_host_names_are_names() {
+    let fleet = Fleet::new(
+        r#"[api]
+hosts = ["vigil.lan", "http://vigil.lan:9120"]
+
+[agents.bot]
+command = ["sleep", "1"]
+"#,
+    );
+    let out = fleet.vigil(&["check", "-c", "vigil.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(r#"`hosts` in [api]: "http://vigil.lan:9120" is not a host name"#),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--> vigil.toml:2:23"), "{stderr}");
+}
+
+#[test]
 fn a_missing_config_file_is_a_clear_error() {
     let fleet = Fleet::new("");
     let out = fleet.vigil(&["check", "-c", "nope.toml"]);

@@ -16,7 +16,7 @@ use serde_json::json;
 use vigil_core::{AuditAction, Command, Requester};
 
 use super::error::{ApiError, unknown_agent};
-use super::{ApiRequest, Hub, auth};
+use super::{ApiRequest, Hub, auth, guard};
 use crate::audit::{Filter, read_newest};
 use crate::view::AgentStatus;
 
@@ -159,6 +159,7 @@ pub async fn command(
             "this vigil needs `Authorization: Bearer <token>` for changes",
         ));
     }
+    guard::require_json(&headers)?;
     let body =
         body.map_err(|e| ApiError::new(e.status(), format!("request body: {}", e.body_text())))?;
     let note = if body.iter().all(u8::is_ascii_whitespace) {
@@ -238,7 +239,7 @@ fn heartbeat(hub: &Hub, name: &str) -> Result<Response, ApiError> {
 }
 
 /// Journal a refused request — at most once a second, with a count of the ones in between.
-fn deny(hub: &Hub, what: &str) {
+pub(super) fn deny(hub: &Hub, what: &str) {
     let mut guard = hub.denied.lock().unwrap_or_else(|e| e.into_inner());
     let (last, suppressed) = &mut *guard;
     let now = Instant::now();

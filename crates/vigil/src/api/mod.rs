@@ -8,6 +8,7 @@
 mod auth;
 mod error;
 mod events;
+mod guard;
 mod handlers;
 
 use std::collections::HashSet;
@@ -80,6 +81,8 @@ pub struct Hub {
     pub audit: broadcast::Sender<Arc<str>>,
     pub requests: mpsc::Sender<ApiRequest>,
     pub token: Option<String>,
+    /// The names requests may carry in `Host`.
+    pub hosts: guard::Hosts,
     pub journal: PathBuf,
     pub started: Instant,
     pub health: Arc<Health>,
@@ -123,6 +126,10 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            hub.clone(),
+            guard::guard,
+        ))
         .with_state(hub)
 }
 
@@ -222,6 +229,7 @@ pub fn start(
         audit: audit_tx.clone(),
         requests: requests_tx,
         token: config.token.clone(),
+        hosts: guard::Hosts::new(&config.hosts),
         journal: state_dir.join("audit.jsonl"),
         started: Instant::now(),
         health,

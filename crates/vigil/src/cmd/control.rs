@@ -75,16 +75,19 @@ pub(super) fn call(
             Ok(c) => c,
             Err(e) => return Reply::Unreachable(e.to_string()),
         };
+        let post = method == reqwest::Method::POST;
         let mut req = client
             .request(method, format!("{}{path}", ep.url))
             .header("x-vigil-client", "cli");
         if let Some(t) = &ep.token {
             req = req.bearer_auth(t);
         }
+        // vigil takes changes only as JSON (web pages cannot send it unasked).
+        if post {
+            req = req.header("content-type", "application/json");
+        }
         if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
+            req = req.body(b.to_string());
         }
         let resp = match req.send().await {
             Ok(r) => r,

@@ -17,7 +17,7 @@ use super::reader::{At, Cx, Tbl};
 use super::values::did_you_mean;
 
 const TOP_KEYS: &[&str] = &["vigil", "api", "diagnosis", "defaults", "agents"];
-const API_KEYS: &[&str] = &["listen", "token", "token_file", "enabled"];
+const API_KEYS: &[&str] = &["listen", "token", "token_file", "enabled", "hosts"];
 const VIGIL_KEYS: &[&str] = &["state_dir"];
 const COMMON_KEYS: &[&str] = &[
     "autostart",
@@ -229,6 +229,27 @@ fn read_api(cx: &mut Cx, t: &Tbl<'_, '_>, base_dir: &Path) -> ApiConfig {
                 ConfigError::new(listen.span, format!("`listen` in [api]: \"{}\" is not an address", listen.value))
                     .hint("write IP:PORT, e.g. \"127.0.0.1:9120\" (only this machine) or \"0.0.0.0:9120\" (with a token)"),
             ),
+        }
+    }
+    if let Some(hosts) = cx.string_list(t, "hosts") {
+        for host in hosts.value {
+            let name = host.value.trim().trim_end_matches('.').to_ascii_lowercase();
+            let valid = name == "*"
+                || (!name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+            if valid {
+                api.hosts.push(name);
+            } else {
+                cx.error(
+                    ConfigError::new(
+                        host.span,
+                        format!("`hosts` in [api]: \"{}\" is not a host name", host.value),
+                    )
+                    .hint("write names without scheme or port, e.g. [\"vigil.lan\"]; IP addresses and localhost are always accepted"),
+                );
+            }
         }
     }
     let token = cx.string(t, "token");

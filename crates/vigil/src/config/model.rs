@@ -31,6 +31,9 @@ pub struct ApiConfig {
     pub listen: std::net::SocketAddr,
     /// Required by every state-changing request when set.
     pub token: Option<String>,
+    /// Names besides IP addresses and `localhost` that requests may carry in `Host`
+    /// (lowercase; `*` admits any).
+    pub hosts: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -39,6 +42,7 @@ impl Default for ApiConfig {
             enabled: true,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9120)),
             token: None,
+            hosts: Vec::new(),
         }
     }
 }

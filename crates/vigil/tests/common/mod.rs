@@ -68,8 +68,11 @@ impl Fleet {
     }
 
     /// `http` with the body parsed as JSON (every API answer is JSON).
+    /// Changes are sent as JSON, as the CLI and the dashboard send them.
     pub fn api(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
-        let (code, text) = self.http(method, path, &[], body);
+        let json = [("Content-Type", "application/json")];
+        let headers: &[(&str, &str)] = if method == "POST" { &json } else { &[] };
+        let (code, text) = self.http(method, path, headers, body);
         let json = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
         (code, json)
@@ -355,7 +358,7 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// A minimal HTTP/1.1 client (one request per connection), so tests see exactly what a
-/// user's curl would.
+/// user's curl would: only the headers given (and `Host: ADDR` unless one is given).
 pub fn http(
     addr: &str,
     method: &str,
@@ -363,6 +366,18 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
+    let (code, _, body) = http_response(addr, method, path, headers, body);
+    (code, body)
+}
+
+/// `http`, with the response's head (status line and headers) too.
+pub fn http_response(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     use std::io::{Read, Write};
     let mut stream =
         std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
@@ -370,9 +385,12 @@ pub fn http(
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -391,14 +409,12 @@ pub fn http(
     let chunked = head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked");
-    (
-        code,
-        if chunked {
-            dechunk(rest)
-        } else {
-            rest.to_string()
-        },
-    )
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (code, head.to_string(), body)
 }
 
 fn dechunk(mut s: &str) -> String {
