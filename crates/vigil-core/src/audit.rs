@@ -49,6 +49,9 @@ pub enum AuditAction {
     VigilStop,
     /// vigil's supervision loop panicked; what it did next is in the reason.
     VigilCrash,
+    /// vigil's supervision loop did not run for a while (vigil stopped, the machine
+    /// overloaded): signs of life sent meanwhile may still be queued, so agents get grace.
+    VigilStalled,
 }
 
 impl AuditAction {
@@ -76,6 +79,7 @@ impl AuditAction {
         AuditAction::VigilReload,
         AuditAction::VigilStop,
         AuditAction::VigilCrash,
+        AuditAction::VigilStalled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +107,7 @@ impl AuditAction {
             AuditAction::VigilReload => "vigil_reload",
             AuditAction::VigilStop => "vigil_stop",
             AuditAction::VigilCrash => "vigil_crash",
+            AuditAction::VigilStalled => "vigil_stalled",
         }
     }
 

@@ -309,6 +309,9 @@ pub(crate) struct CheckSet {
     suspended: bool,
     /// The agent's last `STATUS=` line.
     pub status_text: Option<String>,
+    /// vigil itself was not running its loop until then: signs of life sent before may have
+    /// been read only now, so silence is measured from here at the earliest.
+    blind_end: Option<Instant>,
 }
 
 /// `after` from now, pushed to the next boundary of a wall-clock grid (a twentieth of
@@ -419,10 +422,16 @@ impl CheckSet {
     /// end of the last quiet window.
     fn reference(&self, sign: Option<Instant>, now: Now, quiet: &Quiet) -> Option<Instant> {
         let quiet_end = quiet.last_end(now.wall_ms).and_then(|w| now.mono_of(w));
-        [sign, self.run_start, quiet_end]
+        let blind_end = self.blind_end.filter(|_| self.run_start.is_some());
+        [sign, self.run_start, quiet_end, blind_end]
             .into_iter()
             .flatten()
             .max()
+    }
+
+    /// vigil's loop was not running until `now` (see `blind_end`).
+    pub fn vigil_was_blind(&mut self, now: Instant) {
+        self.blind_end = Some(now);
     }
 
     /// A check's timer fired.
@@ -434,6 +443,14 @@ impl CheckSet {
         if !self.is_active() {
             // Waiting for READY=1 and it did not come.
             if self.ready_check() == Some(i) {
+                let waited = self.checks[i].max_age().max(self.checks[i].spec.grace);
+                if let Some(blind) = self.blind_end
+                    && now.mono < later(blind, waited)
+                {
+                    // A READY=1 may be queued behind vigil's own stall.
+                    self.checks[i].due = Some(later(blind, waited));
+                    return;
+                }
                 let c = &self.checks[i];
                 out.push(CheckOutput::Stalled {
                     index: i,

@@ -439,6 +439,21 @@ pub fn vigil_crash(panic: &str, then: &str) -> AuditEntry {
     .unsuccessful()
 }
 
+/// `vigil_stalled`: the supervision loop ran `late` after a deadline (vigil was stopped or
+/// starved); deadlines of signs of life start again from now.
+pub fn vigil_stalled(late: Duration) -> AuditEntry {
+    AuditEntry::new(
+        None,
+        AuditAction::VigilStalled,
+        format!(
+            "vigil's supervision loop did not run for {} (vigil stopped, or the machine overloaded); \
+             signs of life sent meanwhile may still be queued, so no agent is judged stalled for that time",
+            crate::checks::fmt_secs(late)
+        ),
+    )
+    .unsuccessful()
+}
+
 /// `api_denied`: a state-changing request without a valid token.
 pub fn api_denied(what: impl Into<String>) -> AuditEntry {
     AuditEntry::new(None, AuditAction::ApiDenied, what).unsuccessful()

@@ -13,7 +13,7 @@
 //! `now` never goes backwards from one call to the next.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::action::Action;
 use crate::agent::{Agent, AgentMemory, CommandError, CommandOutcome, Outbox, TimerKind};
@@ -184,6 +184,20 @@ impl Supervisor {
                 self.with_agent(agent, |a, out| a.on_action_failed(run, action, &error, out));
             }
         }
+    }
+
+    /// The edge noticed its loop ran `late` after a deadline: vigil itself was stopped
+    /// (SIGSTOP, a debugger) or starved of CPU. Signs of life sent meanwhile may still wait in
+    /// a socket, unread: every silence is measured from `now` at the earliest, so no agent is
+    /// stalled for vigil's own absence. Call it before [`Supervisor::handle_timeout`].
+    pub fn loop_stalled(&mut self, now: Now, late: Duration) {
+        self.tick(now);
+        for agent in self.agents.iter_mut().flatten() {
+            agent.vigil_was_blind(now.mono);
+        }
+        self.out
+            .actions
+            .push_back(Action::Audit(crate::records::vigil_stalled(late)));
     }
 
     /// Fire every timer due at `now`. Spurious calls are harmless.

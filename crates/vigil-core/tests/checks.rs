@@ -453,3 +453,39 @@ fn a_stall_with_an_exhausted_budget_ends_in_quarantine() {
     assert_eq!(sim.sup.agent(bot).unwrap().state(), AgentState::Quarantined);
     assert_eq!(sim.count("bot", AuditAction::Escalated), 1);
 }
+
+/// vigil SIGSTOPped for 30 s: when it runs again its timers are long overdue, but the agents'
+/// heartbeats of that time wait unread in the socket. Told that its loop stalled, the core
+/// measures silence from the moment it runs again: the queued heartbeat arrives, nobody is
+/// stalled. Without being told, the same timeline stalls the agent.
+#[test]
+fn a_stall_of_vigil_itself_is_not_blamed_on_its_agents() {
+    for told in [true, false] {
+        let mut c = CheckSpec::new("notify", CheckKind::Notify);
+        c.max_age = Some(secs(5));
+        let mut sim = Sim::new(vec![agent_with(c)]);
+        let bot = sim.id("bot");
+        sim.advance(secs(4));
+        sim.notify(bot, "WATCHDOG=1");
+        // Stopped at 4 s, for 30 s: the deadline (9 s) passes while nothing runs.
+        sim.now = sim.now.after(secs(30));
+        if told {
+            sim.sup.loop_stalled(sim.now, secs(25));
+            sim.drain();
+        }
+        sim.advance(ms(0));
+        sim.advance(ms(3));
+        sim.notify(bot, "WATCHDOG=1");
+        sim.advance(secs(4));
+        if told {
+            assert!(sim.records("bot", AuditAction::Stalled).is_empty());
+            let said = sim
+                .audit
+                .iter()
+                .find(|(_, e)| e.action == AuditAction::VigilStalled);
+            assert!(said.unwrap().1.reason.contains("did not run for 25s"));
+        } else {
+            assert_eq!(sim.records("bot", AuditAction::Stalled).len(), 1);
+        }
+    }
+}

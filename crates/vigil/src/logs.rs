@@ -20,13 +20,17 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// The descriptor handed to the agent as stdout/stderr.
+/// The descriptor handed to the agent as stdout/stderr. The logs directory is vigil's: when
+/// someone deleted it (with the state dir, say), it is made again rather than blamed on the
+/// agent.
 pub fn open_for_agent(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
+    crate::owned_file::open_creating_dir(path, || {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(path)
+    })
 }
 
 /// Rotate when the file has reached `max_size`: NAME.log → NAME.log.1 → … → NAME.log.`keep`.

@@ -19,9 +19,11 @@ mod health;
 mod logs;
 mod memory;
 mod metrics;
+mod owned_file;
 mod redact;
 mod runtime;
 mod state;
+mod state_lock;
 mod systemd;
 mod view;
 

@@ -129,7 +129,10 @@ impl StateStore {
             buf.push(b'\n');
             self.lines += 1;
         }
-        if self.rewrite || self.lines > 64.max(4 * self.current.len()) {
+        // A log deleted or moved away under vigil (with its state dir) is written whole again.
+        let stale =
+            (self.file.as_ref()).is_some_and(|f| crate::owned_file::is_stale(f, &self.path));
+        if stale || self.rewrite || self.lines > 64.max(4 * self.current.len()) {
             return self.compact();
         }
         let result = self.append(&buf);
@@ -142,12 +145,13 @@ impl StateStore {
 
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
         if self.file.is_none() {
-            self.file = Some(
+            let open = || {
                 OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(&self.path)?,
-            );
+                    .open(&self.path)
+            };
+            self.file = Some(crate::owned_file::open_creating_dir(&self.path, open)?);
         }
         let file = self.file.as_mut().expect("opened above");
         file.write_all(buf)?;
@@ -167,7 +171,7 @@ impl StateStore {
                 serde_json::to_writer(&mut buf, &line).map_err(io::Error::other)?;
                 buf.push(b'\n');
             }
-            let mut file = File::create(&tmp)?;
+            let mut file = crate::owned_file::open_creating_dir(&tmp, || File::create(&tmp))?;
             file.write_all(&buf)?;
             file.sync_all()?;
             fs::rename(&tmp, &self.path)?;
@@ -321,6 +325,20 @@ mod tests {
             warnings[0].contains("skipped unreadable line"),
             "{warnings:?}"
         );
+    }
+
+    #[test]
+    fn a_deleted_state_dir_gets_the_whole_state_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        let (mut store, _) = StateStore::open(&state_dir);
+        store.apply(vec![("a".into(), Some(saved(1)))]).unwrap();
+        store.apply(vec![("b".into(), Some(saved(2)))]).unwrap();
+        fs::remove_dir_all(&state_dir).unwrap();
+        store.apply(vec![("b".into(), Some(saved(3)))]).unwrap();
+        let (reread, _) = StateStore::open(&state_dir);
+        assert_eq!(reread.state()["a"].total_restarts, 1);
+        assert_eq!(reread.state()["b"].total_restarts, 3);
     }
 
     #[test]

@@ -210,3 +210,176 @@ stop_timeout = "3s"
     });
     assert_eq!(fleet.stop(), 0);
 }
+
+/// `rm -rf` of the state dir under a running vigil: the lock is not in a file, so a second
+/// vigil on the same path is still refused; vigil makes again what it keeps there (journal,
+/// state, logs dir, `api.addr`, the notify socket), and a spawn after the deletion is not
+/// blamed on the agent.
+#[test]
+fn deleting_the_state_dir_admits_no_second_vigil_and_blames_no_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = beat_script(dir.path());
+    let mut fleet = Fleet::new(&format!(
+        r#"[agents.worker]
+command = ["sleep", "830001"]
+[agents.beat]
+command = ["python3", "{}"]
+[[agents.beat.checks]]
+kind = "notify"
+max_age = "1s"
+"#,
+        script.display()
+    ));
+    fleet.start();
+    fleet.wait_for("both running", SECS(10), |f| {
+        f.records(Some("start")).len() == 2 && pids_with("sleep 830001").len() == 1
+    });
+    std::fs::remove_dir_all(fleet.state()).unwrap();
+    fleet.wait_for("the state dir made again", SECS(10), |f| {
+        f.state().join("api.addr").exists() && f.state().join("notify.sock").exists()
+    });
+
+    // A second vigil on the same path is refused, and starts nothing.
+    let second = Command::new(VIGIL)
+        .args(["run", "-c"])
+        .arg(fleet.config())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert_ne!(second.status.code(), Some(0));
+    assert!(said.contains("already running"), "{said}");
+    assert_eq!(pids_with("sleep 830001").len(), 1, "one copy");
+
+    // Spawning after the deletion works: the logs dir is vigil's to make, not the agent's fault.
+    let before = pids_with("sleep 830001");
+    let (code, body) = fleet.api("POST", "/agents/worker/restart", "{}");
+    assert_eq!(code, 200, "{body}");
+    fleet.wait_for("worker started again", SECS(10), |_| {
+        let now = pids_with("sleep 830001");
+        now.len() == 1 && now != before
+    });
+    assert!(fleet.records_of("worker", "escalated").is_empty());
+    assert!(fleet.state().join("logs/worker.log").exists());
+
+    // Heartbeats reach the rebound socket: the notify agent is seen (a positive sign) and is
+    // never stalled.
+    fleet.wait_for("a heartbeat after the deletion", SECS(10), |f| {
+        let (_, status) = f.api("GET", "/status/beat", "");
+        status.to_string().contains("\"ok\"")
+    });
+    std::thread::sleep(SECS(2));
+    assert!(
+        fleet.records_of("beat", "stalled").is_empty()
+            && fleet.records_of("beat", "restart").is_empty(),
+        "{:?}",
+        fleet.records(None)
+    );
+    assert_eq!(fleet.stop(), 0);
+    assert!(pids_with("sleep 830001").is_empty());
+}
+
+/// An agent that sends WATCHDOG=1 every 100 ms in the robust notify form (the README's):
+/// addressed per message, errors ignored.
+fn beat_script(dir: &std::path::Path) -> std::path::PathBuf {
+    let script = dir.join("beat.py");
+    std::fs::write(
+        &script,
+        r#"import os, socket, time
+addr = os.environ["NOTIFY_SOCKET"]
+addr = "\0" + addr[1:] if addr.startswith("@") else addr
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+while True:
+    try:
+        s.sendto(b"WATCHDOG=1", addr)
+    except OSError:
+        pass
+    time.sleep(0.1)
+"#,
+    )
+    .unwrap();
+    script
+}
+
+/// vigil stopped (SIGSTOP) for longer than its agents' `max_age`: when it continues, their
+/// heartbeats of that time are still queued in the socket. It says it was stalled and restarts
+/// nobody.
+#[test]
+fn a_stopped_vigil_restarts_nobody_when_it_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = beat_script(dir.path());
+    let mut config = String::new();
+    for i in 0..3 {
+        config += &format!(
+            "[agents.beat{i}]\ncommand = [\"python3\", \"{}\"]\n[[agents.beat{i}.checks]]\nkind = \"notify\"\nmax_age = \"1s\"\n",
+            script.display()
+        );
+    }
+    let mut fleet = Fleet::new(&config);
+    fleet.start();
+    fleet.wait_for("every agent heard from", SECS(10), |f| {
+        let (_, status) = f.api("GET", "/status", "");
+        status.to_string().matches("\"alive\"").count() >= 3
+    });
+    fleet.signal(19); // SIGSTOP
+    std::thread::sleep(SECS(3));
+    fleet.signal(18); // SIGCONT
+    fleet.wait_for("the stall said", SECS(10), |f| {
+        !f.records(Some("vigil_stalled")).is_empty()
+    });
+    std::thread::sleep(SECS(2));
+    for i in 0..3 {
+        let name = format!("beat{i}");
+        assert!(
+            fleet.records_of(&name, "stalled").is_empty(),
+            "{:?}",
+            fleet.records(None)
+        );
+    }
+    assert_eq!(fleet.stop(), 0);
+}
+
+/// The notify address is the same for every vigil on a state dir — a path, or an abstract name
+/// made from the dir when the path is too long — so an agent adopted after a `kill -9` of vigil
+/// keeps reaching it and is not stalled.
+#[test]
+fn an_adopted_agent_keeps_reaching_the_next_vigil_on_a_long_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = beat_script(dir.path());
+    let long = dir.path().join("s".repeat(120));
+    let mut fleet = Fleet::new(&format!(
+        "[vigil]\nstate_dir = \"{}\"\n[agents.beat]\ncommand = [\"python3\", \"{}\"]\n[[agents.beat.checks]]\nkind = \"notify\"\nmax_age = \"1s\"\n",
+        long.display(),
+        script.display()
+    ));
+    let journal = long.join("audit.jsonl");
+    let records = |action: &str| -> usize {
+        std::fs::read_to_string(&journal)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&format!("\"action\":\"{action}\"")))
+            .count()
+    };
+    let spawn = |fleet: &mut Fleet| {
+        let log = std::fs::File::create(fleet.path("vigil.out")).unwrap();
+        fleet.child = Some(
+            Command::new(VIGIL)
+                .args(["run", "-c"])
+                .arg(fleet.config())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    };
+    spawn(&mut fleet);
+    fleet.wait_for("beat started", SECS(10), |_| records("start") == 1);
+    std::thread::sleep(SECS(1));
+    fleet.signal(9);
+    fleet.wait_exit(SECS(5));
+    spawn(&mut fleet);
+    fleet.wait_for("beat adopted", SECS(10), |_| records("adopted") == 1);
+    std::thread::sleep(SECS(3));
+    assert_eq!(records("stalled"), 0, "{}", fleet.output());
+    assert_eq!(fleet.stop(), 0);
+}

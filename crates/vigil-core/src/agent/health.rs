@@ -26,6 +26,11 @@ impl Agent {
         }
     }
 
+    /// vigil's own loop did not run until `now`: silence is measured from here at the earliest.
+    pub(crate) fn vigil_was_blind(&mut self, now: Instant) {
+        self.checks.vigil_was_blind(now);
+    }
+
     pub(crate) fn on_check_due(&mut self, now: Now, index: usize, out: &mut Outbox) {
         let mut outputs = Vec::new();
         self.checks

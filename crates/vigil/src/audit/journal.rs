@@ -78,11 +78,13 @@ impl Journal {
 
     fn reopen(&mut self) -> io::Result<Option<String>> {
         self.file = None;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(&self.path)?;
+        let mut file = crate::owned_file::open_creating_dir(&self.path, || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(&self.path)
+        })?;
         let meta = file.metadata()?;
         let len = meta.len();
         let mut warning = None;
@@ -163,18 +165,30 @@ impl Journal {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if self.file.is_none() || self.health.failing.load(Ordering::Relaxed) {
-            self.reopen()?;
-        }
         let buf: Vec<u8> = self.backlog.iter().flatten().copied().collect();
-        let file = self.file.as_mut().expect("reopened above");
-        file.write_all(&buf)?;
-        file.sync_data()?;
-        if let Some((_, _, len)) = &mut self.good {
-            *len += buf.len() as u64;
+        // A batch counts as written only if, after its fsync, the journal's path still names
+        // the file it went to: one written into a deleted (or moved-away) journal is written
+        // again into a new one. Twice at most: a dir deleted over and over is an error.
+        let mut reopen = self.file.is_none() || self.health.failing.load(Ordering::Relaxed);
+        for _ in 0..3 {
+            if reopen {
+                self.reopen()?;
+            }
+            let file = self.file.as_mut().expect("reopened above");
+            file.write_all(&buf)?;
+            file.sync_data()?;
+            if let Some((_, _, len)) = &mut self.good {
+                *len += buf.len() as u64;
+            }
+            if !crate::owned_file::is_stale(file, &self.path) {
+                self.backlog.clear();
+                return Ok(());
+            }
+            reopen = true;
         }
-        self.backlog.clear();
-        Ok(())
+        Err(io::Error::other(
+            "the journal was deleted again as soon as it was written",
+        ))
     }
 }
 
@@ -214,5 +228,29 @@ mod tests {
         assert_eq!(reasons, ["first", "second"]);
         assert!(!journal.health.failing.load(Ordering::Relaxed));
         assert_eq!(journal.health.write_errors.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_batch_written_into_a_deleted_journal_is_written_again_into_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/audit.jsonl");
+        let (mut journal, warning) = Journal::open(&path);
+        assert!(warning.is_none(), "the dir is made: {warning:?}");
+        let entry = |r: &str| AuditEntry::new(Some("bot"), AuditAction::Start, r);
+        journal
+            .append([&entry("first")], SystemTime::now())
+            .1
+            .unwrap();
+        std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+        journal
+            .append([&entry("second")], SystemTime::now())
+            .1
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("\"second\"") && !text.contains("first"),
+            "{text}"
+        );
+        assert!(!journal.health.failing.load(Ordering::Relaxed));
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
@@ -24,8 +24,30 @@ pub type Senders = Arc<RwLock<HashMap<u32, (AgentId, RunId)>>>;
 /// Longest path a unix socket address can hold.
 const MAX_PATH: usize = 107;
 
-/// Bind the socket and start reading it on a thread of its own. Returns the value for
-/// `NOTIFY_SOCKET` (a path, or `@name` for an abstract socket when the path is too long).
+/// The notify socket, bound: its `NOTIFY_SOCKET` value, and what it takes to bind it again.
+pub struct Listener {
+    /// The value for `NOTIFY_SOCKET`: a path, or `@name` for an abstract socket.
+    pub address: String,
+    /// Where it is bound in the file system (`None`: abstract, nothing to lose).
+    path: Option<PathBuf>,
+    /// The bound socket (a second descriptor of the reader thread's), to stop its reader.
+    current: UnixDatagram,
+    reader: Reader,
+}
+
+#[derive(Clone)]
+struct Reader {
+    senders: Senders,
+    events: mpsc::Sender<Event>,
+    live: Live,
+}
+
+/// Bind the socket and start reading it on a thread of its own.
+///
+/// The address depends only on the state dir (`<state_dir>/notify.sock`, or, when that path is
+/// too long for a socket, an abstract name made from the state dir's canonical path), so it is
+/// the same after vigil restarts: an agent that sends each message to `NOTIFY_SOCKET` (as
+/// `sd_notify` does) reaches the next vigil too.
 ///
 /// `events` is bounded: a flood of datagrams waits in the socket (and then blocks its
 /// senders) instead of growing vigil's memory.
@@ -34,24 +56,68 @@ pub fn listen(
     senders: Senders,
     events: mpsc::Sender<Event>,
     live: Live,
-) -> io::Result<String> {
+) -> io::Result<Listener> {
     let path = state_dir.join("notify.sock");
-    let (socket, address) = if path.as_os_str().len() <= MAX_PATH {
-        let _ = std::fs::remove_file(&path);
-        (UnixDatagram::bind(&path)?, path.display().to_string())
+    let reader = Reader {
+        senders,
+        events,
+        live,
+    };
+    let (socket, address, path) = if path.as_os_str().len() <= MAX_PATH {
+        (bind_path(&path)?, path.display().to_string(), Some(path))
     } else {
         use std::os::linux::net::SocketAddrExt;
-        let name = format!("vigil-notify-{}", std::process::id());
+        let canonical = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.into());
+        let name = abstract_name(&canonical);
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-        (UnixDatagram::bind_addr(&addr)?, format!("@{name}"))
+        (UnixDatagram::bind_addr(&addr)?, format!("@{name}"), None)
     };
+    let current = start_reading(socket, &reader)?;
+    Ok(Listener {
+        address,
+        path,
+        current,
+        reader,
+    })
+}
+
+impl Listener {
+    /// Bind the socket's path again after it was deleted (with the state dir): a new socket
+    /// and reader thread take over, and the old reader is ended (its socket can no longer be
+    /// reached). An abstract socket cannot be deleted and is left alone.
+    pub fn rebind(&mut self) -> io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let socket = bind_path(path)?;
+        let old = std::mem::replace(&mut self.current, start_reading(socket, &self.reader)?);
+        // Wakes the old reader with an empty read: it ends.
+        rustix::net::shutdown(&old, rustix::net::Shutdown::Read)?;
+        Ok(())
+    }
+}
+
+fn bind_path(path: &Path) -> io::Result<UnixDatagram> {
+    let _ = std::fs::remove_file(path);
+    UnixDatagram::bind(path)
+}
+
+/// `vigil/notify/` and a hash of the state dir's canonical path.
+fn abstract_name(canonical: &Path) -> String {
+    format!("vigil/notify/{}", crate::state_lock::dir_hash(canonical))
+}
+
+/// Configure `socket` and read it on a thread of its own; returns a second descriptor of it.
+fn start_reading(socket: UnixDatagram, reader: &Reader) -> io::Result<UnixDatagram> {
     rustix::net::sockopt::set_socket_passcred(&socket, true)?;
     // Bursts of heartbeats from many agents queue here instead of blocking their senders.
     let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, 4 << 20);
+    let handle = socket.try_clone()?;
+    let r = reader.clone();
     std::thread::Builder::new()
         .name("vigil-notify".into())
-        .spawn(move || receive(socket, senders, events, live))?;
-    Ok(address)
+        .spawn(move || receive(socket, r.senders, r.events, r.live))?;
+    Ok(handle)
 }
 
 fn receive(socket: UnixDatagram, senders: Senders, events: mpsc::Sender<Event>, live: Live) {
@@ -74,6 +140,11 @@ fn receive(socket: UnixDatagram, senders: Senders, events: mpsc::Sender<Event>, 
             if let RecvAncillaryMessage::ScmCredentials(cred) = msg {
                 sender = Some(cred.pid.as_raw_nonzero().get() as u32);
             }
+        }
+        // Every datagram carries credentials (SO_PASSCRED); an empty read without them is
+        // the socket shut down for reading: a rebound socket has taken over.
+        if received.bytes == 0 && sender.is_none() {
+            return;
         }
         let bytes = received.bytes.min(buf.len());
         let agent = sender.and_then(|pid| attribute(&senders, pid));

@@ -88,10 +88,18 @@ impl Cx {
             if known.contains(&name) {
                 continue;
             }
-            let mut e =
-                ConfigError::new(key.span(), format!("unknown key `{name}` in [{}]", t.name));
+            let place = if t.name.is_empty() {
+                "at the top level".to_string()
+            } else {
+                format!("in [{}]", t.name)
+            };
+            let mut e = ConfigError::new(key.span(), format!("unknown key `{name}` {place}"));
             e = match did_you_mean(name, known) {
                 Some(s) => e.hint(format!("did you mean `{s}`?")),
+                // Settings of vigil itself live in [vigil]: say so for the usual slip.
+                None if t.name.is_empty() && name == "state_dir" => {
+                    e.hint("`state_dir` goes in the [vigil] table")
+                }
                 None => e.hint(format!("known keys here: {}", known.join(", "))),
             };
             self.error(e);

@@ -21,6 +21,8 @@ use faults::{Kind, Schedule};
 use tracker::Tracker;
 use view::View;
 
+use crate::state_lock::{self, Holder, StateLock};
+
 pub use crate::cli::DemoArgs as DemoOptions;
 
 /// After the duration, faults still being handled get this long to finish.
@@ -122,6 +124,16 @@ fn demo(o: DemoOptions) -> Result<bool, String> {
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("vigil-demo"));
     let dir = std::path::absolute(&dir).map_err(|e| e.to_string())?;
+    // Held for the whole demo, and taken before anything of an earlier demo is wiped: a
+    // second demo on this dir stops here, not after deleting the first one's journal.
+    let _lock = StateLock::acquire(&dir, Holder::Demo).map_err(|e| e.to_string())?;
+    if let state_lock::Probe::Held(pid) = state_lock::holder_of(&dir, Holder::Run) {
+        let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+        return Err(format!(
+            "a vigil{pid} is running with state dir {}: stop it, or pass another --state-dir",
+            dir.display()
+        ));
+    }
     prepare(&dir)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find vigil's binary: {e}"))?;
     let llm = o.llm_url.as_deref().map(|url| fleet::LlmChoice {

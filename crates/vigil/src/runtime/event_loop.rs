@@ -58,10 +58,12 @@ impl Deadline {
         }
     }
 
-    /// Fires once per deadline.
-    async fn fired(&mut self) {
+    /// Fires once per deadline; says how late it fired.
+    async fn fired(&mut self) -> Duration {
         (&mut self.sleep).await;
+        let late = self.at.map(|at| at.elapsed()).unwrap_or_default();
         self.at = None;
+        late
     }
 }
 
@@ -97,7 +99,7 @@ pub async fn run(h: &mut Handler, mut s: Sources) {
             }
             // Orphans can wait until the restarts of this turn are done.
             _ = s.sigchld.recv() => Input::Orphans,
-            _ = timer.fired(), if timer.at.is_some() => Input::Timer,
+            late = timer.fired(), if timer.at.is_some() => Input::Timer { late },
             n = s.events.recv_many(&mut events, BATCH), if events_open => {
                 if n == 0 {
                     events_open = false;

@@ -28,7 +28,10 @@ pub enum Input {
     Exits(Vec<Exit>),
     Events(Vec<Event>),
     Api(Vec<ApiRequest>),
-    Timer,
+    /// The core's earliest deadline passed, `late` ago.
+    Timer {
+        late: std::time::Duration,
+    },
     /// SIGCHLD: orphans (inherited as subreaper) may wait to be reaped.
     Orphans,
     /// SIGTERM or SIGINT.
@@ -67,6 +70,9 @@ pub struct Handler {
 
 /// How soon records that wait for the journal are tried again when nothing else is written.
 const JOURNAL_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+/// A timer that fires this late means the loop itself did not run (vigil stopped, or starved):
+/// a healthy loop is never more than milliseconds late.
+const LOOP_STALLED: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Handler {
     #[allow(clippy::too_many_arguments)]
@@ -132,7 +138,14 @@ impl Handler {
                     self.on_api(now, request);
                 }
             }
-            Input::Timer => self.sup.handle_timeout(now),
+            Input::Timer { late } => {
+                if late >= LOOP_STALLED {
+                    // Decided before the deadlines are judged: heartbeats of the stall may be
+                    // unread still.
+                    self.sup.loop_stalled(now, late);
+                }
+                self.sup.handle_timeout(now)
+            }
             Input::Orphans => {
                 for (pid, status) in self.exec.children.reap_orphans(self.exec.driver.self_pid()) {
                     tracing::debug!("reaped orphan {pid} ({status})");

@@ -13,13 +13,13 @@ mod event_loop;
 mod executor;
 mod fleet;
 mod handler;
+mod keeper;
 mod offload;
 mod rotation;
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +40,7 @@ use crate::driver::{Children, ProcessDriver, proctree};
 use crate::health::Health;
 use crate::metrics::Live;
 use crate::state::{SavedAgent, SavedRun, SavedState, StateStore};
+use crate::state_lock::{Holder, StateLock};
 use executor::{Executor, ExecutorParts};
 use fleet::RunRecord;
 use handler::Handler;
@@ -60,13 +61,8 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot open {}: {source}", path.display())]
-    LockFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("another vigil (pid {pid}) is already running with state dir {}", dir.display())]
-    Locked { pid: String, dir: PathBuf },
+    #[error(transparent)]
+    Lock(#[from] crate::state_lock::LockError),
     #[error("cannot watch signals: {0}")]
     Signals(std::io::Error),
     #[error(transparent)]
@@ -86,51 +82,17 @@ pub fn make_advisor(config: &Config, live: &Live) -> Option<Arc<Advisor>> {
     Some(Arc::new(Advisor::new(llm, live.clone())))
 }
 
-/// Exclusive use of a state dir: two vigils on one state dir would start every agent twice.
-struct StateLock {
-    _file: File,
-}
-
-impl StateLock {
-    fn acquire(state_dir: &Path) -> Result<StateLock, StartError> {
-        let path = state_dir.join("vigil.pid");
-        let lock_file = |source| StartError::LockFile {
-            path: path.clone(),
-            source,
-        };
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(lock_file)?;
-        if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
-            let other = fs::read_to_string(&path).unwrap_or_default();
-            return Err(StartError::Locked {
-                pid: other.trim().to_string(),
-                dir: state_dir.to_path_buf(),
-            });
-        }
-        file.set_len(0).map_err(lock_file)?;
-        write!(file, "{}", std::process::id()).map_err(lock_file)?;
-        Ok(StateLock { _file: file })
-    }
-}
-
 pub async fn run(opts: RunOptions) -> Result<(), StartError> {
     let config = opts.config;
     let state_dir = config.state_dir.clone();
+    // Before anything in the state dir is touched.
+    let lock = StateLock::acquire(&state_dir, Holder::Run)?;
     fs::create_dir_all(config.logs_dir()).map_err(|source| StartError::StateDir {
         path: state_dir.clone(),
         source,
     })?;
-    let _lock = StateLock::acquire(&state_dir)?;
     // Every run carries this as its mark: canonical, so that any path to the dir matches.
-    let marks_dir = fs::canonicalize(&state_dir)
-        .unwrap_or_else(|_| state_dir.clone())
-        .to_string_lossy()
-        .into_owned();
+    let marks_dir = lock.canonical().to_string_lossy().into_owned();
     if let Err(e) = ProcessDriver::become_subreaper() {
         warn!("cannot become a child subreaper ({e}); orphans of agents will escape to init");
     }
@@ -154,8 +116,7 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
     }
     let saved = store.state().clone();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let offload = Offload::start(store, health.clone(), done_tx, &config.logs_dir())
-        .map_err(StartError::Worker)?;
+    let offload = Offload::start(store, health.clone(), done_tx).map_err(StartError::Worker)?;
 
     let api = api::start(&config.api, &state_dir, &opts.io, health.clone())?;
     if let Some(addr) = api.addr {
@@ -166,13 +127,13 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let notify_senders = Senders::default();
     let (notify_tx, notify_rx) = mpsc::channel(8192);
-    let notify_socket = match notify::listen(
-        &state_dir,
+    let mut notify_listener = match notify::listen(
+        lock.canonical(),
         notify_senders.clone(),
         notify_tx,
         api.live.clone(),
     ) {
-        Ok(addr) => Some(addr),
+        Ok(listener) => Some(listener),
         Err(e) => {
             warn!("cannot open the notify socket ({e}); notify checks will see no heartbeats");
             health
@@ -181,6 +142,29 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
             None
         }
     };
+    let notify_socket = notify_listener.as_ref().map(|l| l.address.clone());
+    let api_addr = api.addr;
+    let restore: keeper::Restore = Box::new({
+        let state_dir = state_dir.clone();
+        move || {
+            let _ = fs::write(state_dir.join("vigil.pid"), std::process::id().to_string());
+            if let Some(addr) = api_addr {
+                let _ = fs::write(api::addr_file(&state_dir), addr.to_string());
+            }
+            if let Some(Err(e)) = notify_listener.as_mut().map(|l| l.rebind()) {
+                warn!(
+                    "cannot bind the notify socket again ({e}); notify checks will see no heartbeats"
+                );
+            }
+        }
+    });
+    keeper::start(
+        &state_dir,
+        &config.logs_dir(),
+        offload.watched_logs(),
+        restore,
+    )
+    .map_err(StartError::Worker)?;
     let children = Children::default();
     let driver = ProcessDriver::new(children.clone());
     let checks = CheckRunner::new(

@@ -1,7 +1,7 @@
 //! Work the supervision loop hands off so that its thread only supervises: persisting
 //! `state.jsonl` (appended and fsynced, batched) and reading the config on a reload. One
 //! worker thread, jobs in order; results the loop must act on come back over a channel. Log
-//! rotation has a thread of its own (`rotation`), woken by the kernel when a log is written.
+//! rotation is on the keeper's thread (`keeper`), woken by the kernel when a log is written.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,10 +47,8 @@ impl Offload {
         store: StateStore,
         health: Arc<Health>,
         done: UnboundedSender<Done>,
-        logs_dir: &std::path::Path,
     ) -> std::io::Result<Offload> {
         let logs = Logs::default();
-        super::rotation::start(logs_dir, logs.clone())?;
         let (tx, rx) = mpsc::channel();
         let worker = std::thread::Builder::new()
             .name("vigil-offload".into())
@@ -67,6 +65,11 @@ impl Offload {
             worker: Some(worker),
             logs,
         })
+    }
+
+    /// The logs to keep rotated, for the keeper's thread.
+    pub fn watched_logs(&self) -> Logs {
+        self.logs.clone()
     }
 
     fn send(&self, job: Job) {
