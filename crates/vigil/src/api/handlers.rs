@@ -16,7 +16,7 @@ use serde_json::json;
 use vigil_core::{AuditAction, Command, Requester};
 
 use super::error::{ApiError, unknown_agent};
-use super::{ApiRequest, Hub, auth, guard};
+use super::{ApiRequest, CommandRefused, Hub, auth, guard};
 use crate::audit::{Filter, read_newest};
 use crate::view::AgentStatus;
 
@@ -195,7 +195,10 @@ pub async fn command(
     let results = answer
         .await
         .map_err(|_| ApiError::unavailable("vigil is shutting down"))?
-        .map_err(ApiError::not_found)?;
+        .map_err(|refused| match refused {
+            CommandRefused::UnknownAgent(_) => ApiError::not_found(refused.to_string()),
+            CommandRefused::JournalUnwritable { .. } => ApiError::unavailable(refused.to_string()),
+        })?;
     let all_refused = results.iter().all(|r| !r.ok);
     let code = if all_refused {
         StatusCode::CONFLICT

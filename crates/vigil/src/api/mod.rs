@@ -31,6 +31,23 @@ use crate::metrics::{Live, Metrics};
 use crate::view::{FleetView, Publisher, status_json};
 pub use error::unknown_agent_message;
 
+/// Why the loop took no command at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandRefused {
+    /// No agent or template by that name (the message suggests one).
+    #[error("{0}")]
+    UnknownAgent(String),
+    /// A person's change that could not be recorded is not made (see the README's "When the
+    /// journal cannot be written").
+    #[error(
+        "the audit journal {} cannot be written ({error}); vigil makes no change a person asks for \
+         until it can record it (crashed agents are still restarted, and recorded once the journal \
+         can be written)",
+        path.display()
+    )]
+    JournalUnwritable { path: PathBuf, error: String },
+}
+
 /// What the API asks of the supervision loop.
 pub enum ApiRequest {
     /// A command for an agent, or for every instance of a template.
@@ -39,7 +56,7 @@ pub enum ApiRequest {
         command: Command,
         by: Requester,
         note: Option<String>,
-        reply: oneshot::Sender<Result<Vec<CommandResult>, String>>,
+        reply: oneshot::Sender<Result<Vec<CommandResult>, CommandRefused>>,
     },
     /// `POST /agents/NAME/heartbeat` (already checked against the snapshot).
     Heartbeat { agent: String },

@@ -48,6 +48,8 @@ pub struct Journal {
     good: Option<(u64, u64, u64)>,
     backlog: VecDeque<Vec<u8>>,
     health: Arc<JournalHealth>,
+    /// Why the last write failed (`None` after a success).
+    last_error: Option<io::Error>,
 }
 
 impl Journal {
@@ -62,6 +64,7 @@ impl Journal {
             good: None,
             backlog: VecDeque::new(),
             health: Arc::default(),
+            last_error: None,
         };
         let warning = match journal.reopen() {
             Ok(w) => w,
@@ -120,6 +123,11 @@ impl Journal {
         self.health.clone()
     }
 
+    /// Why the journal could not be written the last time, while that is so.
+    pub fn last_error(&self) -> Option<&io::Error> {
+        self.last_error.as_ref()
+    }
+
     /// Records are waiting for the journal to be writable again.
     pub fn is_behind(&self) -> bool {
         !self.backlog.is_empty()
@@ -148,10 +156,19 @@ impl Journal {
         if self.backlog.is_empty() {
             return (records, Ok(()));
         }
-        let result = self.flush().map_err(|source| JournalError {
-            path: self.path.clone(),
-            source,
-        });
+        let result = match self.flush() {
+            Ok(()) => {
+                self.last_error = None;
+                Ok(())
+            }
+            Err(source) => {
+                self.last_error = Some(io::Error::new(source.kind(), source.to_string()));
+                Err(JournalError {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        };
         if result.is_err() {
             self.health.write_errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -175,8 +192,14 @@ impl Journal {
                 self.reopen()?;
             }
             let file = self.file.as_mut().expect("reopened above");
-            file.write_all(&buf)?;
-            file.sync_data()?;
+            if let Err(e) = file.write_all(&buf).and_then(|()| file.sync_data()) {
+                // Take back at once what was written of the batch: a reader (or a vigil
+                // killed now) must never see a fragment of a record.
+                if let Some((_, _, good)) = self.good {
+                    let _ = file.set_len(good);
+                }
+                return Err(e);
+            }
             if let Some((_, _, len)) = &mut self.good {
                 *len += buf.len() as u64;
             }

@@ -127,6 +127,8 @@ pub(super) fn api_error(code: u16, body: &Value) -> i32 {
             EXIT_USAGE
         }
         400..=499 => EXIT_USAGE,
+        // vigil answered, and refused (shutting down, or its journal cannot be written).
+        503 => super::EXIT_FAILURE,
         _ => EXIT_UNREACHABLE,
     }
 }

@@ -15,7 +15,7 @@ use super::executor::{Executor, Exit};
 use super::fleet::Fleet;
 use super::offload::Offload;
 use super::rotation::LogFile;
-use crate::api::{ApiRequest, CommandResult, PendingHeartbeats};
+use crate::api::{ApiRequest, CommandRefused, CommandResult, PendingHeartbeats};
 use crate::audit::Journal;
 use crate::config::{self, AgentConfig, Config};
 use crate::health::Health;
@@ -347,11 +347,27 @@ impl Handler {
         command: vigil_core::Command,
         by: vigil_core::Requester,
         note: Option<&str>,
-    ) -> Result<Vec<CommandResult>, String> {
+    ) -> Result<Vec<CommandResult>, CommandRefused> {
         let ids: Vec<AgentId> = Fleet::resolve(&self.sup, target);
         if ids.is_empty() {
             let known = Fleet::known_names(&self.sup);
-            return Err(crate::api::unknown_agent_message(target, known.into_iter()));
+            let message = crate::api::unknown_agent_message(target, known.into_iter());
+            return Err(CommandRefused::UnknownAgent(message));
+        }
+        // What a person changes must be on the record: while records wait for the journal,
+        // one more try (space may have been freed), else no change.
+        if self.journal.is_behind() {
+            self.write(&[]);
+        }
+        if let Some(error) = self
+            .journal
+            .last_error()
+            .filter(|_| self.journal.is_behind())
+        {
+            return Err(CommandRefused::JournalUnwritable {
+                path: self.journal.path().to_path_buf(),
+                error: error.to_string(),
+            });
         }
         let mut results = Vec::with_capacity(ids.len());
         for id in ids {
