@@ -401,3 +401,71 @@ fn a_journal_that_cannot_be_written_degrades_health_and_nothing_is_lost_once_it_
     assert_eq!(code, 200, "{health}");
     assert_eq!(fleet.stop(), 0);
 }
+
+/// Slowloris against a vigil that may open only 256 descriptors: 400 connections that never
+/// finish their request head. They are capped (the rest wait unaccepted in the kernel), cut
+/// after the header timeout, and crashed agents are still restarted — no spawn fails for want
+/// of a descriptor.
+#[test]
+fn slow_clients_cannot_starve_spawns_and_are_cut_off() {
+    use std::io::{Read, Write};
+    let mut fleet = Fleet::new(
+        "[agents.worker]\ncommand = [\"sleep\", \"850001\"]\n\
+         [agents.worker.policy]\ncooldown = \"0s\"\nbackoff_initial = \"10ms\"\nbackoff_max = \"50ms\"\n\
+         max_restarts = 100\n",
+    );
+    let log = std::fs::File::create(fleet.path("vigil.out")).unwrap();
+    fleet.child = Some(
+        Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -n 256 && exec \"$0\" run -c \"$1\"")
+            .arg(VIGIL)
+            .arg(fleet.config())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    fleet.wait_for("worker running", SECS(10), |f| {
+        pids_with("sleep 850001").len() == 1 && f.state().join("api.addr").exists()
+    });
+    let addr: std::net::SocketAddr = fleet.api_addr().parse().unwrap();
+    let mut slow = Vec::new();
+    for _ in 0..400 {
+        // Beyond the cap and the kernel's backlog, connecting itself waits: stop there.
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+        else {
+            break;
+        };
+        let _ = s.write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+        slow.push(s);
+    }
+    assert!(slow.len() > 100, "connected {}", slow.len());
+
+    for _ in 0..10 {
+        let before = pids_with("sleep 850001");
+        unsafe_kill(before[0], 9);
+        fleet.wait_for("a restart", SECS(10), |_| {
+            let now = pids_with("sleep 850001");
+            now.len() == 1 && now != before
+        });
+    }
+    assert!(fleet.records(Some("spawn_failed")).is_empty());
+
+    // The header timeout (10 s) closes the ones vigil accepted.
+    std::thread::sleep(SECS(12));
+    let mut closed = 0;
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+        let mut buf = [0u8; 512];
+        if matches!(s.read(&mut buf), Ok(_)) {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 16, "closed by vigil: {closed}");
+    drop(slow);
+    fleet.wait_for("the API answers again", SECS(30), |f| {
+        f.http("GET", "/health", &[], "").0 == 200
+    });
+    assert_eq!(fleet.stop(), 0);
+}

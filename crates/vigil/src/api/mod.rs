@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod guard;
 mod handlers;
+mod serve;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -143,19 +144,12 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(serve::body_in_time))
         .layer(axum::middleware::from_fn_with_state(
             hub.clone(),
             guard::guard,
         ))
         .with_state(hub)
-}
-
-/// Serve until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, hub: Arc<Hub>) {
-    let app = router(hub).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!("the HTTP API stopped: {e}");
-    }
 }
 
 /// How many requests may wait for the loop (heartbeats arrive in bursts).
@@ -255,7 +249,10 @@ pub fn start(
         casebook: casebook.clone(),
     });
     let pending_heartbeats = hub.pending_heartbeats.clone();
-    io.spawn(serve(listener, hub));
+    let max_connections = config
+        .max_connections
+        .unwrap_or_else(serve::default_max_connections);
+    io.spawn(serve::serve(listener, router(hub), max_connections));
     Ok(Started {
         publisher: Publisher::new(view_tx, audit_tx),
         requests,

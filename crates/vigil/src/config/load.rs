@@ -17,7 +17,14 @@ use super::reader::{At, Cx, Tbl};
 use super::values::did_you_mean;
 
 const TOP_KEYS: &[&str] = &["vigil", "api", "diagnosis", "defaults", "agents"];
-const API_KEYS: &[&str] = &["listen", "token", "token_file", "enabled", "hosts"];
+const API_KEYS: &[&str] = &[
+    "listen",
+    "token",
+    "token_file",
+    "enabled",
+    "hosts",
+    "max_connections",
+];
 const VIGIL_KEYS: &[&str] = &["state_dir"];
 const COMMON_KEYS: &[&str] = &[
     "autostart",
@@ -230,6 +237,9 @@ fn read_api(cx: &mut Cx, t: &Tbl<'_, '_>, base_dir: &Path) -> ApiConfig {
                     .hint("write IP:PORT, e.g. \"127.0.0.1:9120\" (only this machine) or \"0.0.0.0:9120\" (with a token)"),
             ),
         }
+    }
+    if let Some(n) = cx.integer(t, "max_connections", 1..100_001) {
+        api.max_connections = Some(n as usize);
     }
     if let Some(hosts) = cx.string_list(t, "hosts") {
         for host in hosts.value {

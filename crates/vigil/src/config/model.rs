@@ -34,6 +34,8 @@ pub struct ApiConfig {
     /// Names besides IP addresses and `localhost` that requests may carry in `Host`
     /// (lowercase; `*` admits any).
     pub hosts: Vec<String>,
+    /// Connections open at once (`None`: from the descriptor limit, see `api::serve`).
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ApiConfig {
@@ -43,6 +45,7 @@ impl Default for ApiConfig {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9120)),
             token: None,
             hosts: Vec::new(),
+            max_connections: None,
         }
     }
 }
