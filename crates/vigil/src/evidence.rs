@@ -10,19 +10,22 @@ use crate::command::{self, Helper};
 use crate::config::EvidenceCommand;
 use crate::driver::Children;
 use crate::logs;
-use crate::redact;
+use crate::redact::{self, Secrets};
 
 /// Output of the evidence command kept at most.
 const KEEP_BYTES: usize = 16 * 1024;
 const KEEP_LINES: usize = 100;
 
 /// The run's last `n` log lines (from byte `from` of `log`), redacted. Unreadable → none.
-pub fn log_tail(log: &Path, n: usize, from: u64) -> Vec<String> {
+pub fn log_tail(log: &Path, n: usize, from: u64, secrets: &Secrets) -> Vec<String> {
     if n == 0 {
         return Vec::new();
     }
     match logs::tail_from(log, n, from) {
-        Ok(lines) => lines.iter().map(|l| redact::line(l)).collect(),
+        Ok(lines) => lines
+            .iter()
+            .map(|l| redact::line_with(l, secrets))
+            .collect(),
         Err(e) => {
             tracing::debug!("cannot read {}: {e}", log.display());
             Vec::new()
@@ -37,13 +40,14 @@ pub async fn command_output(
     pid: u32,
     cwd: Option<PathBuf>,
     children: &Children,
+    secrets: &Secrets,
 ) -> Vec<String> {
     let argv: Vec<String> = evidence
         .command
         .iter()
         .map(|a| a.replace("{pid}", &pid.to_string()))
         .collect();
-    let shown = redact::line(&argv.join(" "));
+    let shown = redact::line_with(&argv.join(" "), secrets);
     let finished = command::run(Helper {
         command: &argv,
         cwd: cwd.as_deref(),
@@ -65,6 +69,6 @@ pub async fn command_output(
     let lines: Vec<&str> = text.lines().collect();
     let skip = lines.len().saturating_sub(KEEP_LINES);
     std::iter::once(format!("{EVIDENCE_HEADER}{shown} ({how}) ---"))
-        .chain(lines[skip..].iter().map(|l| redact::line(l)))
+        .chain(lines[skip..].iter().map(|l| redact::line_with(l, secrets)))
         .collect()
 }

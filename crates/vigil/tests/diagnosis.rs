@@ -118,3 +118,90 @@ min_confidence = 2
         );
     }
 }
+
+/// Secrets in an agent's output, in real formats and in its own env, never reach the journal,
+/// `vigil explain`, a check's detail or vigil's own log; and with a token set, evidence is
+/// shown only to those who hold it.
+#[test]
+fn secrets_in_evidence_reach_neither_journal_nor_explain_nor_vigils_log() {
+    let token = "t0ken-for-the-secrets-test";
+    let secrets = [
+        "q7Hr2zzX9env",
+        "9a8b7c6d5e",
+        "abc123def",
+        "wJalrXUtnFEMI",
+        "Tr0ub4dor",
+        "letmein99",
+        "Hunter2!",
+        "Zx9Yw8Vv7",
+        "S3cretPw",
+        "q1w2e3r4",
+        "ExecPw77",
+    ];
+    let script = [
+        "echo 'starting with q7Hr2zzX9env'",
+        "echo 'Cookie: session=abc123def; theme=dark'",
+        "echo 'AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG'",
+        "echo 'DB_PASS=Tr0ub4dor pwd=letmein99'",
+        "echo 'bot.py --password Hunter2! client_secret Zx9Yw8Vv7'",
+        "echo 'mysql -uroot -pS3cretPw'",
+        "echo 'GET /cb?token%3Dq1w2e3r4'",
+        "echo 'ConnectionError: connect failed, Authorization: Token 9a8b7c6d5e' >&2",
+        "exit 1",
+    ]
+    .join("; ");
+    let mut f = Fleet::new(&format!(
+        r#"[api]
+listen = "127.0.0.1:0"
+token = "{token}"
+
+[defaults.policy]
+cooldown = "1h"
+
+[agents.leaky]
+command = ["sh", "-c", "{script}"]
+env = {{ EXCHANGE_SECRET = "q7Hr2zzX9env" }}
+
+[agents.checked]
+command = ["sleep", "860001"]
+[[agents.checked.checks]]
+kind = "exec"
+command = ["sh", "-c", "echo 'probe failed password=ExecPw77'; exit 1"]
+interval = "200ms"
+"#
+    ));
+    f.start();
+    f.wait_for(
+        "leaky diagnosed, checked failing",
+        Duration::from_secs(10),
+        |f| {
+            !f.records_of("leaky", "backoff").is_empty()
+                && !f.records_of("checked", "check").is_empty()
+        },
+    );
+    let (code, _) = f.http("GET", "/agents/leaky/explain", &[], "");
+    assert_eq!(code, 401, "evidence needs the token");
+    let bearer = format!("Bearer {token}");
+    let (code, explain) = f.http(
+        "GET",
+        "/agents/leaky/explain",
+        &[("authorization", &bearer)],
+        "",
+    );
+    assert_eq!(code, 200, "{explain}");
+    assert!(explain.contains("[REDACTED]"), "{explain}");
+    let (_, status) = f.http("GET", "/status", &[], "");
+    let journal = std::fs::read_to_string(f.state().join("audit.jsonl")).unwrap();
+    assert_eq!(f.stop(), 0);
+    let log = f.output();
+    for secret in secrets {
+        for (what, text) in [
+            ("journal", &journal),
+            ("explain", &explain),
+            ("status", &status),
+            ("vigil's log", &log),
+        ] {
+            assert!(!text.contains(secret), "{secret} in {what}:\n{text}");
+        }
+    }
+}

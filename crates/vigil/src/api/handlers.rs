@@ -101,7 +101,25 @@ pub async fn status_one(State(hub): Hubs, Path(name): Path<String>) -> Result<Re
 }
 
 /// `GET /agents/NAME/explain`: the last failure's evidence and verdicts.
-pub async fn explain(State(hub): Hubs, Path(name): Path<String>) -> Result<Response, ApiError> {
+pub async fn explain(
+    State(hub): Hubs,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    // The evidence behind a failure (log tails, the evidence command's output, the advisor's
+    // answer) is redacted, but it is the agent's own words: with a token set, only those who
+    // hold it read it. Status, audit and metrics carry single redacted lines and stay open.
+    if !auth::authorized(hub.token.as_deref(), &headers) {
+        deny(
+            &hub,
+            &format!("GET /agents/{name}/explain from {peer} without a valid token"),
+        );
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this vigil needs `Authorization: Bearer <token>` to show evidence",
+        ));
+    }
     if let Some(case) = hub.casebook.explain(&name) {
         return Ok(Json(case).into_response());
     }

@@ -17,9 +17,12 @@ pub struct ExecProbe<'a> {
     pub env: Vec<(OsString, OsString)>,
     pub timeout: Duration,
     pub children: &'a Children,
+    pub secrets: &'a crate::redact::Secrets,
 }
 
-fn last_line(output: &[u8]) -> String {
+/// The last line the command printed, redacted like any evidence: it becomes a check's detail,
+/// shown in status, the journal and `vigil explain`.
+fn last_line(output: &[u8], secrets: &crate::redact::Secrets) -> String {
     let text = String::from_utf8_lossy(output);
     let line = text
         .lines()
@@ -27,7 +30,10 @@ fn last_line(output: &[u8]) -> String {
         .find(|l| !l.trim().is_empty())
         .unwrap_or("")
         .trim();
-    line.chars().take(200).collect()
+    crate::redact::line_with(line, secrets)
+        .chars()
+        .take(200)
+        .collect()
 }
 
 pub async fn probe(p: ExecProbe<'_>) -> Observation {
@@ -44,9 +50,11 @@ pub async fn probe(p: ExecProbe<'_>) -> Observation {
     match finished {
         Err(e) => Observation::Unknown(e.to_string()),
         Ok(f) => match f.status {
-            Some(status) if status.is_clean() => Observation::Healthy(last_line(&f.output)),
+            Some(status) if status.is_clean() => {
+                Observation::Healthy(last_line(&f.output, p.secrets))
+            }
             Some(status) => {
-                let line = last_line(&f.output);
+                let line = last_line(&f.output, p.secrets);
                 Observation::Unhealthy(if line.is_empty() {
                     format!("{program} {status}")
                 } else {

@@ -41,6 +41,8 @@ pub struct ProbeContext {
     pub instance: Option<String>,
     pub pid: Option<u32>,
     pub cwd: Option<PathBuf>,
+    /// Hidden in what the probe reports (an exec check's output).
+    pub secrets: crate::redact::Secrets,
 }
 
 #[derive(Clone)]
@@ -229,6 +231,7 @@ impl CheckRunner {
                     env,
                     timeout,
                     children: &self.children,
+                    secrets: &ctx.secrets,
                 })
                 .await
             }

@@ -169,6 +169,11 @@ impl Executor {
                         ),
                     });
                 };
+                // Only an exec check's output can carry the agent's secrets back.
+                let secrets = match config.probe {
+                    crate::config::Probe::Exec { .. } => slot.secrets(),
+                    _ => Default::default(),
+                };
                 self.probes.push(ProbeJob {
                     agent,
                     check,
@@ -179,6 +184,7 @@ impl Executor {
                         instance: slot.config.instance.clone(),
                         pid: slot.run.as_ref().map(|r| r.saved.pid),
                         cwd: slot.config.cwd.clone(),
+                        secrets,
                     },
                 });
                 None
@@ -378,12 +384,14 @@ impl Executor {
         );
         let command = slot.config.evidence.clone();
         let cwd = slot.config.cwd.clone();
+        let secrets = slot.secrets();
         let children = self.children.clone();
         let events = self.events.clone();
         self.io.spawn(async move {
-            let mut lines = evidence::log_tail(&log, n, from);
+            let mut lines = evidence::log_tail(&log, n, from, &secrets);
             if let Some(command) = command {
-                lines.extend(evidence::command_output(&command, pid, cwd, &children).await);
+                let output = evidence::command_output(&command, pid, cwd, &children, &secrets);
+                lines.extend(output.await);
             }
             let _ = events.send(Event::LogTail { agent, run, lines });
         });

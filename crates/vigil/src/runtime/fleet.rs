@@ -36,6 +36,14 @@ pub struct Slot {
     pub log_start: u64,
 }
 
+impl Slot {
+    /// What evidence from this agent must not show besides the usual patterns: the values of
+    /// its secret-looking env vars.
+    pub fn secrets(&self) -> crate::redact::Secrets {
+        crate::redact::Secrets::from_env(self.config.env.iter().map(|(k, v)| (k, v)))
+    }
+}
+
 #[derive(Default)]
 pub struct Fleet {
     slots: HashMap<AgentId, Slot>,

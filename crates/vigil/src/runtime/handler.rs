@@ -291,7 +291,8 @@ impl Handler {
         // The evidence a failure is judged from, read before the exit is handled (≈ 30 µs
         // for 50 lines).
         if self.exec.log_lines > 0 {
-            let lines = crate::evidence::log_tail(&slot.log, self.exec.log_lines, slot.log_start);
+            let (n, secrets) = (self.exec.log_lines, slot.secrets());
+            let lines = crate::evidence::log_tail(&slot.log, n, slot.log_start, &secrets);
             self.sup.handle(now, Event::LogTail { agent, run, lines });
         }
         let tree_alive = self.exec.driver.group_alive(pid);
