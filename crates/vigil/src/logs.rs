@@ -2,8 +2,8 @@
 //!
 //! The agent gets an O_APPEND descriptor as stdout and stderr, so nothing it writes passes
 //! through vigil: a vigil restart can neither block it nor kill it with SIGPIPE. Because the
-//! agent keeps its descriptor, rotation copies the file aside and truncates it in place
-//! (O_APPEND writers continue at the new end).
+//! agent keeps its descriptor, rotation moves the head of the file aside while the agent goes
+//! on appending (see `move_head`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -44,7 +44,7 @@ pub fn rotate_if_needed(path: &Path, max_size: u64, keep: u32) -> io::Result<boo
     if len < max_size {
         return Ok(false);
     }
-    if keep > 0 {
+    let to = if keep > 0 {
         let _ = fs::remove_file(rotated(path, keep));
         for n in (1..keep).rev() {
             let from = rotated(path, n);
@@ -52,27 +52,68 @@ pub fn rotate_if_needed(path: &Path, max_size: u64, keep: u32) -> io::Result<boo
                 fs::rename(&from, rotated(path, n + 1))?;
             }
         }
-        copy_then_truncate(path, &rotated(path, 1))?;
+        Some(rotated(path, 1))
     } else {
-        OpenOptions::new().write(true).open(path)?.set_len(0)?;
-    }
+        None
+    };
+    move_head(path, to.as_deref())?;
     Ok(true)
 }
 
-/// Copy what is there, catch up with what the agent wrote meanwhile, then truncate. Only
-/// bytes written between the last catch-up and the truncate (microseconds) can be lost.
-fn copy_then_truncate(path: &Path, to: &Path) -> io::Result<()> {
-    let mut src = File::open(path)?;
-    let mut dst = File::create(to)?;
-    let mut copied = 0u64;
-    for _ in 0..4 {
-        src.seek(SeekFrom::Start(copied))?;
-        copied += io::copy(&mut src, &mut dst)?;
-        if fs::metadata(path)?.len() <= copied {
-            break;
+/// Move the start of the live log into `to` (or drop it), while the agent goes on appending.
+///
+/// The agent holds its own O_APPEND descriptor, so the file cannot be renamed away under it.
+/// Where the file system can (ext4, XFS), the head is copied out and then cut off the file in
+/// one step (`FALLOC_FL_COLLAPSE_RANGE`, whole blocks): whatever the agent appends meanwhile
+/// lands after the cut, and no line is lost (one may be split between the two files, which
+/// read in order join it again). Elsewhere (tmpfs) the file is copied, caught up with and
+/// truncated: only what is written between the last catch-up and the truncate (microseconds)
+/// can be lost. Rotated files get the live log's permissions.
+fn move_head(path: &Path, to: Option<&Path>) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let live = OpenOptions::new().read(true).write(true).open(path)?;
+    let meta = live.metadata()?;
+    let block = meta.blksize().max(512);
+    // Whole blocks, and never up to the end (the kernel refuses a collapse that reaches it).
+    let head = meta.len().saturating_sub(1) / block * block;
+    let mut dst = match to {
+        Some(to) => {
+            let dst = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(meta.mode() & 0o777)
+                .open(to)?;
+            // `mode` is filtered by the umask: set it exactly.
+            dst.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o777))?;
+            Some(dst)
+        }
+        None => None,
+    };
+    if head > 0 {
+        if let Some(dst) = dst.as_mut() {
+            io::copy(&mut (&live).take(head), dst)?;
+        }
+        let collapse = rustix::fs::FallocateFlags::COLLAPSE_RANGE;
+        match rustix::fs::fallocate(&live, collapse, 0, head) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::INVAL) => {}
+            Err(e) => return Err(e.into()),
         }
     }
-    OpenOptions::new().write(true).open(path)?.set_len(0)?;
+    // No collapse here: catch up with what the agent wrote meanwhile, then truncate.
+    let mut copied = head.min(meta.len());
+    if let Some(dst) = dst.as_mut() {
+        let mut src = File::open(path)?;
+        for _ in 0..4 {
+            src.seek(SeekFrom::Start(copied))?;
+            copied += io::copy(&mut src, dst)?;
+            if fs::metadata(path)?.len() <= copied {
+                break;
+            }
+        }
+    }
+    live.set_len(0)?;
     Ok(())
 }
 
@@ -188,5 +229,61 @@ mod tests {
         );
         assert!(!rotated(&path, 3).exists());
         assert!(!rotate_if_needed(&path, 1000, 2).unwrap());
+    }
+
+    /// A writer appending as fast as it can while its log is rotated over and over: read in
+    /// order, the rotated files and the live log hold every line, once (this file system can
+    /// collapse ranges: ext4 here). Rotated files keep the live log's permissions.
+    #[test]
+    fn rotation_under_a_fast_writer_loses_no_line_and_keeps_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fast.log");
+        let mut writer = open_for_agent(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lines = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut burst = String::new();
+                    for _ in 0..50 {
+                        burst.push_str(&format!("line {n} of the fast writer\n"));
+                        n += 1;
+                    }
+                    writer.write_all(burst.as_bytes()).unwrap();
+                }
+                n
+            })
+        };
+        let mut rotations = 0;
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_millis(1500) {
+            if rotate_if_needed(&path, 64 * 1024, 10_000).unwrap() {
+                rotations += 1;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let written = lines.join().unwrap();
+        assert!(rotations > 10, "rotated {rotations} times");
+        let mut all = Vec::new();
+        for n in (1..=rotations).rev() {
+            let rotated_path = rotated(&path, n);
+            let mode = fs::metadata(&rotated_path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", rotated_path.display());
+            all.extend(fs::read(&rotated_path).unwrap());
+        }
+        all.extend(fs::read(&path).unwrap());
+        let text = String::from_utf8(all).unwrap();
+        let numbers: Vec<u64> = text
+            .lines()
+            .map(|l| l.split(' ').nth(1).unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(numbers.len() as u64, written, "every line, once");
+        assert!(
+            numbers.iter().enumerate().all(|(i, n)| *n == i as u64),
+            "in order"
+        );
     }
 }

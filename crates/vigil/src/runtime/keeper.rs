@@ -47,6 +47,7 @@ pub fn start(
         state_wd: -1,
         logs_wd: -1,
         logs,
+        rotator: rotation::Rotator::default(),
         restore,
     };
     keeper.watch_parent()?;
@@ -66,6 +67,7 @@ struct Keeper {
     state_wd: i32,
     logs_wd: i32,
     logs: Logs,
+    rotator: rotation::Rotator,
     restore: Restore,
 }
 
@@ -139,10 +141,10 @@ impl Keeper {
                 warn!("cannot watch {} again: {e}", self.logs_dir.display());
             }
             if !written.is_empty() || overflow {
-                rotation::rotate_written(&self.logs, &written, overflow);
                 // Writes meanwhile queue up (and merge) in the kernel: one look per log per
-                // second.
-                std::thread::sleep(rotation::SETTLE);
+                // settle time.
+                let settle = self.rotator.rotate_written(&self.logs, &written, overflow);
+                std::thread::sleep(settle);
             }
         }
     }
