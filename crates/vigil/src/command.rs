@@ -67,13 +67,16 @@ pub async fn run(h: Helper<'_>) -> Result<Finished, HelperError> {
     }
     let pid = {
         let mut managed = h.children.lock();
-        let pid = spawn_in_new_session(&SpawnRequest {
-            program: &resolved,
-            argv: h.command,
-            env: &env,
-            cwd: h.cwd,
-            output: write_end.as_fd(),
-        })
+        let pid = spawn_in_new_session(
+            &SpawnRequest {
+                program: &resolved,
+                argv: h.command,
+                env: &env,
+                cwd: h.cwd,
+                output: write_end.as_fd(),
+            },
+            None,
+        )
         .map_err(|source| HelperError::Spawn {
             program: program.clone(),
             source,

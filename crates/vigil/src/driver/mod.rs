@@ -1,5 +1,6 @@
 //! How agents are run and controlled. Today: the `process` driver (vigil spawns them).
 
+pub mod cgroup;
 pub mod children;
 pub mod process;
 pub mod proctree;

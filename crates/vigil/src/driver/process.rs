@@ -8,6 +8,7 @@ use std::path::Path;
 use rustix::process::{Pid, Signal as OsSignal, getpid, kill_process, kill_process_group};
 use vigil_core::Signal;
 
+use super::cgroup::Cgroups;
 use super::children::{Children, main_thread_children};
 use super::proctree::{self, Snapshot};
 use super::spawn::{self, ExecError, SpawnError, SpawnRequest};
@@ -42,6 +43,8 @@ pub struct SignalError {
 pub struct ProcessDriver {
     self_pid: u32,
     children: Children,
+    /// Each run's cgroup, where the kernel lets vigil make them.
+    cgroups: Option<Cgroups>,
 }
 
 fn os_signal(sig: Signal) -> Option<OsSignal> {
@@ -105,7 +108,18 @@ impl ProcessDriver {
         Self {
             self_pid: getpid().as_raw_nonzero().get() as u32,
             children,
+            cgroups: None,
         }
+    }
+
+    /// Give every run a cgroup of its own (see `cgroup`).
+    pub fn with_cgroups(mut self, cgroups: Option<Cgroups>) -> Self {
+        self.cgroups = cgroups;
+        self
+    }
+
+    pub fn cgroups(&self) -> Option<&Cgroups> {
+        self.cgroups.as_ref()
     }
 
     pub fn self_pid(&self) -> u32 {
@@ -167,14 +181,28 @@ impl ProcessDriver {
                 program: program.clone(),
             });
         };
+        // Born in its run's cgroup where runs have them (a directory made just now).
+        let cgroup = self
+            .cgroups
+            .as_ref()
+            .and_then(|cg| match cg.open(launch.run_tag) {
+                Ok(dir) => Some(dir),
+                Err(e) => {
+                    tracing::warn!("{}: no cgroup for this run ({e})", launch.run_tag);
+                    None
+                }
+            });
         let mut managed = self.children.lock();
-        let result = spawn::spawn_in_new_session(&SpawnRequest {
-            program: &resolved,
-            argv: &agent.command,
-            env: &env,
-            cwd: agent.cwd.as_deref(),
-            output: log.as_fd(),
-        });
+        let result = spawn::spawn_in_new_session(
+            &SpawnRequest {
+                program: &resolved,
+                argv: &agent.command,
+                env: &env,
+                cwd: agent.cwd.as_deref(),
+                output: log.as_fd(),
+            },
+            cgroup.as_ref().map(|d| d.as_fd()),
+        );
         match result {
             Ok(pid) => {
                 managed.insert(pid);
@@ -222,6 +250,28 @@ impl ProcessDriver {
             return Ok(());
         };
         let mut first_error = None;
+        if let Some(cg) = &self.cgroups {
+            // Everything in the run's cgroup, escaped or not; SIGKILL to all at once.
+            let refused = if sig == Signal::KILL {
+                cg.kill(run_tag).err().map(|e| SignalError {
+                    signal: sig,
+                    target: format!("the cgroup {}", cg.of(run_tag).display()),
+                    source: rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO),
+                })
+            } else {
+                cg.signal(run_tag, os_sig, self.self_pid)
+                    .into_iter()
+                    .next()
+                    .map(|(pid, source)| SignalError {
+                        signal: sig,
+                        target: format!("pid {pid}"),
+                        source,
+                    })
+            };
+            if let Some(e) = refused {
+                first_error.get_or_insert(e);
+            }
+        }
         for (member, started) in self.members(main_pid, run_tag, main_gone, procs) {
             if !self.safe_target(member) {
                 continue;
@@ -234,10 +284,20 @@ impl ProcessDriver {
     }
 
     /// SIGKILL processes that escaped the run's group, each checked again first: still an
-    /// orphan of vigil carrying the run's tag (so a reused pid is never hit).
+    /// orphan of vigil carrying the run's tag (so a reused pid is never hit), or anything
+    /// left in the run's cgroup (its main process is gone: whatever remains is left over).
     pub fn kill_escaped(&self, pids: &[u32], run_tag: &str) -> Result<(), SignalError> {
-        let ours: HashSet<u32> = self.escaped_orphans(run_tag).into_iter().collect();
         let mut first_error = None;
+        if let Some(cg) = &self.cgroups
+            && let Err(e) = cg.kill(run_tag)
+        {
+            first_error = Some(SignalError {
+                signal: Signal::KILL,
+                target: format!("the cgroup {}", cg.of(run_tag).display()),
+                source: rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO),
+            });
+        }
+        let ours: HashSet<u32> = self.escaped_orphans(run_tag).into_iter().collect();
         for &n in pids.iter().filter(|p| ours.contains(p)) {
             if let Some(p) = pid(n)
                 && self.safe_target(n)
@@ -260,7 +320,7 @@ impl ProcessDriver {
         main_gone: Option<u64>,
         procs: &Snapshot,
     ) -> Vec<(u32, u64)> {
-        proctree::run_members(
+        let mut members = proctree::run_members(
             procs.get(),
             main_pid,
             run_tag,
@@ -268,7 +328,20 @@ impl ProcessDriver {
             main_gone,
             |p| procs.is_managed(p),
             |p| proctree::environ_var(p, RUN_TAG_VAR),
-        )
+        );
+        // And whatever is in the run's cgroup: it cannot have left it.
+        if let Some(cg) = &self.cgroups {
+            for pid in cg.members(run_tag) {
+                if self.safe_target(pid)
+                    && !members.iter().any(|(m, _)| *m == pid)
+                    && let Some(info) = proctree::stat(pid)
+                {
+                    members.push((pid, info.start_time));
+                }
+            }
+            members.sort_unstable();
+        }
+        members
     }
 
     /// One syscall: does the run's process group still have members?
@@ -277,14 +350,23 @@ impl ProcessDriver {
     }
 
     /// Orphans vigil inherited that carry the run's tag (they left its process group and
-    /// their parent died). Reads vigil's own children list, not the process table.
+    /// their parent died), and whatever else is in the run's cgroup. Reads vigil's own
+    /// children list and the run's cgroup, not the process table.
     pub fn escaped_orphans(&self, run_tag: &str) -> Vec<u32> {
         let managed: HashSet<u32> = self.children.lock().clone();
-        main_thread_children(self.self_pid)
+        let mut escaped: Vec<u32> = main_thread_children(self.self_pid)
             .into_iter()
             .filter(|c| !managed.contains(c))
             .filter(|c| proctree::environ_var(*c, RUN_TAG_VAR).as_deref() == Some(run_tag))
-            .collect()
+            .collect();
+        if let Some(cg) = &self.cgroups {
+            for pid in cg.members(run_tag) {
+                if self.safe_target(pid) && !managed.contains(&pid) && !escaped.contains(&pid) {
+                    escaped.push(pid);
+                }
+            }
+        }
+        escaped
     }
 
     /// A process-table view for one batch of actions.
@@ -295,6 +377,15 @@ impl ProcessDriver {
     /// The owner of a child has collected its exit.
     pub fn forget(&self, pid_: u32) {
         self.children.lock().remove(&pid_);
+    }
+
+    /// Remove a finished run's cgroup (it stays while anything is in it).
+    pub fn remove_cgroup(&self, run_tag: &str) {
+        if let Some(cg) = &self.cgroups
+            && let Err(e) = cg.remove(run_tag)
+        {
+            tracing::debug!("cannot remove the cgroup of {run_tag} yet: {e}");
+        }
     }
 
     /// Whether a process with this pid and start time is still the one vigil started.

@@ -146,8 +146,12 @@ pub fn resolve_program(program: &str, path_var: Option<&OsStr>) -> Option<PathBu
 }
 
 /// Start a process in a new session (so also a new process group) with default signal
-/// dispositions and an empty signal mask. Returns its pid.
-pub fn spawn_in_new_session(req: &SpawnRequest<'_>) -> Result<u32, ExecError> {
+/// dispositions and an empty signal mask — born inside `cgroup` (a cgroup directory's
+/// descriptor) when given. Returns its pid.
+pub fn spawn_in_new_session(
+    req: &SpawnRequest<'_>,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> Result<u32, ExecError> {
     let program = cstring(req.program.as_os_str().as_bytes(), "the program path")?;
     let args: Vec<CString> = req
         .argv
@@ -173,6 +177,21 @@ pub fn spawn_in_new_session(req: &SpawnRequest<'_>) -> Result<u32, ExecError> {
     let mut envp: Vec<*mut libc::c_char> = env.iter().map(|e| e.as_ptr() as *mut _).collect();
     envp.push(ptr::null_mut());
     let out = req.output.as_raw_fd();
+    if let Some(cgroup) = cgroup {
+        match clone_into_cgroup(&program, &argv, &envp, out, cwd.as_deref(), cgroup) {
+            Ok(pid) => return Ok(pid),
+            Err(CloneError::Exec(e)) => return Err(e.into()),
+            // No clone3 here (an old kernel, a seccomp filter): spawn without a cgroup.
+            Err(CloneError::Clone(e)) => {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::warn!(
+                        "cannot start agents inside their cgroups (clone3: {e}); they start in vigil's"
+                    )
+                });
+            }
+        }
+    }
 
     // SAFETY: every pointer handed to libc points into a CString or Vec that outlives the
     // call; the attribute and file-action objects are initialised before use and destroyed
@@ -226,6 +245,132 @@ pub fn spawn_in_new_session(req: &SpawnRequest<'_>) -> Result<u32, ExecError> {
         libc::posix_spawn_file_actions_destroy(actions.as_mut_ptr());
         Ok(result?)
     }
+}
+
+/// `clone3(CLONE_INTO_CGROUP)`: the child is born in the run's cgroup, so not even its first
+/// fork can happen outside it (moving a process in after `posix_spawn` would race with the
+/// agent's own forks). Fork-like (no shared memory): the child runs only async-signal-safe
+/// system calls on what was prepared before, then `execve`. An exec that fails reports its
+/// errno through a close-on-exec pipe, as `posix_spawn` does.
+fn clone_into_cgroup(
+    program: &std::ffi::CStr,
+    argv: &[*mut libc::c_char],
+    envp: &[*mut libc::c_char],
+    out: libc::c_int,
+    cwd: Option<&std::ffi::CStr>,
+    cgroup: BorrowedFd<'_>,
+) -> Result<u32, CloneError> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: a plain pipe2 call into a two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(CloneError::Exec(io::Error::last_os_error()));
+    }
+    let (read_end, write_end) = (fds[0], fds[1]);
+    let mut args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    let cwd_ptr = cwd.map_or(ptr::null(), |c| c.as_ptr());
+    // SAFETY: clone3 without CLONE_VM is fork: the child has its own copy of memory and runs
+    // only async-signal-safe libc calls on data prepared above (no allocation, no locks)
+    // before execve or _exit.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid == 0 {
+        // SAFETY: see above; this is the child.
+        unsafe {
+            libc::close(read_end);
+            libc::setsid();
+            let mut none = MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(none.as_mut_ptr());
+            libc::sigprocmask(libc::SIG_SETMASK, none.as_ptr(), ptr::null_mut());
+            // Default dispositions for everything (Rust ignores SIGPIPE).
+            for sig in 1..65 {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+            if null > 0 {
+                libc::dup2(null, 0);
+                libc::close(null);
+            }
+            libc::dup2(out, 1);
+            libc::dup2(out, 2);
+            if cwd_ptr.is_null() || libc::chdir(cwd_ptr) == 0 {
+                libc::execve(program.as_ptr(), argv.as_ptr() as _, envp.as_ptr() as _);
+            }
+            let errno = *libc::__errno_location();
+            libc::write(write_end, (&errno as *const libc::c_int).cast(), 4);
+            libc::_exit(127);
+        }
+    }
+    // SAFETY: closing our copy of the write end; reading at most 4 bytes into an i32.
+    unsafe { libc::close(write_end) };
+    if pid < 0 {
+        let e = io::Error::last_os_error();
+        unsafe { libc::close(read_end) };
+        return Err(match e.raw_os_error() {
+            Some(
+                libc::ENOSYS
+                | libc::EPERM
+                | libc::EACCES
+                | libc::EINVAL
+                | libc::E2BIG
+                | libc::EOPNOTSUPP
+                | libc::EBUSY
+                | libc::ENOENT
+                | libc::ENODEV,
+            ) => CloneError::Clone(e),
+            // Out of processes or memory: what posix_spawn would have said too.
+            _ => CloneError::Exec(e),
+        });
+    }
+    let mut errno: libc::c_int = 0;
+    let got = loop {
+        let n = unsafe { libc::read(read_end, (&mut errno as *mut libc::c_int).cast(), 4) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        break n;
+    };
+    unsafe { libc::close(read_end) };
+    if got == 4 {
+        // The exec failed: collect the child, report why.
+        let mut status = 0;
+        unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        return Err(CloneError::Exec(io::Error::from_raw_os_error(errno)));
+    }
+    Ok(pid as u32)
+}
+
+/// Why `clone_into_cgroup` did not start the program.
+enum CloneError {
+    /// clone3 itself is not available here: spawn another way.
+    Clone(io::Error),
+    /// The process could not be created or could not exec: the spawn failed.
+    Exec(io::Error),
 }
 
 #[cfg(test)]

@@ -139,7 +139,8 @@ impl Executor {
                 let gone = rec.main_gone.map_or_else(proctree::now_ticks, |g| g.tick);
                 let (driver, events) = (self.driver.clone(), self.events.clone());
                 self.io.spawn(async move {
-                    tree::wait_empty(driver, pid, tag, gone).await;
+                    tree::wait_empty(driver.clone(), pid, tag.clone(), gone).await;
+                    let _ = tokio::task::spawn_blocking(move || driver.remove_cgroup(&tag)).await;
                     let _ = events.send(Event::TreeEmpty { agent, run });
                 });
                 None
@@ -197,6 +198,15 @@ impl Executor {
                 self.diagnosed(fleet, agent, *report, now);
                 None
             }
+        }
+    }
+
+    /// Nothing of the run tagged `tag` is left: its cgroup goes (off the loop: cgroup changes
+    /// take a machine-wide lock).
+    pub fn remove_cgroup(&self, tag: String) {
+        if self.driver.cgroups().is_some() {
+            let driver = self.driver.clone();
+            self.io.spawn_blocking(move || driver.remove_cgroup(&tag));
         }
     }
 
@@ -266,12 +276,13 @@ impl Executor {
                     // A `kill -9` of vigil right after this spawn, before anything else.
                     std::process::abort();
                 }
+                let start_time = ProcessDriver::start_time(pid).unwrap_or_default();
                 slot.run = Some(RunRecord {
                     id: run,
                     main_gone: None,
                     saved: SavedRun {
                         pid,
-                        start_time: ProcessDriver::start_time(pid).unwrap_or_default(),
+                        start_time,
                         started_ms: now.wall_ms,
                         run_tag: tag,
                         stop_signal: Some(slot.config.stop_signal.name()),

@@ -297,6 +297,7 @@ impl Handler {
         }
         let tree_alive = self.exec.driver.group_alive(pid);
         let escaped = self.exec.driver.escaped_orphans(&tag);
+        let gone = !tree_alive && escaped.is_empty();
         self.sup.handle(
             now,
             Event::Exited {
@@ -307,6 +308,9 @@ impl Handler {
                 escaped,
             },
         );
+        if gone {
+            self.exec.remove_cgroup(tag);
+        }
     }
 
     fn on_api(&mut self, now: Now, request: ApiRequest) {

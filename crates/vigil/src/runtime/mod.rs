@@ -34,6 +34,7 @@ use crate::audit::Journal;
 use crate::checks::CheckRunner;
 use crate::checks::notify::{self, Senders};
 use crate::config::{AgentConfig, Config};
+use crate::driver::cgroup::Cgroups;
 use crate::driver::children::main_thread_children;
 use crate::driver::process::{RUN_TAG_VAR, STATE_DIR_VAR};
 use crate::driver::{Children, ProcessDriver, proctree};
@@ -166,7 +167,22 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
     )
     .map_err(StartError::Worker)?;
     let children = Children::default();
-    let driver = ProcessDriver::new(children.clone());
+    let cgroups = match Cgroups::detect(&crate::state_lock::dir_hash(lock.canonical())) {
+        Ok(cg) => {
+            info!(
+                "each run gets a cgroup of its own under {}",
+                cg.base().display()
+            );
+            Some(cg)
+        }
+        Err(e) => {
+            warn!(
+                "runs get no cgroups ({e}): an agent's processes are known by process group, session and marks only"
+            );
+            None
+        }
+    };
+    let driver = ProcessDriver::new(children.clone()).with_cgroups(cgroups);
     let checks = CheckRunner::new(
         opts.io.clone(),
         events_tx.clone(),
@@ -238,6 +254,9 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
     let now = crate::clock::now();
     h.settle(now);
     h.offload.flush();
+    if let Some(cg) = h.exec.driver.cgroups() {
+        cg.sweep();
+    }
     info!("all agents stopped; bye");
     Ok(())
 }
@@ -256,6 +275,56 @@ struct Found {
 }
 
 fn found_runs(saved: &SavedState, driver: &ProcessDriver, marks_dir: &str) -> Vec<Found> {
+    let mut found = found_by_state_and_marks(saved, driver, marks_dir);
+    // Runs whose every process dropped its marks are still in their cgroups.
+    if let Some(cg) = driver.cgroups() {
+        let children: HashSet<u32> = main_thread_children(driver.self_pid())
+            .into_iter()
+            .collect();
+        for tag in cg.tags() {
+            if found.iter().any(|f| f.run.run_tag == tag) {
+                continue;
+            }
+            let Some((agent, _)) = tag.split_once('#') else {
+                continue;
+            };
+            let members: Vec<proctree::ProcInfo> = cg
+                .members(&tag)
+                .into_iter()
+                .filter_map(proctree::stat)
+                .collect();
+            let leads = |p: &proctree::ProcInfo| p.session == p.pid;
+            let Some(info) = members
+                .iter()
+                .max_by_key(|p| (leads(p), std::cmp::Reverse(p.start_time)))
+            else {
+                continue;
+            };
+            found.push(Found {
+                agent: agent.to_string(),
+                run: SavedRun {
+                    pid: info.pid,
+                    start_time: info.start_time,
+                    started_ms: proctree::started_wall_ms(info).unwrap_or_default(),
+                    run_tag: tag.clone(),
+                    stop_signal: None,
+                    stop_timeout_ms: None,
+                },
+                child: children.contains(&info.pid),
+                leftover: !leads(info),
+            });
+        }
+        // What an earlier vigil left empty.
+        cg.sweep_empty_except(found.iter().map(|f| f.run.run_tag.as_str()));
+    }
+    found
+}
+
+fn found_by_state_and_marks(
+    saved: &SavedState,
+    driver: &ProcessDriver,
+    marks_dir: &str,
+) -> Vec<Found> {
     let mut found: Vec<Found> = saved
         .iter()
         .filter_map(|(name, s)| s.run.as_ref().map(|r| (name, r)))

@@ -1,0 +1,233 @@
+//! One cgroup (v2) per run, where the kernel offers it: the way systemd keeps a service's
+//! processes together. A process cannot leave its cgroup by clearing its environment, changing
+//! `VIGIL_RUN`, double-forking, `setsid` or being reparented to init — so a run's cgroup names
+//! every process of the run, and `cgroup.kill` stops them all at once, including ones forking
+//! while they die.
+//!
+//! Layout: `<vigil's own cgroup>/vigil-<hash of the state dir>/<run tag>`. Under systemd, give
+//! vigil's unit `Delegate=yes` (the shipped unit does) so that it may create cgroups below its
+//! own. Runs' cgroups outlive vigil like the runs do: the next vigil on the state dir finds
+//! them again, and with them any process of the run that escaped every other mark.
+//!
+//! Where there is no writable cgroup2 hierarchy (a container without one, no delegation, not
+//! root), vigil says so once and keeps to process groups, sessions and marks.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::process::{Pid, Signal as OsSignal};
+
+#[derive(Clone, Debug)]
+pub struct Cgroups {
+    base: Arc<PathBuf>,
+}
+
+/// Why runs cannot have cgroups here.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupUnavailable {
+    #[error("no cgroup2 file system is mounted")]
+    NotMounted,
+    #[error("vigil's own cgroup is unknown ({0})")]
+    OwnUnknown(io::Error),
+    #[error("cannot create {}: {source}", path.display())]
+    Create { path: PathBuf, source: io::Error },
+    #[error("cgroup.kill is missing (Linux 5.14 or later has it)")]
+    NoKill,
+}
+
+impl Cgroups {
+    /// The runs' cgroup directory for the state dir named `hash`, created if needed.
+    pub fn detect(hash: &str) -> Result<Cgroups, CgroupUnavailable> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mount = cgroup2_mount(&mountinfo).ok_or(CgroupUnavailable::NotMounted)?;
+        let own = fs::read_to_string("/proc/self/cgroup").map_err(CgroupUnavailable::OwnUnknown)?;
+        let own = own_cgroup(&own).ok_or_else(|| {
+            CgroupUnavailable::OwnUnknown(io::Error::other("no `0::` line in /proc/self/cgroup"))
+        })?;
+        let base = mount
+            .join(own.trim_start_matches('/'))
+            .join(format!("vigil-{hash}"));
+        match fs::create_dir(&base) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(CgroupUnavailable::Create { path: base, source }),
+        }
+        if !base.join("cgroup.kill").exists() {
+            let _ = fs::remove_dir(&base);
+            return Err(CgroupUnavailable::NoKill);
+        }
+        Ok(Cgroups {
+            base: Arc::new(base),
+        })
+    }
+
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
+    /// The cgroup of the run tagged `tag` (whether or not it exists).
+    pub fn of(&self, tag: &str) -> PathBuf {
+        // A tag is `agent#id.n`; a `/` (never in agent names) would leave the directory.
+        self.base.join(tag.replace('/', "_"))
+    }
+
+    /// Make the run's cgroup and open it, for a spawn straight into it
+    /// (`CLONE_INTO_CGROUP`: no moving afterwards, which would race with the agent's forks).
+    pub fn open(&self, tag: &str) -> io::Result<fs::File> {
+        let dir = self.of(tag);
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        fs::File::open(&dir)
+    }
+
+    /// The processes in the run's cgroup now.
+    pub fn members(&self, tag: &str) -> Vec<u32> {
+        fs::read_to_string(self.of(tag).join("cgroup.procs"))
+            .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// SIGKILL every process in the run's cgroup at once (`cgroup.kill`): none can fork away
+    /// meanwhile. A cgroup that does not exist has nobody to kill.
+    pub fn kill(&self, tag: &str) -> io::Result<()> {
+        match fs::write(self.of(tag).join("cgroup.kill"), "1") {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Send `sig` to every process in the run's cgroup, each through a pidfd opened after
+    /// the pid was read from the cgroup and checked to be in it still (a pid reused meanwhile
+    /// is not in the cgroup).
+    pub fn signal(&self, tag: &str, sig: OsSignal, self_pid: u32) -> Vec<(u32, rustix::io::Errno)> {
+        let mut refused = Vec::new();
+        let procs = self.of(tag).join("cgroup.procs");
+        for pid in self.members(tag) {
+            if pid <= 1 || pid == self_pid {
+                continue;
+            }
+            let Some(p) = Pid::from_raw(pid as i32) else {
+                continue;
+            };
+            let fd = match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
+                Ok(fd) => fd,
+                Err(_) => continue,
+            };
+            // Pinned by the pidfd: is it (still) in the cgroup?
+            let still = fs::read_to_string(&procs)
+                .is_ok_and(|t| t.lines().any(|l| l.trim() == pid.to_string()));
+            if !still {
+                continue;
+            }
+            match rustix::process::pidfd_send_signal(&fd, sig) {
+                Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+                Err(e) => refused.push((pid, e)),
+            }
+        }
+        refused
+    }
+
+    /// Remove the run's cgroup once it is empty (a populated one stays, and says so).
+    pub fn remove(&self, tag: &str) -> io::Result<()> {
+        match fs::remove_dir(self.of(tag)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Remove every run's cgroup that is empty, and the base too if nothing is left (vigil
+    /// exits, or starts after an earlier vigil left some). Populated ones stay.
+    pub fn sweep(&self) {
+        for tag in self.tags() {
+            let _ = fs::remove_dir(self.of(&tag));
+        }
+        let _ = fs::remove_dir(self.base.as_path());
+    }
+
+    /// Remove the empty cgroups of runs other than `keep` (a live run's cgroup may be empty
+    /// for a moment: its main process is moved in just after the spawn).
+    pub fn sweep_empty_except<'a>(&self, keep: impl Iterator<Item = &'a str>) {
+        let keep: std::collections::HashSet<&str> = keep.collect();
+        for tag in self.tags() {
+            if !keep.contains(tag.as_str()) {
+                let _ = fs::remove_dir(self.of(&tag));
+            }
+        }
+    }
+
+    /// Tags of the runs that have a cgroup here (at startup: runs of an earlier vigil).
+    pub fn tags(&self) -> Vec<String> {
+        fs::read_dir(self.base.as_path())
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Where the cgroup2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
+/// a hybrid system), from `/proc/self/mountinfo`.
+fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        (fstype == "cgroup2").then(|| PathBuf::from(unescape(mount_point)))
+    })
+}
+
+/// mountinfo escapes spaces and such as `\040`.
+fn unescape(s: &str) -> String {
+    let mut out = Vec::new();
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// vigil's own cgroup in the v2 hierarchy: the `0::PATH` line.
+fn own_cgroup(proc_self_cgroup: &str) -> Option<String> {
+    proc_self_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_cgroup2_mount_and_its_own_cgroup() {
+        let hybrid = "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n\
+                      30 25 0:26 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
+        assert_eq!(cgroup2_mount(hybrid), Some("/sys/fs/cgroup/unified".into()));
+        let odd = "41 31 0:38 / /mnt/cg\\040two rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_mount(odd), Some("/mnt/cg two".into()));
+        assert_eq!(cgroup2_mount("1 2 0:1 / / rw - ext4 /dev/vda rw\n"), None);
+        assert_eq!(
+            own_cgroup("1:cpu:/\n0::/system.slice/vigil.service\n").as_deref(),
+            Some("/system.slice/vigil.service")
+        );
+    }
+}
