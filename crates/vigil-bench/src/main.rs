@@ -12,6 +12,7 @@
 
 mod advisor;
 mod api;
+mod chaos;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -97,6 +98,14 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         repeated: usize,
     },
+    /// vigil under random faults (kill -9 of vigil, agent crashes and hangs, slow clients):
+    /// runs started vs journaled, copies > 1, orphans, torn journal lines
+    Chaos {
+        #[arg(long, default_value_t = 5.0)]
+        minutes: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// vigil's CPU while N agents each have a file check every second
     FileChecks {
         #[arg(long, default_value_t = 1000)]
@@ -135,6 +144,7 @@ fn main() -> Result<()> {
         }),
         Bench::NotifyFlood { seconds } => notify_flood(&vigil, seconds)?,
         Bench::FileChecks { agents, seconds } => file_checks(&vigil, agents, seconds)?,
+        Bench::Chaos { minutes, seed } => chaos::chaos(&vigil, minutes, seed)?,
         Bench::Api { agents, seconds } => api::api(&vigil, agents, seconds)?,
         Bench::Advisor {
             provider,

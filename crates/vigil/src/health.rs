@@ -17,6 +17,9 @@ pub struct Health {
     pub notify_needed: AtomicBool,
     /// The last write of `state.jsonl` failed (it is retried with the next change).
     pub state_failing: AtomicBool,
+    /// Each run has a cgroup of its own: a run's end is proven by its empty cgroup, not only
+    /// by the processes vigil can still attribute to it.
+    pub runs_in_cgroups: AtomicBool,
 }
 
 impl Health {

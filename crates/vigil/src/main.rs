@@ -1,31 +1,6 @@
 //! `vigil`: the daemon and its command line.
 
-mod advisor;
-mod api;
-mod audit;
-mod casebook;
-mod checks;
-mod cli;
-mod clock;
-mod cmd;
-mod command;
-mod config;
-mod crash;
-mod demo;
-mod driver;
-mod errors;
-mod evidence;
-mod health;
-mod logs;
-mod memory;
-mod metrics;
-mod owned_file;
-mod redact;
-mod runtime;
-mod state;
-mod state_lock;
-mod systemd;
-mod view;
+use vigil::{audit, cli, cmd, config, crash, demo, errors, memory, runtime};
 
 use std::process::ExitCode;
 use std::time::SystemTime;

@@ -360,24 +360,12 @@ fn an_adopted_agent_keeps_reaching_the_next_vigil_on_a_long_state_dir() {
             .filter(|l| l.contains(&format!("\"action\":\"{action}\"")))
             .count()
     };
-    let spawn = |fleet: &mut Fleet| {
-        let log = std::fs::File::create(fleet.path("vigil.out")).unwrap();
-        fleet.child = Some(
-            Command::new(VIGIL)
-                .args(["run", "-c"])
-                .arg(fleet.config())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-    };
-    spawn(&mut fleet);
+    fleet.launch();
     fleet.wait_for("beat started", SECS(10), |_| records("start") == 1);
     std::thread::sleep(SECS(1));
     fleet.signal(9);
     fleet.wait_exit(SECS(5));
-    spawn(&mut fleet);
+    fleet.launch();
     fleet.wait_for("beat adopted", SECS(10), |_| records("adopted") == 1);
     std::thread::sleep(SECS(3));
     assert_eq!(records("stalled"), 0, "{}", fleet.output());
@@ -439,16 +427,7 @@ fn a_full_disk_keeps_healing_refuses_unrecorded_changes_and_leaves_no_fragment()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("a fragment: {l:?}: {e}")))
             .collect()
     };
-    let log = std::fs::File::create(fleet.path("vigil.out")).unwrap();
-    fleet.child = Some(
-        Command::new(VIGIL)
-            .args(["run", "-c"])
-            .arg(fleet.config())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    fleet.launch();
     fleet.wait_for("worker running", SECS(10), |_| {
         pids_with("sleep 840001").len() == 1 && disk.0.join("api.addr").exists()
     });

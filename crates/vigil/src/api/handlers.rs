@@ -70,6 +70,14 @@ pub async fn health(State(hub): Hubs) -> Response {
         "agents": view.agents.len(),
         "loop_lag_ms": lag_ms,
         "problems": problems,
+        // How a stopped run is proven gone: by its empty cgroup, or — without cgroups — by
+        // no process left in its group or session or carrying its marks (a process that
+        // dropped all of them cannot be seen).
+        "containment": if hub.health.runs_in_cgroups.load(std::sync::atomic::Ordering::Relaxed) {
+            "cgroup"
+        } else {
+            "process group and marks"
+        },
     });
     let code = match status {
         "stalled" | "degraded" => StatusCode::SERVICE_UNAVAILABLE,

@@ -15,6 +15,7 @@ use std::path::Path;
 pub use diagnosis::DiagnosisConfig;
 pub use diagnostic::ConfigErrors;
 pub use llm::{LlmConfig, Provider};
+pub use load::parse;
 pub use model::{
     AgentConfig, ApiConfig, CheckConfig, Config, EvidenceCommand, Pattern, Probe, StatusExpect,
 };

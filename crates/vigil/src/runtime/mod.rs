@@ -182,6 +182,9 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
             None
         }
     };
+    health
+        .runs_in_cgroups
+        .store(cgroups.is_some(), std::sync::atomic::Ordering::Relaxed);
     let driver = ProcessDriver::new(children.clone()).with_cgroups(cgroups);
     let checks = CheckRunner::new(
         opts.io.clone(),
@@ -274,6 +277,31 @@ struct Found {
     leftover: bool,
 }
 
+impl Found {
+    /// A run no state file knows, represented by `info`: its main process if that still leads
+    /// its session, else a leftover of it.
+    fn unsaved(
+        agent: &str,
+        tag: &str,
+        info: &proctree::ProcInfo,
+        children: &HashSet<u32>,
+    ) -> Found {
+        Found {
+            agent: agent.to_string(),
+            run: SavedRun {
+                pid: info.pid,
+                start_time: info.start_time,
+                started_ms: proctree::started_wall_ms(info).unwrap_or_default(),
+                run_tag: tag.to_string(),
+                stop_signal: None,
+                stop_timeout_ms: None,
+            },
+            child: children.contains(&info.pid),
+            leftover: info.session != info.pid,
+        }
+    }
+}
+
 fn found_runs(saved: &SavedState, driver: &ProcessDriver, marks_dir: &str) -> Vec<Found> {
     let mut found = found_by_state_and_marks(saved, driver, marks_dir);
     // Runs whose every process dropped its marks are still in their cgroups.
@@ -300,19 +328,7 @@ fn found_runs(saved: &SavedState, driver: &ProcessDriver, marks_dir: &str) -> Ve
             else {
                 continue;
             };
-            found.push(Found {
-                agent: agent.to_string(),
-                run: SavedRun {
-                    pid: info.pid,
-                    start_time: info.start_time,
-                    started_ms: proctree::started_wall_ms(info).unwrap_or_default(),
-                    run_tag: tag.clone(),
-                    stop_signal: None,
-                    stop_timeout_ms: None,
-                },
-                child: children.contains(&info.pid),
-                leftover: !leads(info),
-            });
+            found.push(Found::unsaved(agent, &tag, info, &children));
         }
         // What an earlier vigil left empty.
         cg.sweep_empty_except(found.iter().map(|f| f.run.run_tag.as_str()));
@@ -365,19 +381,7 @@ fn found_by_state_and_marks(
         let Some((agent, _)) = tag.split_once('#') else {
             continue;
         };
-        found.push(Found {
-            agent: agent.to_string(),
-            run: SavedRun {
-                pid: info.pid,
-                start_time: info.start_time,
-                started_ms: proctree::started_wall_ms(info).unwrap_or_default(),
-                run_tag: tag.to_string(),
-                stop_signal: None,
-                stop_timeout_ms: None,
-            },
-            child: children.contains(&info.pid),
-            leftover: info.session != info.pid,
-        });
+        found.push(Found::unsaved(agent, tag, info, &children));
     }
     found
 }
