@@ -70,6 +70,23 @@ fn pids_with(needle: &str) -> Vec<u32> {
     out
 }
 
+/// How many distinct runs of an agent are alive: its processes grouped by their `VIGIL_RUN`
+/// (a shell's child between fork and exec has the shell's command line, but the same run).
+fn runs_alive(needle: &str) -> usize {
+    let mut runs: Vec<String> = pids_with(needle)
+        .into_iter()
+        .filter_map(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            env.split(|b| *b == 0)
+                .find_map(|kv| kv.strip_prefix(b"VIGIL_RUN="))
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        })
+        .collect();
+    runs.sort();
+    runs.dedup();
+    runs.len()
+}
+
 fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
 }
@@ -122,7 +139,7 @@ pub fn chaos(vigil: &Path, minutes: f64, seed: u64) -> Result<Value> {
     while Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
         for (i, most) in most_copies.iter_mut().enumerate() {
-            let n = pids_with(&marker(i)).len();
+            let n = runs_alive(&marker(i));
             *most = (*most).max(n);
             if n > 1 {
                 twice += 1;
