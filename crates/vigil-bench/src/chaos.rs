@@ -87,6 +87,16 @@ fn runs_alive(needle: &str) -> usize {
     runs.len()
 }
 
+/// Signal an agent's process only if the pid is still one of its (a pid scanned a moment ago
+/// may have been reused since; this narrows that to the time between two reads).
+fn signal_agent(pid: u32, needle: &str, sig: &str) {
+    let still = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle));
+    if still {
+        signal(pid, sig);
+    }
+}
+
 fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
 }
@@ -159,17 +169,17 @@ pub fn chaos(vigil: &Path, minutes: f64, seed: u64) -> Result<Value> {
                 child = start_vigil(vigil, &dir)?;
             }
             15..=64 => {
-                let pids = pids_with(&marker(rng.below(AGENTS as u64) as usize));
-                if let Some(pid) = pids.first() {
+                let m = marker(rng.below(AGENTS as u64) as usize);
+                if let Some(pid) = pids_with(&m).first() {
                     *faults.entry("agent crashed").or_default() += 1;
-                    signal(*pid, "-KILL");
+                    signal_agent(*pid, &m, "-KILL");
                 }
             }
             65..=89 => {
-                let pids = pids_with(&marker(rng.below(AGENTS as u64) as usize));
-                if let Some(pid) = pids.first() {
+                let m = marker(rng.below(AGENTS as u64) as usize);
+                if let Some(pid) = pids_with(&m).first() {
                     *faults.entry("agent hung").or_default() += 1;
-                    signal(*pid, "-STOP");
+                    signal_agent(*pid, &m, "-STOP");
                 }
             }
             _ => {
@@ -195,7 +205,7 @@ pub fn chaos(vigil: &Path, minutes: f64, seed: u64) -> Result<Value> {
     let orphans: usize = (0..AGENTS).map(|i| pids_with(&marker(i)).len()).sum();
     for i in 0..AGENTS {
         for pid in pids_with(&marker(i)) {
-            signal(pid, "-KILL");
+            signal_agent(pid, &marker(i), "-KILL");
         }
     }
 

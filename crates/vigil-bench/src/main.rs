@@ -13,6 +13,7 @@
 mod advisor;
 mod api;
 mod chaos;
+mod slow;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -48,6 +49,9 @@ enum Bench {
         /// and over (its log is rotated at 10 MB): the measured restarts must not notice
         #[arg(long, default_value_t = 0)]
         noise_mb: u64,
+        /// Hold this many slow clients (half-sent requests) against vigil's API while measuring
+        #[arg(long, default_value_t = 0)]
+        slow_clients: usize,
     },
     /// vigil's memory and CPU while supervising idle agents, and the time to start them all
     Idle {
@@ -138,7 +142,8 @@ fn main() -> Result<()> {
             restarts,
             lifetime_ms,
             noise_mb,
-        } => crash_restart(&vigil, restarts, lifetime_ms, noise_mb)?,
+            slow_clients,
+        } => crash_restart(&vigil, restarts, lifetime_ms, noise_mb, slow_clients)?,
         Bench::Stall { stalls, max_age_ms } => json!({
             "stall": [stall(&vigil, "file", stalls, max_age_ms)?, stall(&vigil, "notify", stalls, max_age_ms)?]
         }),
@@ -327,6 +332,7 @@ fn crash_restart(
     restarts: usize,
     lifetime_ms: u64,
     noise_mb: u64,
+    slow_clients: usize,
 ) -> Result<serde_json::Value> {
     let agent = sibling("vigil-bench-agent")?;
     let dir = scratch("crash");
@@ -359,6 +365,28 @@ max_restarts = 1000000
     let floor = spawn_floor(&agent, &dir, 200)?;
     let sync_floor = fsync_floor(&dir, 100, Duration::from_millis(lifetime_ms))?;
     let mut daemon = Daemon::start(vigil, &dir, &config)?;
+    // Restarts count from when the slow clients are in place.
+    let mut from_ns = 0u128;
+    let slow = if slow_clients > 0 {
+        let addr_file = dir.join("state/api.addr");
+        let waited = Instant::now();
+        while !addr_file.exists() && waited.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let addr: std::net::SocketAddrV4 = std::fs::read_to_string(&addr_file)?.trim().parse()?;
+        let clients = slow::SlowClients::start(addr, slow_clients);
+        std::thread::sleep(Duration::from_secs(2));
+        println!(
+            "{slow_clients} slow clients: {} hold half-sent requests inside vigil's connection cap, the rest wait in the kernel",
+            clients.holding.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        from_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos();
+        Some(clients)
+    } else {
+        None
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         daemon.check_alive()?;
@@ -366,6 +394,7 @@ max_restarts = 1000000
             .unwrap_or_default()
             .lines()
             .filter(|l| l.starts_with("start"))
+            .filter(|l| l[6..].trim().parse::<u128>().is_ok_and(|t| t >= from_ns))
             .count();
         if starts > restarts {
             break;
@@ -376,9 +405,10 @@ max_restarts = 1000000
         std::thread::sleep(Duration::from_millis(50));
     }
     let text = std::fs::read_to_string(&times)?;
+    drop(slow);
     daemon.stop()?;
 
-    let mut gaps_ms = restart_gaps(&text, 0, u128::MAX);
+    let mut gaps_ms = restart_gaps(&text, from_ns, u128::MAX);
     gaps_ms.truncate(restarts);
     gaps_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = gaps_ms.len();
