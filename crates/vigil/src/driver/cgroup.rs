@@ -17,8 +17,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustix::process::{Pid, Signal as OsSignal};
-
 #[derive(Clone, Debug)]
 pub struct Cgroups {
     base: Arc<PathBuf>,
@@ -99,37 +97,6 @@ impl Cgroups {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
-    }
-
-    /// Send `sig` to every process in the run's cgroup, each through a pidfd opened after
-    /// the pid was read from the cgroup and checked to be in it still (a pid reused meanwhile
-    /// is not in the cgroup).
-    pub fn signal(&self, tag: &str, sig: OsSignal, self_pid: u32) -> Vec<(u32, rustix::io::Errno)> {
-        let mut refused = Vec::new();
-        let procs = self.of(tag).join("cgroup.procs");
-        for pid in self.members(tag) {
-            if pid <= 1 || pid == self_pid {
-                continue;
-            }
-            let Some(p) = Pid::from_raw(pid as i32) else {
-                continue;
-            };
-            let fd = match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
-                Ok(fd) => fd,
-                Err(_) => continue,
-            };
-            // Pinned by the pidfd: is it (still) in the cgroup?
-            let still = fs::read_to_string(&procs)
-                .is_ok_and(|t| t.lines().any(|l| l.trim() == pid.to_string()));
-            if !still {
-                continue;
-            }
-            match rustix::process::pidfd_send_signal(&fd, sig) {
-                Ok(()) | Err(rustix::io::Errno::SRCH) => {}
-                Err(e) => refused.push((pid, e)),
-            }
-        }
-        refused
     }
 
     /// Remove the run's cgroup once it is empty (a populated one stays, and says so).

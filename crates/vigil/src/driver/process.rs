@@ -249,29 +249,12 @@ impl ProcessDriver {
         let Some(os_sig) = os_signal(sig) else {
             return Ok(());
         };
-        let mut first_error = None;
-        if let Some(cg) = &self.cgroups {
-            // Everything in the run's cgroup, escaped or not; SIGKILL to all at once.
-            let refused = if sig == Signal::KILL {
-                cg.kill(run_tag).err().map(|e| SignalError {
-                    signal: sig,
-                    target: format!("the cgroup {}", cg.of(run_tag).display()),
-                    source: rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO),
-                })
-            } else {
-                cg.signal(run_tag, os_sig, self.self_pid)
-                    .into_iter()
-                    .next()
-                    .map(|(pid, source)| SignalError {
-                        signal: sig,
-                        target: format!("pid {pid}"),
-                        source,
-                    })
-            };
-            if let Some(e) = refused {
-                first_error.get_or_insert(e);
-            }
-        }
+        // SIGKILL goes to the whole cgroup at once first; the cgroup's members are among
+        // `members` too, so any other signal reaches each of them once.
+        let mut first_error = match sig {
+            Signal::KILL => self.kill_cgroup(run_tag),
+            _ => None,
+        };
         for (member, started) in self.members(main_pid, run_tag, main_gone, procs) {
             if !self.safe_target(member) {
                 continue;
@@ -283,21 +266,24 @@ impl ProcessDriver {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// SIGKILL processes that escaped the run's group, each checked again first: still an
-    /// orphan of vigil carrying the run's tag (so a reused pid is never hit), or anything
-    /// left in the run's cgroup (its main process is gone: whatever remains is left over).
+    /// SIGKILL everything in the run's cgroup at once (`cgroup.kill`: nothing forks away
+    /// meanwhile), if runs have cgroups.
+    fn kill_cgroup(&self, run_tag: &str) -> Option<SignalError> {
+        let cg = self.cgroups.as_ref()?;
+        cg.kill(run_tag).err().map(|e| SignalError {
+            signal: Signal::KILL,
+            target: format!("the cgroup {}", cg.of(run_tag).display()),
+            source: rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO),
+        })
+    }
+
+    /// SIGKILL what is left of a run whose main process is gone: its whole cgroup, and the
+    /// orphans outside it that carry the run's tag, each checked again first (still vigil's
+    /// unreaped child with the tag, so its pid cannot have been reused).
     pub fn kill_escaped(&self, pids: &[u32], run_tag: &str) -> Result<(), SignalError> {
-        let mut first_error = None;
-        if let Some(cg) = &self.cgroups
-            && let Err(e) = cg.kill(run_tag)
-        {
-            first_error = Some(SignalError {
-                signal: Signal::KILL,
-                target: format!("the cgroup {}", cg.of(run_tag).display()),
-                source: rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO),
-            });
-        }
-        let ours: HashSet<u32> = self.escaped_orphans(run_tag).into_iter().collect();
+        let mut first_error = self.kill_cgroup(run_tag);
+        let managed: HashSet<u32> = self.children.lock().clone();
+        let ours: HashSet<u32> = self.tagged_orphans(run_tag, &managed).into_iter().collect();
         for &n in pids.iter().filter(|p| ours.contains(p)) {
             if let Some(p) = pid(n)
                 && self.safe_target(n)
@@ -354,11 +340,7 @@ impl ProcessDriver {
     /// children list and the run's cgroup, not the process table.
     pub fn escaped_orphans(&self, run_tag: &str) -> Vec<u32> {
         let managed: HashSet<u32> = self.children.lock().clone();
-        let mut escaped: Vec<u32> = main_thread_children(self.self_pid)
-            .into_iter()
-            .filter(|c| !managed.contains(c))
-            .filter(|c| proctree::environ_var(*c, RUN_TAG_VAR).as_deref() == Some(run_tag))
-            .collect();
+        let mut escaped = self.tagged_orphans(run_tag, &managed);
         if let Some(cg) = &self.cgroups {
             for pid in cg.members(run_tag) {
                 if self.safe_target(pid) && !managed.contains(&pid) && !escaped.contains(&pid) {
@@ -367,6 +349,16 @@ impl ProcessDriver {
             }
         }
         escaped
+    }
+
+    /// Orphans vigil inherited (its children, not spawned by it: not in `managed`) that carry
+    /// the run's tag.
+    fn tagged_orphans(&self, run_tag: &str, managed: &HashSet<u32>) -> Vec<u32> {
+        main_thread_children(self.self_pid)
+            .into_iter()
+            .filter(|c| !managed.contains(c))
+            .filter(|c| proctree::environ_var(*c, RUN_TAG_VAR).as_deref() == Some(run_tag))
+            .collect()
     }
 
     /// A process-table view for one batch of actions.
