@@ -36,13 +36,18 @@ pub fn open_for_agent(path: &Path) -> io::Result<File> {
 /// Rotate when the file has reached `max_size`: NAME.log → NAME.log.1 → … → NAME.log.`keep`.
 /// Returns whether it rotated.
 pub fn rotate_if_needed(path: &Path, max_size: u64, keep: u32) -> io::Result<bool> {
+    rotate_sized(path, max_size, keep).map(|(_, rotated)| rotated)
+}
+
+/// [`rotate_if_needed`], also saying how long the log was when looked at (0 when missing).
+pub fn rotate_sized(path: &Path, max_size: u64, keep: u32) -> io::Result<(u64, bool)> {
     let len = match fs::metadata(path) {
         Ok(m) => m.len(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, false)),
         Err(e) => return Err(e),
     };
     if len < max_size {
-        return Ok(false);
+        return Ok((len, false));
     }
     let to = if keep > 0 {
         let _ = fs::remove_file(rotated(path, keep));
@@ -57,7 +62,7 @@ pub fn rotate_if_needed(path: &Path, max_size: u64, keep: u32) -> io::Result<boo
         None
     };
     move_head(path, to.as_deref())?;
-    Ok(true)
+    Ok((len, true))
 }
 
 /// Move the start of the live log into `to` (or drop it), while the agent goes on appending.

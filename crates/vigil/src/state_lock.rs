@@ -111,8 +111,7 @@ impl StateLock {
                 return Err(held(None));
             }
             dir_file = Some(file);
-            // For people (and `kill`) only: the lock is not in this file.
-            let _ = std::fs::write(canonical.join("vigil.pid"), std::process::id().to_string());
+            write_pid_file(&canonical);
         }
         Ok(StateLock {
             _name: listener,
@@ -125,6 +124,12 @@ impl StateLock {
     pub fn canonical(&self) -> &Path {
         &self.canonical
     }
+}
+
+/// `<dir>/vigil.pid`, for people (and `kill`) only: the lock is not in this file. Written
+/// again when the state dir was deleted under vigil.
+pub fn write_pid_file(dir: &Path) {
+    let _ = std::fs::write(dir.join("vigil.pid"), std::process::id().to_string());
 }
 
 /// Whether someone holds `holder`'s lock on `dir` now, and their pid when it can be told.

@@ -172,6 +172,11 @@ pub fn addr_file(state_dir: &Path) -> PathBuf {
     state_dir.join("api.addr")
 }
 
+/// Tell the CLI where this vigil's API listens (again, after the state dir was deleted).
+pub fn write_addr_file(state_dir: &Path, addr: SocketAddr) -> std::io::Result<()> {
+    std::fs::write(addr_file(state_dir), addr.to_string())
+}
+
 /// Why the API could not start (vigil does not start without the API it was asked for).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -227,11 +232,9 @@ pub fn start(
         let _entered = io.enter();
         tokio::net::TcpListener::from_std(listener).map_err(listen)?
     };
-    std::fs::write(addr_file(state_dir), addr.to_string()).map_err(|source| {
-        StartError::AddrFile {
-            path: addr_file(state_dir),
-            source,
-        }
+    write_addr_file(state_dir, addr).map_err(|source| StartError::AddrFile {
+        path: addr_file(state_dir),
+        source,
     })?;
     let hub = Arc::new(Hub {
         metrics: Metrics::new(view_rx.clone(), &live, health.clone()),

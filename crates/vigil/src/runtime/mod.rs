@@ -148,9 +148,9 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
     let restore: keeper::Restore = Box::new({
         let state_dir = state_dir.clone();
         move || {
-            let _ = fs::write(state_dir.join("vigil.pid"), std::process::id().to_string());
+            crate::state_lock::write_pid_file(&state_dir);
             if let Some(addr) = api_addr {
-                let _ = fs::write(api::addr_file(&state_dir), addr.to_string());
+                let _ = api::write_addr_file(&state_dir, addr);
             }
             if let Some(Err(e)) = notify_listener.as_mut().map(|l| l.rebind()) {
                 warn!(
@@ -300,15 +300,21 @@ impl Found {
             leftover: info.session != info.pid,
         }
     }
+
+    /// Which of a run's processes stands for it: its main process (it leads its own
+    /// session), or, when only leftovers remain, the oldest of them. Higher is better.
+    fn rank(p: &proctree::ProcInfo) -> (bool, std::cmp::Reverse<u64>) {
+        (p.session == p.pid, std::cmp::Reverse(p.start_time))
+    }
 }
 
 fn found_runs(saved: &SavedState, driver: &ProcessDriver, marks_dir: &str) -> Vec<Found> {
-    let mut found = found_by_state_and_marks(saved, driver, marks_dir);
+    let children: HashSet<u32> = main_thread_children(driver.self_pid())
+        .into_iter()
+        .collect();
+    let mut found = found_by_state_and_marks(saved, marks_dir, &children);
     // Runs whose every process dropped its marks are still in their cgroups.
     if let Some(cg) = driver.cgroups() {
-        let children: HashSet<u32> = main_thread_children(driver.self_pid())
-            .into_iter()
-            .collect();
         for tag in cg.tags() {
             if found.iter().any(|f| f.run.run_tag == tag) {
                 continue;
@@ -321,11 +327,7 @@ fn found_runs(saved: &SavedState, driver: &ProcessDriver, marks_dir: &str) -> Ve
                 .into_iter()
                 .filter_map(proctree::stat)
                 .collect();
-            let leads = |p: &proctree::ProcInfo| p.session == p.pid;
-            let Some(info) = members
-                .iter()
-                .max_by_key(|p| (leads(p), std::cmp::Reverse(p.start_time)))
-            else {
+            let Some(info) = members.iter().max_by_key(|p| Found::rank(p)) else {
                 continue;
             };
             found.push(Found::unsaved(agent, &tag, info, &children));
@@ -338,8 +340,8 @@ fn found_runs(saved: &SavedState, driver: &ProcessDriver, marks_dir: &str) -> Ve
 
 fn found_by_state_and_marks(
     saved: &SavedState,
-    driver: &ProcessDriver,
     marks_dir: &str,
+    children: &HashSet<u32>,
 ) -> Vec<Found> {
     let mut found: Vec<Found> = saved
         .iter()
@@ -352,22 +354,17 @@ fn found_by_state_and_marks(
             leftover: false,
         })
         .collect();
-    let self_pid = driver.self_pid();
     let marked = proctree::marked(marks_dir, STATE_DIR_VAR, RUN_TAG_VAR);
-    // One run per tag: its main process (it leads its own session), or, when the main
-    // process is gone and only leftovers remain, the oldest of them.
+    // One run per tag, stood for by its best-ranked process.
     let mut runs: std::collections::BTreeMap<&str, &proctree::ProcInfo> = Default::default();
     for (info, tag) in &marked {
-        let better = runs.get(tag.as_str()).is_none_or(|best| {
-            let leads = |p: &proctree::ProcInfo| p.session == p.pid;
-            (leads(info), std::cmp::Reverse(info.start_time))
-                > (leads(best), std::cmp::Reverse(best.start_time))
-        });
+        let better = runs
+            .get(tag.as_str())
+            .is_none_or(|best| Found::rank(info) > Found::rank(best));
         if better {
             runs.insert(tag, info);
         }
     }
-    let children: HashSet<u32> = main_thread_children(self_pid).into_iter().collect();
     for f in &mut found {
         f.child = children.contains(&f.run.pid);
     }
@@ -381,7 +378,7 @@ fn found_by_state_and_marks(
         let Some((agent, _)) = tag.split_once('#') else {
             continue;
         };
-        found.push(Found::unsaved(agent, tag, info, &children));
+        found.push(Found::unsaved(agent, tag, info, children));
     }
     found
 }

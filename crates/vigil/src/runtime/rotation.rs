@@ -65,13 +65,23 @@ impl Rotator {
         let now = Instant::now();
         let mut settle = SETTLE;
         for (name, log) in due {
-            let before = std::fs::metadata(&log.path).map_or(0, |m| m.len());
-            match logs::rotate_if_needed(&log.path, log.max_size, log.keep) {
-                Ok(true) => debug!("{}: rotated {}", log.agent, log.path.display()),
-                Ok(false) => {}
-                Err(e) => warn!("{}: cannot rotate {}: {e}", log.agent, log.path.display()),
-            }
-            let after = std::fs::metadata(&log.path).map_or(0, |m| m.len());
+            let (before, rotated) = match logs::rotate_sized(&log.path, log.max_size, log.keep) {
+                Ok((len, rotated)) => {
+                    if rotated {
+                        debug!("{}: rotated {}", log.agent, log.path.display());
+                    }
+                    (len, rotated)
+                }
+                Err(e) => {
+                    warn!("{}: cannot rotate {}: {e}", log.agent, log.path.display());
+                    (std::fs::metadata(&log.path).map_or(0, |m| m.len()), false)
+                }
+            };
+            let after = if rotated {
+                std::fs::metadata(&log.path).map_or(0, |m| m.len())
+            } else {
+                before
+            };
             // Bytes written since the last look (a rotation in between counts from zero).
             let rate = match self.last_look.insert(name, (after, now)) {
                 Some((len, at)) if now > at => {
