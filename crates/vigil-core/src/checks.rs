@@ -97,6 +97,8 @@ pub struct CheckSpec {
     pub max_age: Option<Duration>,
     /// `notify` only: the agent counts as started only after `READY=1`.
     pub ready: bool,
+    /// What the edge probes (a URL, a query, a path), reduced to whether it changed.
+    pub probe_fingerprint: u64,
 }
 
 impl CheckSpec {
@@ -110,6 +112,7 @@ impl CheckSpec {
             grace: Duration::ZERO,
             max_age: None,
             ready: false,
+            probe_fingerprint: 0,
         }
     }
 
@@ -434,6 +437,26 @@ impl CheckSet {
         self.blind_end = Some(now);
     }
 
+    /// How long the slowest check takes to call a stall, as it judges (a `WATCHDOG_USEC`
+    /// from the agent, the default `max_age` of push checks included): an agent that has
+    /// passed every check for longer has proven it is no longer stalled.
+    pub fn stall_proof_period(&self) -> Duration {
+        self.checks
+            .iter()
+            .map(|c| {
+                if c.spec.kind.is_push() || c.spec.max_age.is_some() {
+                    c.max_age()
+                } else {
+                    c.spec
+                        .interval
+                        .checked_mul(c.spec.failure_threshold.max(1))
+                        .unwrap_or(Duration::MAX)
+                }
+            })
+            .max()
+            .unwrap_or_default()
+    }
+
     /// A check's timer fired.
     pub fn on_due(&mut self, i: usize, now: Now, quiet: &Quiet, out: &mut Vec<CheckOutput>) {
         if i >= self.checks.len() {
@@ -481,6 +504,12 @@ impl CheckSet {
         let deadline = later(reference, max_age).max(grace_end);
         if now.mono < deadline {
             self.checks[i].due = Some(deadline);
+            // Signs came in time: still passing, which is news to an open stall episode.
+            if self.checks[i].status.verdict == Verdict::Ok
+                && self.checks.iter().all(|c| c.proven_this_run)
+            {
+                out.push(CheckOutput::AllOk);
+            }
             return;
         }
         let silent = now.mono.saturating_duration_since(reference);

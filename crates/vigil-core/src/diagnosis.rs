@@ -299,6 +299,12 @@ const BUILTIN: &[(&str, Category, &str)] = &[
         Category::Permanent,
         r"(?i)(FileNotFoundError|No such file or directory|config(uration)?( file)?[^\n]{0,40}\b(error|invalid|not found|missing)|TOMLDecodeError|JSONDecodeError|yaml\.(scanner|parser)\.|KeyError: '[A-Z_]+'|ModuleNotFoundError|ImportError)",
     ),
+    // A restart does not fix credentials or a database that is not there.
+    (
+        "database_access_denied",
+        Category::Permanent,
+        r#"(?i)(password authentication failed for user|no pg_hba\.conf entry|database "[^"\n]{1,80}" does not exist|role "[^"\n]{1,80}" does not exist|Access denied for user|Unknown database '[^'\n]{1,80}')"#,
+    ),
     (
         "disk_full",
         Category::Permanent,
@@ -308,13 +314,20 @@ const BUILTIN: &[(&str, Category, &str)] = &[
     (
         "rate_limited",
         Category::Throttled,
-        r"(?i)(\b429\b|\b418\b|too many requests|rate[- _]?limit|RateLimitExceeded|DDoSProtection|request weight)",
+        // 429 and 418 only as HTTP statuses: "filled 429 contracts" is a trade, not a limit.
+        r"(?i)((\bhttp(/[\d.]+)?|\bstatus( code)?|\bcode|\berror|\bresponse)\W{0,3}(429|418)\b|\b429\W{0,3}too many|\b418\W{0,3}i'?m a teapot|too many requests|rate[- _]?limit|RateLimitExceeded|DDoSProtection|request weight)",
     ),
     // Worth a restart.
     (
         "database_locked",
         Category::Transient,
-        r"(?i)(database is locked|deadlock detected|\b40P01\b|\b55P03\b|lock (wait )?timeout|psycopg2?\.OperationalError|sqlite3\.OperationalError)",
+        r"(?i)(database is locked|deadlock detected|\b40P01\b|\b55P03\b|lock (wait )?timeout|could not obtain lock)",
+    ),
+    // Before `network`: a refused database connection names the database.
+    (
+        "database_unreachable",
+        Category::Transient,
+        r"(?i)(could not connect to server|connection to server (at|on) [^\n]{0,120}failed|the database system is (starting up|shutting down|in recovery mode)|Can't connect to (local )?MySQL server|psycopg2?\.OperationalError|sqlite3\.OperationalError: unable to open database|sqlalchemy\.exc\.OperationalError)",
     ),
     (
         "network",
@@ -432,9 +445,15 @@ impl Rules {
             action: Remedy::Restart,
             severity: Severity::Info,
             rule: "none".into(),
-            explanation: last_words
-                .map(|l| clip(l, EXPLANATION_CHARS))
-                .unwrap_or_else(|| "no log output".into()),
+            // Not the last line as if it were the cause: it is usually an ordinary one (a
+            // price, a fill), and quoting it reads like an explanation it is not.
+            explanation: match last_words {
+                None => "no log output".into(),
+                Some(_) => format!(
+                    "no known error in its last {} log lines",
+                    own.iter().filter(|l| !l.trim().is_empty()).count()
+                ),
+            },
             confidence: 0.3,
             source: Source::Rules,
         }
@@ -620,6 +639,35 @@ mod tests {
                 "database_locked",
             ),
             (
+                &[
+                    "psycopg2.OperationalError: could not connect to server: Connection refused",
+                    "\tIs the server running on host \"127.0.0.1\" and accepting TCP/IP connections on port 5432?",
+                ],
+                Category::Transient,
+                Remedy::Restart,
+                "database_unreachable",
+            ),
+            (
+                &[
+                    "psycopg2.OperationalError: connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  password authentication failed for user \"bot\"",
+                ],
+                Category::Permanent,
+                Remedy::Quarantine,
+                "database_access_denied",
+            ),
+            (
+                &["HTTP 429: slow down"],
+                Category::Throttled,
+                Remedy::Backoff,
+                "rate_limited",
+            ),
+            (
+                &["binance error code: 418"],
+                Category::Throttled,
+                Remedy::Backoff,
+                "rate_limited",
+            ),
+            (
                 &["requests.exceptions.ConnectionError: Connection refused"],
                 Category::Transient,
                 Remedy::Restart,
@@ -683,7 +731,24 @@ mod tests {
         let r = Rules::default();
         let d = classify(&r, "exit", 1, &["all fine", "bye"]);
         assert_eq!((d.category, d.action), (Category::Unknown, Remedy::Restart));
-        assert_eq!(d.explanation, "bye");
+        assert_eq!(d.explanation, "no known error in its last 2 log lines");
+        // A trade that mentions 429 is not a rate limit; the crash after it is the cause.
+        let d = classify(
+            &r,
+            "exit",
+            1,
+            &[
+                "filled 429 contracts at 64250.5",
+                "Traceback (most recent call last):",
+                "ZeroDivisionError: division by zero",
+            ],
+        );
+        assert_eq!(
+            (d.category, d.rule.as_str()),
+            (Category::Transient, "crash")
+        );
+        let d = classify(&r, "exit", 1, &["BTC_USDT bid 418.25 ask 429.10", "bye"]);
+        assert_eq!(d.category, Category::Unknown);
         let d = classify(&r, "stall", 1, &[]);
         assert_eq!((d.rule.as_str(), d.action), ("hang", Remedy::Restart));
         let d = classify(

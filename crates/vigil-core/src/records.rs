@@ -283,10 +283,12 @@ pub(crate) fn check(
     .meta("kind", spec.kind.as_str())
     .meta("verdict", to.as_str())
     .meta("previous", from.as_str());
-    if to == Verdict::Ok {
-        e
-    } else {
+    // Only a failing verdict is a failure: `unknown` means vigil cannot tell (a probe that
+    // could not run), which must not read as the agent failing.
+    if to == Verdict::Failing {
         e.unsuccessful()
+    } else {
+        e
     }
 }
 

@@ -489,3 +489,131 @@ fn a_stall_of_vigil_itself_is_not_blamed_on_its_agents() {
         }
     }
 }
+
+/// The condition an operator's alert watches: one stall from the first verdict until the
+/// agent has proven healthy, however many restarts try to heal it in between.
+#[test]
+fn a_stall_stays_one_episode_across_restarts_until_the_agent_proves_healthy() {
+    let mut c = CheckSpec::new("notify", CheckKind::Notify);
+    c.max_age = Some(secs(5));
+    let mut spec = agent_with(c);
+    spec.policy.max_restarts = 100;
+    let mut sim = Sim::new(vec![spec]);
+    let bot = sim.id("bot");
+    let since = |sim: &Sim| sim.sup.agent(bot).unwrap().stalled_since_ms();
+    assert_eq!(since(&sim), None);
+    // Never a first sign of life: stalled at max_age.
+    sim.advance(secs(5));
+    let first = since(&sim).expect("stalled");
+    assert_eq!(first, sim.now.wall_ms);
+    for round in 0..3 {
+        sim.exit(bot, ExitStatus::signal(Signal::TERM));
+        // Restarted (after any backoff); one sign of life, then silent again.
+        while sim.sup.agent(bot).unwrap().state() != AgentState::Running {
+            sim.advance(ms(100));
+        }
+        sim.advance(secs(1));
+        sim.notify(bot, "WATCHDOG=1");
+        assert_eq!(
+            since(&sim),
+            Some(first),
+            "round {round}: still the same stall"
+        );
+        sim.advance(secs(5));
+        assert_eq!(sim.count("bot", AuditAction::Stalled), round + 2);
+        assert_eq!(
+            since(&sim),
+            Some(first),
+            "round {round}: a new stall is the same one"
+        );
+    }
+    sim.exit(bot, ExitStatus::signal(Signal::TERM));
+    while sim.sup.agent(bot).unwrap().state() != AgentState::Running {
+        sim.advance(ms(100));
+    }
+    // Healthy for less than the period that would stall it: not proven yet.
+    for _ in 0..2 {
+        sim.advance(secs(2));
+        sim.notify(bot, "WATCHDOG=1");
+    }
+    assert_eq!(since(&sim), Some(first));
+    // Judged at the check's next look after that (max_age after the last sign at most).
+    for _ in 0..4 {
+        sim.advance(secs(2));
+        sim.notify(bot, "WATCHDOG=1");
+    }
+    assert_eq!(
+        since(&sim),
+        None,
+        "healthy for longer than max_age: the stall is over"
+    );
+    assert_eq!(sim.sup.agent(bot).unwrap().memory().stalled_since_ms, None);
+}
+
+#[test]
+fn a_person_stopping_a_stalled_agent_ends_the_stall_and_vigil_remembers_an_open_one() {
+    let mut c = CheckSpec::new("notify", CheckKind::Notify);
+    c.max_age = Some(secs(5));
+    let mut sim = Sim::new(vec![agent_with(c.clone())]);
+    let bot = sim.id("bot");
+    sim.advance(secs(5));
+    let first = sim.sup.agent(bot).unwrap().stalled_since_ms().unwrap();
+    // What a restarted vigil is given back keeps the stall open.
+    let memory = sim.sup.agent(bot).unwrap().memory();
+    assert_eq!(memory.stalled_since_ms, Some(first));
+    let mut again = vigil_core::Supervisor::new(1);
+    let id = again.add(agent_with(c), Some(memory));
+    assert_eq!(again.agent(id).unwrap().stalled_since_ms(), Some(first));
+    // A stop by a person takes it out of service: nothing is stalled any more.
+    let stopped = sim.command(bot, vigil_core::Command::Stop, vigil_core::Requester::Api);
+    assert!(stopped.is_ok());
+    assert_eq!(sim.sup.agent(bot).unwrap().stalled_since_ms(), None);
+}
+
+/// A stall open when a quiet window begins is over: the market closed. Still stuck after the
+/// window, the agent starts a new stall then, not one that has lasted all weekend.
+#[test]
+fn a_quiet_window_ends_an_open_stall() {
+    let mut spec = agent_with(sql(secs(60), secs(10)));
+    spec.policy.max_restarts = 1000;
+    // The simulation starts at 2023-11-14T22:13:20Z.
+    spec.quiet = Quiet {
+        windows: vec![QuietWindow::parse("daily 22:20-22:29 UTC").unwrap()],
+    };
+    let mut sim = Sim::new(vec![spec]);
+    let bot = sim.id("bot");
+    let old = sim.wall_ago(secs(7200));
+    let since = |sim: &Sim| sim.sup.agent(bot).unwrap().stalled_since_ms();
+    let step = |sim: &mut Sim| {
+        sim.advance(secs(10));
+        if !sim.probes.is_empty() {
+            sim.answer(
+                bot,
+                Observation::Progress {
+                    at_wall_ms: Some(old),
+                },
+            );
+        }
+        if sim.sup.agent(bot).unwrap().state() == AgentState::Stopping {
+            sim.exit(bot, ExitStatus::signal(Signal::TERM));
+        }
+    };
+    // 22:13:20 → 22:18:20: stalled, restarted, stalled again — one stall.
+    for _ in 0..30 {
+        step(&mut sim);
+    }
+    let first = since(&sim).expect("stalled before the window");
+    let window_start = 1_700_000_000_000 + (6 * 60 + 40) * 1000;
+    assert!(first < window_start);
+    // Into the window: the stall is over.
+    for _ in 0..18 {
+        step(&mut sim);
+    }
+    assert_eq!(since(&sim), None);
+    // After the window (22:29) and max_age: a new stall, begun after the window.
+    for _ in 0..70 {
+        step(&mut sim);
+    }
+    let again = since(&sim).expect("stalled again after the window");
+    assert!(again > window_start + 9 * 60 * 1000, "{again}");
+}

@@ -121,6 +121,21 @@ pub enum Cmd {
     Start(ControlArgs),
     /// Clear an agent's quarantine and restart budget, and start it
     Reset(ControlArgs),
+    /// Make a running vigil read its config again (as SIGHUP does) and say what changed;
+    /// a config with errors is refused and nothing changes (exit 2)
+    Reload {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Stop every agent gracefully and end a running vigil (as SIGTERM does); waits until it
+    /// has exited
+    Shutdown {
+        /// Return once vigil has begun stopping, without waiting for it to exit
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Read the audit journal: what vigil did, when and why
     Audit {
         #[command(flatten)]
@@ -142,10 +157,16 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show the last lines of an agent's log, and optionally follow it
+    /// Show the last lines of an agent's log (or of every instance of a template, or of all
+    /// agents), and optionally follow them: several logs are prefixed with the agent's name,
+    /// and followed lines are interleaved as they are written, with the time they were read
     Logs {
-        /// The agent (e.g. `bot` or `trader@BTC_USDT`)
-        name: String,
+        /// The agent (e.g. `bot` or `trader@BTC_USDT`), or a template (`trader`: every instance)
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Every agent's log
+        #[arg(long)]
+        all: bool,
         /// How many lines
         #[arg(short = 'n', long, default_value_t = 50)]
         lines: usize,

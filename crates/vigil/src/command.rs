@@ -18,6 +18,8 @@ use crate::driver::{Children, ExitWatch};
 pub struct Helper<'a> {
     pub command: &'a [String],
     pub cwd: Option<&'a Path>,
+    /// Who it runs as (an exec check runs as its agent's `user`); vigil's user when unset.
+    pub user: Option<&'a crate::config::users::Credentials>,
     /// Added to (or replacing entries of) vigil's own environment.
     pub env: Vec<(OsString, OsString)>,
     pub timeout: Duration,
@@ -61,7 +63,10 @@ pub async fn run(h: Helper<'_>) -> Result<Finished, HelperError> {
     };
     let (read_end, write_end) = pipe_with(PipeFlags::CLOEXEC).map_err(HelperError::Pipe)?;
     let mut env = crate::driver::spawn::inherited_env();
-    for (k, v) in h.env {
+    let identity = h
+        .user
+        .map(|u| u.env().map(|(k, v)| (OsString::from(k), OsString::from(v))));
+    for (k, v) in identity.into_iter().flatten().chain(h.env) {
         env.retain(|(key, _)| *key != k);
         env.push((k, v));
     }
@@ -74,6 +79,7 @@ pub async fn run(h: Helper<'_>) -> Result<Finished, HelperError> {
                 env: &env,
                 cwd: h.cwd,
                 output: write_end.as_fd(),
+                credentials: h.user,
             },
             None,
         )

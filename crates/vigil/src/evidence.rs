@@ -51,6 +51,9 @@ pub async fn command_output(
     let finished = command::run(Helper {
         command: &argv,
         cwd: cwd.as_deref(),
+        // Run by vigil itself: reading another process's stacks takes privileges an agent's
+        // own user usually lacks.
+        user: None,
         env: Vec::new(),
         timeout: evidence.timeout,
         keep: KEEP_BYTES,

@@ -47,12 +47,21 @@ fn main() -> ExitCode {
         Cmd::Stop(a) => control(&a, "stop"),
         Cmd::Start(a) => control(&a, "start"),
         Cmd::Reset(a) => control(&a, "reset"),
+        Cmd::Reload { api } => cmd::control::reload(&api),
+        Cmd::Shutdown { no_wait, api } => cmd::control::shutdown(&api, !no_wait),
         Cmd::Logs {
             name,
+            all,
             lines,
             follow,
             cfg,
-        } => logs(&cfg, &name, lines, follow),
+        } => {
+            let which = match &name {
+                Some(n) if !all => cmd::logs::LogSelection::Name(n),
+                _ => cmd::logs::LogSelection::All,
+            };
+            logs(&cfg, &which, lines, follow)
+        }
     };
     ExitCode::from(code as u8)
 }
@@ -205,7 +214,7 @@ fn audit(
     }
 }
 
-fn logs(cfg: &ConfigArgs, name: &str, lines: usize, follow: bool) -> i32 {
+fn logs(cfg: &ConfigArgs, which: &cmd::logs::LogSelection<'_>, lines: usize, follow: bool) -> i32 {
     let state_dir = match cmd::state_dir(cfg) {
         Ok(d) => d,
         Err(e) => {
@@ -213,11 +222,15 @@ fn logs(cfg: &ConfigArgs, name: &str, lines: usize, follow: bool) -> i32 {
             return EXIT_USAGE;
         }
     };
-    match cmd::logs::print(&state_dir, name, lines, follow) {
+    match cmd::logs::print(&state_dir, which, lines, follow) {
         Ok(true) => EXIT_OK,
         Ok(false) => {
+            let what = match which {
+                cmd::logs::LogSelection::Name(name) => format!("for agent or template {name:?}"),
+                cmd::logs::LogSelection::All => "at all".to_string(),
+            };
             eprintln!(
-                "error: no log for agent {name:?} in {} (has it run yet? is the name right?)",
+                "error: no log {what} in {} (has it run yet? is the name right?)",
                 state_dir.join("logs").display()
             );
             EXIT_FAILURE

@@ -35,11 +35,17 @@ pub struct Live {
     pub notify_datagrams: Family<Labels, Counter>,
     /// Verdicts on failures, by category and source (`rules`, `llm`).
     pub diagnoses: Family<Labels, Counter>,
-    /// Questions to the advisor, by outcome (`ok`, `cached`, `error`, `timeout`, `invalid`).
+    /// Questions to the advisor, by outcome (`ok`, `cached`, `error`, `timeout`, `invalid`,
+    /// `busy`).
     pub llm_requests: Family<Labels, Counter>,
-    /// How long the advisor takes to answer (cache hits excluded).
+    /// How long the model takes to answer (answers only: no cache hits, timeouts or errors).
     pub llm_latency: Histogram,
 }
+
+const LLM_LATENCY_BUCKETS: [f64; 18] = [
+    0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0,
+    180.0, 300.0,
+];
 
 impl Default for Live {
     fn default() -> Self {
@@ -50,7 +56,9 @@ impl Default for Live {
             notify_datagrams: Family::default(),
             diagnoses: Family::default(),
             llm_requests: Family::default(),
-            llm_latency: Histogram::new(exponential_buckets(0.05, 2.0, 13)),
+            // Local models answer in 1–60 s: buckets fine enough there that a quantile is
+            // not an interpolation across a 50 s wide bucket.
+            llm_latency: Histogram::new(LLM_LATENCY_BUCKETS.iter().copied()),
         };
         live.init_diagnoses("rules");
         live
@@ -86,7 +94,7 @@ impl Live {
     }
 
     pub fn init_llm(&self) {
-        for outcome in ["ok", "cached", "error", "timeout", "invalid"] {
+        for outcome in ["ok", "cached", "error", "timeout", "invalid", "busy"] {
             let _ = self
                 .llm_requests
                 .get_or_create(&vec![("outcome", outcome.to_string())]);
@@ -117,7 +125,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(view: watch::Receiver<Arc<FleetView>>, live: &Live, health: Arc<Health>) -> Self {
+    pub fn new(
+        view: watch::Receiver<Arc<FleetView>>,
+        live: &Live,
+        health: Arc<Health>,
+        node: &str,
+    ) -> Self {
         let mut registry = Registry::default();
         registry.register_with_unit(
             "vigil_check_duration",
@@ -137,16 +150,19 @@ impl Metrics {
         );
         registry.register(
             "vigil_llm_requests",
-            "Questions to the LLM advisor, by outcome (ok, cached, error, timeout, invalid)",
+            "Questions to the LLM advisor, by outcome (ok, cached, error, timeout: no answer within the timeout, invalid, busy: another question held the model for the whole wait)",
             live.llm_requests.clone(),
         );
         registry.register_with_unit(
             "vigil_llm_latency",
-            "How long the LLM advisor takes to answer (cache hits excluded)",
+            "How long the LLM advisor's model takes to answer, once it has the question (answers only: no cache hits, timeouts or errors)",
             Unit::Seconds,
             live.llm_latency.clone(),
         );
-        registry.register_collector(Box::new(FleetCollector { view }));
+        registry.register_collector(Box::new(FleetCollector {
+            view,
+            node: node.to_string(),
+        }));
         registry.register_collector(Box::new(HealthCollector { health }));
         registry.register_collector(Box::new(ProcessCollector));
         Self { registry }
@@ -199,14 +215,19 @@ fn to_prometheus_text(om: &str) -> String {
 #[derive(Debug)]
 struct FleetCollector {
     view: watch::Receiver<Arc<FleetView>>,
+    node: String,
 }
+
+/// Every restart reason, each exported from 0 so that `increase()` counts the first restart.
+const RESTART_REASONS: [&str; 5] = ["exit", "stall", "spawn_failed", "retry", "requested"];
 
 fn agent_labels(a: &AgentView) -> Borrowed<'_> {
     let mut l = Vec::with_capacity(5);
     l.push(("agent", a.name.as_str()));
+    // Not `instance`: that label is the scrape target's, and Prometheus would rename ours.
     if let (Some(t), Some(i)) = (&a.template, &a.instance) {
         l.push(("template", t.as_str()));
-        l.push(("instance", i.as_str()));
+        l.push(("agent_instance", i.as_str()));
     }
     l
 }
@@ -242,9 +263,15 @@ impl Collector for FleetCollector {
         gauges(
             &mut encoder,
             "vigil_build_info",
-            "Version of the running vigil (always 1)",
+            "Version of the running vigil and the node it runs on (always 1); join on it to name the host in alerts",
             None,
-            std::iter::once((vec![("version", env!("CARGO_PKG_VERSION"))], 1u32)),
+            std::iter::once((
+                vec![
+                    ("version", env!("CARGO_PKG_VERSION")),
+                    ("node", self.node.as_str()),
+                ],
+                1u32,
+            )),
         )?;
         encoder
             .encode_descriptor(
@@ -285,14 +312,60 @@ impl Collector for FleetCollector {
                 MetricType::Counter,
             )?;
             for a in agents {
-                for (reason, n) in &a.restarts_by_cause {
+                for reason in RESTART_REASONS {
+                    let n = a.restarts_by_cause.get(reason).copied().unwrap_or(0);
                     let labels = with(agent_labels(a), "reason", reason);
                     family
                         .encode_family(&labels)?
-                        .encode_counter::<Borrowed<'_>, u64, f64>(n, None)?;
+                        .encode_counter::<Borrowed<'_>, u64, f64>(&n, None)?;
+                }
+                for (reason, n) in &a.restarts_by_cause {
+                    if !RESTART_REASONS.contains(&reason.as_str()) {
+                        let labels = with(agent_labels(a), "reason", reason);
+                        family
+                            .encode_family(&labels)?
+                            .encode_counter::<Borrowed<'_>, u64, f64>(n, None)?;
+                    }
                 }
             }
         }
+        gauges(
+            &mut encoder,
+            "vigil_agent_stalled",
+            "1 from vigil's first stall verdict until the agent has proven healthy again (or a person stopped or reset it); stays 1 across the restarts that try to heal it and across restarts of vigil",
+            None,
+            agents
+                .iter()
+                .map(|a| (agent_labels(a), u32::from(a.stalled_since_ms.is_some()))),
+        )?;
+        gauges(
+            &mut encoder,
+            "vigil_agent_stalled_since",
+            "When the open stall episode began, seconds since the Unix epoch (only while stalled)",
+            Some(&Unit::Seconds),
+            agents.iter().filter_map(|a| {
+                a.stalled_since_ms
+                    .map(|ms| (agent_labels(a), ms as f64 / 1000.0))
+            }),
+        )?;
+        gauges(
+            &mut encoder,
+            "vigil_agent_quiet",
+            "1 while the agent is inside one of its quiet windows (progress is not judged), else 0",
+            None,
+            agents
+                .iter()
+                .map(|a| (agent_labels(a), u32::from(a.is_quiet(now_ms)))),
+        )?;
+        gauges(
+            &mut encoder,
+            "vigil_agent_healthy",
+            "1 when the agent is running and every check has passed in this run, else 0",
+            None,
+            agents
+                .iter()
+                .map(|a| (agent_labels(a), u32::from(a.is_healthy()))),
+        )?;
         gauges(
             &mut encoder,
             "vigil_agent_consecutive_failures",
@@ -312,7 +385,7 @@ impl Collector for FleetCollector {
         gauges(
             &mut encoder,
             "vigil_agent_last_progress_age",
-            "Age of the oldest last progress among the agent's progress checks (heartbeat, notify, api, file, sql, redis)",
+            "Age of the oldest last progress among the agent's progress checks (heartbeat, notify, api, file, sql, redis), measured from the end of its last quiet window at the earliest; only while the agent is starting or running and not quiet",
             Some(&Unit::Seconds),
             agents.iter().filter_map(|a| {
                 a.progress(now_ms).map(|(age, _)| {
@@ -326,9 +399,9 @@ impl Collector for FleetCollector {
         gauges(
             &mut encoder,
             "vigil_check_up",
-            "1 when the check passes, 0 when it fails; no sample while it is unknown or pending",
+            "1 when the check passes, 0 when it fails; no sample while it is unknown or pending, or while the agent is not starting or running",
             None,
-            agents.iter().flat_map(|a| {
+            agents.iter().filter(|a| a.is_live()).flat_map(|a| {
                 a.checks.iter().filter_map(move |c| {
                     c.up().map(|up| {
                         (

@@ -31,7 +31,7 @@ const MIN_SECRET_LEN: usize = 5;
 /// `scheme://user:password@host`: the password.
 const URL_PASSWORD: &str = r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*):[^\s@/]+@";
 
-const REDACTED: &str = "[REDACTED]";
+pub const REDACTED: &str = "[REDACTED]";
 
 /// A URL (a database's, Redis's) fit to show in details, the journal and `vigil check`: its
 /// password replaced by `***`.
@@ -42,15 +42,23 @@ pub fn url(u: &str) -> String {
         .into_owned()
 }
 
-/// Values hidden wherever they appear: an agent's env values whose names look secret.
+/// Values hidden wherever they appear: an agent's env values whose names look secret, and
+/// every value that came from its `env_file`.
 #[derive(Clone, Debug, Default)]
 pub struct Secrets(Arc<[String]>);
 
 impl Secrets {
-    pub fn from_env<K: AsRef<str>, V: AsRef<str>>(env: impl IntoIterator<Item = (K, V)>) -> Self {
+    pub fn from_env<K: AsRef<str>, V: AsRef<str>>(
+        env: impl IntoIterator<Item = (K, V)>,
+        from_file: &[String],
+    ) -> Self {
         let mut values: Vec<String> = env
             .into_iter()
-            .filter(|(k, v)| secret_name(k.as_ref()) && v.as_ref().len() >= MIN_SECRET_LEN)
+            .filter(|(k, v)| {
+                let k = k.as_ref();
+                (secret_name(k) || from_file.iter().any(|f| f == k))
+                    && v.as_ref().len() >= MIN_SECRET_LEN
+            })
             .map(|(_, v)| v.as_ref().to_string())
             .collect();
         // Longest first, so that a secret containing another is hidden whole.
@@ -139,6 +147,8 @@ struct Patterns {
     mysql_password: Regex,
     private_key: Regex,
     fixed: Vec<Regex>,
+    /// Base64-ish runs (≥ 40): keys and signatures — and file paths, which are told apart.
+    long_run: Regex,
 }
 
 fn patterns() -> &'static Patterns {
@@ -161,6 +171,7 @@ fn patterns() -> &'static Patterns {
             mysql_user: re(r"(?:^|\s)(?:-u\S|--user[= ])"),
             mysql_password: re(r"(\s-p)\S+"),
             private_key: re(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*"),
+            long_run: re(r"[A-Za-z0-9+/_-]{40,}={0,2}"),
             fixed: [
                 // JWTs.
                 r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
@@ -168,7 +179,6 @@ fn patterns() -> &'static Patterns {
                 r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
                 // Long hex (≥ 32) or base64-ish (≥ 40) runs: keys and signatures.
                 r"\b[0-9a-fA-F]{32,}\b",
-                r"[A-Za-z0-9+/_-]{40,}={0,2}",
             ]
             .into_iter()
             .map(re)
@@ -201,6 +211,33 @@ fn key_values(s: &str, re: &Regex) -> String {
         }
     })
     .into_owned()
+}
+
+/// A run that starts at a `/` and reads like words between slashes (`/opt/bots/strategy_v2`),
+/// not like a key that happens to hold slashes: few changes between lower case, upper case and
+/// digits, and no segment as long as a key.
+fn is_path(run: &str) -> bool {
+    if !run.starts_with('/') {
+        return false;
+    }
+    let mut changes = 0usize;
+    let mut last = None;
+    let mut alnum = 0usize;
+    for c in run.chars().filter(char::is_ascii_alphanumeric) {
+        alnum += 1;
+        let class = if c.is_ascii_lowercase() {
+            0
+        } else if c.is_ascii_uppercase() {
+            1
+        } else {
+            2
+        };
+        if last.is_some_and(|l| l != class) {
+            changes += 1;
+        }
+        last = Some(class);
+    }
+    changes * 6 <= alnum && run.split('/').all(|seg| seg.len() < 32)
 }
 
 /// One line, safe to keep: secrets replaced, control characters dropped, length capped.
@@ -256,6 +293,13 @@ pub fn line_with(raw: &str, secrets: &Secrets) -> String {
     for re in &p.fixed {
         s = apply(s, re, &|_| REDACTED.to_string());
     }
+    s = apply(s, &p.long_run, &|c| {
+        if is_path(&c[0]) {
+            c[0].to_string()
+        } else {
+            REDACTED.to_string()
+        }
+    });
     if s.chars().count() > MAX_LINE {
         s = s.chars().take(MAX_LINE).collect();
     }
@@ -371,6 +415,8 @@ mod tests {
             "Timestamp for this request was 1000ms ahead of the server's time.",
             "BTC_USDT buy 0.01 @ 43210.5",
             "ConnectionResetError: [Errno 104] Connection reset by peer",
+            "python3: can't open file '/home/alice/trading/bots/strategy_v2/momentum_bot.py': [Errno 2] No such file or directory",
+            "FileNotFoundError: [Errno 2] No such file or directory: '/opt/vigil/agents/config/BTC_USDT/settings.json'",
         ] {
             assert_eq!(line(raw), raw);
         }
@@ -378,17 +424,24 @@ mod tests {
 
     #[test]
     fn an_agents_own_secret_env_values_are_hidden_anywhere() {
-        let secrets = Secrets::from_env([
-            ("EXCHANGE_SECRET", "q7-Hr2-zz"),
-            ("BINANCE_API_KEY", "vmPUZE6mv9SD5V"),
-            ("SYMBOL", "BTC_USDT"),
-            ("DB_PASSWORD", "abc"),
-        ]);
+        let secrets = Secrets::from_env(
+            [
+                ("EXCHANGE_SECRET", "q7-Hr2-zz"),
+                ("BINANCE_API_KEY", "vmPUZE6mv9SD5V"),
+                ("SYMBOL", "BTC_USDT"),
+                ("DB_PASSWORD", "abc"),
+                ("EXCHANGE_ACCOUNT", "acct-778899"),
+            ],
+            &["EXCHANGE_ACCOUNT".to_string()],
+        );
         let out = line_with(
-            "signing with q7-Hr2-zz for BTC_USDT key vmPUZE6mv9SD5V",
+            "signing with q7-Hr2-zz for BTC_USDT key vmPUZE6mv9SD5V on acct-778899",
             &secrets,
         );
-        assert_eq!(out, "signing with [REDACTED] for BTC_USDT key [REDACTED]");
+        assert_eq!(
+            out,
+            "signing with [REDACTED] for BTC_USDT key [REDACTED] on [REDACTED]"
+        );
         assert!(secret_name("AWS_SECRET_ACCESS_KEY") && secret_name("DB_PASS"));
         assert!(secret_name("pwd") && secret_name("apiKey") && secret_name("--password"));
         assert!(!secret_name("SYMBOL") && !secret_name("passenger") && !secret_name("KeyError"));

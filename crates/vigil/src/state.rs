@@ -31,6 +31,10 @@ pub struct SavedAgent {
     pub crash_streak: u32,
     #[serde(default)]
     pub escalated: bool,
+    /// An open stall episode began then (wall-clock milliseconds): still stalled after a
+    /// restart of vigil, so an alert on it does not start over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_since_ms: Option<i64>,
     /// The live run: main pid, its /proc start time, when it started, its run tag.
     #[serde(default)]
     pub run: Option<SavedRun>,

@@ -359,3 +359,57 @@ max_tokens = 300
     // llama-cpp-python refuses OpenAI's json_schema: vigil switched to a grammar.
     assert!(f.output().contains("using a grammar"), "{}", f.output());
 }
+
+/// The model answers one question at a time: a question waiting its turn behind a slow answer
+/// is not timed out for the wait (that cascaded: one 68 s answer timed out the five behind
+/// it), and the latency histogram times answers, not waits or timeouts.
+#[test]
+fn a_question_queued_behind_a_slow_answer_gets_its_own_timeout() {
+    let ollama = StandIn::start(&verdict("transient", "restart", 0.9));
+    ollama.set_delay(Duration::from_millis(1500));
+    let m = unique("queued");
+    let agent = |name: &str| {
+        format!(
+            r#"[agents.{name}]
+command = ["sh", "-c", "if [ ! -f {name}.done ]; then touch {name}.done; echo 'Traceback (most recent call last):'; echo 'ValueError: {name} book {m}'; exit 1; fi; exec sleep 300"]
+cwd = "."
+"#
+        )
+    };
+    let mut f = Fleet::new(&format!(
+        "{POLICY}\n{}\n{}\n{}",
+        agent("one"),
+        agent("two"),
+        llm_section("ollama", &ollama.url(), "2s")
+    ));
+    f.start();
+    f.wait_for("both answers", Duration::from_secs(20), |f| {
+        ["one", "two"].iter().all(|a| {
+            !f.records_of(a, "advice").is_empty() || !f.records_of(a, "llm_error").is_empty()
+        })
+    });
+    for a in ["one", "two"] {
+        assert!(
+            f.records_of(a, "llm_error").is_empty(),
+            "{a}: {:?}",
+            f.records_of(a, "llm_error")
+        );
+    }
+    let metrics = f.http("GET", "/metrics", &[], "").1;
+    assert_eq!(
+        metric(&metrics, r#"vigil_llm_requests_total{outcome="ok"}"#),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, r#"vigil_llm_requests_total{outcome="timeout"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&metrics, "vigil_llm_latency_seconds_count"),
+        Some(2.0)
+    );
+    // Each answer took ~1.5 s; the second one's wait is not in it.
+    let sum = metric(&metrics, "vigil_llm_latency_seconds_sum").unwrap();
+    assert!(sum < 4.0, "{sum}");
+}

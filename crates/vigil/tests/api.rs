@@ -486,7 +486,7 @@ interval = "100ms"
     assert!(metric(&text, "vigil_check_duration_seconds_count{kind=\"exec\"}").unwrap() >= 1.0);
     assert!(metric(&text, "process_resident_memory_bytes").unwrap() > 1e6);
     assert!(text.contains(&format!(
-        "vigil_build_info{{version=\"{}\"}} 1",
+        "vigil_build_info{{version=\"{}\",node=\"",
         env!("CARGO_PKG_VERSION")
     )));
     for line in text.lines().filter(|l| l.starts_with("# HELP ")) {

@@ -204,3 +204,50 @@ fn output_into_a_closed_pipe_ends_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// An unterminated string desynchronises the parser: only the real mistake is reported, not
+/// the invented ones after it ("bad duration", "missing comma" …); and a value of the wrong
+/// type is reported once, not also as every placeholder that needed it.
+#[test]
+fn one_mistake_is_reported_once_not_as_a_cascade() {
+    let fleet = Fleet::new(
+        r#"[agents.bot]
+command = ["sleep", "300]
+stop_timeout = "5s"
+
+[agents.b2]
+command = ["x"]
+"#,
+    );
+    let out = fleet.vigil(&["check", "-c", "vigil.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("--> vigil.toml:2:26"), "{stderr}");
+    assert!(stderr.contains("1 error in"), "{stderr}");
+
+    fleet.write_config(
+        r#"[agents.bot]
+command = ["bot", "{instance}"]
+instances = "BTC_USDT"
+cwd = "/tmp/{instance}"
+"#,
+    );
+    let out = fleet.vigil(&["check", "-c", "vigil.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`instances` in [agents.bot] must be an array of strings"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("has no `instances`"), "{stderr}");
+
+    fleet.write_config(
+        r#"[default.policy]
+max_restarts = 3
+[agents.bot]
+command = ["x"]
+"#,
+    );
+    let out = fleet.vigil(&["check", "-c", "vigil.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("did you mean `defaults`?"), "{stderr}");
+}

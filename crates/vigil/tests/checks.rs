@@ -523,13 +523,16 @@ fn sql_checks(url: &str, queries: &[(&str, &str)]) -> String {
 fn wait_all_ok(f: &Fleet, agent: &str, n: usize) {
     f.wait_for("every sql check judged", SECS(15), |f| {
         let v = verdicts(f, agent);
-        v.len() == n && v.iter().all(|(_, verdict, _)| verdict != "pending")
+        // Not before the agent runs (its checks say `not_running` until then).
+        v.len() == n
+            && v.iter()
+                .all(|(_, verdict, _)| verdict != "pending" && verdict != "not_running")
     });
     let bad: Vec<_> = verdicts(f, agent)
         .into_iter()
         .filter(|(_, verdict, _)| verdict != "ok")
         .collect();
-    assert!(bad.is_empty(), "not understood: {bad:?}");
+    assert!(bad.is_empty(), "not understood: {bad:?}\n{}", f.output());
 }
 
 #[test]
@@ -668,7 +671,7 @@ timeout = "500ms"
     fleet.wait_for("live judged", SECS(10), |f| {
         verdicts(f, "live")
             .first()
-            .is_some_and(|(_, v, _)| v != "pending")
+            .is_some_and(|(_, v, _)| v != "pending" && v != "not_running")
     });
     std::thread::sleep(SECS(3));
     let live = verdicts(&fleet, "live");

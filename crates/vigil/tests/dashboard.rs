@@ -1,13 +1,16 @@
 //! The dashboard in a real headless Chromium (Debian `chromium` + `chromium-driver`): it
-//! shows the fleet, shows a crash without a reload, and its restart button restarts.
+//! shows the fleet, shows a crash without a reload, and its restart button restarts; it
+//! paints only what is wrong now as wrong (a healed agent's failure is history, a dead
+//! agent's checks are not green, an `unknown` check is not a failure) and its header says
+//! "ok" only when no agent needs attention.
 
 mod common;
 
-use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Fleet, unique};
+use common::{Fleet, free_port, unique};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -20,14 +23,6 @@ impl Drop for Driver {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn browser() -> (Driver, Client) {
@@ -87,6 +82,62 @@ async fn card_text(c: &Client, agent: &str) -> String {
     .as_str()
     .unwrap_or_default()
     .to_string()
+}
+
+/// The text of the first element matching `css`, or "".
+async fn text(c: &Client, css: &str) -> String {
+    c.execute(
+        "return (document.querySelector(arguments[0]) || {}).textContent || '';",
+        vec![json!(css)],
+    )
+    .await
+    .expect("execute")
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
+}
+
+/// What the page paints in `hue` (`"red"` or `"green"`) under the elements matching `css`:
+/// each element's own text and each marker drawn before a line (a check's dot), as the eye
+/// sees them (computed colours, not class names).
+async fn painted(c: &Client, css: &str, hue: &str) -> Vec<String> {
+    let found = c
+        .execute(
+            r#"
+            const [css, hue] = arguments;
+            const is = (colour) => {
+              const m = (colour || "").match(/[\d.]+/g);
+              if (!m || m.length < 3) return false;
+              const [r, g, b] = m.map(Number);
+              if (m.length > 3 && Number(m[3]) === 0) return false;
+              return hue === "red"
+                ? r > 150 && g < 0.75 * r && b < 0.75 * r && Math.abs(g - b) < 40
+                : g > 120 && g > r + 40 && g > b + 20;
+            };
+            const out = [];
+            for (const root of document.querySelectorAll(css)) {
+              for (const e of [root, ...root.querySelectorAll("*")]) {
+                const own = [...e.childNodes].filter((n) => n.nodeType === 3)
+                  .map((n) => n.textContent).join("").trim();
+                if (own && is(getComputedStyle(e).color)) out.push(own);
+                const before = getComputedStyle(e, "::before");
+                if (before.content && before.content !== "none" && before.content !== "normal"
+                    && is(before.color)) {
+                  out.push(before.content + " before " + e.textContent);
+                }
+              }
+            }
+            return out;
+            "#,
+            vec![json!(css), json!(hue)],
+        )
+        .await
+        .expect("execute");
+    serde_json::from_value(found).unwrap_or_default()
+}
+
+async fn header_text(c: &Client) -> String {
+    text(c, "header").await
 }
 
 async fn until(what: &str, limit: Duration, mut cond: impl AsyncFnMut() -> bool) -> Duration {
@@ -184,5 +235,292 @@ instances = ["BTC", "ETH"]
         let now = f.api("GET", "/status/bot", "").1;
         now["state"] == "running" && now["pid"] != before
     });
+    c.close().await.ok();
+}
+
+/// Issue 13: a healed agent kept its old red exit and diagnosis, and an `unknown` diagnosis
+/// read like a cause. Once it runs again and is healthy, its failure is history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and ChromeDriver: apt-get install chromium chromium-driver (`.ci/run` does)"]
+async fn dashboard_shows_a_healed_agents_failure_as_history() {
+    // Fails once, having printed an ordinary price line, then runs.
+    let mut f = Fleet::new(
+        r#"[agents.flaky]
+command = ["sh", "-c", "if [ -e crashed ]; then exec sleep 300; fi; touch crashed; echo 'BTC/USDT 43210.50 bid 43210.40 ask 43210.60'; exit 3"]
+cwd = "."
+
+[agents.flaky.policy]
+cooldown = "0s"
+"#,
+    );
+    f.start();
+    f.wait_for(
+        "flaky running and healthy after its failure",
+        Duration::from_secs(10),
+        |f| {
+            let s = f.api("GET", "/status/flaky", "").1;
+            s["state"] == "running" && s["healthy"] == true && s["last_exit"]["code"] == 3
+        },
+    );
+    let status = f.api("GET", "/status/flaky", "").1;
+    assert_eq!(status["diagnosis"]["category"], "unknown", "{status}");
+
+    let (_driver, c) = browser().await;
+    c.goto(&format!("http://{}/", f.api_addr()))
+        .await
+        .expect("open the dashboard");
+    until(
+        "the healed agent on the page",
+        Duration::from_secs(10),
+        async || card_text(&c, "flaky").await.contains("running"),
+    )
+    .await;
+
+    let card = card_text(&c, "flaky").await;
+    assert!(
+        card.contains("exited with code 3") && card.contains("recovered"),
+        "the failure is shown, as recovered from: {card}"
+    );
+    let red = painted(&c, "[data-agent=\"flaky\"]", "red").await;
+    assert!(red.is_empty(), "a healed agent is painted red: {red:?}");
+    assert!(
+        card.contains("no known cause"),
+        "an `unknown` diagnosis is labelled as no known cause: {card}"
+    );
+    assert!(
+        !card.contains("43210"),
+        "an ordinary log line is quoted as the explanation: {card}"
+    );
+    // Nothing needs attention: the header says so.
+    until("the header saying ok", Duration::from_secs(5), async || {
+        header_text(&c).await.contains("ok")
+    })
+    .await;
+    let header = header_text(&c).await;
+    assert!(!header.contains("attention"), "{header}");
+    c.close().await.ok();
+}
+
+/// Issue 13: a dead agent showed green checks beside its red bar, and the header said "ok"
+/// while an agent was quarantined. A quiet agent says it is quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and ChromeDriver: apt-get install chromium chromium-driver (`.ci/run` does)"]
+async fn dashboard_shows_a_dead_agent_without_green_and_the_header_counts_it() {
+    let mut f = Fleet::new(
+        r#"[agents.dead]
+command = ["sh", "-c", "touch hb; sleep 1; exit 1"]
+cwd = "."
+
+[agents.dead.policy]
+max_restarts = 0
+
+[[agents.dead.checks]]
+kind = "heartbeat"
+path = "hb"
+max_age = "1m"
+
+[agents.calm]
+command = ["sleep", "300"]
+quiet = ["daily 00:00-23:59 UTC"]
+"#,
+    );
+    f.start();
+    let (_driver, c) = browser().await;
+    c.goto(&format!("http://{}/", f.api_addr()))
+        .await
+        .expect("open the dashboard");
+    until(
+        "the dead agent quarantined on the page",
+        Duration::from_secs(10),
+        async || card_text(&c, "dead").await.contains("quarantined"),
+    )
+    .await;
+    let status = f.api("GET", "/status/dead", "").1;
+    assert_eq!(status["checks"][0]["verdict"], "not_running", "{status}");
+
+    let checks = text(&c, "[data-agent=\"dead\"] .checks").await;
+    assert!(
+        checks.contains("not running"),
+        "a dead agent's checks say it is not running: {checks}"
+    );
+    let green = painted(&c, "[data-agent=\"dead\"]", "green").await;
+    assert!(green.is_empty(), "a dead agent shows green: {green:?}");
+
+    until(
+        "the header counting the quarantined agent",
+        Duration::from_secs(5),
+        async || header_text(&c).await.contains("1 needs attention"),
+    )
+    .await;
+    let header = header_text(&c).await;
+    assert!(
+        !header
+            .split(|ch: char| !ch.is_alphanumeric())
+            .any(|w| w == "ok"),
+        "the header says ok while an agent is quarantined: {header}"
+    );
+    let red = painted(&c, "header", "red").await;
+    assert!(
+        red.iter().any(|t| t.contains("attention")),
+        "the count is not red: {red:?}"
+    );
+
+    let badge = text(&c, "[data-agent=\"calm\"] .badge.quiet").await;
+    assert_eq!(badge, "quiet", "{}", card_text(&c, "calm").await);
+    c.close().await.ok();
+}
+
+/// Issue 13: a stall episode stays open across the restarts that try to heal it; the card
+/// says how long it has lasted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and ChromeDriver: apt-get install chromium chromium-driver (`.ci/run` does)"]
+async fn dashboard_shows_how_long_an_agent_has_been_stalled() {
+    // Never touches its heartbeat.
+    let mut f = Fleet::new(
+        r#"[agents.stuck]
+command = ["sleep", "300"]
+cwd = "."
+
+[agents.stuck.policy]
+cooldown = "0s"
+max_restarts = 50
+backoff_max = "1s"
+
+[[agents.stuck.checks]]
+kind = "heartbeat"
+path = "hb"
+max_age = "1s"
+"#,
+    );
+    f.start();
+    f.wait_for(
+        "a stall that outlives a restart",
+        Duration::from_secs(15),
+        |f| {
+            let s = f.api("GET", "/status/stuck", "").1;
+            s["stalled_since"].is_string() && s["restarts"]["total"].as_u64() >= Some(2)
+        },
+    );
+    let (_driver, c) = browser().await;
+    c.goto(&format!("http://{}/", f.api_addr()))
+        .await
+        .expect("open the dashboard");
+    until(
+        "the stall on the card",
+        Duration::from_secs(10),
+        async || {
+            let card = card_text(&c, "stuck").await;
+            card.contains("stalled for") && card.contains("keeps restarting")
+        },
+    )
+    .await;
+    let red = painted(&c, "[data-agent=\"stuck\"]", "red").await;
+    assert!(
+        red.iter().any(|t| t.contains("stalled for")),
+        "the stall is not shown as a problem: {red:?}"
+    );
+    until(
+        "the header counting the stalled agent",
+        Duration::from_secs(5),
+        async || header_text(&c).await.contains("1 needs attention"),
+    )
+    .await;
+    c.close().await.ok();
+}
+
+/// Issue 13: an `unknown` check (vigil cannot tell) looked like a failure in the feed. It is
+/// shown as unknown, on the card and in the feed, and needs no attention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and ChromeDriver: apt-get install chromium chromium-driver (`.ci/run` does)"]
+async fn dashboard_does_not_paint_an_unknown_check_as_a_failure() {
+    let mut f = Fleet::new("");
+    let probe = f.path("probe");
+    std::fs::write(&probe, "#!/bin/sh\necho reachable\n").unwrap();
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    f.write_config(&format!(
+        r#"[agents.db]
+command = ["sleep", "300"]
+
+[[agents.db.checks]]
+kind = "exec"
+name = "db"
+command = ["{}"]
+interval = "100ms"
+"#,
+        probe.display()
+    ));
+    f.start();
+    let (_driver, c) = browser().await;
+    c.goto(&format!("http://{}/", f.api_addr()))
+        .await
+        .expect("open the dashboard");
+    until(
+        "the check passing on the page",
+        Duration::from_secs(10),
+        async || card_text(&c, "db").await.contains("reachable"),
+    )
+    .await;
+
+    // The probe goes away: vigil cannot tell any more.
+    std::fs::remove_file(&probe).unwrap();
+    until(
+        "the unknown verdict in the feed",
+        Duration::from_secs(10),
+        async || text(&c, "#feed").await.contains("ok → unknown"),
+    )
+    .await;
+    let record = f.records_of("db", "check");
+    assert_eq!(record.last().unwrap()["metadata"]["verdict"], "unknown");
+
+    let rows = c
+        .execute(
+            "return [...document.querySelectorAll('#feed .rec')]
+               .filter((r) => r.textContent.includes('→ unknown')).map((r) => r.className);",
+            vec![],
+        )
+        .await
+        .expect("execute");
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|c| !c.as_str().unwrap().contains("failed")),
+        "an unknown check is styled as a failure in the feed: {rows}"
+    );
+    let red = painted(&c, "#feed", "red").await;
+    assert!(
+        red.is_empty(),
+        "the feed paints an unknown check red: {red:?}"
+    );
+
+    until(
+        "the unknown check on the card",
+        Duration::from_secs(5),
+        async || {
+            js(
+                &c,
+                "(document.querySelector('[data-agent=\"db\"] .check') || {}).className",
+            )
+            .await
+                == json!("check unknown")
+        },
+    )
+    .await;
+    let marker = js(
+        &c,
+        "getComputedStyle(document.querySelector('[data-agent=\"db\"] .check'), '::before').content",
+    )
+    .await;
+    assert!(
+        marker.as_str().unwrap_or("").contains('?'),
+        "an unknown check is marked with a question: {marker}"
+    );
+    let red = painted(&c, "[data-agent=\"db\"]", "red").await;
+    assert!(red.is_empty(), "an unknown check is painted red: {red:?}");
+    let header = header_text(&c).await;
+    assert!(
+        !header.contains("attention"),
+        "an unknown check needs no attention: {header}"
+    );
     c.close().await.ok();
 }

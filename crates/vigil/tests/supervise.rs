@@ -150,7 +150,9 @@ env = { SYMBOL = "{instance}" }
     assert_eq!(String::from_utf8_lossy(&out.stdout), "oops\n");
     let out = fleet.vigil(&["logs", "nobody", "-c", "vigil.toml"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no log for agent \"nobody\""));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no log for agent or template \"nobody\"")
+    );
     assert_eq!(fleet.stop(), 0);
 }
 

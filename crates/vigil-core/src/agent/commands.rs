@@ -80,6 +80,8 @@ impl Agent {
         self.want_running = false;
         if by.is_human() {
             self.held = true;
+            // A person took it out of service: nothing is stalled any more.
+            self.stall_episode = None;
         }
         let reason = match by {
             Requester::Shutdown => "vigil is shutting down".to_string(),
@@ -151,6 +153,7 @@ impl Agent {
         self.crash_streak = 0;
         self.escalated = false;
         self.advice = None;
+        self.stall_episode = None;
         let was_down = matches!(
             self.phase,
             Phase::Quarantined { .. } | Phase::Backoff { .. }

@@ -89,12 +89,14 @@ impl Agent {
         let policy = self.spec.policy.clone();
         self.last_problem = Some(failure.reason.clone());
         self.had_failure = true;
+        self.stall_recovery_broken();
         if failure.uptime.is_some_and(|u| u >= policy.stable_after) {
             self.crash_streak = 0;
             self.escalated = false;
         }
         if !self.want_running {
             self.phase = Phase::Stopped;
+            self.stall_episode = None;
             return;
         }
         self.crash_streak = self.crash_streak.saturating_add(1);

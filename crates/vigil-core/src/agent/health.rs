@@ -2,9 +2,9 @@
 
 use std::time::Instant;
 
-use super::{Agent, Failure, Outbox, Phase, Run, Then, TimerKind};
+use super::{Agent, Failure, Outbox, Phase, Run, StallEpisode, Then, TimerKind};
 use crate::action::Action;
-use crate::checks::{CheckOutput, NotifyMessage, Observation};
+use crate::checks::{CheckOutput, NotifyMessage, Observation, Verdict};
 use crate::diagnosis::FailureCause;
 use crate::records;
 use crate::time::Now;
@@ -88,6 +88,12 @@ impl Agent {
     }
 
     fn check_outputs(&mut self, now: Now, outputs: Vec<CheckOutput>, out: &mut Outbox) {
+        // Nothing is judged stalled inside a quiet window: a stall open when the market
+        // closed is over. Still stuck after the window, it is a new stall then (silence is
+        // measured from the window's end), not a weekend-long one that pages at once.
+        if self.stall_episode.is_some() && self.spec.quiet.is_quiet(now.wall_ms) {
+            self.stall_episode = None;
+        }
         for output in outputs {
             match output {
                 CheckOutput::Probe(index) => out.push(Action::RunCheck {
@@ -96,6 +102,9 @@ impl Agent {
                     generation: self.checks.generation,
                 }),
                 CheckOutput::Changed { index, from } => {
+                    if self.checks.checks[index].status.verdict == Verdict::Failing {
+                        self.stall_recovery_broken();
+                    }
                     let c = &self.checks.checks[index];
                     out.audit(records::check(
                         self.name(),
@@ -106,10 +115,11 @@ impl Agent {
                     ));
                 }
                 CheckOutput::Stalled { index, reason } => {
-                    self.stall(now.mono, index, reason, out);
+                    self.stall(now, index, reason, out);
                     return;
                 }
                 CheckOutput::AllOk => {
+                    self.stall_recovering(now.mono);
                     if self.had_failure {
                         self.had_failure = false;
                         out.audit(records::recovered(
@@ -125,12 +135,43 @@ impl Agent {
         }
     }
 
+    /// Every check passes: the open stall episode ends once that has lasted as long as it
+    /// would take to declare a stall again, so an agent that beats once after each restart
+    /// and then hangs stays one stall rather than a stall per restart.
+    fn stall_recovering(&mut self, now: Instant) {
+        let proof = self.checks.stall_proof_period();
+        if let Some(episode) = &mut self.stall_episode {
+            let since = *episode.recovering_since.get_or_insert(now);
+            // Strictly longer: a stall due at the same moment comes first.
+            if now.saturating_duration_since(since) > proof {
+                self.stall_episode = None;
+            }
+        }
+    }
+
+    /// A failure while recovering from a stall: the proof starts again.
+    pub(super) fn stall_recovery_broken(&mut self) {
+        if let Some(episode) = &mut self.stall_episode {
+            episode.recovering_since = None;
+        }
+    }
+
     /// Alive but not working: stop it and let the policy decide what follows, as for a crash.
-    fn stall(&mut self, now: Instant, index: usize, reason: String, out: &mut Outbox) {
+    fn stall(&mut self, now: Now, index: usize, reason: String, out: &mut Outbox) {
         let run: Run = match self.phase {
             Phase::Starting(run) | Phase::Running(run) => run,
             _ => return,
         };
+        match &mut self.stall_episode {
+            Some(episode) => episode.recovering_since = None,
+            None => {
+                self.stall_episode = Some(StallEpisode {
+                    since_ms: now.wall_ms,
+                    recovering_since: None,
+                })
+            }
+        }
+        let now = now.mono;
         self.last_problem = Some(reason.clone());
         let failure = Failure {
             reason: reason.clone(),

@@ -223,6 +223,8 @@ impl Agent {
                 };
                 if finished {
                     self.want_running = false;
+                    // Done, and not to be restarted: nothing is stalled any more.
+                    self.stall_episode = None;
                     if !status.is_clean() {
                         self.last_problem = Some(status.to_string());
                     }

@@ -150,6 +150,20 @@ pub struct AgentMemory {
     pub quarantined: Option<String>,
     pub crash_streak: u32,
     pub escalated: bool,
+    /// An open stall episode began then (wall-clock milliseconds).
+    pub stalled_since_ms: Option<i64>,
+}
+
+/// From vigil's first stall verdict until the agent has proven healthy again: the condition
+/// an operator's alert watches. It stays open across the restarts that try to heal it (each
+/// of which resets the checks) and across restarts of vigil, so a stall vigil keeps "healing"
+/// is still one stall.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct StallEpisode {
+    /// Wall-clock milliseconds of the first stall verdict.
+    pub since_ms: i64,
+    /// Every check has passed since then, in the current run.
+    pub recovering_since: Option<Instant>,
 }
 
 /// A failure the policy must answer.
@@ -270,6 +284,7 @@ pub struct Agent {
     escalated: bool,
     /// A failure happened since the agent was last seen healthy.
     had_failure: bool,
+    stall_episode: Option<StallEpisode>,
     last_exit: Option<LastExit>,
     last_problem: Option<String>,
     /// The cause of the failure a waiting restart answers.
@@ -310,6 +325,10 @@ impl Agent {
             crash_streak: memory.crash_streak,
             escalated: memory.escalated,
             had_failure: false,
+            stall_episode: memory.stalled_since_ms.map(|since_ms| StallEpisode {
+                since_ms,
+                recovering_since: None,
+            }),
             last_exit: None,
             last_problem: None,
             last_cause: FailureCause::Exit,
@@ -442,6 +461,11 @@ impl Agent {
         self.held
     }
 
+    /// When the open stall episode began (wall-clock milliseconds), if one is open.
+    pub fn stalled_since_ms(&self) -> Option<i64> {
+        self.stall_episode.map(|e| e.since_ms)
+    }
+
     pub fn diagnosis(&self) -> Option<&Diagnosis> {
         self.diagnosis.as_deref()
     }
@@ -473,6 +497,7 @@ impl Agent {
             quarantined: matches!(self.phase, Phase::Quarantined { .. }),
             crash_streak: self.crash_streak,
             escalated: self.escalated,
+            stalled_since_ms: self.stalled_since_ms(),
             run: self.current().map(|r| (r.id, r.pid)),
         }
     }
@@ -485,6 +510,7 @@ impl Agent {
             quarantined: self.quarantine_reason().map(str::to_string),
             crash_streak: self.crash_streak,
             escalated: self.escalated,
+            stalled_since_ms: self.stalled_since_ms(),
         }
     }
 }
@@ -507,6 +533,7 @@ pub(crate) struct PersistKey {
     quarantined: bool,
     crash_streak: u32,
     escalated: bool,
+    stalled_since_ms: Option<i64>,
     run: Option<(RunId, Option<u32>)>,
 }
 

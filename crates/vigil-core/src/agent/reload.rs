@@ -17,6 +17,10 @@ impl Agent {
         self.spec = spec;
         if checks_changed {
             self.replace_checks(now, self.spec.checks.clone());
+            // Without checks nothing can prove the stall over, or still there.
+            if self.spec.checks.is_empty() {
+                self.stall_episode = None;
+            }
         }
         if let Phase::Stopping { then, .. } = &mut self.phase
             && *then == Then::Remove

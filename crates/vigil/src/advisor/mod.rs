@@ -44,6 +44,9 @@ pub enum AdviceError {
     Timeout { url: String, after: String },
     #[error("no advisor is configured any more")]
     NotConfigured,
+    /// Another question held the model for the whole wait.
+    #[error("the advisor was busy with another question for {waited}")]
+    Busy { waited: String },
 }
 
 impl AdviceError {
@@ -53,13 +56,9 @@ impl AdviceError {
             AdviceError::Unavailable(_) | AdviceError::NotConfigured => "error",
             AdviceError::Invalid(_) => "invalid",
             AdviceError::Timeout { .. } => "timeout",
+            AdviceError::Busy { .. } => "busy",
         }
     }
-}
-
-enum Answer {
-    Cached(Diagnosis),
-    Fresh(Diagnosis),
 }
 
 struct PostError {
@@ -70,11 +69,12 @@ struct PostError {
 
 impl Advisor {
     pub fn new(cfg: LlmConfig, live: Live) -> Self {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(std::time::Duration::from_secs(5))
+        };
+        let client = crate::http_client::build(builder);
         live.init_llm();
         Self {
             cfg,
@@ -86,43 +86,47 @@ impl Advisor {
         }
     }
 
-    /// The advisor's verdict on one failure, or why there is none. Bounded by `timeout`,
-    /// waiting for an earlier question included.
+    /// The advisor's verdict on one failure, or why there is none. The model gets `timeout`
+    /// for each question; waiting for the turn behind an earlier question is bounded by
+    /// `timeout` too but is not part of it, so one slow answer never makes the questions
+    /// queued behind it time out (they usually find that answer in the cache).
     pub async fn advise(
         &self,
         agent: &str,
         report: &FailureReport,
     ) -> Result<Diagnosis, AdviceError> {
         let key = cache::key(report);
+        let Ok(Ok(_turn)) =
+            tokio::time::timeout(self.cfg.timeout, self.one_at_a_time.acquire()).await
+        else {
+            self.live.llm_request("busy", None);
+            return Err(AdviceError::Busy {
+                waited: human_duration(self.cfg.timeout),
+            });
+        };
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key, Instant::now());
+        if let Some(mut verdict) = cached {
+            verdict.rule = format!("{} (cached)", self.cfg.model);
+            self.live.llm_request("cached", None);
+            return Ok(verdict);
+        }
         let started = Instant::now();
-        let asked = tokio::time::timeout(self.cfg.timeout, async {
-            let _turn = self.one_at_a_time.acquire().await;
-            let cached = self
-                .cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(key, Instant::now());
-            match cached {
-                Some(verdict) => Ok(Answer::Cached(verdict)),
-                None => self.ask(agent, report).await.map(Answer::Fresh),
-            }
-        })
-        .await;
-        let result = match asked {
-            Ok(Ok(Answer::Cached(mut verdict))) => {
-                verdict.rule = format!("{} (cached)", self.cfg.model);
-                self.live.llm_request("cached", None);
-                return Ok(verdict);
-            }
-            Ok(Ok(Answer::Fresh(verdict))) => Ok(verdict),
-            Ok(Err(e)) => Err(e),
+        let result = match tokio::time::timeout(self.cfg.timeout, self.ask(agent, report)).await {
+            Ok(answer) => answer,
             Err(_) => Err(AdviceError::Timeout {
                 url: self.cfg.url.clone(),
                 after: human_duration(self.cfg.timeout),
             }),
         };
         let outcome = result.as_ref().map_or_else(AdviceError::outcome, |_| "ok");
-        self.live.llm_request(outcome, Some(started.elapsed()));
+        // Only answers are timed: a timeout or a refused connection is not a latency.
+        let answered = matches!(&result, Ok(_) | Err(AdviceError::Invalid(_)));
+        self.live
+            .llm_request(outcome, answered.then(|| started.elapsed()));
         if let Ok(verdict) = &result {
             self.cache.lock().unwrap_or_else(|e| e.into_inner()).put(
                 key,

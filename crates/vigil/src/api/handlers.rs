@@ -152,6 +152,97 @@ struct CommandBody {
     reason: Option<String>,
 }
 
+/// A change asked for by a person (or a program acting for one): the token when one is set,
+/// a JSON body (web pages cannot send one unasked), and its optional `reason`.
+fn authorize_change(
+    hub: &Hub,
+    what: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Option<String>, ApiError> {
+    if !auth::authorized(hub.token.as_deref(), headers) {
+        deny(hub, &format!("{what} without a valid token"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this vigil needs `Authorization: Bearer <token>` for changes",
+        ));
+    }
+    guard::require_json(headers)?;
+    let body =
+        body.map_err(|e| ApiError::new(e.status(), format!("request body: {}", e.body_text())))?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let parsed: CommandBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be empty or JSON like {{\"reason\": \"deploying v2\"}}: {e}"
+        ))
+    })?;
+    Ok(parsed.reason.filter(|r| !r.trim().is_empty()))
+}
+
+fn requester(headers: &HeaderMap) -> Requester {
+    match headers.get("x-vigil-client").and_then(|v| v.to_str().ok()) {
+        Some("cli") => Requester::Cli,
+        _ => Requester::Api,
+    }
+}
+
+fn refusal(refused: CommandRefused) -> ApiError {
+    match refused {
+        CommandRefused::UnknownAgent(_) => ApiError::not_found(refused.to_string()),
+        CommandRefused::JournalUnwritable { .. } => ApiError::unavailable(refused.to_string()),
+    }
+}
+
+/// `POST /reload`: read the config again (as SIGHUP does) and answer with what changed, or
+/// with the config's errors (422) when it was refused and nothing changed.
+pub async fn reload(
+    State(hub): Hubs,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    authorize_change(&hub, &format!("POST /reload from {peer}"), &headers, body)?;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let by = requester(&headers);
+    hub.requests
+        .send(ApiRequest::Reload { by, reply })
+        .await
+        .map_err(|_| ApiError::unavailable("vigil is shutting down"))?;
+    let answer = answer
+        .await
+        .map_err(|_| ApiError::unavailable("vigil is shutting down"))?
+        .map_err(refusal)?;
+    let code = if answer.applied {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    Ok((code, Json(answer)).into_response())
+}
+
+/// `POST /shutdown`: stop every agent and exit, as SIGTERM does.
+pub async fn shutdown(
+    State(hub): Hubs,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    authorize_change(&hub, &format!("POST /shutdown from {peer}"), &headers, body)?;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let by = requester(&headers);
+    hub.requests
+        .send(ApiRequest::Shutdown { by, reply })
+        .await
+        .map_err(|_| ApiError::unavailable("vigil is shutting down"))?;
+    let stopping = answer
+        .await
+        .map_err(|_| ApiError::unavailable("vigil is shutting down"))?
+        .map_err(refusal)?;
+    Ok(Json(json!({ "stopping": stopping })).into_response())
+}
+
 fn parse_command(s: &str) -> Option<Command> {
     match s {
         "start" => Some(Command::Start),
@@ -175,37 +266,17 @@ pub async fn command(
             "unknown action `{verb}`: use restart, stop, start, reset or heartbeat"
         )));
     }
-    if !auth::authorized(hub.token.as_deref(), &headers) {
-        deny(
-            &hub,
-            &format!("POST /agents/{name}/{verb} from {peer} without a valid token"),
-        );
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "this vigil needs `Authorization: Bearer <token>` for changes",
-        ));
-    }
-    guard::require_json(&headers)?;
-    let body =
-        body.map_err(|e| ApiError::new(e.status(), format!("request body: {}", e.body_text())))?;
-    let note = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        let parsed: CommandBody = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the body must be empty or JSON like {{\"reason\": \"deploying v2\"}}: {e}"
-            ))
-        })?;
-        parsed.reason.filter(|r| !r.trim().is_empty())
-    };
+    let note = authorize_change(
+        &hub,
+        &format!("POST /agents/{name}/{verb} from {peer}"),
+        &headers,
+        body,
+    )?;
 
     if verb == "heartbeat" {
         return heartbeat(&hub, &name);
     }
-    let by = match headers.get("x-vigil-client").and_then(|v| v.to_str().ok()) {
-        Some("cli") => Requester::Cli,
-        _ => Requester::Api,
-    };
+    let by = requester(&headers);
     let (reply, answer) = tokio::sync::oneshot::channel();
     let request = ApiRequest::Command {
         target: name.clone(),
@@ -221,10 +292,7 @@ pub async fn command(
     let results = answer
         .await
         .map_err(|_| ApiError::unavailable("vigil is shutting down"))?
-        .map_err(|refused| match refused {
-            CommandRefused::UnknownAgent(_) => ApiError::not_found(refused.to_string()),
-            CommandRefused::JournalUnwritable { .. } => ApiError::unavailable(refused.to_string()),
-        })?;
+        .map_err(refusal)?;
     let all_refused = results.iter().all(|r| !r.ok);
     let code = if all_refused {
         StatusCode::CONFLICT

@@ -65,6 +65,56 @@ pub enum ApiRequest {
     Denied { what: String },
     /// `/health` asks whether the loop is turning: answered at once by a loop that is.
     Ping { reply: oneshot::Sender<()> },
+    /// `POST /reload`: read the config again, as SIGHUP does; answered with what changed.
+    Reload {
+        by: Requester,
+        reply: oneshot::Sender<Result<ReloadAnswer, CommandRefused>>,
+    },
+    /// `POST /shutdown`: stop every agent and exit, as SIGTERM does.
+    Shutdown {
+        by: Requester,
+        reply: oneshot::Sender<Result<usize, CommandRefused>>,
+    },
+}
+
+/// What a reload did, or why it changed nothing.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReloadAnswer {
+    pub applied: bool,
+    /// Why it was refused (the config's errors, with their places).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub restarted: Vec<String>,
+    pub updated: Vec<String>,
+    pub unchanged: usize,
+}
+
+impl ReloadAnswer {
+    pub fn refused(error: String) -> Self {
+        ReloadAnswer {
+            applied: false,
+            error: Some(error),
+            added: Vec::new(),
+            removed: Vec::new(),
+            restarted: Vec::new(),
+            updated: Vec::new(),
+            unchanged: 0,
+        }
+    }
+
+    pub fn of(report: &vigil_core::ReloadReport) -> Self {
+        ReloadAnswer {
+            applied: true,
+            error: None,
+            added: report.added.clone(),
+            removed: report.removed.clone(),
+            restarted: report.restarted.clone(),
+            updated: report.updated.clone(),
+            unchanged: report.unchanged,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -141,6 +191,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/metrics", get(handlers::metrics))
         .route("/agents/{name}/explain", get(handlers::explain))
         .route("/agents/{name}/{command}", post(handlers::command))
+        .route("/reload", post(handlers::reload))
+        .route("/shutdown", post(handlers::shutdown))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -200,6 +252,7 @@ pub enum StartError {
 pub fn start(
     config: &ApiConfig,
     state_dir: &Path,
+    node: &str,
     io: &tokio::runtime::Handle,
     health: Arc<Health>,
 ) -> Result<Started, StartError> {
@@ -237,7 +290,7 @@ pub fn start(
         source,
     })?;
     let hub = Arc::new(Hub {
-        metrics: Metrics::new(view_rx.clone(), &live, health.clone()),
+        metrics: Metrics::new(view_rx.clone(), &live, health.clone(), node),
         view: view_rx,
         status: Mutex::default(),
         audit: audit_tx.clone(),

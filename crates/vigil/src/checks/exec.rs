@@ -14,6 +14,7 @@ const KEEP: usize = 8 * 1024;
 pub struct ExecProbe<'a> {
     pub command: &'a [String],
     pub cwd: Option<&'a Path>,
+    pub user: Option<&'a crate::config::users::Credentials>,
     pub env: Vec<(OsString, OsString)>,
     pub timeout: Duration,
     pub children: &'a Children,
@@ -41,6 +42,7 @@ pub async fn probe(p: ExecProbe<'_>) -> Observation {
     let finished = command::run(Helper {
         command: p.command,
         cwd: p.cwd,
+        user: p.user,
         env: p.env,
         timeout: p.timeout,
         keep: KEEP,

@@ -41,6 +41,8 @@ pub struct ProbeContext {
     pub instance: Option<String>,
     pub pid: Option<u32>,
     pub cwd: Option<PathBuf>,
+    /// An exec check runs as the agent's `user`, as the agent does.
+    pub user: Option<crate::config::users::Credentials>,
     /// Hidden in what the probe reports (an exec check's output).
     pub secrets: crate::redact::Secrets,
 }
@@ -90,11 +92,12 @@ impl CheckRunner {
 
     fn http_client(&self) -> &reqwest::Client {
         self.http.get_or_init(|| {
-            reqwest::Client::builder()
-                .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
-                .redirect(reqwest::redirect::Policy::limited(3))
-                .build()
-                .unwrap_or_default()
+            let builder = || {
+                reqwest::Client::builder()
+                    .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
+                    .redirect(reqwest::redirect::Policy::limited(3))
+            };
+            crate::http_client::build(builder)
         })
     }
 
@@ -228,6 +231,7 @@ impl CheckRunner {
                 exec::probe(exec::ExecProbe {
                     command,
                     cwd: ctx.cwd.as_deref(),
+                    user: ctx.user.as_ref(),
                     env,
                     timeout,
                     children: &self.children,

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{Row, TypeInfo, ValueRef};
 use vigil_core::Observation;
@@ -25,6 +25,8 @@ enum Pool {
 #[derive(Default)]
 pub struct SqlPools {
     pools: Mutex<HashMap<String, Pool>>,
+    /// Whether the last probe of a URL got a connection (absent: not probed yet).
+    connected: Mutex<HashMap<String, bool>>,
 }
 
 /// A database URL that cannot be used.
@@ -86,11 +88,26 @@ impl SqlPools {
         let sql = || sqlx::AssertSqlSafe(query);
         match pool {
             Pool::Postgres(pool) => {
+                // The pool retries a refused port until its timeout and then says only that it
+                // timed out. So: at the first look, and after a look that found no connection,
+                // the port is asked first — a refused one is said at once. (Not at every look:
+                // each bare connection is a line in the server's log.)
+                if pool.size() == 0
+                    && !self.connected_last_time(url)
+                    && let Some(why) = refused(url, timeout.min(PORT_CHECK)).await
+                {
+                    self.remember(url, false);
+                    return Observation::Unknown(format!("{shown}: {why}"));
+                }
                 let mut q = sqlx::query(sql());
                 for p in params {
                     q = q.bind(p);
                 }
-                match q.fetch_optional(&pool).await {
+                let result = q.fetch_optional(&pool).await;
+                let no_connection =
+                    matches!(result, Err(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)));
+                self.remember(url, !no_connection);
+                match result {
                     Ok(None) => Observation::Progress { at_wall_ms: None },
                     Ok(Some(row)) => pg_value(&row),
                     Err(e) => Observation::Unknown(format!("{shown}: {}", db_error(&e))),
@@ -108,6 +125,37 @@ impl SqlPools {
                 }
             }
         }
+    }
+}
+
+/// How long asking a port may take (a host that drops packets must not eat the probe).
+const PORT_CHECK: Duration = Duration::from_secs(1);
+
+impl SqlPools {
+    fn connected_last_time(&self, url: &str) -> bool {
+        let connected = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+        connected.get(url).copied().unwrap_or(false)
+    }
+
+    fn remember(&self, url: &str, connected: bool) {
+        let mut map = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(url.to_string(), connected);
+    }
+}
+
+/// `connection refused by HOST:PORT` when nothing listens where `url` points (TCP only).
+async fn refused(url: &str, timeout: Duration) -> Option<String> {
+    let opts = PgConnectOptions::from_str(url).ok()?;
+    let host = opts.get_host();
+    if host.starts_with('/') {
+        return None;
+    }
+    let port = opts.get_port();
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await {
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(format!(
+            "connection refused by {host}:{port} (database down?)"
+        )),
+        _ => None,
     }
 }
 

@@ -68,8 +68,18 @@ fn render_agent(config: &Config, a: &AgentConfig) -> String {
         out.push_str(&row("cwd", cwd.display().to_string()));
     }
     if !a.env.is_empty() {
-        let env: Vec<String> = a.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let env: Vec<String> = a
+            .shown_env()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         out.push_str(&row("env", env.join(" ")));
+    }
+    if let Some(u) = &a.run_as {
+        out.push_str(&row(
+            "user",
+            format!("{} (uid {}, gid {})", u.user, u.uid, u.gid),
+        ));
     }
     out.push_str(&row(
         "run",
@@ -203,7 +213,8 @@ pub fn render_json(config: &Config) -> serde_json::Value {
                 "instance": a.instance,
                 "command": a.command,
                 "cwd": a.cwd,
-                "env": a.env.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                "env": a.shown_env().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+                "user": a.run_as.as_ref().map(|u| json!({"name": u.user, "uid": u.uid, "gid": u.gid})),
                 "autostart": a.autostart,
                 "restart": a.restart.as_str(),
                 "stop_signal": a.stop_signal.to_string(),

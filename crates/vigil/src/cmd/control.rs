@@ -17,34 +17,39 @@ pub(super) struct Endpoint {
     token: Option<String>,
 }
 
-/// `--url`/`--token` (or `VIGIL_URL`/`VIGIL_TOKEN`) first; else the config: the address the
-/// running vigil wrote to `<state_dir>/api.addr`, else `[api] listen`, and `[api] token`.
+/// `--url`/`--token` (or `VIGIL_URL`/`VIGIL_TOKEN`) first; else the address the running vigil
+/// wrote to `<state_dir>/api.addr` (`--state-dir`/`VIGIL_STATE_DIR`, else the config's), else
+/// `[api] listen`, and `[api] token`. Only `[vigil]` and `[api]` of the config are read: a
+/// mistake elsewhere in it (say, the one a reload just refused) must not keep the operator
+/// from asking the running vigil what is going on.
 pub(super) fn endpoint(args: &ApiArgs) -> Result<Endpoint, String> {
     let cfg = &args.cfg;
-    let loaded = match config::load(&cfg.config, cfg.state_dir.as_deref()) {
-        Ok(c) => Some(c),
-        // No config at all: the defaults.
+    let head = match config::load_head(&cfg.config, cfg.state_dir.as_deref()) {
+        Ok(h) => Some(h),
+        // No config at all: the defaults (and the state dir, if given).
         Err(_) if !cfg.config.exists() => None,
         Err(e) if args.url.is_none() => return Err(e.to_string()),
         // With --url, a broken config only means no token from it.
         Err(_) => None,
     };
-    let url = match (&args.url, &loaded) {
-        (Some(u), _) => u.trim_end_matches('/').to_string(),
-        (None, Some(c)) => {
-            let written = std::fs::read_to_string(crate::api::addr_file(&c.state_dir)).ok();
-            let addr = written
-                .map(|a| a.trim().to_string())
-                .filter(|a| !a.is_empty())
-                .unwrap_or_else(|| c.api.listen.to_string());
-            format!("http://{addr}")
-        }
-        (None, None) => "http://127.0.0.1:9120".to_string(),
+    let state_dir = head
+        .as_ref()
+        .map(|h| h.state_dir.clone())
+        .or_else(|| cfg.state_dir.clone());
+    let written = state_dir
+        .and_then(|dir| std::fs::read_to_string(crate::api::addr_file(&dir)).ok())
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty());
+    let url = match (&args.url, written, &head) {
+        (Some(u), _, _) => u.trim_end_matches('/').to_string(),
+        (None, Some(addr), _) => format!("http://{addr}"),
+        (None, None, Some(h)) => format!("http://{}", h.api.listen),
+        (None, None, None) => "http://127.0.0.1:9120".to_string(),
     };
     let token = args
         .token
         .clone()
-        .or_else(|| loaded.and_then(|c| c.api.token));
+        .or_else(|| head.and_then(|h| h.api.token));
     Ok(Endpoint { url, token })
 }
 
@@ -67,14 +72,12 @@ pub(super) fn call(
         Err(e) => return Reply::Unreachable(e.to_string()),
     };
     rt.block_on(async {
-        let client = match reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(30))
-            .build()
-        {
-            Ok(c) => c,
-            Err(e) => return Reply::Unreachable(e.to_string()),
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(30))
         };
+        let client = crate::http_client::build(builder);
         let post = method == reqwest::Method::POST;
         let mut req = client
             .request(method, format!("{}{path}", ep.url))
@@ -170,14 +173,64 @@ pub fn status(args: &ApiArgs, name: Option<&str>, json_out: bool) -> i32 {
     }
 }
 
-/// Quarantined, waiting to restart, or failing a check: a person should look.
+/// Quarantined, waiting to restart, stalled, or with a check failing or blind (`unknown`: vigil
+/// cannot tell whether it passes): a person should look.
 fn has_problem(a: &Value) -> bool {
     let state = a.get("state").and_then(Value::as_str).unwrap_or("");
-    let failing = a.get("checks").and_then(Value::as_array).is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c.get("verdict").and_then(Value::as_str) == Some("failing"))
+    let stalled = a.get("stalled_since").is_some_and(|v| !v.is_null());
+    matches!(state, "quarantined" | "backoff") || stalled || check_problem(a).is_some()
+}
+
+/// The first failing check, else the first `unknown` one, as `check NAME failing: DETAIL`.
+fn check_problem(a: &Value) -> Option<String> {
+    let checks = a.get("checks").and_then(Value::as_array)?;
+    let with = |verdict: &str| {
+        checks
+            .iter()
+            .find(|c| c.get("verdict").and_then(Value::as_str) == Some(verdict))
+    };
+    let (c, verdict) = with("failing")
+        .map(|c| (c, "failing"))
+        .or_else(|| with("unknown").map(|c| (c, "unknown")))?;
+    let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
+    let detail = c.get("detail").and_then(Value::as_str).unwrap_or("");
+    Some(if detail.is_empty() {
+        format!("check {name} {verdict}")
+    } else {
+        format!("check {name} {verdict}: {detail}")
+    })
+}
+
+/// `3 ok`, `2 ok, 1 unknown`, `-` (no checks, or not running).
+fn checks_summary(a: &Value) -> String {
+    let Some(checks) = a.get("checks").and_then(Value::as_array) else {
+        return "-".into();
+    };
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for c in checks {
+        let v = c.get("verdict").and_then(Value::as_str).unwrap_or("?");
+        if v == crate::view::NOT_RUNNING {
+            continue;
+        }
+        match counts.iter_mut().find(|(k, _)| *k == v) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((v, 1)),
+        }
+    }
+    if counts.is_empty() {
+        return "-".into();
+    }
+    counts.sort_by_key(|(v, _)| match *v {
+        "ok" => 0,
+        "failing" => 1,
+        "unknown" => 2,
+        _ => 3,
     });
-    matches!(state, "quarantined" | "backoff") || failing
+    counts
+        .iter()
+        .map(|(v, n)| format!("{n} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn dur(s: f64) -> String {
@@ -196,20 +249,33 @@ fn dur(s: f64) -> String {
 }
 
 fn table(agents: &[Value]) -> String {
-    let rows: Vec<[String; 7]> = agents
+    let rows: Vec<[String; 8]> = agents
         .iter()
         .map(|a| {
             let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_string();
             let n = |v: Option<&Value>| v.and_then(Value::as_f64);
             let restarts = a.get("restarts");
+            // What is wrong now comes before what went wrong last.
             let problem = a
                 .get("quarantine_reason")
                 .and_then(Value::as_str)
-                .or_else(|| a.get("last_problem").and_then(Value::as_str))
-                .unwrap_or("-");
+                .map(str::to_string)
+                .or_else(|| check_problem(a))
+                .or_else(|| {
+                    a.get("last_problem")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "-".into());
+            let mut state = s("state").to_uppercase();
+            if a.get("stalled_since").is_some_and(|v| !v.is_null()) {
+                state.push_str(" (STALLED)");
+            } else if a.get("quiet").and_then(Value::as_bool) == Some(true) {
+                state.push_str(" (QUIET)");
+            }
             [
                 s("name"),
-                s("state").to_uppercase(),
+                state,
                 n(a.get("pid")).map_or("-".into(), |p| p.to_string()),
                 n(a.get("uptime_s")).map_or("-".into(), dur),
                 format!(
@@ -222,7 +288,8 @@ fn table(agents: &[Value]) -> String {
                     n(a.get("budget_remaining")).unwrap_or(0.0),
                     n(restarts.and_then(|r| r.get("max"))).unwrap_or(0.0)
                 ),
-                super::printable(problem).into_owned(),
+                checks_summary(a),
+                super::printable(&problem).into_owned(),
             ]
         })
         .collect();
@@ -233,6 +300,7 @@ fn table(agents: &[Value]) -> String {
         "UPTIME",
         "RESTARTS",
         "BUDGET",
+        "CHECKS",
         "LAST PROBLEM",
     ];
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -259,6 +327,78 @@ fn table(agents: &[Value]) -> String {
         line(r.iter().map(String::as_str).collect());
     }
     out
+}
+
+/// `vigil reload`: what changed, or the config's errors (exit 2) with nothing changed.
+pub fn reload(args: &ApiArgs) -> i32 {
+    let ep = match endpoint(args) {
+        Ok(ep) => ep,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_USAGE;
+        }
+    };
+    let body = match call(&ep, reqwest::Method::POST, "/reload", None) {
+        Reply::Unreachable(why) => return unreachable(&ep, &why),
+        Reply::Answer(200, body) => body,
+        Reply::Answer(422, body) => {
+            let error = body.get("error").and_then(Value::as_str).unwrap_or("");
+            eprintln!("reload refused, nothing changed:\n{error}");
+            return EXIT_USAGE;
+        }
+        Reply::Answer(code, body) => return api_error(code, &body),
+    };
+    println!("reloaded: {}", reload_summary(&body));
+    EXIT_OK
+}
+
+/// `2 added (a, b), 1 restarted (c), 3 unchanged`.
+fn reload_summary(body: &Value) -> String {
+    let mut parts = Vec::new();
+    for key in ["added", "removed", "restarted", "updated"] {
+        let names: Vec<&str> = body
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if !names.is_empty() {
+            parts.push(format!("{} {key} ({})", names.len(), names.join(", ")));
+        }
+    }
+    let unchanged = body.get("unchanged").and_then(Value::as_u64).unwrap_or(0);
+    parts.push(format!("{unchanged} unchanged"));
+    parts.join(", ")
+}
+
+/// `vigil shutdown`: every agent stopped gracefully, then vigil exits; waits for that.
+pub fn shutdown(args: &ApiArgs, wait: bool) -> i32 {
+    let ep = match endpoint(args) {
+        Ok(ep) => ep,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_USAGE;
+        }
+    };
+    let stopping = match call(&ep, reqwest::Method::POST, "/shutdown", None) {
+        Reply::Unreachable(why) => return unreachable(&ep, &why),
+        Reply::Answer(200, body) => body.get("stopping").and_then(Value::as_u64).unwrap_or(0),
+        Reply::Answer(code, body) => return api_error(code, &body),
+    };
+    println!("vigil is stopping {stopping} agents");
+    if !wait {
+        return EXIT_OK;
+    }
+    // Its API closes when it exits. Agents may take their stop_timeout each (in parallel).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15 * 60);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        if let Reply::Unreachable(_) = call(&ep, reqwest::Method::GET, "/health", None) {
+            println!("vigil has stopped");
+            return EXIT_OK;
+        }
+    }
+    eprintln!("error: vigil is still running after 15 minutes");
+    EXIT_FAILURE
 }
 
 /// Agent names are `template@instance`: keep them readable in the path, escape the rest.

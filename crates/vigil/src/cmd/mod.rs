@@ -39,12 +39,13 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     }
 }
 
-/// The state dir for commands that only read files: `--state-dir`, else the config's.
+/// The state dir for commands that only read files: `--state-dir`, else the config's (only its
+/// `[vigil]` table is read: a mistake elsewhere does not hide the journal that explains it).
 pub fn state_dir(cfg: &ConfigArgs) -> Result<PathBuf, String> {
     if let Some(dir) = &cfg.state_dir {
         return Ok(dir.clone());
     }
-    match config::load(&cfg.config, None) {
+    match config::load_head(&cfg.config, None) {
         Ok(c) => Ok(c.state_dir),
         Err(config::LoadError::Read { path, source }) => Err(format!(
             "cannot read config {path} ({source}); pass -c FILE or --state-dir DIR"

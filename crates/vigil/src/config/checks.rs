@@ -42,6 +42,10 @@ pub struct CheckTemplate {
 }
 
 impl CheckTemplate {
+    pub fn kind(&self) -> vigil_core::CheckKind {
+        self.spec.kind
+    }
+
     /// The check for one agent: placeholders substituted in every string.
     pub fn expand(
         &self,
@@ -82,10 +86,16 @@ impl CheckTemplate {
             Probe::Notify => Probe::Notify,
             Probe::Api => Probe::Api,
         };
-        CheckConfig {
-            spec: self.spec.clone(),
-            probe,
-        }
+        let mut spec = self.spec.clone();
+        // The core does not know what is probed, only whether it changed: a reload that
+        // changes a URL or a query is a changed check (reset, and reported as updated).
+        spec.probe_fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            format!("{probe:?}").hash(&mut h);
+            h.finish()
+        };
+        CheckConfig { spec, probe }
     }
 }
 

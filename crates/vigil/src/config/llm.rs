@@ -60,7 +60,9 @@ impl LlmConfig {
     pub fn advisor_spec(&self) -> AdvisorSpec {
         AdvisorSpec {
             min_confidence: self.min_confidence,
-            wait: self.timeout,
+            // Up to `timeout` for its turn behind another question, then `timeout` to be
+            // answered: the core holds out for both (an answer usually comes much sooner).
+            wait: self.timeout.saturating_mul(2),
         }
     }
 }

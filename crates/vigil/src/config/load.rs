@@ -6,7 +6,7 @@ use vigil_core::Rules;
 
 use toml::de::DeTable;
 use vigil_core::signal::STOP_SIGNALS;
-use vigil_core::{OnExhausted, Quiet, RestartMode, RestartPolicy, Signal};
+use vigil_core::{CheckKind, OnExhausted, Quiet, RestartMode, RestartPolicy, Signal};
 
 use super::checks::{read_checks, read_quiet};
 use super::diagnosis::{DiagnosisConfig, read_diagnosis};
@@ -25,7 +25,7 @@ const API_KEYS: &[&str] = &[
     "hosts",
     "max_connections",
 ];
-const VIGIL_KEYS: &[&str] = &["state_dir"];
+const VIGIL_KEYS: &[&str] = &["state_dir", "node"];
 const COMMON_KEYS: &[&str] = &[
     "autostart",
     "restart",
@@ -41,6 +41,9 @@ const AGENT_ONLY_KEYS: &[&str] = &[
     "shell",
     "cwd",
     "env",
+    "env_file",
+    "user",
+    "group",
     "instances",
     "checks",
     "evidence",
@@ -90,6 +93,86 @@ impl Default for Common {
     }
 }
 
+/// What `vigil status`, `logs`, `restart` … need to reach a running vigil: where its state
+/// dir is, and its API. Read on their own, so that a config with a mistake elsewhere (the
+/// one a reload just refused) does not lock the operator out of reading why.
+pub struct ConfigHead {
+    pub state_dir: PathBuf,
+    pub node: String,
+    pub api: ApiConfig,
+}
+
+/// Only `[vigil]` and `[api]` of `text`; errors elsewhere are ignored.
+pub fn parse_head(
+    path: &Path,
+    text: &str,
+    state_dir_override: Option<&Path>,
+) -> Result<ConfigHead, ConfigErrors> {
+    let mut cx = Cx::default();
+    let (doc, _) = DeTable::parse_recoverable(text);
+    let root = Tbl {
+        name: String::new(),
+        table: doc.get_ref(),
+        span: doc.span(),
+    };
+    let head = read_head(&mut cx, &root, &base_dir_of(path), state_dir_override);
+    if cx.errors.is_empty() {
+        Ok(head)
+    } else {
+        Err(config_errors(cx, path, text))
+    }
+}
+
+fn base_dir_of(path: &Path) -> PathBuf {
+    path.parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+fn read_head(
+    cx: &mut Cx,
+    root: &Tbl<'_, '_>,
+    base_dir: &Path,
+    state_dir_override: Option<&Path>,
+) -> ConfigHead {
+    let mut state_dir = base_dir.join(".vigil");
+    let mut node = None;
+    if let Some(vigil) = cx.table(root, "vigil") {
+        cx.check_keys(&vigil, VIGIL_KEYS);
+        if let Some(dir) = cx.string(&vigil, "state_dir") {
+            state_dir = base_dir.join(dir.value);
+        }
+        if let Some(name) = cx.string(&vigil, "node") {
+            match super::values::node_name(&name.value) {
+                Ok(()) => node = Some(name.value),
+                Err(why) => cx.error(
+                    ConfigError::new(name.span, format!("[vigil] node: {why}"))
+                        .hint("e.g. node = \"fra-1\"; the default is this machine's hostname"),
+                ),
+            }
+        }
+    }
+    if let Some(dir) = state_dir_override {
+        state_dir = dir.to_path_buf();
+    }
+    let api = match cx.table(root, "api") {
+        Some(t) => read_api(cx, &t, base_dir),
+        None => ApiConfig::default(),
+    };
+    ConfigHead {
+        state_dir: absolute(&state_dir),
+        node: node.unwrap_or_else(super::values::hostname),
+        api,
+    }
+}
+
 /// Parse and resolve `text`, read from `path`. `state_dir_override` is `--state-dir`.
 pub fn parse(
     path: &Path,
@@ -105,38 +188,27 @@ pub fn parse(
             format!("TOML syntax: {}", e.message().trim()),
         ));
     }
-    let base_dir = path
-        .parent()
-        .map(|p| {
-            if p.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                p
-            }
-        })
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
+    // One syntax error (`autostart = yes`) leaves the rest in step, and every other mistake
+    // is worth reporting with it. Several mean the parser lost its footing (an unterminated
+    // string swallows the next lines): what follows the first is parsed out of step, and
+    // judging it would bury the one real mistake under invented ones.
+    if cx.errors.len() > 1 {
+        let mut first = config_errors(cx, path, text);
+        first.errors.truncate(1);
+        return Err(first);
+    }
+    let base_dir = base_dir_of(path);
     let root = Tbl {
         name: String::new(),
         table: doc.get_ref(),
         span: doc.span(),
     };
     cx.check_keys(&root, TOP_KEYS);
-
-    let mut state_dir = base_dir.join(".vigil");
-    if let Some(vigil) = cx.table(&root, "vigil") {
-        cx.check_keys(&vigil, VIGIL_KEYS);
-        if let Some(dir) = cx.string(&vigil, "state_dir") {
-            state_dir = base_dir.join(dir.value);
-        }
-    }
-    if let Some(dir) = state_dir_override {
-        state_dir = dir.to_path_buf();
-    }
-    let api = match cx.table(&root, "api") {
-        Some(t) => read_api(&mut cx, &t, &base_dir),
-        None => ApiConfig::default(),
-    };
+    let ConfigHead {
+        state_dir,
+        node,
+        api,
+    } = read_head(&mut cx, &root, &base_dir, state_dir_override);
     let diagnosis = match cx.table(&root, "diagnosis") {
         Some(t) => read_diagnosis(&mut cx, &t, &base_dir),
         None => DiagnosisConfig::default(),
@@ -197,7 +269,8 @@ pub fn parse(
     if cx.errors.is_empty() {
         Ok(Config {
             path: path.to_path_buf(),
-            state_dir: absolute(&state_dir),
+            state_dir,
+            node,
             api,
             agents: agents
                 .into_iter()
@@ -210,12 +283,17 @@ pub fn parse(
             diagnosis,
         })
     } else {
-        cx.errors.sort_by_key(|e| e.span.start);
-        Err(ConfigErrors {
-            path: path.to_path_buf(),
-            text: text.to_string(),
-            errors: cx.errors,
-        })
+        Err(config_errors(cx, path, text))
+    }
+}
+
+/// Every error, in the order of the file.
+fn config_errors(mut cx: Cx, path: &Path, text: &str) -> ConfigErrors {
+    cx.errors.sort_by_key(|e| e.span.start);
+    ConfigErrors {
+        path: path.to_path_buf(),
+        text: text.to_string(),
+        errors: cx.errors,
     }
 }
 
@@ -506,7 +584,8 @@ fn read_agent(
     }
     let scope = Placeholders {
         agent: &name.value,
-        has_instances: instances.is_some(),
+        // `instances` given but unusable (its error is said): no placeholder errors on top.
+        has_instances: instances.is_some() || t.get("instances").is_some(),
         pid: false,
     };
 
@@ -577,12 +656,74 @@ fn read_agent(
         }
     }
 
+    let env_file = cx.string(t, "env_file");
+    let user = cx.string(t, "user");
+    let group = cx.string(t, "group");
+    let credentials = match (&user, &group) {
+        (Some(u), g) => match super::users::resolve(&u.value, g.as_ref().map(|g| g.value.as_str()))
+        {
+            // Only root may become another user; anyone may "become" itself.
+            Ok(c)
+                if !rustix::process::geteuid().is_root()
+                    && c.uid != rustix::process::geteuid().as_raw() =>
+            {
+                cx.error(
+                    ConfigError::new(
+                        u.span.clone(),
+                        format!(
+                            "[{}]: running an agent as `{}` needs vigil to run as root",
+                            t.name, c.user
+                        ),
+                    )
+                    .hint("run vigil as root (the systemd unit: remove User=), or drop `user`"),
+                );
+                None
+            }
+            Ok(c) => Some(c),
+            Err(why) => {
+                let span = match g {
+                    Some(g) if why.contains("group") => g.span.clone(),
+                    _ => u.span.clone(),
+                };
+                cx.error(
+                    ConfigError::new(span, format!("[{}]: {why}", t.name))
+                        .hint("create it (useradd --system NAME), or name an existing user"),
+                );
+                None
+            }
+        },
+        (None, Some(g)) => {
+            cx.err(
+                g.span.clone(),
+                format!("`group` in [{}] needs `user` too", t.name),
+            );
+            None
+        }
+        (None, None) => None,
+    };
+
     let checks = read_checks(cx, t, &scope, common.policy.failure_threshold);
+    // The notify socket lives in vigil's state dir, which another user cannot reach.
+    if let (Some(u), Some(_)) = (&user, &credentials)
+        && checks.iter().any(|c| c.kind() == CheckKind::Notify)
+    {
+        cx.error(
+            ConfigError::new(
+                u.span.clone(),
+                format!(
+                    "[{}]: a `notify` check cannot reach an agent that runs as another user (the socket is in vigil's state dir)",
+                    t.name
+                ),
+            )
+            .hint("use an `api` check (POST /agents/NAME/heartbeat) or a `heartbeat` file instead"),
+        );
+    }
     let evidence = read_evidence(cx, t, &scope);
     let mut templated: Vec<&At<String>> = Vec::new();
     templated.extend(command.iter().flatten());
     templated.extend(cwd.iter());
     templated.extend(env.iter().map(|(_, v)| v));
+    templated.extend(env_file.iter());
     for s in templated {
         check_placeholders(cx, s, &scope);
     }
@@ -614,16 +755,39 @@ fn read_agent(
             .iter()
             .map(|c| c.expand(&full_name, &name.value, instance.as_deref(), &check_base))
             .collect();
+        // The file's variables first; `env` in the config overrides them.
+        let mut agent_env: Vec<(String, String)> = Vec::new();
+        let mut env_file_keys: Vec<String> = Vec::new();
+        if let Some(f) = &env_file {
+            let path = absolute(&base_dir.join(vars(&f.value)));
+            match read_env_file(&path) {
+                Ok(file_vars) => {
+                    env_file_keys = file_vars.iter().map(|(k, _)| k.clone()).collect();
+                    agent_env = file_vars;
+                }
+                Err(why) => cx.error(
+                    ConfigError::new(f.span.clone(), format!("env_file of `{full_name}`: {why}"))
+                        .hint("KEY=VALUE lines, as systemd's EnvironmentFile= reads them"),
+                ),
+            }
+        }
+        for (k, v) in &env {
+            let v = vars(&v.value);
+            env_file_keys.retain(|f| f != k);
+            match agent_env.iter_mut().find(|(key, _)| key == k) {
+                Some(slot) => slot.1 = v,
+                None => agent_env.push((k.clone(), v)),
+            }
+        }
         out.push(AgentConfig {
             name: full_name.clone(),
             template: instance.as_ref().map(|_| name.value.clone()),
             instance: instance.clone(),
             command: argv,
             cwd: cwd_path,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.clone(), vars(&v.value)))
-                .collect(),
+            env: agent_env,
+            env_file_keys,
+            run_as: credentials.clone(),
             autostart: common.autostart,
             restart: common.restart,
             stop_signal: common.stop_signal,
@@ -641,6 +805,24 @@ fn read_agent(
             }),
         });
     }
+}
+
+/// An `env_file`'s variables; the reason it cannot be used (never quoting a value).
+fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // A file of secrets anyone on the machine can read is a leak waiting to happen.
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.mode() & 0o004 != 0
+    {
+        tracing::warn!(
+            "{} is readable by every user of this machine: chmod o-r it (it holds an agent's secrets)",
+            path.display()
+        );
+    }
+    super::env_file::parse(&text)
+        .map_err(|e| format!("{} line {}: {}", path.display(), e.line, e.message))
 }
 
 /// `evidence = ["py-spy", "dump", "--pid", "{pid}"]`: run on a stall, before the stop.

@@ -3,11 +3,13 @@
 mod checks;
 mod diagnosis;
 mod diagnostic;
+pub mod env_file;
 mod llm;
 mod load;
 mod model;
 mod placeholders;
 mod reader;
+pub mod users;
 mod values;
 
 use std::path::Path;
@@ -34,6 +36,15 @@ pub enum LoadError {
 }
 
 /// Read and resolve a config file. `state_dir` overrides `[vigil] state_dir`.
+/// Only what reaches a running vigil (`[vigil]`, `[api]`), whatever is wrong elsewhere.
+pub fn load_head(path: &Path, state_dir: Option<&Path>) -> Result<load::ConfigHead, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    load::parse_head(path, &text, state_dir).map_err(LoadError::Invalid)
+}
+
 pub fn load(path: &Path, state_dir: Option<&Path>) -> Result<Config, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: path.display().to_string(),

@@ -19,6 +19,9 @@ pub struct Config {
     /// The file this came from (as given).
     pub path: PathBuf,
     pub state_dir: PathBuf,
+    /// This vigil's name among hosts (`[vigil] node`, default the hostname): on
+    /// `vigil_build_info`, which alert rules join so an alert says which host.
+    pub node: String,
     pub api: ApiConfig,
     pub agents: Vec<AgentConfig>,
     pub diagnosis: super::DiagnosisConfig,
@@ -59,7 +62,12 @@ pub struct AgentConfig {
     /// argv; with `shell = true`, `["/bin/sh", "-c", "<command>"]`.
     pub command: Vec<String>,
     pub cwd: Option<PathBuf>,
+    /// `env_file`'s variables, then `env`'s (which override them).
     pub env: Vec<(String, String)>,
+    /// The names in `env` that came from `env_file`: secrets whatever they are called.
+    pub env_file_keys: Vec<String>,
+    /// `user`/`group`: who the agent runs as (vigil's own user when unset).
+    pub run_as: Option<super::users::Credentials>,
     pub autostart: bool,
     pub restart: RestartMode,
     pub stop_signal: Signal,
@@ -127,7 +135,7 @@ pub enum Probe {
     },
 }
 
-/// Which HTTP statuses count as healthy.
+/// LogSelection HTTP statuses count as healthy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StatusExpect {
     /// Any 2xx.
@@ -193,6 +201,8 @@ impl AgentConfig {
             command: Vec::new(),
             cwd: None,
             env: Vec::new(),
+            env_file_keys: Vec::new(),
+            run_as: None,
             autostart: false,
             restart: RestartMode::Never,
             stop_signal,
@@ -239,11 +249,32 @@ impl AgentConfig {
         self.command.hash(&mut h);
         self.cwd.hash(&mut h);
         self.env.hash(&mut h);
+        self.run_as.hash(&mut h);
         self.log_max_size.hash(&mut h);
         self.log_keep.hash(&mut h);
         // NOTIFY_SOCKET is in its environment only when it has a notify check.
         self.uses_notify().hash(&mut h);
         h.finish()
+    }
+}
+
+impl AgentConfig {
+    /// The environment as `vigil check` shows it: values from `env_file`, and values whose
+    /// names look secret, hidden.
+    pub fn shown_env(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .map(|(k, v)| {
+                let shown = if self.env_file_keys.contains(k) {
+                    "[from env_file]".to_string()
+                } else if crate::redact::secret_name(k) && !v.is_empty() {
+                    crate::redact::REDACTED.to_string()
+                } else {
+                    v.clone()
+                };
+                (k.clone(), shown)
+            })
+            .collect()
     }
 }
 

@@ -77,6 +77,35 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((number * factor) as u64)
 }
 
+/// A node name: what a person would call the host in an alert (a hostname, `fra-1`).
+pub fn node_name(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 64 {
+        return Err(format!("`{s}` must be 1 to 64 characters"));
+    }
+    match s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        Some(c) => Err(format!(
+            "`{s}` has {c:?}: use letters, digits, `-`, `_` and `.`"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// This machine's hostname, the default node name.
+pub fn hostname() -> String {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    if node_name(&name).is_ok() {
+        name
+    } else {
+        "localhost".to_string()
+    }
+}
+
 /// The closest known name, when it is close enough to be a plausible typo.
 pub fn did_you_mean<'a>(given: &str, known: &[&'a str]) -> Option<&'a str> {
     known

@@ -163,6 +163,12 @@ impl ProcessDriver {
             env.retain(|(key, _)| key != k);
             env.push((k.into(), v.into()));
         };
+        // As systemd's User= does: the user's own HOME, USER and LOGNAME, unless `env` says.
+        if let Some(u) = &agent.run_as {
+            for (k, v) in u.env() {
+                set(k, v);
+            }
+        }
         for (k, v) in &agent.env {
             set(k, v);
         }
@@ -200,6 +206,7 @@ impl ProcessDriver {
                 env: &env,
                 cwd: agent.cwd.as_deref(),
                 output: log.as_fd(),
+                credentials: agent.run_as.as_ref(),
             },
             cgroup.as_ref().map(|d| d.as_fd()),
         );

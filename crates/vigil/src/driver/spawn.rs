@@ -94,6 +94,8 @@ pub struct SpawnRequest<'a> {
     pub cwd: Option<&'a Path>,
     /// Becomes stdout and stderr; stdin is /dev/null.
     pub output: BorrowedFd<'a>,
+    /// Who the process becomes before it execs (`user`/`group`); vigil's own user when unset.
+    pub credentials: Option<&'a crate::config::users::Credentials>,
 }
 
 /// Why `posix_spawn` did not start the process.
@@ -177,10 +179,21 @@ pub fn spawn_in_new_session(
     let mut envp: Vec<*mut libc::c_char> = env.iter().map(|e| e.as_ptr() as *mut _).collect();
     envp.push(ptr::null_mut());
     let out = req.output.as_raw_fd();
-    if let Some(cgroup) = cgroup {
-        match clone_into_cgroup(&program, &argv, &envp, out, cwd.as_deref(), cgroup) {
+    let ids = req.credentials;
+    if cgroup.is_some() || ids.is_some() {
+        let child = Child {
+            program: &program,
+            argv: &argv,
+            envp: &envp,
+            out,
+            cwd: cwd.as_deref(),
+            ids,
+        };
+        match clone_child(&child, cgroup) {
             Ok(pid) => return Ok(pid),
             Err(CloneError::Exec(e)) => return Err(e.into()),
+            // posix_spawn cannot change the user: without clone3 there is no other way.
+            Err(CloneError::Clone(e)) if ids.is_some() => return Err(e.into()),
             // No clone3 here (an old kernel, a seccomp filter): spawn without a cgroup.
             Err(CloneError::Clone(e)) => {
                 static SAID: std::sync::Once = std::sync::Once::new();
@@ -247,19 +260,24 @@ pub fn spawn_in_new_session(
     }
 }
 
+/// Everything the child needs, prepared before the clone (it may not allocate).
+struct Child<'a> {
+    program: &'a std::ffi::CStr,
+    argv: &'a [*mut libc::c_char],
+    envp: &'a [*mut libc::c_char],
+    out: libc::c_int,
+    cwd: Option<&'a std::ffi::CStr>,
+    /// The user, group and groups it takes before it execs.
+    ids: Option<&'a crate::config::users::Credentials>,
+}
+
 /// `clone3(CLONE_INTO_CGROUP)`: the child is born in the run's cgroup, so not even its first
 /// fork can happen outside it (moving a process in after `posix_spawn` would race with the
 /// agent's own forks). Fork-like (no shared memory): the child runs only async-signal-safe
-/// system calls on what was prepared before, then `execve`. An exec that fails reports its
-/// errno through a close-on-exec pipe, as `posix_spawn` does.
-fn clone_into_cgroup(
-    program: &std::ffi::CStr,
-    argv: &[*mut libc::c_char],
-    envp: &[*mut libc::c_char],
-    out: libc::c_int,
-    cwd: Option<&std::ffi::CStr>,
-    cgroup: BorrowedFd<'_>,
-) -> Result<u32, CloneError> {
+/// system calls on what was prepared before — its session, signals, descriptors, then its
+/// groups, group and user when the agent has `user` — then `execve`. A step that fails
+/// reports its errno through a close-on-exec pipe, as `posix_spawn` does.
+fn clone_child(c: &Child<'_>, cgroup: Option<BorrowedFd<'_>>) -> Result<u32, CloneError> {
     #[repr(C)]
     #[derive(Default)]
     struct CloneArgs {
@@ -283,12 +301,18 @@ fn clone_into_cgroup(
     }
     let (read_end, write_end) = (fds[0], fds[1]);
     let mut args = CloneArgs {
-        flags: CLONE_INTO_CGROUP,
+        flags: if cgroup.is_some() {
+            CLONE_INTO_CGROUP
+        } else {
+            0
+        },
         exit_signal: libc::SIGCHLD as u64,
-        cgroup: cgroup.as_raw_fd() as u64,
+        cgroup: cgroup.map_or(0, |g| g.as_raw_fd() as u64),
         ..CloneArgs::default()
     };
-    let cwd_ptr = cwd.map_or(ptr::null(), |c| c.as_ptr());
+    let (program, argv, envp, out) = (c.program, c.argv, c.envp, c.out);
+    let cwd_ptr = c.cwd.map_or(ptr::null(), |c| c.as_ptr());
+    let ids = c.ids;
     // SAFETY: clone3 without CLONE_VM is fork: the child has its own copy of memory and runs
     // only async-signal-safe libc calls on data prepared above (no allocation, no locks)
     // before execve or _exit.
@@ -318,7 +342,28 @@ fn clone_into_cgroup(
             }
             libc::dup2(out, 1);
             libc::dup2(out, 2);
-            if cwd_ptr.is_null() || libc::chdir(cwd_ptr) == 0 {
+            // Groups before the group, the group before the user: after setuid the others
+            // are no longer allowed. Raw system calls, not glibc's: in a multi-threaded
+            // program glibc's setuid signals every thread to change too and waits for them,
+            // and this child (of a raw clone3 glibc knows nothing of) would wait forever for
+            // threads it does not have. Ambient capabilities go first: a vigil that holds
+            // CAP_SETUID without being root must not hand any to its agents.
+            let became = match ids {
+                None => true,
+                Some(ids) => {
+                    libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                        0 as libc::c_ulong,
+                        0 as libc::c_ulong,
+                        0 as libc::c_ulong,
+                    );
+                    libc::syscall(libc::SYS_setgroups, ids.groups.len(), ids.groups.as_ptr()) == 0
+                        && libc::syscall(libc::SYS_setresgid, ids.gid, ids.gid, ids.gid) == 0
+                        && libc::syscall(libc::SYS_setresuid, ids.uid, ids.uid, ids.uid) == 0
+                }
+            };
+            if became && (cwd_ptr.is_null() || libc::chdir(cwd_ptr) == 0) {
                 libc::execve(program.as_ptr(), argv.as_ptr() as _, envp.as_ptr() as _);
             }
             let errno = *libc::__errno_location();

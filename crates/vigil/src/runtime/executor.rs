@@ -185,6 +185,7 @@ impl Executor {
                         instance: slot.config.instance.clone(),
                         pid: slot.run.as_ref().map(|r| r.saved.pid),
                         cwd: slot.config.cwd.clone(),
+                        user: slot.config.run_as.clone(),
                         secrets,
                     },
                 });

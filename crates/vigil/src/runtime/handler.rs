@@ -15,7 +15,9 @@ use super::executor::{Executor, Exit};
 use super::fleet::Fleet;
 use super::offload::Offload;
 use super::rotation::LogFile;
-use crate::api::{ApiRequest, CommandRefused, CommandResult, PendingHeartbeats};
+use crate::api::{ApiRequest, CommandRefused, CommandResult, PendingHeartbeats, ReloadAnswer};
+
+type ReloadReply = tokio::sync::oneshot::Sender<Result<ReloadAnswer, CommandRefused>>;
 use crate::audit::Journal;
 use crate::config::{self, AgentConfig, Config};
 use crate::health::Health;
@@ -64,6 +66,11 @@ pub struct Handler {
     /// A config is being read; another SIGHUP meanwhile reads it once more after.
     reload_in_flight: bool,
     reload_again: bool,
+    /// `vigil reload`s waiting for the config being read now, and for the one after (a
+    /// request that came while a read was under way is answered by a read that began after
+    /// it, so it sees the file as it was when asked).
+    reload_waiting: Vec<ReloadReply>,
+    reload_waiting_next: Vec<ReloadReply>,
     /// When the journal last failed to be written.
     journal_failed_at: std::time::Instant,
 }
@@ -102,6 +109,8 @@ impl Handler {
             stop_signals: 0,
             reload_in_flight: false,
             reload_again: false,
+            reload_waiting: Vec::new(),
+            reload_waiting_next: Vec::new(),
             journal_failed_at: std::time::Instant::now(),
         }
     }
@@ -260,6 +269,7 @@ impl Handler {
                     quarantined: m.quarantined,
                     crash_streak: m.crash_streak,
                     escalated: m.escalated,
+                    stalled_since_ms: m.stalled_since_ms,
                     run,
                 }),
             ));
@@ -341,6 +351,57 @@ impl Handler {
             ApiRequest::Ping { reply } => {
                 let _ = reply.send(());
             }
+            ApiRequest::Reload { by, reply } => {
+                if let Err(refused) = self.journal_gate() {
+                    let _ = reply.send(Err(refused));
+                    return;
+                }
+                info!("reload asked by {}", by.as_str());
+                if self.reload_in_flight {
+                    self.reload_waiting_next.push(reply);
+                } else {
+                    self.reload_waiting.push(reply);
+                }
+                self.request_reload();
+            }
+            ApiRequest::Shutdown { by, reply } => {
+                if let Err(refused) = self.journal_gate() {
+                    let _ = reply.send(Err(refused));
+                    return;
+                }
+                let live = self.sup.agents().filter(|a| a.is_live()).count();
+                let _ = reply.send(Ok(live));
+                // Asking again (a retried `vigil shutdown`) changes nothing: only a second
+                // signal means "kill them now".
+                if self.stop_signals == 0 {
+                    self.on_stop_signal(now, &format!("shutdown asked by {}", by.as_str()));
+                }
+            }
+        }
+    }
+
+    /// What a person changes must be on the record: while records wait for the journal, one
+    /// more try (space may have been freed), else no change.
+    fn journal_gate(&mut self) -> Result<(), CommandRefused> {
+        if self.journal.is_behind() {
+            self.write(&[]);
+        }
+        match self
+            .journal
+            .last_error()
+            .filter(|_| self.journal.is_behind())
+        {
+            Some(error) => Err(CommandRefused::JournalUnwritable {
+                path: self.journal.path().to_path_buf(),
+                error: error.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn answer_reloads(&mut self, answer: ReloadAnswer) {
+        for reply in self.reload_waiting.drain(..) {
+            let _ = reply.send(Ok(answer.clone()));
         }
     }
 
@@ -359,21 +420,7 @@ impl Handler {
             let message = crate::api::unknown_agent_message(target, known.into_iter());
             return Err(CommandRefused::UnknownAgent(message));
         }
-        // What a person changes must be on the record: while records wait for the journal,
-        // one more try (space may have been freed), else no change.
-        if self.journal.is_behind() {
-            self.write(&[]);
-        }
-        if let Some(error) = self
-            .journal
-            .last_error()
-            .filter(|_| self.journal.is_behind())
-        {
-            return Err(CommandRefused::JournalUnwritable {
-                path: self.journal.path().to_path_buf(),
-                error: error.to_string(),
-            });
-        }
+        self.journal_gate()?;
         let mut results = Vec::with_capacity(ids.len());
         for id in ids {
             let Some(name) = self.sup.agent(id).map(|a| a.name().to_string()) else {
@@ -441,9 +488,15 @@ impl Handler {
     /// Apply a changed config, or refuse a broken one without touching anything.
     fn apply_reload(&mut self, now: Now, loaded: Result<Config, config::LoadError>) {
         self.reload_in_flight = false;
+        let answer = self.reload(now, loaded);
+        self.answer_reloads(answer);
+        self.reload_waiting = std::mem::take(&mut self.reload_waiting_next);
         if std::mem::take(&mut self.reload_again) {
             self.request_reload();
         }
+    }
+
+    fn reload(&mut self, now: Now, loaded: Result<Config, config::LoadError>) -> ReloadAnswer {
         let mut new = match loaded {
             Ok(c) if c.state_dir != self.config.state_dir => {
                 let msg = format!(
@@ -453,7 +506,7 @@ impl Handler {
                 );
                 error!("reload refused: {msg}");
                 self.write(&[&records::vigil_reload_refused("reload refused", &msg)]);
-                return;
+                return ReloadAnswer::refused(msg);
             }
             Ok(c) => c,
             Err(e) => {
@@ -466,7 +519,12 @@ impl Handler {
                     "reload refused: the config has errors",
                     &summary,
                 )]);
-                return;
+                // Places and messages, not the file's lines: those may hold a token or an
+                // inline secret, and the API answers whoever may ask for a reload.
+                return ReloadAnswer::refused(match &e {
+                    config::LoadError::Invalid(errs) => errs.locations().join("\n"),
+                    other => other.to_string(),
+                });
             }
         };
         let agents = std::mem::take(&mut new.agents);
@@ -499,6 +557,7 @@ impl Handler {
         self.exec.log_lines = new.diagnosis.log_lines;
         self.config = new;
         self.configured();
+        ReloadAnswer::of(&report)
     }
 
     /// Tell the offload worker which logs to keep rotated, and `/health` whether a notify

@@ -119,7 +119,13 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let offload = Offload::start(store, health.clone(), done_tx).map_err(StartError::Worker)?;
 
-    let api = api::start(&config.api, &state_dir, &opts.io, health.clone())?;
+    let api = api::start(
+        &config.api,
+        &state_dir,
+        &config.node,
+        &opts.io,
+        health.clone(),
+    )?;
     if let Some(addr) = api.addr {
         info!("HTTP API, metrics and dashboard on http://{addr}/");
     }
@@ -301,7 +307,7 @@ impl Found {
         }
     }
 
-    /// Which of a run's processes stands for it: its main process (it leads its own
+    /// LogSelection of a run's processes stands for it: its main process (it leads its own
     /// session), or, when only leftovers remain, the oldest of them. Higher is better.
     fn rank(p: &proctree::ProcInfo) -> (bool, std::cmp::Reverse<u64>) {
         (p.session == p.pid, std::cmp::Reverse(p.start_time))
@@ -508,5 +514,6 @@ fn memory_of(saved: &SavedAgent, now: Now) -> AgentMemory {
         quarantined: saved.quarantined.clone(),
         crash_streak: saved.crash_streak,
         escalated: saved.escalated,
+        stalled_since_ms: saved.stalled_since_ms,
     }
 }

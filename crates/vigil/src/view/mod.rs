@@ -14,7 +14,7 @@ use std::time::Duration;
 use vigil_core::{Agent, AgentState, CheckKind, Now, Verdict};
 
 pub use publisher::Publisher;
-pub use status::{AgentStatus, status_json};
+pub use status::{AgentStatus, NOT_RUNNING, status_json};
 
 /// The whole fleet at one moment.
 #[derive(Debug)]
@@ -87,6 +87,10 @@ pub struct AgentView {
     pub diagnosis: Option<serde_json::Value>,
     pub investigating: bool,
     pub takes_heartbeats: bool,
+    /// An open stall episode began then: stays set across the restarts that try to heal it.
+    pub stalled_since_ms: Option<i64>,
+    /// Its quiet windows, when it has any (most agents do not).
+    pub quiet: Option<Box<vigil_core::Quiet>>,
 }
 
 #[derive(Debug)]
@@ -160,7 +164,32 @@ impl AgentView {
             diagnosis: a.diagnosis().map(|d| d.to_json()),
             investigating: a.investigating(),
             takes_heartbeats: a.checks().any(|(c, _)| c.kind == CheckKind::Api),
+            stalled_since_ms: a.stalled_since_ms(),
+            quiet: (!spec.quiet.windows.is_empty()).then(|| Box::new(spec.quiet.clone())),
         }
+    }
+
+    /// Its process is meant to be up: its checks and progress describe the present. For an
+    /// agent that is stopped, quarantined or waiting to restart they describe a run that is
+    /// over, and are not shown as current.
+    pub fn is_live(&self) -> bool {
+        matches!(self.state, AgentState::Starting | AgentState::Running)
+    }
+
+    /// Inside one of its quiet windows at `now_ms`: progress is not judged.
+    pub fn is_quiet(&self, now_ms: i64) -> bool {
+        self.quiet.as_ref().is_some_and(|q| q.is_quiet(now_ms))
+    }
+
+    /// Running, and every check has passed in this run (none failing, unknown or pending).
+    pub fn is_healthy(&self) -> bool {
+        self.state == AgentState::Running && self.checks.iter().all(|c| c.verdict == Verdict::Ok)
+    }
+
+    /// Silence is measured from the end of the last quiet window at the earliest, as the core
+    /// measures it: a market that just opened has not been silent all weekend.
+    fn silence_floor_ms(&self, now_ms: i64) -> Option<i64> {
+        self.quiet.as_ref().and_then(|q| q.last_end(now_ms))
     }
 
     /// Automatic restarts within the window that ends at `now_ms`.
@@ -179,10 +208,19 @@ impl AgentView {
 
     /// The oldest progress among its progress checks relative to what each allows, as
     /// (age, max_age).
+    /// Nothing while the agent is not live or is inside a quiet window.
     pub fn progress(&self, now_ms: i64) -> Option<(Duration, Duration)> {
+        if !self.is_live() || self.is_quiet(now_ms) {
+            return None;
+        }
+        let floor = self.silence_floor_ms(now_ms);
         let mut worst: Option<(Duration, Duration)> = None;
         for c in &self.checks {
-            if let (Some(age), Some(max)) = (c.progress_age(now_ms), c.max_age) {
+            let age = c.progress_age(now_ms).map(|age| match floor {
+                Some(f) => age.min(Duration::from_millis(now_ms.saturating_sub(f).max(0) as u64)),
+                None => age,
+            });
+            if let (Some(age), Some(max)) = (age, c.max_age) {
                 let ratio =
                     |(a, m): (Duration, Duration)| a.as_secs_f64() / m.as_secs_f64().max(1e-9);
                 if worst.is_none_or(|w| ratio((age, max)) > ratio(w)) {
@@ -200,9 +238,18 @@ impl CheckView {
         if self.max_age.is_none() || matches!(self.kind, CheckKind::Http | CheckKind::Exec) {
             return None;
         }
-        self.last_progress_ms
-            .map(|t| Duration::from_millis(now_ms.saturating_sub(t).max(0) as u64))
-            .or(self.age)
+        let live = self
+            .last_progress_ms
+            .map(|t| Duration::from_millis(now_ms.saturating_sub(t).max(0) as u64));
+        if matches!(self.kind, CheckKind::Notify | CheckKind::Api) {
+            // The agent's own signs arrive as they happen: their age is exact at any moment.
+            live.or(self.age)
+        } else {
+            // A probe sees progress only when it looks: its age as of that look, or the age
+            // would climb between looks and drop at each one (a file touched every second
+            // would show 1 s, 2 s, … 5 s, 1 s).
+            self.age.or(live)
+        }
     }
 
     /// 1 when passing, 0 when failing; nothing while unknown or pending.

@@ -74,7 +74,17 @@ pub struct AgentStatus {
     pub investigating: bool,
     /// Has an `api` check: takes `POST /agents/NAME/heartbeat`.
     pub takes_heartbeats: bool,
+    /// When the open stall episode began: it stays open across the restarts that try to heal
+    /// it, until the agent has proven healthy again.
+    pub stalled_since: Option<String>,
+    /// Inside one of its quiet windows now: progress is not judged.
+    pub quiet: bool,
+    /// Running, and every check has passed in this run.
+    pub healthy: bool,
 }
+
+/// The verdict shown for a check of an agent that is not starting or running.
+pub const NOT_RUNNING: &str = "not_running";
 
 fn ts(ms: i64) -> String {
     format_ts(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
@@ -91,6 +101,8 @@ fn since(now_ms: i64, ms: i64) -> Duration {
 impl AgentStatus {
     pub fn of(a: &AgentView, now_ms: i64) -> AgentStatus {
         let progress = a.progress(now_ms);
+        // The checks of a run that is over say nothing about now.
+        let live = a.is_live();
         AgentStatus {
             name: a.name.clone(),
             template: a.template.clone(),
@@ -117,11 +129,19 @@ impl AgentStatus {
                 .map(|c| CheckStatus {
                     name: c.name.clone(),
                     kind: c.kind.as_str(),
-                    verdict: c.verdict.as_str(),
-                    detail: c.detail.clone(),
+                    verdict: if live {
+                        c.verdict.as_str()
+                    } else {
+                        NOT_RUNNING
+                    },
+                    detail: if live {
+                        c.detail.clone()
+                    } else {
+                        String::new()
+                    },
                     consecutive_failures: c.consecutive_failures,
                     failure_threshold: c.failure_threshold,
-                    age_s: c.progress_age(now_ms).map(secs),
+                    age_s: c.progress_age(now_ms).filter(|_| live).map(secs),
                     max_age_s: c.max_age.map(secs),
                     at: c.at_ms.map(ts),
                 })
@@ -140,6 +160,9 @@ impl AgentStatus {
             diagnosis: a.diagnosis.clone(),
             investigating: a.investigating,
             takes_heartbeats: a.takes_heartbeats,
+            stalled_since: a.stalled_since_ms.map(ts),
+            quiet: a.is_quiet(now_ms),
+            healthy: a.is_healthy(),
         }
     }
 }

@@ -15,6 +15,8 @@ pub const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 pub struct Fleet {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
+    /// Set for `vigil run` and every `vigil` command of this fleet.
+    pub env: Vec<(String, String)>,
 }
 
 /// Tests run in parallel: each vigil's API takes a free port (written to `.vigil/api.addr`)
@@ -32,7 +34,11 @@ impl Fleet {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("vigil.toml"), with_free_port(config))
             .expect("write config");
-        Fleet { dir, child: None }
+        Fleet {
+            dir,
+            child: None,
+            env: Vec::new(),
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -112,6 +118,7 @@ impl Fleet {
         let child = Command::new(VIGIL)
             .args(["run", "-c"])
             .arg(self.config())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -127,6 +134,7 @@ impl Fleet {
             .arg("run")
             .arg("-c")
             .arg(self.config())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("VIGIL_LOG", "debug")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -208,6 +216,7 @@ impl Fleet {
     pub fn vigil(&self, args: &[&str]) -> Output {
         Command::new(VIGIL)
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .output()
@@ -227,6 +236,14 @@ impl Drop for Fleet {
             let _ = child.wait();
         }
     }
+}
+
+/// A TCP port nothing listens on (now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 pub fn unsafe_kill(pid: i32, sig: i32) {
