@@ -30,7 +30,7 @@ fn server() -> SocketAddr {
         let (journal, _) = vigil::audit::Journal::open(&state.join("audit.jsonl"));
         let health = Arc::new(vigil::health::Health::new(journal.health()));
         let mut started =
-            api::start(&config, state, runtime.handle(), health).expect("the API starts");
+            api::start(&config, state, "fuzz", runtime.handle(), health).expect("the API starts");
         let addr = started.addr.expect("listening");
         runtime.spawn(async move {
             while let Some(request) = started.requests.recv().await {
