@@ -10,6 +10,15 @@ use common::{Fleet, VIGIL, pids_with, unsafe_kill};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
+/// `a_reused_pid_is_never_signalled` steers the machine's next pid (`ns_last_pid`): while it
+/// does, another test's process may be born at the pid it wants, and a test that tells a
+/// restart by a new pid may see the old one again. It runs alone; the others share.
+static PID_GAMES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn sharing() -> std::sync::RwLockReadGuard<'static, ()> {
+    PID_GAMES.read().unwrap_or_else(|e| e.into_inner())
+}
+
 fn config(marker: u32) -> String {
     format!(
         r#"[agents.a]
@@ -47,6 +56,7 @@ fn run_with_failpoint(fleet: &mut Fleet, failpoint: &str) -> i32 {
 /// marks, adopts them, and starts only the others: one copy of every agent, whatever n.
 #[test]
 fn a_kill_9_at_any_step_of_a_spawn_batch_never_leaves_a_second_copy() {
+    let _sharing = sharing();
     for n in 1..=3u32 {
         let marker = 820_000 + n * 10;
         let mut fleet = Fleet::new(&config(marker));
@@ -82,6 +92,7 @@ fn a_kill_9_at_any_step_of_a_spawn_batch_never_leaves_a_second_copy() {
 /// one vigil knows is adopted, the other is stopped on the record.
 #[test]
 fn a_second_copy_found_at_startup_is_stopped() {
+    let _sharing = sharing();
     let marker = 820_100;
     let mut fleet = Fleet::new(&format!(
         "[agents.solo]\ncommand = [\"sleep\", \"{}\"]\nstop_timeout = \"500ms\"\n",
@@ -170,6 +181,7 @@ fn stranger_at(pid: i32) -> std::process::Child {
 #[test]
 #[ignore = "needs root: it chooses the next pid through /proc/sys/kernel/ns_last_pid"]
 fn a_reused_pid_is_never_signalled() {
+    let _alone = PID_GAMES.write().unwrap_or_else(|e| e.into_inner());
     let mut fleet = Fleet::new(
         r#"[agents.leaky]
 command = ["sh", "-c", "setsid sh -c 'trap \"\" TERM; exec sleep 830002' & exec sleep 830001"]
@@ -199,9 +211,12 @@ stop_timeout = "3s"
         pids_with("sleep 830002").is_empty()
     });
     fleet.settled();
+    let status = stranger.try_wait().unwrap();
     assert!(
-        stranger.try_wait().unwrap().is_none(),
-        "vigil killed the stranger that got pid {main}"
+        status.is_none(),
+        "the stranger that got pid {main} ended ({status:?})\n{:?}\n{}",
+        fleet.records(None),
+        fleet.output()
     );
     let _ = stranger.kill();
     let _ = stranger.wait();
@@ -217,6 +232,7 @@ stop_timeout = "3s"
 /// blamed on the agent.
 #[test]
 fn deleting_the_state_dir_admits_no_second_vigil_and_blames_no_agent() {
+    let _sharing = sharing();
     let dir = tempfile::tempdir().unwrap();
     let script = beat_script(dir.path());
     let mut fleet = Fleet::new(&format!(
@@ -306,6 +322,7 @@ while True:
 /// nobody.
 #[test]
 fn a_stopped_vigil_restarts_nobody_when_it_continues() {
+    let _sharing = sharing();
     let dir = tempfile::tempdir().unwrap();
     let script = beat_script(dir.path());
     let mut config = String::new();
@@ -344,6 +361,7 @@ fn a_stopped_vigil_restarts_nobody_when_it_continues() {
 /// keeps reaching it and is not stalled.
 #[test]
 fn an_adopted_agent_keeps_reaching_the_next_vigil_on_a_long_state_dir() {
+    let _sharing = sharing();
     let dir = tempfile::tempdir().unwrap();
     let script = beat_script(dir.path());
     let long = dir.path().join("s".repeat(120));
@@ -412,6 +430,7 @@ impl Drop for Tmpfs {
 #[test]
 #[ignore = "needs root to mount a small tmpfs (CI runs it)"]
 fn a_full_disk_keeps_healing_refuses_unrecorded_changes_and_leaves_no_fragment() {
+    let _sharing = sharing();
     let dir = tempfile::tempdir().unwrap();
     let disk = Tmpfs::mount(dir.path().join("disk"), "256k");
     let mut fleet = Fleet::new(&format!(
@@ -503,6 +522,7 @@ fn a_full_disk_keeps_healing_refuses_unrecorded_changes_and_leaves_no_fragment()
 #[test]
 #[ignore = "needs a writable cgroup2 hierarchy (root; CI runs it)"]
 fn the_escape_zoo_is_gone_after_stop_and_after_shutdown() {
+    let _sharing = sharing();
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("zoo.sh");
     std::fs::write(

@@ -41,7 +41,12 @@ struct MemberSignal {
     agent: AgentId,
     run: RunId,
     main_pid: u32,
-    main_gone: Option<u64>,
+    /// Members of the main's group or session count only if they started before this tick
+    /// (or carry the run's tag): when the main's exit was collected, else when the signal was
+    /// decided. The members are looked up later, on an I/O thread; by then the main may have
+    /// died and its pid gone to a stranger leading a group and session of that id — which
+    /// started after the decision, so it is not taken for the run.
+    older_than: u64,
     tag: String,
     signal: Signal,
 }
@@ -64,8 +69,6 @@ pub struct Executor {
     marks_dir: String,
     /// Processes spawned so far (for the `abort-after-spawn:N` fault point of tests).
     spawned: u64,
-    /// The loop's turn (see `RunRecord::main_gone`).
-    turn: u64,
     /// Makes run tags unique across vigils, even one that re-executed itself on the same pid.
     boot: String,
     /// Log lines kept as a failure's evidence.
@@ -110,7 +113,6 @@ impl Executor {
             notify_socket: p.notify_socket,
             marks_dir: p.marks_dir,
             spawned: 0,
-            turn: 0,
             log_lines: p.log_lines,
             new_watches: Vec::new(),
             member_signals: Vec::new(),
@@ -211,16 +213,6 @@ impl Executor {
         }
     }
 
-    /// A new turn of the loop begins.
-    pub fn new_turn(&mut self) {
-        self.turn += 1;
-    }
-
-    /// The current turn.
-    pub fn turn(&self) -> u64 {
-        self.turn
-    }
-
     /// After a batch: what is best done for the whole batch at once.
     pub fn finish_batch(&mut self) {
         self.checks.run_batch(std::mem::take(&mut self.probes));
@@ -233,7 +225,7 @@ impl Executor {
             let procs = driver.snapshot();
             for s in signals {
                 if let Err(e) =
-                    driver.signal_members(&procs, s.main_pid, &s.tag, s.main_gone, s.signal)
+                    driver.signal_members(&procs, s.main_pid, &s.tag, Some(s.older_than), s.signal)
                 {
                     let _ = events.send(failed(s.agent, s.run, FailedAction::Signal(s.signal), &e));
                 }
@@ -354,8 +346,11 @@ impl Executor {
     /// The process group gets the signal now (one syscall on the loop); members that left
     /// the group get it after the batch, from an I/O thread. The group only while it is
     /// proven the run's: the main process is alive (its pid cannot be reused before vigil
-    /// collects it), or was collected in this very turn with the group still populated (a
-    /// process group's id cannot be reused while it has members).
+    /// collects it). Not once it has been collected, even in this very turn: its pid and, if
+    /// the group had no other member, its group id are free from that moment, and a stranger
+    /// started meanwhile may lead a group of that id (seen under pid pressure: the
+    /// `a_reused_pid_is_never_signalled` test's stranger, killed by another vigil's turn).
+    /// What is left of the run is reached member by member, each proven by its start time.
     fn signal(
         &mut self,
         fleet: &Fleet,
@@ -370,11 +365,11 @@ impl Executor {
             agent,
             run,
             main_pid: pid,
-            main_gone: rec.main_gone.map(|g| g.tick),
+            older_than: rec.main_gone.map_or_else(proctree::now_ticks, |g| g.tick),
             tag,
             signal,
         });
-        if rec.main_gone.is_some_and(|g| g.turn != self.turn) {
+        if rec.main_gone.is_some() {
             return None;
         }
         let refused = self.driver.signal_group(pid, signal).err()?;

@@ -15,15 +15,14 @@ use crate::state::SavedRun;
 pub struct RunRecord {
     pub id: RunId,
     pub saved: SavedRun,
-    /// When the main process's exit was collected: the loop's turn, and the tick (as in a
-    /// process's start time). From the next turn on its pid may name a stranger: no more
+    /// When the main process's exit was collected: the tick (as in a process's start time).
+    /// From that moment its pid, and perhaps its group id, may name a stranger: no more
     /// signals to its process group, and only members proven older or tagged count.
     pub main_gone: Option<MainGone>,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct MainGone {
-    pub turn: u64,
     pub tick: u64,
 }
 

@@ -130,7 +130,6 @@ impl Handler {
 
     pub fn turn(&mut self, now: Now, input: Input) {
         self.health.loop_wakeups.fetch_add(1, Ordering::Relaxed);
-        self.exec.new_turn();
         match input {
             Input::Exits(exits) => {
                 for exit in exits {
@@ -285,7 +284,6 @@ impl Handler {
             status,
         } = exit;
         self.exec.exited(pid);
-        let turn = self.exec.turn();
         let Some(slot) = self.fleet.get_mut(agent) else {
             return;
         };
@@ -293,7 +291,6 @@ impl Handler {
             return;
         };
         rec.main_gone = Some(super::fleet::MainGone {
-            turn,
             tick: crate::driver::proctree::now_ticks(),
         });
         let tag = rec.saved.run_tag.clone();
