@@ -207,8 +207,15 @@ max_age = "1s"
     std::thread::sleep(Duration::from_secs(3));
     let (_, status) = f.api("GET", "/status/mute", "");
     let total = status["restarts"]["total"].as_f64().unwrap();
-    let q = r#"round(sum by (agent) (increase(vigil_agent_restarts_total{agent="mute"}[10m])))"#;
-    let counted = prom.query(q)[0]["value"][1]
+    // At the last sample's time: increase() extrapolates to the end of its range, and a range
+    // that ends after the last sample would add a fraction of a restart.
+    let raw = prom.query(r#"vigil_agent_restarts_total{agent="mute",reason="stall"}[10m]"#);
+    let last = raw[0]["values"].as_array().unwrap().last().unwrap()[0]
+        .as_f64()
+        .unwrap();
+    let q = r#"sum by (agent) (increase(vigil_agent_restarts_total{agent="mute"}[10m]))"#;
+    let v = prom.get(&format!("/api/v1/query?query={}&time={last}", encode(q)));
+    let counted = v["data"]["result"][0]["value"][1]
         .as_str()
         .unwrap()
         .parse::<f64>()
@@ -218,7 +225,6 @@ max_age = "1s"
         .lines()
         .filter(|l| l.starts_with(r#"vigil_agent_restarts_total{agent="mute""#))
         .collect();
-    let raw = prom.query(r#"vigil_agent_restarts_total{agent="mute",reason="stall"}[10m]"#);
     assert_eq!(
         counted, total,
         "increase() vs vigil status: {exported:?} {raw:?}"
