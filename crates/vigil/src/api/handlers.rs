@@ -188,6 +188,20 @@ fn requester(headers: &HeaderMap) -> Requester {
     }
 }
 
+/// Hand a request to the supervision loop and wait for its answer.
+async fn ask_loop<T>(
+    hub: &Hub,
+    request: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, CommandRefused>>) -> ApiRequest,
+) -> Result<T, ApiError> {
+    let gone = || ApiError::unavailable("vigil is shutting down");
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    hub.requests
+        .send(request(reply))
+        .await
+        .map_err(|_| gone())?;
+    answer.await.map_err(|_| gone())?.map_err(refusal)
+}
+
 fn refusal(refused: CommandRefused) -> ApiError {
     match refused {
         CommandRefused::UnknownAgent(_) => ApiError::not_found(refused.to_string()),
@@ -204,16 +218,8 @@ pub async fn reload(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     authorize_change(&hub, &format!("POST /reload from {peer}"), &headers, body)?;
-    let (reply, answer) = tokio::sync::oneshot::channel();
     let by = requester(&headers);
-    hub.requests
-        .send(ApiRequest::Reload { by, reply })
-        .await
-        .map_err(|_| ApiError::unavailable("vigil is shutting down"))?;
-    let answer = answer
-        .await
-        .map_err(|_| ApiError::unavailable("vigil is shutting down"))?
-        .map_err(refusal)?;
+    let answer = ask_loop(&hub, |reply| ApiRequest::Reload { by, reply }).await?;
     let code = if answer.applied {
         StatusCode::OK
     } else {
@@ -230,16 +236,8 @@ pub async fn shutdown(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     authorize_change(&hub, &format!("POST /shutdown from {peer}"), &headers, body)?;
-    let (reply, answer) = tokio::sync::oneshot::channel();
     let by = requester(&headers);
-    hub.requests
-        .send(ApiRequest::Shutdown { by, reply })
-        .await
-        .map_err(|_| ApiError::unavailable("vigil is shutting down"))?;
-    let stopping = answer
-        .await
-        .map_err(|_| ApiError::unavailable("vigil is shutting down"))?
-        .map_err(refusal)?;
+    let stopping = ask_loop(&hub, |reply| ApiRequest::Shutdown { by, reply }).await?;
     Ok(Json(json!({ "stopping": stopping })).into_response())
 }
 
@@ -277,22 +275,15 @@ pub async fn command(
         return heartbeat(&hub, &name);
     }
     let by = requester(&headers);
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let request = ApiRequest::Command {
+    let command = parse_command(&verb).expect("checked above");
+    let results = ask_loop(&hub, |reply| ApiRequest::Command {
         target: name.clone(),
-        command: parse_command(&verb).expect("checked above"),
+        command,
         by,
         note,
         reply,
-    };
-    hub.requests
-        .send(request)
-        .await
-        .map_err(|_| ApiError::unavailable("vigil is shutting down"))?;
-    let results = answer
-        .await
-        .map_err(|_| ApiError::unavailable("vigil is shutting down"))?
-        .map_err(refusal)?;
+    })
+    .await?;
     let all_refused = results.iter().all(|r| !r.ok);
     let code = if all_refused {
         StatusCode::CONFLICT
