@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::{Daemon, crasher, percentile, restart_gaps, scratch, sibling};
 
 /// One request on a fresh connection; returns the status code and body length.
-fn get(addr: &str, path: &str) -> Result<(u16, usize)> {
+pub fn get(addr: &str, path: &str) -> Result<(u16, usize)> {
     let mut s = TcpStream::connect(addr)?;
     write!(
         s,

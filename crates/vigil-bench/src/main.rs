@@ -13,6 +13,7 @@
 mod advisor;
 mod api;
 mod chaos;
+mod idle;
 mod slow;
 
 use std::path::{Path, PathBuf};
@@ -53,7 +54,8 @@ enum Bench {
         #[arg(long, default_value_t = 0)]
         slow_clients: usize,
     },
-    /// vigil's memory and CPU while supervising idle agents, and the time to start them all
+    /// For each fleet size of idle agents: the time to start them all, vigil's memory and CPU,
+    /// `/status` and `/metrics`, a reload that changes one agent, the time to stop them all
     Idle {
         #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
         agents: Vec<usize>,
@@ -162,13 +164,7 @@ fn main() -> Result<()> {
             agents,
             seconds,
             no_api,
-        } => {
-            let mut rows = Vec::new();
-            for n in agents {
-                rows.push(idle(&vigil, n, seconds, !no_api)?);
-            }
-            json!({ "idle": rows })
-        }
+        } => idle::idle_curve(&vigil, &agents, seconds, !no_api)?,
     };
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
@@ -221,13 +217,20 @@ impl Daemon {
     }
 
     /// SIGTERM and wait; returns how long the graceful stop took.
-    fn stop(mut self) -> Result<Duration> {
-        let t = Instant::now();
-        Command::new("kill").arg(self.pid().to_string()).status()?;
-        self.child.wait()?;
-        let took = t.elapsed();
-        let _ = std::fs::remove_dir_all(&self.dir);
+    fn stop(self) -> Result<Duration> {
+        let dir = self.dir.clone();
+        let took = self.stop_keeping_files()?;
+        let _ = std::fs::remove_dir_all(dir);
         Ok(took)
+    }
+
+    /// [`Daemon::stop`], leaving its directory.
+    fn stop_keeping_files(mut self) -> Result<Duration> {
+        let t = Instant::now();
+        // SAFETY: a plain kill(2) of the daemon this bench started.
+        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGTERM) };
+        self.child.wait()?;
+        Ok(t.elapsed())
     }
 }
 
@@ -468,80 +471,6 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// Agents whose live run is saved in `state.jsonl` (the last line for an agent wins), or in
-/// the `state.json` of a vigil from before it (`--vigil` an older binary).
-fn count_runs(state: &Path) -> usize {
-    let legacy = state.with_extension("json");
-    if !state.exists()
-        && let Ok(text) = std::fs::read_to_string(&legacy)
-    {
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        return v["agents"]
-            .as_object()
-            .map(|a| a.values().filter(|x| x["run"]["pid"].is_number()).count())
-            .unwrap_or(0);
-    }
-    let Ok(text) = std::fs::read_to_string(state) else {
-        return 0;
-    };
-    let mut running = std::collections::HashMap::new();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let name = v["agent"].as_str().unwrap_or_default().to_string();
-        running.insert(name, v["state"]["run"]["pid"].is_number());
-    }
-    running.values().filter(|r| **r).count()
-}
-
-fn idle(vigil: &Path, n: usize, seconds: u64, api: bool) -> Result<serde_json::Value> {
-    let dir = scratch(&format!("idle{n}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    let instances: Vec<String> = (0..n).map(|i| format!("\"{i}\"")).collect();
-    let api = if api {
-        "listen = \"127.0.0.1:0\""
-    } else {
-        "enabled = false"
-    };
-    let config = format!(
-        "[vigil]\nstate_dir = \"state\"\n\n[api]\n{api}\n\n[agents.idle]\ncommand = [\"sleep\", \"1000000\"]\ninstances = [{}]\n",
-        instances.join(", ")
-    );
-    let t0 = Instant::now();
-    let mut daemon = Daemon::start(vigil, &dir, &config)?;
-    let state = dir.join("state/state.jsonl");
-    while count_runs(&state) < n {
-        daemon.check_alive()?;
-        if t0.elapsed() > Duration::from_secs(60) {
-            bail!("{n} agents not started within 60s");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let start_all = t0.elapsed();
-    std::thread::sleep(Duration::from_secs(2));
-    let (_, ticks0) = usage(daemon.pid())?;
-    let t1 = Instant::now();
-    std::thread::sleep(Duration::from_secs(seconds));
-    let (rss_kib, ticks1) = usage(daemon.pid())?;
-    let cpu_pct = (ticks1 - ticks0) as f64 / clock_ticks() / t1.elapsed().as_secs_f64() * 100.0;
-    let stop = daemon.stop()?;
-    println!(
-        "{n:>5} idle agents ({api}): all started in {:.0} ms · RSS {:.1} MB · CPU {cpu_pct:.3} % of a core over {seconds}s · stop all {:.0} ms",
-        start_all.as_secs_f64() * 1e3,
-        rss_kib as f64 / 1024.0,
-        stop.as_secs_f64() * 1e3
-    );
-    Ok(json!({
-        "agents": n,
-        "start_all_ms": start_all.as_secs_f64() * 1e3,
-        "rss_mb": rss_kib as f64 / 1024.0,
-        "cpu_percent": cpu_pct,
-        "seconds": seconds,
-        "stop_all_ms": stop.as_secs_f64() * 1e3,
-    }))
-}
-
 fn summary(mut values: Vec<f64>) -> (f64, f64, f64, f64) {
     values.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = values.len();
@@ -698,8 +627,11 @@ interval = "1s"
         output.display()
     );
     let mut daemon = Daemon::start(vigil, &dir, &config)?;
-    let state = dir.join("state/state.jsonl");
-    while count_runs(&state) < n {
+    let mut state = idle::StateWatch::new(dir.join("state/state.jsonl"));
+    while {
+        state.refresh();
+        state.running() < n
+    } {
         daemon.check_alive()?;
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -82,6 +82,8 @@ fn init_tracing() {
 }
 
 fn run(cfg: ConfigArgs) -> i32 {
+    // Before anything opens a file: low descriptors for agents' starts.
+    vigil::driver::spawn::reserve_slots();
     init_tracing();
     crash::install_hook();
     memory::limit_arenas();
@@ -105,38 +107,46 @@ fn run(cfg: ConfigArgs) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    // …while the supervision loop has a thread and an event queue of its own: a crash wakes
-    // it directly, never through another thread.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_FAILURE;
-        }
-    };
     let journal = config.state_dir.join("audit.jsonl");
     let opts = runtime::RunOptions {
         config,
         state_dir_override: cfg.state_dir,
         io: io.handle().clone(),
     };
-    // A panic in the loop unwinds to here: whatever it held (the state dir lock, the
-    // journal) is released, then vigil journals the crash and comes back (see `crash`).
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        runtime.block_on(runtime::run(opts))
-    }));
-    match outcome {
-        Ok(Ok(())) => EXIT_OK,
-        Ok(Err(e)) => {
-            eprintln!("error: {}", errors::chain(&e));
-            EXIT_FAILURE
-        }
-        Err(_) => {
+    // …while the supervision loop has a thread and an event queue of its own: a crash wakes
+    // it directly, never through another thread. Not the main thread: the kernel hands the
+    // orphans of agents' trees to the main thread (vigil is their subreaper), so with the
+    // agents born on the loop's thread, the main thread's children are exactly those orphans
+    // — finding and reaping them reads a list as long as the orphans, not the fleet.
+    let looping = std::thread::Builder::new()
+        .name("vigil-loop".into())
+        // The size of the main thread's stack, which the loop ran on before.
+        .stack_size(8 << 20)
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+            // A panic in the loop unwinds to here: whatever it held (the state dir lock, the
+            // journal) is released, then vigil journals the crash and comes back (see `crash`).
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                runtime.block_on(runtime::run(opts))
+            }));
             drop(runtime);
-            crash::after_panic(&journal)
+            Ok::<_, String>(outcome.map(|r| r.map_err(|e| errors::chain(&e))))
+        });
+    let outcome = match looping.map(|t| t.join()) {
+        Ok(Ok(Ok(Ok(result)))) => result,
+        Ok(Ok(Err(e))) => Err(e),
+        // Only a panic unwinds out of the loop's catch_unwind.
+        Ok(Ok(Ok(Err(_)))) | Ok(Err(_)) => return crash::after_panic(&journal),
+        Err(e) => Err(format!("cannot start the supervision loop's thread: {e}")),
+    };
+    match outcome {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILURE
         }
     }
 }

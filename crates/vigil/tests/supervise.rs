@@ -156,6 +156,52 @@ env = { SYMBOL = "{instance}" }
     assert_eq!(fleet.stop(), 0);
 }
 
+/// An agent holds its stdin (/dev/null), stdout and stderr (its log) and nothing else: not
+/// one of vigil's descriptors (a pidfd per agent, the journal, sockets), not one vigil itself
+/// inherited without close-on-exec — however many agents vigil runs, and on every restart.
+#[test]
+fn agents_hold_only_their_stdin_stdout_and_stderr() {
+    let mut fleet = Fleet::new(
+        r#"[agents.fds]
+command = ["sh", "-c", "echo fds:; ls /proc/$$/fd; echo end; ls -l /proc/$$/fd/0; exec sleep 730003"]
+instances = ["1", "2", "3"]
+"#,
+    );
+    // A descriptor vigil inherits without close-on-exec (as from a careless parent).
+    let leaked = std::fs::File::open(fleet.config()).unwrap();
+    // SAFETY: dup of a descriptor this test owns; the copy is left open for vigil to inherit.
+    let inherited = unsafe { libc::dup(std::os::fd::AsRawFd::as_raw_fd(&leaked)) };
+    assert!(inherited > 2);
+    fleet.start();
+    for i in 1..=3 {
+        let log = fleet.state().join(format!("logs/fds@{i}.log"));
+        fleet.wait_for("the agent's descriptors", SECS(5), |_| {
+            read(&log).contains("end")
+        });
+        let text = read(&log);
+        assert!(text.contains("fds:\n0\n1\n2\nend\n"), "{text}");
+        assert!(text.contains("-> /dev/null"), "{text}");
+    }
+    // SAFETY: closing the copy made above.
+    unsafe { libc::close(inherited) };
+    // A restart starts the same way.
+    let logs = |f: &Fleet| -> String {
+        (1..=3)
+            .map(|i| read(&f.state().join(format!("logs/fds@{i}.log"))))
+            .collect()
+    };
+    let before = logs(&fleet).matches("fds:").count();
+    unsafe_kill(pids_with("sleep 730003")[0], libc::SIGKILL);
+    fleet.wait_for("the restarted agent's descriptors", SECS(5), |f| {
+        logs(f).matches("end").count() > before
+    });
+    assert_eq!(
+        logs(&fleet).matches("fds:\n0\n1\n2\nend\n").count(),
+        before + 1
+    );
+    assert_eq!(fleet.stop(), 0);
+}
+
 #[test]
 fn sighup_reload_adds_removes_restarts_changed_and_refuses_broken_configs() {
     let mut fleet = Fleet::new(

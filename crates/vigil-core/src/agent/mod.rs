@@ -231,7 +231,19 @@ pub(crate) struct Outbox {
     pub last_run: u64,
 }
 
+/// Actions the outbox keeps room for once drained: a steady fleet's turn needs a handful; a
+/// burst (starting 10,000 agents) needs far more, for a moment.
+const OUTBOX_KEPT_ROOM: usize = 256;
+
 impl Outbox {
+    /// After a burst, give back the room it needed (an empty queue of 10,000 actions' room
+    /// is megabytes held for nothing).
+    pub(crate) fn release_room(&mut self) {
+        if self.actions.capacity() > 4 * OUTBOX_KEPT_ROOM {
+            self.actions.shrink_to(OUTBOX_KEPT_ROOM);
+        }
+    }
+
     fn push(&mut self, action: Action) {
         self.actions.push_back(action);
     }

@@ -53,9 +53,10 @@ impl Children {
     }
 }
 
-/// Children of vigil's main thread (zombies included): the agents it spawned and every orphan
-/// the kernel handed it as a subreaper — orphans go to the thread group's leader while it
-/// lives. One small read, not a scan of the process table.
+/// Children of vigil's main thread (zombies included): every orphan the kernel handed it as a
+/// subreaper — orphans go to the thread group's leader while it lives — and runs adopted
+/// after vigil re-executed itself; not the agents it spawned since (they are the loop
+/// thread's children). One small read, not a scan of the process table.
 pub fn main_thread_children(self_pid: u32) -> Vec<u32> {
     fs::read_to_string(format!("/proc/self/task/{self_pid}/children"))
         .map(|s| {
@@ -80,7 +81,7 @@ pub fn exit_status(raw: i32) -> ExitStatus {
     }
 }
 
-fn from_waitid(s: &WaitIdStatus) -> ExitStatus {
+pub(crate) fn from_waitid(s: &WaitIdStatus) -> ExitStatus {
     match (s.exit_status(), s.terminating_signal()) {
         (Some(code), _) => ExitStatus::code(code),
         (None, Some(sig)) => ExitStatus {

@@ -2,6 +2,8 @@
 
 pub mod cgroup;
 pub mod children;
+mod clone;
+pub mod exits;
 pub mod process;
 pub mod proctree;
 pub mod spawn;

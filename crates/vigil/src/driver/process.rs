@@ -1,6 +1,5 @@
 //! The `process` driver: vigil spawns the agent itself.
 
-use std::collections::HashSet;
 use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -289,8 +288,7 @@ impl ProcessDriver {
     /// unreaped child with the tag, so its pid cannot have been reused).
     pub fn kill_escaped(&self, pids: &[u32], run_tag: &str) -> Result<(), SignalError> {
         let mut first_error = self.kill_cgroup(run_tag);
-        let managed: HashSet<u32> = self.children.lock().clone();
-        let ours: HashSet<u32> = self.tagged_orphans(run_tag, &managed).into_iter().collect();
+        let ours = self.tagged_orphans(run_tag, &self.orphans());
         for &n in pids.iter().filter(|p| ours.contains(p)) {
             if let Some(p) = pid(n)
                 && self.safe_target(n)
@@ -319,7 +317,7 @@ impl ProcessDriver {
             run_tag,
             self.self_pid,
             main_gone,
-            |p| procs.is_managed(p),
+            procs.orphans(),
             |p| proctree::environ_var(p, RUN_TAG_VAR),
         );
         // And whatever is in the run's cgroup: it cannot have left it.
@@ -337,6 +335,28 @@ impl ProcessDriver {
         members
     }
 
+    /// Live processes of a run whose main process has gone, with their start times (see
+    /// `tree::wait_empty`). Where runs have cgroups, the run's cgroup holds every one of them
+    /// and is read instead of the process table — what a run has, not what the machine has;
+    /// with the orphans that carry its tag, should one have been moved out.
+    pub fn remaining(&self, main_pid: u32, run_tag: &str, main_gone: u64) -> Vec<(u32, u64)> {
+        let Some(cg) = &self.cgroups else {
+            return self.members(main_pid, run_tag, Some(main_gone), &self.snapshot());
+        };
+        let mut pids = cg.members(run_tag);
+        pids.extend(self.tagged_orphans(run_tag, &self.orphans()));
+        pids.sort_unstable();
+        pids.dedup();
+        pids.into_iter()
+            .filter(|p| self.safe_target(*p))
+            .filter_map(|p| {
+                proctree::stat(p)
+                    .filter(|i| !i.zombie)
+                    .map(|i| (p, i.start_time))
+            })
+            .collect()
+    }
+
     /// One syscall: does the run's process group still have members?
     pub fn group_alive(&self, main_pid: u32) -> bool {
         pid(main_pid).is_some_and(|p| rustix::process::test_kill_process_group(p).is_ok())
@@ -346,9 +366,9 @@ impl ProcessDriver {
     /// their parent died), and whatever else is in the run's cgroup. Reads vigil's own
     /// children list and the run's cgroup, not the process table.
     pub fn escaped_orphans(&self, run_tag: &str) -> Vec<u32> {
-        let managed: HashSet<u32> = self.children.lock().clone();
-        let mut escaped = self.tagged_orphans(run_tag, &managed);
+        let mut escaped = self.tagged_orphans(run_tag, &self.orphans());
         if let Some(cg) = &self.cgroups {
+            let managed = self.children.lock();
             for pid in cg.members(run_tag) {
                 if self.safe_target(pid) && !managed.contains(&pid) && !escaped.contains(&pid) {
                     escaped.push(pid);
@@ -358,19 +378,29 @@ impl ProcessDriver {
         escaped
     }
 
-    /// Orphans vigil inherited (its children, not spawned by it: not in `managed`) that carry
-    /// the run's tag.
-    fn tagged_orphans(&self, run_tag: &str, managed: &HashSet<u32>) -> Vec<u32> {
-        main_thread_children(self.self_pid)
-            .into_iter()
-            .filter(|c| !managed.contains(c))
+    /// The orphans vigil has inherited: its main thread's children (agents are born on the
+    /// loop's thread, so they are not among them) that nobody manages — a run adopted after
+    /// vigil re-executed itself is a child of the main thread too. As long as the orphans,
+    /// not the fleet: this is read on every exit.
+    pub fn orphans(&self) -> Vec<u32> {
+        let mut children = main_thread_children(self.self_pid);
+        let managed = self.children.lock();
+        children.retain(|c| !managed.contains(c));
+        children
+    }
+
+    /// Of `orphans`, those that carry the run's tag.
+    fn tagged_orphans(&self, run_tag: &str, orphans: &[u32]) -> Vec<u32> {
+        orphans
+            .iter()
+            .copied()
             .filter(|c| proctree::environ_var(*c, RUN_TAG_VAR).as_deref() == Some(run_tag))
             .collect()
     }
 
     /// A process-table view for one batch of actions.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot::new(self.children.lock().clone())
+        Snapshot::new(self.orphans())
     }
 
     /// The owner of a child has collected its exit.

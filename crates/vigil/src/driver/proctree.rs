@@ -42,10 +42,10 @@ pub fn stat(pid: u32) -> Option<ProcInfo> {
 }
 
 /// The process table, read at most once however many runs are looked up in it (reading
-/// /proc costs about 10 µs per process), with the children vigil itself manages.
+/// /proc costs about 10 µs per process), with the orphans vigil has inherited.
 pub struct Snapshot {
     procs: std::cell::OnceCell<Table>,
-    managed: HashSet<u32>,
+    orphans: Vec<u32>,
 }
 
 /// The process table indexed once, so finding a run's members costs what the run has, not
@@ -85,12 +85,12 @@ impl Table {
 }
 
 impl Snapshot {
-    /// `managed`: vigil's children that have an owner (agent main processes, checks); they
-    /// are never mistaken for orphans.
-    pub fn new(managed: HashSet<u32>) -> Self {
+    /// `orphans`: vigil's children that nobody owns — what the kernel handed it as the
+    /// subreaper of its agents' trees (never an agent's main process or a check).
+    pub fn new(orphans: Vec<u32>) -> Self {
         Self {
             procs: std::cell::OnceCell::new(),
-            managed,
+            orphans,
         }
     }
 
@@ -98,8 +98,8 @@ impl Snapshot {
         self.procs.get_or_init(|| Table::new(snapshot()))
     }
 
-    pub fn is_managed(&self, pid: u32) -> bool {
-        self.managed.contains(&pid)
+    pub fn orphans(&self) -> &[u32] {
+        &self.orphans
     }
 }
 
@@ -190,7 +190,7 @@ pub fn run_members(
     run_tag: &str,
     self_pid: u32,
     main_gone: Option<u64>,
-    is_managed: impl Fn(u32) -> bool,
+    orphans: &[u32],
     env_of: impl Fn(u32) -> Option<String>,
 ) -> Vec<(u32, u64)> {
     let tagged = |p: &u32| env_of(*p).as_deref() == Some(run_tag);
@@ -204,10 +204,13 @@ pub fn run_members(
         roots.push(main_pid);
         roots.extend(near);
     }
-    // Orphans handed to vigil by the kernel: attributed by the tag they inherited.
+    // Orphans handed to vigil by the kernel: attributed by the tag they inherited. (Not
+    // every child of vigil: that is the whole fleet, and this is one run.)
     roots.extend(
-        Table::listed(&table.children, self_pid)
-            .filter(|p| *p != main_pid && !is_managed(*p))
+        orphans
+            .iter()
+            .copied()
+            .filter(|p| *p != main_pid)
             .filter(tagged),
     );
     let mut members = HashSet::new();
@@ -265,17 +268,26 @@ mod tests {
             p(200, vigil, 200, 200), // another agent
             p(300, vigil, 300, 300), // an orphan of another run
         ];
-        let managed = |pid| pid == 200;
+        // Its children nobody manages (200 is another agent's main process).
+        let orphans = [103, 300];
         let tags = |pid| match pid {
             103 => Some("bot#1".to_string()),
             300 => Some("other#1".to_string()),
             _ => None,
         };
         let members = |procs: Vec<ProcInfo>, gone: Option<u64>| -> Vec<u32> {
-            run_members(&Table::new(procs), 100, "bot#1", vigil, gone, managed, tags)
-                .into_iter()
-                .map(|(pid, _)| pid)
-                .collect()
+            run_members(
+                &Table::new(procs),
+                100,
+                "bot#1",
+                vigil,
+                gone,
+                &orphans,
+                tags,
+            )
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect()
         };
         assert_eq!(members(procs.clone(), None), vec![100, 101, 102, 103, 104]);
         // After the main process is gone (at tick 50; everything above started at 0) the rest

@@ -1,5 +1,6 @@
 //! Waiting for what is left of a run — processes of its tree that outlived its main process —
-//! without polling: one look at the process table, then each member's pidfd wakes the waiter
+//! without polling: one look at the run's cgroup (or, without cgroups, at the process
+//! table), then each member's pidfd wakes the waiter
 //! when that member exits; only then is the table looked at again (a dying tree may have
 //! forked meanwhile). When a member cannot be watched (no file descriptors left), the table
 //! is looked at again a second later instead: slower, but the wait still ends.
@@ -21,12 +22,8 @@ pub async fn wait_empty(driver: ProcessDriver, main_pid: u32, tag: String, main_
     let mut warned = false;
     loop {
         let (d, t) = (driver.clone(), tag.clone());
-        let scan = tokio::task::spawn_blocking(move || {
-            let procs = d.snapshot();
-            // The main process has exited: only what is proven the run's counts.
-            d.members(main_pid, &t, Some(main_gone), &procs)
-        })
-        .await;
+        // The main process has exited: only what is proven the run's counts.
+        let scan = tokio::task::spawn_blocking(move || d.remaining(main_pid, &t, main_gone)).await;
         let members = match scan {
             Ok(members) => members,
             Err(e) => {

@@ -5,13 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt, StreamExt};
 use tokio::signal::unix::Signal as SignalStream;
 use tokio::sync::mpsc;
 use vigil_core::Event;
 
-use super::executor::ExitFuture;
 use super::handler::{Handler, Input};
 use super::offload::Done;
 use crate::api::ApiRequest;
@@ -20,7 +17,6 @@ use crate::api::ApiRequest;
 const BATCH: usize = 1024;
 
 pub struct Sources {
-    pub exits: FuturesUnordered<ExitFuture>,
     /// Outcomes of work on the I/O threads (check results, evidence, advice, tree watches).
     pub events: mpsc::UnboundedReceiver<Event>,
     /// Notify datagrams; `None` when the socket could not be opened.
@@ -83,20 +79,13 @@ pub async fn run(h: &mut Handler, mut s: Sources) {
     let mut datagrams = Vec::with_capacity(BATCH);
     let mut requests = Vec::with_capacity(BATCH);
     loop {
-        s.exits.extend(h.exec.take_new_watches());
         timer.follow(h.sup.poll_timeout());
         publish.follow(h.publisher.due());
         journal_retry.follow(h.journal_retry_due());
         let input = tokio::select! {
             biased;
-            Some(first) = s.exits.next(), if !s.exits.is_empty() => {
-                // Exits that are ready too join the same turn: one journal sync for a burst.
-                let mut exits = vec![first];
-                while let Some(Some(exit)) = s.exits.next().now_or_never() {
-                    exits.push(exit);
-                }
-                Input::Exits(exits)
-            }
+            // Exits that are ready together make one turn: one journal sync for a burst.
+            exits = h.exec.exits.next(), if !h.exec.exits.is_empty() => Input::Exits(exits),
             // Orphans can wait until the restarts of this turn are done.
             _ = s.sigchld.recv() => Input::Orphans,
             late = timer.fired(), if timer.at.is_some() => Input::Timer { late },

@@ -3,38 +3,23 @@
 //! (a spawn), through the edge channel for what is done on the I/O threads (probes,
 //! investigations, advice, tree watches, signals to members outside the process group).
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, warn};
-use vigil_core::{
-    Action, AgentId, Event, ExitStatus, FailedAction, FailureReport, Now, RunId, Signal,
-};
+use vigil_core::{Action, AgentId, Event, FailedAction, FailureReport, Now, RunId, Signal};
 
 use super::fleet::{Fleet, RunRecord};
 use crate::advisor::{AdviceError, Advisor};
 use crate::casebook::Casebook;
 use crate::checks::notify::Senders;
 use crate::checks::{CheckRunner, ProbeContext, ProbeJob};
+use crate::driver::exits::ExitSet;
 use crate::driver::process::STATE_DIR_VAR;
-use crate::driver::{Children, ExitWatch, Launch, ProcessDriver, proctree, tree};
+use crate::driver::{Children, Launch, ProcessDriver, proctree, tree};
 use crate::evidence;
 use crate::metrics::Live;
 use crate::state::SavedRun;
-
-/// A watched main process has ended.
-pub struct Exit {
-    pub agent: AgentId,
-    pub run: RunId,
-    pub pid: u32,
-    pub status: ExitStatus,
-}
-
-pub type ExitFuture = Pin<Box<dyn Future<Output = Exit>>>;
-
-/// How soon an exit watch that could not be set up is tried again.
-const WATCH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A signal for the members of a run outside its process group, sent off the loop.
 struct MemberSignal {
@@ -73,12 +58,14 @@ pub struct Executor {
     boot: String,
     /// Log lines kept as a failure's evidence.
     pub log_lines: usize,
-    /// Exit watches created since the loop last collected them.
-    new_watches: Vec<ExitFuture>,
+    /// The exits of every run's main process, for the loop to wait on.
+    pub exits: ExitSet,
     /// Signals for members outside process groups, sent together after a batch (one look at
     /// the process table for all of them).
     member_signals: Vec<MemberSignal>,
     probes: Vec<ProbeJob>,
+    /// Cgroups of runs that ended in this batch, removed together after it.
+    cgroups_to_remove: Vec<String>,
 }
 
 pub struct ExecutorParts {
@@ -98,8 +85,8 @@ pub struct ExecutorParts {
 }
 
 impl Executor {
-    pub fn new(p: ExecutorParts, started_ms: i64) -> Executor {
-        Executor {
+    pub fn new(p: ExecutorParts, started_ms: i64) -> std::io::Result<Executor> {
+        Ok(Executor {
             boot: format!("{}-{started_ms}", p.driver.self_pid()),
             driver: p.driver,
             children: p.children,
@@ -114,10 +101,11 @@ impl Executor {
             marks_dir: p.marks_dir,
             spawned: 0,
             log_lines: p.log_lines,
-            new_watches: Vec::new(),
+            exits: ExitSet::new()?,
             member_signals: Vec::new(),
             probes: Vec::new(),
-        }
+            cgroups_to_remove: Vec::new(),
+        })
     }
 
     /// Carry out one action (not an `Audit`: the handler writes those). What is known at
@@ -204,18 +192,24 @@ impl Executor {
         }
     }
 
-    /// Nothing of the run tagged `tag` is left: its cgroup goes (off the loop: cgroup changes
-    /// take a machine-wide lock).
-    pub fn remove_cgroup(&self, tag: String) {
+    /// Nothing of the run tagged `tag` is left: its cgroup goes, with the others of this batch
+    /// (off the loop: cgroup changes take a machine-wide lock, and removals made side by side
+    /// only wait for each other — 10,000 of them on as many threads took seconds).
+    pub fn remove_cgroup(&mut self, tag: String) {
         if self.driver.cgroups().is_some() {
-            let driver = self.driver.clone();
-            self.io.spawn_blocking(move || driver.remove_cgroup(&tag));
+            self.cgroups_to_remove.push(tag);
         }
     }
 
     /// After a batch: what is best done for the whole batch at once.
     pub fn finish_batch(&mut self) {
         self.checks.run_batch(std::mem::take(&mut self.probes));
+        let gone = std::mem::take(&mut self.cgroups_to_remove);
+        if !gone.is_empty() {
+            let driver = self.driver.clone();
+            self.io
+                .spawn_blocking(move || gone.iter().for_each(|t| driver.remove_cgroup(t)));
+        }
         let signals = std::mem::take(&mut self.member_signals);
         if signals.is_empty() {
             return;
@@ -231,11 +225,6 @@ impl Executor {
                 }
             }
         });
-    }
-
-    /// Exit watches created since the last call, for the loop to poll.
-    pub fn take_new_watches(&mut self) -> impl Iterator<Item = ExitFuture> + '_ {
-        self.new_watches.drain(..)
     }
 
     fn spawn(&mut self, fleet: &mut Fleet, agent: AgentId, run: RunId, now: Now) -> Option<Event> {
@@ -296,7 +285,7 @@ impl Executor {
         }
     }
 
-    /// Watch a main process through its pidfd; the loop polls the watch.
+    /// Watch a main process through its pidfd, in the set the loop waits on.
     pub fn watch_exit(&mut self, agent: AgentId, run: RunId, pid: u32, notify: bool) {
         if notify {
             self.notify_senders
@@ -304,34 +293,13 @@ impl Executor {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(pid, (agent, run));
         }
-        let events = self.events.clone();
-        let watch: ExitFuture = Box::pin(async move {
-            let mut reported = false;
-            loop {
-                let status = match ExitWatch::new(pid) {
-                    Ok(watch) => watch.wait().await,
-                    // Already gone (and reaped): it has exited.
-                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => ExitStatus::unknown(),
-                    // No descriptor for it now (EMFILE…): the agent still runs; try again
-                    // rather than take it for dead.
-                    Err(e) => {
-                        if !reported {
-                            reported = true;
-                            let _ = events.send(failed(agent, run, FailedAction::WatchExit, &e));
-                        }
-                        tokio::time::sleep(WATCH_RETRY).await;
-                        continue;
-                    }
-                };
-                return Exit {
-                    agent,
-                    run,
-                    pid,
-                    status,
-                };
-            }
-        });
-        self.new_watches.push(watch);
+        // No descriptor for it now (EMFILE…): the agent still runs; it is watched as soon as
+        // it can be.
+        if let Err(e) = self.exits.watch(agent, run, pid) {
+            let _ = self
+                .events
+                .send(failed(agent, run, FailedAction::WatchExit, &e));
+        }
     }
 
     /// A watched main process has been collected: it is no longer vigil's to track.

@@ -52,6 +52,11 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// Room for `additional` more agents, allocated once (see `Supervisor::reserve`).
+    pub fn reserve(&mut self, additional: usize) {
+        self.slots.reserve(additional);
+    }
+
     pub fn insert(&mut self, id: AgentId, config: AgentConfig, logs_dir: &Path) {
         let log = logs::log_path(logs_dir, &config.name);
         self.slots.insert(

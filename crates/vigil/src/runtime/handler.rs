@@ -11,11 +11,12 @@ use tracing::{error, info, warn};
 use vigil_core::records;
 use vigil_core::{Action, AgentId, AuditEntry, Changes, Event, Now, Supervisor};
 
-use super::executor::{Executor, Exit};
+use super::executor::Executor;
 use super::fleet::Fleet;
 use super::offload::Offload;
 use super::rotation::LogFile;
 use crate::api::{ApiRequest, CommandRefused, CommandResult, PendingHeartbeats, ReloadAnswer};
+use crate::driver::exits::Exit;
 
 type ReloadReply = tokio::sync::oneshot::Sender<Result<ReloadAnswer, CommandRefused>>;
 use crate::audit::Journal;
@@ -205,6 +206,8 @@ impl Handler {
                 self.sup.handle(now, event);
             }
         }
+        // What this turn left for after its batches (cgroups of runs that ended).
+        self.exec.finish_batch();
         let changes = self.sup.take_changes();
         self.persist(&changes, now);
         self.publisher.note(&changes);

@@ -70,6 +70,8 @@ pub enum StartError {
     Api(#[from] api::StartError),
     #[error("cannot start the offload and log rotation threads: {0}")]
     Worker(std::io::Error),
+    #[error("cannot watch agents' exits (epoll): {0}")]
+    Exits(std::io::Error),
 }
 
 pub fn make_advisor(config: &Config, live: &Live) -> Option<Arc<Advisor>> {
@@ -215,7 +217,8 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
             marks_dir: marks_dir.clone(),
         },
         now.wall_ms,
-    );
+    )
+    .map_err(StartError::Exits)?;
     let mut h = Handler::new(
         Supervisor::new(driver.self_pid()),
         exec,
@@ -245,7 +248,6 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
         sd.notify("WATCHDOG=1");
     }
     let sources = event_loop::Sources {
-        exits: Default::default(),
         events: events_rx,
         notify: notify_socket.map(|_| notify_rx),
         api: api.requests,
@@ -321,8 +323,9 @@ fn found_runs(saved: &SavedState, driver: &ProcessDriver, marks_dir: &str) -> Ve
     let mut found = found_by_state_and_marks(saved, marks_dir, &children);
     // Runs whose every process dropped its marks are still in their cgroups.
     if let Some(cg) = driver.cgroups() {
+        let known: HashSet<String> = found.iter().map(|f| f.run.run_tag.clone()).collect();
         for tag in cg.tags() {
-            if found.iter().any(|f| f.run.run_tag == tag) {
+            if known.contains(&tag) {
                 continue;
             }
             let Some((agent, _)) = tag.split_once('#') else {
@@ -374,13 +377,16 @@ fn found_by_state_and_marks(
     for f in &mut found {
         f.child = children.contains(&f.run.pid);
     }
+    // Looked up by tag and by pid: after a `kill -9` of vigil with 10,000 agents, a scan of
+    // `found` per marked run took seconds.
+    let mut known_tags: HashSet<String> = found.iter().map(|f| f.run.run_tag.clone()).collect();
+    let mut known_pids: HashSet<u32> = found.iter().map(|f| f.run.pid).collect();
     for (tag, info) in runs {
-        if found
-            .iter()
-            .any(|f| f.run.run_tag == tag || f.run.pid == info.pid)
-        {
+        if known_tags.contains(tag) || known_pids.contains(&info.pid) {
             continue;
         }
+        known_tags.insert(tag.to_string());
+        known_pids.insert(info.pid);
         let Some((agent, _)) = tag.split_once('#') else {
             continue;
         };
@@ -398,6 +404,8 @@ fn start(h: &mut Handler, saved: &SavedState, marks_dir: &str, now: Now, resume_
     let agents = std::mem::take(&mut h.config.agents);
     let configured = agents.len();
     let mut kept: HashSet<String> = agents.iter().map(|a| a.name.clone()).collect();
+    h.sup.reserve(configured);
+    h.fleet.reserve(configured);
     for agent in agents {
         let memory = saved.get(&agent.name).map(|s| memory_of(s, now));
         let id = h.sup.add(agent.spec(), memory);

@@ -2,6 +2,9 @@
 //! Agent metrics come from the latest snapshot at scrape time; the check-duration histogram
 //! is fed by the probes as they finish.
 
+mod exposition;
+mod fleet;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,15 +19,10 @@ use tokio::sync::watch;
 
 use std::sync::atomic::Ordering;
 
-use vigil_core::AgentState;
-
 use crate::health::Health;
-use crate::view::{AgentView, FleetView};
+use crate::view::FleetView;
 
 type Labels = Vec<(&'static str, String)>;
-/// Labels borrowed from the snapshot: a scrape of 1000 agents encodes ~12,000 samples, and
-/// copying their label values would cost more than encoding them.
-type Borrowed<'a> = Vec<(&'static str, &'a str)>;
 
 /// Metrics that are updated as things happen (rather than read from a snapshot).
 #[derive(Clone)]
@@ -122,6 +120,10 @@ impl Live {
 /// Every vigil metric, rendered in the Prometheus text format.
 pub struct Metrics {
     registry: Registry,
+    view: watch::Receiver<Arc<FleetView>>,
+    node: String,
+    /// How long the last scrape's text was.
+    last_size: std::sync::atomic::AtomicUsize,
 }
 
 impl Metrics {
@@ -159,22 +161,31 @@ impl Metrics {
             Unit::Seconds,
             live.llm_latency.clone(),
         );
-        registry.register_collector(Box::new(FleetCollector {
-            view,
-            node: node.to_string(),
-        }));
         registry.register_collector(Box::new(HealthCollector { health }));
         registry.register_collector(Box::new(ProcessCollector));
-        Self { registry }
+        Self {
+            registry,
+            view,
+            node: node.to_string(),
+            last_size: Default::default(),
+        }
     }
 
     /// OpenMetrics when the scraper asks for it (Prometheus does), else the classic
-    /// Prometheus text format (curl, `promtool check metrics`).
+    /// Prometheus text format (curl, `promtool check metrics`). Rendered afresh at every
+    /// scrape (a copy kept between scrapes would hold 15 MB for 10,000 agents), into a buffer
+    /// sized like the last one: growing 15 MB by doubling copies it over and over.
     pub fn render(&self, openmetrics: bool) -> String {
-        let mut out = String::with_capacity(64 * 1024);
+        let size = self.last_size.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(size + size / 8 + 64 * 1024);
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
+        out.truncate(without_eof(&out).len());
+        let view = self.view.borrow().clone();
+        fleet::write(&mut out, &view, &self.node, crate::clock::now().wall_ms);
+        out.push_str("# EOF\n");
+        self.last_size.store(out.len(), Ordering::Relaxed);
         if openmetrics {
             out
         } else {
@@ -183,15 +194,26 @@ impl Metrics {
     }
 }
 
+/// OpenMetrics text without its closing `# EOF` line.
+fn without_eof(text: &str) -> &str {
+    text.strip_suffix("# EOF\n").unwrap_or(text)
+}
+
 /// OpenMetrics → Prometheus text 0.0.4: counter families are named with their `_total`
-/// suffix there, and `# UNIT` / `# EOF` do not exist.
+/// suffix there, and `# UNIT` / `# EOF` do not exist. Only comment lines change: the samples
+/// between them are copied as they are, a block at a time.
 fn to_prometheus_text(om: &str) -> String {
-    let counters: std::collections::HashSet<&str> = om
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+    let comments = comment_lines(om);
+    let counters: std::collections::HashSet<&str> = comments
+        .iter()
+        .filter_map(|&(s, e)| om[s..e].strip_prefix("# TYPE ")?.strip_suffix(" counter"))
         .collect();
     let mut out = String::with_capacity(om.len() + 256);
-    for line in om.lines() {
+    let mut copied = 0;
+    for (start, end) in comments {
+        out.push_str(&om[copied..start]);
+        copied = (end + 1).min(om.len());
+        let line = &om[start..end];
         if line == "# EOF" || line.starts_with("# UNIT ") {
             continue;
         }
@@ -199,236 +221,39 @@ fn to_prometheus_text(om: &str) -> String {
             .strip_prefix("# HELP ")
             .map(|r| ("# HELP ", r))
             .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
-        if let Some((prefix, rest)) = meta {
-            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-            if counters.contains(name) {
-                out.push_str(&format!("{prefix}{name}_total {tail}\n"));
-                continue;
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
             }
+            None => out.push_str(line),
         }
-        out.push_str(line);
         out.push('\n');
     }
+    out.push_str(&om[copied..]);
     out
 }
 
-#[derive(Debug)]
-struct FleetCollector {
-    view: watch::Receiver<Arc<FleetView>>,
-    node: String,
-}
-
-/// Every restart reason, each exported from 0 so that `increase()` counts the first restart.
-const RESTART_REASONS: [&str; 5] = ["exit", "stall", "spawn_failed", "retry", "requested"];
-
-fn agent_labels(a: &AgentView) -> Borrowed<'_> {
-    let mut l = Vec::with_capacity(5);
-    l.push(("agent", a.name.as_str()));
-    // Not `instance`: that label is the scrape target's, and Prometheus would rename ours.
-    if let (Some(t), Some(i)) = (&a.template, &a.instance) {
-        l.push(("template", t.as_str()));
-        l.push(("agent_instance", i.as_str()));
+/// Where each line that starts with `#` begins and ends (without its newline).
+fn comment_lines(text: &str) -> Vec<(usize, usize)> {
+    let mut lines = Vec::new();
+    let mut next = if text.starts_with('#') {
+        Some(0)
+    } else {
+        text.find("\n#").map(|i| i + 1)
+    };
+    while let Some(start) = next {
+        let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        lines.push((start, end));
+        next = text[end..].find("\n#").map(|i| end + i + 1);
     }
-    l
-}
-
-fn with<'a>(mut labels: Borrowed<'a>, key: &'static str, value: &'a str) -> Borrowed<'a> {
-    labels.push((key, value));
-    labels
-}
-
-/// One gauge family, a sample per item that has a value.
-fn gauges<'a, T>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
-    items: impl Iterator<Item = (Borrowed<'a>, T)>,
-) -> std::fmt::Result
-where
-    T: prometheus_client::encoding::EncodeGaugeValue,
-{
-    let mut family = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
-    for (labels, v) in items {
-        family.encode_family(&labels)?.encode_gauge(&v)?;
-    }
-    Ok(())
-}
-
-impl Collector for FleetCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let snap = self.view.borrow().clone();
-        let agents = &snap.agents;
-        let now_ms = crate::clock::now().wall_ms;
-        gauges(
-            &mut encoder,
-            "vigil_build_info",
-            "Version of the running vigil and the node it runs on (always 1); join on it to name the host in alerts",
-            None,
-            std::iter::once((
-                vec![
-                    ("version", env!("CARGO_PKG_VERSION")),
-                    ("node", self.node.as_str()),
-                ],
-                1u32,
-            )),
-        )?;
-        encoder
-            .encode_descriptor(
-                "vigil_agents",
-                "Agents in the configuration",
-                None,
-                MetricType::Gauge,
-            )?
-            .encode_gauge(&(agents.len() as u64))?;
-        gauges(
-            &mut encoder,
-            "vigil_agent_up",
-            "1 when the agent's process is running (started and not stopping), else 0",
-            None,
-            agents
-                .iter()
-                .map(|a| (agent_labels(a), u32::from(a.state == AgentState::Running))),
-        )?;
-        gauges(
-            &mut encoder,
-            "vigil_agent_state",
-            "1 for the agent's current state (starting, running, backoff, stopping, stopped, quarantined), 0 for the others",
-            None,
-            agents.iter().flat_map(|a| {
-                AgentState::ALL.iter().map(move |s| {
-                    (
-                        with(agent_labels(a), "state", s.as_str()),
-                        u32::from(a.state == *s),
-                    )
-                })
-            }),
-        )?;
-        {
-            let mut family = encoder.encode_descriptor(
-                "vigil_agent_restarts",
-                "Restarts of the agent, by reason (exit, stall, spawn_failed, retry, requested)",
-                None,
-                MetricType::Counter,
-            )?;
-            for a in agents {
-                for reason in RESTART_REASONS {
-                    let n = a.restarts_by_cause.get(reason).copied().unwrap_or(0);
-                    let labels = with(agent_labels(a), "reason", reason);
-                    family
-                        .encode_family(&labels)?
-                        .encode_counter::<Borrowed<'_>, u64, f64>(&n, None)?;
-                }
-                for (reason, n) in &a.restarts_by_cause {
-                    if !RESTART_REASONS.contains(&reason.as_str()) {
-                        let labels = with(agent_labels(a), "reason", reason);
-                        family
-                            .encode_family(&labels)?
-                            .encode_counter::<Borrowed<'_>, u64, f64>(n, None)?;
-                    }
-                }
-            }
-        }
-        gauges(
-            &mut encoder,
-            "vigil_agent_stalled",
-            "1 from vigil's first stall verdict until the agent has proven healthy again (or a person stopped or reset it); stays 1 across the restarts that try to heal it and across restarts of vigil",
-            None,
-            agents
-                .iter()
-                .map(|a| (agent_labels(a), u32::from(a.stalled_since_ms.is_some()))),
-        )?;
-        gauges(
-            &mut encoder,
-            "vigil_agent_stalled_since",
-            "When the open stall episode began, seconds since the Unix epoch (only while stalled)",
-            Some(&Unit::Seconds),
-            agents.iter().filter_map(|a| {
-                a.stalled_since_ms
-                    .map(|ms| (agent_labels(a), ms as f64 / 1000.0))
-            }),
-        )?;
-        gauges(
-            &mut encoder,
-            "vigil_agent_quiet",
-            "1 while the agent is inside one of its quiet windows (progress is not judged), else 0",
-            None,
-            agents
-                .iter()
-                .map(|a| (agent_labels(a), u32::from(a.is_quiet(now_ms)))),
-        )?;
-        gauges(
-            &mut encoder,
-            "vigil_agent_healthy",
-            "1 when the agent is running and every check has passed in this run, else 0",
-            None,
-            agents
-                .iter()
-                .map(|a| (agent_labels(a), u32::from(a.is_healthy()))),
-        )?;
-        gauges(
-            &mut encoder,
-            "vigil_agent_consecutive_failures",
-            "Failures (exits, stalls) in a row without a healthy run in between",
-            None,
-            agents.iter().map(|a| (agent_labels(a), a.crash_streak)),
-        )?;
-        gauges(
-            &mut encoder,
-            "vigil_agent_restart_budget_remaining",
-            "Automatic restarts still allowed in the sliding window",
-            None,
-            agents
-                .iter()
-                .map(|a| (agent_labels(a), a.budget_remaining(now_ms))),
-        )?;
-        gauges(
-            &mut encoder,
-            "vigil_agent_last_progress_age",
-            "Age of the oldest last progress among the agent's progress checks (heartbeat, notify, api, file, sql, redis), measured from the end of its last quiet window at the earliest; only while the agent is starting or running and not quiet",
-            Some(&Unit::Seconds),
-            agents.iter().filter_map(|a| {
-                a.progress(now_ms).map(|(age, _)| {
-                    (
-                        agent_labels(a),
-                        (age.as_secs_f64() * 1000.0).round() / 1000.0,
-                    )
-                })
-            }),
-        )?;
-        gauges(
-            &mut encoder,
-            "vigil_check_up",
-            "1 when the check passes, 0 when it fails; no sample while it is unknown or pending, or while the agent is not starting or running",
-            None,
-            agents.iter().filter(|a| a.is_live()).flat_map(|a| {
-                a.checks.iter().filter_map(move |c| {
-                    c.up().map(|up| {
-                        (
-                            with(
-                                with(agent_labels(a), "check", &c.name),
-                                "kind",
-                                c.kind.as_str(),
-                            ),
-                            up,
-                        )
-                    })
-                })
-            }),
-        )?;
-        let mut family = encoder.encode_descriptor(
-            "vigil_actions",
-            "Audit records written, by action",
-            None,
-            MetricType::Counter,
-        )?;
-        for (action, n) in snap.actions.iter() {
-            family
-                .encode_family(&vec![("action", action.to_string())])?
-                .encode_counter::<Labels, u64, f64>(n, None)?;
-        }
-        Ok(())
-    }
+    lines
 }
 
 /// vigil's own health: how often its loop wakes, and whether its journal is being written.
@@ -561,5 +386,43 @@ impl Collector for ProcessCollector {
             m.encode_gauge(&value)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_becomes_prometheus_text() {
+        let om = "# HELP vigil_actions Audit records written.\n\
+                  # TYPE vigil_actions counter\n\
+                  vigil_actions_total{action=\"spawn\"} 3\n\
+                  vigil_actions_total{action=\"exit\"} 1\n\
+                  # HELP vigil_check_duration_seconds How long.\n\
+                  # TYPE vigil_check_duration_seconds histogram\n\
+                  # UNIT vigil_check_duration_seconds seconds\n\
+                  vigil_check_duration_seconds_sum 0.5\n\
+                  # HELP vigil_agents Agents.\n\
+                  # TYPE vigil_agents gauge\n\
+                  vigil_agents 2\n\
+                  # EOF\n";
+        let expected = "# HELP vigil_actions_total Audit records written.\n\
+                        # TYPE vigil_actions_total counter\n\
+                        vigil_actions_total{action=\"spawn\"} 3\n\
+                        vigil_actions_total{action=\"exit\"} 1\n\
+                        # HELP vigil_check_duration_seconds How long.\n\
+                        # TYPE vigil_check_duration_seconds histogram\n\
+                        vigil_check_duration_seconds_sum 0.5\n\
+                        # HELP vigil_agents Agents.\n\
+                        # TYPE vigil_agents gauge\n\
+                        vigil_agents 2\n";
+        assert_eq!(to_prometheus_text(om), expected);
+        // Samples only, a sample first, no final newline: copied as they are.
+        assert_eq!(to_prometheus_text("a 1\nb 2"), "a 1\nb 2");
+        assert_eq!(to_prometheus_text(""), "");
+        // A `#` inside a label value is not a comment line.
+        let odd = "x{l=\"#\"} 1\n# TYPE x gauge\n";
+        assert_eq!(to_prometheus_text(odd), odd);
     }
 }
