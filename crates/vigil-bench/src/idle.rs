@@ -66,8 +66,9 @@ fn config(n: usize, api: bool, probe_arg: &str) -> String {
 }
 
 /// The machine's own floor: how long starting `n` idle processes takes with nothing else to
-/// do (std's `posix_spawn`, one after another; no cgroups, logs or records).
-fn spawn_floor(n: usize) -> Result<Duration> {
+/// do (std's `posix_spawn`, one after another; no cgroups, logs or records), and stopping
+/// them (SIGKILL to each, then collecting each).
+fn spawn_floor(n: usize) -> Result<(Duration, Duration)> {
     let t0 = Instant::now();
     let mut children = Vec::with_capacity(n);
     let spawned = (|| {
@@ -81,17 +82,19 @@ fn spawn_floor(n: usize) -> Result<Duration> {
         }
         Ok::<_, std::io::Error>(t0.elapsed())
     })();
+    std::thread::sleep(Duration::from_secs(1));
+    let t1 = Instant::now();
     for c in &mut children {
         let _ = c.kill();
     }
     for c in &mut children {
         let _ = c.wait();
     }
-    Ok(spawned?)
+    Ok((spawned?, t1.elapsed()))
 }
 
 fn idle(vigil: &Path, dir: &Path, n: usize, seconds: u64, api: bool) -> Result<serde_json::Value> {
-    let floor = spawn_floor(n)?;
+    let (floor, kill_floor) = spawn_floor(n)?;
     std::thread::sleep(Duration::from_secs(1));
     let t0 = Instant::now();
     let mut daemon = Daemon::start(vigil, dir, &config(n, api, "1000000"))?;
@@ -139,12 +142,13 @@ fn idle(vigil: &Path, dir: &Path, n: usize, seconds: u64, api: bool) -> Result<s
         })
         .unwrap_or_default();
     println!(
-        "{n:>6} idle agents: all started in {:.0} ms (bare spawns {:.0} ms) · RSS {:.1} MB · CPU {cpu_pct:.3} % of a core over {seconds}s{views_text} · reload changing one agent {:.0} ms · stop all {:.0} ms",
+        "{n:>6} idle agents: all started in {:.0} ms (bare spawns {:.0} ms) · RSS {:.1} MB · CPU {cpu_pct:.3} % of a core over {seconds}s{views_text} · reload changing one agent {:.0} ms · stop all {:.0} ms (bare kills {:.0} ms)",
         ms(start_all),
         ms(floor),
         rss_kib as f64 / 1024.0,
         ms(reload),
         ms(stop),
+        ms(kill_floor),
     );
     Ok(json!({
         "agents": n,
@@ -160,6 +164,7 @@ fn idle(vigil: &Path, dir: &Path, n: usize, seconds: u64, api: bool) -> Result<s
         "metrics_kb": views.as_ref().map(|v| v.1.1),
         "reload_one_ms": ms(reload),
         "stop_all_ms": ms(stop),
+        "kill_floor_ms": ms(kill_floor),
     }))
 }
 

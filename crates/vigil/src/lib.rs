@@ -17,6 +17,7 @@ pub mod demo;
 pub mod driver;
 pub mod errors;
 pub mod evidence;
+pub mod fd_limit;
 pub mod health;
 pub mod http_client;
 pub mod logs;

@@ -84,6 +84,7 @@ fn init_tracing() {
 fn run(cfg: ConfigArgs) -> i32 {
     // Before anything opens a file: low descriptors for agents' starts.
     vigil::driver::spawn::reserve_slots();
+    let limit = vigil::fd_limit::raise();
     init_tracing();
     crash::install_hook();
     memory::limit_arenas();
@@ -94,6 +95,15 @@ fn run(cfg: ConfigArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
+    // One pidfd per agent, and room for the API's connections, logs and probes.
+    if let Some((_, allowed)) = limit
+        && allowed < config.agents.len() as u64 + 256
+    {
+        tracing::warn!(
+            "vigil may open at most {allowed} descriptors (its hard limit) and needs one per agent and a few hundred more for {} agents: raise it (LimitNOFILE= in its unit, ulimit -Hn) or some agents' exits cannot be watched",
+            config.agents.len()
+        );
+    }
     // Probes and everything else that may block run on their own threads…
     let io = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

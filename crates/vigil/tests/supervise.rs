@@ -163,7 +163,7 @@ env = { SYMBOL = "{instance}" }
 fn agents_hold_only_their_stdin_stdout_and_stderr() {
     let mut fleet = Fleet::new(
         r#"[agents.fds]
-command = ["sh", "-c", "echo fds:; ls /proc/$$/fd; echo end; ls -l /proc/$$/fd/0; exec sleep 730003"]
+command = ["sh", "-c", "echo fds:; ls /proc/$$/fd; echo end; ls -l /proc/$$/fd/0; echo nofile=$(ulimit -n); exec sleep 730003"]
 instances = ["1", "2", "3"]
 "#,
     );
@@ -172,15 +172,50 @@ instances = ["1", "2", "3"]
     // SAFETY: dup of a descriptor this test owns; the copy is left open for vigil to inherit.
     let inherited = unsafe { libc::dup(std::os::fd::AsRawFd::as_raw_fd(&leaked)) };
     assert!(inherited > 2);
+    // vigil raises its own descriptor limit (a pidfd per agent); agents get the one it was
+    // started with.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit on structs owned here; lowering the soft limit is always allowed.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        libc::setrlimit(
+            libc::RLIMIT_NOFILE,
+            &libc::rlimit {
+                rlim_cur: 1000.min(limit.rlim_max),
+                rlim_max: limit.rlim_max,
+            },
+        );
+    }
     fleet.start();
+    // SAFETY: as above, giving back the soft limit this test found.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    let vigil_limits = read(std::path::Path::new(&format!(
+        "/proc/{}/limits",
+        fleet.pid()
+    )));
+    let open_files = vigil_limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .to_string();
+    assert_eq!(open_files, limit.rlim_max.to_string(), "{vigil_limits}");
     for i in 1..=3 {
         let log = fleet.state().join(format!("logs/fds@{i}.log"));
-        fleet.wait_for("the agent's descriptors", SECS(5), |_| {
-            read(&log).contains("end")
+        // Its last line is written last.
+        fleet.wait_for("the agent's descriptors and limit", SECS(5), |_| {
+            read(&log).contains("nofile=")
         });
         let text = read(&log);
         assert!(text.contains("fds:\n0\n1\n2\nend\n"), "{text}");
         assert!(text.contains("-> /dev/null"), "{text}");
+        let expected = format!("nofile={}\n", 1000.min(limit.rlim_max));
+        assert!(text.contains(&expected), "{text}");
     }
     // SAFETY: closing the copy made above.
     unsafe { libc::close(inherited) };
@@ -193,7 +228,7 @@ instances = ["1", "2", "3"]
     let before = logs(&fleet).matches("fds:").count();
     unsafe_kill(pids_with("sleep 730003")[0], libc::SIGKILL);
     fleet.wait_for("the restarted agent's descriptors", SECS(5), |f| {
-        logs(f).matches("end").count() > before
+        logs(f).matches("nofile=").count() > before
     });
     assert_eq!(
         logs(&fleet).matches("fds:\n0\n1\n2\nend\n").count(),

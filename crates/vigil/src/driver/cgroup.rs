@@ -15,11 +15,23 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 #[derive(Clone, Debug)]
 pub struct Cgroups {
     base: Arc<PathBuf>,
+    janitor: Arc<Janitor>,
+}
+
+/// Removes the cgroups of ended runs, one after another, on a thread of its own: removals side
+/// by side only wait for each other on the kernel's cgroup lock (10,000 at once, on as many
+/// threads, took seconds), and none of them belongs on the supervision loop.
+#[derive(Debug, Default)]
+struct Janitor {
+    queue: Mutex<Option<Sender<PathBuf>>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Why runs cannot have cgroups here.
@@ -58,7 +70,69 @@ impl Cgroups {
         }
         Ok(Cgroups {
             base: Arc::new(base),
+            janitor: Arc::default(),
         })
+    }
+
+    /// Remove the run's cgroup soon, off the calling thread (it stays while anything is in it;
+    /// the sweep at exit takes what is left).
+    pub fn remove_later(&self, tag: &str) {
+        let dir = self.of(tag);
+        let mut queue = self.janitor.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+            let worker = std::thread::Builder::new()
+                .name("vigil-cgroups".into())
+                .spawn(move || {
+                    for dir in rx {
+                        if let Err(e) = fs::remove_dir(&dir)
+                            && e.kind() != io::ErrorKind::NotFound
+                        {
+                            tracing::debug!("cannot remove {} yet: {e}", dir.display());
+                        }
+                    }
+                });
+            match worker {
+                Ok(worker) => {
+                    *queue = Some(tx);
+                    *self
+                        .janitor
+                        .worker
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(worker);
+                }
+                // No thread: removed here and now.
+                Err(_) => {
+                    let _ = fs::remove_dir(&dir);
+                    return;
+                }
+            }
+        }
+        if let Some(tx) = queue.as_ref()
+            && let Err(unsent) = tx.send(dir)
+        {
+            let _ = fs::remove_dir(unsent.0);
+        }
+    }
+
+    /// Wait until every removal asked for so far is done (vigil is exiting).
+    pub fn finish_removals(&self) {
+        drop(
+            self.janitor
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        if let Some(worker) = self
+            .janitor
+            .worker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = worker.join();
+        }
     }
 
     pub fn base(&self) -> &Path {

@@ -3,8 +3,9 @@
 //! has `close_range` — shares vigil's descriptor table too, leaving it at once for a private
 //! table of three descriptors. Every step of a start then costs the same however many agents
 //! vigil runs: no copy of vigil's page tables (they grow with the fleet), and no copy of its
-//! descriptor table (a pidfd per agent) for `execve` to walk and close. With 10,000 agents,
-//! both copies together made a start cost 2 ms instead of 0.5.
+//! descriptor table (a pidfd per agent) for `execve` to walk and close. Starting 10,000 agents
+//! took 32 s with the page-table copy, 25 s with the descriptor-table copy alone, 9 s with
+//! neither (BENCHMARKS.md, issue #19).
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -29,6 +30,8 @@ pub(super) struct Child<'a> {
     /// Set by `clone_child` when the child shares vigil's descriptor table: where its output
     /// and /dev/null wait for it, low in the table.
     pub slots: Option<Slots>,
+    /// The descriptor limit vigil was started with, given back to the agent (`fd_limit`).
+    pub nofile: Option<libc::rlimit>,
 }
 
 /// Two descriptors reserved low in vigil's table when it starts (before it has opened
@@ -349,6 +352,15 @@ unsafe extern "C" fn child_main(c: *mut Child<'_>) -> ! {
                 libc::dup2(c.out, 1);
                 libc::dup2(c.out, 2);
             }
+        }
+        if let Some(limit) = &c.nofile {
+            libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                libc::RLIMIT_NOFILE,
+                limit as *const libc::rlimit,
+                ptr::null_mut::<libc::rlimit>(),
+            );
         }
         // Groups before the group, the group before the user: after setuid the others are no
         // longer allowed. Raw system calls, not glibc's: in a multi-threaded program glibc's

@@ -108,9 +108,15 @@ impl ExitSet {
             epoll::EventData::new_u64(u64::from(pid)),
             epoll::EventFlags::IN,
         )?;
-        // A pid watched again (a run adopted twice) replaces the old watch; dropping its pidfd
-        // takes it out of the set.
-        self.watched.insert(pid, Watched { agent, run, pidfd });
+        // A pid already watched: either the same process watched again (the latest watch
+        // stands for it), or a new process with the pid of one that has exited (pids wrapped
+        // around) — whose exit is reported now, not dropped with its pidfd (which takes it
+        // out of the set) before its event was read.
+        if let Some(old) = self.watched.insert(pid, Watched { agent, run, pidfd })
+            && has_exited(&old.pidfd)
+        {
+            self.ready.push(exit_of(pid, old));
+        }
         Ok(())
     }
 
@@ -160,20 +166,9 @@ impl ExitSet {
             let full = self.events.len() == self.events.capacity();
             for i in 0..self.events.len() {
                 let pid = self.events[i].data.u64() as u32;
-                let Some(w) = self.watched.remove(&pid) else {
-                    continue;
-                };
-                let status = match waitid(WaitId::PidFd(w.pidfd.as_fd()), WaitIdOptions::EXITED) {
-                    Ok(Some(status)) => from_waitid(&status),
-                    // Not vigil's child (adopted from an earlier vigil): its status is unknown.
-                    _ => ExitStatus::unknown(),
-                };
-                self.ready.push(Exit {
-                    agent: w.agent,
-                    run: w.run,
-                    pid,
-                    status,
-                });
+                if let Some(w) = self.watched.remove(&pid) {
+                    self.ready.push(exit_of(pid, w));
+                }
             }
             if !full {
                 return;
@@ -190,6 +185,34 @@ impl ExitSet {
             // A failure puts it back in the list, and sets the next try.
             let _ = self.watch(agent, run, pid);
         }
+    }
+}
+
+/// A pidfd is readable once its process has exited.
+fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut fds, Some(&zero)).is_ok_and(|n| n > 0)
+}
+
+/// Collect the exit of a watched process that has ended.
+fn exit_of(pid: u32, w: Watched) -> Exit {
+    let status = match waitid(WaitId::PidFd(w.pidfd.as_fd()), WaitIdOptions::EXITED) {
+        Ok(Some(status)) => from_waitid(&status),
+        // Not vigil's child (adopted from an earlier vigil): its status is unknown.
+        _ => ExitStatus::unknown(),
+    };
+    Exit {
+        agent: w.agent,
+        run: w.run,
+        pid,
+        status,
     }
 }
 
@@ -229,6 +252,23 @@ mod tests {
             }
             assert_eq!(seen[&code_pid], ExitStatus::code(3));
             assert_eq!(seen[&killed_pid], ExitStatus::signal(Signal::KILL));
+            assert!(set.is_empty());
+
+            // A pid watched again after its process ended: the ended one is reported, with its
+            // status, never lost with its watch.
+            let pid = spawn(Command::new("sleep").arg("730011"));
+            set.watch(AgentId(3), RunId(4), pid).unwrap();
+            // SAFETY: signalling a child this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            while !has_exited(&set.watched[&pid].pidfd) {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            set.watch(AgentId(4), RunId(5), pid).unwrap();
+            let first = set.next().await;
+            assert_eq!((first[0].agent, first[0].run), (AgentId(3), RunId(4)));
+            assert_eq!(first[0].status, ExitStatus::signal(Signal::KILL));
+            let second = set.next().await;
+            assert_eq!(second[0].agent, AgentId(4));
             assert!(set.is_empty());
 
             // No process has this pid (above pid_max): it is reported without waiting.

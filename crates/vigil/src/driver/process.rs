@@ -340,7 +340,8 @@ impl ProcessDriver {
     /// and is read instead of the process table — what a run has, not what the machine has;
     /// with the orphans that carry its tag, should one have been moved out.
     pub fn remaining(&self, main_pid: u32, run_tag: &str, main_gone: u64) -> Vec<(u32, u64)> {
-        let Some(cg) = &self.cgroups else {
+        // A run whose cgroup could not be made is looked for in the process table.
+        let Some(cg) = self.cgroups.as_ref().filter(|cg| cg.of(run_tag).exists()) else {
             return self.members(main_pid, run_tag, Some(main_gone), &self.snapshot());
         };
         let mut pids = cg.members(run_tag);
@@ -408,12 +409,11 @@ impl ProcessDriver {
         self.children.lock().remove(&pid_);
     }
 
-    /// Remove a finished run's cgroup (it stays while anything is in it).
+    /// Remove a finished run's cgroup soon, off the calling thread (it stays while anything
+    /// is in it).
     pub fn remove_cgroup(&self, run_tag: &str) {
-        if let Some(cg) = &self.cgroups
-            && let Err(e) = cg.remove(run_tag)
-        {
-            tracing::debug!("cannot remove the cgroup of {run_tag} yet: {e}");
+        if let Some(cg) = &self.cgroups {
+            cg.remove_later(run_tag);
         }
     }
 

@@ -198,6 +198,7 @@ pub fn spawn_in_new_session(
             errno: 0,
             report_fd: -1,
             slots: None,
+            nofile: crate::fd_limit::for_agents(),
         };
         match clone_child(&mut child, cgroup) {
             Ok(pid) => return Ok(pid),

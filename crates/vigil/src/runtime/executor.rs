@@ -64,8 +64,6 @@ pub struct Executor {
     /// the process table for all of them).
     member_signals: Vec<MemberSignal>,
     probes: Vec<ProbeJob>,
-    /// Cgroups of runs that ended in this batch, removed together after it.
-    cgroups_to_remove: Vec<String>,
 }
 
 pub struct ExecutorParts {
@@ -104,7 +102,6 @@ impl Executor {
             exits: ExitSet::new()?,
             member_signals: Vec::new(),
             probes: Vec::new(),
-            cgroups_to_remove: Vec::new(),
         })
     }
 
@@ -130,7 +127,7 @@ impl Executor {
                 let (driver, events) = (self.driver.clone(), self.events.clone());
                 self.io.spawn(async move {
                     tree::wait_empty(driver.clone(), pid, tag.clone(), gone).await;
-                    let _ = tokio::task::spawn_blocking(move || driver.remove_cgroup(&tag)).await;
+                    driver.remove_cgroup(&tag);
                     let _ = events.send(Event::TreeEmpty { agent, run });
                 });
                 None
@@ -192,24 +189,15 @@ impl Executor {
         }
     }
 
-    /// Nothing of the run tagged `tag` is left: its cgroup goes, with the others of this batch
-    /// (off the loop: cgroup changes take a machine-wide lock, and removals made side by side
-    /// only wait for each other — 10,000 of them on as many threads took seconds).
+    /// Nothing of the run tagged `tag` is left: its cgroup goes (off the loop, on the cgroup
+    /// janitor's thread: cgroup changes take a machine-wide lock).
     pub fn remove_cgroup(&mut self, tag: String) {
-        if self.driver.cgroups().is_some() {
-            self.cgroups_to_remove.push(tag);
-        }
+        self.driver.remove_cgroup(&tag);
     }
 
     /// After a batch: what is best done for the whole batch at once.
     pub fn finish_batch(&mut self) {
         self.checks.run_batch(std::mem::take(&mut self.probes));
-        let gone = std::mem::take(&mut self.cgroups_to_remove);
-        if !gone.is_empty() {
-            let driver = self.driver.clone();
-            self.io
-                .spawn_blocking(move || gone.iter().for_each(|t| driver.remove_cgroup(t)));
-        }
         let signals = std::mem::take(&mut self.member_signals);
         if signals.is_empty() {
             return;

@@ -206,8 +206,6 @@ impl Handler {
                 self.sup.handle(now, event);
             }
         }
-        // What this turn left for after its batches (cgroups of runs that ended).
-        self.exec.finish_batch();
         let changes = self.sup.take_changes();
         self.persist(&changes, now);
         self.publisher.note(&changes);

@@ -266,6 +266,7 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
     h.settle(now);
     h.offload.flush();
     if let Some(cg) = h.exec.driver.cgroups() {
+        cg.finish_removals();
         cg.sweep();
     }
     info!("all agents stopped; bye");
