@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use serde_json::json;
 
-use crate::{Daemon, clock_ticks, scratch, usage};
+use crate::{Daemon, idle_usage, scratch};
 
 /// The agent a reload changes (its command gains an argument).
 const PROBE: &str = "probe";
@@ -105,11 +105,7 @@ fn idle(vigil: &Path, dir: &Path, n: usize, seconds: u64, api: bool) -> Result<s
     })?;
     let start_all = t0.elapsed();
     std::thread::sleep(Duration::from_secs(2));
-    let (_, ticks0) = usage(daemon.pid())?;
-    let t1 = Instant::now();
-    std::thread::sleep(Duration::from_secs(seconds));
-    let (rss_kib, ticks1) = usage(daemon.pid())?;
-    let cpu_pct = (ticks1 - ticks0) as f64 / clock_ticks() / t1.elapsed().as_secs_f64() * 100.0;
+    let (rss_kib, cpu_pct) = idle_usage(daemon.pid(), seconds)?;
 
     let views = if api {
         let addr = std::fs::read_to_string(dir.join("state/api.addr"))?;

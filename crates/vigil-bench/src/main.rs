@@ -462,6 +462,17 @@ fn usage(pid: u32) -> Result<(u64, u64)> {
     Ok((rss, ticks))
 }
 
+/// Wait `seconds` while vigil (`pid`) idles: its RSS in KiB at the end, and the CPU it used
+/// meanwhile, in % of a core.
+fn idle_usage(pid: u32, seconds: u64) -> Result<(u64, f64)> {
+    let (_, ticks0) = usage(pid)?;
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (rss_kib, ticks1) = usage(pid)?;
+    let cpu = (ticks1 - ticks0) as f64 / clock_ticks() / t0.elapsed().as_secs_f64() * 100.0;
+    Ok((rss_kib, cpu))
+}
+
 fn clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
@@ -636,11 +647,7 @@ interval = "1s"
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_secs(3));
-    let (_, ticks0) = usage(daemon.pid())?;
-    let t1 = Instant::now();
-    std::thread::sleep(Duration::from_secs(seconds));
-    let (rss, ticks1) = usage(daemon.pid())?;
-    let cpu = (ticks1 - ticks0) as f64 / clock_ticks() / t1.elapsed().as_secs_f64() * 100.0;
+    let (rss, cpu) = idle_usage(daemon.pid(), seconds)?;
     daemon.stop()?;
     println!(
         "{n} agents with a 1s file check: vigil CPU {cpu:.2} % of a core over {seconds}s, RSS {:.1} MB",

@@ -83,15 +83,7 @@ impl Cgroups {
             let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
             let worker = std::thread::Builder::new()
                 .name("vigil-cgroups".into())
-                .spawn(move || {
-                    for dir in rx {
-                        if let Err(e) = fs::remove_dir(&dir)
-                            && e.kind() != io::ErrorKind::NotFound
-                        {
-                            tracing::debug!("cannot remove {} yet: {e}", dir.display());
-                        }
-                    }
-                });
+                .spawn(move || rx.iter().for_each(|dir| remove_empty(&dir)));
             match worker {
                 Ok(worker) => {
                     *queue = Some(tx);
@@ -102,16 +94,13 @@ impl Cgroups {
                         .unwrap_or_else(|e| e.into_inner()) = Some(worker);
                 }
                 // No thread: removed here and now.
-                Err(_) => {
-                    let _ = fs::remove_dir(&dir);
-                    return;
-                }
+                Err(_) => return remove_empty(&dir),
             }
         }
         if let Some(tx) = queue.as_ref()
             && let Err(unsent) = tx.send(dir)
         {
-            let _ = fs::remove_dir(unsent.0);
+            remove_empty(&unsent.0);
         }
     }
 
@@ -173,14 +162,6 @@ impl Cgroups {
         }
     }
 
-    /// Remove the run's cgroup once it is empty (a populated one stays, and says so).
-    pub fn remove(&self, tag: &str) -> io::Result<()> {
-        match fs::remove_dir(self.of(tag)) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        }
-    }
-
     /// Remove every run's cgroup that is empty, and the base too if nothing is left (vigil
     /// exits, or starts after an earlier vigil left some). Populated ones stay.
     pub fn sweep(&self) {
@@ -212,6 +193,16 @@ impl Cgroups {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// Remove a run's cgroup once it is empty (a populated one stays, and says so at debug level;
+/// one already gone is fine).
+fn remove_empty(dir: &Path) {
+    if let Err(e) = fs::remove_dir(dir)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::debug!("cannot remove {} yet: {e}", dir.display());
     }
 }
 

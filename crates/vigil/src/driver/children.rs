@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::process::{
@@ -81,7 +81,7 @@ pub fn exit_status(raw: i32) -> ExitStatus {
     }
 }
 
-pub(crate) fn from_waitid(s: &WaitIdStatus) -> ExitStatus {
+fn from_waitid(s: &WaitIdStatus) -> ExitStatus {
     match (s.exit_status(), s.terminating_signal()) {
         (Some(code), _) => ExitStatus::code(code),
         (None, Some(sig)) => ExitStatus {
@@ -120,13 +120,16 @@ impl ExitWatch {
         if self.fd.readable().await.is_err() {
             return ExitStatus::unknown();
         }
-        match waitid(
-            WaitId::PidFd(self.fd.get_ref().as_fd()),
-            WaitIdOptions::EXITED,
-        ) {
-            Ok(Some(status)) => from_waitid(&status),
-            _ => ExitStatus::unknown(),
-        }
+        collect_exit(self.fd.get_ref().as_fd())
+    }
+}
+
+/// Collect the status of the process behind `pidfd`, which has exited. For a process vigil is
+/// not the parent of (adopted from a previous vigil) the status is unknown.
+pub(crate) fn collect_exit(pidfd: BorrowedFd<'_>) -> ExitStatus {
+    match waitid(WaitId::PidFd(pidfd), WaitIdOptions::EXITED) {
+        Ok(Some(status)) => from_waitid(&status),
+        _ => ExitStatus::unknown(),
     }
 }
 

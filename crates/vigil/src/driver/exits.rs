@@ -14,12 +14,12 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
-use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, pidfd_open, waitid};
+use rustix::process::{Pid, PidfdFlags, pidfd_open};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use vigil_core::{AgentId, ExitStatus, RunId};
 
-use super::children::from_waitid;
+use super::children::collect_exit;
 
 /// A watched main process has ended.
 pub struct Exit {
@@ -33,6 +33,11 @@ pub struct Exit {
 const WATCH_RETRY: Duration = Duration::from_secs(1);
 /// Exits read from the kernel at once.
 const READ_AT_ONCE: usize = 256;
+/// A timeout that does not wait: take what is there.
+const NO_WAIT: rustix::time::Timespec = rustix::time::Timespec {
+    tv_sec: 0,
+    tv_nsec: 0,
+};
 
 struct Watched {
     agent: AgentId,
@@ -155,10 +160,7 @@ impl ExitSet {
             let read = epoll::wait(
                 self.epoll.get_ref(),
                 rustix::buffer::spare_capacity(&mut self.events),
-                Some(&rustix::time::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                }),
+                Some(&NO_WAIT),
             );
             if read.is_err() || self.events.is_empty() {
                 return;
@@ -194,25 +196,16 @@ fn has_exited(pidfd: &OwnedFd) -> bool {
         pidfd,
         rustix::event::PollFlags::IN,
     )];
-    let zero = rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    rustix::event::poll(&mut fds, Some(&zero)).is_ok_and(|n| n > 0)
+    rustix::event::poll(&mut fds, Some(&NO_WAIT)).is_ok_and(|n| n > 0)
 }
 
 /// Collect the exit of a watched process that has ended.
 fn exit_of(pid: u32, w: Watched) -> Exit {
-    let status = match waitid(WaitId::PidFd(w.pidfd.as_fd()), WaitIdOptions::EXITED) {
-        Ok(Some(status)) => from_waitid(&status),
-        // Not vigil's child (adopted from an earlier vigil): its status is unknown.
-        _ => ExitStatus::unknown(),
-    };
     Exit {
         agent: w.agent,
         run: w.run,
         pid,
-        status,
+        status: collect_exit(w.pidfd.as_fd()),
     }
 }
 

@@ -341,15 +341,16 @@ impl ProcessDriver {
     /// with the orphans that carry its tag, should one have been moved out.
     pub fn remaining(&self, main_pid: u32, run_tag: &str, main_gone: u64) -> Vec<(u32, u64)> {
         // A run whose cgroup could not be made is looked for in the process table.
-        let Some(cg) = self.cgroups.as_ref().filter(|cg| cg.of(run_tag).exists()) else {
+        if !self
+            .cgroups
+            .as_ref()
+            .is_some_and(|cg| cg.of(run_tag).exists())
+        {
             return self.members(main_pid, run_tag, Some(main_gone), &self.snapshot());
-        };
-        let mut pids = cg.members(run_tag);
-        pids.extend(self.tagged_orphans(run_tag, &self.orphans()));
-        pids.sort_unstable();
-        pids.dedup();
-        pids.into_iter()
-            .filter(|p| self.safe_target(*p))
+        }
+        // The main has been collected, so the run's cgroup holds nothing vigil manages.
+        self.escaped_orphans(run_tag)
+            .into_iter()
             .filter_map(|p| {
                 proctree::stat(p)
                     .filter(|i| !i.zombie)

@@ -54,23 +54,17 @@ pub trait Value {
     fn write(&self, out: &mut String);
 }
 
-impl Value for u32 {
-    fn write(&self, out: &mut String) {
-        out.push_str(itoa::Buffer::new().format(*self));
-    }
+macro_rules! integer_values {
+    ($($t:ty),*) => {$(
+        impl Value for $t {
+            fn write(&self, out: &mut String) {
+                out.push_str(itoa::Buffer::new().format(*self));
+            }
+        }
+    )*};
 }
 
-impl Value for u64 {
-    fn write(&self, out: &mut String) {
-        out.push_str(itoa::Buffer::new().format(*self));
-    }
-}
-
-impl Value for i64 {
-    fn write(&self, out: &mut String) {
-        out.push_str(itoa::Buffer::new().format(*self));
-    }
-}
+integer_values!(u32, u64, i64);
 
 impl Value for f64 {
     fn write(&self, out: &mut String) {

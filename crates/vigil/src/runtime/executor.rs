@@ -189,12 +189,6 @@ impl Executor {
         }
     }
 
-    /// Nothing of the run tagged `tag` is left: its cgroup goes (off the loop, on the cgroup
-    /// janitor's thread: cgroup changes take a machine-wide lock).
-    pub fn remove_cgroup(&mut self, tag: String) {
-        self.driver.remove_cgroup(&tag);
-    }
-
     /// After a batch: what is best done for the whole batch at once.
     pub fn finish_batch(&mut self) {
         self.checks.run_batch(std::mem::take(&mut self.probes));

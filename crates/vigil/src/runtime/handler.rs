@@ -317,7 +317,7 @@ impl Handler {
             },
         );
         if gone {
-            self.exec.remove_cgroup(tag);
+            self.exec.driver.remove_cgroup(&tag);
         }
     }
 
