@@ -11,7 +11,23 @@ pub enum Action {
     /// Append to the journal, durably, before any later action of the same batch runs.
     Audit(AuditEntry),
     /// Create the agent's process for `run`; answer with `Spawned` or `SpawnFailed`.
-    Spawn { agent: AgentId, run: RunId },
+    /// `look_first`: before creating anything, look for the agent already running outside
+    /// vigil (its `adopt` target, or a process with its exact command) and answer with
+    /// `Looked` instead — the core decides what follows.
+    Spawn {
+        agent: AgentId,
+        run: RunId,
+        look_first: bool,
+    },
+    /// Take over `pid`, found by a look, as the run's main process: watch it like a spawned
+    /// one. `started` (clock ticks after boot) is the process the look saw; if the pid no
+    /// longer belongs to it, answer `Exited` (it ended before it could be watched).
+    Adopt {
+        agent: AgentId,
+        run: RunId,
+        pid: u32,
+        started: u64,
+    },
     /// Send `signal` to the run's process group and to its members that left the group.
     Signal {
         agent: AgentId,
@@ -55,6 +71,7 @@ impl Action {
         match self {
             Action::Audit(_) => None,
             Action::Spawn { agent, .. }
+            | Action::Adopt { agent, .. }
             | Action::Signal { agent, .. }
             | Action::Kill { agent, .. }
             | Action::KillEscaped { agent, .. }

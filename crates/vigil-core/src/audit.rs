@@ -31,8 +31,11 @@ pub enum AuditAction {
     Stalled,
     /// The agent's process could not be created.
     SpawnFailed,
-    /// A running agent left over by a previous vigil was taken over.
+    /// A running agent was taken over: left by a previous vigil, or started elsewhere and
+    /// named by the agent's `adopt`.
     Adopted,
+    /// The agent was not started: a process vigil does not own already runs its command.
+    Conflict,
     /// The agent left the configuration.
     Removed,
     /// The advisor's second opinion on a failure, and what vigil did with it.
@@ -70,6 +73,7 @@ impl AuditAction {
         AuditAction::Stalled,
         AuditAction::SpawnFailed,
         AuditAction::Adopted,
+        AuditAction::Conflict,
         AuditAction::Removed,
         AuditAction::Advice,
         AuditAction::LlmError,
@@ -98,6 +102,7 @@ impl AuditAction {
             AuditAction::Stalled => "stalled",
             AuditAction::SpawnFailed => "spawn_failed",
             AuditAction::Adopted => "adopted",
+            AuditAction::Conflict => "conflict",
             AuditAction::Removed => "removed",
             AuditAction::Advice => "advice",
             AuditAction::LlmError => "llm_error",

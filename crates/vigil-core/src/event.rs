@@ -116,6 +116,27 @@ impl fmt::Display for SpawnFailure {
     }
 }
 
+/// What a look before a start found running outside vigil's own runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outside {
+    /// Nothing: the agent may be started.
+    Nothing,
+    /// The agent's own process, started by something else, that its `adopt` names: vigil
+    /// takes it over instead of starting another.
+    Adoptable {
+        pid: u32,
+        /// Its start time in clock ticks after boot: with the pid, this one process.
+        started: u64,
+        /// How long it has been running.
+        age: std::time::Duration,
+        /// How it was found (`pidfile /run/bot.pid`).
+        how: String,
+    },
+    /// A process vigil does not own that runs the agent's command: starting the agent would
+    /// make a second copy. `what` says what was found.
+    Copy { pid: u32, what: String },
+}
+
 /// An action the edge could not carry out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailedAction {
@@ -143,6 +164,12 @@ pub enum Event {
         agent: AgentId,
         run: RunId,
         pid: u32,
+    },
+    /// The answer to a `Spawn` with `look_first`: what runs outside vigil (nothing was created).
+    Looked {
+        agent: AgentId,
+        run: RunId,
+        outside: Outside,
     },
     /// The process for a `Spawn` action could not be created.
     SpawnFailed {
@@ -232,6 +259,9 @@ impl Requester {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
     Start,
+    /// Start without looking for a copy outside vigil: a human has checked that the process
+    /// found there is not this agent (or wants two).
+    ForceStart,
     Stop,
     Restart,
     Reset,
@@ -241,6 +271,7 @@ impl Command {
     pub fn as_str(self) -> &'static str {
         match self {
             Command::Start => "start",
+            Command::ForceStart => "start --force",
             Command::Stop => "stop",
             Command::Restart => "restart",
             Command::Reset => "reset",

@@ -332,6 +332,32 @@ pub(crate) fn adopted(agent: &str, pid: u32) -> AuditEntry {
     .meta("pid", pid)
 }
 
+/// `adopted`: a process started elsewhere, named by the agent's `adopt`, is supervised
+/// instead of a new one being started.
+pub(crate) fn adopted_outside(agent: &str, pid: u32, how: &str) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Adopted,
+        format!("already running outside vigil ({how}); taken over instead of starting another"),
+    )
+    .meta("pid", pid)
+    .meta("found_by", how)
+}
+
+/// `conflict`: not started, because a process vigil does not own runs the agent's command.
+pub(crate) fn conflict(agent: &str, pid: u32, what: &str) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Conflict,
+        format!(
+            "not started: {what} — a second copy would run next to it; stop that process, or \
+             `vigil start {agent} --force` to start anyway, or configure `adopt` to take it over"
+        ),
+    )
+    .meta("pid", pid)
+    .unsuccessful()
+}
+
 /// `removed`: the agent left the configuration.
 pub(crate) fn removed(agent: &str) -> AuditEntry {
     entry(

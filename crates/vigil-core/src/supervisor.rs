@@ -142,6 +142,13 @@ impl Supervisor {
             Event::Spawned { agent, run, pid } => {
                 self.with_agent(agent, |a, out| a.on_spawned(t, run, pid, out));
             }
+            Event::Looked {
+                agent,
+                run,
+                outside,
+            } => {
+                self.with_agent(agent, |a, out| a.on_looked(t, run, outside, out));
+            }
             Event::SpawnFailed { agent, run, error } => {
                 self.with_agent(agent, |a, out| a.on_spawn_failed(t, run, error, out));
             }

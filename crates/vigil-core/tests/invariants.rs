@@ -60,6 +60,12 @@ enum Op {
         agent: usize,
         log: usize,
     },
+    /// What a look before the agent's next start finds outside vigil: nothing, a copy, or
+    /// its own process to adopt (vigil's own pid or init among them).
+    Outside {
+        agent: usize,
+        found: u8,
+    },
     /// A reload keeps the agents of `keep` (a bit mask), maybe with other checks.
     Reload {
         keep: u8,
@@ -89,8 +95,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (agent.clone(), 0u8..3, 0u8..10).prop_map(|(agent, remedy, confidence)| Op::Advise { agent, remedy, confidence }),
         2 => (agent.clone(), log).prop_map(|(agent, log)| Op::Evidence { agent, log }),
         1 => (0u8..8, any::<bool>()).prop_map(|(keep, other_checks)| Op::Reload { keep, other_checks }),
+        1 => (agent.clone(), 0u8..5).prop_map(|(agent, found)| Op::Outside { agent, found }),
         2 => (agent, prop_oneof![
             Just(Command::Start),
+            Just(Command::ForceStart),
             Just(Command::Stop),
             Just(Command::Restart),
             Just(Command::Reset)
@@ -404,6 +412,24 @@ impl Model {
                         self.intents.insert(id, Intent::default());
                     }
                 }
+            }
+            Op::Outside { agent, found } => {
+                let id = self.ids[agent];
+                let pid = 900_000 + agent as u32;
+                let outside = match found {
+                    0 => vigil_core::Outside::Nothing,
+                    1 => vigil_core::Outside::Copy {
+                        pid,
+                        what: "a copy".into(),
+                    },
+                    n => vigil_core::Outside::Adoptable {
+                        pid: [pid, SELF_PID, 1][usize::from(n - 2)],
+                        started: 1,
+                        age: ms(1_000),
+                        how: "pidfile".into(),
+                    },
+                };
+                sim.outside.insert(id, outside);
             }
             Op::Human { agent, command } => {
                 let id = self.ids[agent];

@@ -218,7 +218,15 @@ fn a_crash_kills_leftovers_before_the_restart() {
     let respawn = sim
         .actions
         .iter()
-        .rposition(|(_, a)| matches!(a, Action::Spawn { .. }))
+        .rposition(|(_, a)| {
+            matches!(
+                a,
+                Action::Spawn {
+                    look_first: false,
+                    ..
+                }
+            )
+        })
         .unwrap();
     assert!(kill < respawn);
 }

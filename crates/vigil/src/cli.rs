@@ -73,6 +73,11 @@ pub enum Cmd {
         /// Print the resolved agents as JSON
         #[arg(long)]
         json: bool,
+        /// Also look at this machine now: which agents already run outside vigil (a process
+        /// to take over with `adopt`, or a copy that would keep the agent from starting).
+        /// Exit 1 when an agent would be in conflict
+        #[arg(long)]
+        live: bool,
     },
     /// Show every agent (or one) of a running vigil: state, pid, uptime, restarts, budget and
     /// last problem. Exit 1 when one needs attention, 3 when vigil cannot be reached
@@ -117,8 +122,16 @@ pub enum Cmd {
     Restart(ControlArgs),
     /// Stop an agent; it stays stopped, across vigil restarts, until `vigil start`
     Stop(ControlArgs),
-    /// Start a stopped agent
-    Start(ControlArgs),
+    /// Start a stopped agent. vigil looks first for the agent's command already running
+    /// outside vigil: if it finds one, the agent goes to `conflict` and is not started
+    Start {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// Start even though a process vigil does not own runs the agent's command (after
+        /// checking that it is not the agent, or to run a second copy on purpose)
+        #[arg(long)]
+        force: bool,
+    },
     /// Clear an agent's quarantine and restart budget, and start it
     Reset(ControlArgs),
     /// Make a running vigil read its config again (as SIGHUP does) and say what changed;

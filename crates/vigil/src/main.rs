@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let code = match cli.command {
         Cmd::Run { cfg } => run(cfg),
-        Cmd::Check { cfg, json } => check(&cfg, json),
+        Cmd::Check { cfg, json, live } => check(&cfg, json, live),
         Cmd::Audit {
             cfg,
             agent,
@@ -45,7 +45,9 @@ fn main() -> ExitCode {
         Cmd::Explain { name, json, api } => cmd::explain::explain(&api, &name, json),
         Cmd::Restart(a) => control(&a, "restart"),
         Cmd::Stop(a) => control(&a, "stop"),
-        Cmd::Start(a) => control(&a, "start"),
+        Cmd::Start { control: a, force } => {
+            cmd::control::command(&a.api, "start", &a.name, a.reason.as_deref(), force)
+        }
         Cmd::Reset(a) => control(&a, "reset"),
         Cmd::Reload { api } => cmd::control::reload(&api),
         Cmd::Shutdown { no_wait, api } => cmd::control::shutdown(&api, !no_wait),
@@ -67,7 +69,7 @@ fn main() -> ExitCode {
 }
 
 fn control(args: &cli::ControlArgs, verb: &str) -> i32 {
-    cmd::control::command(&args.api, verb, &args.name, args.reason.as_deref())
+    cmd::control::command(&args.api, verb, &args.name, args.reason.as_deref(), false)
 }
 
 fn init_tracing() {
@@ -161,18 +163,27 @@ fn run(cfg: ConfigArgs) -> i32 {
     }
 }
 
-fn check(cfg: &ConfigArgs, json: bool) -> i32 {
+fn check(cfg: &ConfigArgs, json: bool, live: bool) -> i32 {
     match config::load(&cfg.config, cfg.state_dir.as_deref()) {
-        Ok(c) if json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&cmd::check::render_json(&c)).unwrap_or_default()
-            );
-            EXIT_OK
-        }
         Ok(c) => {
-            print!("{}", cmd::check::render(&c));
-            EXIT_OK
+            let live = live.then(|| cmd::check_live::report(&c));
+            if json {
+                let mut out = cmd::check::render_json(&c);
+                if let (Some(live), Some(obj)) = (&live, out.as_object_mut()) {
+                    obj.insert("live".into(), live.json.clone());
+                }
+                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            } else {
+                print!("{}", cmd::check::render(&c));
+                if let Some(live) = &live {
+                    print!("{}", live.text);
+                }
+            }
+            if live.is_some_and(|l| l.conflicts > 0) {
+                EXIT_FAILURE
+            } else {
+                EXIT_OK
+            }
         }
         Err(e) => {
             eprintln!("{e}");

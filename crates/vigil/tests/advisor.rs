@@ -92,6 +92,12 @@ command = ["sh", "-c", "echo 'order 1 placed {m}'; echo 'connecting to postgres:
     assert!(text.contains("  | ValueError: strange book"), "{text}");
     assert!(text.contains("advisor:"), "{text}");
     assert!(text.contains("escalated"), "{text}");
+    // The journal is written before the metrics are published: wait for the second verdict to
+    // be counted, then read everything from one scrape.
+    let judged = r#"vigil_diagnoses_total{category="permanent",source="llm"}"#;
+    f.wait_for("both llm verdicts counted", Duration::from_secs(5), |f| {
+        metric(&f.http("GET", "/metrics", &[], "").1, judged) == Some(2.0)
+    });
     let metrics = f.http("GET", "/metrics", &[], "").1;
     assert_eq!(
         metric(&metrics, r#"vigil_llm_requests_total{outcome="ok"}"#),

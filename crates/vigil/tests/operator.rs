@@ -299,6 +299,10 @@ command = ["sh", "-c", "exec sleep 300 # {marker}"]
     assert!(err.contains("reload refused, nothing changed"), "{err}");
     assert!(err.contains("bad duration \"soon\""), "{err}");
 
+    // Started after a look for a copy outside vigil, on an I/O thread: wait for its pid.
+    f.wait_for("other's pid", Duration::from_secs(5), |f| {
+        f.api("GET", "/status/other", "").1["pid"].is_u64()
+    });
     let (_, s) = f.api("GET", "/status/other", "");
     let pid = s["pid"].as_u64().unwrap() as i32;
     let out = f.vigil(&["shutdown", "-c", path]);

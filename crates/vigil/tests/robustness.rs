@@ -83,8 +83,14 @@ fn an_idle_fleet_never_wakes_the_supervision_loop() {
     let mut fleet =
         Fleet::new("[agents.bot]\ncommand = [\"sleep\", \"810003\"]\ninstances = [\"a\", \"b\"]\n");
     fleet.start();
+    // Started (after the look for copies outside vigil) and published: the status says so.
     fleet.wait_for("both running", SECS(10), |f| {
-        f.records(Some("start")).len() == 2
+        let (_, s) = f.api("GET", "/status", "");
+        s["agents"].as_array().is_some_and(|a| {
+            a.len() == 2
+                && a.iter()
+                    .all(|a| a["state"] == "running" && a["pid"].is_u64())
+        })
     });
     // A positive sign that the loop runs: it answers /health's ping (one wakeup).
     let (code, _) = fleet.api("GET", "/health", "");

@@ -1,4 +1,5 @@
-//! What people ask of an agent: start, stop, restart, reset.
+//! What people ask of an agent: start (or start without looking for a copy), stop, restart,
+//! reset.
 
 use std::time::Instant;
 
@@ -22,6 +23,7 @@ impl Agent {
         self.note = note.map(|n| n.chars().take(200).collect());
         let result = match command {
             Command::Start => self.request_start(now, by, out),
+            Command::ForceStart => self.request_force_start(now, by, out),
             Command::Stop => Ok(self.request_stop(now, by, out)),
             Command::Restart => self.request_restart(now, by, out),
             Command::Reset => Ok(self.request_reset(now, by, out)),
@@ -55,20 +57,58 @@ impl Agent {
                 self.held = false;
                 Ok(CommandOutcome::WillStart)
             }
-            Phase::Stopped | Phase::Backoff { .. } => {
-                let was_waiting = matches!(self.phase, Phase::Backoff { .. });
-                self.want_running = true;
-                self.held = false;
-                let reason = if was_waiting {
-                    format!("started by {} while waiting to restart", self.who(by))
-                } else {
-                    format!("started by {}", self.who(by))
+            Phase::Stopped | Phase::Backoff { .. } | Phase::Conflict { .. } => {
+                let reason = match self.phase {
+                    Phase::Backoff { .. } => {
+                        format!("started by {} while waiting to restart", self.who(by))
+                    }
+                    Phase::Conflict { pid, .. } => format!(
+                        "started by {}; looking again for pid {pid}, which ran its command",
+                        self.who(by)
+                    ),
+                    _ => format!("started by {}", self.who(by)),
                 };
+                self.leave_rest();
                 out.audit(records::start(self.name(), reason));
-                self.spawn(now, out);
+                self.spawn(now, true, out);
                 Ok(CommandOutcome::Started)
             }
         }
+    }
+
+    /// A start that does not look for a copy outside vigil first: the human has seen the
+    /// conflict and decided. Anything else than a conflict is a plain start.
+    fn request_force_start(
+        &mut self,
+        now: Instant,
+        by: Requester,
+        out: &mut Outbox,
+    ) -> Result<CommandOutcome, CommandError> {
+        let Phase::Conflict { pid, .. } = self.phase else {
+            return self.request_start(now, by, out);
+        };
+        self.leave_rest();
+        out.audit(
+            records::start(
+                self.name(),
+                format!(
+                    "started by {} with --force, next to pid {pid} outside vigil that runs the \
+                     same command",
+                    self.who(by)
+                ),
+            )
+            .meta("forced_past_pid", pid),
+        );
+        self.spawn(now, false, out);
+        Ok(CommandOutcome::Started)
+    }
+
+    /// Out of stopped, waiting or conflict, wanted running again.
+    fn leave_rest(&mut self) {
+        self.phase = Phase::Stopped;
+        self.timers.set(TimerKind::Restart, None);
+        self.want_running = true;
+        self.held = false;
     }
 
     pub(crate) fn request_stop(
@@ -89,6 +129,16 @@ impl Agent {
         };
         match &mut self.phase {
             Phase::Stopped | Phase::Quarantined { .. } => CommandOutcome::AlreadyStopped,
+            Phase::Conflict { pid, .. } => {
+                let pid = *pid;
+                self.phase = Phase::Stopped;
+                out.audit(records::stop(
+                    self.name(),
+                    format!("{reason}; it was not started (pid {pid} runs its command outside vigil), and now will not be"),
+                    None,
+                ));
+                CommandOutcome::Stopped
+            }
             Phase::Backoff { .. } => {
                 self.phase = Phase::Stopped;
                 self.timers.set(TimerKind::Restart, None);
@@ -130,11 +180,10 @@ impl Agent {
                 self.held = false;
                 Ok(CommandOutcome::WillStart)
             }
-            Phase::Stopped | Phase::Backoff { .. } => {
-                self.want_running = true;
-                self.held = false;
+            Phase::Stopped | Phase::Backoff { .. } | Phase::Conflict { .. } => {
+                self.leave_rest();
                 out.audit(records::restart_requested(self.name(), reason, None));
-                self.spawn(now, out);
+                self.spawn(now, true, out);
                 Ok(CommandOutcome::Started)
             }
             Phase::Starting(_) | Phase::Running(_) => {
@@ -156,7 +205,7 @@ impl Agent {
         self.stall_episode = None;
         let was_down = matches!(
             self.phase,
-            Phase::Quarantined { .. } | Phase::Backoff { .. }
+            Phase::Quarantined { .. } | Phase::Backoff { .. } | Phase::Conflict { .. }
         );
         out.audit(records::reset(self.name(), &self.who(by)));
         if was_down {
@@ -165,7 +214,7 @@ impl Agent {
             self.want_running = true;
             self.held = false;
             out.audit(records::start(self.name(), "started after reset"));
-            self.spawn(now, out);
+            self.spawn(now, true, out);
         }
         CommandOutcome::Reset
     }

@@ -119,7 +119,7 @@ impl Agent {
         match policy.decide(&self.restarts, self.crash_streak, at_least, now) {
             RestartDecision::Exhausted { used } => self.exhausted(now, &failure, used, out),
             RestartDecision::Now { .. } => {
-                self.restart_now(now, failure.reason, failure.cause.as_str(), out)
+                self.restart_now(now, failure.reason, failure.cause.as_str(), false, out)
             }
             RestartDecision::Later { delay, why, used } => {
                 let why = match why {
@@ -196,7 +196,15 @@ impl Agent {
         }
     }
 
-    fn restart_now(&mut self, now: Instant, reason: String, cause: &str, out: &mut Outbox) {
+    /// `look_first` after a wait: something may have started a copy meanwhile.
+    fn restart_now(
+        &mut self,
+        now: Instant,
+        reason: String,
+        cause: &str,
+        look_first: bool,
+        out: &mut Outbox,
+    ) {
         let policy = &self.spec.policy;
         self.restarts.record(now, policy.window);
         self.total_restarts += 1;
@@ -212,7 +220,7 @@ impl Agent {
             cause,
             self.diagnosis.as_deref(),
         ));
-        self.spawn(now, out);
+        self.spawn(now, look_first, out);
     }
 
     /// A waiting restart is due.
@@ -246,7 +254,7 @@ impl Agent {
         } else {
             (problem, self.last_cause.as_str())
         };
-        self.restart_now(now, reason, cause, out);
+        self.restart_now(now, reason, cause, true, out);
     }
 
     /// The run has been up for `stable_after`: the failure episode is over.

@@ -12,8 +12,10 @@ use crate::records;
 use crate::time::later;
 
 impl Agent {
-    /// Ask the edge for a new process: a new run, starting.
-    pub(super) fn spawn(&mut self, now: Instant, out: &mut Outbox) {
+    /// Ask the edge for a new process: a new run, starting. `look_first` when the agent was
+    /// not running a moment ago (a start, a restart after a wait): a copy may have been
+    /// started outside vigil meanwhile, and the edge looks before it creates anything.
+    pub(super) fn spawn(&mut self, now: Instant, look_first: bool, out: &mut Outbox) {
         let run = Run {
             id: out.new_run(),
             pid: None,
@@ -24,6 +26,7 @@ impl Agent {
         out.push(Action::Spawn {
             agent: self.id,
             run: run.id,
+            look_first,
         });
     }
 
@@ -307,7 +310,8 @@ impl Agent {
     pub(super) fn after_stop(&mut self, now: Instant, then: Then, out: &mut Outbox) {
         match then {
             Then::Stay => {}
-            Then::Start => self.spawn(now, out),
+            // Its own run just ended: nothing to look for.
+            Then::Start => self.spawn(now, false, out),
             Then::Heal(failure) => self.on_failure(now, *failure, out),
             Then::Remove => {
                 self.removed = true;

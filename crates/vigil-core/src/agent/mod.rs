@@ -5,13 +5,14 @@
 //! the deadlines each agent holds in [`Timers`]. The transitions live in files by concern:
 //! `lifecycle` (spawn, stop, exit), `commands` (what people ask), `failure` (what the policy
 //! does about a failure), `health` (checks and stalls), `advising` (evidence and advice),
-//! `reload` (configuration changes).
+//! `reload` (configuration changes), `looking` (what runs outside vigil before a start).
 
 mod advising;
 mod commands;
 mod failure;
 mod health;
 mod lifecycle;
+mod looking;
 mod reload;
 mod timers;
 
@@ -40,16 +41,19 @@ pub enum AgentState {
     Stopping,
     Stopped,
     Quarantined,
+    /// Not started: its command already runs outside vigil.
+    Conflict,
 }
 
 impl AgentState {
-    pub const ALL: [AgentState; 6] = [
+    pub const ALL: [AgentState; 7] = [
         AgentState::Starting,
         AgentState::Running,
         AgentState::Backoff,
         AgentState::Stopping,
         AgentState::Stopped,
         AgentState::Quarantined,
+        AgentState::Conflict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +64,7 @@ impl AgentState {
             AgentState::Stopping => "stopping",
             AgentState::Stopped => "stopped",
             AgentState::Quarantined => "quarantined",
+            AgentState::Conflict => "conflict",
         }
     }
 }
@@ -217,6 +222,13 @@ pub(crate) enum Phase {
         retry: bool,
     },
     Quarantined {
+        reason: String,
+    },
+    /// A look before the start found `pid`, not vigil's, running the agent's command: it is
+    /// not started until a human decides (`start --force`, `adopt`, or stopping that process
+    /// and `start`).
+    Conflict {
+        pid: u32,
         reason: String,
     },
 }
@@ -377,6 +389,7 @@ impl Agent {
             Phase::Stopping { .. } => AgentState::Stopping,
             Phase::Backoff { .. } => AgentState::Backoff,
             Phase::Quarantined { .. } => AgentState::Quarantined,
+            Phase::Conflict { .. } => AgentState::Conflict,
         }
     }
 
@@ -465,6 +478,14 @@ impl Agent {
     pub fn quarantine_reason(&self) -> Option<&str> {
         match &self.phase {
             Phase::Quarantined { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The process outside vigil that keeps the agent from starting, and why.
+    pub fn conflict(&self) -> Option<(u32, &str)> {
+        match &self.phase {
+            Phase::Conflict { pid, reason } => Some((*pid, reason)),
             _ => None,
         }
     }

@@ -36,6 +36,19 @@ impl Agent {
         if !process_changed {
             return false;
         }
+        if let Phase::Conflict { pid, .. } = self.phase {
+            // The command that ran outside vigil may not be this one any more: look again.
+            self.phase = Phase::Stopped;
+            out.audit(records::start(
+                self.name(),
+                format!(
+                    "configuration changed (reload); looking again for pid {pid}, which ran its \
+                     old command"
+                ),
+            ));
+            self.spawn(now, true, out);
+            return false;
+        }
         if matches!(self.phase, Phase::Starting(_) | Phase::Running(_)) {
             let entry = records::restart_requested(
                 self.name(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use vigil_core::{
     Action, AgentId, AgentSpec, AuditAction, AuditEntry, Command, CommandError, CommandOutcome,
-    Event, ExitStatus, FailureReport, Now, Requester, RunId, SpawnErrorKind, SpawnFailure,
+    Event, ExitStatus, FailureReport, Now, Outside, Requester, RunId, SpawnErrorKind, SpawnFailure,
     Supervisor,
 };
 
@@ -46,6 +46,10 @@ pub struct Sim {
     pub investigations: Vec<(AgentId, u32)>,
     /// Judged failures reported to the edge.
     pub reports: Vec<(AgentId, FailureReport)>,
+    /// What a look before a start finds for an agent (nothing when absent).
+    pub outside: HashMap<AgentId, Outside>,
+    /// Looks asked for, per agent.
+    pub looks: HashMap<AgentId, usize>,
 }
 
 impl Sim {
@@ -71,6 +75,8 @@ impl Sim {
             probes: Vec::new(),
             investigations: Vec::new(),
             reports: Vec::new(),
+            outside: HashMap::new(),
+            looks: HashMap::new(),
         };
         sim.sup.start_all(sim.now);
         sim.drain();
@@ -87,7 +93,46 @@ impl Sim {
             self.actions.push((self.now.mono, action.clone()));
             match action {
                 Action::Audit(entry) => self.audit.push((self.now.mono, entry)),
-                Action::Spawn { agent, run } => {
+                Action::Spawn {
+                    agent,
+                    run,
+                    look_first: true,
+                } => {
+                    *self.looks.entry(agent).or_default() += 1;
+                    let outside = self
+                        .outside
+                        .get(&agent)
+                        .cloned()
+                        .unwrap_or(Outside::Nothing);
+                    self.sup.handle(
+                        self.now,
+                        Event::Looked {
+                            agent,
+                            run,
+                            outside,
+                        },
+                    );
+                }
+                Action::Adopt {
+                    agent, run, pid, ..
+                } => {
+                    assert!(
+                        !self.live.contains_key(&agent) && !self.watched.contains_key(&agent),
+                        "two live instances of {agent:?}"
+                    );
+                    assert!(
+                        pid > 1 && pid != SELF_PID,
+                        "vigil must never adopt itself or init"
+                    );
+                    self.pid_of.insert(run, pid);
+                    self.live.insert(agent, pid);
+                    self.runs.insert(agent, run);
+                }
+                Action::Spawn {
+                    agent,
+                    run,
+                    look_first: false,
+                } => {
                     assert!(
                         !self.live.contains_key(&agent) && !self.watched.contains_key(&agent),
                         "two live instances of {agent:?}"
@@ -270,7 +315,7 @@ impl Sim {
     pub fn spawns(&self, agent: AgentId) -> Vec<Instant> {
         self.actions
             .iter()
-            .filter(|(_, a)| matches!(a, Action::Spawn { agent: x, .. } if *x == agent))
+            .filter(|(_, a)| matches!(a, Action::Spawn { agent: x, look_first: false, .. } if *x == agent))
             .map(|(t, _)| *t)
             .collect()
     }

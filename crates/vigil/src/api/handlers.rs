@@ -147,9 +147,12 @@ pub async fn explain(
     Err(unknown_agent(&name, snap.names()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct CommandBody {
     reason: Option<String>,
+    /// `start` only: start even though the agent's command runs outside vigil.
+    #[serde(default)]
+    force: bool,
 }
 
 /// A change asked for by a person (or a program acting for one): the token when one is set,
@@ -159,7 +162,7 @@ fn authorize_change(
     what: &str,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Option<String>, ApiError> {
+) -> Result<CommandBody, ApiError> {
     if !auth::authorized(hub.token.as_deref(), headers) {
         deny(hub, &format!("{what} without a valid token"));
         return Err(ApiError::new(
@@ -171,14 +174,15 @@ fn authorize_change(
     let body =
         body.map_err(|e| ApiError::new(e.status(), format!("request body: {}", e.body_text())))?;
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
+        return Ok(CommandBody::default());
     }
-    let parsed: CommandBody = serde_json::from_slice(&body).map_err(|e| {
+    let mut parsed: CommandBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "the body must be empty or JSON like {{\"reason\": \"deploying v2\"}}: {e}"
         ))
     })?;
-    Ok(parsed.reason.filter(|r| !r.trim().is_empty()))
+    parsed.reason = parsed.reason.filter(|r| !r.trim().is_empty());
+    Ok(parsed)
 }
 
 fn requester(headers: &HeaderMap) -> Requester {
@@ -264,7 +268,7 @@ pub async fn command(
             "unknown action `{verb}`: use restart, stop, start, reset or heartbeat"
         )));
     }
-    let note = authorize_change(
+    let body = authorize_change(
         &hub,
         &format!("POST /agents/{name}/{verb} from {peer}"),
         &headers,
@@ -275,7 +279,16 @@ pub async fn command(
         return heartbeat(&hub, &name);
     }
     let by = requester(&headers);
-    let command = parse_command(&verb).expect("checked above");
+    let command = match parse_command(&verb).expect("checked above") {
+        Command::Start if body.force => Command::ForceStart,
+        _ if body.force => {
+            return Err(ApiError::bad_request(format!(
+                "`force` applies to start only (it starts an agent whose command runs outside vigil), not to {verb}"
+            )));
+        }
+        command => command,
+    };
+    let note = body.reason;
     let results = ask_loop(&hub, |reply| ApiRequest::Command {
         target: name.clone(),
         command,

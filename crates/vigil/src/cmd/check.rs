@@ -99,6 +99,12 @@ fn render_agent(config: &Config, a: &AgentConfig) -> String {
     for c in &a.checks {
         out.push_str(&row("check", describe_check(c)));
     }
+    if let Some(adopt) = &a.adopt {
+        out.push_str(&row(
+            "adopt",
+            format!("{} (taken over when it already runs)", adopt.describe()),
+        ));
+    }
     if let Some(e) = &a.evidence {
         out.push_str(&row(
             "evidence",
@@ -237,6 +243,7 @@ pub fn render_json(config: &Config) -> serde_json::Value {
                     "throttle_delay_s": p.throttle_delay.as_secs_f64(),
                     "llm_before_restart": p.llm_before_restart,
                 },
+                "adopt": a.adopt.as_ref().map(|a| a.describe()),
                 "evidence": a.evidence.as_ref().map(|e| json!({
                     "command": e.command,
                     "timeout_s": e.timeout.as_secs_f64(),

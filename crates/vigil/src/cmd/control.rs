@@ -173,12 +173,12 @@ pub fn status(args: &ApiArgs, name: Option<&str>, json_out: bool) -> i32 {
     }
 }
 
-/// Quarantined, waiting to restart, stalled, or with a check failing or blind (`unknown`: vigil
+/// Quarantined, waiting to restart, in conflict with a copy outside vigil, stalled, or with a check failing or blind (`unknown`: vigil
 /// cannot tell whether it passes): a person should look.
 fn has_problem(a: &Value) -> bool {
     let state = a.get("state").and_then(Value::as_str).unwrap_or("");
     let stalled = a.get("stalled_since").is_some_and(|v| !v.is_null());
-    matches!(state, "quarantined" | "backoff") || stalled || check_problem(a).is_some()
+    matches!(state, "quarantined" | "backoff" | "conflict") || stalled || check_problem(a).is_some()
 }
 
 /// The first failing check, else the first `unknown` one, as `check NAME failing: DETAIL`.
@@ -259,6 +259,7 @@ fn table(agents: &[Value]) -> String {
             let problem = a
                 .get("quarantine_reason")
                 .and_then(Value::as_str)
+                .or_else(|| a.pointer("/conflict/reason").and_then(Value::as_str))
                 .map(str::to_string)
                 .or_else(|| check_problem(a))
                 .or_else(|| {
@@ -414,7 +415,8 @@ pub(super) fn encode(name: &str) -> String {
 }
 
 /// `vigil restart|stop|start|reset NAME`: exit 1 when vigil refused for every agent named.
-pub fn command(args: &ApiArgs, verb: &str, name: &str, reason: Option<&str>) -> i32 {
+/// `force`: `start --force` (start past a copy running outside vigil).
+pub fn command(args: &ApiArgs, verb: &str, name: &str, reason: Option<&str>, force: bool) -> i32 {
     let ep = match endpoint(args) {
         Ok(ep) => ep,
         Err(e) => {
@@ -422,7 +424,10 @@ pub fn command(args: &ApiArgs, verb: &str, name: &str, reason: Option<&str>) -> 
             return EXIT_USAGE;
         }
     };
-    let body = reason.map(|r| json!({ "reason": r }));
+    let body = match (reason, force) {
+        (None, false) => None,
+        (reason, force) => Some(json!({ "reason": reason, "force": force })),
+    };
     let path = format!("/agents/{}/{verb}", encode(name));
     let (code, body) = match call(&ep, reqwest::Method::POST, &path, body) {
         Reply::Unreachable(why) => return unreachable(&ep, &why),

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod check;
+pub mod check_live;
 pub mod control;
 pub mod explain;
 pub mod logs;

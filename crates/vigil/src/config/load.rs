@@ -48,6 +48,7 @@ const AGENT_ONLY_KEYS: &[&str] = &[
     "checks",
     "evidence",
     "evidence_timeout",
+    "adopt",
 ];
 const POLICY_KEYS: &[&str] = &[
     "cooldown",
@@ -719,6 +720,23 @@ fn read_agent(
         );
     }
     let evidence = read_evidence(cx, t, &scope);
+    let adopt = super::adopt::read(cx, t, &scope);
+    // A process vigil did not start has no NOTIFY_SOCKET: its heartbeats cannot reach vigil,
+    // and the taken-over agent would be stalled for the silence.
+    if let Some(adopt) = &adopt
+        && checks.iter().any(|c| c.kind() == CheckKind::Notify)
+    {
+        cx.error(
+            ConfigError::new(
+                adopt.span(),
+                format!(
+                    "[{}]: `adopt` and a `notify` check do not go together: a process vigil did not start has no NOTIFY_SOCKET to send its heartbeats to",
+                    t.name
+                ),
+            )
+            .hint("use an `api` check (POST /agents/NAME/heartbeat), a `heartbeat` file, or a progress check instead"),
+        );
+    }
     let mut templated: Vec<&At<String>> = Vec::new();
     templated.extend(command.iter().flatten());
     templated.extend(cwd.iter());
@@ -803,6 +821,7 @@ fn read_agent(
                 command: e.command.iter().map(|a| vars(a)).collect(),
                 timeout: e.timeout,
             }),
+            adopt: adopt.as_ref().map(|a| a.resolve(vars, &check_base)),
         });
     }
 }

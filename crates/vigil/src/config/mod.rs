@@ -1,5 +1,6 @@
 //! The configuration file: `vigil.toml`.
 
+mod adopt;
 mod checks;
 mod diagnosis;
 mod diagnostic;
@@ -14,6 +15,7 @@ mod values;
 
 use std::path::Path;
 
+pub use adopt::Adopt;
 pub use diagnosis::DiagnosisConfig;
 pub use diagnostic::ConfigErrors;
 pub use llm::{LlmConfig, Provider};

@@ -83,6 +83,8 @@ pub struct AgentConfig {
     pub advisor: Option<AdvisorSpec>,
     /// Run on a stall, before the agent is stopped; its output joins the evidence.
     pub evidence: Option<EvidenceCommand>,
+    /// How to find the agent's own process when something else started it.
+    pub adopt: Option<super::Adopt>,
 }
 
 /// An agent's `evidence` command (placeholders expanded but `{pid}`).
@@ -215,6 +217,7 @@ impl AgentConfig {
             diagnosis: Rules::default(),
             advisor: None,
             evidence: None,
+            adopt: None,
         }
     }
 

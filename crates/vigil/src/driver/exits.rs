@@ -52,7 +52,7 @@ pub struct ExitSet {
     /// Exits known without waiting (the process was gone before it could be watched).
     ready: Vec<Exit>,
     /// Mains that could not be watched yet, tried again at `retry_at`.
-    unwatched: Vec<(AgentId, RunId, u32)>,
+    unwatched: Vec<(AgentId, RunId, u32, Option<u64>)>,
     retry_at: Option<Instant>,
     events: Vec<epoll::Event>,
 }
@@ -83,7 +83,35 @@ impl ExitSet {
     /// descriptors left, say): it still runs, and is tried again every second until it can be
     /// — never taken for dead.
     pub fn watch(&mut self, agent: AgentId, run: RunId, pid: u32) -> io::Result<()> {
-        match self.add(agent, run, pid) {
+        self.watch_process(agent, run, pid, None)
+    }
+
+    /// Watch `pid` only if it is still the process that started at `started` (clock ticks
+    /// after boot) — one vigil did not start, found a moment ago, whose pid may have been
+    /// reused since. If it is not, its exit is reported at once (status unknown).
+    pub fn watch_started(
+        &mut self,
+        agent: AgentId,
+        run: RunId,
+        pid: u32,
+        started: u64,
+    ) -> io::Result<()> {
+        self.watch_process(agent, run, pid, Some(started))
+    }
+
+    /// The main processes watched now.
+    pub fn watched_pids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.watched.keys().copied()
+    }
+
+    fn watch_process(
+        &mut self,
+        agent: AgentId,
+        run: RunId,
+        pid: u32,
+        started: Option<u64>,
+    ) -> io::Result<()> {
+        match self.add(agent, run, pid, started) {
             Ok(()) => Ok(()),
             // Already gone (and reaped): it has exited.
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
@@ -96,7 +124,7 @@ impl ExitSet {
                 Ok(())
             }
             Err(e) => {
-                self.unwatched.push((agent, run, pid));
+                self.unwatched.push((agent, run, pid, started));
                 self.retry_at
                     .get_or_insert_with(|| Instant::now() + WATCH_RETRY);
                 Err(e)
@@ -104,9 +132,22 @@ impl ExitSet {
         }
     }
 
-    fn add(&mut self, agent: AgentId, run: RunId, pid: u32) -> io::Result<()> {
+    fn add(
+        &mut self,
+        agent: AgentId,
+        run: RunId,
+        pid: u32,
+        started: Option<u64>,
+    ) -> io::Result<()> {
         let p = Pid::from_raw(pid as i32).ok_or_else(|| io::Error::other("bad pid"))?;
         let pidfd = pidfd_open(p, PidfdFlags::empty())?;
+        // Checked after the pidfd is open: if the pid still has that start time now, the
+        // pidfd (opened before) is of that process — its pid could not be reused meanwhile.
+        if let Some(started) = started
+            && super::proctree::stat(pid).is_none_or(|s| s.start_time != started || s.zombie)
+        {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
         epoll::add(
             self.epoll.get_ref(),
             &pidfd,
@@ -183,9 +224,9 @@ impl ExitSet {
             return;
         }
         self.retry_at = None;
-        for (agent, run, pid) in std::mem::take(&mut self.unwatched) {
+        for (agent, run, pid, started) in std::mem::take(&mut self.unwatched) {
             // A failure puts it back in the list, and sets the next try.
-            let _ = self.watch(agent, run, pid);
+            let _ = self.watch_process(agent, run, pid, started);
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::casebook::Casebook;
 use crate::checks::notify::Senders;
 use crate::checks::{CheckRunner, ProbeContext, ProbeJob};
 use crate::driver::exits::ExitSet;
+use crate::driver::outside::{self, Look};
 use crate::driver::process::STATE_DIR_VAR;
 use crate::driver::{Children, Launch, ProcessDriver, proctree, tree};
 use crate::evidence;
@@ -64,6 +65,11 @@ pub struct Executor {
     /// the process table for all of them).
     member_signals: Vec<MemberSignal>,
     probes: Vec<ProbeJob>,
+    /// Agents about to start, to look for outside vigil first: one read of the process
+    /// table after the batch answers them all.
+    looks: Vec<Look>,
+    /// vigil's working directory: an agent without `cwd` runs in it.
+    own_cwd: std::path::PathBuf,
 }
 
 pub struct ExecutorParts {
@@ -102,6 +108,8 @@ impl Executor {
             exits: ExitSet::new()?,
             member_signals: Vec::new(),
             probes: Vec::new(),
+            looks: Vec::new(),
+            own_cwd: std::env::current_dir().unwrap_or_else(|_| "/".into()),
         })
     }
 
@@ -110,7 +118,43 @@ impl Executor {
     pub fn perform(&mut self, fleet: &mut Fleet, action: Action, now: Now) -> Option<Event> {
         match action {
             Action::Audit(_) => None,
-            Action::Spawn { agent, run } => self.spawn(fleet, agent, run, now),
+            Action::Spawn {
+                agent,
+                run,
+                look_first: false,
+            } => self.spawn(fleet, agent, run, now),
+            Action::Spawn {
+                agent,
+                run,
+                look_first: true,
+            } => {
+                let Some(slot) = fleet.get(agent) else {
+                    // Nothing to look for: the spawn that follows reports the missing config.
+                    return Some(Event::Looked {
+                        agent,
+                        run,
+                        outside: vigil_core::Outside::Nothing,
+                    });
+                };
+                self.looks.push(Look {
+                    agent,
+                    run,
+                    argv: slot.config.command.clone(),
+                    cwd: slot
+                        .config
+                        .cwd
+                        .clone()
+                        .unwrap_or_else(|| self.own_cwd.clone()),
+                    adopt: slot.config.adopt.clone(),
+                });
+                None
+            }
+            Action::Adopt {
+                agent,
+                run,
+                pid,
+                started,
+            } => self.adopt(fleet, agent, run, pid, started, now),
             Action::Signal { agent, run, signal } => self.signal(fleet, agent, run, signal),
             Action::Kill { agent, run } => self.signal(fleet, agent, run, Signal::KILL),
             Action::KillEscaped { agent, run, pids } => {
@@ -192,6 +236,7 @@ impl Executor {
     /// After a batch: what is best done for the whole batch at once.
     pub fn finish_batch(&mut self) {
         self.checks.run_batch(std::mem::take(&mut self.probes));
+        self.look_outside();
         let signals = std::mem::take(&mut self.member_signals);
         if signals.is_empty() {
             return;
@@ -265,6 +310,72 @@ impl Executor {
                 })
             }
         }
+    }
+
+    /// Answer the batch's looks from one read of the process table, on an I/O thread.
+    fn look_outside(&mut self) {
+        if self.looks.is_empty() {
+            return;
+        }
+        let looks = std::mem::take(&mut self.looks);
+        let watched: std::collections::HashSet<u32> = self.exits.watched_pids().collect();
+        let (self_pid, mark) = (self.driver.self_pid(), self.marks_dir.clone());
+        let events = self.events.clone();
+        self.io.spawn_blocking(move || {
+            let own = outside::Own {
+                self_pid,
+                watched: &watched,
+                mark: (STATE_DIR_VAR, &mark),
+            };
+            for (agent, run, outside) in outside::look_all(&looks, &own) {
+                let _ = events.send(Event::Looked {
+                    agent,
+                    run,
+                    outside,
+                });
+            }
+        });
+    }
+
+    /// Take over the agent's process that something else started: it becomes the run's
+    /// main process, watched like a spawned one. It is not vigil's child (no exit status)
+    /// and not in a cgroup of vigil's; signals reach it through its process group if it
+    /// leads one, and through its pidfd with its descendants.
+    fn adopt(
+        &mut self,
+        fleet: &mut Fleet,
+        agent: AgentId,
+        run: RunId,
+        pid: u32,
+        started: u64,
+        now: Now,
+    ) -> Option<Event> {
+        let slot = fleet.get_mut(agent)?;
+        slot.log_start = std::fs::metadata(&slot.log).map(|m| m.len()).unwrap_or(0);
+        let started_ms = proctree::stat(pid)
+            .filter(|s| s.start_time == started)
+            .and_then(|s| proctree::started_wall_ms(&s))
+            .unwrap_or(now.wall_ms);
+        slot.run = Some(RunRecord {
+            id: run,
+            main_gone: None,
+            saved: SavedRun {
+                pid,
+                start_time: started,
+                started_ms,
+                // Nothing carries it (the process has no mark of vigil's): it only names the
+                // run, and matches no orphan's tag.
+                run_tag: format!("{}#outside.{pid}.{started}", slot.config.name),
+                stop_signal: Some(slot.config.stop_signal.name()),
+                stop_timeout_ms: Some(slot.config.stop_timeout.as_millis() as u64),
+            },
+        });
+        if let Err(e) = self.exits.watch_started(agent, run, pid, started) {
+            let _ = self
+                .events
+                .send(failed(agent, run, FailedAction::WatchExit, &e));
+        }
+        None
     }
 
     /// Watch a main process through its pidfd, in the set the loop waits on.

@@ -80,6 +80,8 @@ pub struct AgentView {
     pub held: bool,
     pub restart_at_ms: Option<i64>,
     pub quarantine_reason: Option<String>,
+    /// Not started: this pid, not vigil's, runs its command (and why it counts as a copy).
+    pub conflict: Option<Box<(u32, String)>>,
     pub status_text: Option<String>,
     pub checks: Vec<CheckView>,
     pub last_exit: Option<ExitView>,
@@ -138,6 +140,9 @@ impl AgentView {
             held: a.is_held(),
             restart_at_ms: a.restart_at().map(wall),
             quarantine_reason: a.quarantine_reason().map(str::to_string),
+            conflict: a
+                .conflict()
+                .map(|(pid, why)| Box::new((pid, why.to_string()))),
             status_text: a.status_text().map(str::to_string),
             checks: a
                 .checks()

@@ -43,6 +43,12 @@ pub struct RestartsStatus {
 }
 
 #[derive(Clone, Debug, Serialize)]
+pub struct ConflictStatus {
+    pub pid: u32,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
 pub struct AgentStatus {
     pub name: String,
     pub template: Option<String>,
@@ -59,6 +65,9 @@ pub struct AgentStatus {
     pub held: bool,
     pub restart_at: Option<String>,
     pub quarantine_reason: Option<String>,
+    /// State `conflict`: the process outside vigil that runs the agent's command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<ConflictStatus>,
     /// The agent's own `STATUS=` line (notify protocol).
     pub status_text: Option<String>,
     pub checks: Vec<CheckStatus>,
@@ -122,6 +131,10 @@ impl AgentStatus {
             held: a.held,
             restart_at: a.restart_at_ms.map(ts),
             quarantine_reason: a.quarantine_reason.clone(),
+            conflict: a.conflict.as_ref().map(|c| ConflictStatus {
+                pid: c.0,
+                reason: c.1.clone(),
+            }),
             status_text: a.status_text.clone(),
             checks: a
                 .checks

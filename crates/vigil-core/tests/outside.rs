@@ -1,0 +1,235 @@
+//! Copies of an agent that vigil did not start: found by a look before a start, they are
+//! either taken over (`adopt`) or keep the agent from starting (a conflict), never doubled.
+
+mod sim;
+
+use sim::{SELF_PID, Sim, secs};
+use vigil_core::{
+    Action, AgentSpec, AgentState, AuditAction, Command, CommandOutcome, Event, ExitStatus,
+    Outside, Requester, Signal,
+};
+
+fn manual(name: &str) -> AgentSpec {
+    let mut spec = AgentSpec::new(name);
+    spec.autostart = false;
+    spec
+}
+
+fn copy(pid: u32) -> Outside {
+    Outside::Copy {
+        pid,
+        what: format!("pid {pid} runs `python3 bot.py` in /srv/bot"),
+    }
+}
+
+fn adoptable(pid: u32, age_s: u64) -> Outside {
+    Outside::Adoptable {
+        pid,
+        started: 777,
+        age: secs(age_s),
+        how: "pidfile /run/bot.pid".into(),
+    }
+}
+
+#[test]
+fn a_copy_running_outside_vigil_keeps_the_agent_from_starting_until_a_human_decides() {
+    let mut sim = Sim::new(vec![manual("bot")]);
+    let bot = sim.id("bot");
+    sim.outside.insert(bot, copy(5000));
+    let outcome = sim.command(bot, Command::Start, Requester::Cli).unwrap();
+    assert_eq!(outcome, CommandOutcome::Started);
+    let agent = sim.sup.agent(bot).unwrap();
+    assert_eq!(agent.state(), AgentState::Conflict);
+    assert_eq!(agent.conflict().map(|(pid, _)| pid), Some(5000));
+    assert!(sim.spawns(bot).is_empty(), "nothing was created");
+    assert!(sim.live.is_empty());
+    let conflict = &sim.records("bot", AuditAction::Conflict)[0];
+    assert!(!conflict.success);
+    assert_eq!(conflict.metadata["pid"], 5000);
+    assert!(conflict.reason.contains("--force"), "{}", conflict.reason);
+
+    // Time passes: nothing retries on its own (no restart loop against the copy).
+    sim.advance(secs(3600));
+    assert!(sim.spawns(bot).is_empty());
+    assert_eq!(sim.looks[&bot], 1);
+
+    // The copy is still there: a plain start looks again and stays in conflict.
+    sim.command(bot, Command::Start, Requester::Cli).unwrap();
+    assert_eq!(sim.sup.agent(bot).unwrap().state(), AgentState::Conflict);
+    assert_eq!(sim.looks[&bot], 2);
+
+    // The human stopped the copy: the next start starts it.
+    sim.outside.remove(&bot);
+    sim.command(bot, Command::Start, Requester::Cli).unwrap();
+    assert_eq!(sim.sup.agent(bot).unwrap().state(), AgentState::Running);
+    assert_eq!(sim.spawns(bot).len(), 1);
+}
+
+#[test]
+fn start_force_starts_without_looking_and_says_so() {
+    let mut sim = Sim::new(vec![manual("bot")]);
+    let bot = sim.id("bot");
+    sim.outside.insert(bot, copy(5000));
+    sim.command(bot, Command::Start, Requester::Cli).unwrap();
+    sim.command(bot, Command::ForceStart, Requester::Cli)
+        .unwrap();
+    assert_eq!(sim.sup.agent(bot).unwrap().state(), AgentState::Running);
+    assert_eq!(sim.looks[&bot], 1, "no second look");
+    let forced = sim.records("bot", AuditAction::Start).pop().unwrap();
+    assert_eq!(forced.metadata["forced_past_pid"], 5000);
+    assert!(forced.reason.contains("--force"), "{}", forced.reason);
+}
+
+#[test]
+fn stopping_an_agent_in_conflict_keeps_it_stopped_and_held() {
+    let mut sim = Sim::new(vec![manual("bot")]);
+    let bot = sim.id("bot");
+    sim.outside.insert(bot, copy(5000));
+    sim.command(bot, Command::Start, Requester::Cli).unwrap();
+    let outcome = sim.command(bot, Command::Stop, Requester::Cli).unwrap();
+    assert_eq!(outcome, CommandOutcome::Stopped);
+    let agent = sim.sup.agent(bot).unwrap();
+    assert_eq!(agent.state(), AgentState::Stopped);
+    assert!(agent.is_held());
+    assert_eq!(sim.signals_sent(Signal::TERM), 0, "pid 5000 is not vigil's");
+}
+
+#[test]
+fn an_adoptable_process_becomes_the_run_with_its_real_age() {
+    let mut sim = Sim::new(vec![manual("bot")]);
+    let bot = sim.id("bot");
+    sim.outside.insert(bot, adoptable(6000, 90));
+    sim.command(bot, Command::Start, Requester::Cli).unwrap();
+    let agent = sim.sup.agent(bot).unwrap();
+    assert_eq!(agent.state(), AgentState::Running);
+    assert_eq!(agent.pid(), Some(6000));
+    assert_eq!(agent.uptime(sim.now.mono), Some(secs(90)));
+    assert!(sim.spawns(bot).is_empty(), "taken over, not started");
+    let adopted = &sim.records("bot", AuditAction::Adopted)[0];
+    assert_eq!(adopted.metadata["found_by"], "pidfile /run/bot.pid");
+    assert!(sim.actions.iter().any(|(_, a)| matches!(
+        a,
+        Action::Adopt {
+            pid: 6000,
+            started: 777,
+            ..
+        }
+    )));
+
+    // It crashes: vigil restarts it at once with a process of its own, without looking (its
+    // own run just ended).
+    sim.outside.remove(&bot);
+    sim.exit(bot, ExitStatus::unknown());
+    assert_eq!(sim.spawns(bot).len(), 1);
+    assert_eq!(sim.looks[&bot], 1);
+    assert_ne!(sim.sup.agent(bot).unwrap().pid(), Some(6000));
+
+    // A human stop goes to the adopted process like to any run.
+    sim.command(bot, Command::Stop, Requester::Cli).unwrap();
+    assert_eq!(sim.signals_sent(Signal::TERM), 1);
+}
+
+#[test]
+fn vigil_never_adopts_itself_or_init() {
+    for pid in [SELF_PID, 1, 0] {
+        let mut sim = Sim::new(vec![manual("bot")]);
+        let bot = sim.id("bot");
+        sim.outside.insert(bot, adoptable(pid, 5));
+        sim.command(bot, Command::Start, Requester::Cli).unwrap();
+        let agent = sim.sup.agent(bot).unwrap();
+        assert_eq!(agent.state(), AgentState::Conflict, "pid {pid}");
+        assert!(
+            !sim.actions
+                .iter()
+                .any(|(_, a)| matches!(a, Action::Adopt { .. })),
+            "pid {pid}"
+        );
+    }
+}
+
+#[test]
+fn a_restart_after_a_wait_looks_first_and_an_immediate_one_does_not() {
+    let mut sim = Sim::new(vec![AgentSpec::new("bot")]);
+    let bot = sim.id("bot");
+    assert_eq!(sim.looks[&bot], 1, "autostart looks");
+    sim.advance(secs(30));
+    sim.exit(bot, ExitStatus::code(1));
+    assert_eq!(sim.looks[&bot], 1, "an immediate restart does not");
+    assert_eq!(sim.spawns(bot).len(), 2);
+    // The second crash waits for the cooldown; meanwhile someone starts a copy by hand.
+    sim.exit(bot, ExitStatus::code(1));
+    assert_eq!(sim.sup.agent(bot).unwrap().state(), AgentState::Backoff);
+    sim.outside.insert(bot, copy(7000));
+    sim.advance(secs(60));
+    assert_eq!(sim.looks[&bot], 2);
+    assert_eq!(sim.sup.agent(bot).unwrap().state(), AgentState::Conflict);
+    assert_eq!(sim.spawns(bot).len(), 2, "no second copy");
+}
+
+#[test]
+fn a_stop_while_looking_creates_nothing_and_an_adoptable_process_is_stopped() {
+    // What the look finds arrives after the stop.
+    for (outside, signalled) in [
+        (Outside::Nothing, false),
+        (copy(5000), false),
+        (adoptable(6000, 3), true),
+    ] {
+        let mut sim = Sim::new(vec![manual("bot")]);
+        let bot = sim.id("bot");
+        sim.sup
+            .command(sim.now, bot, Command::Start, Requester::Cli)
+            .unwrap()
+            .unwrap();
+        let mut run = None;
+        while let Some(a) = sim.sup.poll_action() {
+            if let Action::Spawn {
+                run: r, look_first, ..
+            } = a
+            {
+                assert!(look_first);
+                run = Some(r);
+            }
+        }
+        sim.command(bot, Command::Stop, Requester::Cli).unwrap();
+        sim.sup.handle(
+            sim.now,
+            Event::Looked {
+                agent: bot,
+                run: run.unwrap(),
+                outside: outside.clone(),
+            },
+        );
+        sim.drain();
+        assert!(sim.spawns(bot).is_empty(), "{outside:?}");
+        assert_eq!(
+            sim.sup.agent(bot).unwrap().state(),
+            if signalled {
+                AgentState::Stopping
+            } else {
+                AgentState::Stopped
+            },
+            "{outside:?}"
+        );
+        assert_eq!(
+            sim.signals_sent(Signal::TERM),
+            usize::from(signalled),
+            "{outside:?}"
+        );
+        assert_eq!(sim.count("bot", AuditAction::Conflict), 0);
+    }
+}
+
+#[test]
+fn a_reload_that_changes_the_command_of_an_agent_in_conflict_looks_again() {
+    let mut sim = Sim::new(vec![manual("bot")]);
+    let bot = sim.id("bot");
+    sim.outside.insert(bot, copy(5000));
+    sim.command(bot, Command::Start, Requester::Cli).unwrap();
+    sim.outside.remove(&bot);
+    let mut changed = manual("bot");
+    changed.fingerprint = 99;
+    sim.sup.reconcile(sim.now, vec![changed]);
+    sim.drain();
+    assert_eq!(sim.looks[&bot], 2);
+    assert_eq!(sim.sup.agent(bot).unwrap().state(), AgentState::Running);
+}
