@@ -30,6 +30,7 @@ pub fn report(config: &Config) -> LiveReport {
             argv: a.command.clone(),
             cwd: a.cwd.clone().unwrap_or_else(|| own_cwd.clone()),
             adopt: a.adopt.clone(),
+            uid: outside::uid_of(a),
         })
         .collect();
     // A running vigil's agents carry its state dir as their mark: they are not copies.

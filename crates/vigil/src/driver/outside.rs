@@ -11,9 +11,13 @@
 //!    starting;
 //! 3. else nothing.
 //!
-//! vigil's own processes never count: vigil itself, its children (agents, checks), the main
-//! processes it watches, and anything carrying its run mark (`VIGIL_STATE_DIR`) — every
-//! process an agent of this vigil started.
+//! vigil's own processes never count: vigil itself and its ancestors, its children (agents,
+//! checks), the main processes it watches, and anything carrying its run mark
+//! (`VIGIL_STATE_DIR`) — every process an agent of this vigil started.
+//!
+//! Only a process of the agent's own user is ever taken over (vigil, often root, stops what
+//! it adopts), and a pidfile others can write names nothing: a local user who could write
+//! `/tmp/bot.pid` must not make vigil signal sshd.
 //!
 //! Reads /proc: runs on an I/O thread, never on the supervision loop.
 
@@ -37,6 +41,8 @@ pub struct Look {
     /// Its working directory (vigil's own when the agent has none).
     pub cwd: PathBuf,
     pub adopt: Option<Adopt>,
+    /// The user the agent runs as: only a process of this user is taken over.
+    pub uid: u32,
 }
 
 /// What is vigil's own, never another's copy.
@@ -61,6 +67,14 @@ const PIDFILE_MAX: u64 = 64;
 /// A pidfile is written after its process started; by how much its time may seem to come
 /// first (coarse file timestamps, clock steps).
 const PIDFILE_SLACK_MS: i64 = 2_000;
+
+/// The user an agent runs as: its `user`, else vigil's own.
+pub fn uid_of(agent: &crate::config::AgentConfig) -> u32 {
+    agent
+        .run_as
+        .as_ref()
+        .map_or_else(|| rustix::process::geteuid().as_raw(), |c| c.uid)
+}
 
 /// Answer every look from one read of the process table.
 pub fn look_all(looks: &[Look], own: &Own<'_>) -> Vec<(AgentId, RunId, Outside)> {
@@ -112,6 +126,14 @@ impl Table {
                 });
             }
         }
+        let parent: HashMap<u32, u32> = procs.iter().map(|p| (p.pid, p.ppid)).collect();
+        // vigil's parent, its parent's parent, …: never an agent.
+        let mut ancestors = HashSet::new();
+        let mut at = proctree::stat(own.self_pid).map_or(0, |s| s.ppid);
+        while at > 1 && ancestors.insert(at) {
+            at = parent.get(&at).copied().unwrap_or(0);
+        }
+        procs.retain(|p| !ancestors.contains(&p.pid));
         let mut by_command: HashMap<(String, Vec<String>), Vec<usize>> = HashMap::new();
         for (i, p) in procs.iter().enumerate() {
             for key in keys_of_process(&p.argv) {
@@ -120,7 +142,7 @@ impl Table {
         }
         Table {
             started: procs.iter().map(|p| (p.pid, p.start_time)).collect(),
-            parent: procs.iter().map(|p| (p.pid, p.ppid)).collect(),
+            parent,
             by_command,
             procs,
             // SAFETY: sysconf has no preconditions.
@@ -131,7 +153,7 @@ impl Table {
 
     fn look(&self, l: &Look, own: &Own<'_>) -> Outside {
         if let Some(adopt) = &l.adopt
-            && let Some(found) = self.adoptable(adopt, own)
+            && let Some(found) = self.adoptable(adopt, l.uid, own)
         {
             return found;
         }
@@ -143,14 +165,16 @@ impl Table {
         Duration::from_millis(ticks.saturating_mul(1000) / self.hz)
     }
 
-    fn adoptable(&self, adopt: &Adopt, own: &Own<'_>) -> Option<Outside> {
+    fn adoptable(&self, adopt: &Adopt, uid: u32, own: &Own<'_>) -> Option<Outside> {
         let how = adopt.describe();
         match adopt {
             Adopt::Pidfile(path) => {
                 let pid = read_pidfile(path)?;
                 let started = *self.started.get(&pid)?;
-                if is_marked(pid, own) || !written_after_start(path, pid) {
-                    // vigil's own, or a stale file whose pid a later process got.
+                if is_marked(pid, own) || !written_after_start(path, pid) || owner(pid) != Some(uid)
+                {
+                    // vigil's own; a stale file whose pid a later process got; another
+                    // user's process.
                     return None;
                 }
                 Some(Outside::Adoptable {
@@ -165,7 +189,7 @@ impl Table {
                     .procs
                     .iter()
                     .filter(|p| p.argv.join(" ").contains(text.as_str()))
-                    .filter(|p| !is_marked(p.pid, own))
+                    .filter(|p| owner(p.pid) == Some(uid) && !is_marked(p.pid, own))
                     .collect();
                 // `sh -c "python3 bot.py …"` matches as well as the python it runs: the
                 // innermost is the agent.
@@ -317,9 +341,25 @@ fn is_marked(pid: u32, own: &Own<'_>) -> bool {
     proctree::environ_var(pid, own.mark.0).is_some_and(|v| v == own.mark.1)
 }
 
+/// The user a process runs as.
+fn owner(pid: u32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
+}
+
+/// The pid in a pidfile not every user can write, and that is not vigil's
+/// business to doubt further than its age (see [`written_after_start`]).
 fn read_pidfile(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
     let file = fs::File::open(path).ok()?;
-    if file.metadata().ok()?.len() > PIDFILE_MAX {
+    let meta = file.metadata().ok()?;
+    if meta.len() > PIDFILE_MAX || meta.mode() & 0o002 != 0 {
+        if meta.mode() & 0o002 != 0 {
+            tracing::warn!(
+                "{} can be written by every user: vigil does not take over the pid in it",
+                path.display()
+            );
+        }
         return None;
     }
     let text = fs::read_to_string(path).ok()?;
@@ -388,6 +428,7 @@ mod tests {
             argv: s(argv),
             cwd: cwd.to_path_buf(),
             adopt,
+            uid: rustix::process::geteuid().as_raw(),
         }
     }
 
@@ -492,6 +533,19 @@ mod tests {
             run(look(&["bot"], dir.path(), adopt.clone()), &HashSet::new()),
             Outside::Nothing
         );
+        // A pidfile others can write names nothing (whoever wrote it).
+        use std::os::unix::fs::PermissionsExt;
+        fs::write(&pidfile, format!("{}\n", bot.0.id())).unwrap();
+        fs::set_permissions(&pidfile, fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(
+            run(look(&["bot"], dir.path(), adopt.clone()), &HashSet::new()),
+            Outside::Nothing
+        );
+        fs::set_permissions(&pidfile, fs::Permissions::from_mode(0o644)).unwrap();
+        // Another user's process is not taken over.
+        let mut other_user = look(&["bot"], dir.path(), adopt.clone());
+        other_user.uid += 1;
+        assert_eq!(run(other_user, &HashSet::new()), Outside::Nothing);
         // Garbage, a dead pid, pid 1: nothing to adopt.
         for text in ["not a pid", "1", "4194304999", ""] {
             fs::write(&pidfile, text).unwrap();

@@ -146,6 +146,7 @@ impl Executor {
                         .clone()
                         .unwrap_or_else(|| self.own_cwd.clone()),
                     adopt: slot.config.adopt.clone(),
+                    uid: outside::uid_of(&slot.config),
                 });
                 None
             }
