@@ -97,9 +97,17 @@ impl Supervisor {
     }
 
     /// Take over a live process left by a previous vigil; returns the run it becomes.
-    pub fn adopt(&mut self, now: Now, id: AgentId, pid: u32, since: Instant) -> Option<RunId> {
+    /// `outside`: that vigil had itself taken it over from something else (`adopt`).
+    pub fn adopt(
+        &mut self,
+        now: Now,
+        id: AgentId,
+        pid: u32,
+        since: Instant,
+        outside: bool,
+    ) -> Option<RunId> {
         self.tick(now);
-        self.with_agent(id, |a, out| a.adopt(pid, since, now.mono, out))
+        self.with_agent(id, |a, out| a.adopt(pid, since, outside, now.mono, out))
             .flatten()
     }
 
@@ -117,7 +125,7 @@ impl Supervisor {
             return None;
         }
         let id = self.add(spec, None);
-        let run = self.adopt(now, id, pid, since)?;
+        let run = self.adopt(now, id, pid, since, false)?;
         self.with_agent(id, |a, out| a.remove_stray(now.mono, out));
         Some((id, run))
     }

@@ -66,6 +66,10 @@ enum Op {
         agent: usize,
         found: u8,
     },
+    /// Looks before starts are held back (`hold`), or every held one is answered.
+    Looks {
+        hold: bool,
+    },
     /// A reload keeps the agents of `keep` (a bit mask), maybe with other checks.
     Reload {
         keep: u8,
@@ -96,6 +100,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (agent.clone(), log).prop_map(|(agent, log)| Op::Evidence { agent, log }),
         1 => (0u8..8, any::<bool>()).prop_map(|(keep, other_checks)| Op::Reload { keep, other_checks }),
         1 => (agent.clone(), 0u8..5).prop_map(|(agent, found)| Op::Outside { agent, found }),
+        1 => any::<bool>().prop_map(|hold| Op::Looks { hold }),
         2 => (agent, prop_oneof![
             Just(Command::Start),
             Just(Command::ForceStart),
@@ -223,7 +228,7 @@ fn run(
         ids.push(id);
         // A run left by a previous vigil (possibly with a pid that is not an agent's).
         if let Some(pid) = adopt[i] {
-            if let Some(run) = sim.sup.adopt(sim.now, id, pid, sim.now.mono) {
+            if let Some(run) = sim.sup.adopt(sim.now, id, pid, sim.now.mono, false) {
                 sim.pid_of.insert(run, pid);
                 sim.live.insert(id, pid);
                 sim.runs.insert(id, run);
@@ -411,6 +416,12 @@ impl Model {
                         self.ids[i] = id;
                         self.intents.insert(id, Intent::default());
                     }
+                }
+            }
+            Op::Looks { hold } => {
+                sim.hold_looks = hold;
+                if !hold {
+                    sim.answer_looks();
                 }
             }
             Op::Outside { agent, found } => {

@@ -116,12 +116,12 @@ fn an_adoptable_process_becomes_the_run_with_its_real_age() {
         }
     )));
 
-    // It crashes: vigil restarts it at once with a process of its own, without looking (its
-    // own run just ended).
+    // It ends: vigil restarts it at once — but looks first, since whatever started it (a
+    // shell loop, another supervisor) may have started it again. Nothing there: vigil's own.
     sim.outside.remove(&bot);
     sim.exit(bot, ExitStatus::unknown());
+    assert_eq!(sim.looks[&bot], 2);
     assert_eq!(sim.spawns(bot).len(), 1);
-    assert_eq!(sim.looks[&bot], 1);
     assert_ne!(sim.sup.agent(bot).unwrap().pid(), Some(6000));
 
     // A human stop goes to the adopted process like to any run.
@@ -232,4 +232,75 @@ fn a_reload_that_changes_the_command_of_an_agent_in_conflict_looks_again() {
     sim.drain();
     assert_eq!(sim.looks[&bot], 2);
     assert_eq!(sim.sup.agent(bot).unwrap().state(), AgentState::Running);
+}
+
+#[test]
+fn an_adopted_process_restarted_by_its_own_starter_is_taken_over_again_not_doubled() {
+    let mut sim = Sim::new(vec![manual("bot")]);
+    let bot = sim.id("bot");
+    sim.outside.insert(bot, adoptable(6000, 90));
+    sim.command(bot, Command::Start, Requester::Cli).unwrap();
+    // A `while true; do ./bot; done` outside vigil starts it again as it ends.
+    sim.outside.insert(bot, adoptable(6001, 0));
+    sim.exit(bot, ExitStatus::unknown());
+    assert_eq!(sim.sup.agent(bot).unwrap().pid(), Some(6001));
+    assert!(sim.spawns(bot).is_empty());
+}
+
+#[test]
+fn a_restart_asked_for_while_looking_looks_again_and_finds_the_copy() {
+    let mut sim = Sim::new(vec![manual("bot")]);
+    let bot = sim.id("bot");
+    sim.outside.insert(bot, copy(5000));
+    sim.hold_looks = true;
+    sim.command(bot, Command::Start, Requester::Cli).unwrap();
+    let outcome = sim.command(bot, Command::Restart, Requester::Cli).unwrap();
+    assert_eq!(outcome, CommandOutcome::Restarting);
+    sim.hold_looks = false;
+    sim.answer_looks();
+    assert_eq!(sim.looks[&bot], 2, "the restart looked again");
+    assert_eq!(sim.sup.agent(bot).unwrap().state(), AgentState::Conflict);
+    assert!(sim.spawns(bot).is_empty(), "no process next to the copy");
+}
+
+#[test]
+fn start_force_of_a_stopped_agent_does_not_look() {
+    let mut sim = Sim::new(vec![manual("bot")]);
+    let bot = sim.id("bot");
+    sim.outside.insert(bot, copy(5000));
+    sim.command(bot, Command::ForceStart, Requester::Cli)
+        .unwrap();
+    assert_eq!(sim.sup.agent(bot).unwrap().state(), AgentState::Running);
+    assert!(!sim.looks.contains_key(&bot));
+    let start = sim.records("bot", AuditAction::Start).pop().unwrap();
+    assert!(start.reason.contains("without looking"), "{}", start.reason);
+}
+
+#[test]
+fn a_stop_that_outlasted_a_slow_look_still_kills_what_it_took_over() {
+    let mut spec = manual("bot");
+    spec.stop_timeout = secs(5);
+    let mut sim = Sim::new(vec![spec]);
+    let bot = sim.id("bot");
+    sim.outside.insert(bot, adoptable(6000, 10));
+    sim.hold_looks = true;
+    sim.command(bot, Command::Start, Requester::Cli).unwrap();
+    sim.command(bot, Command::Stop, Requester::Cli).unwrap();
+    // The look takes longer than the stop timeout (a slow /proc).
+    sim.advance(secs(8));
+    sim.hold_looks = false;
+    sim.answer_looks();
+    assert_eq!(sim.signals_sent(Signal::TERM), 1);
+    assert!(
+        !sim.actions
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Kill { .. }))
+    );
+    // The adopted process ignores SIGTERM: SIGKILL after stop_timeout, counted from now.
+    sim.advance(secs(5));
+    assert!(
+        sim.actions
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Kill { .. }))
+    );
 }

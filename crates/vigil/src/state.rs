@@ -54,6 +54,17 @@ pub struct SavedRun {
     pub stop_timeout_ms: Option<u64>,
 }
 
+/// What a taken-over run's tag carries after the agent's name: `bot#outside.PID.START`.
+pub const OUTSIDE_TAG: &str = "#outside.";
+
+impl SavedRun {
+    /// The run's process was started by something else and taken over (`adopt`): it is not
+    /// vigil's child, is in no cgroup of vigil's and carries none of its marks.
+    pub fn taken_over(&self) -> bool {
+        self.run_tag.contains(OUTSIDE_TAG)
+    }
+}
+
 /// Everything saved, by agent name.
 pub type SavedState = BTreeMap<String, SavedAgent>;
 

@@ -282,6 +282,46 @@ adopt = { match = "sleep 780031" }
 }
 
 #[test]
+fn a_taken_over_process_that_leads_no_process_group_is_stopped_through_its_pidfd() {
+    let mut fleet = Fleet::new(
+        r#"
+[agents.bot]
+command = ["sleep", "780041"]
+adopt = { match = "sleep 780041" }
+stop_timeout = "3s"
+"#,
+    );
+    // A shell started the bot and waits for it: the bot is neither a group nor a session
+    // leader, so no process group reaches it.
+    let _shell = ByHand::start(&["sh", "-c", "sleep 780041 & wait"], fleet.dir.path());
+    fleet.wait_for("the bot", SECS(5), |_| pids_with("sleep 780041").len() == 2);
+    fleet.start();
+    fleet.wait_for("adoption", SECS(5), |f| {
+        !f.records_of("bot", "adopted").is_empty()
+    });
+    let adopted = fleet.records_of("bot", "adopted")[0]["metadata"]["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    let cmdline = std::fs::read(format!("/proc/{adopted}/cmdline")).unwrap();
+    assert!(
+        cmdline.starts_with(b"sleep\0"),
+        "the program, not its shell"
+    );
+    let out = fleet.vigil(&["stop", "bot", "-c", "vigil.toml"]);
+    assert!(out.status.success());
+    fleet.wait_for("the bot stopped by SIGTERM", SECS(2), |_| {
+        !pids_with("sleep 780041").contains(&adopted)
+    });
+    let stop = fleet.records_of("bot", "exit").pop().unwrap();
+    assert_eq!(stop["metadata"]["pid"], adopted, "{stop}");
+    assert!(
+        fleet.records_of("bot", "kill").is_empty(),
+        "no SIGKILL was needed"
+    );
+    assert_eq!(fleet.stop(), 0);
+}
+
+#[test]
 fn a_config_cannot_adopt_with_a_notify_check_or_two_ways_at_once() {
     let fleet = Fleet::new(
         r#"
@@ -295,6 +335,11 @@ adopt = { pidfile = "beat.pid" }
 [[agents.beat.checks]]
 kind = "notify"
 max_age = "30s"
+
+[agents.many]
+command = ["sleep", "1"]
+instances = ["a", "b"]
+adopt = { pidfile = "/run/bot.pid" }
 "#,
     );
     let out = fleet.vigil(&["check", "-c", "vigil.toml"]);
@@ -302,4 +347,8 @@ max_age = "30s"
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("both `pidfile` and `match`"), "{err}");
     assert!(err.contains("`adopt` and a `notify` check"), "{err}");
+    assert!(
+        err.contains("every instance of `many` would take over the same process"),
+        "{err}"
+    );
 }

@@ -77,19 +77,16 @@ impl Agent {
     }
 
     /// A start that does not look for a copy outside vigil first: the human has seen the
-    /// conflict and decided. Anything else than a conflict is a plain start.
+    /// conflict (or `vigil check --live`) and decided. A live, stopping or quarantined agent
+    /// answers as to a plain start.
     fn request_force_start(
         &mut self,
         now: Instant,
         by: Requester,
         out: &mut Outbox,
     ) -> Result<CommandOutcome, CommandError> {
-        let Phase::Conflict { pid, .. } = self.phase else {
-            return self.request_start(now, by, out);
-        };
-        self.leave_rest();
-        out.audit(
-            records::start(
+        let entry = match self.phase {
+            Phase::Conflict { pid, .. } => records::start(
                 self.name(),
                 format!(
                     "started by {} with --force, next to pid {pid} outside vigil that runs the \
@@ -98,7 +95,17 @@ impl Agent {
                 ),
             )
             .meta("forced_past_pid", pid),
-        );
+            Phase::Stopped | Phase::Backoff { .. } => records::start(
+                self.name(),
+                format!(
+                    "started by {} with --force, without looking for a copy outside vigil",
+                    self.who(by)
+                ),
+            ),
+            _ => return self.request_start(now, by, out),
+        };
+        self.leave_rest();
+        out.audit(entry);
         self.spawn(now, false, out);
         Ok(CommandOutcome::Started)
     }
@@ -209,10 +216,7 @@ impl Agent {
         );
         out.audit(records::reset(self.name(), &self.who(by)));
         if was_down {
-            self.phase = Phase::Stopped;
-            self.timers.set(TimerKind::Restart, None);
-            self.want_running = true;
-            self.held = false;
+            self.leave_rest();
             out.audit(records::start(self.name(), "started after reset"));
             self.spawn(now, true, out);
         }

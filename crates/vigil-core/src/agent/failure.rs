@@ -119,7 +119,10 @@ impl Agent {
         match policy.decide(&self.restarts, self.crash_streak, at_least, now) {
             RestartDecision::Exhausted { used } => self.exhausted(now, &failure, used, out),
             RestartDecision::Now { .. } => {
-                self.restart_now(now, failure.reason, failure.cause.as_str(), false, out)
+                // Its own process just ended, nothing can have started a copy meanwhile —
+                // unless the run was taken over from something that may start it again.
+                let look_first = self.ended_run_outside;
+                self.restart_now(now, failure.reason, failure.cause.as_str(), look_first, out)
             }
             RestartDecision::Later { delay, why, used } => {
                 let why = match why {

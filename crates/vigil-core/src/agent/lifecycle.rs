@@ -20,6 +20,7 @@ impl Agent {
             id: out.new_run(),
             pid: None,
             since: now,
+            outside: false,
         };
         self.phase = Phase::Starting(run);
         self.timers.set(TimerKind::Restart, None);
@@ -68,10 +69,12 @@ impl Agent {
     }
 
     /// A live process found at startup, left by a previous vigil: it becomes the current run.
+    /// `outside`: that vigil had taken it over from something else (`adopt`).
     pub(crate) fn adopt(
         &mut self,
         pid: u32,
         since: Instant,
+        outside: bool,
         now: Instant,
         out: &mut Outbox,
     ) -> Option<RunId> {
@@ -82,6 +85,7 @@ impl Agent {
             id: out.new_run(),
             pid: Some(pid),
             since,
+            outside,
         };
         self.want_running = !self.held;
         self.phase = Phase::Running(run);
@@ -139,6 +143,7 @@ impl Agent {
                     id,
                     pid: Some(pid),
                     since: now,
+                    outside: false,
                 };
                 out.kill(self.id, run);
             }
@@ -154,6 +159,7 @@ impl Agent {
     ) {
         match std::mem::replace(&mut self.phase, Phase::Stopped) {
             Phase::Starting(run) if run.id == id && run.pid.is_none() => {
+                self.ended_run_outside = false;
                 out.audit(records::spawn_failed(self.name(), &error));
                 let failure = Failure {
                     reason: format!("could not start: {error}"),
@@ -188,6 +194,7 @@ impl Agent {
                 let run = *run;
                 let pid = run.pid.unwrap_or_default();
                 let uptime = now.saturating_duration_since(run.since);
+                self.ended_run_outside = run.outside;
                 out.audit(records::exit(self.name(), run.pid, status, uptime, false));
                 // Leftovers of a crashed run must never overlap the next run.
                 let escaped: Vec<u32> =
@@ -295,6 +302,7 @@ impl Agent {
             return;
         };
         self.timers.set(TimerKind::Kill, None);
+        self.ended_run_outside = run.outside;
         let status = main_exit.unwrap_or_default();
         let uptime = now.saturating_duration_since(run.since);
         out.audit(records::exit(self.name(), run.pid, status, uptime, true));
@@ -310,8 +318,9 @@ impl Agent {
     pub(super) fn after_stop(&mut self, now: Instant, then: Then, out: &mut Outbox) {
         match then {
             Then::Stay => {}
-            // Its own run just ended: nothing to look for.
-            Then::Start => self.spawn(now, false, out),
+            // Its own run just ended: nothing to look for — unless that run was taken over
+            // from outside vigil, whose starter may start it again.
+            Then::Start => self.spawn(now, self.ended_run_outside, out),
             Then::Heal(failure) => self.on_failure(now, *failure, out),
             Then::Remove => {
                 self.removed = true;

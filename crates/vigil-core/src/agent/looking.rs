@@ -5,10 +5,11 @@
 
 use std::time::Instant;
 
-use super::{Agent, Outbox, Phase, Run, TimerKind};
+use super::{Agent, Outbox, Phase, Run, Then, TimerKind};
 use crate::action::Action;
 use crate::event::{Outside, RunId};
 use crate::records;
+use crate::time::later;
 
 impl Agent {
     pub(crate) fn on_looked(
@@ -78,6 +79,7 @@ impl Agent {
             id,
             pid: Some(pid),
             since: now.checked_sub(age).unwrap_or(now),
+            outside: true,
         };
         out.audit(records::adopted_outside(self.name(), pid, how));
         out.push(Action::Adopt {
@@ -94,15 +96,16 @@ impl Agent {
                 self.checks.start(now, run.since);
                 self.timers.set(
                     TimerKind::Stable,
-                    Some(crate::time::later(
-                        run.since.max(now),
-                        self.spec.policy.stable_after,
-                    )),
+                    Some(later(now, self.spec.policy.stable_after)),
                 );
             }
             Phase::Stopping { run: r, .. } => {
                 *r = run;
                 out.signal(self.id, run, self.spec.stop_signal);
+                // The stop's deadline may have passed while the look ran, with nothing to
+                // kill: it counts from now, when there is.
+                self.timers
+                    .set(TimerKind::Kill, Some(later(now, self.spec.stop_timeout)));
             }
             _ => {}
         }
@@ -115,6 +118,11 @@ impl Agent {
             return;
         };
         self.timers.set(TimerKind::Kill, None);
-        self.after_stop(now, then, out);
+        match then {
+            // A start asked for meanwhile (a restart, a reload that changed the command) looks
+            // again: the copy may still be there, the command may be another.
+            Then::Start => self.spawn(now, true, out),
+            other => self.after_stop(now, other, out),
+        }
     }
 }

@@ -204,6 +204,9 @@ pub(crate) struct Run {
     pub pid: Option<u32>,
     /// When the process was created (or, for a ready-gated agent, became ready).
     pub since: Instant,
+    /// Started by something else and taken over (`adopt`): whatever started it may start it
+    /// again when it ends, so vigil looks before it restarts it.
+    pub outside: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -313,6 +316,8 @@ pub struct Agent {
     last_problem: Option<String>,
     /// The cause of the failure a waiting restart answers.
     last_cause: FailureCause,
+    /// The run that ended last was taken over from outside vigil: its restart looks first.
+    ended_run_outside: bool,
     /// The note of the command being handled.
     note: Option<String>,
     /// The last log lines of the run that just ended: the failure's evidence.
@@ -356,6 +361,7 @@ impl Agent {
             last_exit: None,
             last_problem: None,
             last_cause: FailureCause::Exit,
+            ended_run_outside: false,
             note: None,
             log_tail: None,
             diagnosis: None,

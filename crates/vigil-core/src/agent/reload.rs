@@ -47,7 +47,7 @@ impl Agent {
                 ),
             ));
             self.spawn(now, true, out);
-            return false;
+            return true;
         }
         if matches!(self.phase, Phase::Starting(_) | Phase::Running(_)) {
             let entry = records::restart_requested(

@@ -50,6 +50,13 @@ pub struct Sim {
     pub outside: HashMap<AgentId, Outside>,
     /// Looks asked for, per agent.
     pub looks: HashMap<AgentId, usize>,
+    /// Hold looks back instead of answering at once (to interleave them with other inputs).
+    pub hold_looks: bool,
+    /// Looks asked for and not answered yet.
+    pub pending_looks: Vec<(AgentId, RunId)>,
+    /// Agents whose last look found a copy, with no forced start since: vigil must not create
+    /// a process for them without looking again.
+    pub copy_found: HashSet<AgentId>,
 }
 
 impl Sim {
@@ -77,6 +84,9 @@ impl Sim {
             reports: Vec::new(),
             outside: HashMap::new(),
             looks: HashMap::new(),
+            hold_looks: false,
+            pending_looks: Vec::new(),
+            copy_found: HashSet::new(),
         };
         sim.sup.start_all(sim.now);
         sim.drain();
@@ -99,19 +109,11 @@ impl Sim {
                     look_first: true,
                 } => {
                     *self.looks.entry(agent).or_default() += 1;
-                    let outside = self
-                        .outside
-                        .get(&agent)
-                        .cloned()
-                        .unwrap_or(Outside::Nothing);
-                    self.sup.handle(
-                        self.now,
-                        Event::Looked {
-                            agent,
-                            run,
-                            outside,
-                        },
-                    );
+                    if self.hold_looks {
+                        self.pending_looks.push((agent, run));
+                    } else {
+                        self.answer_look(agent, run);
+                    }
                 }
                 Action::Adopt {
                     agent, run, pid, ..
@@ -133,6 +135,10 @@ impl Sim {
                     run,
                     look_first: false,
                 } => {
+                    assert!(
+                        !self.copy_found.contains(&agent),
+                        "{agent:?} spawned next to a copy its last look found"
+                    );
                     assert!(
                         !self.live.contains_key(&agent) && !self.watched.contains_key(&agent),
                         "two live instances of {agent:?}"
@@ -190,6 +196,36 @@ impl Sim {
                 }
                 Action::Diagnosed { agent, report } => self.reports.push((agent, *report)),
             }
+        }
+    }
+
+    /// The edge answers a look with what `outside` says runs for the agent now.
+    fn answer_look(&mut self, agent: AgentId, run: RunId) {
+        let outside = self
+            .outside
+            .get(&agent)
+            .cloned()
+            .unwrap_or(Outside::Nothing);
+        if matches!(outside, Outside::Copy { .. }) {
+            self.copy_found.insert(agent);
+        } else {
+            self.copy_found.remove(&agent);
+        }
+        self.sup.handle(
+            self.now,
+            Event::Looked {
+                agent,
+                run,
+                outside,
+            },
+        );
+    }
+
+    /// Answer the looks held back (oldest first).
+    pub fn answer_looks(&mut self) {
+        for (agent, run) in std::mem::take(&mut self.pending_looks) {
+            self.answer_look(agent, run);
+            self.drain();
         }
     }
 
@@ -292,6 +328,10 @@ impl Sim {
         command: Command,
         by: Requester,
     ) -> Result<CommandOutcome, CommandError> {
+        if command == Command::ForceStart {
+            // A person decided: a copy outside vigil no longer keeps it from starting.
+            self.copy_found.remove(&agent);
+        }
         let r = self
             .sup
             .command(self.now, agent, command, by)

@@ -24,14 +24,7 @@ pub fn report(config: &Config) -> LiveReport {
         .agents
         .iter()
         .enumerate()
-        .map(|(i, a)| Look {
-            agent: AgentId(i as u32),
-            run: RunId(0),
-            argv: a.command.clone(),
-            cwd: a.cwd.clone().unwrap_or_else(|| own_cwd.clone()),
-            adopt: a.adopt.clone(),
-            uid: outside::uid_of(a),
-        })
+        .map(|(i, a)| Look::for_agent(AgentId(i as u32), RunId(0), a, &own_cwd))
         .collect();
     // A running vigil's agents carry its state dir as their mark: they are not copies.
     let mark = std::fs::canonicalize(&config.state_dir)

@@ -66,6 +66,20 @@ pub(super) fn read(cx: &mut Cx, t: &Tbl<'_, '_>, scope: &Placeholders<'_>) -> Op
     };
     let (AdoptSource::Pidfile(s) | AdoptSource::Match(s)) = &source;
     check_placeholders(cx, s, scope);
+    // Every instance would name the same process: one process cannot be several agents.
+    if scope.has_instances && !s.value.contains("{instance}") && !s.value.contains("{agent}") {
+        cx.error(
+            ConfigError::new(
+                s.span.clone(),
+                format!(
+                    "[{}]: every instance of `{}` would take over the same process",
+                    a.name, scope.agent
+                ),
+            )
+            .hint("name the instance in it: pidfile = \"/run/bot-{instance}.pid\" or match = \"bot.py --symbol {instance}\""),
+        );
+        return None;
+    }
     Some(source)
 }
 

@@ -88,20 +88,49 @@ impl ExitSet {
 
     /// Watch `pid` only if it is still the process that started at `started` (clock ticks
     /// after boot) — one vigil did not start, found a moment ago, whose pid may have been
-    /// reused since. If it is not, its exit is reported at once (status unknown).
+    /// reused since. `Ok(false)`: it is not (it has ended), and nothing is watched or reported.
     pub fn watch_started(
         &mut self,
         agent: AgentId,
         run: RunId,
         pid: u32,
         started: u64,
-    ) -> io::Result<()> {
-        self.watch_process(agent, run, pid, Some(started))
+    ) -> io::Result<bool> {
+        match self.add(agent, run, pid, Some(started)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+            Err(e) => {
+                self.unwatched.push((agent, run, pid, Some(started)));
+                self.retry_at
+                    .get_or_insert_with(|| Instant::now() + WATCH_RETRY);
+                Err(e)
+            }
+        }
     }
 
-    /// The main processes watched now.
+    /// The main processes watched now, or waiting to be.
     pub fn watched_pids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.watched.keys().copied()
+        self.watched
+            .keys()
+            .copied()
+            .chain(self.unwatched.iter().map(|u| u.2))
+    }
+
+    pub fn is_watched(&self, pid: u32) -> bool {
+        self.watched.contains_key(&pid) || self.unwatched.iter().any(|u| u.2 == pid)
+    }
+
+    /// Send `sig` to the watched process `pid` through its pidfd: to that process and no
+    /// other, even if it has ended and its pid was reused (a process vigil took over is not
+    /// its child: its pid can be reused before vigil hears of its end). `Ok` if it has ended.
+    pub fn signal(&self, pid: u32, sig: vigil_core::Signal) -> io::Result<()> {
+        let (Some(w), Some(sig)) = (self.watched.get(&pid), super::process::os_signal(sig)) else {
+            return Ok(());
+        };
+        match rustix::process::pidfd_send_signal(&w.pidfd, sig) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn watch_process(

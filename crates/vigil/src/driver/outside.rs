@@ -15,21 +15,25 @@
 //! checks), the main processes it watches, and anything carrying its run mark
 //! (`VIGIL_STATE_DIR`) — every process an agent of this vigil started.
 //!
-//! Only a process of the agent's own user is ever taken over (vigil, often root, stops what
-//! it adopts), and a pidfile others can write names nothing: a local user who could write
-//! `/tmp/bot.pid` must not make vigil signal sshd.
+//! Only a process of the agent's own user (`user`, else vigil's) is taken over, or taken for
+//! a copy (root's too, for a copy): vigil, often root, stops what it takes over, and a local
+//! user must not be able to keep an agent from starting by faking its command line. A pidfile
+//! names something only if it is a regular file owned by root or the agent's user that not
+//! every user can write: a user who can write `/tmp/bot.pid` must not make vigil signal sshd.
 //!
 //! Reads /proc: runs on an I/O thread, never on the supervision loop.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vigil_core::{AgentId, Outside, RunId};
 
 use super::proctree;
-use crate::config::Adopt;
+use crate::config::{Adopt, AgentConfig};
+use crate::redact::Secrets;
 
 /// One agent about to start.
 #[derive(Clone, Debug)]
@@ -41,8 +45,31 @@ pub struct Look {
     /// Its working directory (vigil's own when the agent has none).
     pub cwd: PathBuf,
     pub adopt: Option<Adopt>,
-    /// The user the agent runs as: only a process of this user is taken over.
+    /// The user the agent runs as.
     pub uid: u32,
+    /// Hidden from what the look reports (a copy's command line may carry the agent's keys).
+    pub secrets: Secrets,
+}
+
+impl Look {
+    /// What to look for before `agent` starts; `own_cwd` is where vigil runs it without `cwd`.
+    pub fn for_agent(agent: AgentId, run: RunId, config: &AgentConfig, own_cwd: &Path) -> Look {
+        Look {
+            agent,
+            run,
+            argv: config.command.clone(),
+            cwd: config.cwd.clone().unwrap_or_else(|| own_cwd.to_path_buf()),
+            adopt: config.adopt.clone(),
+            uid: config
+                .run_as
+                .as_ref()
+                .map_or_else(|| rustix::process::geteuid().as_raw(), |c| c.uid),
+            secrets: Secrets::from_env(
+                config.env.iter().map(|(k, v)| (k, v)),
+                &config.env_file_keys,
+            ),
+        }
+    }
 }
 
 /// What is vigil's own, never another's copy.
@@ -60,6 +87,8 @@ struct Proc {
     ppid: u32,
     start_time: u64,
     argv: Vec<String>,
+    /// `argv` joined by spaces (what `match` searches).
+    line: String,
 }
 
 /// Larger pidfiles are not pidfiles.
@@ -67,27 +96,36 @@ const PIDFILE_MAX: u64 = 64;
 /// A pidfile is written after its process started; by how much its time may seem to come
 /// first (coarse file timestamps, clock steps).
 const PIDFILE_SLACK_MS: i64 = 2_000;
+/// Programs that run other programs: when one matches `adopt`'s `match` beside what it runs,
+/// it is not the agent.
+const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "busybox"];
 
-/// The user an agent runs as: its `user`, else vigil's own.
-pub fn uid_of(agent: &crate::config::AgentConfig) -> u32 {
-    agent
-        .run_as
-        .as_ref()
-        .map_or_else(|| rustix::process::geteuid().as_raw(), |c| c.uid)
-}
-
-/// Answer every look from one read of the process table.
+/// Answer every look from one read of the process table. A process goes to one look at
+/// most: a second `adopt` naming it is told it is taken.
 pub fn look_all(looks: &[Look], own: &Own<'_>) -> Vec<(AgentId, RunId, Outside)> {
     let table = Table::read(own);
+    let mut taken: HashSet<u32> = HashSet::new();
     looks
         .iter()
-        .map(|l| (l.agent, l.run, table.look(l, own)))
+        .map(|l| {
+            let found = match table.look(l, own) {
+                Outside::Adoptable { pid, .. } if !taken.insert(pid) => Outside::Copy {
+                    pid,
+                    what: format!(
+                        "pid {pid}, which adopt's {} names, is being taken over by another agent",
+                        l.adopt.as_ref().map(Adopt::describe).unwrap_or_default()
+                    ),
+                },
+                other => other,
+            };
+            (l.agent, l.run, found)
+        })
         .collect()
 }
 
 struct Table {
     procs: Vec<Proc>,
-    /// Index into `procs` by command key (see [`keys_of_process`]).
+    /// Index into `procs` by command key (see [`keys_of`]).
     by_command: HashMap<(String, Vec<String>), Vec<usize>>,
     /// Start time by pid (of every listed process).
     started: HashMap<u32, u64>,
@@ -122,6 +160,7 @@ impl Table {
                     pid,
                     ppid: info.ppid,
                     start_time: info.start_time,
+                    line: argv.join(" "),
                     argv,
                 });
             }
@@ -136,7 +175,7 @@ impl Table {
         procs.retain(|p| !ancestors.contains(&p.pid));
         let mut by_command: HashMap<(String, Vec<String>), Vec<usize>> = HashMap::new();
         for (i, p) in procs.iter().enumerate() {
-            for key in keys_of_process(&p.argv) {
+            for key in keys_of(&p.argv) {
                 by_command.entry(key).or_default().push(i);
             }
         }
@@ -169,12 +208,14 @@ impl Table {
         let how = adopt.describe();
         match adopt {
             Adopt::Pidfile(path) => {
-                let pid = read_pidfile(path)?;
+                let (pid, written_ms) = read_pidfile(path, uid)?;
                 let started = *self.started.get(&pid)?;
-                if is_marked(pid, own) || !written_after_start(path, pid) || owner(pid) != Some(uid)
-                {
-                    // vigil's own; a stale file whose pid a later process got; another
-                    // user's process.
+                let started_ms = proctree::stat(pid)
+                    .filter(|s| s.start_time == started)
+                    .and_then(|s| proctree::started_wall_ms(&s))?;
+                // A file written before its pid's process started speaks of an earlier one.
+                let stale = written_ms + PIDFILE_SLACK_MS < started_ms;
+                if stale || real_uid(pid) != Some(uid) || is_marked(pid, own) {
                     return None;
                 }
                 Some(Outside::Adoptable {
@@ -188,17 +229,24 @@ impl Table {
                 let matching: Vec<&Proc> = self
                     .procs
                     .iter()
-                    .filter(|p| p.argv.join(" ").contains(text.as_str()))
-                    .filter(|p| owner(p.pid) == Some(uid) && !is_marked(p.pid, own))
+                    .filter(|p| p.line.contains(text.as_str()))
+                    .filter(|p| real_uid(p.pid) == Some(uid) && !is_marked(p.pid, own))
                     .collect();
-                // `sh -c "python3 bot.py …"` matches as well as the python it runs: the
-                // innermost is the agent.
-                let pids: HashSet<u32> = matching.iter().map(|p| p.pid).collect();
-                let innermost: Vec<&&Proc> = matching
-                    .iter()
-                    .filter(|p| !matching.iter().any(|q| self.descends(q.pid, p.pid, &pids)))
+                // A shell running the agent (`sh -c "python3 bot.py …"`) matches as well as
+                // the agent: it is passed over for what it runs. Of the rest, the outermost is
+                // the agent (a server's workers match as well as their master).
+                let is_shell = |p: &Proc| SHELLS.contains(&base_name(&p.argv[0]).as_str());
+                let programs: Vec<&Proc> = if matching.iter().all(|p| is_shell(p)) {
+                    matching
+                } else {
+                    matching.into_iter().filter(|p| !is_shell(p)).collect()
+                };
+                let pids: HashSet<u32> = programs.iter().map(|p| p.pid).collect();
+                let outermost: Vec<&Proc> = programs
+                    .into_iter()
+                    .filter(|p| !self.descends_from_any(p.pid, &pids))
                     .collect();
-                match innermost.as_slice() {
+                match outermost.as_slice() {
                     [] => None,
                     [p] => Some(Outside::Adoptable {
                         pid: p.pid,
@@ -223,17 +271,15 @@ impl Table {
         }
     }
 
-    /// Whether `pid` descends from `ancestor` (both among `within`, the matching processes).
-    fn descends(&self, pid: u32, ancestor: u32, within: &HashSet<u32>) -> bool {
+    /// Whether an ancestor of `pid` is among `pids`.
+    fn descends_from_any(&self, pid: u32, pids: &HashSet<u32>) -> bool {
         let mut at = pid;
         for _ in 0..64 {
-            let Some(&up) = self.parent.get(&at) else {
-                return false;
-            };
-            if up == ancestor {
-                return within.contains(&ancestor);
+            match self.parent.get(&at) {
+                Some(up) if pids.contains(up) => return true,
+                Some(&up) if up > 1 => at = up,
+                _ => return false,
             }
-            at = up;
         }
         false
     }
@@ -250,25 +296,27 @@ impl Table {
         let want_cwd = fs::canonicalize(&l.cwd).unwrap_or_else(|_| l.cwd.clone());
         for i in candidates {
             let p = &self.procs[i];
-            if is_marked(p.pid, own) {
+            // Another user's process is not this agent (and must not keep it from starting).
+            if !matches!(real_uid(p.pid), Some(u) if u == l.uid || u == 0) || is_marked(p.pid, own)
+            {
                 continue;
             }
-            let cwd = fs::read_link(format!("/proc/{}/cwd", p.pid)).ok();
-            let what = match cwd {
-                Some(cwd) if cwd == want_cwd => format!(
-                    "pid {} runs the same command ({}) in {}, and vigil did not start it",
+            let shown = crate::redact::line_with(&shown(&p.argv), &l.secrets);
+            let what = match fs::read_link(format!("/proc/{}/cwd", p.pid)) {
+                Ok(cwd) if cwd == want_cwd => format!(
+                    "pid {} runs the same command ({shown}) in {}, and vigil did not start it",
                     p.pid,
-                    shown(&p.argv),
                     cwd.display()
                 ),
-                Some(_) => continue,
-                // Another user's process: its directory cannot be read. Taken for a copy —
-                // a second instance is worse than a start a human has to force.
-                None => format!(
-                    "pid {} runs the same command ({}) in a directory vigil cannot read (another \
-                     user's process), and vigil did not start it",
-                    p.pid,
-                    shown(&p.argv)
+                Ok(_) => continue,
+                // Ended since the table was read.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                // A root process seen by a vigil that is not root: its directory cannot be
+                // read. Taken for a copy — a second instance is worse than a forced start.
+                Err(_) => format!(
+                    "pid {} runs the same command ({shown}) in a directory vigil cannot read, \
+                     and vigil did not start it",
+                    p.pid
                 ),
             };
             return Some(Outside::Copy { pid: p.pid, what });
@@ -302,10 +350,11 @@ fn base_name(program: &str) -> String {
         .map_or_else(|| program.to_string(), |n| n.to_string_lossy().into_owned())
 }
 
-/// The keys a process is found by: its program's name with its arguments; and, for an
+/// The keys a command is found by: its program's name with its arguments; and, for an
 /// interpreter running a script (`python3 ./bot.py --x`), the script's name with the rest —
-/// what an agent whose command is the script itself (`./bot.py --x`) runs as.
-fn keys_of_process(argv: &[String]) -> Vec<(String, Vec<String>)> {
+/// so `./bot.py --x`, `python3 bot.py --x` and `/usr/bin/python3 /srv/bot/bot.py --x` all
+/// meet (the working directory tells them apart).
+fn keys_of(argv: &[String]) -> Vec<(String, Vec<String>)> {
     let mut keys = vec![(base_name(&argv[0]), argv[1..].to_vec())];
     if let Some(script) = argv.get(1)
         && !script.starts_with('-')
@@ -315,13 +364,13 @@ fn keys_of_process(argv: &[String]) -> Vec<(String, Vec<String>)> {
     keys
 }
 
-/// The keys an agent's command is looked up by: its argv; and for `shell = true` with a
-/// plain command (`exec python3 bot.py`, no shell syntax), the words it runs — what the same
-/// command typed into a shell runs as.
+/// An agent's keys ([`keys_of`]); and for `shell = true` with a plain command (`exec python3
+/// bot.py`, no shell syntax), the keys of the words it runs — what the same command typed
+/// into a shell runs as.
 fn keys_of_agent(argv: &[String]) -> Vec<(String, Vec<String>)> {
-    let mut keys = vec![(base_name(&argv[0]), argv[1..].to_vec())];
+    let mut keys = keys_of(argv);
     if let [sh, c, line] = argv
-        && matches!(base_name(sh).as_str(), "sh" | "bash" | "dash")
+        && SHELLS.contains(&base_name(sh).as_str())
         && c == "-c"
         && !line.contains(|ch: char| "|&;<>()$`\\\"'*?[]~{}=#\n".contains(ch))
     {
@@ -330,7 +379,7 @@ fn keys_of_agent(argv: &[String]) -> Vec<(String, Vec<String>)> {
             words.remove(0);
         }
         if !words.is_empty() {
-            keys.push((base_name(&words[0]), words[1..].to_vec()));
+            keys.extend(keys_of(&words));
         }
     }
     keys
@@ -341,45 +390,51 @@ fn is_marked(pid: u32, own: &Own<'_>) -> bool {
     proctree::environ_var(pid, own.mark.0).is_some_and(|v| v == own.mark.1)
 }
 
-/// The user a process runs as.
-fn owner(pid: u32) -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
+/// The real user of a process (`Uid:` in its status; the owner of `/proc/PID` is root for a
+/// process that is not dumpable, whoever runs it).
+fn real_uid(pid: u32) -> Option<u32> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
-/// The pid in a pidfile not every user can write, and that is not vigil's
-/// business to doubt further than its age (see [`written_after_start`]).
-fn read_pidfile(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    let file = fs::File::open(path).ok()?;
+/// The pid in a pidfile, and when the file was written (wall-clock ms) — if the file can be
+/// trusted: a regular file (not a symlink, FIFO or device), owned by root or the agent's user
+/// `uid`, not writable by every user. Opened once, checked and read through that one
+/// descriptor, so it cannot be swapped between the check and the read.
+fn read_pidfile(path: &Path, uid: u32) -> Option<(u32, i64)> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
     let meta = file.metadata().ok()?;
-    if meta.len() > PIDFILE_MAX || meta.mode() & 0o002 != 0 {
-        if meta.mode() & 0o002 != 0 {
-            tracing::warn!(
-                "{} can be written by every user: vigil does not take over the pid in it",
-                path.display()
-            );
-        }
+    let trusted = meta.file_type().is_file()
+        && (meta.uid() == 0 || meta.uid() == uid)
+        && meta.mode() & 0o002 == 0;
+    if !trusted {
+        tracing::warn!(
+            "{} is not a regular file of root or the agent's user that only they can write: \
+             vigil does not take over the pid in it",
+            path.display()
+        );
         return None;
     }
-    let text = fs::read_to_string(path).ok()?;
-    text.trim().parse::<u32>().ok().filter(|pid| *pid > 1)
-}
-
-/// The pidfile was written after its pid's process started — else the pid was reused by a
-/// later process and the file speaks of one that is gone.
-fn written_after_start(path: &Path, pid: u32) -> bool {
-    let (Some(info), Ok(meta)) = (proctree::stat(pid), fs::metadata(path)) else {
-        return false;
-    };
-    let (Some(started_ms), Ok(modified)) = (proctree::started_wall_ms(&info), meta.modified())
-    else {
-        return false;
-    };
-    let Ok(written) = modified.duration_since(std::time::UNIX_EPOCH) else {
-        return false;
-    };
-    written.as_millis() as i64 + PIDFILE_SLACK_MS >= started_ms
+    let mut text = String::new();
+    file.take(PIDFILE_MAX).read_to_string(&mut text).ok()?;
+    let pid = text.trim().parse::<u32>().ok().filter(|pid| *pid > 1)?;
+    let written = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some((pid, written.as_millis() as i64))
 }
 
 #[cfg(test)]
@@ -429,6 +484,7 @@ mod tests {
             cwd: cwd.to_path_buf(),
             adopt,
             uid: rustix::process::geteuid().as_raw(),
+            secrets: Secrets::default(),
         }
     }
 
@@ -480,6 +536,14 @@ mod tests {
             ),
             Outside::Nothing
         );
+        // The agent's secrets never reach the report.
+        let _keyed = outside(&["sleep", "30.6", &tag, "987654321"], dir.path());
+        let mut secret = look(&["sleep", "30.6", &tag, "987654321"], dir.path(), None);
+        secret.secrets = Secrets::from_env([("API_KEY", "987654321")], &[]);
+        match run(secret, &HashSet::new()) {
+            Outside::Copy { what, .. } => assert!(!what.contains("987654321"), "{what}"),
+            other => panic!("{other:?}"),
+        }
         // A process vigil watches is its own.
         let watched = HashSet::from([copy.0.id()]);
         assert_eq!(
@@ -546,6 +610,30 @@ mod tests {
         let mut other_user = look(&["bot"], dir.path(), adopt.clone());
         other_user.uid += 1;
         assert_eq!(run(other_user, &HashSet::new()), Outside::Nothing);
+        // A symlink to a pidfile is not one (it could point anywhere).
+        let link = dir.path().join("link.pid");
+        std::os::unix::fs::symlink(&pidfile, &link).unwrap();
+        assert_eq!(
+            run(
+                look(&["bot"], dir.path(), Some(Adopt::Pidfile(link))),
+                &HashSet::new()
+            ),
+            Outside::Nothing
+        );
+        // Two agents whose adopt names one process: the first takes it, the second is told.
+        let own = Own {
+            self_pid: 1_000_000_000,
+            watched: &HashSet::new(),
+            mark: ("VIGIL_STATE_DIR", "/nonexistent-test-mark"),
+        };
+        let mut second = look(&["bot"], dir.path(), adopt.clone());
+        second.agent = AgentId(1);
+        let both = look_all(&[look(&["bot"], dir.path(), adopt.clone()), second], &own);
+        assert!(matches!(both[0].2, Outside::Adoptable { .. }), "{both:?}");
+        match &both[1].2 {
+            Outside::Copy { what, .. } => assert!(what.contains("another agent"), "{what}"),
+            other => panic!("{other:?}"),
+        }
         // Garbage, a dead pid, pid 1: nothing to adopt.
         for text in ["not a pid", "1", "4194304999", ""] {
             fs::write(&pidfile, text).unwrap();
@@ -588,7 +676,7 @@ mod tests {
 
     #[test]
     fn keys_cover_scripts_run_by_their_interpreter() {
-        let keys = keys_of_process(&s(&["/usr/bin/python3", "./bot.py", "--symbol", "BTC"]));
+        let keys = keys_of(&s(&["/usr/bin/python3", "./bot.py", "--symbol", "BTC"]));
         assert!(keys.contains(&("bot.py".into(), s(&["--symbol", "BTC"]))));
         assert!(keys.contains(&("python3".into(), s(&["./bot.py", "--symbol", "BTC"]))));
         assert_eq!(

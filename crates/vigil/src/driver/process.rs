@@ -46,7 +46,7 @@ pub struct ProcessDriver {
     cgroups: Option<Cgroups>,
 }
 
-fn os_signal(sig: Signal) -> Option<OsSignal> {
+pub(crate) fn os_signal(sig: Signal) -> Option<OsSignal> {
     OsSignal::from_named_raw(sig.0)
 }
 

@@ -79,6 +79,11 @@ impl Table {
         t
     }
 
+    /// The start time of a live process in the table.
+    pub fn started(&self, pid: u32) -> Option<u64> {
+        self.alive.get(&pid).copied()
+    }
+
     fn listed(map: &HashMap<u32, Vec<u32>>, key: u32) -> impl Iterator<Item = u32> + '_ {
         map.get(&key).into_iter().flatten().copied()
     }

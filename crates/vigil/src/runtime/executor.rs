@@ -15,7 +15,7 @@ use crate::casebook::Casebook;
 use crate::checks::notify::Senders;
 use crate::checks::{CheckRunner, ProbeContext, ProbeJob};
 use crate::driver::exits::ExitSet;
-use crate::driver::outside::{self, Look};
+use crate::driver::outside::Look;
 use crate::driver::process::STATE_DIR_VAR;
 use crate::driver::{Children, Launch, ProcessDriver, proctree, tree};
 use crate::evidence;
@@ -33,6 +33,10 @@ struct MemberSignal {
     /// died and its pid gone to a stranger leading a group and session of that id — which
     /// started after the decision, so it is not taken for the run.
     older_than: u64,
+    /// For a run taken over from outside vigil (not its child: its pid can be reused before
+    /// vigil hears of its end): the main's start time. While the main still has it, its
+    /// descendants are the run's; else only what started before `older_than`.
+    main_started: Option<u64>,
     tag: String,
     signal: Signal,
 }
@@ -65,9 +69,10 @@ pub struct Executor {
     /// the process table for all of them).
     member_signals: Vec<MemberSignal>,
     probes: Vec<ProbeJob>,
-    /// Agents about to start, to look for outside vigil first: one read of the process
-    /// table after the batch answers them all.
+    /// Agents about to start, to look for outside vigil first: sent together after the
+    /// batch, answered by one read of the process table.
     looks: Vec<Look>,
+    look_worker: super::look_worker::LookWorker,
     /// vigil's working directory: an agent without `cwd` runs in it.
     own_cwd: std::path::PathBuf,
 }
@@ -90,6 +95,11 @@ pub struct ExecutorParts {
 
 impl Executor {
     pub fn new(p: ExecutorParts, started_ms: i64) -> std::io::Result<Executor> {
+        let look_worker = super::look_worker::LookWorker::start(
+            p.driver.self_pid(),
+            p.marks_dir.clone(),
+            p.events.clone(),
+        )?;
         Ok(Executor {
             boot: format!("{}-{started_ms}", p.driver.self_pid()),
             driver: p.driver,
@@ -109,6 +119,7 @@ impl Executor {
             member_signals: Vec::new(),
             probes: Vec::new(),
             looks: Vec::new(),
+            look_worker,
             own_cwd: std::env::current_dir().unwrap_or_else(|_| "/".into()),
         })
     }
@@ -136,18 +147,8 @@ impl Executor {
                         outside: vigil_core::Outside::Nothing,
                     });
                 };
-                self.looks.push(Look {
-                    agent,
-                    run,
-                    argv: slot.config.command.clone(),
-                    cwd: slot
-                        .config
-                        .cwd
-                        .clone()
-                        .unwrap_or_else(|| self.own_cwd.clone()),
-                    adopt: slot.config.adopt.clone(),
-                    uid: outside::uid_of(&slot.config),
-                });
+                self.looks
+                    .push(Look::for_agent(agent, run, &slot.config, &self.own_cwd));
                 None
             }
             Action::Adopt {
@@ -246,8 +247,12 @@ impl Executor {
         self.io.spawn_blocking(move || {
             let procs = driver.snapshot();
             for s in signals {
+                let main_alive = s
+                    .main_started
+                    .is_some_and(|st| procs.get().started(s.main_pid) == Some(st));
+                let main_gone = (!main_alive).then_some(s.older_than);
                 if let Err(e) =
-                    driver.signal_members(&procs, s.main_pid, &s.tag, Some(s.older_than), s.signal)
+                    driver.signal_members(&procs, s.main_pid, &s.tag, main_gone, s.signal)
                 {
                     let _ = events.send(failed(s.agent, s.run, FailedAction::Signal(s.signal), &e));
                 }
@@ -313,29 +318,14 @@ impl Executor {
         }
     }
 
-    /// Answer the batch's looks from one read of the process table, on an I/O thread.
+    /// Hand the batch's looks to the look worker.
     fn look_outside(&mut self) {
         if self.looks.is_empty() {
             return;
         }
-        let looks = std::mem::take(&mut self.looks);
-        let watched: std::collections::HashSet<u32> = self.exits.watched_pids().collect();
-        let (self_pid, mark) = (self.driver.self_pid(), self.marks_dir.clone());
-        let events = self.events.clone();
-        self.io.spawn_blocking(move || {
-            let own = outside::Own {
-                self_pid,
-                watched: &watched,
-                mark: (STATE_DIR_VAR, &mark),
-            };
-            for (agent, run, outside) in outside::look_all(&looks, &own) {
-                let _ = events.send(Event::Looked {
-                    agent,
-                    run,
-                    outside,
-                });
-            }
-        });
+        let watched = self.exits.watched_pids().collect();
+        self.look_worker
+            .look(std::mem::take(&mut self.looks), watched);
     }
 
     /// Take over the agent's process that something else started: it becomes the run's
@@ -366,17 +356,37 @@ impl Executor {
                 started_ms,
                 // Nothing carries it (the process has no mark of vigil's): it only names the
                 // run, and matches no orphan's tag.
-                run_tag: format!("{}#outside.{pid}.{started}", slot.config.name),
+                run_tag: format!(
+                    "{}{}{pid}.{started}",
+                    slot.config.name,
+                    crate::state::OUTSIDE_TAG
+                ),
                 stop_signal: Some(slot.config.stop_signal.name()),
                 stop_timeout_ms: Some(slot.config.stop_timeout.as_millis() as u64),
             },
         });
-        if let Err(e) = self.exits.watch_started(agent, run, pid, started) {
-            let _ = self
-                .events
-                .send(failed(agent, run, FailedAction::WatchExit, &e));
+        // Unless another run already has it (two `adopt`s naming one process).
+        if !self.exits.is_watched(pid) {
+            match self.exits.watch_started(agent, run, pid, started) {
+                Ok(true) => return None,
+                Ok(false) => {}
+                Err(e) => return Some(failed(agent, run, FailedAction::WatchExit, &e)),
+            }
         }
-        None
+        // It ended (its pid may already be someone else's) before it could be watched, or is
+        // another run's: this run is over, and nothing of that pid is vigil's to touch.
+        if let Some(rec) = slot.run.as_mut() {
+            rec.main_gone = Some(super::fleet::MainGone {
+                tick: proctree::now_ticks(),
+            });
+        }
+        Some(Event::Exited {
+            agent,
+            run,
+            status: vigil_core::ExitStatus::unknown(),
+            tree_alive: false,
+            escaped: Vec::new(),
+        })
     }
 
     /// Watch a main process through its pidfd, in the set the loop waits on.
@@ -422,17 +432,26 @@ impl Executor {
     ) -> Option<Event> {
         let rec = fleet.run(agent, run)?;
         let (pid, tag) = (rec.saved.pid, rec.saved.run_tag.clone());
+        let taken_over = rec.saved.taken_over();
         debug!("sending {signal} to the process tree of pid {pid}");
         self.member_signals.push(MemberSignal {
             agent,
             run,
             main_pid: pid,
             older_than: rec.main_gone.map_or_else(proctree::now_ticks, |g| g.tick),
+            main_started: (taken_over && rec.main_gone.is_none()).then_some(rec.saved.start_time),
             tag,
             signal,
         });
         if rec.main_gone.is_some() {
             return None;
+        }
+        if taken_over {
+            // Not vigil's child: its pid proves nothing. Its pidfd, opened when it was taken
+            // over, reaches it and only it; its descendants get the signal after the batch.
+            let refused = self.exits.signal(pid, signal).err()?;
+            warn!("sending {signal} to pid {pid}: {refused}");
+            return Some(failed(agent, run, FailedAction::Signal(signal), &refused));
         }
         let refused = self.driver.signal_group(pid, signal).err()?;
         warn!("{refused}");

@@ -284,7 +284,15 @@ impl Handler {
             pid,
             status,
         } = exit;
-        self.exec.exited(pid);
+        // A process taken over from outside vigil was never in its children or notify sets;
+        // its pid may already be another's.
+        if !self
+            .fleet
+            .run(agent, run)
+            .is_some_and(|r| r.saved.taken_over())
+        {
+            self.exec.exited(pid);
+        }
         let Some(slot) = self.fleet.get_mut(agent) else {
             return;
         };

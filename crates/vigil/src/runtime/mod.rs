@@ -14,6 +14,7 @@ mod executor;
 mod fleet;
 mod handler;
 mod keeper;
+mod look_worker;
 mod offload;
 mod rotation;
 
@@ -441,38 +442,42 @@ fn start(h: &mut Handler, saved: &SavedState, marks_dir: &str, now: Now, resume_
             .id(&agent)
             .filter(|_| !leftover)
             .filter(|id| h.sup.agent(*id).is_some_and(|a| a.run().is_none()));
-        let adopted =
-            match wanted.and_then(|id| h.sup.adopt(now, id, run.pid, since).map(|r| (id, r))) {
-                Some(adopted) => Some(adopted),
-                // Not configured any more, a second run of an agent that already has one, or a run
-                // of an agent that must not run (quarantined): stopped on the record.
-                None => {
-                    let name = if h.sup.id(&agent).is_some() {
-                        format!("{agent}#{}", run.pid)
-                    } else {
-                        agent.clone()
-                    };
-                    warn!(
-                        "{name} (pid {}) is still running but is not wanted; stopping it",
-                        run.pid
-                    );
-                    let stop_signal = run
-                        .stop_signal
-                        .as_deref()
-                        .and_then(Signal::from_name)
-                        .unwrap_or(Signal::TERM);
-                    let stop_timeout = run
-                        .stop_timeout_ms
-                        .map_or(Duration::from_secs(10), Duration::from_millis);
-                    let config = AgentConfig::stray(&name, stop_signal, stop_timeout);
-                    let adopted = h.sup.adopt_stray(now, config.spec(), run.pid, since);
-                    if let Some((id, _)) = adopted {
-                        h.fleet.insert(id, config, &logs_dir);
-                        kept.insert(name);
-                    }
-                    adopted
+        let outside = run.taken_over();
+        let adopted = match wanted.and_then(|id| {
+            h.sup
+                .adopt(now, id, run.pid, since, outside)
+                .map(|r| (id, r))
+        }) {
+            Some(adopted) => Some(adopted),
+            // Not configured any more, a second run of an agent that already has one, or a run
+            // of an agent that must not run (quarantined): stopped on the record.
+            None => {
+                let name = if h.sup.id(&agent).is_some() {
+                    format!("{agent}#{}", run.pid)
+                } else {
+                    agent.clone()
+                };
+                warn!(
+                    "{name} (pid {}) is still running but is not wanted; stopping it",
+                    run.pid
+                );
+                let stop_signal = run
+                    .stop_signal
+                    .as_deref()
+                    .and_then(Signal::from_name)
+                    .unwrap_or(Signal::TERM);
+                let stop_timeout = run
+                    .stop_timeout_ms
+                    .map_or(Duration::from_secs(10), Duration::from_millis);
+                let config = AgentConfig::stray(&name, stop_signal, stop_timeout);
+                let adopted = h.sup.adopt_stray(now, config.spec(), run.pid, since);
+                if let Some((id, _)) = adopted {
+                    h.fleet.insert(id, config, &logs_dir);
+                    kept.insert(name);
                 }
-            };
+                adopted
+            }
+        };
         let Some((id, run_id)) = adopted else {
             continue;
         };
