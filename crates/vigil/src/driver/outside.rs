@@ -125,8 +125,9 @@ pub fn look_all(looks: &[Look], own: &Own<'_>) -> Vec<(AgentId, RunId, Outside)>
 
 struct Table {
     procs: Vec<Proc>,
-    /// Index into `procs` by command key (see [`keys_of`]).
-    by_command: HashMap<(String, Vec<String>), Vec<usize>>,
+    /// Index into `procs` by command key (see [`keys_of`]), with the path the key's name
+    /// stands for.
+    by_command: HashMap<Key, Vec<(usize, Option<String>)>>,
     /// Start time by pid (of every listed process).
     started: HashMap<u32, u64>,
     parent: HashMap<u32, u32>,
@@ -173,10 +174,10 @@ impl Table {
             at = parent.get(&at).copied().unwrap_or(0);
         }
         procs.retain(|p| !ancestors.contains(&p.pid));
-        let mut by_command: HashMap<(String, Vec<String>), Vec<usize>> = HashMap::new();
+        let mut by_command: HashMap<Key, Vec<(usize, Option<String>)>> = HashMap::new();
         for (i, p) in procs.iter().enumerate() {
-            for key in keys_of(&p.argv) {
-                by_command.entry(key).or_default().push(i);
+            for (key, path) in keys_of(&p.argv) {
+                by_command.entry(key).or_default().push((i, path));
             }
         }
         Table {
@@ -285,15 +286,18 @@ impl Table {
     }
 
     fn copy_of(&self, l: &Look, own: &Own<'_>) -> Option<Outside> {
-        let mut candidates: Vec<usize> = keys_of_agent(&l.argv)
-            .iter()
-            .filter_map(|k| self.by_command.get(k))
-            .flatten()
-            .copied()
-            .collect();
+        let want_cwd = fs::canonicalize(&l.cwd).unwrap_or_else(|_| l.cwd.clone());
+        // Both run in `want_cwd` (checked below): a path is compared as resolved there.
+        let mut candidates: Vec<usize> = Vec::new();
+        for (key, path) in keys_of_agent(&l.argv) {
+            for (i, found) in self.by_command.get(&key).into_iter().flatten() {
+                if same_program(&want_cwd, path.as_deref(), found.as_deref()) {
+                    candidates.push(*i);
+                }
+            }
+        }
         candidates.sort_unstable();
         candidates.dedup();
-        let want_cwd = fs::canonicalize(&l.cwd).unwrap_or_else(|_| l.cwd.clone());
         for i in candidates {
             let p = &self.procs[i];
             // Another user's process is not this agent (and must not keep it from starting).
@@ -350,24 +354,57 @@ fn base_name(program: &str) -> String {
         .map_or_else(|| program.to_string(), |n| n.to_string_lossy().into_owned())
 }
 
-/// The keys a command is found by: its program's name with its arguments; and, for an
-/// interpreter running a script (`python3 ./bot.py --x`), the script's name with the rest —
-/// so `./bot.py --x`, `python3 bot.py --x` and `/usr/bin/python3 /srv/bot/bot.py --x` all
-/// meet (the working directory tells them apart).
-fn keys_of(argv: &[String]) -> Vec<(String, Vec<String>)> {
-    let mut keys = vec![(base_name(&argv[0]), argv[1..].to_vec())];
+/// A program's (or script's) name and the arguments after it.
+type Key = (String, Vec<String>);
+
+/// The keys a command is found by, each with the path its name stands for: its program's
+/// name with its arguments (a bare program name is a `PATH` lookup: no path); and, for an
+/// interpreter running a script (`python3 ./bot.py --x`), the script's name with the rest
+/// (its path relative to the working directory) — so `./bot.py --x`, `python3 bot.py --x`
+/// and `/usr/bin/python3 /srv/bot/bot.py --x` in `/srv/bot` all meet, and two `beat.py`s of
+/// two directories do not.
+fn keys_of(argv: &[String]) -> Vec<(Key, Option<String>)> {
+    let program = argv[0].contains('/').then(|| argv[0].clone());
+    let mut keys = vec![((base_name(&argv[0]), argv[1..].to_vec()), program)];
     if let Some(script) = argv.get(1)
         && !script.starts_with('-')
     {
-        keys.push((base_name(script), argv[2..].to_vec()));
+        keys.push((
+            (base_name(script), argv[2..].to_vec()),
+            Some(script.clone()),
+        ));
     }
     keys
+}
+
+/// Whether two programs of one key are the same, both run in `cwd`: by name when either was
+/// found by `PATH`, else by their paths resolved in `cwd`.
+fn same_program(cwd: &Path, a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => resolved(cwd, a) == resolved(cwd, b),
+        _ => true,
+    }
+}
+
+/// `path` made absolute against `cwd`, `.` and `..` removed (without touching the disk).
+fn resolved(cwd: &Path, path: &str) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in cwd.join(path).components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// An agent's keys ([`keys_of`]); and for `shell = true` with a plain command (`exec python3
 /// bot.py`, no shell syntax), the keys of the words it runs — what the same command typed
 /// into a shell runs as.
-fn keys_of_agent(argv: &[String]) -> Vec<(String, Vec<String>)> {
+fn keys_of_agent(argv: &[String]) -> Vec<(Key, Option<String>)> {
     let mut keys = keys_of(argv);
     if let [sh, c, line] = argv
         && SHELLS.contains(&base_name(sh).as_str())
@@ -677,8 +714,23 @@ mod tests {
     #[test]
     fn keys_cover_scripts_run_by_their_interpreter() {
         let keys = keys_of(&s(&["/usr/bin/python3", "./bot.py", "--symbol", "BTC"]));
-        assert!(keys.contains(&("bot.py".into(), s(&["--symbol", "BTC"]))));
-        assert!(keys.contains(&("python3".into(), s(&["./bot.py", "--symbol", "BTC"]))));
+        assert!(keys.contains(&(
+            ("bot.py".into(), s(&["--symbol", "BTC"])),
+            Some("./bot.py".into())
+        )));
+        assert!(keys.contains(&(
+            ("python3".into(), s(&["./bot.py", "--symbol", "BTC"])),
+            Some("/usr/bin/python3".into())
+        )));
+        // One script, however it is named; two scripts of one name in two directories: two.
+        let cwd = Path::new("/srv/bot");
+        assert!(same_program(cwd, Some("./bot.py"), Some("/srv/bot/bot.py")));
+        assert!(same_program(cwd, Some("bot.py"), Some("../bot/./bot.py")));
+        assert!(!same_program(
+            cwd,
+            Some("/tmp/a/beat.py"),
+            Some("/tmp/b/beat.py")
+        ));
         assert_eq!(
             keys_of_agent(&s(&["/bin/sh", "-c", "python3 bot.py | tee x"])).len(),
             1,
