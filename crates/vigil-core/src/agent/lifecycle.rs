@@ -21,6 +21,7 @@ impl Agent {
             pid: None,
             since: now,
             outside: false,
+            looking: look_first,
         };
         self.phase = Phase::Starting(run);
         self.timers.set(TimerKind::Restart, None);
@@ -41,6 +42,10 @@ impl Agent {
         out: &mut Outbox,
     ) {
         let run = match self.phase {
+            Phase::Starting(run) if run.looking => {
+                self.stop_looking(now, then, entry, out);
+                return;
+            }
             Phase::Starting(run) | Phase::Running(run) => run,
             _ => return,
         };
@@ -86,6 +91,7 @@ impl Agent {
             pid: Some(pid),
             since,
             outside,
+            looking: false,
         };
         self.want_running = !self.held;
         self.phase = Phase::Running(run);
@@ -144,6 +150,7 @@ impl Agent {
                     pid: Some(pid),
                     since: now,
                     outside: false,
+                    looking: false,
                 };
                 out.kill(self.id, run);
             }

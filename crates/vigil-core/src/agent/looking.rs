@@ -2,11 +2,16 @@
 //! the start, a take-over of the agent's own process started elsewhere (`adopt`), or a
 //! conflict that waits for a human. "Never two copies of an agent" covers copies vigil did
 //! not start.
+//!
+//! While the edge looks, nothing exists for the run: a stop asked for meanwhile is done at
+//! once (a `/proc` read stuck on a hung process must not hold a stop or vigil's shutdown), and
+//! the answer that comes later is for a run that is over, and is dropped.
 
 use std::time::Instant;
 
 use super::{Agent, Outbox, Phase, Run, Then, TimerKind};
 use crate::action::Action;
+use crate::audit::AuditEntry;
 use crate::event::{Outside, RunId};
 use crate::records;
 use crate::time::later;
@@ -19,14 +24,11 @@ impl Agent {
         outside: Outside,
         out: &mut Outbox,
     ) {
-        let looking = match &self.phase {
-            Phase::Starting(run) | Phase::Stopping { run, .. } => run.id == id && run.pid.is_none(),
-            _ => false,
-        };
-        if !looking {
+        let run = match self.phase {
+            Phase::Starting(run) if run.id == id && run.looking => run,
             // An answer for a run this agent no longer starts: nothing was created for it.
-            return;
-        }
+            _ => return,
+        };
         let outside = match outside {
             Outside::Adoptable { pid, .. } if !out.targetable(pid) => Outside::Copy {
                 pid,
@@ -35,63 +37,39 @@ impl Agent {
             other => other,
         };
         match outside {
-            Outside::Nothing => match self.phase {
-                Phase::Starting(run) => out.push(Action::Spawn {
+            Outside::Nothing => {
+                self.phase = Phase::Starting(Run {
+                    looking: false,
+                    ..run
+                });
+                out.push(Action::Spawn {
                     agent: self.id,
                     run: run.id,
                     look_first: false,
-                }),
-                // Stopped before anything was created.
-                _ => self.nothing_to_stop(now, out),
-            },
+                });
+            }
             Outside::Adoptable {
                 pid,
                 started,
                 age,
                 how,
-            } => self.take_over(now, id, pid, started, age, &how, out),
-            Outside::Copy { pid, what } => match self.phase {
-                Phase::Starting(_) => {
-                    out.audit(records::conflict(self.name(), pid, &what));
-                    self.timers.set(TimerKind::Stable, None);
-                    self.last_problem = Some(format!("not started: {what}"));
-                    self.phase = Phase::Conflict { pid, reason: what };
-                }
-                _ => self.nothing_to_stop(now, out),
-            },
-        }
-    }
-
-    /// The agent's own process, started elsewhere, becomes the run: watched and healed like a
-    /// spawned one. If a stop was asked for meanwhile, the stop goes on, to it.
-    #[allow(clippy::too_many_arguments)]
-    fn take_over(
-        &mut self,
-        now: Instant,
-        id: RunId,
-        pid: u32,
-        started: u64,
-        age: std::time::Duration,
-        how: &str,
-        out: &mut Outbox,
-    ) {
-        let run = Run {
-            id,
-            pid: Some(pid),
-            since: now.checked_sub(age).unwrap_or(now),
-            outside: true,
-        };
-        out.audit(records::adopted_outside(self.name(), pid, how));
-        out.push(Action::Adopt {
-            agent: self.id,
-            run: id,
-            pid,
-            started,
-        });
-        self.checks.new_run();
-        match &mut self.phase {
-            Phase::Starting(_) => {
+            } => {
+                let run = Run {
+                    pid: Some(pid),
+                    since: now.checked_sub(age).unwrap_or(now),
+                    outside: true,
+                    looking: false,
+                    ..run
+                };
+                out.audit(records::adopted_outside(self.name(), pid, &how));
+                out.push(Action::Adopt {
+                    agent: self.id,
+                    run: id,
+                    pid,
+                    started,
+                });
                 // Already up: no readiness to wait for.
+                self.checks.new_run();
                 self.phase = Phase::Running(run);
                 self.checks.start(now, run.since);
                 self.timers.set(
@@ -99,28 +77,30 @@ impl Agent {
                     Some(later(now, self.spec.policy.stable_after)),
                 );
             }
-            Phase::Stopping { run: r, .. } => {
-                *r = run;
-                out.signal(self.id, run, self.spec.stop_signal);
-                // The stop's deadline may have passed while the look ran, with nothing to
-                // kill: it counts from now, when there is.
-                self.timers
-                    .set(TimerKind::Kill, Some(later(now, self.spec.stop_timeout)));
+            Outside::Copy { pid, what } => {
+                out.audit(records::conflict(self.name(), pid, &what));
+                self.last_problem = Some(format!("not started: {what}"));
+                self.phase = Phase::Conflict { pid, reason: what };
             }
-            _ => {}
         }
     }
 
-    /// A stop asked for while the edge was looking: nothing was created, the stop is done.
-    fn nothing_to_stop(&mut self, now: Instant, out: &mut Outbox) {
-        let Phase::Stopping { then, .. } = std::mem::replace(&mut self.phase, Phase::Stopped)
-        else {
-            return;
-        };
+    /// A stop asked for while the edge looks: nothing exists, so the stop is done now. A start
+    /// asked for with it (a restart, a reload that changed the command) looks again: the copy
+    /// may still be there, the command may be another.
+    pub(super) fn stop_looking(
+        &mut self,
+        now: Instant,
+        then: Then,
+        mut entry: AuditEntry,
+        out: &mut Outbox,
+    ) {
+        // No signal is sent: there is nothing to send it to.
+        entry.metadata.remove("signal");
+        out.audit(entry);
+        self.phase = Phase::Stopped;
         self.timers.set(TimerKind::Kill, None);
         match then {
-            // A start asked for meanwhile (a restart, a reload that changed the command) looks
-            // again: the copy may still be there, the command may be another.
             Then::Start => self.spawn(now, true, out),
             other => self.after_stop(now, other, out),
         }

@@ -207,6 +207,9 @@ pub(crate) struct Run {
     /// Started by something else and taken over (`adopt`): whatever started it may start it
     /// again when it ends, so vigil looks before it restarts it.
     pub outside: bool,
+    /// The edge is looking for the agent outside vigil: nothing exists for this run yet, and
+    /// until the answer comes nothing will.
+    pub looking: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
