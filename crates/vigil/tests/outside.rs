@@ -123,6 +123,14 @@ cwd = "."
         "{metrics}"
     );
 
+    // `vigil explain` says why it did not start (it has not failed).
+    let out = fleet.vigil(&["explain", "bot", "-c", "vigil.toml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("it was not started, because pid") && err.contains("runs the same command"),
+        "{err}"
+    );
+
     // While the copy runs, a plain start looks again and refuses again.
     let out = fleet.vigil(&["start", "bot", "-c", "vigil.toml"]);
     assert!(out.status.success());

@@ -132,6 +132,12 @@ pub async fn explain(
         return Ok(Json(case).into_response());
     }
     let snap = hub.view.borrow().clone();
+    if let Some(conflict) = snap.agent(&name).and_then(|a| a.conflict.as_ref()) {
+        return Err(ApiError::not_found(format!(
+            "`{name}` has not failed: it was not started, because {} (what to do: `vigil status {name}`, the README's \"Agents started elsewhere\")",
+            conflict.1
+        )));
+    }
     if snap.agent(&name).is_some() {
         return Err(ApiError::not_found(format!(
             "`{name}` has not failed since vigil started (earlier decisions are in the audit journal: GET /audit?agent={name})"
