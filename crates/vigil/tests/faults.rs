@@ -38,6 +38,7 @@ command = ["sleep", "{}"]
 fn run_with_failpoint(fleet: &mut Fleet, failpoint: &str) -> i32 {
     let log = std::fs::File::create(fleet.path("vigil-fault.out")).unwrap();
     let child = Command::new(VIGIL)
+        .current_dir(fleet.dir.path())
         .args(["run", "-c"])
         .arg(fleet.config())
         .env("VIGIL_FAILPOINT", failpoint)

@@ -167,6 +167,7 @@ fn a_panic_in_the_loop_is_journaled_and_vigil_comes_back_adopting_its_agents() {
         Fleet::new("[agents.bot]\ncommand = [\"sleep\", \"810005\"]\ninstances = [\"a\", \"b\"]\n");
     let log = std::fs::File::create(fleet.path("vigil.out")).unwrap();
     let child = Command::new(VIGIL)
+        .current_dir(fleet.dir.path())
         .args(["run", "-c"])
         .arg(fleet.config())
         .env("VIGIL_LOG", "debug")
@@ -351,6 +352,7 @@ fn a_journal_that_cannot_be_written_degrades_health_and_nothing_is_lost_once_it_
     std::os::unix::fs::symlink("/dev/full", &journal).unwrap();
     let log = std::fs::File::create(fleet.path("vigil.out")).unwrap();
     let child = Command::new(VIGIL)
+        .current_dir(fleet.dir.path())
         .args(["run", "-c"])
         .arg(fleet.config())
         .stdin(Stdio::null())

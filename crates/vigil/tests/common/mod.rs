@@ -113,9 +113,14 @@ impl Fleet {
 
     /// Start `vigil run` without waiting for anything (for a vigil whose state dir is not the
     /// default one, or that is expected to fail).
+    ///
+    /// Every vigil runs in its own scratch dir, so its agents without `cwd` do too: tests run
+    /// in parallel, and the same command in the same directory under two vigils is a copy
+    /// (the second is not started: see the README's "Agents started elsewhere").
     pub fn launch(&mut self) {
         let log = std::fs::File::create(self.path("vigil.out")).unwrap();
         let child = Command::new(VIGIL)
+            .current_dir(self.dir.path())
             .args(["run", "-c"])
             .arg(self.config())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -131,6 +136,7 @@ impl Fleet {
         let n = self.records(Some("vigil_start")).len();
         let log = std::fs::File::create(self.path("vigil.out")).unwrap();
         let child = Command::new(VIGIL)
+            .current_dir(self.dir.path())
             .arg("run")
             .arg("-c")
             .arg(self.config())
