@@ -231,6 +231,10 @@ stop_timeout = "5s"
         status_of(f, "bot")["state"] == "running"
     });
     assert_eq!(status_of(&fleet, "bot")["pid"], bot.pid());
+    assert_eq!(status_of(&fleet, "bot")["adopted"], true);
+    let out = fleet.vigil(&["status", "-c", "vigil.toml"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("RUNNING (ADOPTED)"), "{table}");
 
     // A human stop reaches it (it is not vigil's child: the signal goes through its pidfd).
     let out = fleet.vigil(&["stop", "bot", "-c", "vigil.toml"]);

@@ -429,6 +429,11 @@ impl Agent {
         self.started_at().map(|t| now.saturating_duration_since(t))
     }
 
+    /// The current run's process was started by something else and taken over (`adopt`).
+    pub fn is_adopted(&self) -> bool {
+        self.current().is_some_and(|r| r.outside)
+    }
+
     /// A process of this agent may be alive.
     pub fn is_live(&self) -> bool {
         self.current().is_some()

@@ -273,6 +273,8 @@ fn table(agents: &[Value]) -> String {
                 state.push_str(" (STALLED)");
             } else if a.get("quiet").and_then(Value::as_bool) == Some(true) {
                 state.push_str(" (QUIET)");
+            } else if a.get("adopted").and_then(Value::as_bool) == Some(true) {
+                state.push_str(" (ADOPTED)");
             }
             [
                 s("name"),

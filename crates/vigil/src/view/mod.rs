@@ -88,6 +88,8 @@ pub struct AgentView {
     pub last_problem: Option<String>,
     pub diagnosis: Option<serde_json::Value>,
     pub investigating: bool,
+    /// Its process was started by something else and taken over (`adopt`).
+    pub adopted: bool,
     pub takes_heartbeats: bool,
     /// An open stall episode began then: stays set across the restarts that try to heal it.
     pub stalled_since_ms: Option<i64>,
@@ -168,6 +170,7 @@ impl AgentView {
             last_problem: a.last_problem().map(str::to_string),
             diagnosis: a.diagnosis().map(|d| d.to_json()),
             investigating: a.investigating(),
+            adopted: a.is_adopted(),
             takes_heartbeats: a.checks().any(|(c, _)| c.kind == CheckKind::Api),
             stalled_since_ms: a.stalled_since_ms(),
             quiet: (!spec.quiet.windows.is_empty()).then(|| Box::new(spec.quiet.clone())),

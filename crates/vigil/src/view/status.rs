@@ -81,6 +81,10 @@ pub struct AgentStatus {
     /// Stalled, and its evidence (and advice) is being gathered before it is stopped.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub investigating: bool,
+    /// Its process was started by something else and taken over (`adopt`): its output is not
+    /// in the agent's log, and its exit code is not known.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
     /// Has an `api` check: takes `POST /agents/NAME/heartbeat`.
     pub takes_heartbeats: bool,
     /// When the open stall episode began: it stays open across the restarts that try to heal
@@ -172,6 +176,7 @@ impl AgentStatus {
             last_problem: a.last_problem.clone(),
             diagnosis: a.diagnosis.clone(),
             investigating: a.investigating,
+            adopted: a.adopted,
             takes_heartbeats: a.takes_heartbeats,
             stalled_since: a.stalled_since_ms.map(ts),
             quiet: a.is_quiet(now_ms),
