@@ -264,6 +264,12 @@ impl AgentConfig {
 impl AgentConfig {
     /// The environment as `vigil check` shows it: values from `env_file`, and values whose
     /// names look secret, hidden.
+    /// The values its evidence must never show (besides the usual patterns): those of its
+    /// secret-looking env vars and of everything from its `env_file`.
+    pub fn secrets(&self) -> crate::redact::Secrets {
+        crate::redact::Secrets::from_env(self.env.iter().map(|(k, v)| (k, v)), &self.env_file_keys)
+    }
+
     pub fn shown_env(&self) -> Vec<(String, String)> {
         self.env
             .iter()

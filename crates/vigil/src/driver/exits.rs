@@ -83,7 +83,7 @@ impl ExitSet {
     /// descriptors left, say): it still runs, and is tried again every second until it can be
     /// — never taken for dead.
     pub fn watch(&mut self, agent: AgentId, run: RunId, pid: u32) -> io::Result<()> {
-        self.watch_process(agent, run, pid, None)
+        self.watch_or_report(agent, run, pid, None)
     }
 
     /// Watch `pid` only if it is still the process that started at `started` (clock ticks
@@ -96,16 +96,7 @@ impl ExitSet {
         pid: u32,
         started: u64,
     ) -> io::Result<bool> {
-        match self.add(agent, run, pid, Some(started)) {
-            Ok(()) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
-            Err(e) => {
-                self.unwatched.push((agent, run, pid, Some(started)));
-                self.retry_at
-                    .get_or_insert_with(|| Instant::now() + WATCH_RETRY);
-                Err(e)
-            }
-        }
+        self.watch_process(agent, run, pid, Some(started))
     }
 
     /// The main processes watched now, or waiting to be.
@@ -133,25 +124,37 @@ impl ExitSet {
         }
     }
 
-    fn watch_process(
+    /// Watch it; if it is gone already (and reaped), report its exit.
+    fn watch_or_report(
         &mut self,
         agent: AgentId,
         run: RunId,
         pid: u32,
         started: Option<u64>,
     ) -> io::Result<()> {
+        if !self.watch_process(agent, run, pid, started)? {
+            self.ready.push(Exit {
+                agent,
+                run,
+                pid,
+                status: ExitStatus::unknown(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `Ok(false)`: gone already (or, with `started`, no longer that process). An error:
+    /// it cannot be watched now, and is tried again later.
+    fn watch_process(
+        &mut self,
+        agent: AgentId,
+        run: RunId,
+        pid: u32,
+        started: Option<u64>,
+    ) -> io::Result<bool> {
         match self.add(agent, run, pid, started) {
-            Ok(()) => Ok(()),
-            // Already gone (and reaped): it has exited.
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-                self.ready.push(Exit {
-                    agent,
-                    run,
-                    pid,
-                    status: ExitStatus::unknown(),
-                });
-                Ok(())
-            }
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
             Err(e) => {
                 self.unwatched.push((agent, run, pid, started));
                 self.retry_at
@@ -255,7 +258,7 @@ impl ExitSet {
         self.retry_at = None;
         for (agent, run, pid, started) in std::mem::take(&mut self.unwatched) {
             // A failure puts it back in the list, and sets the next try.
-            let _ = self.watch_process(agent, run, pid, started);
+            let _ = self.watch_or_report(agent, run, pid, started);
         }
     }
 }

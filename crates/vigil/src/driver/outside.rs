@@ -27,7 +27,6 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use vigil_core::{AgentId, Outside, RunId};
 
@@ -64,10 +63,7 @@ impl Look {
                 .run_as
                 .as_ref()
                 .map_or_else(|| rustix::process::geteuid().as_raw(), |c| c.uid),
-            secrets: Secrets::from_env(
-                config.env.iter().map(|(k, v)| (k, v)),
-                &config.env_file_keys,
-            ),
+            secrets: config.secrets(),
         }
     }
 }
@@ -131,8 +127,6 @@ struct Table {
     /// Start time by pid (of every listed process).
     started: HashMap<u32, u64>,
     parent: HashMap<u32, u32>,
-    hz: u64,
-    now_ticks: u64,
 }
 
 impl Table {
@@ -185,9 +179,6 @@ impl Table {
             parent,
             by_command,
             procs,
-            // SAFETY: sysconf has no preconditions.
-            hz: (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as u64,
-            now_ticks: proctree::now_ticks(),
         }
     }
 
@@ -200,20 +191,13 @@ impl Table {
         self.copy_of(l, own).unwrap_or(Outside::Nothing)
     }
 
-    fn age(&self, start_time: u64) -> Duration {
-        let ticks = self.now_ticks.saturating_sub(start_time);
-        Duration::from_millis(ticks.saturating_mul(1000) / self.hz)
-    }
-
     fn adoptable(&self, adopt: &Adopt, uid: u32, own: &Own<'_>) -> Option<Outside> {
         let how = adopt.describe();
         match adopt {
             Adopt::Pidfile(path) => {
                 let (pid, written_ms) = read_pidfile(path, uid)?;
                 let started = *self.started.get(&pid)?;
-                let started_ms = proctree::stat(pid)
-                    .filter(|s| s.start_time == started)
-                    .and_then(|s| proctree::started_wall_ms(&s))?;
+                let started_ms = proctree::wall_ms_of(started)?;
                 // A file written before its pid's process started speaks of an earlier one.
                 let stale = written_ms + PIDFILE_SLACK_MS < started_ms;
                 if stale || real_uid(pid) != Some(uid) || is_marked(pid, own) {
@@ -222,7 +206,7 @@ impl Table {
                 Some(Outside::Adoptable {
                     pid,
                     started,
-                    age: self.age(started),
+                    age: proctree::age_of(started),
                     how,
                 })
             }
@@ -252,7 +236,7 @@ impl Table {
                     [p] => Some(Outside::Adoptable {
                         pid: p.pid,
                         started: p.start_time,
-                        age: self.age(p.start_time),
+                        age: proctree::age_of(p.start_time),
                         how,
                     }),
                     many => Some(Outside::Copy {
@@ -478,6 +462,7 @@ fn read_pidfile(path: &Path, uid: u32) -> Option<(u32, i64)> {
 mod tests {
     use super::*;
     use std::process::{Child, Command};
+    use std::time::Duration;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|a| a.to_string()).collect()

@@ -122,16 +122,38 @@ pub fn snapshot() -> Vec<ProcInfo> {
 /// When a process started, as wall-clock milliseconds (from its start time in clock ticks
 /// after boot and the boot time).
 pub fn started_wall_ms(info: &ProcInfo) -> Option<i64> {
-    let boot_s: i64 = fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
+    wall_ms_of(info.start_time)
+}
+
+/// A start time (clock ticks after boot) as wall-clock milliseconds.
+pub fn wall_ms_of(start_time: u64) -> Option<i64> {
+    Some(boot_wall_s()? * 1000 + (start_time * 1000 / ticks_per_second()) as i64)
+}
+
+/// How long ago a process that started at `start_time` (clock ticks after boot) started.
+pub fn age_of(start_time: u64) -> std::time::Duration {
+    let ticks = now_ticks().saturating_sub(start_time);
+    std::time::Duration::from_millis(ticks.saturating_mul(1000) / ticks_per_second())
+}
+
+/// The unit of a process's start time (`USER_HZ`).
+pub fn ticks_per_second() -> u64 {
     // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as i64;
-    Some(boot_s * 1000 + (info.start_time as i64) * 1000 / ticks)
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64
+}
+
+/// When the machine booted (`btime` in /proc/stat), read once: it does not change.
+fn boot_wall_s() -> Option<i64> {
+    static BOOT: std::sync::OnceLock<Option<i64>> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// The value of one variable in a process's environment (needs the same user or root).
@@ -177,8 +199,7 @@ pub fn now_ticks() -> u64 {
     };
     // SAFETY: clock_gettime writes into the timespec it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let hz = ticks_per_second();
     ts.tv_sec as u64 * hz + ts.tv_nsec as u64 * hz / 1_000_000_000
 }
 

@@ -303,12 +303,6 @@ impl Collector for HealthCollector {
 #[derive(Debug)]
 struct ProcessCollector;
 
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
-}
-
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
@@ -319,20 +313,13 @@ impl Collector for ProcessCollector {
         };
         let f: Vec<&str> = rest.split_whitespace().collect();
         let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        let ticks = clock_ticks();
+        let ticks = crate::driver::proctree::ticks_per_second() as f64;
         let cpu = (num(11) + num(12)) / ticks;
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as f64;
         let rss = num(21) * page;
-        let boot = std::fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("btime "))
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-            })
-            .unwrap_or(0.0);
-        let start = boot + num(19) / ticks;
+        let start = crate::driver::proctree::wall_ms_of(num(19) as u64)
+            .map_or(num(19) / ticks, |ms| ms as f64 / 1000.0);
         let fds = std::fs::read_dir("/proc/self/fd")
             .map(|d| d.count())
             .unwrap_or(0);

@@ -330,8 +330,8 @@ impl Executor {
 
     /// Take over the agent's process that something else started: it becomes the run's
     /// main process, watched like a spawned one. It is not vigil's child (no exit status)
-    /// and not in a cgroup of vigil's; signals reach it through its process group if it
-    /// leads one, and through its pidfd with its descendants.
+    /// and not in a cgroup of vigil's; signals reach it through the pidfd it is watched by,
+    /// and its descendants after the batch (see `signal`).
     fn adopt(
         &mut self,
         fleet: &mut Fleet,
@@ -343,10 +343,8 @@ impl Executor {
     ) -> Option<Event> {
         let slot = fleet.get_mut(agent)?;
         slot.log_start = std::fs::metadata(&slot.log).map(|m| m.len()).unwrap_or(0);
-        let started_ms = proctree::stat(pid)
-            .filter(|s| s.start_time == started)
-            .and_then(|s| proctree::started_wall_ms(&s))
-            .unwrap_or(now.wall_ms);
+        // Whether the pid still has that start time is checked by the watch below.
+        let started_ms = proctree::wall_ms_of(started).unwrap_or(now.wall_ms);
         slot.run = Some(RunRecord {
             id: run,
             main_gone: None,

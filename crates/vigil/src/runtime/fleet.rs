@@ -39,10 +39,7 @@ impl Slot {
     /// What evidence from this agent must not show besides the usual patterns: the values of
     /// its secret-looking env vars.
     pub fn secrets(&self) -> crate::redact::Secrets {
-        crate::redact::Secrets::from_env(
-            self.config.env.iter().map(|(k, v)| (k, v)),
-            &self.config.env_file_keys,
-        )
+        self.config.secrets()
     }
 }
 
