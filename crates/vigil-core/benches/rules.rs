@@ -24,6 +24,7 @@ fn main() {
         spawn_error: None,
         streak: 1,
         log: &log,
+        oom_killed: false,
     };
     assert_eq!(rules.classify(&ev).action, Remedy::Restart);
     for _ in 0..100 {

@@ -29,10 +29,12 @@ pub enum CheckKind {
     File,
     Sql,
     Redis,
+    /// A container's own HEALTHCHECK, as its engine reports it.
+    ContainerHealth,
 }
 
 impl CheckKind {
-    pub const ALL: [CheckKind; 8] = [
+    pub const ALL: [CheckKind; 9] = [
         CheckKind::Heartbeat,
         CheckKind::Notify,
         CheckKind::Api,
@@ -41,6 +43,7 @@ impl CheckKind {
         CheckKind::File,
         CheckKind::Sql,
         CheckKind::Redis,
+        CheckKind::ContainerHealth,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +56,7 @@ impl CheckKind {
             CheckKind::File => "file",
             CheckKind::Sql => "sql",
             CheckKind::Redis => "redis",
+            CheckKind::ContainerHealth => "container_health",
         }
     }
 

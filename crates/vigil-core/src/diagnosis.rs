@@ -242,6 +242,9 @@ pub struct Evidence<'a> {
     pub streak: u32,
     /// The agent's last log lines, oldest first (already redacted by the edge).
     pub log: &'a [String],
+    /// Its engine says the OOM killer ended it (a container's `OOMKilled`): known, not
+    /// guessed from a log line.
+    pub oom_killed: bool,
 }
 
 /// User rules first (in order), then the built-in signature set.
@@ -385,7 +388,12 @@ impl Rules {
                 return verdict(rule, line);
             }
         }
-        if let Some(line) = ev.log.iter().rev().find(|l| oom().is_match(l)) {
+        let oom_line = ev.log.iter().rev().find(|l| oom().is_match(l));
+        if ev.oom_killed || oom_line.is_some() {
+            let explanation = match oom_line {
+                Some(line) if !ev.oom_killed => clip(line, EXPLANATION_CHARS),
+                _ => "killed by the OOM killer: it used all the memory it may use".to_string(),
+            };
             let (category, action) = if ev.streak >= 2 {
                 (Category::Permanent, Remedy::Quarantine)
             } else {
@@ -400,8 +408,8 @@ impl Rules {
                     Severity::Warning
                 },
                 rule: "out_of_memory".into(),
-                explanation: clip(line, EXPLANATION_CHARS),
-                confidence: 0.8,
+                explanation,
+                confidence: if ev.oom_killed { 1.0 } else { 0.8 },
                 source: Source::Rules,
             };
         }
@@ -490,6 +498,8 @@ fn spawn_verdict(kind: SpawnErrorKind, message: &str) -> Diagnosis {
         SpawnErrorKind::DiskFull => (Category::Permanent, "the disk is full"),
         SpawnErrorKind::LogUnavailable => (Category::Permanent, "the log file cannot be opened"),
         SpawnErrorKind::OutOfResources => (Category::Transient, "the machine is out of resources"),
+        SpawnErrorKind::TargetNotFound => (Category::Permanent, "it does not exist"),
+        SpawnErrorKind::EngineUnavailable => (Category::Transient, "its engine is unavailable"),
         SpawnErrorKind::Other => (Category::Unknown, "the process could not be created"),
     };
     Diagnosis {
@@ -533,7 +543,31 @@ mod tests {
             spawn_error: None,
             streak,
             log: &log,
+            oom_killed: false,
         })
+    }
+
+    #[test]
+    fn an_engine_s_oom_kill_is_judged_without_a_log_line() {
+        let judge = |streak| {
+            Rules::default().classify(&Evidence {
+                cause: FailureCause::Exit,
+                spawn_error: None,
+                streak,
+                log: &["price 101.5".to_string()],
+                oom_killed: true,
+            })
+        };
+        let first = judge(1);
+        assert_eq!(first.rule, "out_of_memory");
+        assert_eq!(first.action, Remedy::Restart);
+        assert!(
+            first.explanation.contains("OOM killer"),
+            "{}",
+            first.explanation
+        );
+        // Again and again: a restart does not give it more memory.
+        assert_eq!(judge(2).action, Remedy::Quarantine);
     }
 
     #[test]
@@ -544,6 +578,7 @@ mod tests {
                 spawn_error: Some(kind),
                 streak: 1,
                 log: &[message.to_string()],
+                oom_killed: false,
             })
         };
         // The words would match the network rule; the kind says the program is missing.

@@ -28,6 +28,8 @@ pub struct ExitStatus {
     pub code: Option<i32>,
     pub signal: Option<Signal>,
     pub core_dumped: bool,
+    /// The kernel's OOM killer ended it, as its engine knows (a container's `OOMKilled`).
+    pub oom_killed: bool,
 }
 
 impl ExitStatus {
@@ -62,7 +64,11 @@ impl fmt::Display for ExitStatus {
             (None, Some(sig)) if self.core_dumped => write!(f, "killed by {sig} (core dumped)"),
             (None, Some(sig)) => write!(f, "killed by {sig}"),
             (None, None) => write!(f, "ended (exit status unknown)"),
+        }?;
+        if self.oom_killed {
+            write!(f, ", killed by the OOM killer")?;
         }
+        Ok(())
     }
 }
 
@@ -84,6 +90,10 @@ pub enum SpawnErrorKind {
     DiskFull,
     /// The machine is out of processes or memory for now (EAGAIN, ENOMEM).
     OutOfResources,
+    /// The container (or unit) to start does not exist.
+    TargetNotFound,
+    /// The engine that runs the target (Docker) cannot be reached or refused the start.
+    EngineUnavailable,
     /// Anything else.
     Other,
 }
@@ -98,6 +108,8 @@ impl SpawnErrorKind {
             SpawnErrorKind::LogUnavailable => "log_unavailable",
             SpawnErrorKind::DiskFull => "disk_full",
             SpawnErrorKind::OutOfResources => "out_of_resources",
+            SpawnErrorKind::TargetNotFound => "target_not_found",
+            SpawnErrorKind::EngineUnavailable => "engine_unavailable",
             SpawnErrorKind::Other => "other",
         }
     }

@@ -74,7 +74,10 @@ fn control(args: &cli::ControlArgs, verb: &str) -> i32 {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // The Docker client logs whole API answers at debug level: a container's inspect
+        // holds its environment, secrets included.
+        .add_directive("bollard=warn".parse().expect("a valid directive"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -57,7 +57,16 @@ pub struct SavedRun {
 /// What a taken-over run's tag carries after the agent's name: `bot#outside.PID.START`.
 pub const OUTSIDE_TAG: &str = "#outside.";
 
+/// What a container's run tag carries after the agent's name: `feed#container.RUN`.
+pub const CONTAINER_TAG: &str = "#container.";
+
 impl SavedRun {
+    /// The run is a container's (the docker driver): its pid and start are the engine's, and
+    /// a restarted vigil finds it by looking at the container, not at `/proc`.
+    pub fn is_container(&self) -> bool {
+        self.run_tag.contains(CONTAINER_TAG)
+    }
+
     /// The run's process was started by something else and taken over (`adopt`): it is not
     /// vigil's child, is in no cgroup of vigil's and carries none of its marks.
     pub fn taken_over(&self) -> bool {

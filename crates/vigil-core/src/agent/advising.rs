@@ -304,6 +304,7 @@ impl Agent {
                         verdict: None,
                         spawn_error: None,
                         run: None,
+                        oom_killed: false,
                     };
                     self.quarantine_diagnosed(&failure, &advice, out);
                 }

@@ -34,6 +34,7 @@ impl Agent {
             spawn_error: failure.spawn_error,
             streak,
             log,
+            oom_killed: failure.oom_killed,
         });
         match self.advice.take() {
             Some(advice) if advice.action > verdict.action => Diagnosis {

@@ -180,6 +180,7 @@ impl Agent {
             verdict: None,
             spawn_error: None,
             run: Some(run.id),
+            oom_killed: false,
         };
         let c = &self.checks.checks[index];
         let (spec, failures) = (c.spec.clone(), c.status.consecutive_failures);

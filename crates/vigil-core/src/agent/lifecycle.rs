@@ -175,6 +175,7 @@ impl Agent {
                     verdict: None,
                     spawn_error: Some(error.kind),
                     run: None,
+                    oom_killed: false,
                 };
                 self.on_failure(now, failure, out);
             }
@@ -254,6 +255,7 @@ impl Agent {
                     verdict: None,
                     spawn_error: None,
                     run: Some(run.id),
+                    oom_killed: status.oom_killed,
                 };
                 self.on_failure(now, failure, out);
             }

@@ -184,6 +184,8 @@ pub(crate) struct Failure {
     pub spawn_error: Option<crate::event::SpawnErrorKind>,
     /// The run that failed (none for a failed spawn): only its own log tail is its evidence.
     pub run: Option<RunId>,
+    /// The run was ended by the OOM killer (its engine says so).
+    pub oom_killed: bool,
 }
 
 /// What to do once a stop has completed.

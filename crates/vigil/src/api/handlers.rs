@@ -128,10 +128,14 @@ pub async fn explain(
             "this vigil needs `Authorization: Bearer <token>` to show evidence",
         ));
     }
-    if let Some(case) = hub.casebook.explain(&name) {
+    let snap = hub.view.borrow().clone();
+    if let Some(mut case) = hub.casebook.explain(&name) {
+        // What the agent is, when vigil did not spawn it: a container.
+        if let Some(target) = snap.agent(&name).and_then(|a| a.target.clone()) {
+            case["target"] = serde_json::Value::String(target);
+        }
         return Ok(Json(case).into_response());
     }
-    let snap = hub.view.borrow().clone();
     if let Some(conflict) = snap.agent(&name).and_then(|a| a.conflict.as_ref()) {
         return Err(ApiError::not_found(format!(
             "`{name}` has not failed: it was not started, because {} (what to do: `vigil status {name}`, the README's \"Agents started elsewhere\")",

@@ -257,7 +257,7 @@ impl CheckRunner {
                 )
                 .await
             }
-            Probe::Notify | Probe::Api => {
+            Probe::Notify | Probe::Api | Probe::ContainerHealth => {
                 Observation::Unknown("this kind of check is never probed".into())
             }
         }

@@ -159,6 +159,7 @@ pub fn describe_check(c: &CheckConfig) -> String {
             }
         ),
         Probe::Api => "POST /agents/NAME/heartbeat".into(),
+        Probe::ContainerHealth => "the container's HEALTHCHECK, from the engine's events".into(),
         Probe::Http { url, expect, body } => {
             let mut t = format!("GET {url} expecting {}", expect.describe());
             if let Some(b) = body {

@@ -65,6 +65,10 @@ fn render(case: &Value, decisions: &[Value]) -> String {
         .as_u64()
         .map(|p| format!(", pid {p}"))
         .unwrap_or_default();
+    let pid = match case["target"].as_str() {
+        Some(target) => format!(", {target}{pid}"),
+        None => pid,
+    };
     let ran = case["uptime_s"]
         .as_f64()
         .map(|s| format!(", after running {s:.1}s"))

@@ -32,6 +32,7 @@ fn kind_keys(kind: CheckKind) -> &'static [&'static str] {
         CheckKind::File => &["path", "max_age", "min_size"],
         CheckKind::Sql => &["url", "query", "params", "max_age"],
         CheckKind::Redis => &["url", "key", "mode", "max_age"],
+        CheckKind::ContainerHealth => &[],
     }
 }
 
@@ -84,6 +85,7 @@ impl CheckTemplate {
                 exists: *exists,
             },
             Probe::Notify => Probe::Notify,
+            Probe::ContainerHealth => Probe::ContainerHealth,
             Probe::Api => Probe::Api,
         };
         let mut spec = self.spec.clone();
@@ -262,7 +264,10 @@ fn read_check(
     if let Some(d) = cx.duration(t, "grace") {
         spec.grace = d;
     }
-    let needs_age = !matches!(kind, CheckKind::Http | CheckKind::Exec | CheckKind::Notify);
+    let needs_age = !matches!(
+        kind,
+        CheckKind::Http | CheckKind::Exec | CheckKind::Notify | CheckKind::ContainerHealth
+    );
     if needs_age {
         required(
             cx,
@@ -309,6 +314,7 @@ fn read_check(
             Some(Probe::Notify)
         }
         CheckKind::Api => Some(Probe::Api),
+        CheckKind::ContainerHealth => Some(Probe::ContainerHealth),
         CheckKind::Http => {
             required(
                 cx,

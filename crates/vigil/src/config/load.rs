@@ -49,6 +49,8 @@ const AGENT_ONLY_KEYS: &[&str] = &[
     "evidence",
     "evidence_timeout",
     "adopt",
+    "driver",
+    "container",
 ];
 const POLICY_KEYS: &[&str] = &[
     "cooldown",
@@ -590,8 +592,11 @@ fn read_agent(
         pid: false,
     };
 
+    let target = super::target::read(cx, t, &scope);
     let shell = cx.boolean(t, "shell").unwrap_or(false);
     let command: Option<Vec<At<String>>> = match t.get("command") {
+        // A container's command is its image's (the error, if one is given, is said).
+        _ if target.as_ref().is_none_or(|t| !t.is_process()) => None,
         None => {
             // A misspelt `command` is already reported as an unknown key with a suggestion.
             let misspelt = t
@@ -719,6 +724,37 @@ fn read_agent(
             .hint("use an `api` check (POST /agents/NAME/heartbeat) or a `heartbeat` file instead"),
         );
     }
+    // A container's watchdog is the engine's HEALTHCHECK: vigil's socket is not in it; and
+    // only a container has one.
+    let checks_span = t
+        .get("checks")
+        .map_or(t.span.start..t.span.start, |v| v.span());
+    let is_container = target.as_ref().is_some_and(|t| !t.is_process());
+    if is_container && checks.iter().any(|c| c.kind() == CheckKind::Notify) {
+        cx.error(
+            ConfigError::new(
+                checks_span.clone(),
+                format!("[{}]: a `notify` check does not apply to a container (it has no NOTIFY_SOCKET of vigil's)", t.name),
+            )
+            .hint("use kind = \"container_health\" (the container's own HEALTHCHECK), an `api` check, or a progress check"),
+        );
+    }
+    if target.as_ref().is_some_and(|t| t.is_process())
+        && checks
+            .iter()
+            .any(|c| c.kind() == CheckKind::ContainerHealth)
+    {
+        cx.error(
+            ConfigError::new(
+                checks_span,
+                format!(
+                    "[{}]: a `container_health` check needs driver = \"docker\"",
+                    t.name
+                ),
+            )
+            .hint("for a process, use an `http`, `exec` or progress check"),
+        );
+    }
     let evidence = read_evidence(cx, t, &scope);
     let adopt = super::adopt::read(cx, t, &scope);
     // A process vigil did not start has no NOTIFY_SOCKET: its heartbeats cannot reach vigil,
@@ -749,7 +785,8 @@ fn read_agent(
     if cx.errors.len() != errors_before {
         return;
     }
-    let command = command.expect("checked above");
+    let target = target.expect("checked above");
+    let command = command.unwrap_or_default();
     let runs: Vec<(String, Option<String>)> = match &instances {
         Some(list) => list
             .value
@@ -760,6 +797,9 @@ fn read_agent(
     };
     for (full_name, instance) in runs {
         let vars = |s: &str| expand(s, &full_name, &name.value, instance.as_deref());
+        let Some(agent_target) = target.resolve(cx, &full_name, vars) else {
+            continue;
+        };
         let mut argv: Vec<String> = command.iter().map(|a| vars(&a.value)).collect();
         if shell {
             argv = vec!["/bin/sh".into(), "-c".into(), argv.remove(0)];
@@ -822,6 +862,7 @@ fn read_agent(
                 timeout: e.timeout,
             }),
             adopt: adopt.as_ref().map(|a| a.resolve(vars, &check_base)),
+            target: agent_target,
         });
     }
 }

@@ -10,6 +10,7 @@ mod load;
 mod model;
 mod placeholders;
 mod reader;
+mod target;
 pub mod users;
 mod values;
 
@@ -23,6 +24,7 @@ pub use load::parse;
 pub use model::{
     AgentConfig, ApiConfig, CheckConfig, Config, EvidenceCommand, Pattern, Probe, StatusExpect,
 };
+pub use target::Target;
 pub use values::{did_you_mean, parse_duration};
 
 /// Why a config could not be used.

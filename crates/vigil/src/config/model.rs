@@ -85,6 +85,8 @@ pub struct AgentConfig {
     pub evidence: Option<EvidenceCommand>,
     /// How to find the agent's own process when something else started it.
     pub adopt: Option<super::Adopt>,
+    /// A process of `command` (the default), or a container.
+    pub target: super::Target,
 }
 
 /// An agent's `evidence` command (placeholders expanded but `{pid}`).
@@ -113,6 +115,9 @@ pub enum Probe {
     },
     Notify,
     Api,
+    /// The container's own HEALTHCHECK: answered by the docker driver from the engine's
+    /// `health_status` events, not probed.
+    ContainerHealth,
     Http {
         url: String,
         expect: StatusExpect,
@@ -218,6 +223,7 @@ impl AgentConfig {
             advisor: None,
             evidence: None,
             adopt: None,
+            target: super::Target::Process,
         }
     }
 
@@ -232,6 +238,8 @@ impl AgentConfig {
             name: self.name.clone(),
             template: self.template.clone(),
             instance: self.instance.clone(),
+            driver: self.target.driver(),
+            target: self.target.describe(),
             autostart: self.autostart,
             restart: self.restart,
             stop_signal: self.stop_signal,
@@ -257,6 +265,7 @@ impl AgentConfig {
         self.log_keep.hash(&mut h);
         // NOTIFY_SOCKET is in its environment only when it has a notify check.
         self.uses_notify().hash(&mut h);
+        self.target.hash(&mut h);
         h.finish()
     }
 }

@@ -77,6 +77,7 @@ pub fn exit_status(raw: i32) -> ExitStatus {
             code: None,
             signal: Some(Signal(termsig)),
             core_dumped: raw & 0x80 != 0,
+            oom_killed: false,
         }
     }
 }
@@ -88,6 +89,7 @@ fn from_waitid(s: &WaitIdStatus) -> ExitStatus {
             code: None,
             signal: Some(Signal(sig)),
             core_dumped: s.dumped(),
+            oom_killed: false,
         },
         (None, None) => ExitStatus::unknown(),
     }

@@ -1,9 +1,11 @@
-//! How agents are run and controlled. Today: the `process` driver (vigil spawns them, or takes
-//! over the agent's process started elsewhere — `outside`).
+//! How agents are run and controlled: the `process` driver (vigil spawns them, or takes over
+//! the agent's process started elsewhere — `outside`) and the `docker` driver (an existing
+//! container, through the engine's API).
 
 pub mod cgroup;
 pub mod children;
 mod clone;
+pub mod docker;
 pub mod exits;
 pub mod outside;
 pub mod process;

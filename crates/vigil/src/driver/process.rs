@@ -458,6 +458,7 @@ mod tests {
             spawn_error: Some(failure.kind),
             streak: 1,
             log: &[failure.message],
+            oom_killed: false,
         });
         assert_eq!(verdict.action, Remedy::Quarantine);
     }

@@ -1,5 +1,5 @@
 //! The fleet's metrics, from the loop's latest picture of it: one sample per agent (and per
-//! state, restart reason, check) in each family — 17 per agent, 170,000 for 10,000 agents —
+//! state, restart reason, check) in each family — 18 per agent, 180,000 for 10,000 agents —
 //! written by [`exposition`](super::exposition), each agent's label set escaped once.
 
 use vigil_core::AgentState;
@@ -44,6 +44,18 @@ pub fn write(out: &mut String, view: &FleetView, node: &str, now_ms: i64) {
         Kind::Gauge,
     )
     .sample("", &[], agents.len() as u64);
+
+    let mut f = family(
+        out,
+        "vigil_agent_info",
+        "What runs the agent (always 1): driver is process or docker; target names the container (empty for a process); join on agent",
+        None,
+        Kind::Gauge,
+    );
+    for (a, l) in each() {
+        let target = a.target.as_deref().unwrap_or("");
+        f.sample(l, &[("driver", a.driver), ("target", target)], 1u32);
+    }
 
     let mut f = family(
         out,

@@ -14,6 +14,7 @@ use crate::advisor::{AdviceError, Advisor};
 use crate::casebook::Casebook;
 use crate::checks::notify::Senders;
 use crate::checks::{CheckRunner, ProbeContext, ProbeJob};
+use crate::driver::docker::DockerDriver;
 use crate::driver::exits::ExitSet;
 use crate::driver::outside::Look;
 use crate::driver::process::STATE_DIR_VAR;
@@ -75,6 +76,8 @@ pub struct Executor {
     look_worker: super::look_worker::LookWorker,
     /// vigil's working directory: an agent without `cwd` runs in it.
     own_cwd: std::path::PathBuf,
+    /// The docker driver, from the first container agent on.
+    docker: Option<DockerDriver>,
 }
 
 pub struct ExecutorParts {
@@ -121,6 +124,7 @@ impl Executor {
             looks: Vec::new(),
             look_worker,
             own_cwd: std::env::current_dir().unwrap_or_else(|_| "/".into()),
+            docker: None,
         })
     }
 
@@ -147,6 +151,11 @@ impl Executor {
                         outside: vigil_core::Outside::Nothing,
                     });
                 };
+                if let Some(container) = slot.config.target.container() {
+                    let container = container.to_string();
+                    self.docker().look(agent, run, container);
+                    return None;
+                }
                 self.looks
                     .push(Look::for_agent(agent, run, &slot.config, &self.own_cwd));
                 None
@@ -157,6 +166,14 @@ impl Executor {
                 pid,
                 started,
             } => self.adopt(fleet, agent, run, pid, started, now),
+            Action::Signal { agent, run, signal } if is_container(fleet, agent) => {
+                self.docker().signal(agent, run, signal);
+                None
+            }
+            Action::Kill { agent, run } if is_container(fleet, agent) => {
+                self.docker().signal(agent, run, Signal::KILL);
+                None
+            }
             Action::Signal { agent, run, signal } => self.signal(fleet, agent, run, signal),
             Action::Kill { agent, run } => self.signal(fleet, agent, run, Signal::KILL),
             Action::KillEscaped { agent, run, pids } => {
@@ -165,6 +182,11 @@ impl Executor {
                 let tag = &fleet.run(agent, run)?.saved.run_tag;
                 let refused = self.driver.kill_escaped(&pids, tag).err()?;
                 Some(failed(agent, run, FailedAction::Kill, &refused))
+            }
+            // A container's processes are the engine's: when its main process is gone, the
+            // engine has ended them all.
+            Action::WatchTree { agent, run } if is_container(fleet, agent) => {
+                Some(Event::TreeEmpty { agent, run })
             }
             Action::WatchTree { agent, run } => {
                 let rec = fleet.run(agent, run)?;
@@ -179,6 +201,9 @@ impl Executor {
                 None
             }
             Action::Forget { agent } => {
+                if let Some(docker) = &self.docker {
+                    docker.forget(agent);
+                }
                 if let Some(slot) = fleet.remove(agent) {
                     self.casebook.forget(&slot.config.name);
                 }
@@ -203,6 +228,20 @@ impl Executor {
                         ),
                     });
                 };
+                if config.probe == crate::config::Probe::ContainerHealth {
+                    let observation = match (&self.docker, slot.run.as_ref()) {
+                        (Some(docker), Some(rec)) => docker.health(agent, rec.id),
+                        _ => {
+                            vigil_core::Observation::Unknown("the container is not running".into())
+                        }
+                    };
+                    return Some(Event::CheckResult {
+                        agent,
+                        check,
+                        generation,
+                        observation,
+                    });
+                }
                 // Only an exec check's output can carry the agent's secrets back.
                 let secrets = match config.probe {
                     crate::config::Probe::Exec { .. } => slot.secrets(),
@@ -271,6 +310,12 @@ impl Executor {
                 },
             });
         };
+        if let Some(container) = slot.config.target.container() {
+            let container = container.to_string();
+            slot.run = Some(container_run(slot, run, 0, 0, now.wall_ms));
+            self.docker().spawn(agent, run, container);
+            return None;
+        }
         let tag = format!("{}#{}.{}", slot.config.name, self.boot, run.0);
         slot.log_start = std::fs::metadata(&slot.log).map(|m| m.len()).unwrap_or(0);
         let mut extra_env = vec![(STATE_DIR_VAR.to_string(), self.marks_dir.clone())];
@@ -318,6 +363,26 @@ impl Executor {
         }
     }
 
+    /// The docker driver, started with the first container agent.
+    fn docker(&mut self) -> DockerDriver {
+        let (io, events, n) = (self.io.clone(), self.events.clone(), self.log_lines);
+        self.docker
+            .get_or_insert_with(|| DockerDriver::start(io, events, n))
+            .clone()
+    }
+
+    /// An outcome from the I/O threads, before the core hears of it: a started container's
+    /// main pid joins its run's record.
+    pub fn note(&mut self, fleet: &mut Fleet, event: &Event) {
+        if let Event::Spawned { agent, run, pid } = *event
+            && let Some(slot) = fleet.get_mut(agent)
+            && slot.config.target.container().is_some()
+            && let Some(rec) = slot.run.as_mut().filter(|r| r.id == run)
+        {
+            rec.saved.pid = pid;
+        }
+    }
+
     /// Hand the batch's looks to the look worker.
     fn look_outside(&mut self) {
         if self.looks.is_empty() {
@@ -342,6 +407,14 @@ impl Executor {
         now: Now,
     ) -> Option<Event> {
         let slot = fleet.get_mut(agent)?;
+        if let Some(container) = slot.config.target.container() {
+            // `started`: when the container's run started (ns), as the look saw it.
+            let container = container.to_string();
+            let started_ms = (started / 1_000_000) as i64;
+            slot.run = Some(container_run(slot, run, pid, started, started_ms));
+            self.docker().adopt(agent, run, container, started as i64);
+            return None;
+        }
         slot.log_start = std::fs::metadata(&slot.log).map(|m| m.len()).unwrap_or(0);
         // Whether the pid still has that start time is checked by the watch below.
         let started_ms = proctree::wall_ms_of(started).unwrap_or(now.wall_ms);
@@ -473,8 +546,17 @@ impl Executor {
         let secrets = slot.secrets();
         let children = self.children.clone();
         let events = self.events.clone();
+        let container = slot
+            .config
+            .target
+            .container()
+            .is_some()
+            .then(|| self.docker());
         self.io.spawn(async move {
-            let mut lines = evidence::log_tail(&log, n, from, &secrets);
+            let mut lines = match container {
+                Some(docker) => docker.log_tail(agent, run).await,
+                None => evidence::log_tail(&log, n, from, &secrets),
+            };
             if let Some(command) = command {
                 let output = evidence::command_output(&command, pid, cwd, &children, &secrets);
                 lines.extend(output.await);
@@ -515,6 +597,39 @@ impl Executor {
             casebook.advised(&name, run, &advice);
             let _ = events.send(Event::Advice { agent, run, advice });
         });
+    }
+}
+
+fn is_container(fleet: &Fleet, agent: AgentId) -> bool {
+    fleet
+        .get(agent)
+        .is_some_and(|s| s.config.target.container().is_some())
+}
+
+/// A container's run, as saved: its main pid (0 until started) and when it started (ns).
+fn container_run(
+    slot: &super::fleet::Slot,
+    run: RunId,
+    pid: u32,
+    started_ns: u64,
+    started_ms: i64,
+) -> RunRecord {
+    RunRecord {
+        id: run,
+        main_gone: None,
+        saved: SavedRun {
+            pid,
+            start_time: started_ns,
+            started_ms,
+            run_tag: format!(
+                "{}{}{}",
+                slot.config.name,
+                crate::state::CONTAINER_TAG,
+                run.0
+            ),
+            stop_signal: Some(slot.config.stop_signal.name()),
+            stop_timeout_ms: Some(slot.config.stop_timeout.as_millis() as u64),
+        },
     }
 }
 

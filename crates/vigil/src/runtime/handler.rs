@@ -139,6 +139,7 @@ impl Handler {
             }
             Input::Events(events) => {
                 for event in events {
+                    self.exec.note(&mut self.fleet, &event);
                     self.sup.handle(now, event);
                 }
             }

@@ -65,6 +65,9 @@ pub struct AgentView {
     pub name: String,
     pub template: Option<String>,
     pub instance: Option<String>,
+    pub driver: &'static str,
+    /// What it is, in words (`container feed`), when not a process of vigil's.
+    pub target: Option<String>,
     pub state: AgentState,
     pub pid: Option<u32>,
     pub started_ms: Option<i64>,
@@ -130,6 +133,8 @@ impl AgentView {
             name: a.name().to_string(),
             template: spec.template.clone(),
             instance: spec.instance.clone(),
+            driver: spec.driver,
+            target: spec.target.clone(),
             state: a.state(),
             pid: a.pid(),
             started_ms: a.started_at().map(wall),

@@ -53,6 +53,11 @@ pub struct AgentStatus {
     pub name: String,
     pub template: Option<String>,
     pub instance: Option<String>,
+    /// `process` or `docker`.
+    pub driver: &'static str,
+    /// What it is when not a process of vigil's: `container market-feed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     pub state: &'static str,
     pub pid: Option<u32>,
     pub started_at: Option<String>,
@@ -120,6 +125,8 @@ impl AgentStatus {
             name: a.name.clone(),
             template: a.template.clone(),
             instance: a.instance.clone(),
+            driver: a.driver,
+            target: a.target.clone(),
             state: a.state.as_str(),
             pid: a.pid,
             started_at: a.started_ms.map(ts),
