@@ -13,6 +13,7 @@
 mod advisor;
 mod api;
 mod chaos;
+mod docker;
 mod idle;
 mod slow;
 
@@ -112,6 +113,16 @@ enum Bench {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Docker containers (needs an engine: DOCKER_HOST): a container's die → vigil's start
+    /// request (the engine's share apart), and vigil's CPU and wakeups while watching N
+    Docker {
+        #[arg(long, default_value_t = 50)]
+        restarts: usize,
+        #[arg(long, default_value_t = 100)]
+        containers: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// vigil's CPU while N agents each have a file check every second
     FileChecks {
         #[arg(long, default_value_t = 1000)]
@@ -152,6 +163,11 @@ fn main() -> Result<()> {
         Bench::NotifyFlood { seconds } => notify_flood(&vigil, seconds)?,
         Bench::FileChecks { agents, seconds } => file_checks(&vigil, agents, seconds)?,
         Bench::Chaos { minutes, seed } => chaos::chaos(&vigil, minutes, seed)?,
+        Bench::Docker {
+            restarts,
+            containers,
+            seconds,
+        } => docker::docker_bench(&vigil, restarts, containers, seconds)?,
         Bench::Api { agents, seconds } => api::api(&vigil, agents, seconds)?,
         Bench::Advisor {
             provider,
@@ -179,6 +195,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(vigil: &Path, dir: &Path, config: &str) -> Result<Daemon> {
+        Daemon::start_logging(vigil, dir, config, "warn")
+    }
+
+    /// With `VIGIL_LOG=log` (what it writes is in `vigil.out`).
+    fn start_logging(vigil: &Path, dir: &Path, config: &str, level: &str) -> Result<Daemon> {
         std::fs::create_dir_all(dir)?;
         // Never collide with a vigil the user runs on the default port.
         let config = if config.contains("[api]") {
@@ -191,7 +212,7 @@ impl Daemon {
         let child = Command::new(vigil)
             .args(["run", "-c"])
             .arg(dir.join("vigil.toml"))
-            .env("VIGIL_LOG", "warn")
+            .env("VIGIL_LOG", level)
             .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(Stdio::null())

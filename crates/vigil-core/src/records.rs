@@ -110,6 +110,9 @@ pub(crate) fn exit(
             .meta("signal", sig.name())
             .meta("core_dumped", status.core_dumped);
     }
+    if status.oom_killed {
+        e = e.meta("oom_killed", true);
+    }
     e
 }
 

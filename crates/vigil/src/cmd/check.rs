@@ -63,7 +63,13 @@ fn render_agent(config: &Config, a: &AgentConfig) -> String {
     }
     out.push('\n');
     let row = |k: &str, v: String| format!("  {k:<8} {v}\n");
-    out.push_str(&row("command", shell_words(&a.command)));
+    match a.target.container() {
+        Some(c) => out.push_str(&row(
+            "container",
+            format!("{c} (driver docker: started, stopped and watched through the engine)"),
+        )),
+        None => out.push_str(&row("command", shell_words(&a.command))),
+    }
     if let Some(cwd) = &a.cwd {
         out.push_str(&row("cwd", cwd.display().to_string()));
     }
@@ -128,6 +134,10 @@ fn render_agent(config: &Config, a: &AgentConfig) -> String {
             "quiet",
             format!("{w} ({next}); stall verdicts suspended"),
         ));
+    }
+    // A container's log is the engine's (`docker logs`): vigil reads it as evidence.
+    if a.target.container().is_some() {
+        return out;
     }
     out.push_str(&row(
         "log",

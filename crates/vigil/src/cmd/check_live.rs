@@ -1,6 +1,6 @@
 //! `vigil check --live`: what vigil would find on this machine now before starting each
 //! agent — its own process to take over (`adopt`), a copy it did not start (the agent would
-//! go to `conflict`), or nothing.
+//! go to `conflict`), or nothing; for a container, what its engine says of it.
 
 use std::collections::HashSet;
 
@@ -24,6 +24,7 @@ pub fn report(config: &Config) -> LiveReport {
         .agents
         .iter()
         .enumerate()
+        .filter(|(_, a)| a.target.container().is_none())
         .map(|(i, a)| Look::for_agent(AgentId(i as u32), RunId(0), a, &own_cwd))
         .collect();
     // A running vigil's agents carry its state dir as their mark: they are not copies.
@@ -65,6 +66,14 @@ pub fn report(config: &Config) -> LiveReport {
         text.push_str(&format!("  {name}: {line}\n"));
         rows.push(json!({ "name": name, "outside": verdict, "pid": pid, "detail": line }));
     }
+    let mut problems = 0;
+    for c in containers(config) {
+        if c.problem {
+            problems += 1;
+        }
+        text.push_str(&format!("  {}: {}\n", c.name, c.line));
+        rows.push(json!({ "name": c.name, "outside": c.verdict, "pid": c.pid, "detail": c.line }));
+    }
     if conflicts > 0 {
         text.push_str(
             "\nA conflicting process is not vigil's: stop it, or configure `adopt` so vigil takes \
@@ -74,6 +83,107 @@ pub fn report(config: &Config) -> LiveReport {
     LiveReport {
         text,
         json: Value::Array(rows),
-        conflicts,
+        conflicts: conflicts + problems,
     }
+}
+
+/// What the engine says of one container agent.
+struct ContainerLook {
+    name: String,
+    verdict: &'static str,
+    line: String,
+    pid: Option<u32>,
+    /// vigil could not supervise it as configured.
+    problem: bool,
+}
+
+/// Each container agent, as its engine sees it now (one inspect each).
+fn containers(config: &Config) -> Vec<ContainerLook> {
+    use crate::driver::docker::engine::{Engine, EngineError};
+    let agents: Vec<(&str, &str)> = config
+        .agents
+        .iter()
+        .filter_map(|a| Some((a.name.as_str(), a.target.container()?)))
+        .collect();
+    if agents.is_empty() {
+        return Vec::new();
+    }
+    let look = |name: &str, verdict, line: String, pid, problem| ContainerLook {
+        name: name.to_string(),
+        verdict,
+        line,
+        pid,
+        problem,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return agents
+                .iter()
+                .map(|(n, _)| {
+                    look(
+                        n,
+                        "unknown",
+                        format!("cannot ask the engine: {e}"),
+                        None,
+                        true,
+                    )
+                })
+                .collect();
+        }
+    };
+    let engine = match Engine::connect() {
+        Ok(e) => e,
+        Err(e) => {
+            return agents
+                .iter()
+                .map(|(n, _)| look(n, "unknown", e.to_string(), None, true))
+                .collect();
+        }
+    };
+    runtime.block_on(async {
+        let mut out = Vec::new();
+        for (name, container) in agents {
+            let row = match engine.inspect(container).await {
+                Ok(seen) if crate::driver::docker::own_container().is_some_and(|o| o.id == seen.id) => look(
+                    name,
+                    "refused",
+                    format!("container {container} is the one this vigil runs in: it would never be supervised"),
+                    None,
+                    true,
+                ),
+                Ok(seen) => {
+                    let mut line = if seen.running {
+                        format!(
+                            "would take over container {container} ({}), running for {}",
+                            &seen.id[..seen.id.len().min(12)],
+                            vigil_core::human_duration(crate::driver::docker::age_of(seen.started_ns))
+                        )
+                    } else {
+                        format!("container {container} exists and is not running: vigil would start it")
+                    };
+                    if let Some(policy) = &seen.restart_policy {
+                        line.push_str(&format!(
+                            "; WARNING: its engine restarts it too (restart policy \"{policy}\"): two healers fight — set it to \"no\" (docker update --restart no {container}; compose: restart: \"no\")"
+                        ));
+                    }
+                    let verdict = if seen.running { "adopt" } else { "clear" };
+                    look(name, verdict, line, seen.running.then_some(seen.pid), false)
+                }
+                Err(EngineError::NoSuchContainer(_)) => look(
+                    name,
+                    "missing",
+                    format!("MISSING: there is no container {container}: create it (docker create / compose up --no-start); vigil never creates one"),
+                    None,
+                    true,
+                ),
+                Err(e) => look(name, "unknown", e.to_string(), None, true),
+            };
+            out.push(row);
+        }
+        out
+    })
 }

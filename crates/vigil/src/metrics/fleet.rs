@@ -48,13 +48,15 @@ pub fn write(out: &mut String, view: &FleetView, node: &str, now_ms: i64) {
     let mut f = family(
         out,
         "vigil_agent_info",
-        "What runs the agent (always 1): driver is process or docker; target names the container (empty for a process); join on agent",
+        "What runs the agent (always 1): driver is process or docker; target names the container (none for a process); join on agent",
         None,
         Kind::Gauge,
     );
     for (a, l) in each() {
-        let target = a.target.as_deref().unwrap_or("");
-        f.sample(l, &[("driver", a.driver), ("target", target)], 1u32);
+        match a.target.as_deref() {
+            Some(target) => f.sample(l, &[("driver", a.driver), ("target", target)], 1u32),
+            None => f.sample(l, &[("driver", a.driver)], 1u32),
+        }
     }
 
     let mut f = family(

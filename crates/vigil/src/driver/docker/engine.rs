@@ -67,6 +67,8 @@ pub struct Seen {
     pub health: Option<Health>,
     /// The engine's own restart policy (`always`, `unless-stopped`, `on-failure`), when set.
     pub restart_policy: Option<String>,
+    /// Its log file, when the engine keeps it with the `json-file` driver.
+    pub json_log: Option<std::path::PathBuf>,
 }
 
 /// The container's HEALTHCHECK, as last reported.
@@ -256,6 +258,17 @@ fn seen(r: ContainerInspectResponse) -> Seen {
             HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => None,
         }
     });
+    let json_log = r
+        .log_path
+        .filter(|p| !p.is_empty())
+        .filter(|_| {
+            r.host_config
+                .as_ref()
+                .and_then(|h| h.log_config.as_ref())
+                .and_then(|l| l.typ.as_deref())
+                == Some("json-file")
+        })
+        .map(std::path::PathBuf::from);
     let restart_policy = r
         .host_config
         .and_then(|h| h.restart_policy)
@@ -279,5 +292,6 @@ fn seen(r: ContainerInspectResponse) -> Seen {
         oom_killed: state.oom_killed.unwrap_or(false),
         health,
         restart_policy,
+        json_log,
     }
 }

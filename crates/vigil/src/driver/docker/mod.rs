@@ -7,9 +7,11 @@
 //! process driver's: `Looked`, `Spawned`/`SpawnFailed`, `LogTail` then `Exited`.
 
 pub mod engine;
+mod json_log;
 mod own;
 mod watch;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -38,8 +40,13 @@ pub struct DockerDriver {
 }
 
 struct Shared {
-    engine: Result<Engine, String>,
+    /// Set once a client could be made (the engine's socket exists): the engine may start
+    /// after vigil, as at boot.
+    engine: std::sync::OnceLock<Engine>,
     watches: Mutex<Watches>,
+    /// Container ids by the name the config gives, once inspected (and proven not vigil's
+    /// own): a restart starts the id at once, without asking for it again.
+    ids: Mutex<HashMap<String, String>>,
     /// True while the event stream is subscribed.
     watching: tokio::sync::watch::Sender<bool>,
     events: UnboundedSender<Event>,
@@ -50,21 +57,17 @@ struct Shared {
 impl DockerDriver {
     /// Connect to the engine and follow its events, on `io`.
     pub fn start(io: Handle, events: UnboundedSender<Event>, log_lines: usize) -> DockerDriver {
-        let engine = Engine::connect().map_err(|e| crate::errors::chain(&e));
         let driver = DockerDriver {
             shared: Arc::new(Shared {
-                engine,
+                engine: std::sync::OnceLock::new(),
                 watches: Mutex::new(Watches::default()),
+                ids: Mutex::new(HashMap::new()),
                 watching: tokio::sync::watch::channel(false).0,
                 events,
                 log_lines,
                 io: io.clone(),
             }),
         };
-        match &driver.shared.engine {
-            Ok(engine) => info!("docker driver: engine at {}", engine.host()),
-            Err(e) => warn!("docker driver: {e}"),
-        }
         io.spawn(driver.clone().follow());
         driver
     }
@@ -83,26 +86,55 @@ impl DockerDriver {
     /// The engine, once its events are followed: an exit that could not be seen must not
     /// follow a start.
     async fn ready(&self) -> Result<&Engine, EngineError> {
-        let engine = self
-            .shared
-            .engine
-            .as_ref()
-            .map_err(|_| EngineError::NotWatching)?;
         let mut watching = self.shared.watching.subscribe();
         match tokio::time::timeout(WATCHING_WAIT, watching.wait_for(|w| *w)).await {
-            Ok(Ok(_)) => Ok(engine),
+            Ok(Ok(_)) => self.shared.engine.get().ok_or(EngineError::NotWatching),
             _ => Err(EngineError::NotWatching),
         }
+    }
+
+    fn ids(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.shared.ids.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The container, found and proven not to be vigil's own.
     async fn inspect(&self, container: &str) -> Result<(&Engine, Seen), EngineError> {
         let engine = self.ready().await?;
-        let seen = engine.inspect(container).await?;
+        let seen = engine.inspect(container).await;
+        if let Err(EngineError::NoSuchContainer(_)) = &seen {
+            self.ids().remove(container);
+        }
+        let seen = seen?;
         if own_container().is_some_and(|own| own.id == seen.id) || is_own_ancestor(seen.pid) {
+            self.ids().remove(container);
             return Err(EngineError::OwnContainer(container.to_string()));
         }
+        self.ids().insert(container.to_string(), seen.id.clone());
         Ok((engine, seen))
+    }
+
+    /// Start the container: by the id it had when last inspected, else (or when that id is
+    /// gone: the name now names another container) by a new inspect.
+    async fn start_container(&self, container: &str) -> Result<(&Engine, String), EngineError> {
+        let known = self.ids().get(container).cloned();
+        if let Some(id) = known {
+            let engine = self.ready().await?;
+            debug!("docker: starting container {container} ({})", short(&id));
+            match engine.start(&id).await {
+                Ok(()) => return Ok((engine, id)),
+                Err(EngineError::NoSuchContainer(_)) => {
+                    self.ids().remove(container);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let (engine, seen) = self.inspect(container).await?;
+        debug!(
+            "docker: starting container {container} ({})",
+            short(&seen.id)
+        );
+        engine.start(&seen.id).await?;
+        Ok((engine, seen.id))
     }
 
     /// Before a start: is the container running already? Then it is the agent's, taken over.
@@ -132,9 +164,8 @@ impl DockerDriver {
         let this = self.clone();
         self.shared.io.spawn(async move {
             let started = async {
-                let (engine, seen) = this.inspect(&container).await?;
-                engine.start(&seen.id).await?;
-                engine.inspect(&seen.id).await
+                let (engine, id) = this.start_container(&container).await?;
+                engine.inspect(&id).await
             };
             let event = match started.await {
                 Ok(seen) => {
@@ -149,6 +180,7 @@ impl DockerDriver {
                         &seen.id,
                         seen.started_ns,
                         seen.health.clone(),
+                        seen.json_log.clone(),
                     );
                     if seen.pid > 1 && ended.is_none() {
                         Event::Spawned {
@@ -193,10 +225,15 @@ impl DockerDriver {
         self.shared.io.spawn(async move {
             let same_run = match this.inspect(&container).await {
                 Ok((_, seen)) if seen.running && seen.started_ns == started_ns => {
-                    match this
-                        .watches()
-                        .register(agent, run, &seen.id, started_ns, seen.health)
-                    {
+                    let registered = this.watches().register(
+                        agent,
+                        run,
+                        &seen.id,
+                        started_ns,
+                        seen.health,
+                        seen.json_log,
+                    );
+                    match registered {
                         None => return,
                         Some(ended) => Some(ended),
                     }
@@ -225,9 +262,9 @@ impl DockerDriver {
         };
         let this = self.clone();
         self.shared.io.spawn(async move {
-            let sent = match this.shared.engine.as_ref() {
-                Ok(engine) => engine.kill(&id, signal).await,
-                Err(_) => Err(EngineError::NotWatching),
+            let sent = match this.shared.engine.get() {
+                Some(engine) => engine.kill(&id, signal).await,
+                None => Err(EngineError::NotWatching),
             };
             if let Err(e) = sent {
                 warn!("sending {signal} to container {}: {e}", short(&id));
@@ -262,8 +299,8 @@ impl DockerDriver {
     /// The run's log since it started, as evidence of a stall.
     pub async fn log_tail(&self, agent: AgentId, run: RunId) -> Vec<String> {
         let watched = self.watches().run_of(agent, run);
-        match (watched, self.shared.engine.as_ref()) {
-            (Some((id, started_ns)), Ok(engine)) => engine
+        match (watched, self.shared.engine.get()) {
+            (Some((id, started_ns)), Some(engine)) => engine
                 .log_tail(&id, started_ns, self.shared.log_lines, &Default::default())
                 .await
                 .unwrap_or_else(|e| vec![format!("(the container's log could not be read: {e})")]),
@@ -279,30 +316,46 @@ impl DockerDriver {
     /// A watched run ended: its log and its status (the inspect says whether the OOM killer
     /// did it), then the end, to the core.
     async fn finish(&self, ended: Ended) {
-        let Ok(engine) = self.shared.engine.as_ref() else {
+        let Some(engine) = self.shared.engine.get() else {
             return;
         };
         let n = self.shared.log_lines;
         let secrets = crate::redact::Secrets::default();
-        let (lines, seen) = tokio::join!(
-            engine.log_tail(&ended.id, ended.started_ns, n, &secrets),
-            engine.inspect(&ended.id)
-        );
-        let lines =
-            lines.unwrap_or_else(|e| vec![format!("(the container's log could not be read: {e})")]);
-        // The inspect speaks of this run only if it has not been started again since.
-        let seen = seen
-            .ok()
-            .filter(|s| s.started_ns == ended.started_ns && !s.running);
-        let code = seen
-            .as_ref()
-            .and_then(|s| s.exit_code)
-            .and_then(|c| i32::try_from(c).ok())
-            .or(ended.death.code);
-        let oom = ended.death.oom || seen.is_some_and(|s| s.oom_killed);
-        let status = exit_status(code, oom);
+        // The fast way: the code from the `die`, the OOM kill from the `oom` before it, the
+        // log from its file (a few kB read at once). A SIGKILL without an `oom` event asks the
+        // engine whether the OOM killer did it.
+        let fast = match (&ended.json_log, ended.death.code) {
+            (Some(path), Some(code)) if code != 137 || ended.death.oom => {
+                json_log::tail(path, ended.started_ns, n, &secrets)
+                    .map(|lines| (lines, exit_status(Some(code), ended.death.oom)))
+            }
+            _ => None,
+        };
+        let (lines, status) = match fast {
+            Some(fast) => fast,
+            None => {
+                let (lines, seen) = tokio::join!(
+                    engine.log_tail(&ended.id, ended.started_ns, n, &secrets),
+                    engine.inspect(&ended.id)
+                );
+                let lines = lines.unwrap_or_else(|e| {
+                    vec![format!("(the container's log could not be read: {e})")]
+                });
+                // The inspect speaks of this run only if it has not been started again since.
+                let seen = seen
+                    .ok()
+                    .filter(|s| s.started_ns == ended.started_ns && !s.running);
+                let code = seen
+                    .as_ref()
+                    .and_then(|s| s.exit_code)
+                    .and_then(|c| i32::try_from(c).ok())
+                    .or(ended.death.code);
+                let oom = ended.death.oom || seen.is_some_and(|s| s.oom_killed);
+                (lines, exit_status(code, oom))
+            }
+        };
         debug!(
-            "container {} of run {:?} ended: {status}",
+            "docker: container {} of run {:?} ended: {status}",
             short(&ended.id),
             ended.run
         );
@@ -323,13 +376,28 @@ impl DockerDriver {
     /// Follow the engine's events for as long as vigil runs; after a break, from where it
     /// broke, and every watched run checked again (events may have been missed).
     async fn follow(self) {
-        let Ok(engine) = self.shared.engine.as_ref() else {
-            return;
-        };
         let mut since_s = now_s() - 1;
         let mut delay = Duration::from_millis(250);
         let mut said_down = false;
         loop {
+            let engine = match self.shared.engine.get() {
+                Some(engine) => engine,
+                None => match Engine::connect() {
+                    Ok(engine) => {
+                        info!("docker driver: engine at {}", engine.host());
+                        self.shared.engine.get_or_init(|| engine)
+                    }
+                    Err(e) => {
+                        if !said_down {
+                            warn!("docker driver: {e}; trying again");
+                            said_down = true;
+                        }
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(RECONNECT_MAX);
+                        continue;
+                    }
+                },
+            };
             if let Err(e) = engine.ping().await {
                 if !said_down {
                     warn!("docker driver: {e}; trying again");
@@ -395,6 +463,7 @@ impl DockerDriver {
             }
             _ => return,
         };
+        debug!("docker: {action} of {} (engine time {at_ns})", short(&id));
         let unhealthy = matches!(event, ContainerEvent::Health(Health::Unhealthy(_)));
         let ended = self.watches().on_event(&id, at_ns, event);
         if let Some(ended) = ended {
@@ -406,7 +475,7 @@ impl DockerDriver {
             // What the failing HEALTHCHECK printed, for the check's answer.
             let this = self.clone();
             self.shared.io.spawn(async move {
-                let Ok(engine) = this.shared.engine.as_ref() else {
+                let Some(engine) = this.shared.engine.get() else {
                     return;
                 };
                 if let Ok(Seen {
@@ -476,7 +545,8 @@ fn now_s() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn age_of(started_ns: i64) -> Duration {
+/// How long a run that started at `started_ns` (since the epoch) has been running.
+pub fn age_of(started_ns: i64) -> Duration {
     let now_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);

@@ -39,7 +39,13 @@ pub fn own_container() -> Option<&'static OwnContainer> {
 
 /// The first container id in `text` that follows a marker engines use.
 fn container_id_in(text: &str) -> Option<String> {
-    const MARKERS: &[&str] = &["/containers/", "docker-", "/docker/", "libpod-"];
+    const MARKERS: &[&str] = &[
+        "/containers/",
+        "-containers/",
+        "docker-",
+        "/docker/",
+        "libpod-",
+    ];
     for marker in MARKERS {
         for (at, _) in text.match_indices(marker) {
             let rest = &text[at + marker.len()..];
@@ -76,7 +82,11 @@ mod tests {
             format!("12:memory:/docker/{id}"),
             format!("0::/machine.slice/libpod-{id}.scope"),
         ] {
-            assert_eq!(container_id_in(&text).as_deref(), Some(id), "{text}");
+            assert_eq!(
+                container_id_in(&text).as_deref(),
+                Some(id.as_str()),
+                "{text}"
+            );
         }
     }
 

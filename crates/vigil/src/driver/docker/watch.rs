@@ -7,18 +7,21 @@
 //! on its way): it is kept, unclaimed, and claimed by the registration.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use vigil_core::{AgentId, RunId};
 
 use super::engine::Health;
 
 /// An agent's run, watched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Watched {
     agent: AgentId,
     run: RunId,
     started_ns: i64,
     oom: bool,
+    /// Its `json-file` log, when the engine keeps one.
+    json_log: Option<PathBuf>,
 }
 
 /// A container's end, as its `die` event says.
@@ -38,6 +41,7 @@ pub struct Ended {
     pub id: String,
     pub started_ns: i64,
     pub death: Death,
+    pub json_log: Option<PathBuf>,
 }
 
 /// An event of the engine, reduced to what supervision needs.
@@ -72,6 +76,7 @@ impl Watches {
         id: &str,
         started_ns: i64,
         health: Option<Health>,
+        json_log: Option<PathBuf>,
     ) -> Option<Ended> {
         let oom = self
             .unclaimed_oom
@@ -89,6 +94,7 @@ impl Watches {
                     oom: death.oom || oom,
                     ..death
                 },
+                json_log,
             });
         }
         // Another run of the same container (a reload that renamed the agent): the newest
@@ -100,6 +106,7 @@ impl Watches {
                 run,
                 started_ns,
                 oom,
+                json_log,
             },
         ) {
             self.by_run.remove(&(old.agent, old.run));
@@ -193,6 +200,7 @@ impl Watches {
                 oom: death.oom || w.oom,
                 ..death
             },
+            json_log: w.json_log,
         })
     }
 
@@ -234,7 +242,7 @@ mod tests {
     #[test]
     fn a_die_ends_the_watched_run() {
         let mut w = Watches::default();
-        assert_eq!(w.register(A, RunId(1), "c1", S, None), None);
+        assert_eq!(w.register(A, RunId(1), "c1", S, None, None), None);
         let ended = w.on_event("c1", S + 5, die(3)).expect("ended");
         assert_eq!((ended.run, ended.death.code), (RunId(1), Some(3)));
         assert_eq!(w.container_of(A, RunId(1)), None, "no longer its to signal");
@@ -246,7 +254,7 @@ mod tests {
         let mut w = Watches::default();
         assert_eq!(w.on_event("c1", S + 5, die(1)), None);
         let ended = w
-            .register(A, RunId(1), "c1", S, None)
+            .register(A, RunId(1), "c1", S, None, None)
             .expect("ended at once");
         assert_eq!(ended.death.code, Some(1));
     }
@@ -256,7 +264,7 @@ mod tests {
         let mut w = Watches::default();
         // Unclaimed, from before this run started.
         w.on_event("c1", S - 5, die(137));
-        assert_eq!(w.register(A, RunId(2), "c1", S, None), None);
+        assert_eq!(w.register(A, RunId(2), "c1", S, None, None), None);
         // Replayed after a reconnect.
         assert_eq!(w.on_event("c1", S - 5, die(137)), None);
         assert_eq!(w.container_of(A, RunId(2)), Some("c1"));
@@ -265,19 +273,24 @@ mod tests {
     #[test]
     fn an_oom_marks_the_death_that_follows() {
         let mut w = Watches::default();
-        w.register(A, RunId(1), "c1", S, None);
+        w.register(A, RunId(1), "c1", S, None, None);
         w.on_event("c1", S + 1, ContainerEvent::Oom);
         assert!(w.on_event("c1", S + 2, die(137)).unwrap().death.oom);
         // Before the registration, too.
         w.on_event("c2", S + 1, ContainerEvent::Oom);
         w.on_event("c2", S + 2, die(137));
-        assert!(w.register(A, RunId(2), "c2", S, None).unwrap().death.oom);
+        assert!(
+            w.register(A, RunId(2), "c2", S, None, None)
+                .unwrap()
+                .death
+                .oom
+        );
     }
 
     #[test]
     fn health_follows_the_events_of_a_watched_run() {
         let mut w = Watches::default();
-        w.register(A, RunId(1), "c1", S, Some(Health::Starting));
+        w.register(A, RunId(1), "c1", S, Some(Health::Starting), None);
         assert_eq!(w.health_of(A, RunId(1)), Some(Some(&Health::Starting)));
         w.on_event("c1", S + 1, ContainerEvent::Health(Health::Unhealthy(None)));
         assert_eq!(
