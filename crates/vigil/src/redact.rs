@@ -44,7 +44,7 @@ pub fn url(u: &str) -> String {
 
 /// Values hidden wherever they appear: an agent's env values whose names look secret, and
 /// every value that came from its `env_file`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Secrets(Arc<[String]>);
 
 impl Secrets {

@@ -141,8 +141,8 @@ stop_timeout = "2s"
 fn a_429_backs_off_and_an_oom_kill_is_diagnosed_as_such() {
     let limited = Container::create(
         "limited",
-        &[],
-        "sleep 1; echo 'ccxt.base.errors.RateLimitExceeded: binance 429 Too Many Requests'; exit 1",
+        &["-e", "BINANCE_API_SECRET=s3cr3t-value-42"],
+        "sleep 1; echo \"ccxt.base.errors.RateLimitExceeded: binance 429 Too Many Requests (signed with $BINANCE_API_SECRET)\"; exit 1",
     );
     let hungry = Container::create(
         "hungry",
@@ -173,6 +173,14 @@ container = "{}"
     assert!(f.records_of("limited", "restart").is_empty());
     let backoff = &f.records_of("limited", "backoff")[0];
     assert_eq!(backoff["metadata"]["diagnosis"]["category"], "throttled");
+    // The container's own secret, printed in its log, reaches neither the journal nor explain.
+    let journal = common::read(&f.state().join("audit.jsonl"));
+    let explain = f.vigil(&["explain", "limited", "-c", "vigil.toml"]);
+    let explained = String::from_utf8_lossy(&explain.stdout);
+    assert!(explained.contains("429"), "{explained}");
+    for text in [&journal, explained.as_ref()] {
+        assert!(!text.contains("s3cr3t-value-42"), "a secret leaked: {text}");
+    }
     // The OOM kill: known from the engine, not guessed from a log line.
     f.wait_for("hungry judged", SECS(10), |f| {
         status_of(f, "hungry")["diagnosis"]["rule"] == "out_of_memory"
@@ -380,6 +388,14 @@ driver = "systemd"
 [agents.typo]
 driver = "dokcer"
 container = "x"
+
+[agents.one]
+driver = "docker"
+container = "shared"
+
+[agents.two]
+driver = "docker"
+container = "shared"
 "#,
     );
     let out = f.vigil(&["check", "-c", "vigil.toml"]);
@@ -395,6 +411,7 @@ container = "x"
         "a `container_health` check needs driver = \"docker\"",
         "the systemd driver is not available yet",
         "did you mean \"docker\"?",
+        "`two` and `one` name the same container \"shared\"",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }

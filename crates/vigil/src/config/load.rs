@@ -250,6 +250,7 @@ pub fn parse(
                 };
                 read_agent(&mut cx, &name, &tbl, &defaults, &base_dir, &mut agents);
             }
+            one_agent_per_container(&mut cx, &t, &agents);
             if t.entries().next().is_none() {
                 cx.err(
                     t.span.clone(),
@@ -287,6 +288,37 @@ pub fn parse(
         })
     } else {
         Err(config_errors(cx, path, text))
+    }
+}
+
+/// Two agents cannot be one container: each would take the other's runs for its own.
+fn one_agent_per_container(cx: &mut Cx, agents_table: &Tbl<'_, '_>, agents: &[AgentConfig]) {
+    let mut seen: std::collections::HashMap<&str, &str> = Default::default();
+    for a in agents {
+        let Some(container) = a.target.container() else {
+            continue;
+        };
+        let Some(first) = seen.insert(container, &a.name) else {
+            continue;
+        };
+        let block = a.template.as_deref().unwrap_or(&a.name);
+        let span = agents_table
+            .get(block)
+            .and_then(|v| match v.get_ref() {
+                toml::de::DeValue::Table(t) => t.get("container").map(|c| c.span()),
+                _ => None,
+            })
+            .unwrap_or(agents_table.span.clone());
+        cx.error(
+            ConfigError::new(
+                span,
+                format!(
+                    "`{}` and `{first}` name the same container \"{container}\"",
+                    a.name
+                ),
+            )
+            .hint("one agent per container: give each its own"),
+        );
     }
 }
 

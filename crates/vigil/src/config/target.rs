@@ -162,7 +162,8 @@ fn read_docker(
         return None;
     };
     check_placeholders(cx, &c, scope);
-    if scope.has_instances && !c.value.contains("{instance}") && !c.value.contains("{agent}") {
+    // `{agent}` would put an `@` in the name, which no container's name has.
+    if scope.has_instances && !c.value.contains("{instance}") {
         cx.error(
             ConfigError::new(
                 c.span.clone(),

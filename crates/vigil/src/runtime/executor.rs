@@ -166,12 +166,14 @@ impl Executor {
                 pid,
                 started,
             } => self.adopt(fleet, agent, run, pid, started, now),
-            Action::Signal { agent, run, signal } if is_container(fleet, agent) => {
-                self.docker().signal(agent, run, signal);
+            Action::Signal { agent, run, signal } if is_container_run(fleet, agent, run) => {
+                let timeout = stop_timeout_of(fleet, agent, run);
+                self.docker().signal(agent, run, signal, timeout);
                 None
             }
-            Action::Kill { agent, run } if is_container(fleet, agent) => {
-                self.docker().signal(agent, run, Signal::KILL);
+            Action::Kill { agent, run } if is_container_run(fleet, agent, run) => {
+                let timeout = stop_timeout_of(fleet, agent, run);
+                self.docker().signal(agent, run, Signal::KILL, timeout);
                 None
             }
             Action::Signal { agent, run, signal } => self.signal(fleet, agent, run, signal),
@@ -185,7 +187,7 @@ impl Executor {
             }
             // A container's processes are the engine's: when its main process is gone, the
             // engine has ended them all.
-            Action::WatchTree { agent, run } if is_container(fleet, agent) => {
+            Action::WatchTree { agent, run } if is_container_run(fleet, agent, run) => {
                 Some(Event::TreeEmpty { agent, run })
             }
             Action::WatchTree { agent, run } => {
@@ -600,10 +602,23 @@ impl Executor {
     }
 }
 
-fn is_container(fleet: &Fleet, agent: AgentId) -> bool {
+/// Whether the run is a container's — by the run itself, not the agent's config: a reload
+/// that turns a process agent into a container (or back) stops the old run as what it is.
+fn is_container_run(fleet: &Fleet, agent: AgentId, run: RunId) -> bool {
     fleet
-        .get(agent)
-        .is_some_and(|s| s.config.target.container().is_some())
+        .run(agent, run)
+        .is_some_and(|r| r.saved.is_container())
+}
+
+/// The run's own stop timeout (the one it was started with).
+fn stop_timeout_of(fleet: &Fleet, agent: AgentId, run: RunId) -> std::time::Duration {
+    fleet
+        .run(agent, run)
+        .and_then(|r| r.saved.stop_timeout_ms)
+        .map_or(
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_millis,
+        )
 }
 
 /// A container's run, as saved: its main pid (0 until started) and when it started (ns).

@@ -69,6 +69,9 @@ pub struct Seen {
     pub restart_policy: Option<String>,
     /// Its log file, when the engine keeps it with the `json-file` driver.
     pub json_log: Option<std::path::PathBuf>,
+    /// The values of its environment's secret-looking variables (`API_KEY=…`): hidden from its
+    /// evidence as a process agent's are. Never logged.
+    pub secrets: Secrets,
 }
 
 /// The container's HEALTHCHECK, as last reported.
@@ -153,6 +156,20 @@ impl Engine {
         Ok(seen(r))
     }
 
+    /// Stop it as `docker stop -t` does: its own stop signal (`StopSignal`, else SIGTERM), then
+    /// SIGKILL after `timeout`; the engine then knows it was stopped on purpose, and its own
+    /// restart policy leaves it stopped.
+    pub async fn stop(&self, id: &str, timeout: std::time::Duration) -> Result<(), EngineError> {
+        let options = bollard::query_parameters::StopContainerOptions {
+            signal: None,
+            t: Some(i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX)),
+        };
+        self.client
+            .stop_container(id, Some(options))
+            .await
+            .map_err(|e| self.error(id, e))
+    }
+
     pub async fn start(&self, id: &str) -> Result<(), EngineError> {
         // Already running answers 304, which is success: a container cannot run twice.
         self.client
@@ -215,20 +232,13 @@ impl Engine {
             .collect())
     }
 
-    /// Container events (`die`, `oom`, `health_status`, `start`) from `since_s` on.
+    /// Container events from `since_s` on: every kind, picked by the driver (Podman's
+    /// compatible API names some differently, `died`).
     pub fn events(
         &self,
         since_s: i64,
     ) -> impl Stream<Item = Result<EventMessage, BollardError>> + use<> {
-        let filters = HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            (
-                "event".to_string(),
-                ["die", "oom", "health_status", "start"]
-                    .map(String::from)
-                    .to_vec(),
-            ),
-        ]);
+        let filters = HashMap::from([("type".to_string(), vec!["container".to_string()])]);
         self.client.events(Some(EventsOptions {
             since: Some(since_s.to_string()),
             until: None,
@@ -258,6 +268,18 @@ fn seen(r: ContainerInspectResponse) -> Seen {
             HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => None,
         }
     });
+    let env: Vec<(String, String)> = r
+        .config
+        .as_ref()
+        .and_then(|c| c.env.as_ref())
+        .map(|env| {
+            env.iter()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let secrets = Secrets::from_env(env.iter().map(|(k, v)| (k, v)), &[]);
     let json_log = r
         .log_path
         .filter(|p| !p.is_empty())
@@ -293,5 +315,6 @@ fn seen(r: ContainerInspectResponse) -> Seen {
         health,
         restart_policy,
         json_log,
+        secrets,
     }
 }

@@ -11,7 +11,6 @@ mod json_log;
 mod own;
 mod watch;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -44,9 +43,6 @@ struct Shared {
     /// after vigil, as at boot.
     engine: std::sync::OnceLock<Engine>,
     watches: Mutex<Watches>,
-    /// Container ids by the name the config gives, once inspected (and proven not vigil's
-    /// own): a restart starts the id at once, without asking for it again.
-    ids: Mutex<HashMap<String, String>>,
     /// True while the event stream is subscribed.
     watching: tokio::sync::watch::Sender<bool>,
     events: UnboundedSender<Event>,
@@ -61,7 +57,6 @@ impl DockerDriver {
             shared: Arc::new(Shared {
                 engine: std::sync::OnceLock::new(),
                 watches: Mutex::new(Watches::default()),
-                ids: Mutex::new(HashMap::new()),
                 watching: tokio::sync::watch::channel(false).0,
                 events,
                 log_lines,
@@ -93,48 +88,14 @@ impl DockerDriver {
         }
     }
 
-    fn ids(&self) -> MutexGuard<'_, HashMap<String, String>> {
-        self.shared.ids.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The container, found and proven not to be vigil's own.
     async fn inspect(&self, container: &str) -> Result<(&Engine, Seen), EngineError> {
         let engine = self.ready().await?;
-        let seen = engine.inspect(container).await;
-        if let Err(EngineError::NoSuchContainer(_)) = &seen {
-            self.ids().remove(container);
-        }
-        let seen = seen?;
+        let seen = engine.inspect(container).await?;
         if own_container().is_some_and(|own| own.id == seen.id) || is_own_ancestor(seen.pid) {
-            self.ids().remove(container);
             return Err(EngineError::OwnContainer(container.to_string()));
         }
-        self.ids().insert(container.to_string(), seen.id.clone());
         Ok((engine, seen))
-    }
-
-    /// Start the container: by the id it had when last inspected, else (or when that id is
-    /// gone: the name now names another container) by a new inspect.
-    async fn start_container(&self, container: &str) -> Result<(&Engine, String), EngineError> {
-        let known = self.ids().get(container).cloned();
-        if let Some(id) = known {
-            let engine = self.ready().await?;
-            debug!("docker: starting container {container} ({})", short(&id));
-            match engine.start(&id).await {
-                Ok(()) => return Ok((engine, id)),
-                Err(EngineError::NoSuchContainer(_)) => {
-                    self.ids().remove(container);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let (engine, seen) = self.inspect(container).await?;
-        debug!(
-            "docker: starting container {container} ({})",
-            short(&seen.id)
-        );
-        engine.start(&seen.id).await?;
-        Ok((engine, seen.id))
     }
 
     /// Before a start: is the container running already? Then it is the agent's, taken over.
@@ -160,87 +121,134 @@ impl DockerDriver {
     }
 
     /// Start the container: `Spawned` with its main pid, once its end would be seen.
+    ///
+    /// Started by its name, which the engine resolves at that moment: a container that
+    /// compose recreated under the name is the one started, never the old one by its id.
     pub fn spawn(&self, agent: AgentId, run: RunId, container: String) {
         let this = self.clone();
         self.shared.io.spawn(async move {
             let started = async {
-                let (engine, id) = this.start_container(&container).await?;
-                engine.inspect(&id).await
+                let engine = this.ready().await?;
+                debug!("docker: starting container {container}");
+                engine.start(&container).await?;
+                let (_, seen) = this.inspect(&container).await?;
+                Ok::<_, EngineError>(seen)
             };
-            let event = match started.await {
-                Ok(seen) => {
-                    if let Some(restart) = &seen.restart_policy {
-                        debug!(
-                            "container {container} has restart policy {restart}: the engine restarts it too"
-                        );
-                    }
-                    let ended = this.watches().register(
+            let seen = match started.await {
+                Ok(seen) => seen,
+                Err(e) => {
+                    return this.send(Event::SpawnFailed {
                         agent,
                         run,
-                        &seen.id,
-                        seen.started_ns,
-                        seen.health.clone(),
-                        seen.json_log.clone(),
-                    );
-                    if seen.pid > 1 && ended.is_none() {
-                        Event::Spawned {
-                            agent,
-                            run,
-                            pid: seen.pid,
-                        }
-                    } else {
-                        // Gone before its pid could be known: it could not start.
-                        Event::SpawnFailed {
-                            agent,
-                            run,
-                            error: SpawnFailure {
-                                kind: vigil_core::SpawnErrorKind::Other,
-                                message: format!(
-                                    "container {container} exited at once{}",
-                                    seen.exit_code
-                                        .map(|c| format!(" with code {c}"))
-                                        .unwrap_or_default()
-                                ),
-                            },
-                        }
-                    }
+                        error: SpawnFailure {
+                            kind: e.spawn_kind(),
+                            message: crate::errors::chain(&e),
+                        },
+                    });
                 }
-                Err(e) => Event::SpawnFailed {
-                    agent,
-                    run,
-                    error: SpawnFailure {
-                        kind: e.spawn_kind(),
-                        message: crate::errors::chain(&e),
-                    },
+            };
+            if let Some(restart) = &seen.restart_policy {
+                warn!(
+                    "container {container} has restart policy \"{restart}\": the engine restarts it too, and two healers fight (docker update --restart no {container})"
+                );
+            }
+            let failed = |message: String| Event::SpawnFailed {
+                agent,
+                run,
+                error: SpawnFailure {
+                    kind: vigil_core::SpawnErrorKind::Other,
+                    message,
                 },
             };
-            this.send(event);
+            if !seen.running || seen.pid <= 1 {
+                // Gone before its pid could be known: it could not start.
+                let code = seen.exit_code.map(|c| format!(" with code {c}"));
+                return this.send(failed(format!(
+                    "container {container} exited at once{}",
+                    code.unwrap_or_default()
+                )));
+            }
+            let ended = {
+                let mut watches = this.watches();
+                if watches.is_watched(&seen.id) {
+                    drop(watches);
+                    return this.send(failed(format!(
+                        "container {container} is already another agent's"
+                    )));
+                }
+                let ended = watches.register(
+                    agent,
+                    run,
+                    &seen.id,
+                    seen.started_ns,
+                    seen.health.clone(),
+                    seen.json_log.clone(),
+                    seen.secrets.clone(),
+                );
+                // Sent under the lock: its end, found by another task, comes after it.
+                this.send(Event::Spawned {
+                    agent,
+                    run,
+                    pid: seen.pid,
+                });
+                ended
+            };
+            // It ended between the inspect and the registration: a short run, ended.
+            if let Some(ended) = ended {
+                this.finish(ended).await;
+            }
         });
     }
 
     /// Take over the running container a look found: watched from now on. If it is no
-    /// longer that run (it ended, or was restarted by something else), the run is over.
+    /// longer that run (it ended, or was restarted by something else), the run is over. A
+    /// stop meanwhile reaches it by its name.
     pub fn adopt(&self, agent: AgentId, run: RunId, container: String, started_ns: i64) {
+        self.watches().pending(agent, run, &container);
         let this = self.clone();
         self.shared.io.spawn(async move {
-            let same_run = match this.inspect(&container).await {
+            // An engine that does not answer for a moment has not ended the container.
+            let mut seen = this.inspect(&container).await;
+            for _ in 0..10 {
+                match &seen {
+                    Err(EngineError::Unreachable { .. } | EngineError::NotWatching) => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        seen = this.inspect(&container).await;
+                    }
+                    Err(EngineError::Refused { status, .. }) if *status >= 500 => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        seen = this.inspect(&container).await;
+                    }
+                    _ => break,
+                }
+            }
+            let ended = match seen {
                 Ok((_, seen)) if seen.running && seen.started_ns == started_ns => {
-                    let registered = this.watches().register(
-                        agent,
-                        run,
-                        &seen.id,
-                        started_ns,
-                        seen.health,
-                        seen.json_log,
-                    );
-                    match registered {
-                        None => return,
-                        Some(ended) => Some(ended),
+                    let mut watches = this.watches();
+                    if watches.is_watched(&seen.id) {
+                        watches.not_pending(agent, run);
+                        None
+                    } else {
+                        match watches.register(
+                            agent,
+                            run,
+                            &seen.id,
+                            started_ns,
+                            seen.health,
+                            seen.json_log,
+                            seen.secrets,
+                        ) {
+                            None => return,
+                            Some(ended) => Some(ended),
+                        }
                     }
                 }
-                _ => None,
+                _ => {
+                    this.watches().not_pending(agent, run);
+                    None
+                }
             };
-            match same_run {
+            match ended {
                 Some(ended) => this.finish(ended).await,
                 None => this.send(Event::Exited {
                     agent,
@@ -253,17 +261,19 @@ impl DockerDriver {
         });
     }
 
-    /// The run's container gets `signal` (the stop signal, then SIGKILL after the stop
-    /// timeout: what `docker stop -t` does, decided and journaled by the core). A run that
-    /// already ended has nothing to signal.
-    pub fn signal(&self, agent: AgentId, run: RunId, signal: Signal) {
+    /// Stop the run's container as `docker stop -t stop_timeout` does (its own stop signal,
+    /// then SIGKILL; the engine's restart policy then leaves it stopped); `Signal::KILL` (the
+    /// core's, after the stop timeout) kills it at once. A run that already ended has
+    /// nothing to signal.
+    pub fn signal(&self, agent: AgentId, run: RunId, signal: Signal, stop_timeout: Duration) {
         let Some(id) = self.watches().container_of(agent, run).map(String::from) else {
             return;
         };
         let this = self.clone();
         self.shared.io.spawn(async move {
             let sent = match this.shared.engine.get() {
-                Some(engine) => engine.kill(&id, signal).await,
+                Some(engine) if signal == Signal::KILL => engine.kill(&id, signal).await,
+                Some(engine) => engine.stop(&id, stop_timeout).await,
                 None => Err(EngineError::NotWatching),
             };
             if let Err(e) = sent {
@@ -298,10 +308,13 @@ impl DockerDriver {
 
     /// The run's log since it started, as evidence of a stall.
     pub async fn log_tail(&self, agent: AgentId, run: RunId) -> Vec<String> {
-        let watched = self.watches().run_of(agent, run);
+        let (watched, secrets) = {
+            let w = self.watches();
+            (w.run_of(agent, run), w.secrets_of(agent, run))
+        };
         match (watched, self.shared.engine.get()) {
             (Some((id, started_ns)), Some(engine)) => engine
-                .log_tail(&id, started_ns, self.shared.log_lines, &Default::default())
+                .log_tail(&id, started_ns, self.shared.log_lines, &secrets)
                 .await
                 .unwrap_or_else(|e| vec![format!("(the container's log could not be read: {e})")]),
             _ => Vec::new(),
@@ -316,11 +329,12 @@ impl DockerDriver {
     /// A watched run ended: its log and its status (the inspect says whether the OOM killer
     /// did it), then the end, to the core.
     async fn finish(&self, ended: Ended) {
+        // Set before any run could be watched.
         let Some(engine) = self.shared.engine.get() else {
             return;
         };
         let n = self.shared.log_lines;
-        let secrets = crate::redact::Secrets::default();
+        let secrets = ended.secrets.clone();
         // The fast way: the code from the `die`, the OOM kill from the `oom` before it, the
         // log from its file (a few kB read at once). A SIGKILL without an `oom` event asks the
         // engine whether the OOM killer did it.
@@ -444,11 +458,11 @@ impl DockerDriver {
             .unwrap_or(0);
         let action = message.action.unwrap_or_default();
         let event = match action.as_str() {
-            "die" => ContainerEvent::Die {
+            // Podman's compatible API may say `died`.
+            "die" | "died" => ContainerEvent::Die {
                 code: attributes.get("exitCode").and_then(|c| c.parse().ok()),
             },
             "oom" => ContainerEvent::Oom,
-            "start" => ContainerEvent::Start,
             a if a.starts_with("health_status") => {
                 // Docker: `health_status: unhealthy`; Podman puts it in an attribute.
                 let status = a
@@ -471,20 +485,21 @@ impl DockerDriver {
             self.shared
                 .io
                 .spawn(async move { this.finish(ended).await });
-        } else if unhealthy {
-            // What the failing HEALTHCHECK printed, for the check's answer.
+        } else if unhealthy && let Some(started_ns) = self.watches().started_of(&id) {
+            // What the failing HEALTHCHECK printed, for the check's answer (of this run only).
             let this = self.clone();
             self.shared.io.spawn(async move {
                 let Some(engine) = this.shared.engine.get() else {
                     return;
                 };
                 if let Ok(Seen {
-                    health: Some(h @ Health::Unhealthy(Some(_))),
+                    health: Some(Health::Unhealthy(Some(output))),
+                    started_ns: seen_started,
                     ..
                 }) = engine.inspect(&id).await
+                    && seen_started == started_ns
                 {
-                    this.watches()
-                        .on_event(&id, at_ns, ContainerEvent::Health(h));
+                    this.watches().unhealthy_output(&id, started_ns, output);
                 }
             });
         }
@@ -515,9 +530,13 @@ impl DockerDriver {
                     .and_then(|c| i32::try_from(c).ok()),
                 oom: same.is_some_and(|s| s.oom_killed),
             };
-            let ended = self.watches().end(&id, death);
+            let ended = self.watches().end_run(&id, started_ns, death);
             if let Some(ended) = ended {
-                self.finish(ended).await;
+                // Each on its own: a slow engine does not hold the others' ends back.
+                let this = self.clone();
+                self.shared
+                    .io
+                    .spawn(async move { this.finish(ended).await });
             }
         }
     }

@@ -28,13 +28,23 @@ impl OwnContainer {
 pub fn own_container() -> Option<&'static OwnContainer> {
     static OWN: OnceLock<Option<OwnContainer>> = OnceLock::new();
     OWN.get_or_init(|| {
-        ["/proc/self/mountinfo", "/proc/self/cgroup"]
-            .iter()
-            .filter_map(|p| std::fs::read_to_string(p).ok())
-            .find_map(|text| container_id_in(&text))
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        container_id_in(&hostname_mount(&mounts))
+            .or_else(|| container_id_in(&cgroup))
             .map(|id| OwnContainer { id })
     })
     .as_ref()
+}
+
+/// The mount of `/etc/hostname` only: on a host, the engine's own mounts (each container's
+/// `shm`, say) name other containers.
+fn hostname_mount(mountinfo: &str) -> String {
+    mountinfo
+        .lines()
+        .filter(|l| l.split_whitespace().nth(4) == Some("/etc/hostname"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The first container id in `text` that follows a marker engines use.
@@ -76,8 +86,8 @@ mod tests {
             "1 2 0:1 /var/lib/containers/storage/overlay-containers/{id}/userdata/hostname /etc/hostname rw - tmpfs tmpfs rw"
         );
         for text in [
-            docker_mount,
-            podman_mount,
+            hostname_mount(&docker_mount),
+            hostname_mount(&podman_mount),
             format!("0::/system.slice/docker-{id}.scope"),
             format!("12:memory:/docker/{id}"),
             format!("0::/machine.slice/libpod-{id}.scope"),
@@ -96,6 +106,12 @@ mod tests {
                     25 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
                     40 25 0:36 / /var/lib/docker/containers rw - ext4 /dev/vda1 rw";
         assert_eq!(container_id_in(host), None);
+        // A host's mounts of other containers' files name them, not vigil.
+        let other = format!(
+            "70 25 0:50 / /var/lib/docker/containers/{}/mounts/shm rw - tmpfs shm rw",
+            full_id()
+        );
+        assert_eq!(container_id_in(&hostname_mount(&other)), None);
     }
 
     #[test]

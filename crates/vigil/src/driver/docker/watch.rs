@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use vigil_core::{AgentId, RunId};
 
 use super::engine::Health;
+use crate::redact::Secrets;
 
 /// An agent's run, watched.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +23,7 @@ struct Watched {
     oom: bool,
     /// Its `json-file` log, when the engine keeps one.
     json_log: Option<PathBuf>,
+    secrets: Secrets,
 }
 
 /// A container's end, as its `die` event says.
@@ -42,6 +44,7 @@ pub struct Ended {
     pub started_ns: i64,
     pub death: Death,
     pub json_log: Option<PathBuf>,
+    pub secrets: Secrets,
 }
 
 /// An event of the engine, reduced to what supervision needs.
@@ -50,7 +53,6 @@ pub enum ContainerEvent {
     Die { code: Option<i32> },
     Oom,
     Health(Health),
-    Start,
 }
 
 /// How long an unclaimed death is kept: a start's inspect takes milliseconds.
@@ -64,6 +66,9 @@ pub struct Watches {
     /// `oom` events of containers nobody watched yet, by when.
     unclaimed_oom: HashMap<String, i64>,
     health: HashMap<String, Health>,
+    /// Runs being taken over (the look saw the container running; the inspect that confirms
+    /// it is on its way), by the container's name: a stop meanwhile reaches it by that name.
+    pending: HashMap<(AgentId, RunId), String>,
 }
 
 impl Watches {
@@ -77,7 +82,9 @@ impl Watches {
         started_ns: i64,
         health: Option<Health>,
         json_log: Option<PathBuf>,
+        secrets: Secrets,
     ) -> Option<Ended> {
+        self.pending.remove(&(agent, run));
         let oom = self
             .unclaimed_oom
             .remove(id)
@@ -95,10 +102,11 @@ impl Watches {
                     ..death
                 },
                 json_log,
+                secrets,
             });
         }
-        // Another run of the same container (a reload that renamed the agent): the newest
-        // registration is the one that is watched.
+        // The caller makes sure no other run has this container (`is_watched`); a run of the
+        // same agent that is still registered is replaced.
         if let Some(old) = self.by_id.insert(
             id.to_string(),
             Watched {
@@ -107,6 +115,7 @@ impl Watches {
                 started_ns,
                 oom,
                 json_log,
+                secrets,
             },
         ) {
             self.by_run.remove(&(old.agent, old.run));
@@ -119,9 +128,47 @@ impl Watches {
         None
     }
 
-    /// The container of a run still watched.
+    /// The container of a run still watched, or the name of one being taken over.
     pub fn container_of(&self, agent: AgentId, run: RunId) -> Option<&str> {
-        self.by_run.get(&(agent, run)).map(String::as_str)
+        self.by_run
+            .get(&(agent, run))
+            .or_else(|| self.pending.get(&(agent, run)))
+            .map(String::as_str)
+    }
+
+    /// A run whose container is being taken over, until it is registered or found gone.
+    pub fn pending(&mut self, agent: AgentId, run: RunId, name: &str) {
+        self.pending.insert((agent, run), name.to_string());
+    }
+
+    pub fn not_pending(&mut self, agent: AgentId, run: RunId) {
+        self.pending.remove(&(agent, run));
+    }
+
+    /// The container `id` is another run's (two agents cannot be one container).
+    pub fn is_watched(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// What a failing HEALTHCHECK printed, for the run that started at `started_ns` only.
+    pub fn unhealthy_output(&mut self, id: &str, started_ns: i64, output: String) {
+        if self
+            .by_id
+            .get(id)
+            .is_some_and(|w| w.started_ns == started_ns)
+            && let Some(Health::Unhealthy(out)) = self.health.get_mut(id)
+        {
+            *out = Some(output);
+        }
+    }
+
+    /// The secrets of a watched run's container.
+    pub fn secrets_of(&self, agent: AgentId, run: RunId) -> Secrets {
+        self.by_run
+            .get(&(agent, run))
+            .and_then(|id| self.by_id.get(id))
+            .map(|w| w.secrets.clone())
+            .unwrap_or_default()
     }
 
     /// The container of a run still watched, and when that run started.
@@ -135,6 +182,11 @@ impl Watches {
     pub fn health_of(&self, agent: AgentId, run: RunId) -> Option<Option<&Health>> {
         let id = self.by_run.get(&(agent, run))?;
         Some(self.health.get(id))
+    }
+
+    /// When the watched run of `id` started.
+    pub fn started_of(&self, id: &str) -> Option<i64> {
+        self.by_id.get(id).map(|w| w.started_ns)
     }
 
     /// Every watched run: checked again after the event stream was lost.
@@ -158,12 +210,11 @@ impl Watches {
                 None
             }
             ContainerEvent::Health(h) => {
-                if self.by_id.contains_key(id) {
+                if self.by_id.get(id).is_some_and(|w| at_ns >= w.started_ns) {
                     self.health.insert(id.to_string(), h);
                 }
                 None
             }
-            ContainerEvent::Start => None,
             ContainerEvent::Die { code } => {
                 let death = Death {
                     at_ns,
@@ -186,8 +237,16 @@ impl Watches {
         }
     }
 
-    /// The watched run of `id` ended (seen by an inspect after the stream was lost).
-    pub fn end(&mut self, id: &str, death: Death) -> Option<Ended> {
+    /// The watched run of `id` that started at `started_ns` ended (seen by an inspect after
+    /// the stream was lost; a newer run registered meanwhile is not this one).
+    pub fn end_run(&mut self, id: &str, started_ns: i64, death: Death) -> Option<Ended> {
+        if self.by_id.get(id)?.started_ns != started_ns {
+            return None;
+        }
+        self.end(id, death)
+    }
+
+    fn end(&mut self, id: &str, death: Death) -> Option<Ended> {
         let w = self.by_id.remove(id)?;
         self.by_run.remove(&(w.agent, w.run));
         self.health.remove(id);
@@ -201,6 +260,7 @@ impl Watches {
                 ..death
             },
             json_log: w.json_log,
+            secrets: w.secrets,
         })
     }
 
@@ -242,7 +302,10 @@ mod tests {
     #[test]
     fn a_die_ends_the_watched_run() {
         let mut w = Watches::default();
-        assert_eq!(w.register(A, RunId(1), "c1", S, None, None), None);
+        assert_eq!(
+            w.register(A, RunId(1), "c1", S, None, None, Secrets::default()),
+            None
+        );
         let ended = w.on_event("c1", S + 5, die(3)).expect("ended");
         assert_eq!((ended.run, ended.death.code), (RunId(1), Some(3)));
         assert_eq!(w.container_of(A, RunId(1)), None, "no longer its to signal");
@@ -254,7 +317,7 @@ mod tests {
         let mut w = Watches::default();
         assert_eq!(w.on_event("c1", S + 5, die(1)), None);
         let ended = w
-            .register(A, RunId(1), "c1", S, None, None)
+            .register(A, RunId(1), "c1", S, None, None, Secrets::default())
             .expect("ended at once");
         assert_eq!(ended.death.code, Some(1));
     }
@@ -264,7 +327,10 @@ mod tests {
         let mut w = Watches::default();
         // Unclaimed, from before this run started.
         w.on_event("c1", S - 5, die(137));
-        assert_eq!(w.register(A, RunId(2), "c1", S, None, None), None);
+        assert_eq!(
+            w.register(A, RunId(2), "c1", S, None, None, Secrets::default()),
+            None
+        );
         // Replayed after a reconnect.
         assert_eq!(w.on_event("c1", S - 5, die(137)), None);
         assert_eq!(w.container_of(A, RunId(2)), Some("c1"));
@@ -273,14 +339,14 @@ mod tests {
     #[test]
     fn an_oom_marks_the_death_that_follows() {
         let mut w = Watches::default();
-        w.register(A, RunId(1), "c1", S, None, None);
+        w.register(A, RunId(1), "c1", S, None, None, Secrets::default());
         w.on_event("c1", S + 1, ContainerEvent::Oom);
         assert!(w.on_event("c1", S + 2, die(137)).unwrap().death.oom);
         // Before the registration, too.
         w.on_event("c2", S + 1, ContainerEvent::Oom);
         w.on_event("c2", S + 2, die(137));
         assert!(
-            w.register(A, RunId(2), "c2", S, None, None)
+            w.register(A, RunId(2), "c2", S, None, None, Secrets::default())
                 .unwrap()
                 .death
                 .oom
@@ -290,7 +356,15 @@ mod tests {
     #[test]
     fn health_follows_the_events_of_a_watched_run() {
         let mut w = Watches::default();
-        w.register(A, RunId(1), "c1", S, Some(Health::Starting), None);
+        w.register(
+            A,
+            RunId(1),
+            "c1",
+            S,
+            Some(Health::Starting),
+            None,
+            Secrets::default(),
+        );
         assert_eq!(w.health_of(A, RunId(1)), Some(Some(&Health::Starting)));
         w.on_event("c1", S + 1, ContainerEvent::Health(Health::Unhealthy(None)));
         assert_eq!(
