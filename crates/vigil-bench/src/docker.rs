@@ -203,7 +203,7 @@ window = "1h"
 }
 
 /// Voluntary context switches of every thread of `pid`: how often it woke up.
-fn wakeups(pid: u32) -> u64 {
+pub fn wakeups(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
     };

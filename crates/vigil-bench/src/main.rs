@@ -16,6 +16,7 @@ mod chaos;
 mod docker;
 mod idle;
 mod slow;
+mod units;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -123,6 +124,17 @@ enum Bench {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// systemd units (needs a systemd host: `.ci/systemd-setup`'s VIGIL_TEST_SYSTEMD_PID and
+    /// _SHARE; vigil runs inside it): a unit's end → vigil's start request (systemd's share
+    /// apart), and vigil's CPU and wakeups while watching N
+    Units {
+        #[arg(long, default_value_t = 50)]
+        restarts: usize,
+        #[arg(long, default_value_t = 100)]
+        units: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// vigil's CPU while N agents each have a file check every second
     FileChecks {
         #[arg(long, default_value_t = 1000)]
@@ -168,6 +180,11 @@ fn main() -> Result<()> {
             containers,
             seconds,
         } => docker::docker_bench(&vigil, restarts, containers, seconds)?,
+        Bench::Units {
+            restarts,
+            units,
+            seconds,
+        } => units::units_bench(&vigil, restarts, units, seconds)?,
         Bench::Api { agents, seconds } => api::api(&vigil, agents, seconds)?,
         Bench::Advisor {
             provider,
@@ -198,8 +215,19 @@ impl Daemon {
         Daemon::start_logging(vigil, dir, config, "warn")
     }
 
-    /// With `VIGIL_LOG=log` (what it writes is in `vigil.out`).
+    /// With `VIGIL_LOG=level` (what it writes is in `vigil.out`).
     fn start_logging(vigil: &Path, dir: &Path, config: &str, level: &str) -> Result<Daemon> {
+        Daemon::start_wrapped(vigil, dir, config, level, &[])
+    }
+
+    /// Run as `wrap… vigil run …` (inside a container: `nsenter -t PID -a`).
+    fn start_wrapped(
+        vigil: &Path,
+        dir: &Path,
+        config: &str,
+        level: &str,
+        wrap: &[String],
+    ) -> Result<Daemon> {
         std::fs::create_dir_all(dir)?;
         // Never collide with a vigil the user runs on the default port.
         let config = if config.contains("[api]") {
@@ -209,7 +237,15 @@ impl Daemon {
         };
         std::fs::write(dir.join("vigil.toml"), config)?;
         let log = std::fs::File::create(dir.join("vigil.out"))?;
-        let child = Command::new(vigil)
+        let mut command = match wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(vigil);
+                c
+            }
+            None => Command::new(vigil),
+        };
+        let child = command
             .args(["run", "-c"])
             .arg(dir.join("vigil.toml"))
             .env("VIGIL_LOG", level)

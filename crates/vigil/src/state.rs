@@ -59,12 +59,32 @@ pub const OUTSIDE_TAG: &str = "#outside.";
 
 /// What a container's run tag carries after the agent's name: `feed#container.RUN`.
 pub const CONTAINER_TAG: &str = "#container.";
+/// A system unit's: `bot#unit.RUN`; a user unit's: `bot#user-unit.RUN`.
+pub const UNIT_TAG: &str = "#unit.";
+pub const USER_UNIT_TAG: &str = "#user-unit.";
 
 impl SavedRun {
     /// The run is a container's (the docker driver): its pid and start are the engine's, and
     /// a restarted vigil finds it by looking at the container, not at `/proc`.
     pub fn is_container(&self) -> bool {
         self.run_tag.contains(CONTAINER_TAG)
+    }
+
+    /// The run is a systemd unit's: `Some(user)` (whether of the user's own manager).
+    pub fn unit_bus(&self) -> Option<bool> {
+        if self.run_tag.contains(USER_UNIT_TAG) {
+            Some(true)
+        } else if self.run_tag.contains(UNIT_TAG) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// An engine or systemd runs it: a restarted vigil finds it by looking at its container
+    /// or unit, not at `/proc`.
+    pub fn is_external(&self) -> bool {
+        self.is_container() || self.unit_bus().is_some()
     }
 
     /// The run's process was started by something else and taken over (`adopt`): it is not

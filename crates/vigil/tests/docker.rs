@@ -409,7 +409,7 @@ container = "shared"
         "has driver = \"docker\" but no `container`",
         "`container` in [agents.proc] needs driver = \"docker\"",
         "a `container_health` check needs driver = \"docker\"",
-        "the systemd driver is not available yet",
+        "has driver = \"systemd\" but no `unit`",
         "did you mean \"docker\"?",
         "`two` and `one` name the same container \"shared\"",
     ] {

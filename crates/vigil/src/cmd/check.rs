@@ -63,12 +63,17 @@ fn render_agent(config: &Config, a: &AgentConfig) -> String {
     }
     out.push('\n');
     let row = |k: &str, v: String| format!("  {k:<8} {v}\n");
-    match a.target.container() {
-        Some(c) => out.push_str(&row(
-            "container",
-            format!("{c} (driver docker: started, stopped and watched through the engine)"),
+    match (&a.target, a.target.describe()) {
+        (crate::config::Target::Process, _) | (_, None) => {
+            out.push_str(&row("command", shell_words(&a.command)))
+        }
+        (t, Some(what)) => out.push_str(&row(
+            "target",
+            format!(
+                "{what} (driver {}: started, stopped and watched through its API)",
+                t.driver()
+            ),
         )),
-        None => out.push_str(&row("command", shell_words(&a.command))),
     }
     if let Some(cwd) = &a.cwd {
         out.push_str(&row("cwd", cwd.display().to_string()));
@@ -135,8 +140,9 @@ fn render_agent(config: &Config, a: &AgentConfig) -> String {
             format!("{w} ({next}); stall verdicts suspended"),
         ));
     }
-    // A container's log is the engine's (`docker logs`): vigil reads it as evidence.
-    if a.target.container().is_some() {
+    // A container's log is the engine's (`docker logs`), a unit's is the journal's: vigil
+    // reads them as evidence.
+    if a.target.is_external() {
         return out;
     }
     out.push_str(&row(

@@ -24,7 +24,7 @@ pub fn report(config: &Config) -> LiveReport {
         .agents
         .iter()
         .enumerate()
-        .filter(|(_, a)| a.target.container().is_none())
+        .filter(|(_, a)| !a.target.is_external())
         .map(|(i, a)| Look::for_agent(AgentId(i as u32), RunId(0), a, &own_cwd))
         .collect();
     // A running vigil's agents carry its state dir as their mark: they are not copies.
@@ -67,7 +67,7 @@ pub fn report(config: &Config) -> LiveReport {
         rows.push(json!({ "name": name, "outside": verdict, "pid": pid, "detail": line }));
     }
     let mut problems = 0;
-    for c in containers(config) {
+    for c in containers(config).into_iter().chain(units(config)) {
         if c.problem {
             problems += 1;
         }
@@ -177,6 +177,81 @@ fn containers(config: &Config) -> Vec<ContainerLook> {
                     name,
                     "missing",
                     format!("MISSING: there is no container {container}: create it (docker create / compose up --no-start); vigil never creates one"),
+                    None,
+                    true,
+                ),
+                Err(e) => look(name, "unknown", e.to_string(), None, true),
+            };
+            out.push(row);
+        }
+        out
+    })
+}
+
+/// Each unit agent, as systemd sees it now.
+fn units(config: &Config) -> Vec<ContainerLook> {
+    use crate::driver::units::{Bus, BusError};
+    let agents: Vec<(&str, &str, bool)> = config
+        .agents
+        .iter()
+        .filter_map(|a| {
+            let (unit, user) = a.target.unit()?;
+            Some((a.name.as_str(), unit, user))
+        })
+        .collect();
+    if agents.is_empty() {
+        return Vec::new();
+    }
+    let look = |name: &str, verdict, line: String, pid, problem| ContainerLook {
+        name: name.to_string(),
+        verdict,
+        line,
+        pid,
+        problem,
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Vec::new();
+    };
+    runtime.block_on(async {
+        let mut out = Vec::new();
+        for (name, unit, user) in agents {
+            let bus = match Bus::connect(user).await {
+                Ok(bus) => bus,
+                Err(e) => {
+                    out.push(look(name, "unknown", e.to_string(), None, true));
+                    continue;
+                }
+            };
+            let row = match bus.state(unit).await {
+                _ if !user && crate::driver::units::own_unit() == Some(unit) => look(
+                    name,
+                    "refused",
+                    format!("unit {unit} is the one this vigil runs in: it would never be supervised"),
+                    None,
+                    true,
+                ),
+                Ok(s) => {
+                    let mut line = if s.running() {
+                        format!("would take over unit {unit} (pid {})", s.main_pid)
+                    } else {
+                        format!("unit {unit} is {}: vigil would start it", s.active_state)
+                    };
+                    if s.restart != "no" && !s.restart.is_empty() {
+                        line.push_str(&format!(
+                            "; WARNING: systemd restarts it too (Restart={}): two healers fight — set Restart=no (systemctl edit {unit}: [Service] Restart=no)",
+                            s.restart
+                        ));
+                    }
+                    let verdict = if s.running() { "adopt" } else { "clear" };
+                    look(name, verdict, line, s.running().then_some(s.main_pid), false)
+                }
+                Err(BusError::NoSuchUnit(_)) => look(
+                    name,
+                    "missing",
+                    format!("MISSING: there is no unit {unit}: install it; vigil never writes one"),
                     None,
                     true,
                 ),

@@ -51,6 +51,8 @@ const AGENT_ONLY_KEYS: &[&str] = &[
     "adopt",
     "driver",
     "container",
+    "unit",
+    "bus",
 ];
 const POLICY_KEYS: &[&str] = &[
     "cooldown",
@@ -291,33 +293,32 @@ pub fn parse(
     }
 }
 
-/// Two agents cannot be one container: each would take the other's runs for its own.
+/// Two agents cannot be one container (or unit): each would take the other's runs for its own.
 fn one_agent_per_container(cx: &mut Cx, agents_table: &Tbl<'_, '_>, agents: &[AgentConfig]) {
-    let mut seen: std::collections::HashMap<&str, &str> = Default::default();
+    let mut seen: std::collections::HashMap<(&str, &str, bool), &str> = Default::default();
     for a in agents {
-        let Some(container) = a.target.container() else {
-            continue;
+        let (key, name, user) = match &a.target {
+            super::Target::Docker { container } => ("container", container.as_str(), false),
+            super::Target::Systemd { unit, user } => ("unit", unit.as_str(), *user),
+            super::Target::Process => continue,
         };
-        let Some(first) = seen.insert(container, &a.name) else {
+        let Some(first) = seen.insert((key, name, user), &a.name) else {
             continue;
         };
         let block = a.template.as_deref().unwrap_or(&a.name);
         let span = agents_table
             .get(block)
             .and_then(|v| match v.get_ref() {
-                toml::de::DeValue::Table(t) => t.get("container").map(|c| c.span()),
+                toml::de::DeValue::Table(t) => t.get(key).map(|c| c.span()),
                 _ => None,
             })
             .unwrap_or(agents_table.span.clone());
         cx.error(
             ConfigError::new(
                 span,
-                format!(
-                    "`{}` and `{first}` name the same container \"{container}\"",
-                    a.name
-                ),
+                format!("`{}` and `{first}` name the same {key} \"{name}\"", a.name),
             )
-            .hint("one agent per container: give each its own"),
+            .hint(format!("one agent per {key}: give each its own")),
         );
     }
 }
@@ -756,13 +757,15 @@ fn read_agent(
             .hint("use an `api` check (POST /agents/NAME/heartbeat) or a `heartbeat` file instead"),
         );
     }
-    // A container's watchdog is the engine's HEALTHCHECK: vigil's socket is not in it; and
-    // only a container has one.
+    // A container's watchdog is the engine's HEALTHCHECK, a unit's is systemd's: vigil's
+    // socket is in neither. And only a container has a HEALTHCHECK.
     let checks_span = t
         .get("checks")
         .map_or(t.span.start..t.span.start, |v| v.span());
-    let is_container = target.as_ref().is_some_and(|t| !t.is_process());
-    if is_container && checks.iter().any(|c| c.kind() == CheckKind::Notify) {
+    let is_container = target.as_ref().is_some_and(|t| t.is_docker());
+    let is_unit = target.as_ref().is_some_and(|t| t.is_systemd());
+    let notify = checks.iter().any(|c| c.kind() == CheckKind::Notify);
+    if is_container && notify {
         cx.error(
             ConfigError::new(
                 checks_span.clone(),
@@ -771,7 +774,17 @@ fn read_agent(
             .hint("use kind = \"container_health\" (the container's own HEALTHCHECK), an `api` check, or a progress check"),
         );
     }
-    if target.as_ref().is_some_and(|t| t.is_process())
+    if is_unit && notify {
+        cx.error(
+            ConfigError::new(
+                checks_span.clone(),
+                format!("[{}]: a `notify` check does not apply to a unit: its watchdog is systemd's", t.name),
+            )
+            .hint("give the unit WatchdogSec= (systemd ends a silent one, and vigil sees that end), or use an `api` or progress check"),
+        );
+    }
+    if target.is_some()
+        && !is_container
         && checks
             .iter()
             .any(|c| c.kind() == CheckKind::ContainerHealth)
@@ -784,7 +797,7 @@ fn read_agent(
                     t.name
                 ),
             )
-            .hint("for a process, use an `http`, `exec` or progress check"),
+            .hint("for a process or a unit, use an `http`, `exec` or progress check"),
         );
     }
     let evidence = read_evidence(cx, t, &scope);

@@ -12,6 +12,7 @@ pub mod process;
 pub mod proctree;
 pub mod spawn;
 pub mod tree;
+pub mod units;
 
 pub use children::{Children, ExitWatch};
 pub use process::{Launch, ProcessDriver};

@@ -18,6 +18,7 @@ use crate::driver::docker::DockerDriver;
 use crate::driver::exits::ExitSet;
 use crate::driver::outside::Look;
 use crate::driver::process::STATE_DIR_VAR;
+use crate::driver::units::UnitDriver;
 use crate::driver::{Children, Launch, ProcessDriver, proctree, tree};
 use crate::evidence;
 use crate::metrics::Live;
@@ -78,6 +79,8 @@ pub struct Executor {
     own_cwd: std::path::PathBuf,
     /// The docker driver, from the first container agent on.
     docker: Option<DockerDriver>,
+    /// The systemd driver, per bus (system, user), from the first unit agent on.
+    units: [Option<UnitDriver>; 2],
 }
 
 pub struct ExecutorParts {
@@ -125,6 +128,7 @@ impl Executor {
             look_worker,
             own_cwd: std::env::current_dir().unwrap_or_else(|_| "/".into()),
             docker: None,
+            units: [None, None],
         })
     }
 
@@ -156,6 +160,11 @@ impl Executor {
                     self.docker().look(agent, run, container);
                     return None;
                 }
+                if let Some((unit, user)) = slot.config.target.unit() {
+                    let unit = unit.to_string();
+                    self.units(user).look(agent, run, unit);
+                    return None;
+                }
                 self.looks
                     .push(Look::for_agent(agent, run, &slot.config, &self.own_cwd));
                 None
@@ -176,6 +185,16 @@ impl Executor {
                 self.docker().signal(agent, run, Signal::KILL, timeout);
                 None
             }
+            Action::Signal { agent, run, signal }
+                if let Some(user) = unit_run(fleet, agent, run) =>
+            {
+                self.units(user).signal(agent, run, signal);
+                None
+            }
+            Action::Kill { agent, run } if let Some(user) = unit_run(fleet, agent, run) => {
+                self.units(user).signal(agent, run, Signal::KILL);
+                None
+            }
             Action::Signal { agent, run, signal } => self.signal(fleet, agent, run, signal),
             Action::Kill { agent, run } => self.signal(fleet, agent, run, Signal::KILL),
             Action::KillEscaped { agent, run, pids } => {
@@ -187,7 +206,9 @@ impl Executor {
             }
             // A container's processes are the engine's: when its main process is gone, the
             // engine has ended them all.
-            Action::WatchTree { agent, run } if is_container_run(fleet, agent, run) => {
+            Action::WatchTree { agent, run }
+                if is_container_run(fleet, agent, run) || unit_run(fleet, agent, run).is_some() =>
+            {
                 Some(Event::TreeEmpty { agent, run })
             }
             Action::WatchTree { agent, run } => {
@@ -205,6 +226,9 @@ impl Executor {
             Action::Forget { agent } => {
                 if let Some(docker) = &self.docker {
                     docker.forget(agent);
+                }
+                for units in self.units.iter().flatten() {
+                    units.forget(agent);
                 }
                 if let Some(slot) = fleet.remove(agent) {
                     self.casebook.forget(&slot.config.name);
@@ -314,8 +338,14 @@ impl Executor {
         };
         if let Some(container) = slot.config.target.container() {
             let container = container.to_string();
-            slot.run = Some(container_run(slot, run, 0, 0, now.wall_ms));
+            slot.run = Some(external_run(slot, run, 0, 0, now.wall_ms));
             self.docker().spawn(agent, run, container);
+            return None;
+        }
+        if let Some((unit, user)) = slot.config.target.unit() {
+            let unit = unit.to_string();
+            slot.run = Some(external_run(slot, run, 0, 0, now.wall_ms));
+            self.units(user).spawn(agent, run, unit);
             return None;
         }
         let tag = format!("{}#{}.{}", slot.config.name, self.boot, run.0);
@@ -373,12 +403,22 @@ impl Executor {
             .clone()
     }
 
+    /// The systemd driver of the system's (or the user's) manager, started with its first
+    /// unit agent.
+    fn units(&mut self, user: bool) -> UnitDriver {
+        let (io, events, n) = (self.io.clone(), self.events.clone(), self.log_lines);
+        let children = self.children.clone();
+        self.units[usize::from(user)]
+            .get_or_insert_with(|| UnitDriver::start(io, events, n, children, user))
+            .clone()
+    }
+
     /// An outcome from the I/O threads, before the core hears of it: a started container's
-    /// main pid joins its run's record.
+    /// or unit's main pid joins its run's record.
     pub fn note(&mut self, fleet: &mut Fleet, event: &Event) {
         if let Event::Spawned { agent, run, pid } = *event
             && let Some(slot) = fleet.get_mut(agent)
-            && slot.config.target.container().is_some()
+            && slot.config.target.is_external()
             && let Some(rec) = slot.run.as_mut().filter(|r| r.id == run)
         {
             rec.saved.pid = pid;
@@ -413,8 +453,16 @@ impl Executor {
             // `started`: when the container's run started (ns), as the look saw it.
             let container = container.to_string();
             let started_ms = (started / 1_000_000) as i64;
-            slot.run = Some(container_run(slot, run, pid, started, started_ms));
+            slot.run = Some(external_run(slot, run, pid, started, started_ms));
             self.docker().adopt(agent, run, container, started as i64);
+            return None;
+        }
+        if let Some((unit, user)) = slot.config.target.unit() {
+            // `started`: when the unit's main process started (µs), as the look saw it.
+            let unit = unit.to_string();
+            let started_ms = (started / 1_000) as i64;
+            slot.run = Some(external_run(slot, run, pid, started, started_ms));
+            self.units(user).adopt(agent, run, unit, started);
             return None;
         }
         slot.log_start = std::fs::metadata(&slot.log).map(|m| m.len()).unwrap_or(0);
@@ -548,16 +596,21 @@ impl Executor {
         let secrets = slot.secrets();
         let children = self.children.clone();
         let events = self.events.clone();
-        let container = slot
-            .config
-            .target
-            .container()
-            .is_some()
-            .then(|| self.docker());
+        enum Source {
+            File,
+            Container(DockerDriver),
+            Unit(UnitDriver),
+        }
+        let source = match slot.config.target.unit() {
+            _ if slot.config.target.container().is_some() => Source::Container(self.docker()),
+            Some((_, user)) => Source::Unit(self.units(user)),
+            None => Source::File,
+        };
         self.io.spawn(async move {
-            let mut lines = match container {
-                Some(docker) => docker.log_tail(agent, run).await,
-                None => evidence::log_tail(&log, n, from, &secrets),
+            let mut lines = match source {
+                Source::Container(docker) => docker.log_tail(agent, run).await,
+                Source::Unit(units) => units.log_tail(agent, run).await,
+                Source::File => evidence::log_tail(&log, n, from, &secrets),
             };
             if let Some(command) = command {
                 let output = evidence::command_output(&command, pid, cwd, &children, &secrets);
@@ -621,8 +674,14 @@ fn stop_timeout_of(fleet: &Fleet, agent: AgentId, run: RunId) -> std::time::Dura
         )
 }
 
-/// A container's run, as saved: its main pid (0 until started) and when it started (ns).
-fn container_run(
+/// The run of a unit (`Some(user)`), by the run itself.
+fn unit_run(fleet: &Fleet, agent: AgentId, run: RunId) -> Option<bool> {
+    fleet.run(agent, run).and_then(|r| r.saved.unit_bus())
+}
+
+/// A container's or unit's run, as saved: its main pid (0 until started) and when it started
+/// (the engine's ns, systemd's µs).
+fn external_run(
     slot: &super::fleet::Slot,
     run: RunId,
     pid: u32,
@@ -639,7 +698,11 @@ fn container_run(
             run_tag: format!(
                 "{}{}{}",
                 slot.config.name,
-                crate::state::CONTAINER_TAG,
+                match slot.config.target.unit() {
+                    Some((_, true)) => crate::state::USER_UNIT_TAG,
+                    Some((_, false)) => crate::state::UNIT_TAG,
+                    None => crate::state::CONTAINER_TAG,
+                },
                 run.0
             ),
             stop_signal: Some(slot.config.stop_signal.name()),

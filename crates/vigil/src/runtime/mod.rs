@@ -357,8 +357,8 @@ fn found_by_state_and_marks(
     let mut found: Vec<Found> = saved
         .iter()
         .filter_map(|(name, s)| s.run.as_ref().map(|r| (name, r)))
-        // A container is looked at by its agent's start instead.
-        .filter(|(_, r)| !r.is_container())
+        // A container or unit is looked at by its agent's start instead.
+        .filter(|(_, r)| !r.is_external())
         .filter(|(_, r)| ProcessDriver::same_process(r.pid, r.start_time))
         .map(|(name, run)| Found {
             agent: name.clone(),

@@ -17,6 +17,9 @@ pub struct Fleet {
     pub child: Option<Child>,
     /// Set for `vigil run` and every `vigil` command of this fleet.
     pub env: Vec<(String, String)>,
+    /// `vigil run` runs as `WRAP… vigil run …` (inside a container: `nsenter -t PID -a`); the
+    /// wrapper must exec or wait for vigil, and pass its exit on.
+    pub wrap: Vec<String>,
 }
 
 /// Tests run in parallel: each vigil's API takes a free port (written to `.vigil/api.addr`)
@@ -38,7 +41,35 @@ impl Fleet {
             dir,
             child: None,
             env: Vec::new(),
+            wrap: Vec::new(),
         }
+    }
+
+    /// A fleet whose scratch dir is made in `parent` (a dir shared with a container).
+    pub fn new_in(parent: &Path, config: &str) -> Fleet {
+        let dir = tempfile::tempdir_in(parent).expect("tempdir");
+        std::fs::write(dir.path().join("vigil.toml"), with_free_port(config))
+            .expect("write config");
+        Fleet {
+            dir,
+            child: None,
+            env: Vec::new(),
+            wrap: Vec::new(),
+        }
+    }
+
+    /// `vigil run …`, wrapped when the fleet says so.
+    fn run_command(&self) -> Command {
+        let mut c = match self.wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(VIGIL);
+                c
+            }
+            None => Command::new(VIGIL),
+        };
+        c.current_dir(self.dir.path());
+        c
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -119,8 +150,8 @@ impl Fleet {
     /// (the second is not started: see the README's "Agents started elsewhere").
     pub fn launch(&mut self) {
         let log = std::fs::File::create(self.path("vigil.out")).unwrap();
-        let child = Command::new(VIGIL)
-            .current_dir(self.dir.path())
+        let child = self
+            .run_command()
             .args(["run", "-c"])
             .arg(self.config())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -135,8 +166,8 @@ impl Fleet {
     pub fn start(&mut self) {
         let n = self.records(Some("vigil_start")).len();
         let log = std::fs::File::create(self.path("vigil.out")).unwrap();
-        let child = Command::new(VIGIL)
-            .current_dir(self.dir.path())
+        let child = self
+            .run_command()
             .arg("run")
             .arg("-c")
             .arg(self.config())
@@ -154,8 +185,22 @@ impl Fleet {
         );
     }
 
+    /// vigil's pid (when wrapped, the wrapper's child's).
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        if self.wrap.is_empty() {
+            return pid;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            if let Some(child) = children.split_whitespace().next() {
+                return child.parse().expect("a pid");
+            }
+            assert!(Instant::now() < deadline, "the wrapper started no vigil");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn signal(&self, sig: i32) {
@@ -232,6 +277,9 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
+        if self.child.is_some() && !self.wrap.is_empty() {
+            unsafe_kill(self.pid(), 15);
+        }
         if let Some(mut child) = self.child.take() {
             unsafe_kill(child.id() as i32, 15);
             let deadline = Instant::now() + Duration::from_secs(15);

@@ -176,15 +176,7 @@ impl DockerDriver {
                         "container {container} is already another agent's"
                     )));
                 }
-                let ended = watches.register(
-                    agent,
-                    run,
-                    &seen.id,
-                    seen.started_ns,
-                    seen.health.clone(),
-                    seen.json_log.clone(),
-                    seen.secrets.clone(),
-                );
+                let ended = watches.register(agent, run, &seen);
                 // Sent under the lock: its end, found by another task, comes after it.
                 this.send(Event::Spawned {
                     agent,
@@ -229,15 +221,7 @@ impl DockerDriver {
                         watches.not_pending(agent, run);
                         None
                     } else {
-                        match watches.register(
-                            agent,
-                            run,
-                            &seen.id,
-                            started_ns,
-                            seen.health,
-                            seen.json_log,
-                            seen.secrets,
-                        ) {
+                        match watches.register(agent, run, &seen) {
                             None => return,
                             Some(ended) => Some(ended),
                         }

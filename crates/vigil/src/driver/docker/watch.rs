@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use vigil_core::{AgentId, RunId};
 
-use super::engine::Health;
+use super::engine::{Health, Seen};
 use crate::redact::Secrets;
 
 /// An agent's run, watched.
@@ -72,18 +72,11 @@ pub struct Watches {
 }
 
 impl Watches {
-    /// Watch the run of container `id` that started at `started_ns`. `Some` when it already
-    /// ended (its `die` came first).
-    pub fn register(
-        &mut self,
-        agent: AgentId,
-        run: RunId,
-        id: &str,
-        started_ns: i64,
-        health: Option<Health>,
-        json_log: Option<PathBuf>,
-        secrets: Secrets,
-    ) -> Option<Ended> {
+    /// Watch the run of the container `seen` shows (its id, and when that run started).
+    /// `Some` when it already ended (its `die` came first).
+    pub fn register(&mut self, agent: AgentId, run: RunId, seen: &Seen) -> Option<Ended> {
+        let (id, started_ns) = (seen.id.as_str(), seen.started_ns);
+        let (json_log, secrets) = (seen.json_log.clone(), seen.secrets.clone());
         self.pending.remove(&(agent, run));
         let oom = self
             .unclaimed_oom
@@ -121,7 +114,7 @@ impl Watches {
             self.by_run.remove(&(old.agent, old.run));
         }
         self.by_run.insert((agent, run), id.to_string());
-        match health {
+        match seen.health.clone() {
             Some(h) => self.health.insert(id.to_string(), h),
             None => self.health.remove(id),
         };
@@ -295,6 +288,15 @@ mod tests {
     const A: AgentId = AgentId(0);
     const S: i64 = 1_000_000_000_000;
 
+    fn seen(id: &str, health: Option<Health>) -> Seen {
+        Seen {
+            id: id.to_string(),
+            started_ns: S,
+            health,
+            ..Default::default()
+        }
+    }
+
     fn die(code: i32) -> ContainerEvent {
         ContainerEvent::Die { code: Some(code) }
     }
@@ -302,10 +304,7 @@ mod tests {
     #[test]
     fn a_die_ends_the_watched_run() {
         let mut w = Watches::default();
-        assert_eq!(
-            w.register(A, RunId(1), "c1", S, None, None, Secrets::default()),
-            None
-        );
+        assert_eq!(w.register(A, RunId(1), &seen("c1", None)), None);
         let ended = w.on_event("c1", S + 5, die(3)).expect("ended");
         assert_eq!((ended.run, ended.death.code), (RunId(1), Some(3)));
         assert_eq!(w.container_of(A, RunId(1)), None, "no longer its to signal");
@@ -317,7 +316,7 @@ mod tests {
         let mut w = Watches::default();
         assert_eq!(w.on_event("c1", S + 5, die(1)), None);
         let ended = w
-            .register(A, RunId(1), "c1", S, None, None, Secrets::default())
+            .register(A, RunId(1), &seen("c1", None))
             .expect("ended at once");
         assert_eq!(ended.death.code, Some(1));
     }
@@ -327,10 +326,7 @@ mod tests {
         let mut w = Watches::default();
         // Unclaimed, from before this run started.
         w.on_event("c1", S - 5, die(137));
-        assert_eq!(
-            w.register(A, RunId(2), "c1", S, None, None, Secrets::default()),
-            None
-        );
+        assert_eq!(w.register(A, RunId(2), &seen("c1", None)), None);
         // Replayed after a reconnect.
         assert_eq!(w.on_event("c1", S - 5, die(137)), None);
         assert_eq!(w.container_of(A, RunId(2)), Some("c1"));
@@ -339,14 +335,14 @@ mod tests {
     #[test]
     fn an_oom_marks_the_death_that_follows() {
         let mut w = Watches::default();
-        w.register(A, RunId(1), "c1", S, None, None, Secrets::default());
+        w.register(A, RunId(1), &seen("c1", None));
         w.on_event("c1", S + 1, ContainerEvent::Oom);
         assert!(w.on_event("c1", S + 2, die(137)).unwrap().death.oom);
         // Before the registration, too.
         w.on_event("c2", S + 1, ContainerEvent::Oom);
         w.on_event("c2", S + 2, die(137));
         assert!(
-            w.register(A, RunId(2), "c2", S, None, None, Secrets::default())
+            w.register(A, RunId(2), &seen("c2", None))
                 .unwrap()
                 .death
                 .oom
@@ -356,15 +352,7 @@ mod tests {
     #[test]
     fn health_follows_the_events_of_a_watched_run() {
         let mut w = Watches::default();
-        w.register(
-            A,
-            RunId(1),
-            "c1",
-            S,
-            Some(Health::Starting),
-            None,
-            Secrets::default(),
-        );
+        w.register(A, RunId(1), &seen("c1", Some(Health::Starting)));
         assert_eq!(w.health_of(A, RunId(1)), Some(Some(&Health::Starting)));
         w.on_event("c1", S + 1, ContainerEvent::Health(Health::Unhealthy(None)));
         assert_eq!(

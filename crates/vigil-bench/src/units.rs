@@ -1,0 +1,286 @@
+//! The systemd driver against a real systemd (`.ci/systemd-setup`: Debian's, booted in a
+//! container; vigil runs inside it through `nsenter`, as it would on a host):
+//!
+//! - from a unit's end (systemd's own `ExecMainExitTimestamp`) to vigil's start request,
+//!   split into systemd's share (its signal reaching vigil) and vigil's (reading the unit's
+//!   state and its journal, deciding, asking);
+//! - vigil's CPU and wakeups while it watches N running units.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::{Daemon, clock_ticks, percentile, usage};
+
+struct Host {
+    pid: String,
+    share: PathBuf,
+}
+
+impl Host {
+    fn from_env() -> Result<Host> {
+        let pid = std::env::var("VIGIL_TEST_SYSTEMD_PID")
+            .context("no systemd host: eval \"$(.ci/systemd-setup)\" and export VIGIL_TEST_SYSTEMD_PID VIGIL_TEST_SYSTEMD_SHARE")?;
+        let share = std::env::var("VIGIL_TEST_SYSTEMD_SHARE")
+            .context("VIGIL_TEST_SYSTEMD_SHARE is not set")?
+            .into();
+        Ok(Host { pid, share })
+    }
+
+    fn inside(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        let mut child = Command::new("nsenter")
+            .args(["-t", &self.pid, "-a"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(text) = stdin {
+            child.stdin.take().unwrap().write_all(text.as_bytes())?;
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    fn install(&self, name: &str, exec: &str) -> Result<()> {
+        let body = format!("[Service]\nExecStart={exec}\n");
+        self.inside(
+            &["sh", "-c", &format!("cat > /etc/systemd/system/{name}")],
+            Some(&body),
+        )?;
+        Ok(())
+    }
+
+    fn remove(&self, names: &[String]) -> Result<()> {
+        for chunk in names.chunks(50) {
+            let mut args = vec!["systemctl", "stop"];
+            args.extend(chunk.iter().map(String::as_str));
+            self.inside(&args, None)?;
+        }
+        for name in names {
+            self.inside(&["rm", "-f", &format!("/etc/systemd/system/{name}")], None)?;
+        }
+        self.inside(&["systemctl", "daemon-reload"], None)?;
+        Ok(())
+    }
+
+    fn daemon(&self, vigil: &Path, dir: &Path, config: &str, level: &str) -> Result<Daemon> {
+        let wrap = [
+            "nsenter".to_string(),
+            "-t".into(),
+            self.pid.clone(),
+            "-a".into(),
+            format!("--wdns={}", dir.display()),
+        ];
+        Daemon::start_wrapped(vigil, dir, config, level, &wrap)
+    }
+}
+
+/// The pid of the vigil a wrapper (nsenter) started.
+fn inner_pid(wrapper: u32) -> Result<u32> {
+    let t = Instant::now();
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/{wrapper}/task/{wrapper}/children"))?;
+        if let Some(p) = children.split_whitespace().next() {
+            return Ok(p.parse()?);
+        }
+        if t.elapsed() > Duration::from_secs(5) {
+            bail!("nsenter started no vigil");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn units_bench(
+    vigil: &Path,
+    restarts: usize,
+    units: usize,
+    seconds: u64,
+) -> Result<serde_json::Value> {
+    let host = Host::from_env()?;
+    let restart = restart_latency(&host, vigil, restarts)?;
+    let idle = idle_watch(&host, vigil, units, seconds)?;
+    Ok(json!({ "bench": "units", "restart": restart, "idle": idle }))
+}
+
+fn log_time_us(line: &str) -> Option<i64> {
+    let ts = line.split_whitespace().next()?;
+    Some(
+        chrono::DateTime::parse_from_rfc3339(ts)
+            .ok()?
+            .timestamp_micros(),
+    )
+}
+
+fn restart_latency(host: &Host, vigil: &Path, restarts: usize) -> Result<serde_json::Value> {
+    let name = format!("vigil-bench-crasher-{}.service", std::process::id());
+    host.install(&name, "/bin/sh -c 'sleep 0.3; echo tick; exit 1'")?;
+    host.inside(&["systemctl", "daemon-reload"], None)?;
+    let dir = host
+        .share
+        .join(format!("bench-units-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = format!(
+        r#"[vigil]
+state_dir = "state"
+
+[agents.crasher]
+driver = "systemd"
+unit = "{name}"
+
+[agents.crasher.policy]
+cooldown = "0s"
+backoff_initial = "0s"
+backoff_max = "0s"
+max_restarts = 1000000
+window = "1h"
+"#
+    );
+    let mut daemon = host.daemon(vigil, &dir, &config, "warn,vigil::driver::units=debug")?;
+    let out = dir.join("vigil.out");
+    let deadline = Instant::now() + Duration::from_secs(30 + restarts as u64 * 2);
+    loop {
+        daemon.check_alive()?;
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.matches("systemd: starting unit").count() > restarts {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("not enough restarts of {name} in time:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // vigil runs inside the container: its pid there is not the wrapper's.
+    let inner = inner_pid(daemon.pid())?;
+    // SAFETY: a plain kill(2) of the vigil this bench started.
+    unsafe { libc::kill(inner as libc::pid_t, libc::SIGTERM) };
+    daemon.stop_keeping_files()?;
+    let text = std::fs::read_to_string(&out)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    host.remove(std::slice::from_ref(&name))?;
+
+    let (mut total, mut engine, mut own) = (Vec::new(), Vec::new(), Vec::new());
+    // Signals since the last start request: the end's is the first after systemd's end.
+    let mut signals: Vec<i64> = Vec::new();
+    let mut ended: Option<(i64, i64)> = None;
+    for line in text.lines() {
+        let Some(at) = log_time_us(line) else {
+            continue;
+        };
+        if line.contains("systemd: signal for") {
+            signals.push(at);
+        } else if let Some(rest) = line.split("(systemd time ").nth(1) {
+            let exited: i64 = rest.trim_end_matches(')').trim().parse().unwrap_or(0);
+            if let Some(s) = signals.iter().find(|s| **s >= exited).copied()
+                && exited > 0
+            {
+                ended = Some((exited, s));
+            }
+        } else if line.contains("systemd: starting unit")
+            && let Some((exited, signalled)) = ended.take()
+        {
+            total.push((at - exited) as f64 / 1e3);
+            engine.push((signalled - exited) as f64 / 1e3);
+            own.push((at - signalled) as f64 / 1e3);
+        }
+        if line.contains("systemd: starting unit") {
+            signals.clear();
+        }
+    }
+    if total.is_empty() {
+        bail!("no restart was measured:\n{text}");
+    }
+    for v in [&mut total, &mut engine, &mut own] {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    }
+    let m = |v: &[f64], p| percentile(v, p);
+    println!(
+        "systemd: a unit's end → vigil's start request, over {} restarts:",
+        total.len()
+    );
+    println!(
+        "  median {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   (systemd's share — its end to its first signal reaching vigil — median {:.2} ms; vigil's — the unit's state and journal, decision, request — median {:.2} ms)",
+        m(&total, 0.5),
+        m(&total, 0.9),
+        m(&total, 0.99),
+        m(&engine, 0.5),
+        m(&own, 0.5)
+    );
+    Ok(json!({
+        "restarts": total.len(),
+        "median_ms": m(&total, 0.5), "p90_ms": m(&total, 0.9), "p99_ms": m(&total, 0.99),
+        "systemd_share_median_ms": m(&engine, 0.5),
+        "vigil_share_median_ms": m(&own, 0.5),
+    }))
+}
+
+fn idle_watch(host: &Host, vigil: &Path, n: usize, seconds: u64) -> Result<serde_json::Value> {
+    let names: Vec<String> = (0..n)
+        .map(|i| format!("vigil-bench-idle-{}-{i}.service", std::process::id()))
+        .collect();
+    for name in &names {
+        host.install(name, "/bin/sh -c 'while true; do sleep 3600; done'")?;
+    }
+    host.inside(&["systemctl", "daemon-reload"], None)?;
+    let dir = host
+        .share
+        .join(format!("bench-units-idle-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = String::from("[vigil]\nstate_dir = \"state\"\n");
+    for (i, name) in names.iter().enumerate() {
+        config.push_str(&format!(
+            "\n[agents.u{i}]\ndriver = \"systemd\"\nunit = \"{name}\"\n"
+        ));
+    }
+    let mut daemon = host.daemon(vigil, &dir, &config, "warn")?;
+    let t0 = Instant::now();
+    let mut watch = crate::idle::StateWatch::new(dir.join("state/state.jsonl"));
+    loop {
+        daemon.check_alive()?;
+        watch.refresh();
+        if watch.running() >= n {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(60 + n as u64) {
+            bail!("only {} of {n} units running", watch.running());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = t0.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = inner_pid(daemon.pid())?;
+    let (_, ticks0) = usage(pid)?;
+    let wake0 = crate::docker::wakeups(pid);
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (rss_kib, ticks1) = usage(pid)?;
+    let wake1 = crate::docker::wakeups(pid);
+    let elapsed = t.elapsed().as_secs_f64();
+    let cpu = (ticks1 - ticks0) as f64 / clock_ticks() / elapsed * 100.0;
+    let per_s = (wake1 - wake0) as f64 / elapsed;
+    let stop = Instant::now();
+    // SAFETY: a plain kill(2) of the vigil this bench started.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    while Path::new(&format!("/proc/{pid}")).exists() && stop.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = stop.elapsed();
+    daemon.stop()?;
+    host.remove(&names)?;
+    println!(
+        "systemd: {n} units started by vigil in {:.1} s; then idle for {seconds} s: vigil CPU {cpu:.3} % of a core, {per_s:.2} wakeups/s (all threads), RSS {:.1} MB; stopped in {:.1} s",
+        started.as_secs_f64(),
+        rss_kib as f64 / 1024.0,
+        stopped.as_secs_f64()
+    );
+    Ok(json!({
+        "units": n, "start_all_s": started.as_secs_f64(), "idle_s": seconds,
+        "cpu_percent": cpu, "wakeups_per_s": per_s, "rss_mb": rss_kib as f64 / 1024.0,
+        "stop_all_s": stopped.as_secs_f64(),
+    }))
+}

@@ -1,0 +1,538 @@
+//! The `systemd` driver: an agent that is a systemd unit (seed 000's
+//! `crypto-agent@BTC_USDT.service`). vigil starts, stops and kills it through systemd's own
+//! D-Bus API and waits for each job's result; it learns of its end from the bus's
+//! `PropertiesChanged` signals (no polling), with how its main process ended; its evidence is
+//! the unit's own journal for that run. The unit is systemd's: vigil never writes one.
+//!
+//! A run of a unit is its `InvocationID` (a new one at every start). Every operation runs on
+//! the I/O runtime and answers the core with an event, like the other drivers.
+
+mod bus;
+pub mod journal;
+mod own;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{debug, info, warn};
+use vigil_core::{
+    AgentId, Event, ExitStatus, FailedAction, Outside, RunId, Signal, SpawnErrorKind, SpawnFailure,
+};
+
+use bus::ManagerProxy;
+pub use bus::{Bus, BusError, UnitState};
+pub use own::{own_cgroup, own_unit};
+
+use crate::driver::Children;
+
+/// How long an operation waits for the signals to be followed before it gives up.
+const WATCHING_WAIT: Duration = Duration::from_secs(10);
+/// How long a start or stop job may take.
+const JOB_WAIT: Duration = Duration::from_secs(120);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// A watched run of a unit.
+#[derive(Clone, Debug)]
+struct Watched {
+    agent: AgentId,
+    run: RunId,
+    unit: String,
+    invocation: String,
+    secrets: crate::redact::Secrets,
+}
+
+#[derive(Default)]
+struct Watches {
+    /// By the unit's object path (what a signal names).
+    by_path: HashMap<String, Watched>,
+    by_run: HashMap<(AgentId, RunId), String>,
+}
+
+impl Watches {
+    fn register(&mut self, path: &str, w: Watched) {
+        if let Some(old) = self.by_path.insert(path.to_string(), w.clone()) {
+            self.by_run.remove(&(old.agent, old.run));
+        }
+        self.by_run.insert((w.agent, w.run), path.to_string());
+    }
+
+    fn end(&mut self, path: &str, invocation: &str) -> Option<Watched> {
+        let w = self.by_path.get(path)?;
+        if w.invocation != invocation {
+            return None;
+        }
+        let w = self.by_path.remove(path)?;
+        self.by_run.remove(&(w.agent, w.run));
+        Some(w)
+    }
+
+    fn of_run(&self, agent: AgentId, run: RunId) -> Option<&Watched> {
+        self.by_path.get(self.by_run.get(&(agent, run))?)
+    }
+}
+
+#[derive(Clone)]
+pub struct UnitDriver {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    user: bool,
+    /// The connection, once made; replaced when it is lost (the bus restarted).
+    bus: Mutex<Option<Arc<Bus>>>,
+    watches: Mutex<Watches>,
+    watching: tokio::sync::watch::Sender<bool>,
+    events: UnboundedSender<Event>,
+    log_lines: usize,
+    children: Children,
+    io: Handle,
+}
+
+impl UnitDriver {
+    /// Follow systemd's signals on the system bus (`user`: the user's own manager), on `io`.
+    pub fn start(
+        io: Handle,
+        events: UnboundedSender<Event>,
+        log_lines: usize,
+        children: Children,
+        user: bool,
+    ) -> UnitDriver {
+        let driver = UnitDriver {
+            shared: Arc::new(Shared {
+                user,
+                bus: Mutex::new(None),
+                watches: Mutex::new(Watches::default()),
+                watching: tokio::sync::watch::channel(false).0,
+                events,
+                log_lines,
+                children,
+                io: io.clone(),
+            }),
+        };
+        io.spawn(driver.clone().follow());
+        driver
+    }
+
+    fn watches(&self) -> MutexGuard<'_, Watches> {
+        self.shared
+            .watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send(&self, event: Event) {
+        let _ = self.shared.events.send(event);
+    }
+
+    fn bus(&self) -> Option<Arc<Bus>> {
+        self.shared
+            .bus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn ready(&self) -> Result<Arc<Bus>, BusError> {
+        let mut watching = self.shared.watching.subscribe();
+        match tokio::time::timeout(WATCHING_WAIT, watching.wait_for(|w| *w)).await {
+            Ok(Ok(_)) => self.bus().ok_or(BusError::NotWatching),
+            _ => Err(BusError::NotWatching),
+        }
+    }
+
+    /// The unit's state, proven not to be vigil's own unit.
+    async fn state(&self, unit: &str) -> Result<(Arc<Bus>, UnitState), BusError> {
+        let bus = self.ready().await?;
+        if own_unit() == Some(unit) {
+            return Err(BusError::OwnUnit(unit.to_string()));
+        }
+        let state = bus.state(unit).await?;
+        let own_pid = state.main_pid == std::process::id();
+        let own_group =
+            !state.control_group.is_empty() && own_cgroup() == Some(state.control_group.as_str());
+        if own_pid || own_group {
+            return Err(BusError::OwnUnit(unit.to_string()));
+        }
+        Ok((bus, state))
+    }
+
+    /// Before a start: is the unit running already? Then its run is taken over.
+    pub fn look(&self, agent: AgentId, run: RunId, unit: String) {
+        let this = self.clone();
+        self.shared.io.spawn(async move {
+            let outside = match this.state(&unit).await {
+                Ok((_, s)) if s.running() => Outside::Adoptable {
+                    pid: s.main_pid,
+                    started: s.started_us,
+                    age: age_of_us(s.started_us),
+                    how: format!("unit {unit}"),
+                },
+                Ok(_) | Err(_) => Outside::Nothing,
+            };
+            this.send(Event::Looked {
+                agent,
+                run,
+                outside,
+            });
+        });
+    }
+
+    /// Start the unit and wait for the job: `Spawned` with its main pid once watched.
+    pub fn spawn(&self, agent: AgentId, run: RunId, unit: String) {
+        let this = self.clone();
+        self.shared.io.spawn(async move {
+            let event = match this.start_watched(agent, run, &unit).await {
+                Ok(Some(pid)) => Event::Spawned { agent, run, pid },
+                Ok(None) => Event::SpawnFailed {
+                    agent,
+                    run,
+                    error: SpawnFailure {
+                        kind: SpawnErrorKind::Other,
+                        message: format!("unit {unit} ended as soon as it started"),
+                    },
+                },
+                Err(e) => Event::SpawnFailed {
+                    agent,
+                    run,
+                    error: SpawnFailure {
+                        kind: e.spawn_kind(),
+                        message: crate::errors::chain(&e),
+                    },
+                },
+            };
+            this.send(event);
+        });
+    }
+
+    /// `Some(main pid)` when the started run is up and watched; `None` when it ended at once.
+    async fn start_watched(
+        &self,
+        agent: AgentId,
+        run: RunId,
+        unit: &str,
+    ) -> Result<Option<u32>, BusError> {
+        let (bus, _) = self.state(unit).await?;
+        debug!("systemd: starting unit {unit}");
+        self.job(&bus, unit, Job::Start).await?;
+        let state = bus.state(unit).await?;
+        if !state.running() {
+            return Ok(None);
+        }
+        self.register(agent, run, unit, &state);
+        // An end between the read above and the registration sent its signal before anyone
+        // listened for this run: read once more.
+        let again = bus.state(unit).await?;
+        if again.invocation != state.invocation || again.ended() {
+            self.ended_now(&state.path, &state.invocation, again).await;
+        }
+        Ok(Some(state.main_pid))
+    }
+
+    fn register(&self, agent: AgentId, run: RunId, unit: &str, state: &UnitState) {
+        self.watches().register(
+            &state.path,
+            Watched {
+                agent,
+                run,
+                unit: unit.to_string(),
+                invocation: state.invocation.clone(),
+                secrets: state.secrets.clone(),
+            },
+        );
+    }
+
+    /// Take over the running unit a look found; if it is no longer that run, the run is over.
+    pub fn adopt(&self, agent: AgentId, run: RunId, unit: String, started_us: u64) {
+        let this = self.clone();
+        self.shared.io.spawn(async move {
+            match this.state(&unit).await {
+                Ok((bus, s)) if s.running() && s.started_us == started_us => {
+                    this.register(agent, run, &unit, &s);
+                    if let Ok(again) = bus.state(&unit).await
+                        && (again.invocation != s.invocation || again.ended())
+                    {
+                        this.ended_now(&s.path, &s.invocation, again).await;
+                    }
+                }
+                _ => this.send(Event::Exited {
+                    agent,
+                    run,
+                    status: ExitStatus::unknown(),
+                    tree_alive: false,
+                    escaped: Vec::new(),
+                }),
+            }
+        });
+    }
+
+    /// The stop signal is a `StopUnit` (the unit's own `KillSignal=` and `TimeoutStopSec=`
+    /// apply); SIGKILL after vigil's stop timeout is a `KillUnit` of every process of the unit.
+    pub fn signal(&self, agent: AgentId, run: RunId, signal: Signal) {
+        let Some(unit) = self.watches().of_run(agent, run).map(|w| w.unit.clone()) else {
+            return;
+        };
+        let this = self.clone();
+        self.shared.io.spawn(async move {
+            let done = async {
+                let bus = this.bus().ok_or(BusError::NotWatching)?;
+                if signal == Signal::KILL {
+                    let manager = bus.manager().await?;
+                    let _turn = bus.turn().await;
+                    manager
+                        .kill_unit(&unit, "all", Signal::KILL.0)
+                        .await
+                        .map_err(|e| BusError::from_zbus(bus.name, &unit, e))
+                } else {
+                    this.job(&bus, &unit, Job::Stop).await
+                }
+            }
+            .await;
+            if let Err(e) = done {
+                warn!("sending {signal} to unit {unit}: {e}");
+                this.send(Event::ActionFailed {
+                    agent,
+                    run,
+                    action: FailedAction::Signal(signal),
+                    error: crate::errors::chain(&e),
+                });
+            }
+        });
+    }
+
+    /// A start or stop job, and its result.
+    async fn job(&self, bus: &Bus, unit: &str, job: Job) -> Result<(), BusError> {
+        let err = |e| BusError::from_zbus(bus.name, unit, e);
+        let manager = bus.manager().await?;
+        let turn = bus.turn().await;
+        let no_answer = |_| BusError::NoAnswer {
+            bus: bus.name,
+            what: format!("a job for {unit}"),
+        };
+        let asked = tokio::time::timeout(bus::CALL_TIMEOUT, async {
+            // Listening before asking: the job may end before the call returns.
+            let removed = manager.receive_job_removed().await?;
+            let path = match job {
+                Job::Start => {
+                    // vigil's restart budget decides how often the unit starts: systemd's own
+                    // start limit (5 starts in 10 s by default) would refuse vigil's restarts
+                    // after a few quick crashes. Nothing to reset is no error.
+                    let _ = manager.reset_failed_unit(unit).await;
+                    manager.start_unit(unit, "replace").await
+                }
+                Job::Stop => manager.stop_unit(unit, "replace").await,
+            }?;
+            Ok::<_, zbus::Error>((removed, path))
+        })
+        .await;
+        drop(turn);
+        let (mut removed, path) = asked.map_err(no_answer)?.map_err(err)?;
+        debug!("systemd: waiting for {path:?} ({unit})");
+        let result = tokio::time::timeout(JOB_WAIT, async {
+            while let Some(signal) = removed.next().await {
+                if let Ok(args) = signal.args()
+                    && args.job.as_str() == path.as_str()
+                {
+                    return Some(args.result.clone());
+                }
+            }
+            None
+        })
+        .await;
+        match result {
+            Ok(Some(r)) if r == "done" => Ok(()),
+            Ok(Some(result)) => Err(BusError::JobFailed {
+                unit: unit.to_string(),
+                result,
+            }),
+            _ => Err(BusError::JobFailed {
+                unit: unit.to_string(),
+                result: "no result".into(),
+            }),
+        }
+    }
+
+    /// The run's journal, as evidence of a stall.
+    pub async fn log_tail(&self, agent: AgentId, run: RunId) -> Vec<String> {
+        let Some(w) = self.watches().of_run(agent, run).cloned() else {
+            return Vec::new();
+        };
+        journal::tail(
+            &w.unit,
+            &w.invocation,
+            self.shared.user,
+            self.shared.log_lines,
+            &self.shared.children,
+            &w.secrets,
+        )
+        .await
+    }
+
+    /// Its agent is gone from the config.
+    pub fn forget(&self, agent: AgentId) {
+        let mut w = self.watches();
+        let paths: Vec<String> = w
+            .by_run
+            .iter()
+            .filter(|((a, _), _)| *a == agent)
+            .map(|(_, p)| p.clone())
+            .collect();
+        for p in paths {
+            if let Some(old) = w.by_path.remove(&p) {
+                w.by_run.remove(&(old.agent, old.run));
+            }
+        }
+    }
+
+    /// The watched run of `path` (`invocation`) ended, as `state` shows: its journal, then
+    /// its end, to the core.
+    async fn ended_now(&self, path: &str, invocation: &str, state: UnitState) {
+        let Some(w) = self.watches().end(path, invocation) else {
+            return;
+        };
+        // The status is this run's only while systemd has not started another.
+        let status = if state.invocation == w.invocation {
+            bus::exit_status(state.exec_main_code, state.exec_main_status)
+        } else {
+            ExitStatus::unknown()
+        };
+        debug!(
+            "systemd: unit {} ended: {status} (systemd time {})",
+            w.unit, state.exited_us
+        );
+        let lines = journal::tail(
+            &w.unit,
+            &w.invocation,
+            self.shared.user,
+            self.shared.log_lines,
+            &self.shared.children,
+            &w.secrets,
+        )
+        .await;
+        self.send(Event::LogTail {
+            agent: w.agent,
+            run: w.run,
+            lines,
+        });
+        self.send(Event::Exited {
+            agent: w.agent,
+            run: w.run,
+            status,
+            tree_alive: false,
+            escaped: Vec::new(),
+        });
+    }
+
+    /// A signal about a watched unit: has its run ended?
+    async fn check(&self, path: String) {
+        let Some(w) = self.watches().by_path.get(&path).cloned() else {
+            return;
+        };
+        let Some(bus) = self.bus() else {
+            return;
+        };
+        match bus.state(&w.unit).await {
+            Ok(s) if s.invocation != w.invocation || s.ended() => {
+                self.ended_now(&path, &w.invocation, s).await
+            }
+            Ok(_) => {}
+            Err(BusError::NoSuchUnit(_)) => {
+                self.ended_now(&path, &w.invocation, UnitState::default())
+                    .await
+            }
+            Err(e) => debug!("systemd: reading {}: {e}", w.unit),
+        }
+    }
+
+    /// Follow the bus for as long as vigil runs; after a break, every watched run is checked
+    /// again.
+    async fn follow(self) {
+        let mut delay = Duration::from_millis(250);
+        let mut said_down = false;
+        loop {
+            let bus = match Bus::connect(self.shared.user).await {
+                Ok(bus) => {
+                    info!("systemd driver: on the {} bus", bus.name);
+                    let bus = Arc::new(bus);
+                    *self.shared.bus.lock().unwrap_or_else(|e| e.into_inner()) = Some(bus.clone());
+                    bus
+                }
+                Err(e) => {
+                    if !said_down {
+                        warn!("systemd driver: {e}; trying again");
+                        said_down = true;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RECONNECT_MAX);
+                    continue;
+                }
+            };
+            let stream = async {
+                let rule = zbus::MatchRule::builder()
+                    .msg_type(zbus::message::Type::Signal)
+                    .sender("org.freedesktop.systemd1")
+                    .interface("org.freedesktop.DBus.Properties")
+                    .member("PropertiesChanged")
+                    .path_namespace("/org/freedesktop/systemd1/unit")
+                    .build()?;
+                debug!("systemd: adding the match for units' changes");
+                let stream = zbus::MessageStream::for_match_rule(rule, &bus.conn, None).await?;
+                debug!("systemd: subscribing");
+                ManagerProxy::new(&bus.conn).await?.subscribe().await?;
+                Ok::<_, zbus::Error>(stream)
+            };
+            let stream = tokio::time::timeout(bus::CALL_TIMEOUT, stream).await;
+            let mut stream = match stream {
+                Ok(Ok(s)) => s,
+                Err(_) => {
+                    warn!(
+                        "systemd driver: systemd did not answer the subscription in time; trying again"
+                    );
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    warn!("systemd driver: cannot follow systemd's signals: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RECONNECT_MAX);
+                    continue;
+                }
+            };
+            delay = Duration::from_millis(250);
+            said_down = false;
+            self.shared.watching.send_replace(true);
+            let watched: Vec<String> = self.watches().by_path.keys().cloned().collect();
+            for path in watched {
+                self.check(path).await;
+            }
+            while let Some(message) = stream.next().await {
+                let Ok(message) = message else { break };
+                let Some(path) = message.header().path().map(|p| p.as_str().to_string()) else {
+                    continue;
+                };
+                if self.watches().by_path.contains_key(&path) {
+                    debug!("systemd: signal for {path}");
+                    let this = self.clone();
+                    self.shared.io.spawn(async move { this.check(path).await });
+                }
+            }
+            warn!("systemd driver: the bus connection ended; connecting again");
+            self.shared.watching.send_replace(false);
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+enum Job {
+    Start,
+    Stop,
+}
+
+fn age_of_us(started_us: u64) -> Duration {
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    Duration::from_micros(now_us.saturating_sub(started_us))
+}
