@@ -92,17 +92,21 @@ fn render_agent(config: &Config, a: &AgentConfig) -> String {
             format!("{} (uid {}, gid {})", u.user, u.uid, u.gid),
         ));
     }
+    let stop = match &a.target {
+        crate::config::Target::Process => format!("stop with {}", a.stop_signal),
+        crate::config::Target::Docker { .. } => "stop as docker stop does".to_string(),
+        crate::config::Target::Systemd { .. } => "stop through systemd (StopUnit)".to_string(),
+    };
     out.push_str(&row(
         "run",
         format!(
-            "{} · restart {} · stop with {}, SIGKILL after {}",
+            "{} · restart {} · {stop}, SIGKILL after {}",
             if a.autostart {
                 "autostart"
             } else {
                 "manual start"
             },
             a.restart.as_str(),
-            a.stop_signal,
             human_duration(a.stop_timeout)
         ),
     ));
