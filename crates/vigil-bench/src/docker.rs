@@ -202,8 +202,22 @@ window = "1h"
     }))
 }
 
+/// While vigil (`pid`) idles for `seconds`: its CPU (% of a core), its wakeups per second
+/// (all threads), its RSS at the end (KiB).
+pub fn quiet_usage(pid: u32, seconds: u64) -> Result<(f64, f64, u64)> {
+    let (_, ticks0) = usage(pid)?;
+    let wake0 = wakeups(pid);
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (rss_kib, ticks1) = usage(pid)?;
+    let wake1 = wakeups(pid);
+    let elapsed = t.elapsed().as_secs_f64();
+    let cpu = (ticks1 - ticks0) as f64 / clock_ticks() / elapsed * 100.0;
+    Ok((cpu, (wake1 - wake0) as f64 / elapsed, rss_kib))
+}
+
 /// Voluntary context switches of every thread of `pid`: how often it woke up.
-pub fn wakeups(pid: u32) -> u64 {
+fn wakeups(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
     };
@@ -258,16 +272,7 @@ fn idle_watch(vigil: &Path, n: usize, seconds: u64) -> Result<serde_json::Value>
     }
     let started = t0.elapsed();
     std::thread::sleep(Duration::from_secs(3));
-    let pid = daemon.pid();
-    let (_, ticks0) = usage(pid)?;
-    let wake0 = wakeups(pid);
-    let t = Instant::now();
-    std::thread::sleep(Duration::from_secs(seconds));
-    let (rss_kib, ticks1) = usage(pid)?;
-    let wake1 = wakeups(pid);
-    let elapsed = t.elapsed().as_secs_f64();
-    let cpu = (ticks1 - ticks0) as f64 / clock_ticks() / elapsed * 100.0;
-    let per_s = (wake1 - wake0) as f64 / elapsed;
+    let (cpu, per_s, rss_kib) = quiet_usage(daemon.pid(), seconds)?;
     let stopped = daemon.stop()?;
     for name in &names {
         let _ = docker(&["rm", "-f", name]);

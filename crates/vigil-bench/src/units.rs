@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::{Daemon, clock_ticks, percentile, usage};
+use crate::{Daemon, percentile};
 
 struct Host {
     pid: String,
@@ -254,15 +254,7 @@ fn idle_watch(host: &Host, vigil: &Path, n: usize, seconds: u64) -> Result<serde
     let started = t0.elapsed();
     std::thread::sleep(Duration::from_secs(3));
     let pid = inner_pid(daemon.pid())?;
-    let (_, ticks0) = usage(pid)?;
-    let wake0 = crate::docker::wakeups(pid);
-    let t = Instant::now();
-    std::thread::sleep(Duration::from_secs(seconds));
-    let (rss_kib, ticks1) = usage(pid)?;
-    let wake1 = crate::docker::wakeups(pid);
-    let elapsed = t.elapsed().as_secs_f64();
-    let cpu = (ticks1 - ticks0) as f64 / clock_ticks() / elapsed * 100.0;
-    let per_s = (wake1 - wake0) as f64 / elapsed;
+    let (cpu, per_s, rss_kib) = crate::docker::quiet_usage(pid, seconds)?;
     let stop = Instant::now();
     // SAFETY: a plain kill(2) of the vigil this bench started.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };

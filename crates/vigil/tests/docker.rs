@@ -76,10 +76,6 @@ fn fleet(config: &str) -> Fleet {
     f
 }
 
-fn status_of(fleet: &Fleet, name: &str) -> serde_json::Value {
-    fleet.api("GET", &format!("/status/{name}"), "").1
-}
-
 #[test]
 #[ignore = "needs a Docker Engine: set VIGIL_TEST_DOCKER_HOST (.ci/docker-setup)"]
 fn a_container_killed_from_outside_is_restarted_with_its_log_as_evidence() {
@@ -99,11 +95,11 @@ stop_timeout = "2s"
     ));
     f.start();
     f.wait_for("the container started by vigil", SECS(20), |f| {
-        status_of(f, "feed")["state"] == "running"
+        f.status("feed")["state"] == "running"
     });
     assert!(c.running());
     let first = c.started_at();
-    let status = status_of(&f, "feed");
+    let status = f.status("feed");
     assert_eq!(status["driver"], "docker", "{status}");
     assert_eq!(
         status["target"],
@@ -116,7 +112,7 @@ stop_timeout = "2s"
         !f.records_of("feed", "restart").is_empty()
     });
     f.wait_for("running again", SECS(20), |f| {
-        status_of(f, "feed")["state"] == "running" && c.running()
+        f.status("feed")["state"] == "running" && c.running()
     });
     assert_ne!(c.started_at(), first, "a new run of the same container");
     let exit = &f.records_of("feed", "exit")[0];
@@ -183,7 +179,7 @@ container = "{}"
     }
     // The OOM kill: known from the engine, not guessed from a log line.
     f.wait_for("hungry judged", SECS(10), |f| {
-        status_of(f, "hungry")["diagnosis"]["rule"] == "out_of_memory"
+        f.status("hungry")["diagnosis"]["rule"] == "out_of_memory"
     });
     let exit = &f.records_of("hungry", "exit")[0];
     assert!(
@@ -216,7 +212,7 @@ stop_timeout = "1s"
     ));
     f.start();
     f.wait_for("both running", SECS(20), |f| {
-        status_of(f, "kept")["state"] == "running" && status_of(f, "held")["state"] == "running"
+        f.status("kept")["state"] == "running" && f.status("held")["state"] == "running"
     });
     let out = f.vigil(&["stop", "held", "-c", "vigil.toml"]);
     assert!(
@@ -225,7 +221,7 @@ stop_timeout = "1s"
         String::from_utf8_lossy(&out.stderr)
     );
     f.wait_for("held stopped", SECS(10), |f| {
-        status_of(f, "held")["state"] == "stopped" && !held.running()
+        f.status("held")["state"] == "stopped" && !held.running()
     });
     let started = kept.started_at();
 
@@ -234,20 +230,20 @@ stop_timeout = "1s"
     f.wait_exit(SECS(5));
     f.start();
     f.wait_for("kept taken over", SECS(20), |f| {
-        status_of(f, "kept")["state"] == "running"
+        f.status("kept")["state"] == "running"
     });
-    let status = status_of(&f, "kept");
+    let status = f.status("kept");
     assert_eq!(status["adopted"], true, "{status}");
     assert_eq!(kept.started_at(), started, "taken over, not restarted");
     assert!(!f.records_of("kept", "adopted").is_empty());
     // The stop by a human is remembered: held stays stopped.
-    assert_eq!(status_of(&f, "held")["state"], "stopped");
+    assert_eq!(f.status("held")["state"], "stopped");
     assert!(!held.running());
 
     // The taken-over container is watched like one vigil started.
     docker_ok(&["kill", &kept.name]);
     f.wait_for("restarted after its end", SECS(20), |f| {
-        kept.started_at() != started && status_of(f, "kept")["state"] == "running"
+        kept.started_at() != started && f.status("kept")["state"] == "running"
     });
     assert_eq!(f.stop(), 0);
 }
@@ -284,7 +280,7 @@ failure_threshold = 2
     ));
     f.start();
     f.wait_for("healthy", SECS(20), |f| {
-        status_of(f, "web")["checks"][0]["verdict"] == "ok"
+        f.status("web")["checks"][0]["verdict"] == "ok"
     });
     let first = c.started_at();
     f.wait_for(
@@ -298,7 +294,7 @@ failure_threshold = 2
         "{stalled}"
     );
     f.wait_for("healthy again", SECS(30), |f| {
-        c.started_at() != first && status_of(f, "web")["checks"][0]["verdict"] == "ok"
+        c.started_at() != first && f.status("web")["checks"][0]["verdict"] == "ok"
     });
     assert_eq!(f.stop(), 0);
 }

@@ -56,10 +56,6 @@ impl Drop for ByHand {
     }
 }
 
-fn status_of(fleet: &Fleet, name: &str) -> serde_json::Value {
-    fleet.api("GET", &format!("/status/{name}"), "").1
-}
-
 #[test]
 fn an_agent_already_running_outside_vigil_is_not_started_a_second_time() {
     let mut fleet = Fleet::new(
@@ -103,9 +99,9 @@ cwd = "."
     assert_eq!(record["metadata"]["pid"], copy.pid());
     // The status view follows the journal within its publishing interval.
     fleet.wait_for("status conflict", SECS(5), |f| {
-        status_of(f, "bot")["state"] == "conflict"
+        f.status("bot")["state"] == "conflict"
     });
-    let status = status_of(&fleet, "bot");
+    let status = fleet.status("bot");
     assert_eq!(status["conflict"]["pid"], copy.pid());
     assert_eq!(status["pid"], serde_json::Value::Null);
     // The CLI's status flags it, with the reason.
@@ -144,7 +140,7 @@ cwd = "."
     let out = fleet.vigil(&["start", "bot", "-c", "vigil.toml"]);
     assert!(out.status.success());
     fleet.wait_for("bot started by vigil", SECS(5), |f| {
-        status_of(f, "bot")["state"] == "running"
+        f.status("bot")["state"] == "running"
     });
     assert_eq!(pids_with("sleep 780001").len(), 1);
     assert_eq!(fleet.stop(), 0);
@@ -228,10 +224,10 @@ stop_timeout = "5s"
         "{adopted}"
     );
     fleet.wait_for("status running", SECS(5), |f| {
-        status_of(f, "bot")["state"] == "running"
+        f.status("bot")["state"] == "running"
     });
-    assert_eq!(status_of(&fleet, "bot")["pid"], bot.pid());
-    assert_eq!(status_of(&fleet, "bot")["adopted"], true);
+    assert_eq!(fleet.status("bot")["pid"], bot.pid());
+    assert_eq!(fleet.status("bot")["adopted"], true);
     let out = fleet.vigil(&["status", "-c", "vigil.toml"]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("RUNNING (ADOPTED)"), "{table}");
@@ -240,7 +236,7 @@ stop_timeout = "5s"
     let out = fleet.vigil(&["stop", "bot", "-c", "vigil.toml"]);
     assert!(out.status.success());
     fleet.wait_for("the adopted bot stopped", SECS(5), |f| {
-        status_of(f, "bot")["state"] == "stopped"
+        f.status("bot")["state"] == "stopped"
     });
     assert!(bot.ended(), "SIGTERM reached the adopted process");
     // Started again, vigil runs its own (the pidfile names a process that is gone).

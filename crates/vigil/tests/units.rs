@@ -100,10 +100,6 @@ fn fleet(config: &str) -> Fleet {
     f
 }
 
-fn status_of(fleet: &Fleet, name: &str) -> serde_json::Value {
-    fleet.api("GET", &format!("/status/{name}"), "").1
-}
-
 #[test]
 #[ignore = "needs a systemd host: set VIGIL_TEST_SYSTEMD_PID and VIGIL_TEST_SYSTEMD_SHARE (.ci/systemd-setup)"]
 fn a_unit_that_exits_non_zero_is_restarted_through_the_bus_with_its_journal() {
@@ -129,7 +125,7 @@ max_restarts = 10
     });
     let exit = &f.records_of("bot", "exit")[0];
     assert_eq!(exit["metadata"]["exit_code"], 3, "{exit}");
-    let status = status_of(&f, "bot");
+    let status = f.status("bot");
     assert_eq!(status["driver"], "systemd", "{status}");
     assert_eq!(status["target"], format!("unit {}", unit.name));
     let explain = f.vigil(&["explain", "bot", "-c", "vigil.toml"]);
@@ -162,7 +158,7 @@ fn a_unit_with_an_invalid_api_key_is_quarantined_without_a_restart() {
     ));
     f.start();
     f.wait_for("quarantined", SECS(20), |f| {
-        status_of(f, "bot")["state"] == "quarantined"
+        f.status("bot")["state"] == "quarantined"
     });
     assert!(f.records_of("bot", "restart").is_empty());
     let escalated = &f.records_of("bot", "escalated")[0];
@@ -199,7 +195,7 @@ unit = "{}"
     ));
     f.start();
     f.wait_for("both running", SECS(20), |f| {
-        status_of(f, "kept")["state"] == "running" && status_of(f, "held")["state"] == "running"
+        f.status("kept")["state"] == "running" && f.status("held")["state"] == "running"
     });
     let out = f.vigil(&["stop", "held", "-c", "vigil.toml"]);
     assert!(
@@ -208,7 +204,7 @@ unit = "{}"
         String::from_utf8_lossy(&out.stderr)
     );
     f.wait_for("held stopped", SECS(20), |f| {
-        status_of(f, "held")["state"] == "stopped" && held.show("ActiveState") == "inactive"
+        f.status("held")["state"] == "stopped" && held.show("ActiveState") == "inactive"
     });
     let invocation = kept.show("InvocationID");
     let pid = kept.show("MainPID");
@@ -217,9 +213,9 @@ unit = "{}"
     f.wait_exit(SECS(5));
     f.start();
     f.wait_for("kept taken over", SECS(20), |f| {
-        status_of(f, "kept")["state"] == "running"
+        f.status("kept")["state"] == "running"
     });
-    let status = status_of(&f, "kept");
+    let status = f.status("kept");
     assert_eq!(status["adopted"], true, "{status}");
     assert_eq!(
         kept.show("InvocationID"),
@@ -227,13 +223,13 @@ unit = "{}"
         "taken over, not restarted"
     );
     assert_eq!(kept.show("MainPID"), pid);
-    assert_eq!(status_of(&f, "held")["state"], "stopped");
+    assert_eq!(f.status("held")["state"], "stopped");
     assert_eq!(held.show("ActiveState"), "inactive");
 
     // Its end is seen like one vigil started.
     systemctl(&["kill", "-s", "KILL", &kept.name]);
     f.wait_for("restarted after its end", SECS(20), |f| {
-        kept.show("InvocationID") != invocation && status_of(f, "kept")["state"] == "running"
+        kept.show("InvocationID") != invocation && f.status("kept")["state"] == "running"
     });
     assert_eq!(
         f.records_of("kept", "exit")[0]["metadata"]["signal"],

@@ -67,7 +67,7 @@ pub fn report(config: &Config) -> LiveReport {
         rows.push(json!({ "name": name, "outside": verdict, "pid": pid, "detail": line }));
     }
     let mut problems = 0;
-    for c in containers(config).into_iter().chain(units(config)) {
+    for c in external(config) {
         if c.problem {
             problems += 1;
         }
@@ -87,8 +87,8 @@ pub fn report(config: &Config) -> LiveReport {
     }
 }
 
-/// What the engine says of one container agent.
-struct ContainerLook {
+/// What an engine (Docker, systemd) says of one container or unit agent.
+struct ExternalLook {
     name: String,
     verdict: &'static str,
     line: String,
@@ -97,44 +97,57 @@ struct ContainerLook {
     problem: bool,
 }
 
-/// Each container agent, as its engine sees it now (one inspect each).
-fn containers(config: &Config) -> Vec<ContainerLook> {
-    use crate::driver::docker::engine::{Engine, EngineError};
-    let agents: Vec<(&str, &str)> = config
+fn look(
+    name: &str,
+    verdict: &'static str,
+    line: String,
+    pid: Option<u32>,
+    problem: bool,
+) -> ExternalLook {
+    ExternalLook {
+        name: name.to_string(),
+        verdict,
+        line,
+        pid,
+        problem,
+    }
+}
+
+/// Each container and unit agent, as its engine sees it now (one question each).
+fn external(config: &Config) -> Vec<ExternalLook> {
+    let agents: Vec<&crate::config::AgentConfig> = config
         .agents
+        .iter()
+        .filter(|a| a.target.is_external())
+        .collect();
+    if agents.is_empty() {
+        return Vec::new();
+    }
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(async {
+            let mut out = containers(&agents).await;
+            out.extend(units(&agents).await);
+            out
+        }),
+        Err(e) => agents
+            .iter()
+            .map(|a| look(&a.name, "unknown", format!("cannot ask: {e}"), None, true))
+            .collect(),
+    }
+}
+
+async fn containers(agents: &[&crate::config::AgentConfig]) -> Vec<ExternalLook> {
+    use crate::driver::docker::engine::{Engine, EngineError};
+    let agents: Vec<(&str, &str)> = agents
         .iter()
         .filter_map(|a| Some((a.name.as_str(), a.target.container()?)))
         .collect();
     if agents.is_empty() {
         return Vec::new();
     }
-    let look = |name: &str, verdict, line: String, pid, problem| ContainerLook {
-        name: name.to_string(),
-        verdict,
-        line,
-        pid,
-        problem,
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            return agents
-                .iter()
-                .map(|(n, _)| {
-                    look(
-                        n,
-                        "unknown",
-                        format!("cannot ask the engine: {e}"),
-                        None,
-                        true,
-                    )
-                })
-                .collect();
-        }
-    };
     let engine = match Engine::connect() {
         Ok(e) => e,
         Err(e) => {
@@ -144,121 +157,108 @@ fn containers(config: &Config) -> Vec<ContainerLook> {
                 .collect();
         }
     };
-    runtime.block_on(async {
-        let mut out = Vec::new();
-        for (name, container) in agents {
-            let row = match engine.inspect(container).await {
-                Ok(seen) if crate::driver::docker::own_container().is_some_and(|o| o.id == seen.id) => look(
+    let mut out = Vec::new();
+    for (name, container) in agents {
+        let row = match engine.inspect(container).await {
+            Ok(seen) if crate::driver::docker::own_container().is_some_and(|o| o.id == seen.id) => {
+                look(
                     name,
                     "refused",
-                    format!("container {container} is the one this vigil runs in: it would never be supervised"),
+                    format!(
+                        "container {container} is the one this vigil runs in: it would never be supervised"
+                    ),
                     None,
                     true,
-                ),
-                Ok(seen) => {
-                    let mut line = if seen.running {
-                        format!(
-                            "would take over container {container} ({}), running for {}",
-                            &seen.id[..seen.id.len().min(12)],
-                            vigil_core::human_duration(crate::driver::docker::age_of(seen.started_ns))
-                        )
-                    } else {
-                        format!("container {container} exists and is not running: vigil would start it")
-                    };
-                    if let Some(policy) = &seen.restart_policy {
-                        line.push_str(&format!(
-                            "; WARNING: its engine restarts it too (restart policy \"{policy}\"): two healers fight — set it to \"no\" (docker update --restart no {container}; compose: restart: \"no\")"
-                        ));
-                    }
-                    let verdict = if seen.running { "adopt" } else { "clear" };
-                    look(name, verdict, line, seen.running.then_some(seen.pid), false)
+                )
+            }
+            Ok(seen) => {
+                let mut line = if seen.running {
+                    format!(
+                        "would take over container {container} ({}), running for {}",
+                        &seen.id[..seen.id.len().min(12)],
+                        vigil_core::human_duration(crate::driver::docker::age_of(seen.started_ns))
+                    )
+                } else {
+                    format!("container {container} exists and is not running: vigil would start it")
+                };
+                if let Some(policy) = &seen.restart_policy {
+                    line.push_str(&format!(
+                        "; WARNING: its engine restarts it too (restart policy \"{policy}\"): two healers fight — set it to \"no\" (docker update --restart no {container}; compose: restart: \"no\")"
+                    ));
                 }
-                Err(EngineError::NoSuchContainer(_)) => look(
-                    name,
-                    "missing",
-                    format!("MISSING: there is no container {container}: create it (docker create / compose up --no-start); vigil never creates one"),
-                    None,
-                    true,
+                let verdict = if seen.running { "adopt" } else { "clear" };
+                look(name, verdict, line, seen.running.then_some(seen.pid), false)
+            }
+            Err(EngineError::NoSuchContainer(_)) => look(
+                name,
+                "missing",
+                format!(
+                    "MISSING: there is no container {container}: create it (docker create / compose up --no-start); vigil never creates one"
                 ),
-                Err(e) => look(name, "unknown", e.to_string(), None, true),
-            };
-            out.push(row);
-        }
-        out
-    })
+                None,
+                true,
+            ),
+            Err(e) => look(name, "unknown", e.to_string(), None, true),
+        };
+        out.push(row);
+    }
+    out
 }
 
-/// Each unit agent, as systemd sees it now.
-fn units(config: &Config) -> Vec<ContainerLook> {
+async fn units(agents: &[&crate::config::AgentConfig]) -> Vec<ExternalLook> {
     use crate::driver::units::{Bus, BusError};
-    let agents: Vec<(&str, &str, bool)> = config
-        .agents
-        .iter()
-        .filter_map(|a| {
-            let (unit, user) = a.target.unit()?;
-            Some((a.name.as_str(), unit, user))
-        })
-        .collect();
-    if agents.is_empty() {
-        return Vec::new();
+    let mut out = Vec::new();
+    for a in agents {
+        let Some((unit, user)) = a.target.unit() else {
+            continue;
+        };
+        let name = a.name.as_str();
+        let bus = match Bus::connect(user).await {
+            Ok(bus) => bus,
+            Err(e) => {
+                out.push(look(name, "unknown", e.to_string(), None, true));
+                continue;
+            }
+        };
+        let row = match bus.state(unit).await {
+            _ if !user && crate::driver::units::own_unit() == Some(unit) => look(
+                name,
+                "refused",
+                format!("unit {unit} is the one this vigil runs in: it would never be supervised"),
+                None,
+                true,
+            ),
+            Ok(s) => {
+                let mut line = if s.running() {
+                    format!("would take over unit {unit} (pid {})", s.main_pid)
+                } else {
+                    format!("unit {unit} is {}: vigil would start it", s.active_state)
+                };
+                if s.restart != "no" && !s.restart.is_empty() {
+                    line.push_str(&format!(
+                        "; WARNING: systemd restarts it too (Restart={}): two healers fight — set Restart=no (systemctl edit {unit}: [Service] Restart=no)",
+                        s.restart
+                    ));
+                }
+                let verdict = if s.running() { "adopt" } else { "clear" };
+                look(
+                    name,
+                    verdict,
+                    line,
+                    s.running().then_some(s.main_pid),
+                    false,
+                )
+            }
+            Err(BusError::NoSuchUnit(_)) => look(
+                name,
+                "missing",
+                format!("MISSING: there is no unit {unit}: install it; vigil never writes one"),
+                None,
+                true,
+            ),
+            Err(e) => look(name, "unknown", e.to_string(), None, true),
+        };
+        out.push(row);
     }
-    let look = |name: &str, verdict, line: String, pid, problem| ContainerLook {
-        name: name.to_string(),
-        verdict,
-        line,
-        pid,
-        problem,
-    };
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return Vec::new();
-    };
-    runtime.block_on(async {
-        let mut out = Vec::new();
-        for (name, unit, user) in agents {
-            let bus = match Bus::connect(user).await {
-                Ok(bus) => bus,
-                Err(e) => {
-                    out.push(look(name, "unknown", e.to_string(), None, true));
-                    continue;
-                }
-            };
-            let row = match bus.state(unit).await {
-                _ if !user && crate::driver::units::own_unit() == Some(unit) => look(
-                    name,
-                    "refused",
-                    format!("unit {unit} is the one this vigil runs in: it would never be supervised"),
-                    None,
-                    true,
-                ),
-                Ok(s) => {
-                    let mut line = if s.running() {
-                        format!("would take over unit {unit} (pid {})", s.main_pid)
-                    } else {
-                        format!("unit {unit} is {}: vigil would start it", s.active_state)
-                    };
-                    if s.restart != "no" && !s.restart.is_empty() {
-                        line.push_str(&format!(
-                            "; WARNING: systemd restarts it too (Restart={}): two healers fight — set Restart=no (systemctl edit {unit}: [Service] Restart=no)",
-                            s.restart
-                        ));
-                    }
-                    let verdict = if s.running() { "adopt" } else { "clear" };
-                    look(name, verdict, line, s.running().then_some(s.main_pid), false)
-                }
-                Err(BusError::NoSuchUnit(_)) => look(
-                    name,
-                    "missing",
-                    format!("MISSING: there is no unit {unit}: install it; vigil never writes one"),
-                    None,
-                    true,
-                ),
-                Err(e) => look(name, "unknown", e.to_string(), None, true),
-            };
-            out.push(row);
-        }
-        out
-    })
+    out
 }

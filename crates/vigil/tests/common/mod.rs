@@ -104,6 +104,11 @@ impl Fleet {
         http(&self.api_addr(), method, path, headers, body)
     }
 
+    /// `GET /status/NAME`: one agent's status.
+    pub fn status(&self, name: &str) -> Value {
+        self.api("GET", &format!("/status/{name}"), "").1
+    }
+
     /// `http` with the body parsed as JSON (every API answer is JSON).
     /// Changes are sent as JSON, as the CLI and the dashboard send them.
     pub fn api(&self, method: &str, path: &str, body: &str) -> (u16, Value) {

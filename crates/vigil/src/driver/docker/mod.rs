@@ -22,16 +22,10 @@ use vigil_core::{
     AgentId, Event, ExitStatus, FailedAction, Observation, Outside, RunId, Signal, SpawnFailure,
 };
 
+use super::link::{Link, Retry};
 use engine::{Engine, EngineError, Health, Seen};
 pub use own::{OwnContainer, own_container};
 use watch::{ContainerEvent, Death, Ended, Watches};
-
-/// How long an operation waits for the event stream before it gives up (the engine is
-/// down): a container whose end vigil could not see must not be started.
-const WATCHING_WAIT: Duration = Duration::from_secs(10);
-
-/// How long the event stream is left alone after it broke, at most.
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct DockerDriver {
@@ -44,8 +38,7 @@ struct Shared {
     engine: std::sync::OnceLock<Engine>,
     watches: Mutex<Watches>,
     /// True while the event stream is subscribed.
-    watching: tokio::sync::watch::Sender<bool>,
-    events: UnboundedSender<Event>,
+    link: Link,
     log_lines: usize,
     io: Handle,
 }
@@ -57,8 +50,7 @@ impl DockerDriver {
             shared: Arc::new(Shared {
                 engine: std::sync::OnceLock::new(),
                 watches: Mutex::new(Watches::default()),
-                watching: tokio::sync::watch::channel(false).0,
-                events,
+                link: Link::new(events),
                 log_lines,
                 io: io.clone(),
             }),
@@ -75,17 +67,16 @@ impl DockerDriver {
     }
 
     fn send(&self, event: Event) {
-        let _ = self.shared.events.send(event);
+        self.shared.link.send(event);
     }
 
     /// The engine, once its events are followed: an exit that could not be seen must not
     /// follow a start.
     async fn ready(&self) -> Result<&Engine, EngineError> {
-        let mut watching = self.shared.watching.subscribe();
-        match tokio::time::timeout(WATCHING_WAIT, watching.wait_for(|w| *w)).await {
-            Ok(Ok(_)) => self.shared.engine.get().ok_or(EngineError::NotWatching),
-            _ => Err(EngineError::NotWatching),
+        if !self.shared.link.watching().await {
+            return Err(EngineError::NotWatching);
         }
+        self.shared.engine.get().ok_or(EngineError::NotWatching)
     }
 
     /// The container, found and proven not to be vigil's own.
@@ -234,13 +225,7 @@ impl DockerDriver {
             };
             match ended {
                 Some(ended) => this.finish(ended).await,
-                None => this.send(Event::Exited {
-                    agent,
-                    run,
-                    status: ExitStatus::unknown(),
-                    tree_alive: false,
-                    escaped: Vec::new(),
-                }),
+                None => this.shared.link.ended_unseen(agent, run),
             }
         });
     }
@@ -375,8 +360,7 @@ impl DockerDriver {
     /// broke, and every watched run checked again (events may have been missed).
     async fn follow(self) {
         let mut since_s = now_s() - 1;
-        let mut delay = Duration::from_millis(250);
-        let mut said_down = false;
+        let mut retry = Retry::new("docker");
         loop {
             let engine = match self.shared.engine.get() {
                 Some(engine) => engine,
@@ -386,32 +370,18 @@ impl DockerDriver {
                         self.shared.engine.get_or_init(|| engine)
                     }
                     Err(e) => {
-                        if !said_down {
-                            warn!("docker driver: {e}; trying again");
-                            said_down = true;
-                        }
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(RECONNECT_MAX);
+                        retry.failed(e).await;
                         continue;
                     }
                 },
             };
             if let Err(e) = engine.ping().await {
-                if !said_down {
-                    warn!("docker driver: {e}; trying again");
-                    said_down = true;
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(RECONNECT_MAX);
+                retry.failed(e).await;
                 continue;
             }
-            if said_down {
-                info!("docker driver: the engine answers again");
-                said_down = false;
-            }
-            delay = Duration::from_millis(250);
+            retry.succeeded();
             let mut stream = std::pin::pin!(engine.events(since_s));
-            self.shared.watching.send_replace(true);
+            self.shared.link.set_watching(true);
             self.recheck(engine).await;
             while let Some(item) = stream.next().await {
                 match item {
@@ -427,8 +397,8 @@ impl DockerDriver {
                     }
                 }
             }
-            self.shared.watching.send_replace(false);
-            tokio::time::sleep(delay).await;
+            self.shared.link.set_watching(false);
+            retry.pause().await;
         }
     }
 

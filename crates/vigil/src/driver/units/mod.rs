@@ -27,13 +27,11 @@ use bus::ManagerProxy;
 pub use bus::{Bus, BusError, UnitState};
 pub use own::{own_cgroup, own_unit};
 
+use super::link::{Link, Retry};
 use crate::driver::Children;
 
-/// How long an operation waits for the signals to be followed before it gives up.
-const WATCHING_WAIT: Duration = Duration::from_secs(10);
 /// How long a start or stop job may take.
 const JOB_WAIT: Duration = Duration::from_secs(120);
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// A watched run of a unit.
 #[derive(Clone, Debug)]
@@ -85,8 +83,7 @@ struct Shared {
     /// The connection, once made; replaced when it is lost (the bus restarted).
     bus: Mutex<Option<Arc<Bus>>>,
     watches: Mutex<Watches>,
-    watching: tokio::sync::watch::Sender<bool>,
-    events: UnboundedSender<Event>,
+    link: Link,
     log_lines: usize,
     children: Children,
     io: Handle,
@@ -106,8 +103,7 @@ impl UnitDriver {
                 user,
                 bus: Mutex::new(None),
                 watches: Mutex::new(Watches::default()),
-                watching: tokio::sync::watch::channel(false).0,
-                events,
+                link: Link::new(events),
                 log_lines,
                 children,
                 io: io.clone(),
@@ -125,7 +121,7 @@ impl UnitDriver {
     }
 
     fn send(&self, event: Event) {
-        let _ = self.shared.events.send(event);
+        self.shared.link.send(event);
     }
 
     fn bus(&self) -> Option<Arc<Bus>> {
@@ -137,11 +133,10 @@ impl UnitDriver {
     }
 
     async fn ready(&self) -> Result<Arc<Bus>, BusError> {
-        let mut watching = self.shared.watching.subscribe();
-        match tokio::time::timeout(WATCHING_WAIT, watching.wait_for(|w| *w)).await {
-            Ok(Ok(_)) => self.bus().ok_or(BusError::NotWatching),
-            _ => Err(BusError::NotWatching),
+        if !self.shared.link.watching().await {
+            return Err(BusError::NotWatching);
         }
+        self.bus().ok_or(BusError::NotWatching)
     }
 
     /// The unit's state, proven not to be vigil's own unit.
@@ -258,13 +253,7 @@ impl UnitDriver {
                         this.ended_now(&s.path, &s.invocation, again).await;
                     }
                 }
-                _ => this.send(Event::Exited {
-                    agent,
-                    run,
-                    status: ExitStatus::unknown(),
-                    tree_alive: false,
-                    escaped: Vec::new(),
-                }),
+                _ => this.shared.link.ended_unseen(agent, run),
             }
         });
     }
@@ -450,8 +439,7 @@ impl UnitDriver {
     /// Follow the bus for as long as vigil runs; after a break, every watched run is checked
     /// again.
     async fn follow(self) {
-        let mut delay = Duration::from_millis(250);
-        let mut said_down = false;
+        let mut retry = Retry::new("systemd");
         loop {
             let bus = match Bus::connect(self.shared.user).await {
                 Ok(bus) => {
@@ -461,12 +449,7 @@ impl UnitDriver {
                     bus
                 }
                 Err(e) => {
-                    if !said_down {
-                        warn!("systemd driver: {e}; trying again");
-                        said_down = true;
-                    }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(RECONNECT_MAX);
+                    retry.failed(e).await;
                     continue;
                 }
             };
@@ -488,21 +471,20 @@ impl UnitDriver {
             let mut stream = match stream {
                 Ok(Ok(s)) => s,
                 Err(_) => {
-                    warn!(
-                        "systemd driver: systemd did not answer the subscription in time; trying again"
-                    );
+                    retry
+                        .failed("systemd did not answer the subscription to its signals in time")
+                        .await;
                     continue;
                 }
                 Ok(Err(e)) => {
-                    warn!("systemd driver: cannot follow systemd's signals: {e}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(RECONNECT_MAX);
+                    retry
+                        .failed(format!("cannot follow systemd's signals: {e}"))
+                        .await;
                     continue;
                 }
             };
-            delay = Duration::from_millis(250);
-            said_down = false;
-            self.shared.watching.send_replace(true);
+            retry.succeeded();
+            self.shared.link.set_watching(true);
             let watched: Vec<String> = self.watches().by_path.keys().cloned().collect();
             for path in watched {
                 self.check(path).await;
@@ -519,8 +501,8 @@ impl UnitDriver {
                 }
             }
             warn!("systemd driver: the bus connection ended; connecting again");
-            self.shared.watching.send_replace(false);
-            tokio::time::sleep(delay).await;
+            self.shared.link.set_watching(false);
+            retry.pause().await;
         }
     }
 }
