@@ -192,18 +192,24 @@ impl Fleet {
 
     /// vigil's pid (when wrapped, the wrapper's child's).
     pub fn pid(&self) -> i32 {
-        let pid = self.child.as_ref().expect("running").id() as i32;
+        self.vigil_pid().expect("the wrapper started no vigil")
+    }
+
+    fn vigil_pid(&self) -> Option<i32> {
+        let pid = self.child.as_ref()?.id() as i32;
         if self.wrap.is_empty() {
-            return pid;
+            return Some(pid);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
                 .unwrap_or_default();
             if let Some(child) = children.split_whitespace().next() {
-                return child.parse().expect("a pid");
+                return child.parse().ok();
             }
-            assert!(Instant::now() < deadline, "the wrapper started no vigil");
+            if Instant::now() > deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -282,8 +288,10 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        if self.child.is_some() && !self.wrap.is_empty() {
-            unsafe_kill(self.pid(), 15);
+        if !self.wrap.is_empty()
+            && let Some(pid) = self.vigil_pid()
+        {
+            unsafe_kill(pid, 15);
         }
         if let Some(mut child) = self.child.take() {
             unsafe_kill(child.id() as i32, 15);
