@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::{Daemon, clock_ticks, percentile, scratch, usage};
+use crate::{Daemon, RESTART_AT_ONCE, clock_ticks, percentile, scratch, usage};
 
 const IMAGE: &str = "local/busybox:1";
 
@@ -84,12 +84,7 @@ driver = "docker"
 container = "{name}"
 
 [agents.crasher.policy]
-cooldown = "0s"
-backoff_initial = "0s"
-backoff_max = "0s"
-max_restarts = 1000000
-window = "1h"
-"#
+{RESTART_AT_ONCE}"#
     );
     let mut daemon =
         Daemon::start_logging(vigil, &dir, &config, "warn,vigil::driver::docker=debug")?;

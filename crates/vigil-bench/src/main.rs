@@ -342,6 +342,14 @@ fn fsync_floor(dir: &Path, runs: usize, gap: Duration) -> Result<f64> {
     Ok(percentile(&times, 0.5))
 }
 
+/// The policy of an agent the benches crash over and over: restarted at once, every time.
+const RESTART_AT_ONCE: &str = r#"cooldown = "0s"
+backoff_initial = "0s"
+backoff_max = "0s"
+max_restarts = 1000000
+window = "1h"
+"#;
+
 /// An agent that exits after `lifetime_ms` and is restarted at once, every time; it appends
 /// `start <ns>` / `exit <ns>` lines to `times`.
 fn crasher(agent: &Path, times: &Path, lifetime_ms: u64) -> String {
@@ -350,12 +358,7 @@ fn crasher(agent: &Path, times: &Path, lifetime_ms: u64) -> String {
 command = ["{}", "{}", "{lifetime_ms}"]
 
 [agents.crasher.policy]
-cooldown = "0s"
-backoff_initial = "0s"
-backoff_max = "0s"
-max_restarts = 1000000
-window = "1h"
-"#,
+{RESTART_AT_ONCE}"#,
         agent.display(),
         times.display()
     )

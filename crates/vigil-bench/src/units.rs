@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::{Daemon, percentile};
+use crate::{Daemon, RESTART_AT_ONCE, percentile};
 
 struct Host {
     pid: String,
@@ -134,12 +134,7 @@ driver = "systemd"
 unit = "{name}"
 
 [agents.crasher.policy]
-cooldown = "0s"
-backoff_initial = "0s"
-backoff_max = "0s"
-max_restarts = 1000000
-window = "1h"
-"#
+{RESTART_AT_ONCE}"#
     );
     let mut daemon = host.daemon(vigil, &dir, &config, "warn,vigil::driver::units=debug")?;
     let out = dir.join("vigil.out");

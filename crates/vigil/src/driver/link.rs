@@ -53,6 +53,14 @@ impl Link {
     }
 }
 
+/// How long a run that an engine or systemd started `started` after the epoch (their own
+/// clocks: ns for Docker, µs for systemd) has been running.
+pub fn age_since(started: Duration) -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(Duration::ZERO, |now| now.saturating_sub(started))
+}
+
 /// The first wait between tries to reach an engine or a bus, doubled up to `RETRY_MAX`.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(5);

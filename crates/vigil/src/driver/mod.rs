@@ -7,7 +7,7 @@ pub mod children;
 mod clone;
 pub mod docker;
 pub mod exits;
-mod link;
+pub(crate) mod link;
 pub mod outside;
 pub mod process;
 pub mod proctree;

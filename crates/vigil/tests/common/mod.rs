@@ -34,20 +34,15 @@ fn with_free_port(config: &str) -> String {
 
 impl Fleet {
     pub fn new(config: &str) -> Fleet {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("vigil.toml"), with_free_port(config))
-            .expect("write config");
-        Fleet {
-            dir,
-            child: None,
-            env: Vec::new(),
-            wrap: Vec::new(),
-        }
+        Fleet::in_dir(tempfile::tempdir().expect("tempdir"), config)
     }
 
     /// A fleet whose scratch dir is made in `parent` (a dir shared with a container).
     pub fn new_in(parent: &Path, config: &str) -> Fleet {
-        let dir = tempfile::tempdir_in(parent).expect("tempdir");
+        Fleet::in_dir(tempfile::tempdir_in(parent).expect("tempdir"), config)
+    }
+
+    fn in_dir(dir: tempfile::TempDir, config: &str) -> Fleet {
         std::fs::write(dir.path().join("vigil.toml"), with_free_port(config))
             .expect("write config");
         Fleet {

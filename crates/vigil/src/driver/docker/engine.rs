@@ -74,6 +74,13 @@ pub struct Seen {
     pub secrets: Secrets,
 }
 
+impl Seen {
+    /// How its last run ended, when it has ended (an exit code the engine reports as i64).
+    pub fn code(&self) -> Option<i32> {
+        self.exit_code.and_then(|c| i32::try_from(c).ok())
+    }
+}
+
 /// The container's HEALTHCHECK, as last reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Health {

@@ -328,11 +328,7 @@ impl DockerDriver {
                 let seen = seen
                     .ok()
                     .filter(|s| s.started_ns == ended.started_ns && !s.running);
-                let code = seen
-                    .as_ref()
-                    .and_then(|s| s.exit_code)
-                    .and_then(|c| i32::try_from(c).ok())
-                    .or(ended.death.code);
+                let code = seen.as_ref().and_then(Seen::code).or(ended.death.code);
                 let oom = ended.death.oom || seen.is_some_and(|s| s.oom_killed);
                 (lines, exit_status(code, oom))
             }
@@ -478,10 +474,7 @@ impl DockerDriver {
             let same = seen.filter(|s| s.started_ns == started_ns);
             let death = Death {
                 at_ns: now_s() * 1_000_000_000,
-                code: same
-                    .as_ref()
-                    .and_then(|s| s.exit_code)
-                    .and_then(|c| i32::try_from(c).ok()),
+                code: same.as_ref().and_then(Seen::code),
                 oom: same.is_some_and(|s| s.oom_killed),
             };
             let ended = self.watches().end_run(&id, started_ns, death);
@@ -520,10 +513,7 @@ fn now_s() -> i64 {
 
 /// How long a run that started at `started_ns` (since the epoch) has been running.
 pub fn age_of(started_ns: i64) -> Duration {
-    let now_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
-    Duration::from_nanos(now_ns.saturating_sub(started_ns).max(0) as u64)
+    super::link::age_since(Duration::from_nanos(started_ns.max(0) as u64))
 }
 
 /// Whether `pid` (on this host) is vigil or one of its ancestors: the container vigil runs

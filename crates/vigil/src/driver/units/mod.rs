@@ -163,7 +163,7 @@ impl UnitDriver {
                 Ok((_, s)) if s.running() => Outside::Adoptable {
                     pid: s.main_pid,
                     started: s.started_us,
-                    age: age_of_us(s.started_us),
+                    age: super::link::age_since(Duration::from_micros(s.started_us)),
                     how: format!("unit {unit}"),
                 },
                 Ok(_) | Err(_) => Outside::Nothing,
@@ -510,11 +510,4 @@ impl UnitDriver {
 enum Job {
     Start,
     Stop,
-}
-
-fn age_of_us(started_us: u64) -> Duration {
-    let now_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    Duration::from_micros(now_us.saturating_sub(started_us))
 }
