@@ -2,8 +2,9 @@
 //! container; vigil runs inside it through `nsenter`, as it would on a host):
 //!
 //! - from a unit's end (systemd's own `ExecMainExitTimestamp`) to vigil's start request,
-//!   split into systemd's share (its signal reaching vigil) and vigil's (reading the unit's
-//!   state and its journal, deciding, asking);
+//!   split into systemd's share (its signal reaching vigil), the run's journal (read in vigil
+//!   once systemd's message about the end is there) and the rest of vigil's (deciding,
+//!   journaling, asking);
 //! - vigil's CPU and wakeups while it watches N running units.
 
 use std::io::Write;
@@ -160,9 +161,13 @@ unit = "{name}"
     host.remove(std::slice::from_ref(&name))?;
 
     let (mut total, mut engine, mut own) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut journal, mut in_vigil, mut by_journalctl) = (Vec::new(), 0, 0);
+    // Ends judged without the run's one line ("tick"): evidence lost to the race with journald.
+    let mut without_lines = 0;
     // Signals since the last start request: the end's is the first after systemd's end.
     let mut signals: Vec<i64> = Vec::new();
     let mut ended: Option<(i64, i64)> = None;
+    let mut evidence: Option<i64> = None;
     for line in text.lines() {
         let Some(at) = log_time_us(line) else {
             continue;
@@ -176,12 +181,25 @@ unit = "{name}"
             {
                 ended = Some((exited, s));
             }
+        } else if line.contains("systemd: the run's journal") {
+            evidence = Some(at);
+            if line.trim_end().ends_with(": 0 lines") {
+                without_lines += 1;
+            }
+            if line.contains("in vigil") {
+                in_vigil += 1;
+            } else {
+                by_journalctl += 1;
+            }
         } else if line.contains("systemd: starting unit")
             && let Some((exited, signalled)) = ended.take()
         {
             total.push((at - exited) as f64 / 1e3);
             engine.push((signalled - exited) as f64 / 1e3);
             own.push((at - signalled) as f64 / 1e3);
+            if let Some(e) = evidence.take() {
+                journal.push((e - signalled).max(0) as f64 / 1e3);
+            }
         }
         if line.contains("systemd: starting unit") {
             signals.clear();
@@ -190,7 +208,7 @@ unit = "{name}"
     if total.is_empty() {
         bail!("no restart was measured:\n{text}");
     }
-    for v in [&mut total, &mut engine, &mut own] {
+    for v in [&mut total, &mut engine, &mut own, &mut journal] {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     }
     let m = |v: &[f64], p| percentile(v, p);
@@ -199,18 +217,22 @@ unit = "{name}"
         total.len()
     );
     println!(
-        "  median {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   (systemd's share — its end to its first signal reaching vigil — median {:.2} ms; vigil's — the unit's state and journal, decision, request — median {:.2} ms)",
+        "  median {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   (systemd's share — its end to its first signal reaching vigil — median {:.2} ms; vigil's — the run's journal, decision, request — median {:.2} ms, of which the journal median {:.2} ms; the journal was read in vigil for {in_vigil} ends, by journalctl for {by_journalctl}; ends judged without the run's last line: {without_lines})",
         m(&total, 0.5),
         m(&total, 0.9),
         m(&total, 0.99),
         m(&engine, 0.5),
-        m(&own, 0.5)
+        m(&own, 0.5),
+        m(&journal, 0.5),
     );
     Ok(json!({
         "restarts": total.len(),
         "median_ms": m(&total, 0.5), "p90_ms": m(&total, 0.9), "p99_ms": m(&total, 0.99),
         "systemd_share_median_ms": m(&engine, 0.5),
         "vigil_share_median_ms": m(&own, 0.5),
+        "journal_median_ms": m(&journal, 0.5),
+        "journal_in_vigil": in_vigil, "journal_by_journalctl": by_journalctl,
+        "ends_without_lines": without_lines,
     }))
 }
 

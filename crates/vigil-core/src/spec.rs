@@ -19,6 +19,9 @@ pub struct AgentSpec {
     /// never decided on.
     pub driver: &'static str,
     pub target: Option<String>,
+    /// Its target (a systemd unit, a container) lives on without vigil: a vigil killed while
+    /// it stopped it may have left it running.
+    pub external: bool,
     pub autostart: bool,
     pub restart: RestartMode,
     pub stop_signal: Signal,
@@ -48,6 +51,7 @@ impl AgentSpec {
             instance: None,
             driver: "process",
             target: None,
+            external: false,
             autostart: true,
             restart: RestartMode::Always,
             stop_signal: Signal::TERM,

@@ -138,6 +138,8 @@ impl Supervisor {
             self.with_agent(id, |a, out| {
                 if a.spec().autostart && !a.is_held() && a.state() == crate::AgentState::Stopped {
                     let _ = a.request_start(now.mono, Requester::Autostart, out);
+                } else {
+                    a.look_while_off(now.mono, out);
                 }
             });
         }

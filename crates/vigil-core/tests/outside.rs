@@ -267,3 +267,125 @@ fn vigil_shuts_down_while_a_look_never_answers() {
         "a stuck look must not hold vigil's shutdown"
     );
 }
+
+/// A unit or container agent: its target lives on without vigil.
+fn external(name: &str) -> AgentSpec {
+    let mut spec = AgentSpec::new(name);
+    spec.driver = "systemd";
+    spec.external = true;
+    spec
+}
+
+fn held() -> Option<vigil_core::AgentMemory> {
+    Some(vigil_core::AgentMemory {
+        held: true,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_held_unit_an_earlier_vigil_left_running_is_taken_over_and_stopped_not_started() {
+    // vigil was killed while it stopped the unit a person asked it to stop: the unit still
+    // runs, and the saved state says "held".
+    let mut sim = Sim::restarted(
+        vec![(external("trader"), held())],
+        vec![("trader", adoptable(6000, 30))],
+    );
+    let trader = sim.id("trader");
+    assert_eq!(sim.looks[&trader], 1, "looked for, as vigil started");
+    assert!(sim.spawns(trader).is_empty(), "never started");
+    assert_eq!(sim.count("trader", AuditAction::Adopted), 1);
+    let stop = sim.records("trader", AuditAction::Stop).pop().unwrap();
+    assert!(stop.reason.contains("stopped by a person"), "{}", stop.reason);
+    assert_eq!(sim.signals_sent(Signal::TERM), 1, "the stop reached it");
+    assert_eq!(
+        sim.sup.agent(trader).unwrap().state(),
+        AgentState::Stopping
+    );
+    sim.exit(trader, ExitStatus::signal(Signal::TERM));
+    let agent = sim.sup.agent(trader).unwrap();
+    assert_eq!(agent.state(), AgentState::Stopped);
+    assert!(agent.is_held(), "still held: the person's stop stands");
+    sim.advance(secs(3600));
+    assert!(sim.spawns(trader).is_empty());
+}
+
+#[test]
+fn a_held_unit_found_stopped_stays_so_without_a_word() {
+    let sim = Sim::restarted(vec![(external("trader"), held())], Vec::new());
+    let trader = sim.id("trader");
+    assert_eq!(sim.looks[&trader], 1);
+    let agent = sim.sup.agent(trader).unwrap();
+    assert_eq!(agent.state(), AgentState::Stopped);
+    assert!(agent.is_held());
+    assert_eq!(sim.count("trader", AuditAction::Stop), 0);
+    assert_eq!(sim.signals_sent(Signal::TERM), 0);
+}
+
+#[test]
+fn a_quarantined_container_left_running_is_stopped_and_stays_quarantined() {
+    let memory = vigil_core::AgentMemory {
+        quarantined: Some("invalid API key".into()),
+        ..Default::default()
+    };
+    let mut sim = Sim::restarted(
+        vec![(external("feed"), Some(memory))],
+        vec![("feed", adoptable(7000, 5))],
+    );
+    let feed = sim.id("feed");
+    // A restart asked meanwhile is refused as for any quarantined agent.
+    let refused = sim.command(feed, Command::Restart, Requester::Cli);
+    assert!(refused.is_err(), "{refused:?}");
+    let stop = sim.records("feed", AuditAction::Stop).pop().unwrap();
+    assert!(stop.reason.contains("quarantined (invalid API key)"), "{}", stop.reason);
+    sim.exit(feed, ExitStatus::signal(Signal::TERM));
+    assert_eq!(
+        sim.sup.agent(feed).unwrap().state(),
+        AgentState::Quarantined
+    );
+    assert!(sim.spawns(feed).is_empty());
+}
+
+#[test]
+fn a_person_starting_a_held_unit_while_vigil_looks_gets_it_taken_over_not_stopped() {
+    let mut sim = Sim::restarted_holding_looks(
+        vec![(external("trader"), held())],
+        vec![("trader", adoptable(6000, 30))],
+    );
+    let trader = sim.id("trader");
+    let outcome = sim.command(trader, Command::Start, Requester::Cli).unwrap();
+    assert_eq!(outcome, CommandOutcome::Started);
+    sim.answer_looks();
+    let agent = sim.sup.agent(trader).unwrap();
+    assert_eq!(agent.state(), AgentState::Running);
+    assert_eq!(agent.pid(), Some(6000));
+    assert!(!agent.is_held());
+    assert_eq!(sim.signals_sent(Signal::TERM), 0);
+    assert!(sim.spawns(trader).is_empty(), "taken over, not a second copy");
+}
+
+#[test]
+fn process_agents_are_not_looked_for_while_held() {
+    // A process agent's leftovers are found by the state and run marks instead.
+    let sim = Sim::restarted(vec![(manual("bot"), held())], Vec::new());
+    assert!(sim.looks.is_empty());
+}
+
+#[test]
+fn a_reset_while_a_quarantined_copy_is_stopped_starts_it_after_the_stop() {
+    let memory = vigil_core::AgentMemory {
+        quarantined: Some("invalid API key".into()),
+        ..Default::default()
+    };
+    let mut sim = Sim::restarted(
+        vec![(external("feed"), Some(memory))],
+        vec![("feed", adoptable(7000, 5))],
+    );
+    let feed = sim.id("feed");
+    sim.command(feed, Command::Reset, Requester::Cli).unwrap();
+    sim.outside.clear();
+    sim.exit(feed, ExitStatus::signal(Signal::TERM));
+    let agent = sim.sup.agent(feed).unwrap();
+    assert_eq!(agent.state(), AgentState::Running);
+    assert_eq!(sim.spawns(feed).len(), 1);
+}

@@ -228,10 +228,22 @@ stop_timeout = "1s"
     // vigil dies without a word; a new one finds the container running and takes it over.
     f.signal(libc::SIGKILL);
     f.wait_exit(SECS(5));
+    // As if vigil had died after it saved the hold but before its stop reached the
+    // container: the held container runs. The new vigil stops it again.
+    docker_ok(&["start", &held.name]);
+    assert!(held.running());
     f.start();
     f.wait_for("kept taken over", SECS(20), |f| {
         f.status("kept")["state"] == "running"
     });
+    f.wait_for("the held container stopped again", SECS(20), |f| {
+        f.status("held")["state"] == "stopped" && !held.running()
+    });
+    let stop = f.records_of("held", "stop").pop().expect("a stop record");
+    assert!(
+        stop["reason"].as_str().unwrap().contains("yet it runs"),
+        "{stop}"
+    );
     let status = f.status("kept");
     assert_eq!(status["adopted"], true, "{status}");
     assert_eq!(kept.started_at(), started, "taken over, not restarted");

@@ -211,10 +211,23 @@ unit = "{}"
 
     f.signal(libc::SIGKILL);
     f.wait_exit(SECS(5));
+    // As if vigil had been killed after it saved the hold but before its stop reached the
+    // unit: the held unit runs.
+    systemctl(&["start", &held.name]);
+    assert_eq!(held.show("ActiveState"), "active");
     f.start();
     f.wait_for("kept taken over", SECS(20), |f| {
         f.status("kept")["state"] == "running"
     });
+    f.wait_for("the held unit stopped again", SECS(20), |f| {
+        f.status("held")["state"] == "stopped" && held.show("ActiveState") == "inactive"
+    });
+    let stop = f.records_of("held", "stop").pop().expect("a stop record");
+    assert!(
+        stop["reason"].as_str().unwrap().contains("yet it runs"),
+        "{stop}"
+    );
+    assert_eq!(f.status("held")["held"], true);
     let status = f.status("kept");
     assert_eq!(status["adopted"], true, "{status}");
     assert_eq!(

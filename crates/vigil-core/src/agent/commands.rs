@@ -50,7 +50,31 @@ impl Agent {
             Phase::Quarantined { reason } => Err(CommandError::Quarantined {
                 reason: reason.clone(),
             }),
+            // Looking for a copy left running while it was off: the answer now decides as for
+            // a start.
+            Phase::Starting(_) if self.off_look.is_some() => {
+                if let Some(Then::Quarantine(reason)) = &self.off_look {
+                    return Err(CommandError::Quarantined {
+                        reason: reason.clone(),
+                    });
+                }
+                self.off_look = None;
+                self.want_running = true;
+                self.held = false;
+                out.audit(records::start(
+                    self.name(),
+                    format!("started by {}", self.who(by)),
+                ));
+                Ok(CommandOutcome::Started)
+            }
             Phase::Starting(_) | Phase::Running(_) => Ok(CommandOutcome::AlreadyRunning),
+            // A copy of a quarantined agent being stopped: quarantined it stays.
+            Phase::Stopping {
+                then: Then::Quarantine(reason),
+                ..
+            } => Err(CommandError::Quarantined {
+                reason: reason.clone(),
+            }),
             Phase::Stopping { then, .. } => {
                 *then = Then::Start;
                 self.want_running = true;
@@ -135,6 +159,8 @@ impl Agent {
             _ => format!("stop requested by {}", self.who(by)),
         };
         match &mut self.phase {
+            // Looking for a copy left running while it was off: what is found is stopped.
+            Phase::Starting(_) if self.off_look.is_some() => CommandOutcome::Stopping,
             Phase::Stopped | Phase::Quarantined { .. } => CommandOutcome::AlreadyStopped,
             Phase::Conflict { pid, .. } => {
                 let pid = *pid;
@@ -177,8 +203,20 @@ impl Agent {
         out: &mut Outbox,
     ) -> Result<CommandOutcome, CommandError> {
         let reason = format!("restart requested by {}", self.who(by));
+        if let Some(Then::Quarantine(reason)) = &self.off_look {
+            return Err(CommandError::Quarantined {
+                reason: reason.clone(),
+            });
+        }
         match &mut self.phase {
             Phase::Quarantined { reason } => Err(CommandError::Quarantined {
+                reason: reason.clone(),
+            }),
+            // A copy of a quarantined agent being stopped: quarantined it stays.
+            Phase::Stopping {
+                then: Then::Quarantine(reason),
+                ..
+            } => Err(CommandError::Quarantined {
                 reason: reason.clone(),
             }),
             Phase::Stopping { then, .. } => {
@@ -215,6 +253,20 @@ impl Agent {
             Phase::Quarantined { .. } | Phase::Backoff { .. } | Phase::Conflict { .. }
         );
         out.audit(records::reset(self.name(), &self.who(by)));
+        // A quarantined agent's copy being looked for or stopped as vigil started: the reset
+        // starts it as it would the quarantined agent (the copy, if any, is taken over).
+        if matches!(self.off_look, Some(Then::Quarantine(_))) {
+            self.off_look = None;
+            self.want_running = true;
+            return CommandOutcome::Reset;
+        }
+        if let Phase::Stopping { then, .. } = &mut self.phase
+            && matches!(then, Then::Quarantine(_))
+        {
+            *then = Then::Start;
+            self.want_running = true;
+            return CommandOutcome::Reset;
+        }
         if was_down {
             self.leave_rest();
             out.audit(records::start(self.name(), "started after reset"));

@@ -335,6 +335,7 @@ impl Agent {
                 self.removed = true;
                 out.push(Action::Forget { agent: self.id });
             }
+            Then::Quarantine(reason) => self.phase = Phase::Quarantined { reason },
         }
     }
 

@@ -29,6 +29,10 @@ impl Agent {
             // An answer for a run this agent no longer starts: nothing was created for it.
             _ => return,
         };
+        if let Some(then) = self.off_look.take() {
+            self.found_while_off(now, run, outside, then, out);
+            return;
+        }
         let outside = match outside {
             Outside::Adoptable { pid, .. } if !out.targetable(pid) => Outside::Copy {
                 pid,
@@ -85,6 +89,84 @@ impl Agent {
         }
     }
 
+    /// As vigil starts, an agent that must not run — stopped by a person, or quarantined —
+    /// whose target lives on without vigil (a unit, a container): a vigil killed while it
+    /// stopped it left it running. The edge looks; whatever it finds is taken over and stopped,
+    /// and nothing is started.
+    pub(crate) fn look_while_off(&mut self, now: Instant, out: &mut Outbox) {
+        if !self.spec.external {
+            return;
+        }
+        let then = match &self.phase {
+            Phase::Stopped if self.held => Then::Stay,
+            Phase::Quarantined { reason } => Then::Quarantine(reason.clone()),
+            _ => return,
+        };
+        self.off_look = Some(then);
+        let run = Run {
+            id: out.new_run(),
+            pid: None,
+            since: now,
+            outside: false,
+            looking: true,
+        };
+        self.phase = Phase::Starting(run);
+        out.push(Action::Spawn {
+            agent: self.id,
+            run: run.id,
+            look_first: true,
+        });
+    }
+
+    fn found_while_off(
+        &mut self,
+        now: Instant,
+        run: Run,
+        outside: Outside,
+        then: Then,
+        out: &mut Outbox,
+    ) {
+        let Outside::Adoptable {
+            pid,
+            started,
+            age,
+            how,
+        } = outside
+        else {
+            // Nothing runs (or not a run of it): it stays as it was.
+            self.phase = Phase::Stopped;
+            self.after_stop(now, then, out);
+            return;
+        };
+        let why = match &then {
+            Then::Quarantine(reason) => format!("it is quarantined ({reason})"),
+            _ => "it was stopped by a person".to_string(),
+        };
+        out.audit(records::adopted_outside(self.name(), pid, &how));
+        out.push(Action::Adopt {
+            agent: self.id,
+            run: run.id,
+            pid,
+            started,
+        });
+        self.phase = Phase::Running(Run {
+            pid: Some(pid),
+            since: now.checked_sub(age).unwrap_or(now),
+            outside: true,
+            looking: false,
+            ..run
+        });
+        let entry = records::stop(
+            self.name(),
+            format!(
+                "{why}, yet it runs (an earlier vigil was stopped while stopping it?): \
+                 stopping it"
+            ),
+            Some(self.spec.stop_signal),
+        );
+        self.begin_stop(now, then, entry, out);
+    }
+
     /// A stop asked for while the edge looks: nothing exists, so the stop is done now. A start
     /// asked for with it (a restart, a reload that changed the command) looks again: the copy
     /// may still be there, the command may be another.
@@ -100,6 +182,11 @@ impl Agent {
         out.audit(entry);
         self.phase = Phase::Stopped;
         self.timers.set(TimerKind::Kill, None);
+        // A look for a quarantined agent's copy, cut short: it stays quarantined.
+        let then = match (self.off_look.take(), then) {
+            (Some(Then::Quarantine(reason)), Then::Stay) => Then::Quarantine(reason),
+            (_, then) => then,
+        };
         match then {
             Then::Start => self.spawn(now, true, out),
             other => self.after_stop(now, other, out),

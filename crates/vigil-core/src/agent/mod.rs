@@ -196,6 +196,8 @@ pub(crate) enum Then {
     /// Stopped because it stalled: the policy decides what follows, as for a crash.
     Heal(Box<Failure>),
     Remove,
+    /// Quarantined again (a copy left running by an earlier vigil was stopped).
+    Quarantine(String),
 }
 
 /// One life of the agent as the core tracks it.
@@ -338,6 +340,9 @@ pub struct Agent {
     checks: CheckSet,
     pub(crate) timers: Timers,
     pub(crate) removed: bool,
+    /// Looking, as vigil starts, for a copy of an agent that must not run (held, quarantined):
+    /// what follows once whatever is found is stopped.
+    pub(crate) off_look: Option<Then>,
 }
 
 impl Agent {
@@ -375,6 +380,7 @@ impl Agent {
             checks,
             timers: Timers::default(),
             removed: false,
+            off_look: None,
         }
     }
 

@@ -61,11 +61,40 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(specs: Vec<AgentSpec>) -> Self {
+        Sim::restarted(specs.into_iter().map(|s| (s, None)).collect(), Vec::new())
+    }
+
+    /// A vigil that starts: each agent with what an earlier vigil saved of it, and what runs
+    /// outside vigil for some of them (by name) at that moment.
+    pub fn restarted(
+        agents: Vec<(AgentSpec, Option<vigil_core::AgentMemory>)>,
+        outside: Vec<(&str, Outside)>,
+    ) -> Self {
+        Sim::build(agents, outside, false)
+    }
+
+    /// As `restarted`, with the looks vigil starts with held back (`answer_looks`).
+    pub fn restarted_holding_looks(
+        agents: Vec<(AgentSpec, Option<vigil_core::AgentMemory>)>,
+        outside: Vec<(&str, Outside)>,
+    ) -> Self {
+        Sim::build(agents, outside, true)
+    }
+
+    fn build(
+        agents: Vec<(AgentSpec, Option<vigil_core::AgentMemory>)>,
+        outside: Vec<(&str, Outside)>,
+        hold_looks: bool,
+    ) -> Self {
         let t0 = Instant::now();
         let mut sup = Supervisor::new(SELF_PID);
-        for spec in specs {
-            sup.add(spec, None);
+        for (spec, memory) in agents {
+            sup.add(spec, memory);
         }
+        let outside = outside
+            .into_iter()
+            .map(|(name, o)| (sup.id(name).expect("agent exists"), o))
+            .collect();
         let mut sim = Sim {
             sup,
             now: Now::new(t0, 1_700_000_000_000),
@@ -82,9 +111,9 @@ impl Sim {
             probes: Vec::new(),
             investigations: Vec::new(),
             reports: Vec::new(),
-            outside: HashMap::new(),
+            outside,
             looks: HashMap::new(),
-            hold_looks: false,
+            hold_looks,
             pending_looks: Vec::new(),
             copy_found: HashSet::new(),
         };

@@ -240,6 +240,7 @@ impl AgentConfig {
             instance: self.instance.clone(),
             driver: self.target.driver(),
             target: self.target.describe(),
+            external: self.target.is_external(),
             autostart: self.autostart,
             restart: self.restart,
             stop_signal: self.stop_signal,

@@ -171,12 +171,17 @@ impl UnitState {
         matches!(self.active_state.as_str(), "active" | "reloading") && self.main_pid > 1
     }
 
-    /// Its run is over: the main process ended (`activating`/`auto-restart`: systemd waits to
-    /// restart it itself).
+    /// Its run is over.
     pub fn ended(&self) -> bool {
-        matches!(self.active_state.as_str(), "inactive" | "failed")
-            || (self.active_state == "activating" && self.sub_state == "auto-restart")
+        ended(&self.active_state, &self.sub_state)
     }
+}
+
+/// A unit in this state has no run: its main process ended (`activating`/`auto-restart`:
+/// systemd waits to restart it itself).
+pub fn ended(active_state: &str, sub_state: &str) -> bool {
+    matches!(active_state, "inactive" | "failed")
+        || (active_state == "activating" && sub_state == "auto-restart")
 }
 
 /// One connection to one bus (system or user).
@@ -281,7 +286,7 @@ impl Bus {
             load_state,
             active_state,
             sub_state,
-            invocation: hex(&invocation),
+            invocation: super::signal::hex(&invocation),
             main_pid,
             started_us,
             exited_us,
@@ -292,10 +297,6 @@ impl Bus {
             secrets: crate::redact::Secrets::from_env(env, &[]),
         })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

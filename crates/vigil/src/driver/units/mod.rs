@@ -2,7 +2,8 @@
 //! `crypto-agent@BTC_USDT.service`). vigil starts, stops and kills it through systemd's own
 //! D-Bus API and waits for each job's result; it learns of its end from the bus's
 //! `PropertiesChanged` signals (no polling), with how its main process ended; its evidence is
-//! the unit's own journal for that run. The unit is systemd's: vigil never writes one.
+//! the unit's own journal for that run, read in vigil (`reader.rs`). The unit is systemd's:
+//! vigil never writes one.
 //!
 //! A run of a unit is its `InvocationID` (a new one at every start). Every operation runs on
 //! the I/O runtime and answers the core with an event, like the other drivers.
@@ -10,6 +11,8 @@
 mod bus;
 pub mod journal;
 mod own;
+mod reader;
+mod signal;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,12 +29,17 @@ use vigil_core::{
 use bus::ManagerProxy;
 pub use bus::{Bus, BusError, UnitState};
 pub use own::{own_cgroup, own_unit};
+use reader::Reader;
+use signal::{Changed, MainProcess};
 
 use super::link::{Link, Retry};
 use crate::driver::Children;
 
 /// How long a start or stop job may take.
 const JOB_WAIT: Duration = Duration::from_secs(120);
+/// How long a run's end waits for systemd's message about it in the journal (the run's last
+/// lines are there before it) before its lines are taken as they are.
+const JOURNAL_WAIT: Duration = Duration::from_millis(250);
 
 /// A watched run of a unit.
 #[derive(Clone, Debug)]
@@ -40,7 +48,19 @@ struct Watched {
     run: RunId,
     unit: String,
     invocation: String,
+    /// When the run's main process started (µs since the epoch, systemd's clock).
+    started_us: u64,
     secrets: crate::redact::Secrets,
+}
+
+impl Watched {
+    fn journal_run(&self) -> reader::Run {
+        reader::Run {
+            unit: self.unit.clone(),
+            invocation: self.invocation.clone(),
+            started_us: self.started_us,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -48,10 +68,16 @@ struct Watches {
     /// By the unit's object path (what a signal names).
     by_path: HashMap<String, Watched>,
     by_run: HashMap<(AgentId, RunId), String>,
+    /// What the last signal said of a watched unit's main process.
+    main: HashMap<String, MainProcess>,
+    /// Runs being taken over (the look saw the unit running; the read that confirms it is on
+    /// its way), by unit: a stop meanwhile reaches the unit by its name.
+    pending: HashMap<(AgentId, RunId), String>,
 }
 
 impl Watches {
     fn register(&mut self, path: &str, w: Watched) {
+        self.pending.remove(&(w.agent, w.run));
         if let Some(old) = self.by_path.insert(path.to_string(), w.clone()) {
             self.by_run.remove(&(old.agent, old.run));
         }
@@ -65,11 +91,19 @@ impl Watches {
         }
         let w = self.by_path.remove(path)?;
         self.by_run.remove(&(w.agent, w.run));
+        self.main.remove(path);
         Some(w)
     }
 
     fn of_run(&self, agent: AgentId, run: RunId) -> Option<&Watched> {
         self.by_path.get(self.by_run.get(&(agent, run))?)
+    }
+
+    /// The unit of a watched run, or of one being taken over.
+    fn unit_of(&self, agent: AgentId, run: RunId) -> Option<String> {
+        self.of_run(agent, run)
+            .map(|w| w.unit.clone())
+            .or_else(|| self.pending.get(&(agent, run)).cloned())
     }
 }
 
@@ -84,6 +118,8 @@ struct Shared {
     bus: Mutex<Option<Arc<Bus>>>,
     watches: Mutex<Watches>,
     link: Link,
+    /// The units' journal, read in vigil.
+    journal: Reader,
     log_lines: usize,
     children: Children,
     io: Handle,
@@ -104,6 +140,7 @@ impl UnitDriver {
                 bus: Mutex::new(None),
                 watches: Mutex::new(Watches::default()),
                 link: Link::new(events),
+                journal: Reader::start(user),
                 log_lines,
                 children,
                 io: io.clone(),
@@ -235,6 +272,7 @@ impl UnitDriver {
                 run,
                 unit: unit.to_string(),
                 invocation: state.invocation.clone(),
+                started_us: state.started_us,
                 secrets: state.secrets.clone(),
             },
         );
@@ -242,6 +280,7 @@ impl UnitDriver {
 
     /// Take over the running unit a look found; if it is no longer that run, the run is over.
     pub fn adopt(&self, agent: AgentId, run: RunId, unit: String, started_us: u64) {
+        self.watches().pending.insert((agent, run), unit.clone());
         let this = self.clone();
         self.shared.io.spawn(async move {
             match this.state(&unit).await {
@@ -253,7 +292,10 @@ impl UnitDriver {
                         this.ended_now(&s.path, &s.invocation, again).await;
                     }
                 }
-                _ => this.shared.link.ended_unseen(agent, run),
+                _ => {
+                    this.watches().pending.remove(&(agent, run));
+                    this.shared.link.ended_unseen(agent, run)
+                }
             }
         });
     }
@@ -261,7 +303,7 @@ impl UnitDriver {
     /// The stop signal is a `StopUnit` (the unit's own `KillSignal=` and `TimeoutStopSec=`
     /// apply); SIGKILL after vigil's stop timeout is a `KillUnit` of every process of the unit.
     pub fn signal(&self, agent: AgentId, run: RunId, signal: Signal) {
-        let Some(unit) = self.watches().of_run(agent, run).map(|w| w.unit.clone()) else {
+        let Some(unit) = self.watches().unit_of(agent, run) else {
             return;
         };
         let this = self.clone();
@@ -349,6 +391,15 @@ impl UnitDriver {
         let Some(w) = self.watches().of_run(agent, run).cloned() else {
             return Vec::new();
         };
+        let n = self.shared.log_lines;
+        match self.shared.journal.so_far(&w.journal_run(), n).await {
+            Some(lines) => redacted(lines, &w.secrets),
+            None => self.read_journal(&w).await,
+        }
+    }
+
+    /// The run's lines from the journal, read now.
+    async fn read_journal(&self, w: &Watched) -> Vec<String> {
         journal::tail(
             &w.unit,
             &w.invocation,
@@ -373,7 +424,9 @@ impl UnitDriver {
             if let Some(old) = w.by_path.remove(&p) {
                 w.by_run.remove(&(old.agent, old.run));
             }
+            w.main.remove(&p);
         }
+        w.pending.retain(|(a, _), _| *a != agent);
     }
 
     /// The watched run of `path` (`invocation`) ended, as `state` shows: its journal, then
@@ -392,15 +445,27 @@ impl UnitDriver {
             "systemd: unit {} ended: {status} (systemd time {})",
             w.unit, state.exited_us
         );
-        let lines = journal::tail(
-            &w.unit,
-            &w.invocation,
-            self.shared.user,
-            self.shared.log_lines,
-            &self.shared.children,
-            &w.secrets,
-        )
-        .await;
+        let followed = self
+            .shared
+            .journal
+            .ended(
+                &w.journal_run(),
+                state.exited_us,
+                self.shared.log_lines,
+                JOURNAL_WAIT,
+            )
+            .await;
+        let lines = match followed {
+            Some(lines) => {
+                debug!("systemd: the run's journal, in vigil: {} lines", lines.len());
+                redacted(lines, &w.secrets)
+            }
+            None => {
+                let lines = self.read_journal(&w).await;
+                debug!("systemd: the run's journal, by journalctl: {} lines", lines.len());
+                lines
+            }
+        };
         self.send(Event::LogTail {
             agent: w.agent,
             run: w.run,
@@ -494,17 +559,73 @@ impl UnitDriver {
                 let Some(path) = message.header().path().map(|p| p.as_str().to_string()) else {
                     continue;
                 };
-                if self.watches().by_path.contains_key(&path) {
-                    debug!("systemd: signal for {path}");
-                    let this = self.clone();
-                    self.shared.io.spawn(async move { this.check(path).await });
-                }
+                self.signalled(path, &message);
             }
             warn!("systemd driver: the bus connection ended; connecting again");
             self.shared.link.set_watching(false);
             retry.pause().await;
         }
     }
+}
+
+impl UnitDriver {
+    /// A signal about the unit at `path`: read in order, as they come (a service's signal
+    /// comes before its unit's, and says how its main process ended).
+    fn signalled(&self, path: String, message: &zbus::message::Message) {
+        let mut watches = self.watches();
+        let Some(w) = watches.by_path.get(&path) else {
+            return;
+        };
+        debug!("systemd: signal for {path}");
+        let end = match signal::changed(message) {
+            Changed::Service(main) => {
+                watches.main.insert(path, main);
+                return;
+            }
+            Changed::Unit {
+                active_state,
+                sub_state,
+                invocation,
+            } => {
+                if invocation == w.invocation && !bus::ended(&active_state, &sub_state) {
+                    return;
+                }
+                // How it ended, when the service's signal just before said so.
+                watches
+                    .main
+                    .get(&path)
+                    .filter(|m| m.exited_us != 0 && m.pid == 0)
+                    .map(|m| UnitState {
+                        path: path.clone(),
+                        active_state,
+                        sub_state,
+                        invocation,
+                        exited_us: m.exited_us,
+                        exec_main_code: m.code,
+                        exec_main_status: m.status,
+                        ..UnitState::default()
+                    })
+            }
+            Changed::Other => None,
+        };
+        let invocation = w.invocation.clone();
+        drop(watches);
+        let this = self.clone();
+        self.shared.io.spawn(async move {
+            match end {
+                Some(state) => this.ended_now(&path, &invocation, state).await,
+                // Not all said: ask.
+                None => this.check(path).await,
+            }
+        });
+    }
+}
+
+fn redacted(lines: Vec<String>, secrets: &crate::redact::Secrets) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| crate::redact::line_with(l, secrets))
+        .collect()
 }
 
 enum Job {
