@@ -296,12 +296,13 @@ fn a_held_unit_an_earlier_vigil_left_running_is_taken_over_and_stopped_not_start
     assert!(sim.spawns(trader).is_empty(), "never started");
     assert_eq!(sim.count("trader", AuditAction::Adopted), 1);
     let stop = sim.records("trader", AuditAction::Stop).pop().unwrap();
-    assert!(stop.reason.contains("stopped by a person"), "{}", stop.reason);
-    assert_eq!(sim.signals_sent(Signal::TERM), 1, "the stop reached it");
-    assert_eq!(
-        sim.sup.agent(trader).unwrap().state(),
-        AgentState::Stopping
+    assert!(
+        stop.reason.contains("stopped by a person"),
+        "{}",
+        stop.reason
     );
+    assert_eq!(sim.signals_sent(Signal::TERM), 1, "the stop reached it");
+    assert_eq!(sim.sup.agent(trader).unwrap().state(), AgentState::Stopping);
     sim.exit(trader, ExitStatus::signal(Signal::TERM));
     let agent = sim.sup.agent(trader).unwrap();
     assert_eq!(agent.state(), AgentState::Stopped);
@@ -337,7 +338,11 @@ fn a_quarantined_container_left_running_is_stopped_and_stays_quarantined() {
     let refused = sim.command(feed, Command::Restart, Requester::Cli);
     assert!(refused.is_err(), "{refused:?}");
     let stop = sim.records("feed", AuditAction::Stop).pop().unwrap();
-    assert!(stop.reason.contains("quarantined (invalid API key)"), "{}", stop.reason);
+    assert!(
+        stop.reason.contains("quarantined (invalid API key)"),
+        "{}",
+        stop.reason
+    );
     sim.exit(feed, ExitStatus::signal(Signal::TERM));
     assert_eq!(
         sim.sup.agent(feed).unwrap().state(),
@@ -361,7 +366,10 @@ fn a_person_starting_a_held_unit_while_vigil_looks_gets_it_taken_over_not_stoppe
     assert_eq!(agent.pid(), Some(6000));
     assert!(!agent.is_held());
     assert_eq!(sim.signals_sent(Signal::TERM), 0);
-    assert!(sim.spawns(trader).is_empty(), "taken over, not a second copy");
+    assert!(
+        sim.spawns(trader).is_empty(),
+        "taken over, not a second copy"
+    );
 }
 
 #[test]

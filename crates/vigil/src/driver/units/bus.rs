@@ -196,8 +196,9 @@ pub struct Bus {
 /// How long systemd may take to answer one call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Operations in flight on one connection (a state read asks six questions at once).
-const OPERATIONS_IN_FLIGHT: usize = 12;
+/// Operations in flight on one connection (a state read asks twelve questions at once: ten
+/// reads stay under the bus daemon's 128 calls).
+const OPERATIONS_IN_FLIGHT: usize = 10;
 
 impl Bus {
     pub async fn connect(user: bool) -> Result<Bus, BusError> {
@@ -250,36 +251,43 @@ impl Bus {
             .build()
             .await
             .map_err(err)?;
-        let load_state = u.load_state().await.map_err(err)?;
-        if load_state == "not-found" {
-            return Err(BusError::NoSuchUnit(unit.to_string()));
-        }
         let s = ServiceProxy::builder(&self.conn)
             .path(path.clone())
             .cache_properties(CacheProperties::No)
             .build()
             .await
             .map_err(err)?;
-        // Asked all at once, answered in one round trip's time.
-        let (active_state, sub_state, invocation, main_pid, started_us, exited_us) =
-            tokio::try_join!(
-                u.active_state(),
-                u.sub_state(),
-                u.invocation_id(),
-                s.main_pid(),
-                s.exec_main_start_timestamp(),
-                s.exec_main_exit_timestamp(),
-            )
-            .map_err(err)?;
-        let (exec_main_code, exec_main_status, restart, control_group, environment) =
-            tokio::try_join!(
-                s.exec_main_code(),
-                s.exec_main_status(),
-                s.restart(),
-                s.control_group(),
-                s.environment(),
-            )
-            .map_err(err)?;
+        // Asked all at once, answered in one round trip's time (a unit that does not exist
+        // has these too, with empty values).
+        let (
+            (load_state, active_state, sub_state, invocation, main_pid, started_us),
+            (exited_us, exec_main_code, exec_main_status, restart, control_group, environment),
+        ) = tokio::try_join!(
+            async {
+                tokio::try_join!(
+                    u.load_state(),
+                    u.active_state(),
+                    u.sub_state(),
+                    u.invocation_id(),
+                    s.main_pid(),
+                    s.exec_main_start_timestamp(),
+                )
+            },
+            async {
+                tokio::try_join!(
+                    s.exec_main_exit_timestamp(),
+                    s.exec_main_code(),
+                    s.exec_main_status(),
+                    s.restart(),
+                    s.control_group(),
+                    s.environment(),
+                )
+            },
+        )
+        .map_err(err)?;
+        if load_state == "not-found" {
+            return Err(BusError::NoSuchUnit(unit.to_string()));
+        }
         let env = environment.iter().filter_map(|kv| kv.split_once('='));
         Ok(UnitState {
             path: path.as_str().to_string(),

@@ -457,12 +457,18 @@ impl UnitDriver {
             .await;
         let lines = match followed {
             Some(lines) => {
-                debug!("systemd: the run's journal, in vigil: {} lines", lines.len());
+                debug!(
+                    "systemd: the run's journal, in vigil: {} lines",
+                    lines.len()
+                );
                 redacted(lines, &w.secrets)
             }
             None => {
                 let lines = self.read_journal(&w).await;
-                debug!("systemd: the run's journal, by journalctl: {} lines", lines.len());
+                debug!(
+                    "systemd: the run's journal, by journalctl: {} lines",
+                    lines.len()
+                );
                 lines
             }
         };

@@ -103,14 +103,14 @@ impl Reader {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.asks
             .send(Ask::Ended {
-            run: run.clone(),
-            exited_us,
-            n,
-            until: Instant::now() + wait,
-            told: None,
-            reply,
-        })
-        .ok()?;
+                run: run.clone(),
+                exited_us,
+                n,
+                until: Instant::now() + wait,
+                told: None,
+                reply,
+            })
+            .ok()?;
         answer.await.ok()
     }
 
@@ -122,11 +122,11 @@ impl Reader {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.asks
             .send(Ask::SoFar {
-            run: run.clone(),
-            n,
-            reply,
-        })
-        .ok()?;
+                run: run.clone(),
+                n,
+                reply,
+            })
+            .ok()?;
         answer.await.ok()
     }
 }
@@ -204,9 +204,7 @@ pub enum OpenError {
     Library(#[from] libloading::Error),
     #[error("sd_journal_open failed: {0}")]
     Open(std::io::Error),
-    #[error(
-        "no journal file can be read (is vigil's user in the systemd-journal or adm group?)"
-    )]
+    #[error("no journal file can be read (is vigil's user in the systemd-journal or adm group?)")]
     NoFiles,
 }
 

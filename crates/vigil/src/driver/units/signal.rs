@@ -97,7 +97,10 @@ mod tests {
             SERVICE,
             HashMap::from([
                 ("MainPID", Variant::from(0u32)),
-                ("ExecMainExitTimestamp", Variant::from(1_700_000_000_000_000u64)),
+                (
+                    "ExecMainExitTimestamp",
+                    Variant::from(1_700_000_000_000_000u64),
+                ),
                 ("ExecMainCode", Variant::from(1i32)),
                 ("ExecMainStatus", Variant::from(7i32)),
                 ("StatusText", Variant::from("ignored")),
@@ -136,7 +139,10 @@ mod tests {
 
     #[test]
     fn a_signal_missing_a_value_or_of_another_kind_says_nothing() {
-        let partial = signal(UNIT, HashMap::from([("ActiveState", Variant::from("failed"))]));
+        let partial = signal(
+            UNIT,
+            HashMap::from([("ActiveState", Variant::from("failed"))]),
+        );
         assert_eq!(changed(&partial), Changed::Other);
         let wrong_type = signal(
             SERVICE,
