@@ -147,6 +147,9 @@ pub enum Outside {
     /// A process vigil does not own that runs the agent's command: starting the agent would
     /// make a second copy. `what` says what was found.
     Copy { pid: u32, what: String },
+    /// The look could not be made (the engine or the bus did not answer): for a start, the
+    /// start itself will say what is wrong.
+    Unknown { why: String },
 }
 
 /// An action the edge could not carry out.

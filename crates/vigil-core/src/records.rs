@@ -250,6 +250,11 @@ pub(crate) fn action_failed(
     .meta("run", run.0)
 }
 
+/// `action_failed`: a look for a copy of the agent outside vigil could not be made.
+pub(crate) fn look_failed(agent: &str, problem: &str) -> AuditEntry {
+    entry(agent, AuditAction::ActionFailed, problem).failed(problem)
+}
+
 /// `recovered`: healthy again after a failure.
 pub(crate) fn recovered(agent: &str, reason: impl Into<String>) -> AuditEntry {
     entry(agent, AuditAction::Recovered, reason)

@@ -99,7 +99,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (agent.clone(), 0u8..3, 0u8..10).prop_map(|(agent, remedy, confidence)| Op::Advise { agent, remedy, confidence }),
         2 => (agent.clone(), log).prop_map(|(agent, log)| Op::Evidence { agent, log }),
         1 => (0u8..8, any::<bool>()).prop_map(|(keep, other_checks)| Op::Reload { keep, other_checks }),
-        1 => (agent.clone(), 0u8..5).prop_map(|(agent, found)| Op::Outside { agent, found }),
+        1 => (agent.clone(), 0u8..6).prop_map(|(agent, found)| Op::Outside { agent, found }),
         1 => any::<bool>().prop_map(|hold| Op::Looks { hold }),
         2 => (agent, prop_oneof![
             Just(Command::Start),
@@ -432,6 +432,9 @@ impl Model {
                     1 => vigil_core::Outside::Copy {
                         pid,
                         what: "a copy".into(),
+                    },
+                    5 => vigil_core::Outside::Unknown {
+                        why: "the bus did not answer".into(),
                     },
                     n => vigil_core::Outside::Adoptable {
                         pid: [pid, SELF_PID, 1][usize::from(n - 2)],

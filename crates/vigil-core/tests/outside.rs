@@ -397,3 +397,97 @@ fn a_reset_while_a_quarantined_copy_is_stopped_starts_it_after_the_stop() {
     assert_eq!(agent.state(), AgentState::Running);
     assert_eq!(sim.spawns(feed).len(), 1);
 }
+
+fn quarantined() -> Option<vigil_core::AgentMemory> {
+    Some(vigil_core::AgentMemory {
+        quarantined: Some("invalid API key".into()),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_quarantine_is_kept_and_saved_while_a_copy_is_looked_for_and_stopped() {
+    let mut sim = Sim::restarted_holding_looks(
+        vec![(external("feed"), quarantined())],
+        vec![("feed", adoptable(7000, 5))],
+    );
+    let feed = sim.id("feed");
+    let saved = |sim: &Sim| sim.sup.agent(feed).unwrap().memory().quarantined;
+    assert_eq!(
+        saved(&sim).as_deref(),
+        Some("invalid API key"),
+        "while looking"
+    );
+    sim.answer_looks();
+    assert_eq!(
+        saved(&sim).as_deref(),
+        Some("invalid API key"),
+        "while stopping"
+    );
+    // A person's stop meanwhile does not lift the quarantine.
+    sim.command(feed, Command::Stop, Requester::Cli).unwrap();
+    sim.exit(feed, ExitStatus::signal(Signal::TERM));
+    assert_eq!(
+        sim.sup.agent(feed).unwrap().state(),
+        AgentState::Quarantined
+    );
+}
+
+#[test]
+fn vigil_s_shutdown_does_not_wait_for_the_look_for_a_held_copy() {
+    let mut sim = Sim::restarted_holding_looks(
+        vec![
+            (external("feed"), quarantined()),
+            (external("trader"), held()),
+        ],
+        Vec::new(),
+    );
+    sim.sup.shutdown(sim.now);
+    sim.drain();
+    assert!(sim.sup.is_idle(), "nothing waits for the looks' answers");
+    let feed = sim.id("feed");
+    assert_eq!(
+        sim.sup.agent(feed).unwrap().state(),
+        AgentState::Quarantined
+    );
+    assert!(sim.sup.agent(sim.id("trader")).unwrap().is_held());
+}
+
+#[test]
+fn a_look_that_cannot_be_made_is_said_and_the_agent_stays_held() {
+    let sim = Sim::restarted(
+        vec![(external("trader"), held())],
+        vec![(
+            "trader",
+            Outside::Unknown {
+                why: "systemd did not answer on the system bus within 10 s".into(),
+            },
+        )],
+    );
+    let trader = sim.id("trader");
+    let failed = sim
+        .records("trader", AuditAction::ActionFailed)
+        .pop()
+        .unwrap();
+    assert!(failed.reason.contains("vigil stop"), "{}", failed.reason);
+    let agent = sim.sup.agent(trader).unwrap();
+    assert_eq!(agent.state(), AgentState::Stopped);
+    assert!(agent.is_held());
+    assert!(sim.spawns(trader).is_empty());
+}
+
+#[test]
+fn a_start_that_cannot_look_starts_and_lets_the_start_say_what_is_wrong() {
+    let mut sim = Sim::restarted(
+        vec![(manual("bot"), None)],
+        vec![(
+            "bot",
+            Outside::Unknown {
+                why: "the engine did not answer".into(),
+            },
+        )],
+    );
+    let bot = sim.id("bot");
+    sim.command(bot, Command::Start, Requester::Cli).unwrap();
+    assert_eq!(sim.spawns(bot).len(), 1);
+}

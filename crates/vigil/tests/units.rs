@@ -2,8 +2,9 @@
 //! container): vigil runs inside it, as it would on a host, and supervises units through the
 //! bus — a unit that exits non-zero is restarted with its journal as evidence, an invalid API
 //! key is quarantined without a restart, a stop by a human holds, a `kill -9` of vigil is
-//! followed by a take-over (no restart), `check --live` warns of `Restart=`, and vigil refuses
-//! to supervise the unit it runs in.
+//! followed by a take-over (no restart) and a held unit found running is stopped again,
+//! `check --live` warns of `Restart=`, vigil refuses to supervise the unit it runs in, and a
+//! user's unit is healed through the user's own manager (`bus = "user"`).
 
 mod common;
 
@@ -346,4 +347,114 @@ unit = "x.service"
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
+}
+
+/// The user whose own systemd (`systemd --user`, kept running by linger) the user-bus test
+/// uses: created once in the systemd host.
+const USER: &str = "vigil-test";
+
+/// The user's uid and gid, with its manager running and its bus up.
+fn user_manager() -> (u32, u32) {
+    let _ = inside(
+        &["sh", "-c", &format!("id -u {USER} || useradd -m {USER}")],
+        None,
+    );
+    let id = |flag: &str| -> u32 {
+        String::from_utf8_lossy(&inside(&["id", flag, USER], None).stdout)
+            .trim()
+            .parse()
+            .expect("an id")
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
+    let out = inside(&["loginctl", "enable-linger", USER], None);
+    assert!(out.status.success(), "{out:?}");
+    let bus = format!("/run/user/{uid}/bus");
+    for _ in 0..100 {
+        if inside(&["test", "-S", &bus], None).status.success() {
+            return (uid, gid);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the user manager of {USER} did not start: no {bus}");
+}
+
+/// `systemctl --user` as the test user.
+fn user_systemctl(uid: u32, args: &[&str]) -> String {
+    let runtime = format!("XDG_RUNTIME_DIR=/run/user/{uid}");
+    let mut all = vec![
+        "runuser",
+        "-u",
+        USER,
+        "--",
+        "env",
+        &runtime,
+        "systemctl",
+        "--user",
+    ];
+    all.extend_from_slice(args);
+    String::from_utf8_lossy(&inside(&all, None).stdout)
+        .trim()
+        .to_string()
+}
+
+#[test]
+#[ignore = "needs a systemd host: set VIGIL_TEST_SYSTEMD_PID and VIGIL_TEST_SYSTEMD_SHARE (.ci/systemd-setup)"]
+fn a_user_unit_is_healed_through_the_user_s_own_manager() {
+    let (uid, gid) = user_manager();
+    let name = format!("{}.service", unique("vt-user").replace('_', "-"));
+    let body =
+        "[Service]\nExecStart=/bin/sh -c 'echo user bot up; sleep 1; echo lost the feed; exit 4'\n";
+    let file = format!("/home/{USER}/.config/systemd/user/{name}");
+    let out = inside(
+        &[
+            "runuser",
+            "-u",
+            USER,
+            "--",
+            "sh",
+            "-c",
+            &format!("mkdir -p $(dirname {file}) && cat > {file}"),
+        ],
+        Some(body),
+    );
+    assert!(out.status.success(), "{out:?}");
+    user_systemctl(uid, &["daemon-reload"]);
+
+    let mut f = Fleet::new_in(
+        &share(),
+        &format!("[agents.bot]\ndriver = \"systemd\"\nunit = \"{name}\"\nbus = \"user\"\n"),
+    );
+    // vigil runs as the user, with the user's bus, in a folder the user may write.
+    let dir = f.dir.path().display().to_string();
+    let _ = inside(&["chown", "-R", USER, &dir], None);
+    f.wrap = vec![
+        "nsenter".into(),
+        "-t".into(),
+        systemd_pid(),
+        "-a".into(),
+        format!("--wdns={dir}"),
+        // setpriv execs (runuser would stay between the test and vigil, and take its signals).
+        "setpriv".into(),
+        format!("--reuid={uid}"),
+        format!("--regid={gid}"),
+        "--init-groups".into(),
+        "env".into(),
+        format!("HOME=/home/{USER}"),
+        format!("XDG_RUNTIME_DIR=/run/user/{uid}"),
+        format!("DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus"),
+    ];
+    f.start();
+    f.wait_for("a restart through the user's manager", SECS(30), |f| {
+        !f.records_of("bot", "restart").is_empty()
+    });
+    let exit = &f.records_of("bot", "exit")[0];
+    assert_eq!(exit["metadata"]["exit_code"], 4, "{exit}");
+    let explain = f.vigil(&["explain", "bot", "-c", "vigil.toml"]);
+    let text = String::from_utf8_lossy(&explain.stdout);
+    assert!(text.contains("lost the feed"), "the unit's journal: {text}");
+    let status = f.status("bot");
+    assert_eq!(status["target"], format!("user unit {name}"), "{status}");
+    assert_eq!(f.stop(), 0);
+    user_systemctl(uid, &["stop", &name]);
+    let _ = inside(&["rm", "-f", &file], None);
 }

@@ -159,8 +159,11 @@ impl Agent {
             _ => format!("stop requested by {}", self.who(by)),
         };
         match &mut self.phase {
-            // Looking for a copy left running while it was off: what is found is stopped.
-            Phase::Starting(_) if self.off_look.is_some() => CommandOutcome::Stopping,
+            // Looking for a copy left running while it was off: what is found is stopped. vigil's
+            // own shutdown does not wait for the answer (the next vigil looks again).
+            Phase::Starting(_) if self.off_look.is_some() && !matches!(by, Requester::Shutdown) => {
+                CommandOutcome::Stopping
+            }
             Phase::Stopped | Phase::Quarantined { .. } => CommandOutcome::AlreadyStopped,
             Phase::Conflict { pid, .. } => {
                 let pid = *pid;
@@ -183,7 +186,7 @@ impl Agent {
                 CommandOutcome::Stopped
             }
             Phase::Stopping { then, .. } => {
-                if *then != Then::Remove {
+                if !matches!(then, Then::Remove | Then::Quarantine(_)) {
                     *then = Then::Stay;
                 }
                 CommandOutcome::Stopping
@@ -255,16 +258,27 @@ impl Agent {
         out.audit(records::reset(self.name(), &self.who(by)));
         // A quarantined agent's copy being looked for or stopped as vigil started: the reset
         // starts it as it would the quarantined agent (the copy, if any, is taken over).
-        if matches!(self.off_look, Some(Then::Quarantine(_))) {
-            self.off_look = None;
+        let looking_off = matches!(self.off_look, Some(Then::Quarantine(_)));
+        let stopping_off = matches!(
+            self.phase,
+            Phase::Stopping {
+                then: Then::Quarantine(_),
+                ..
+            }
+        );
+        if looking_off || stopping_off {
+            if looking_off {
+                self.off_look = None;
+            }
+            if let Phase::Stopping { then, .. } = &mut self.phase {
+                *then = Then::Start;
+            }
             self.want_running = true;
-            return CommandOutcome::Reset;
-        }
-        if let Phase::Stopping { then, .. } = &mut self.phase
-            && matches!(then, Then::Quarantine(_))
-        {
-            *then = Then::Start;
-            self.want_running = true;
+            self.held = false;
+            out.audit(records::start(
+                self.name(),
+                "started after reset (once the copy found running is taken over or stopped)",
+            ));
             return CommandOutcome::Reset;
         }
         if was_down {

@@ -41,7 +41,8 @@ impl Agent {
             other => other,
         };
         match outside {
-            Outside::Nothing => {
+            // Unknown: the start that follows says what is wrong (the engine or bus is down).
+            Outside::Nothing | Outside::Unknown { .. } => {
                 self.phase = Phase::Starting(Run {
                     looking: false,
                     ..run
@@ -126,17 +127,31 @@ impl Agent {
         then: Then,
         out: &mut Outbox,
     ) {
-        let Outside::Adoptable {
-            pid,
-            started,
-            age,
-            how,
-        } = outside
-        else {
+        let (pid, started, age, how) = match outside {
+            Outside::Adoptable {
+                pid,
+                started,
+                age,
+                how,
+            } if out.targetable(pid) => (pid, started, age, how),
+            Outside::Unknown { why } => {
+                // Nobody can tell whether a copy runs: say so, where a person will see it.
+                let problem = format!(
+                    "could not look for a copy left running by an earlier vigil ({why}); if it \
+                     runs, `vigil stop` it"
+                );
+                out.audit(records::look_failed(self.name(), &problem));
+                self.last_problem = Some(problem);
+                self.phase = Phase::Stopped;
+                self.after_stop(now, then, out);
+                return;
+            }
             // Nothing runs (or not a run of it): it stays as it was.
-            self.phase = Phase::Stopped;
-            self.after_stop(now, then, out);
-            return;
+            _ => {
+                self.phase = Phase::Stopped;
+                self.after_stop(now, then, out);
+                return;
+            }
         };
         let why = match &then {
             Then::Quarantine(reason) => format!("it is quarantined ({reason})"),
@@ -182,9 +197,11 @@ impl Agent {
         out.audit(entry);
         self.phase = Phase::Stopped;
         self.timers.set(TimerKind::Kill, None);
-        // A look for a quarantined agent's copy, cut short: it stays quarantined.
+        // A look for a quarantined agent's copy, cut short: it stays quarantined (unless the
+        // agent is gone from the config).
         let then = match (self.off_look.take(), then) {
-            (Some(Then::Quarantine(reason)), Then::Stay) => Then::Quarantine(reason),
+            (Some(Then::Quarantine(_)), Then::Remove) => Then::Remove,
+            (Some(Then::Quarantine(reason)), _) => Then::Quarantine(reason),
             (_, then) => then,
         };
         match then {

@@ -498,8 +498,18 @@ impl Agent {
     }
 
     pub fn quarantine_reason(&self) -> Option<&str> {
-        match &self.phase {
-            Phase::Quarantined { reason } => Some(reason),
+        match (&self.phase, &self.off_look) {
+            (Phase::Quarantined { reason }, _) => Some(reason),
+            // A copy left running is being looked for or stopped: quarantined it stays (and is
+            // saved so, should vigil die meanwhile).
+            (
+                Phase::Stopping {
+                    then: Then::Quarantine(reason),
+                    ..
+                },
+                _,
+            )
+            | (_, Some(Then::Quarantine(reason))) => Some(reason),
             _ => None,
         }
     }
@@ -549,7 +559,7 @@ impl Agent {
             last_restart: self.restarts.last(),
             total_restarts: self.total_restarts,
             held: self.held,
-            quarantined: matches!(self.phase, Phase::Quarantined { .. }),
+            quarantined: self.quarantine_reason().is_some(),
             crash_streak: self.crash_streak,
             escalated: self.escalated,
             stalled_since_ms: self.stalled_since_ms(),

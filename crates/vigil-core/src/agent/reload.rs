@@ -49,6 +49,10 @@ impl Agent {
             self.spawn(now, true, out);
             return true;
         }
+        // Looking for a copy of a held or quarantined agent: the answer stops what is found.
+        if self.off_look.is_some() {
+            return false;
+        }
         if matches!(self.phase, Phase::Starting(_) | Phase::Running(_)) {
             let entry = records::restart_requested(
                 self.name(),

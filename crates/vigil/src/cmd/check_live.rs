@@ -62,6 +62,7 @@ pub fn report(config: &Config) -> LiveReport {
                     Some(*pid),
                 )
             }
+            Outside::Unknown { why } => ("unknown", format!("could not look: {why}"), None),
         };
         text.push_str(&format!("  {name}: {line}\n"));
         rows.push(json!({ "name": name, "outside": verdict, "pid": pid, "detail": line }));

@@ -100,8 +100,13 @@ impl DockerDriver {
                     age: age_of(seen.started_ns),
                     how: format!("container {} ({})", seen.name, short(&seen.id)),
                 },
-                // Not running, or not usable: the start says why.
-                Ok(_) | Err(_) => Outside::Nothing,
+                // Not running, not there, or vigil's own: the start says why.
+                Ok(_) | Err(EngineError::NoSuchContainer(_) | EngineError::OwnContainer(_)) => {
+                    Outside::Nothing
+                }
+                Err(e) => Outside::Unknown {
+                    why: crate::errors::chain(&e),
+                },
             };
             this.send(Event::Looked {
                 agent,

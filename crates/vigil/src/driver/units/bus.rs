@@ -171,6 +171,11 @@ impl UnitState {
         matches!(self.active_state.as_str(), "active" | "reloading") && self.main_pid > 1
     }
 
+    /// Its main process still runs (if stopping).
+    pub fn alive(&self) -> bool {
+        self.running() || (self.active_state == "deactivating" && self.main_pid > 1)
+    }
+
     /// Its run is over.
     pub fn ended(&self) -> bool {
         ended(&self.active_state, &self.sub_state)

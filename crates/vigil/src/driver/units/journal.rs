@@ -23,10 +23,9 @@ pub async fn tail(
     if n == 0 {
         return Vec::new();
     }
+    // Not `--user`: that reads only the user's own files, and a journal kept in memory has
+    // none (its units' lines are in the system's files).
     let mut command: Vec<String> = vec!["journalctl".into()];
-    if user {
-        command.push("--user".into());
-    }
     command.extend([
         if user { "--user-unit" } else { "--unit" }.to_string(),
         unit.to_string(),
@@ -40,6 +39,9 @@ pub async fn tail(
     // Only this run's lines (none when systemd gave no id).
     if !invocation.is_empty() {
         command.push(format!("_SYSTEMD_INVOCATION_ID={invocation}"));
+    }
+    if user {
+        command.push(format!("_UID={}", rustix::process::getuid().as_raw()));
     }
     let finished = run(Helper {
         command: &command,

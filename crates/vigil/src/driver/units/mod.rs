@@ -203,7 +203,11 @@ impl UnitDriver {
                     age: super::link::age_since(Duration::from_micros(s.started_us)),
                     how: format!("unit {unit}"),
                 },
-                Ok(_) | Err(_) => Outside::Nothing,
+                // Not running, not there, or vigil's own: the start says why.
+                Ok(_) | Err(BusError::NoSuchUnit(_) | BusError::OwnUnit(_)) => Outside::Nothing,
+                Err(e) => Outside::Unknown {
+                    why: crate::errors::chain(&e),
+                },
             };
             this.send(Event::Looked {
                 agent,
@@ -284,12 +288,16 @@ impl UnitDriver {
         let this = self.clone();
         self.shared.io.spawn(async move {
             match this.state(&unit).await {
-                Ok((bus, s)) if s.running() && s.started_us == started_us => {
+                // Still its run (a stop sent meanwhile may have it deactivating: its end comes).
+                Ok((bus, s)) if s.alive() && s.started_us == started_us => {
                     this.register(agent, run, &unit, &s);
-                    if let Ok(again) = bus.state(&unit).await
-                        && (again.invocation != s.invocation || again.ended())
-                    {
-                        this.ended_now(&s.path, &s.invocation, again).await;
+                    match bus.state(&unit).await {
+                        Ok(again) if again.invocation != s.invocation || again.ended() => {
+                            this.ended_now(&s.path, &s.invocation, again).await
+                        }
+                        Ok(_) => {}
+                        // Not read: the signals' follower asks again.
+                        Err(_) => this.check(s.path.clone()).await,
                     }
                 }
                 _ => {

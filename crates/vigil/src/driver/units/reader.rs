@@ -22,17 +22,20 @@ use tracing::{debug, warn};
 
 /// How often a pending end looks again for systemd's message about it.
 const LOOK_AGAIN: Duration = Duration::from_millis(1);
-/// How long after systemd's message the run's lines are taken. journald reads the unit's
-/// output stream and systemd's message in the same turn of its loop when both wait, in either
-/// order: the message can be written just before the run's last lines, never a turn earlier.
+/// After systemd's message, the run's lines are taken once the unit's newest entry has not
+/// changed for this long. journald reads the unit's output stream and systemd's message in
+/// the same turn of its loop when both wait, in either order, and a busy journald may take a
+/// few turns for a burst of output: the message can be written just before the last lines.
 const SETTLE: Duration = Duration::from_millis(1);
+/// How long past its own wait an answer may take before the caller reads the journal instead
+/// (a read that hangs, on a hung file system, must not hold every unit's end).
+const ANSWER_MARGIN: Duration = Duration::from_secs(2);
 /// The longest line kept (a generous cut: redaction cuts to size later).
 const LINE_BYTES: usize = 16 * 1024;
 
 // sd-journal's open flags (sd-journal.h).
 const LOCAL_ONLY: c_int = 1;
 const SYSTEM: c_int = 4;
-const CURRENT_USER: c_int = 8;
 
 /// A run of a unit, as the journal knows it.
 #[derive(Clone, Debug)]
@@ -52,8 +55,9 @@ enum Ask {
         exited_us: u64,
         n: usize,
         until: Instant,
-        /// When systemd's message was first seen.
-        told: Option<Instant>,
+        /// Once systemd's message is seen: when the unit's newest entry was last looked at,
+        /// and what it was (its time).
+        told: Option<(Instant, u64)>,
         reply: tokio::sync::oneshot::Sender<Vec<String>>,
     },
     /// The run's last `n` lines now.
@@ -111,7 +115,10 @@ impl Reader {
                 reply,
             })
             .ok()?;
-        answer.await.ok()
+        tokio::time::timeout(wait + ANSWER_MARGIN, answer)
+            .await
+            .ok()?
+            .ok()
     }
 
     /// The run's last `n` lines so far. `None`: read them otherwise.
@@ -127,7 +134,7 @@ impl Reader {
                 reply,
             })
             .ok()?;
-        answer.await.ok()
+        tokio::time::timeout(ANSWER_MARGIN, answer).await.ok()?.ok()
     }
 }
 
@@ -166,12 +173,20 @@ fn serve(mut journal: Journal, user: bool, asks: mpsc::Receiver<Ask>) {
                     mut told,
                     reply,
                 } => {
-                    if told.is_none()
-                        && journal.manager_wrote_since(&run.invocation, exited_us, user)
-                    {
-                        told = Some(now);
+                    let mut settled = false;
+                    match told {
+                        None => {
+                            if journal.manager_wrote_since(&run.invocation, exited_us, user) {
+                                told = Some((now, journal.newest_of(&run, user)));
+                            }
+                        }
+                        Some((at, newest)) if now >= at + SETTLE => {
+                            let latest = journal.newest_of(&run, user);
+                            settled = latest == newest;
+                            told = Some((now, latest));
+                        }
+                        Some(_) => {}
                     }
-                    let settled = told.is_some_and(|t| now >= t + SETTLE);
                     if settled || now >= until || reply.is_closed() {
                         if told.is_none() {
                             debug!(
@@ -206,6 +221,8 @@ pub enum OpenError {
     Open(std::io::Error),
     #[error("no journal file can be read (is vigil's user in the systemd-journal or adm group?)")]
     NoFiles,
+    #[error("cannot watch the journal's files for rotation: {0}")]
+    Watch(std::io::Error),
 }
 
 type Handle = *mut c_void;
@@ -271,7 +288,9 @@ impl Journal {
     fn open(user: bool) -> Result<Journal, OpenError> {
         let api = Api::load()?;
         let mut handle: Handle = std::ptr::null_mut();
-        let flags = LOCAL_ONLY | if user { CURRENT_USER } else { SYSTEM };
+        // A user's units write to the user's own journal files when the journal is kept on
+        // disk, and to the system's when it is kept in memory: every file the user may read.
+        let flags = LOCAL_ONLY | if user { 0 } else { SYSTEM };
         // SAFETY: `handle` is a valid place for the new handle.
         let r = unsafe { (api.open)(&mut handle, flags) };
         if r < 0 || handle.is_null() {
@@ -290,8 +309,12 @@ impl Journal {
         }
         // The journal's inotify watch: new and rotated files are noticed when `process` is
         // called (the events simply wait in the kernel meanwhile — nothing wakes vigil).
+        // Without it a rotated file would go unseen: then `journalctl` is used instead.
         // SAFETY: a valid handle.
-        unsafe { (journal.api.get_fd)(journal.handle) };
+        let fd = unsafe { (journal.api.get_fd)(journal.handle) };
+        if fd < 0 {
+            return Err(OpenError::Watch(std::io::Error::from_raw_os_error(-fd)));
+        }
         Ok(journal)
     }
 
@@ -350,18 +373,23 @@ impl Journal {
         at
     }
 
+    /// When the unit's newest entry was written (µs), whichever run it is of.
+    fn newest_of(&mut self, run: &Run, user: bool) -> u64 {
+        let mut at = 0;
+        self.newest(&unit_matches(run, user), 1, |j| {
+            at = j.realtime();
+            false
+        });
+        at
+    }
+
     /// The run's own last `n` lines, oldest first: the unit's lines journald tagged with the
     /// run's invocation id, and those it could not tag (it learns the run from the process,
     /// and a line read after the process is gone has none) written since the run started.
     fn lines(&mut self, run: &Run, n: usize, user: bool) -> Vec<String> {
         let mut lines = VecDeque::new();
-        let unit = if user {
-            format!("_SYSTEMD_USER_UNIT={}", run.unit)
-        } else {
-            format!("_SYSTEMD_UNIT={}", run.unit)
-        };
         // Newest first: later runs' lines are skipped, the first of an earlier run ends it.
-        self.newest(&[unit], 4 * n + 256, |j| {
+        self.newest(&unit_matches(run, user), 4 * n + 256, |j| {
             let at = j.realtime();
             let whose = match j.field(c"_SYSTEMD_INVOCATION_ID") {
                 Some(id) => Whose::of(id == run.invocation.as_bytes(), at >= run.started_us),
@@ -386,12 +414,13 @@ impl Journal {
     /// field of its own, `INVOCATION_ID` too.
     fn manager_wrote_since(&mut self, invocation: &str, since_us: u64, user: bool) -> bool {
         let matches = if user {
-            [
+            vec![
                 format!("USER_INVOCATION_ID={invocation}"),
                 "_COMM=systemd".to_string(),
+                own_uid(),
             ]
         } else {
-            [format!("INVOCATION_ID={invocation}"), "_PID=1".to_string()]
+            vec![format!("INVOCATION_ID={invocation}"), "_PID=1".to_string()]
         };
         let mut told = false;
         self.newest(&matches, 1, |j| {
@@ -400,6 +429,20 @@ impl Journal {
         });
         told
     }
+}
+
+/// The matches for the entries the unit's processes wrote.
+fn unit_matches(run: &Run, user: bool) -> Vec<String> {
+    if user {
+        vec![format!("_SYSTEMD_USER_UNIT={}", run.unit), own_uid()]
+    } else {
+        vec![format!("_SYSTEMD_UNIT={}", run.unit)]
+    }
+}
+
+/// The match for entries written by vigil's own user (a user's units and manager).
+fn own_uid() -> String {
+    format!("_UID={}", rustix::process::getuid().as_raw())
 }
 
 /// Whose a line of the unit is, read newest first.
