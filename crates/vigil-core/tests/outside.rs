@@ -283,6 +283,13 @@ fn held() -> Option<vigil_core::AgentMemory> {
     })
 }
 
+fn quarantined() -> Option<vigil_core::AgentMemory> {
+    Some(vigil_core::AgentMemory {
+        quarantined: Some("invalid API key".into()),
+        ..Default::default()
+    })
+}
+
 #[test]
 fn a_held_unit_an_earlier_vigil_left_running_is_taken_over_and_stopped_not_started() {
     // vigil was killed while it stopped the unit a person asked it to stop: the unit still
@@ -325,12 +332,8 @@ fn a_held_unit_found_stopped_stays_so_without_a_word() {
 
 #[test]
 fn a_quarantined_container_left_running_is_stopped_and_stays_quarantined() {
-    let memory = vigil_core::AgentMemory {
-        quarantined: Some("invalid API key".into()),
-        ..Default::default()
-    };
     let mut sim = Sim::restarted(
-        vec![(external("feed"), Some(memory))],
+        vec![(external("feed"), quarantined())],
         vec![("feed", adoptable(7000, 5))],
     );
     let feed = sim.id("feed");
@@ -381,12 +384,8 @@ fn process_agents_are_not_looked_for_while_held() {
 
 #[test]
 fn a_reset_while_a_quarantined_copy_is_stopped_starts_it_after_the_stop() {
-    let memory = vigil_core::AgentMemory {
-        quarantined: Some("invalid API key".into()),
-        ..Default::default()
-    };
     let mut sim = Sim::restarted(
-        vec![(external("feed"), Some(memory))],
+        vec![(external("feed"), quarantined())],
         vec![("feed", adoptable(7000, 5))],
     );
     let feed = sim.id("feed");
@@ -396,13 +395,6 @@ fn a_reset_while_a_quarantined_copy_is_stopped_starts_it_after_the_stop() {
     let agent = sim.sup.agent(feed).unwrap();
     assert_eq!(agent.state(), AgentState::Running);
     assert_eq!(sim.spawns(feed).len(), 1);
-}
-
-fn quarantined() -> Option<vigil_core::AgentMemory> {
-    Some(vigil_core::AgentMemory {
-        quarantined: Some("invalid API key".into()),
-        ..Default::default()
-    })
 }
 
 #[test]
