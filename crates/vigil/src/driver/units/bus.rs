@@ -196,6 +196,8 @@ pub struct Bus {
     /// The bus daemon refuses a connection more than 128 calls waiting for their replies
     /// (`LimitsExceeded`): a hundred units starting at once wait their turn here instead.
     calls: tokio::sync::Semaphore,
+    /// The results of the jobs vigil queued.
+    pub jobs: super::jobs::Jobs,
 }
 
 /// How long systemd may take to answer one call.
@@ -218,6 +220,7 @@ impl Bus {
             conn,
             name,
             calls: tokio::sync::Semaphore::new(OPERATIONS_IN_FLIGHT),
+            jobs: super::jobs::Jobs::default(),
         })
     }
 

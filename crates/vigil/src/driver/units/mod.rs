@@ -9,6 +9,7 @@
 //! the I/O runtime and answers the core with an event, like the other drivers.
 
 mod bus;
+mod jobs;
 pub mod journal;
 mod own;
 mod reader;
@@ -352,9 +353,9 @@ impl UnitDriver {
             what: format!("a job for {unit}"),
         };
         let asked = tokio::time::timeout(bus::CALL_TIMEOUT, async {
-            // Listening before asking: the job may end before the call returns.
-            let removed = manager.receive_job_removed().await?;
-            let path = match job {
+            // The connection's `JobRemoved` subscription was made before any job (a job may
+            // end before the call that queued it returns).
+            match job {
                 Job::Start => {
                     // vigil's restart budget decides how often the unit starts: systemd's own
                     // start limit (5 starts in 10 s by default) would refuse vigil's restarts
@@ -363,27 +364,16 @@ impl UnitDriver {
                     manager.start_unit(unit, "replace").await
                 }
                 Job::Stop => manager.stop_unit(unit, "replace").await,
-            }?;
-            Ok::<_, zbus::Error>((removed, path))
+            }
         })
         .await;
         drop(turn);
-        let (mut removed, path) = asked.map_err(no_answer)?.map_err(err)?;
+        let path = asked.map_err(no_answer)?.map_err(err)?;
         debug!("systemd: waiting for {path:?} ({unit})");
-        let result = tokio::time::timeout(JOB_WAIT, async {
-            while let Some(signal) = removed.next().await {
-                if let Ok(args) = signal.args()
-                    && args.job.as_str() == path.as_str()
-                {
-                    return Some(args.result.clone());
-                }
-            }
-            None
-        })
-        .await;
+        let result = tokio::time::timeout(JOB_WAIT, bus.jobs.result_of(path.as_str())).await;
         match result {
-            Ok(Some(r)) if r == "done" => Ok(()),
-            Ok(Some(result)) => Err(BusError::JobFailed {
+            Ok(Ok(r)) if r == "done" => Ok(()),
+            Ok(Ok(result)) => Err(BusError::JobFailed {
                 unit: unit.to_string(),
                 result,
             }),
@@ -533,6 +523,11 @@ impl UnitDriver {
                 }
             };
             let stream = async {
+                // Every job's result, from before the first job is queued.
+                let removed = ManagerProxy::new(&bus.conn)
+                    .await?
+                    .receive_job_removed()
+                    .await?;
                 let rule = zbus::MatchRule::builder()
                     .msg_type(zbus::message::Type::Signal)
                     .sender("org.freedesktop.systemd1")
@@ -544,10 +539,10 @@ impl UnitDriver {
                 let stream = zbus::MessageStream::for_match_rule(rule, &bus.conn, None).await?;
                 debug!("systemd: subscribing");
                 ManagerProxy::new(&bus.conn).await?.subscribe().await?;
-                Ok::<_, zbus::Error>(stream)
+                Ok::<_, zbus::Error>((stream, removed))
             };
             let stream = tokio::time::timeout(bus::CALL_TIMEOUT, stream).await;
-            let mut stream = match stream {
+            let (mut stream, mut removed) = match stream {
                 Ok(Ok(s)) => s,
                 Err(_) => {
                     retry
@@ -563,6 +558,16 @@ impl UnitDriver {
                 }
             };
             retry.succeeded();
+            // Jobs' results go to whoever waits for them, for as long as the connection lasts.
+            let results = bus.clone();
+            self.shared.io.spawn(async move {
+                while let Some(signal) = removed.next().await {
+                    if let Ok(args) = signal.args() {
+                        results.jobs.removed(args.job.as_str(), args.result.clone());
+                    }
+                }
+                results.jobs.clear();
+            });
             self.shared.link.set_watching(true);
             let watched: Vec<String> = self.watches().by_path.keys().cloned().collect();
             for path in watched {
