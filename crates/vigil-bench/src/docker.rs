@@ -254,17 +254,16 @@ fn idle_watch(vigil: &Path, n: usize, seconds: u64) -> Result<serde_json::Value>
     let mut daemon = Daemon::start(vigil, &dir, &config)?;
     let t0 = Instant::now();
     let mut watch = crate::idle::StateWatch::new(dir.join("state/state.jsonl"));
-    loop {
-        daemon.check_alive()?;
-        watch.refresh();
-        if watch.running() >= n {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(60 + n as u64) {
-            bail!("only {} of {n} containers running", watch.running());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let limit = Duration::from_secs(60 + n as u64);
+    crate::idle::wait_within(
+        &mut daemon,
+        &format!("{n} containers running"),
+        limit,
+        || {
+            watch.refresh();
+            watch.running() >= n
+        },
+    )?;
     let started = t0.elapsed();
     std::thread::sleep(Duration::from_secs(3));
     let (cpu, per_s, rss_kib) = quiet_usage(daemon.pid(), seconds)?;

@@ -165,12 +165,22 @@ fn idle(vigil: &Path, dir: &Path, n: usize, seconds: u64, api: bool) -> Result<s
 }
 
 /// Poll `done` every 2 ms for up to two minutes, failing early if vigil exits.
-fn wait_until(daemon: &mut Daemon, what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
+fn wait_until(daemon: &mut Daemon, what: &str, done: impl FnMut() -> bool) -> Result<()> {
+    wait_within(daemon, what, Duration::from_secs(120), done)
+}
+
+/// Poll `done` until it holds, while the daemon lives, for at most `limit`.
+pub fn wait_within(
+    daemon: &mut Daemon,
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) -> Result<()> {
     let t0 = Instant::now();
     while !done() {
         daemon.check_alive()?;
-        if t0.elapsed() > Duration::from_secs(120) {
-            bail!("{what}: not within 120s");
+        if t0.elapsed() > limit {
+            bail!("{what}: not within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(2));
     }

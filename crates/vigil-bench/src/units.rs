@@ -257,17 +257,11 @@ fn idle_watch(host: &Host, vigil: &Path, n: usize, seconds: u64) -> Result<serde
     let mut daemon = host.daemon(vigil, &dir, &config, "warn")?;
     let t0 = Instant::now();
     let mut watch = crate::idle::StateWatch::new(dir.join("state/state.jsonl"));
-    loop {
-        daemon.check_alive()?;
+    let limit = Duration::from_secs(60 + n as u64);
+    crate::idle::wait_within(&mut daemon, &format!("{n} units running"), limit, || {
         watch.refresh();
-        if watch.running() >= n {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(60 + n as u64) {
-            bail!("only {} of {n} units running", watch.running());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        watch.running() >= n
+    })?;
     let started = t0.elapsed();
     std::thread::sleep(Duration::from_secs(3));
     let pid = inner_pid(daemon.pid())?;

@@ -1,12 +1,11 @@
 //! A unit's evidence: its own journal lines for one run (`_SYSTEMD_INVOCATION_ID`), from
 //! `journalctl` — the journal's own reader, which knows its file format, rotation and
-//! permissions — bounded in time and size like every helper command, redacted like a log tail.
+//! permissions — bounded in time and size like every helper command. The caller redacts them.
 
 use std::time::Duration;
 
 use crate::command::{Helper, run};
 use crate::driver::Children;
-use crate::redact::{self, Secrets};
 
 /// How long `journalctl` may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -18,7 +17,6 @@ pub async fn tail(
     user: bool,
     n: usize,
     children: &Children,
-    secrets: &Secrets,
 ) -> Vec<String> {
     if n == 0 {
         return Vec::new();
@@ -58,10 +56,7 @@ pub async fn tail(
             let text = String::from_utf8_lossy(&f.output);
             let lines: Vec<&str> = text.lines().collect();
             let from = lines.len().saturating_sub(n);
-            lines[from..]
-                .iter()
-                .map(|l| redact::line_with(l, secrets))
-                .collect()
+            lines[from..].iter().map(|l| l.to_string()).collect()
         }
         Err(e) => vec![format!("(the unit's journal could not be read: {e})")],
     }

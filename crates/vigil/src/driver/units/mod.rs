@@ -297,7 +297,7 @@ impl UnitDriver {
                             this.ended_now(&s.path, &s.invocation, again).await
                         }
                         Ok(_) => {}
-                        // Not read: the signals' follower asks again.
+                        // Not read: ask once more (systemd's signals report the end too).
                         Err(_) => this.check(s.path.clone()).await,
                     }
                 }
@@ -390,23 +390,32 @@ impl UnitDriver {
             return Vec::new();
         };
         let n = self.shared.log_lines;
-        match self.shared.journal.so_far(&w.journal_run(), n).await {
-            Some(lines) => redacted(lines, &w.secrets),
-            None => self.read_journal(&w).await,
-        }
+        let in_vigil = self.shared.journal.so_far(&w.journal_run(), n).await;
+        self.evidence(&w, in_vigil).await
     }
 
-    /// The run's lines from the journal, read now.
-    async fn read_journal(&self, w: &Watched) -> Vec<String> {
-        journal::tail(
-            &w.unit,
-            &w.invocation,
-            self.shared.user,
-            self.shared.log_lines,
-            &self.shared.children,
-            &w.secrets,
-        )
-        .await
+    /// The run's lines, redacted: as the in-vigil reader gave them, else (`None`: it could
+    /// not) read with `journalctl` now.
+    async fn evidence(&self, w: &Watched, in_vigil: Option<Vec<String>>) -> Vec<String> {
+        let (lines, how) = match in_vigil {
+            Some(lines) => (lines, "in vigil"),
+            None => {
+                let lines = journal::tail(
+                    &w.unit,
+                    &w.invocation,
+                    self.shared.user,
+                    self.shared.log_lines,
+                    &self.shared.children,
+                )
+                .await;
+                (lines, "by journalctl")
+            }
+        };
+        debug!("systemd: the run's journal, {how}: {} lines", lines.len());
+        lines
+            .iter()
+            .map(|l| crate::redact::line_with(l, &w.secrets))
+            .collect()
     }
 
     /// Its agent is gone from the config.
@@ -443,7 +452,7 @@ impl UnitDriver {
             "systemd: unit {} ended: {status} (systemd time {})",
             w.unit, state.exited_us
         );
-        let followed = self
+        let in_vigil = self
             .shared
             .journal
             .ended(
@@ -453,23 +462,7 @@ impl UnitDriver {
                 JOURNAL_WAIT,
             )
             .await;
-        let lines = match followed {
-            Some(lines) => {
-                debug!(
-                    "systemd: the run's journal, in vigil: {} lines",
-                    lines.len()
-                );
-                redacted(lines, &w.secrets)
-            }
-            None => {
-                let lines = self.read_journal(&w).await;
-                debug!(
-                    "systemd: the run's journal, by journalctl: {} lines",
-                    lines.len()
-                );
-                lines
-            }
-        };
+        let lines = self.evidence(&w, in_vigil).await;
         self.send(Event::LogTail {
             agent: w.agent,
             run: w.run,
@@ -638,13 +631,6 @@ impl UnitDriver {
             }
         });
     }
-}
-
-fn redacted(lines: Vec<String>, secrets: &crate::redact::Secrets) -> Vec<String> {
-    lines
-        .iter()
-        .map(|l| crate::redact::line_with(l, secrets))
-        .collect()
 }
 
 enum Job {
