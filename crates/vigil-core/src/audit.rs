@@ -44,6 +44,11 @@ pub enum AuditAction {
     LlmError,
     /// An action on an agent's processes could not be carried out (a signal refused, …).
     ActionFailed,
+    /// An agent is held back because an agent it depends on is down: not started, or not
+    /// restarted and its stall verdicts not counted, until that one is back.
+    Waiting,
+    /// The agent it waited for is back: it is started, or its checks start over.
+    Resumed,
     /// A state-changing API request was refused (missing or wrong token).
     ApiDenied,
     /// vigil itself started, reloaded or stopped.
@@ -78,6 +83,8 @@ impl AuditAction {
         AuditAction::Advice,
         AuditAction::LlmError,
         AuditAction::ActionFailed,
+        AuditAction::Waiting,
+        AuditAction::Resumed,
         AuditAction::ApiDenied,
         AuditAction::VigilStart,
         AuditAction::VigilReload,
@@ -107,6 +114,8 @@ impl AuditAction {
             AuditAction::Advice => "advice",
             AuditAction::LlmError => "llm_error",
             AuditAction::ActionFailed => "action_failed",
+            AuditAction::Waiting => "waiting",
+            AuditAction::Resumed => "resumed",
             AuditAction::ApiDenied => "api_denied",
             AuditAction::VigilStart => "vigil_start",
             AuditAction::VigilReload => "vigil_reload",

@@ -103,6 +103,9 @@ pub struct CheckSpec {
     pub ready: bool,
     /// What the edge probes (a URL, a query, a path), reduced to whether it changed.
     pub probe_fingerprint: u64,
+    /// The agent whose output this check watches (`produced_by`): a stall it finds is that
+    /// agent's, which is diagnosed and healed instead of the watcher.
+    pub produced_by: Option<String>,
 }
 
 impl CheckSpec {
@@ -117,6 +120,7 @@ impl CheckSpec {
             max_age: None,
             ready: false,
             probe_fingerprint: 0,
+            produced_by: None,
         }
     }
 
@@ -314,6 +318,8 @@ pub(crate) struct CheckSet {
     pub generation: u64,
     /// The agent said `STOPPING=1`: it is shutting down on its own; no stall verdicts.
     suspended: bool,
+    /// An agent it depends on is down: its failing verdicts are that agent's, and do not count.
+    pub upstream_down: bool,
     /// The agent's last `STATUS=` line.
     pub status_text: Option<String>,
     /// vigil itself was not running its loop until then: signs of life sent before may have
@@ -409,6 +415,37 @@ impl CheckSet {
             } else {
                 later(now, c.spec.interval)
             });
+        }
+    }
+
+    /// Every check has passed in this run on this run's evidence, and none fails now: the
+    /// agent is `healthy` for what depends on it. An agent without checks is healthy once up.
+    pub fn healthy(&self) -> bool {
+        self.is_active()
+            && self
+                .checks
+                .iter()
+                .all(|c| c.proven_this_run && c.status.verdict != Verdict::Failing)
+    }
+
+    /// The upstream it waited for is back: its checks start over as after a start — failures
+    /// forgotten, a new grace period, silence measured from `now` — so what the upstream's
+    /// outage left stale is not a stall of this agent.
+    pub fn resume_after_upstream(&mut self, now: Instant) {
+        self.upstream_down = false;
+        if self.run_start.is_some() {
+            self.grace_from = Some(now);
+            self.blind_end = Some(self.blind_end.map_or(now, |b| b.max(now)));
+        }
+        for c in &mut self.checks {
+            c.status.consecutive_failures = 0;
+            if c.spec.kind.is_push() && self.run_start.is_some() {
+                c.due = Some(later(now, c.max_age().max(c.spec.grace)));
+            }
+        }
+        if self.run_start.is_none() {
+            // Still waiting for READY=1: the deadline starts over too.
+            self.arm_ready_deadline(now);
         }
     }
 
@@ -641,6 +678,7 @@ impl CheckSet {
         let in_grace = self.in_grace(&self.checks[i], now.mono);
         let is_quiet = quiet.is_quiet(now.wall_ms);
         let suspended = self.suspended;
+        let upstream_down = self.upstream_down;
         let c = &mut self.checks[i];
         let from = c.status.verdict;
         let mut counts = false;
@@ -652,6 +690,7 @@ impl CheckSet {
             Verdict::Failing if in_grace => detail.push_str(" (within grace)"),
             Verdict::Failing if is_quiet => detail.push_str(" (quiet window)"),
             Verdict::Failing if suspended => detail.push_str(" (agent is stopping)"),
+            Verdict::Failing if upstream_down => detail.push_str(" (waiting for its upstream)"),
             Verdict::Failing => {
                 c.status.consecutive_failures += 1;
                 counts = true;

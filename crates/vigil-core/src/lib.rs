@@ -13,6 +13,7 @@ pub mod budget;
 pub mod checks;
 pub mod diagnosis;
 pub mod event;
+pub mod graph;
 pub mod policy;
 pub mod quiet;
 pub mod records;
@@ -31,6 +32,7 @@ pub use event::{
     AgentId, Command, Event, ExitStatus, FailedAction, Outside, Requester, RunId, SpawnErrorKind,
     SpawnFailure,
 };
+pub use graph::{Dependency, Level, OnUpstreamRestart, Ready};
 pub use policy::{OnExhausted, RestartDecision, RestartMode, RestartPolicy, Wait};
 pub use quiet::{Quiet, QuietWindow};
 pub use signal::Signal;

@@ -319,6 +319,43 @@ pub(crate) fn stalled(
     }
 }
 
+/// `stalled` of a producer: a check of another agent (`produced_by`) found its output stale.
+pub(crate) fn stalled_output(
+    agent: &str,
+    reason: &str,
+    watcher: &str,
+    spec: &CheckSpec,
+    investigating_for: Option<Duration>,
+) -> AuditEntry {
+    stalled(agent, reason, spec, spec.failure_threshold, investigating_for)
+        .meta("seen_by", watcher)
+}
+
+/// `waiting`: held back because `upstream` is down (`why`); `what` says what is held.
+pub(crate) fn waiting(agent: &str, upstream: &str, why: &str, what: &str) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Waiting,
+        format!("waiting for {upstream} ({why}): {what}"),
+    )
+    .meta("upstream", upstream)
+    .meta("upstream_state", why)
+}
+
+/// `resumed`: the upstream it waited for is back; `what` says what follows.
+pub(crate) fn resumed(agent: &str, upstream: &str, waited: Duration, what: &str) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Resumed,
+        format!(
+            "{upstream} is back after {}: {what}",
+            human_duration(waited)
+        ),
+    )
+    .meta("upstream", upstream)
+    .meta("waited_ms", millis(waited))
+}
+
 /// `spawn_failed`: the process could not be created.
 pub(crate) fn spawn_failed(agent: &str, error: &SpawnFailure) -> AuditEntry {
     entry(

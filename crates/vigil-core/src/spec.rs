@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::advice::AdvisorSpec;
 use crate::checks::CheckSpec;
 use crate::diagnosis::Rules;
+use crate::graph::{Dependency, OnUpstreamRestart};
 use crate::policy::{RestartMode, RestartPolicy};
 use crate::quiet::Quiet;
 use crate::signal::Signal;
@@ -37,6 +38,10 @@ pub struct AgentSpec {
     pub diagnosis: Rules,
     /// An advisor (LLM) gives second opinions, when one is configured.
     pub advisor: Option<AdvisorSpec>,
+    /// The agents it needs (`depends_on`, and the producers its checks name): it starts after
+    /// them, and while one is down its failures are that one's, not its own.
+    pub depends_on: Vec<Dependency>,
+    pub on_upstream_restart: OnUpstreamRestart,
     /// The timeout of the agent's `evidence` command, when it has one: run on a stall before
     /// the agent is stopped.
     pub evidence_timeout: Option<Duration>,
@@ -63,6 +68,8 @@ impl AgentSpec {
             diagnosis: Rules::default(),
             advisor: None,
             evidence_timeout: None,
+            depends_on: Vec::new(),
+            on_upstream_restart: OnUpstreamRestart::Wait,
         }
     }
 }

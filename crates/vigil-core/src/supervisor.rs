@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::action::Action;
 use crate::agent::{Agent, AgentMemory, CommandError, CommandOutcome, Outbox, TimerKind};
 use crate::event::{AgentId, Command, Event, Requester, RunId};
+use crate::graph::{Level, Ready};
 use crate::spec::AgentSpec;
 use crate::time::Now;
 
@@ -55,6 +56,27 @@ pub struct Supervisor {
     forgotten: Vec<(AgentId, String)>,
     /// The last `now` seen, to catch a clock that goes backwards in debug builds.
     last_now: Option<Instant>,
+    /// Which agent feeds which, by id.
+    graph: Graph,
+}
+
+/// The dependency graph by id, with each upstream's last level: an agent whose level changes
+/// is looked at again by the agents that depend on it, and only they. An agent without
+/// dependents costs one empty-list check per input.
+#[derive(Default)]
+struct Graph {
+    /// By agent: the agents it depends on, and how far along each must be.
+    ups: Vec<Vec<(AgentId, Ready)>>,
+    /// By agent: the agents that depend on it.
+    downs: Vec<Vec<AgentId>>,
+    /// By agent: its level as last seen (kept for agents with dependents).
+    levels: Vec<Level>,
+    /// Agents whose level changed since their dependents last looked.
+    changed: Vec<AgentId>,
+    /// Stalls of producers found by their watchers, not yet handed over.
+    blames: Vec<crate::agent::Blame>,
+    /// An agent was added, forgotten or its dependencies changed: rebuilt before next use.
+    stale: bool,
 }
 
 impl Supervisor {
@@ -66,6 +88,7 @@ impl Supervisor {
             timers: BTreeSet::new(),
             out: Outbox {
                 actions: VecDeque::new(),
+                blames: Vec::new(),
                 self_pid,
                 last_run: 0,
             },
@@ -74,6 +97,7 @@ impl Supervisor {
             persist: HashSet::new(),
             forgotten: Vec::new(),
             last_now: None,
+            graph: Graph::default(),
         }
     }
 
@@ -91,6 +115,9 @@ impl Supervisor {
         }
         let id = AgentId(self.agents.len() as u32);
         self.by_name.insert(spec.name.clone(), id);
+        if !spec.depends_on.is_empty() || !self.graph.downs.is_empty() {
+            self.graph.stale = true;
+        }
         self.agents.push(Some(Agent::new(id, spec, memory)));
         self.touched.insert(id);
         id
@@ -133,6 +160,9 @@ impl Supervisor {
     /// Start every agent that should run: autostart, not held by a human, not quarantined.
     pub fn start_all(&mut self, now: Now) {
         self.tick(now);
+        // Who waits for whom is known before anything starts: an agent whose upstream is not
+        // up yet waits for it instead of starting.
+        self.settle(now);
         let ids: Vec<AgentId> = self.agents().map(|a| a.id()).collect();
         for id in ids {
             self.with_agent(id, |a, out| {
@@ -143,6 +173,7 @@ impl Supervisor {
                 }
             });
         }
+        self.settle(now);
     }
 
     pub fn handle(&mut self, now: Now, event: Event) {
@@ -208,6 +239,7 @@ impl Supervisor {
                 self.with_agent(agent, |a, out| a.on_action_failed(run, action, &error, out));
             }
         }
+        self.settle(now);
     }
 
     /// The edge noticed its loop ran `late` after a deadline: vigil itself was stopped
@@ -239,6 +271,7 @@ impl Supervisor {
                 }
             });
         }
+        self.settle(now);
     }
 
     /// A person's request (CLI, API).
@@ -265,7 +298,10 @@ impl Supervisor {
         if self.shutting_down && command != Command::Stop {
             return Some(Err(CommandError::ShuttingDown));
         }
-        self.with_agent(id, |a, out| a.command(now.mono, command, by, note, out))
+        self.settle(now);
+        let outcome = self.with_agent(id, |a, out| a.command(now.mono, command, by, note, out));
+        self.settle(now);
+        outcome
     }
 
     /// Apply a reloaded configuration: start what was added, stop what was removed, restart
@@ -285,6 +321,7 @@ impl Supervisor {
                 a.remove(now.mono, out);
             });
         }
+        let mut added = Vec::new();
         for spec in specs {
             let name = spec.name.clone();
             match self.by_name.get(&name).copied() {
@@ -292,9 +329,7 @@ impl Supervisor {
                     let autostart = spec.autostart;
                     let id = self.add(spec, None);
                     if autostart && !self.shutting_down {
-                        self.with_agent(id, |a, out| {
-                            let _ = a.request_start(now.mono, Requester::Reload, out);
-                        });
+                        added.push(id);
                     }
                     report.added.push(name);
                 }
@@ -317,6 +352,16 @@ impl Supervisor {
                 }
             }
         }
+        // What the added agents depend on is known before they start: one whose upstream is
+        // down waits for it.
+        self.graph.stale = true;
+        self.settle(now);
+        for id in added {
+            self.with_agent(id, |a, out| {
+                let _ = a.request_start(now.mono, Requester::Reload, out);
+            });
+        }
+        self.settle(now);
         report
     }
 
@@ -330,6 +375,7 @@ impl Supervisor {
                 a.request_stop(now.mono, Requester::Shutdown, out);
             });
         }
+        self.settle(now);
     }
 
     /// Don't wait for stop timeouts: every agent still stopping gets SIGKILL now (a second
@@ -344,6 +390,7 @@ impl Supervisor {
         for id in ids {
             self.with_agent(id, |a, out| a.on_timer(now, TimerKind::Kill, out));
         }
+        self.settle(now);
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -370,7 +417,9 @@ impl Supervisor {
     /// A heartbeat through the API. `None`: no such agent; `Some(false)`: it has no `api` check.
     pub fn api_heartbeat(&mut self, now: Now, id: AgentId) -> Option<bool> {
         self.tick(now);
-        self.with_agent(id, |a, out| a.on_api_heartbeat(now, out))
+        let took = self.with_agent(id, |a, out| a.on_api_heartbeat(now, out));
+        self.settle(now);
+        took
     }
 
     /// What changed since the last call: for the published status and for persistence.
@@ -400,6 +449,89 @@ impl Supervisor {
         self.agents.iter().flatten()
     }
 
+    /// The agents `id` depends on, with how far along each must be.
+    pub fn upstreams(&self, id: AgentId) -> &[(AgentId, Ready)] {
+        self.graph
+            .ups
+            .get(id.0 as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Hand every blame to its producer and let the dependents of every agent whose level
+    /// changed look at their upstreams again, until nothing changes any more (the graph has
+    /// no cycle: each change travels downstream only).
+    fn settle(&mut self, now: Now) {
+        if self.graph.stale {
+            self.rebuild_graph();
+        }
+        loop {
+            if let Some(blame) = self.graph.blames.pop() {
+                if let Some(id) = self.by_name.get(&blame.producer).copied() {
+                    self.with_agent(id, |a, out| a.blamed(now, blame, out));
+                }
+                continue;
+            }
+            let Some(id) = self.graph.changed.pop() else {
+                break;
+            };
+            let downs = self.graph.downs.get(id.0 as usize).cloned().unwrap_or_default();
+            for down in downs {
+                let first_down = self.first_down_upstream(down);
+                self.with_agent(down, |a, out| a.set_upstream(now.mono, first_down, out));
+            }
+        }
+    }
+
+    /// The first upstream of `id` that is not as far along as its edge requires: its name and
+    /// what it is doing.
+    fn first_down_upstream(&self, id: AgentId) -> Option<(String, String)> {
+        let ups = self.graph.ups.get(id.0 as usize)?;
+        ups.iter().find_map(|&(up, ready)| {
+            let level = self.graph.levels.get(up.0 as usize).copied()?;
+            if level.satisfies(ready) {
+                return None;
+            }
+            self.agent(up).map(|a| (a.name().to_string(), a.down_why()))
+        })
+    }
+
+    /// Index the graph anew from the agents' specs (after an agent came or went, or a reload),
+    /// and have every agent with upstreams look at them again.
+    fn rebuild_graph(&mut self) {
+        let n = self.agents.len();
+        let g = &mut self.graph;
+        g.stale = false;
+        g.ups = vec![Vec::new(); n];
+        g.downs = vec![Vec::new(); n];
+        g.levels = vec![Level::default(); n];
+        for agent in self.agents.iter().flatten() {
+            let id = agent.id();
+            for dep in &agent.spec().depends_on {
+                if let Some(&up) = self.by_name.get(&dep.agent)
+                    && up != id
+                {
+                    g.ups[id.0 as usize].push((up, dep.ready));
+                    g.downs[up.0 as usize].push(id);
+                }
+            }
+        }
+        for agent in self.agents.iter().flatten() {
+            let id = agent.id().0 as usize;
+            if !g.downs[id].is_empty() {
+                g.levels[id] = agent.level();
+                g.changed.push(agent.id());
+            }
+        }
+        if g.downs.iter().all(Vec::is_empty) {
+            // Nothing depends on anything: nothing to look at, now or later.
+            g.ups.clear();
+            g.downs.clear();
+            g.levels.clear();
+            g.changed.clear();
+        }
+    }
+
     fn tick(&mut self, now: Now) {
         debug_assert!(
             self.last_now.is_none_or(|t| now.mono >= t),
@@ -418,6 +550,19 @@ impl Supervisor {
         let before = agent.persist_key();
         let result = f(agent, &mut self.out);
         agent.sync_check_timers();
+        if !self.out.blames.is_empty() {
+            self.graph.blames.append(&mut self.out.blames);
+        }
+        if let Some(downs) = self.graph.downs.get(id.0 as usize)
+            && !downs.is_empty()
+        {
+            let level = agent.level();
+            let seen = &mut self.graph.levels[id.0 as usize];
+            if *seen != level {
+                *seen = level;
+                self.graph.changed.push(id);
+            }
+        }
         for (kind, old, new) in agent.timers.changes.drain(..) {
             if let Some(at) = old {
                 self.timers.remove(&(at, id, kind));
@@ -439,6 +584,9 @@ impl Supervisor {
             self.by_name.remove(&name);
             self.persist.remove(&id);
             self.forgotten.push((id, name));
+            if self.graph.downs.get(id.0 as usize).is_some_and(|d| !d.is_empty()) {
+                self.graph.stale = true;
+            }
         }
         Some(result)
     }

@@ -11,8 +11,8 @@ use proptest::prelude::*;
 use sim::{SELF_PID, Sim, ms};
 use vigil_core::{
     Action, AdvisorSpec, AgentId, AgentSpec, AgentState, AuditAction, Category, CheckKind,
-    CheckSpec, Command, Diagnosis, Event, ExitStatus, Observation, OnExhausted, Remedy, Requester,
-    RestartPolicy, RunId, Severity, Signal, Source,
+    CheckSpec, Command, Dependency, Diagnosis, Event, ExitStatus, Observation, OnExhausted, Ready,
+    Remedy, Requester, RestartPolicy, RunId, Severity, Signal, Source,
 };
 
 const AGENTS: usize = 3;
@@ -152,11 +152,27 @@ fn checks(i: usize, other: bool) -> Vec<CheckSpec> {
 }
 
 /// Agent 0 has an advisor; agent 1 has an evidence command and an advisor; agent 2 neither.
-fn spec(i: usize, policy: &RestartPolicy, other_checks: bool) -> AgentSpec {
+/// With `graph`, agent 2 depends on agent 0 (healthy) and agent 1 (running), and its progress
+/// check watches agent 0's output.
+fn spec(i: usize, policy: &RestartPolicy, other_checks: bool, graph: bool) -> AgentSpec {
     let mut spec = AgentSpec::new(&format!("a{i}"));
     spec.policy = policy.clone();
     spec.stop_timeout = ms(5_000);
     spec.checks = checks(i, other_checks);
+    if graph && i == 2 {
+        for (up, ready) in [("a0", Ready::Healthy), ("a1", Ready::Running)] {
+            spec.depends_on.push(Dependency {
+                agent: up.into(),
+                ready,
+                implied: false,
+            });
+        }
+        for c in &mut spec.checks {
+            if c.kind == CheckKind::Sql {
+                c.produced_by = Some("a0".into());
+            }
+        }
+    }
     if i < 2 {
         spec.advisor = Some(AdvisorSpec {
             min_confidence: 0.5,
@@ -211,14 +227,18 @@ struct Model {
     investigations: Vec<(AgentId, RunId, Instant)>,
     seen_audit: usize,
     seen_actions: usize,
+    graph: bool,
 }
 
 fn run(
     policies: Vec<RestartPolicy>,
     adopt: Vec<Option<u32>>,
     ops: Vec<Op>,
+    graph: bool,
 ) -> Result<(), TestCaseError> {
-    let specs: Vec<AgentSpec> = (0..AGENTS).map(|i| spec(i, &policies[i], false)).collect();
+    let specs: Vec<AgentSpec> = (0..AGENTS)
+        .map(|i| spec(i, &policies[i], false, graph))
+        .collect();
     let mut sim = Sim::new(Vec::new());
     // vigil's own pid, and init's, are in the pool the "kernel" hands out.
     sim.pid_pool = vec![SELF_PID, 101, 1, 102];
@@ -248,15 +268,87 @@ fn run(
         investigations: Vec::new(),
         seen_audit: 0,
         seen_actions: 0,
+        graph,
     };
     for op in ops {
+        let by_hand = matches!(op, Op::Human { .. } | Op::Reload { .. });
+        let before = m.waiting_downstream();
         m.apply(op)?;
         m.check()?;
+        m.check_waiting(before, by_hand)?;
     }
     Ok(())
 }
 
+/// The downstream agent (a2) while it waits for an upstream: since when, and its restart
+/// record then.
+struct WaitingSnapshot {
+    since: Instant,
+    total_restarts: u64,
+    restarts: Vec<Instant>,
+    spawns: usize,
+    actions: usize,
+}
+
 impl Model {
+    fn waiting_downstream(&self) -> Option<WaitingSnapshot> {
+        let id = self.ids[2];
+        let a = self.sim.sup.agent(id)?;
+        let (_, _, since) = a.waiting_on()?;
+        Some(WaitingSnapshot {
+            since,
+            total_restarts: a.total_restarts(),
+            restarts: a.restart_times().collect(),
+            spawns: self.sim.spawns(id).len(),
+            actions: self.sim.actions.len(),
+        })
+    }
+
+    /// While an upstream is down without a break, the downstream is never restarted and its
+    /// budget never moves (a human's or a reload's restart aside).
+    fn check_waiting(
+        &self,
+        before: Option<WaitingSnapshot>,
+        by_hand: bool,
+    ) -> Result<(), TestCaseError> {
+        let (Some(before), Some(after)) = (before, self.waiting_downstream()) else {
+            return Ok(());
+        };
+        if before.since != after.since || by_hand {
+            return Ok(());
+        }
+        prop_assert_eq!(after.spawns, before.spawns, "a waiting agent was started");
+        prop_assert_eq!(
+            after.total_restarts,
+            before.total_restarts,
+            "a waiting agent was restarted"
+        );
+        prop_assert_eq!(
+            &after.restarts,
+            &before.restarts,
+            "the budget of a waiting agent moved"
+        );
+        let id = self.ids[2];
+        for (_, action) in &self.sim.actions[before.actions..] {
+            if let Action::Audit(e) = action
+                && e.agent.as_deref() == Some("a2")
+            {
+                prop_assert!(
+                    !matches!(
+                        e.action,
+                        AuditAction::Restart | AuditAction::Stalled | AuditAction::Escalated
+                    ),
+                    "a waiting agent was judged: {}",
+                    e.reason
+                );
+            }
+            if let Action::Signal { agent, .. } | Action::Kill { agent, .. } = action {
+                prop_assert!(*agent != id || self.sim.sup.agent(id).is_none_or(|a| a.state() != AgentState::Waiting || a.pid().is_none()), "a waiting agent was signalled");
+            }
+        }
+        Ok(())
+    }
+
     fn apply(&mut self, op: Op) -> Result<(), TestCaseError> {
         let sim = &mut self.sim;
         match op {
@@ -392,7 +484,7 @@ impl Model {
             Op::Reload { keep, other_checks } => {
                 let kept: Vec<AgentSpec> = (0..AGENTS)
                     .filter(|i| keep & (1 << i) != 0)
-                    .map(|i| spec(i, &self.policies[i], other_checks))
+                    .map(|i| spec(i, &self.policies[i], other_checks, self.graph))
                     .collect();
                 for i in 0..AGENTS {
                     let id = self.ids[i];
@@ -596,7 +688,8 @@ proptest! {
         policies in proptest::collection::vec(policy(), AGENTS),
         adopt in proptest::collection::vec(prop_oneof![Just(None), Just(Some(SELF_PID)), Just(Some(1)), Just(Some(90))], AGENTS),
         ops in proptest::collection::vec(op(), 1..200),
+        graph in any::<bool>(),
     ) {
-        run(policies, adopt, ops)?;
+        run(policies, adopt, ops, graph)?;
     }
 }

@@ -68,6 +68,7 @@ impl Agent {
                 Ok(CommandOutcome::Started)
             }
             Phase::Starting(_) | Phase::Running(_) => Ok(CommandOutcome::AlreadyRunning),
+            Phase::Waiting { .. } => Ok(CommandOutcome::Waiting),
             // A copy of a quarantined agent being stopped: quarantined it stays.
             Phase::Stopping {
                 then: Then::Quarantine(reason),
@@ -93,6 +94,9 @@ impl Agent {
                     _ => format!("started by {}", self.who(by)),
                 };
                 self.leave_rest();
+                if self.wait_for_upstream(&reason, out) {
+                    return Ok(CommandOutcome::Waiting);
+                }
                 out.audit(records::start(self.name(), reason));
                 self.spawn(now, true, out);
                 Ok(CommandOutcome::Started)
@@ -129,9 +133,29 @@ impl Agent {
             _ => return self.request_start(now, by, out),
         };
         self.leave_rest();
+        if self.wait_for_upstream(&entry.reason, out) {
+            return Ok(CommandOutcome::Waiting);
+        }
         out.audit(entry);
         self.spawn(now, false, out);
         Ok(CommandOutcome::Started)
+    }
+
+    /// Wanted running while an upstream is down: it waits (on the record, with `asked`, who
+    /// asked) instead of starting. Returns whether it waits.
+    pub(super) fn wait_for_upstream(&mut self, asked: &str, out: &mut Outbox) -> bool {
+        let Some((on, why, _)) = self.waiting_on() else {
+            return false;
+        };
+        let entry = records::waiting(
+            self.name(),
+            on,
+            why,
+            &format!("{asked}; not started until then"),
+        );
+        out.audit(entry);
+        self.phase = Phase::Waiting { backoff: None };
+        true
     }
 
     /// Out of stopped, waiting or conflict, wanted running again.
@@ -185,6 +209,15 @@ impl Agent {
                 ));
                 CommandOutcome::Stopped
             }
+            Phase::Waiting { .. } => {
+                self.phase = Phase::Stopped;
+                out.audit(records::stop(
+                    self.name(),
+                    format!("{reason} while it waited for what it depends on"),
+                    None,
+                ));
+                CommandOutcome::Stopped
+            }
             Phase::Stopping { then, .. } => {
                 if !matches!(then, Then::Remove | Then::Quarantine(_)) {
                     *then = Then::Stay;
@@ -228,8 +261,12 @@ impl Agent {
                 self.held = false;
                 Ok(CommandOutcome::WillStart)
             }
+            Phase::Waiting { .. } => Ok(CommandOutcome::Waiting),
             Phase::Stopped | Phase::Backoff { .. } | Phase::Conflict { .. } => {
                 self.leave_rest();
+                if self.wait_for_upstream(&reason, out) {
+                    return Ok(CommandOutcome::Waiting);
+                }
                 out.audit(records::restart_requested(self.name(), reason, None));
                 self.spawn(now, true, out);
                 Ok(CommandOutcome::Started)
@@ -256,6 +293,10 @@ impl Agent {
             Phase::Quarantined { .. } | Phase::Backoff { .. } | Phase::Conflict { .. }
         );
         out.audit(records::reset(self.name(), &self.who(by)));
+        if let Phase::Waiting { backoff } = &mut self.phase {
+            // Its own waiting restart is forgiven too: it starts once its upstream is back.
+            *backoff = None;
+        }
         // A quarantined agent's copy being looked for or stopped as vigil started: the reset
         // starts it as it would the quarantined agent (the copy, if any, is taken over).
         let looking_off = matches!(self.off_look, Some(Then::Quarantine(_)));
@@ -283,6 +324,9 @@ impl Agent {
         }
         if was_down {
             self.leave_rest();
+            if self.wait_for_upstream("reset", out) {
+                return CommandOutcome::Reset;
+            }
             out.audit(records::start(self.name(), "started after reset"));
             self.spawn(now, true, out);
         }

@@ -100,6 +100,9 @@ impl Agent {
             self.stall_episode = None;
             return;
         }
+        if self.hold_failure(&failure, out) {
+            return;
+        }
         self.crash_streak = self.crash_streak.saturating_add(1);
 
         let diagnosis = match failure.verdict.clone() {

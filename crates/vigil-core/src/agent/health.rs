@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::{Agent, Failure, Outbox, Phase, Run, StallEpisode, Then, TimerKind};
+use super::{Agent, Blame, Failure, Outbox, Phase, Run, StallEpisode, Then, TimerKind};
 use crate::action::Action;
 use crate::checks::{CheckOutput, NotifyMessage, Observation, Verdict};
 use crate::diagnosis::FailureCause;
@@ -114,9 +114,24 @@ impl Agent {
                         &c.status.detail,
                     ));
                 }
+                // Its upstream is down: the stall is that agent's (it is being healed).
+                CheckOutput::Stalled { .. } if self.waiting.is_some() => {}
                 CheckOutput::Stalled { index, reason } => {
-                    self.stall(now, index, reason, out);
-                    return;
+                    match self.checks.checks[index].spec.produced_by.clone() {
+                        Some(producer) if producer != self.spec.name => {
+                            let spec = self.checks.checks[index].spec.clone();
+                            out.blames.push(Blame {
+                                producer,
+                                watcher: self.spec.name.clone(),
+                                spec,
+                                reason,
+                            });
+                        }
+                        _ => {
+                            self.stall(now, index, reason, out);
+                            return;
+                        }
+                    }
                 }
                 CheckOutput::AllOk => {
                     self.stall_recovering(now.mono);
@@ -158,6 +173,22 @@ impl Agent {
 
     /// Alive but not working: stop it and let the policy decide what follows, as for a crash.
     fn stall(&mut self, now: Now, index: usize, reason: String, out: &mut Outbox) {
+        let c = &self.checks.checks[index];
+        let (spec, failures) = (c.spec.clone(), c.status.consecutive_failures);
+        let name = self.name().to_string();
+        let record = |wait| records::stalled(&name, &reason, &spec, failures, wait);
+        self.stall_with(now, reason.clone(), record, out);
+    }
+
+    /// A stall, however found: `record(wait)` is its audit record (`wait`: how long its
+    /// evidence is gathered first, when it is).
+    pub(super) fn stall_with(
+        &mut self,
+        now: Now,
+        reason: String,
+        record: impl Fn(Option<std::time::Duration>) -> crate::audit::AuditEntry,
+        out: &mut Outbox,
+    ) {
         let run: Run = match self.phase {
             Phase::Starting(run) | Phase::Running(run) => run,
             _ => return,
@@ -174,7 +205,7 @@ impl Agent {
         let now = now.mono;
         self.last_problem = Some(reason.clone());
         let failure = Failure {
-            reason: reason.clone(),
+            reason,
             cause: FailureCause::Stall,
             uptime: Some(now.saturating_duration_since(run.since)),
             verdict: None,
@@ -182,22 +213,14 @@ impl Agent {
             run: Some(run.id),
             oom_killed: false,
         };
-        let c = &self.checks.checks[index];
-        let (spec, failures) = (c.spec.clone(), c.status.consecutive_failures);
         if run.pid.is_some()
             && let Some(wait) = self.investigation_wait()
         {
-            out.audit(records::stalled(
-                self.name(),
-                &reason,
-                &spec,
-                failures,
-                Some(wait),
-            ));
+            out.audit(record(Some(wait)));
             self.investigate(now, run, failure, wait, out);
             return;
         }
-        let entry = records::stalled(self.name(), &reason, &spec, failures, None);
+        let entry = record(None);
         self.begin_stop(now, Then::Heal(Box::new(failure)), entry, out);
     }
 }

@@ -329,7 +329,12 @@ impl Agent {
             Then::Stay => {}
             // Its own run just ended: nothing to look for — unless that run was taken over
             // from outside vigil, whose starter may start it again.
-            Then::Start => self.spawn(now, self.ended_run_outside, out),
+            // A restart (asked for, or a reload's) while an upstream is down waits for it.
+            Then::Start => {
+                if !self.wait_for_upstream("restart", out) {
+                    self.spawn(now, self.ended_run_outside, out)
+                }
+            }
             Then::Heal(failure) => self.on_failure(now, *failure, out),
             Then::Remove => {
                 self.removed = true;

@@ -42,6 +42,9 @@ impl Agent {
         };
         match outside {
             // Unknown: the start that follows says what is wrong (the engine or bus is down).
+            // An upstream fell while it looked: it waits for it rather than starts.
+            Outside::Nothing | Outside::Unknown { .. }
+                if self.wait_for_upstream("looked before its start", out) => {}
             Outside::Nothing | Outside::Unknown { .. } => {
                 self.phase = Phase::Starting(Run {
                     looking: false,

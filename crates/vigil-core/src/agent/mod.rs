@@ -5,7 +5,8 @@
 //! the deadlines each agent holds in [`Timers`]. The transitions live in files by concern:
 //! `lifecycle` (spawn, stop, exit), `commands` (what people ask), `failure` (what the policy
 //! does about a failure), `health` (checks and stalls), `advising` (evidence and advice),
-//! `reload` (configuration changes), `looking` (what runs outside vigil before a start).
+//! `reload` (configuration changes), `looking` (what runs outside vigil before a start),
+//! `upstream` (waiting for the agents it depends on, and blame for their outputs).
 
 mod advising;
 mod commands;
@@ -15,6 +16,7 @@ mod lifecycle;
 mod looking;
 mod reload;
 mod timers;
+mod upstream;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use advising::Investigation;
 pub(crate) use timers::{TimerKind, Timers};
+pub(crate) use upstream::{Blame, Waiting};
 
 use crate::action::Action;
 use crate::audit::AuditEntry;
@@ -43,10 +46,13 @@ pub enum AgentState {
     Quarantined,
     /// Not started: its command already runs outside vigil.
     Conflict,
+    /// An agent it depends on is down: not started yet, or running with its failures held
+    /// (not restarted, no budget spent) until that agent is back.
+    Waiting,
 }
 
 impl AgentState {
-    pub const ALL: [AgentState; 7] = [
+    pub const ALL: [AgentState; 8] = [
         AgentState::Starting,
         AgentState::Running,
         AgentState::Backoff,
@@ -54,6 +60,7 @@ impl AgentState {
         AgentState::Stopped,
         AgentState::Quarantined,
         AgentState::Conflict,
+        AgentState::Waiting,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +72,7 @@ impl AgentState {
             AgentState::Stopped => "stopped",
             AgentState::Quarantined => "quarantined",
             AgentState::Conflict => "conflict",
+            AgentState::Waiting => "waiting",
         }
     }
 }
@@ -117,6 +125,8 @@ pub enum CommandOutcome {
     /// The agent is stopping; it will start once it has stopped.
     WillStart,
     Reset,
+    /// An agent it depends on is down: it starts once that one is back.
+    Waiting,
 }
 
 impl fmt::Display for CommandOutcome {
@@ -130,6 +140,7 @@ impl fmt::Display for CommandOutcome {
             CommandOutcome::Restarting => "restarting",
             CommandOutcome::WillStart => "will start once stopped",
             CommandOutcome::Reset => "reset",
+            CommandOutcome::Waiting => "waiting for what it depends on; starts once that is back",
         })
     }
 }
@@ -241,12 +252,22 @@ pub(crate) enum Phase {
         pid: u32,
         reason: String,
     },
+    /// Wanted running, held back until the agent it waits for (`Agent::waiting`) is back.
+    /// `backoff`: the restart it was already waiting for, for a failure of its own before the
+    /// upstream fell (until when, and whether after an exhausted budget): kept, so an
+    /// upstream's blip never cuts a cooldown or a backoff short.
+    Waiting {
+        backoff: Option<(Instant, bool)>,
+    },
 }
 
 /// Actions produced while handling one input.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     pub actions: VecDeque<Action>,
+    /// Stalls found by a check watching another agent's output (`produced_by`): the
+    /// supervisor hands each to that agent.
+    pub blames: Vec<Blame>,
     /// vigil's own pid: never signalled, never adopted, never spawned over.
     pub self_pid: u32,
     /// The last run id handed out.
@@ -343,6 +364,8 @@ pub struct Agent {
     /// Looking, as vigil starts, for a copy of an agent that must not run (held, quarantined):
     /// what follows once whatever is found is stopped.
     pub(crate) off_look: Option<Then>,
+    /// The first agent it depends on that is down, while one is.
+    waiting: Option<Box<Waiting>>,
 }
 
 impl Agent {
@@ -381,6 +404,7 @@ impl Agent {
             timers: Timers::default(),
             removed: false,
             off_look: None,
+            waiting: None,
         }
     }
 
@@ -400,6 +424,9 @@ impl Agent {
 
     pub fn state(&self) -> AgentState {
         match self.phase {
+            Phase::Starting(_) | Phase::Running(_) if self.waiting.is_some() => {
+                AgentState::Waiting
+            }
             Phase::Stopped => AgentState::Stopped,
             Phase::Starting(_) => AgentState::Starting,
             Phase::Running(_) => AgentState::Running,
@@ -407,6 +434,7 @@ impl Agent {
             Phase::Backoff { .. } => AgentState::Backoff,
             Phase::Quarantined { .. } => AgentState::Quarantined,
             Phase::Conflict { .. } => AgentState::Conflict,
+            Phase::Waiting { .. } => AgentState::Waiting,
         }
     }
 
