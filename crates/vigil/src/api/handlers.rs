@@ -95,12 +95,12 @@ pub async fn status_one(State(hub): Hubs, Path(name): Path<String>) -> Result<Re
     let view = hub.view.borrow().clone();
     let now_ms = crate::clock::now().wall_ms;
     if let Some(a) = view.agent(&name) {
-        return Ok(Json(AgentStatus::of(a, now_ms)).into_response());
+        return Ok(Json(AgentStatus::of(a, &view, now_ms)).into_response());
     }
     let instances: Vec<AgentStatus> = view
         .instances(&name)
         .into_iter()
-        .map(|a| AgentStatus::of(a, now_ms))
+        .map(|a| AgentStatus::of(a, &view, now_ms))
         .collect();
     if !instances.is_empty() {
         return Ok(Json(json!({ "agents": instances })).into_response());

@@ -259,6 +259,7 @@ fn table(agents: &[Value]) -> String {
             let problem = a
                 .get("quarantine_reason")
                 .and_then(Value::as_str)
+                .or_else(|| a.pointer("/waiting_on/text").and_then(Value::as_str))
                 .or_else(|| a.pointer("/conflict/reason").and_then(Value::as_str))
                 .map(str::to_string)
                 .or_else(|| check_problem(a))

@@ -20,6 +20,7 @@ const COMMON: &[&str] = &[
     "timeout",
     "failure_threshold",
     "grace",
+    "produced_by",
 ];
 
 fn kind_keys(kind: CheckKind) -> &'static [&'static str] {
@@ -40,11 +41,17 @@ fn kind_keys(kind: CheckKind) -> &'static [&'static str] {
 pub struct CheckTemplate {
     spec: CheckSpec,
     probe: Probe,
+    /// The agent whose output it watches, as written (`feed@{instance}`).
+    produced_by: Option<At<String>>,
 }
 
 impl CheckTemplate {
     pub fn kind(&self) -> vigil_core::CheckKind {
         self.spec.kind
+    }
+
+    pub fn produced_by(&self) -> Option<&At<String>> {
+        self.produced_by.as_ref()
     }
 
     /// The check for one agent: placeholders substituted in every string.
@@ -89,6 +96,7 @@ impl CheckTemplate {
             Probe::Api => Probe::Api,
         };
         let mut spec = self.spec.clone();
+        spec.produced_by = self.produced_by.as_ref().map(|p| x(&p.value));
         // The core does not know what is probed, only whether it changed: a reload that
         // changes a URL or a query is a changed check (reset, and reported as updated).
         spec.probe_fingerprint = {
@@ -452,12 +460,30 @@ fn read_check(
     for s in &templated {
         check_placeholders(cx, s, scope);
     }
+    let produced_by = cx.string(t, "produced_by");
+    if let Some(p) = &produced_by {
+        if kind.is_push() || kind == CheckKind::ContainerHealth {
+            cx.error(
+                ConfigError::new(
+                    p.span.clone(),
+                    format!(
+                        "`produced_by` in [{}]: a `{kind}` check hears the agent itself, not \
+                         another agent's output",
+                        t.name
+                    ),
+                )
+                .hint("put produced_by on a check of an output file, a table or a key: file, heartbeat, sql, redis"),
+            );
+        }
+        check_placeholders(cx, p, scope);
+    }
     if cx.errors.len() != errors_before {
         return None;
     }
     Some(CheckTemplate {
         spec,
         probe: probe?,
+        produced_by,
     })
 }
 

@@ -53,6 +53,8 @@ const AGENT_ONLY_KEYS: &[&str] = &[
     "container",
     "unit",
     "bus",
+    "depends_on",
+    "on_upstream_restart",
 ];
 const POLICY_KEYS: &[&str] = &[
     "cooldown",
@@ -228,6 +230,7 @@ pub fn parse(
     };
 
     let mut agents = Vec::new();
+    let mut edges = Vec::new();
     match cx.table(&root, "agents") {
         Some(t) => {
             for (key, value) in t.entries() {
@@ -250,9 +253,19 @@ pub fn parse(
                     table,
                     span: value.span(),
                 };
-                read_agent(&mut cx, &name, &tbl, &defaults, &base_dir, &mut agents);
+                read_agent(
+                    &mut cx,
+                    &name,
+                    &tbl,
+                    &defaults,
+                    &base_dir,
+                    (&mut agents, &mut edges),
+                );
             }
             one_agent_per_container(&mut cx, &t, &agents);
+            if cx.errors.is_empty() {
+                super::graph::resolve(&mut cx, &mut agents, &edges);
+            }
             if t.entries().next().is_none() {
                 cx.err(
                     t.span.clone(),
@@ -575,7 +588,7 @@ fn read_agent(
     t: &Tbl<'_, '_>,
     defaults: &Common,
     base_dir: &Path,
-    out: &mut Vec<AgentConfig>,
+    (out, edges): (&mut Vec<AgentConfig>, &mut Vec<super::graph::Edge>),
 ) {
     let errors_before = cx.errors.len();
     if !valid_name(&name.value) {
@@ -802,6 +815,8 @@ fn read_agent(
     }
     let evidence = read_evidence(cx, t, &scope);
     let adopt = super::adopt::read(cx, t, &scope);
+    let depends_on = super::graph::read_depends_on(cx, t, &scope);
+    let on_upstream_restart = super::graph::read_on_upstream_restart(cx, t);
     // A process vigil did not start has no NOTIFY_SOCKET: its heartbeats cannot reach vigil,
     // and the taken-over agent would be stalled for the silence.
     if let Some(adopt) = &adopt
@@ -858,6 +873,21 @@ fn read_agent(
             .iter()
             .map(|c| c.expand(&full_name, &name.value, instance.as_deref(), &check_base))
             .collect();
+        let written = depends_on.iter().map(|d| (&d.agent, d.ready, false));
+        // A check's producer is a dependency too: its stale output is that agent's.
+        let implied = checks
+            .iter()
+            .filter_map(|c| c.produced_by())
+            .map(|p| (p, vigil_core::Ready::Running, true));
+        for (to, ready, implied) in written.chain(implied) {
+            edges.push(super::graph::Edge {
+                from: full_name.clone(),
+                to: vars(&to.value),
+                ready,
+                implied,
+                span: to.span.clone(),
+            });
+        }
         // The file's variables first; `env` in the config overrides them.
         let mut agent_env: Vec<(String, String)> = Vec::new();
         let mut env_file_keys: Vec<String> = Vec::new();
@@ -908,6 +938,9 @@ fn read_agent(
             }),
             adopt: adopt.as_ref().map(|a| a.resolve(vars, &check_base)),
             target: agent_target,
+            // Resolved once every agent is known.
+            depends_on: Vec::new(),
+            on_upstream_restart,
         });
     }
 }

@@ -5,6 +5,7 @@ mod checks;
 mod diagnosis;
 mod diagnostic;
 pub mod env_file;
+mod graph;
 mod llm;
 mod load;
 mod model;

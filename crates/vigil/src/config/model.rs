@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use vigil_core::{
-    AdvisorSpec, AgentSpec, CheckKind, CheckSpec, Quiet, RestartMode, RestartPolicy, Rules, Signal,
+    AdvisorSpec, AgentSpec, CheckKind, CheckSpec, Dependency, OnUpstreamRestart, Quiet,
+    RestartMode, RestartPolicy, Rules, Signal,
 };
 
 /// `log_max_size` when none is given.
@@ -87,6 +88,10 @@ pub struct AgentConfig {
     pub adopt: Option<super::Adopt>,
     /// A process of `command` (the default), or a container.
     pub target: super::Target,
+    /// The agents it needs (`depends_on`, and the producers its checks name), resolved to
+    /// full names.
+    pub depends_on: Vec<Dependency>,
+    pub on_upstream_restart: OnUpstreamRestart,
 }
 
 /// An agent's `evidence` command (placeholders expanded but `{pid}`).
@@ -224,6 +229,8 @@ impl AgentConfig {
             evidence: None,
             adopt: None,
             target: super::Target::Process,
+            depends_on: Vec::new(),
+            on_upstream_restart: OnUpstreamRestart::Wait,
         }
     }
 
@@ -252,6 +259,8 @@ impl AgentConfig {
             diagnosis: self.diagnosis.clone(),
             advisor: self.advisor.clone(),
             evidence_timeout: self.evidence.as_ref().map(|e| e.timeout),
+            depends_on: self.depends_on.clone(),
+            on_upstream_restart: self.on_upstream_restart,
         }
     }
 

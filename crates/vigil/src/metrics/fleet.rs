@@ -67,13 +67,13 @@ pub fn write(out: &mut String, view: &FleetView, node: &str, now_ms: i64) {
         Kind::Gauge,
     );
     for (a, l) in each() {
-        f.sample(l, &[], u32::from(a.state == AgentState::Running));
+        f.sample(l, &[], u32::from(a.is_up()));
     }
 
     let mut f = family(
         out,
         "vigil_agent_state",
-        "1 for the agent's current state (starting, running, backoff, stopping, stopped, quarantined), 0 for the others",
+        "1 for the agent's current state (starting, running, backoff, stopping, stopped, quarantined, conflict, waiting), 0 for the others",
         None,
         Kind::Gauge,
     );

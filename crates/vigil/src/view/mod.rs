@@ -98,6 +98,10 @@ pub struct AgentView {
     pub stalled_since_ms: Option<i64>,
     /// Its quiet windows, when it has any (most agents do not).
     pub quiet: Option<Box<vigil_core::Quiet>>,
+    /// The agents it depends on, with how far along each must be (`running`, `healthy`).
+    pub depends_on: Vec<(String, vigil_core::Ready)>,
+    /// The upstream it waits for, what that one was doing, and since when.
+    pub waiting: Option<Box<(String, String, i64)>>,
 }
 
 #[derive(Debug)]
@@ -179,6 +183,14 @@ impl AgentView {
             takes_heartbeats: a.checks().any(|(c, _)| c.kind == CheckKind::Api),
             stalled_since_ms: a.stalled_since_ms(),
             quiet: (!spec.quiet.windows.is_empty()).then(|| Box::new(spec.quiet.clone())),
+            depends_on: spec
+                .depends_on
+                .iter()
+                .map(|d| (d.agent.clone(), d.ready))
+                .collect(),
+            waiting: a
+                .waiting_on()
+                .map(|(on, why, since)| Box::new((on.to_string(), why.to_string(), wall(since)))),
         }
     }
 
@@ -186,7 +198,17 @@ impl AgentView {
     /// agent that is stopped, quarantined or waiting to restart they describe a run that is
     /// over, and are not shown as current.
     pub fn is_live(&self) -> bool {
-        matches!(self.state, AgentState::Starting | AgentState::Running)
+        matches!(self.state, AgentState::Starting | AgentState::Running) || self.is_waiting_alive()
+    }
+
+    /// Its process runs while it waits for an upstream (its failures are held).
+    pub fn is_waiting_alive(&self) -> bool {
+        self.state == AgentState::Waiting && self.pid.is_some()
+    }
+
+    /// Its process is up: running, or running while it waits for an upstream.
+    pub fn is_up(&self) -> bool {
+        self.state == AgentState::Running || self.is_waiting_alive()
     }
 
     /// Inside one of its quiet windows at `now_ms`: progress is not judged.

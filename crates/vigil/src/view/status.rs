@@ -99,6 +99,56 @@ pub struct AgentStatus {
     pub quiet: bool,
     /// Running, and every check has passed in this run.
     pub healthy: bool,
+    /// The agents it depends on (`depends_on`, and the producers its checks name).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<DependsOnStatus>,
+    /// State `waiting`: the upstream it waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_on: Option<WaitingOnStatus>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DependsOnStatus {
+    pub agent: String,
+    /// `running` or `healthy`: how far along it must be.
+    pub ready: &'static str,
+    /// It is that far along now.
+    pub satisfied: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WaitingOnStatus {
+    pub agent: String,
+    /// What the upstream is doing (`stalled`, `quarantined`, `crashed, restarting`, …).
+    pub upstream_state: String,
+    pub since: String,
+    pub for_s: f64,
+    /// `waiting for feed: stalled 40s`.
+    pub text: String,
+}
+
+/// What an upstream is doing, in words, as its dependents see it.
+fn upstream_state(up: Option<&AgentView>, seen: &str) -> String {
+    use vigil_core::AgentState as S;
+    let Some(up) = up else {
+        return seen.to_string();
+    };
+    if up.stalled_since_ms.is_some() || up.investigating {
+        return "stalled".into();
+    }
+    match up.state {
+        S::Backoff => "crashed, restarting".into(),
+        S::Quarantined => "quarantined".into(),
+        S::Stopped => "stopped".into(),
+        S::Stopping => "stopping".into(),
+        S::Conflict => "in conflict".into(),
+        S::Starting => "starting".into(),
+        S::Waiting => match &up.waiting {
+            Some(w) => format!("waiting for {}", w.0),
+            None => "waiting".into(),
+        },
+        S::Running => seen.to_string(),
+    }
 }
 
 /// The verdict shown for a check of an agent that is not starting or running.
@@ -117,7 +167,7 @@ fn since(now_ms: i64, ms: i64) -> Duration {
 }
 
 impl AgentStatus {
-    pub fn of(a: &AgentView, now_ms: i64) -> AgentStatus {
+    pub fn of(a: &AgentView, fleet: &FleetView, now_ms: i64) -> AgentStatus {
         let progress = a.progress(now_ms);
         // The checks of a run that is over say nothing about now.
         let live = a.is_live();
@@ -188,6 +238,33 @@ impl AgentStatus {
             stalled_since: a.stalled_since_ms.map(ts),
             quiet: a.is_quiet(now_ms),
             healthy: a.is_healthy(),
+            depends_on: a
+                .depends_on
+                .iter()
+                .map(|(agent, ready)| DependsOnStatus {
+                    agent: agent.clone(),
+                    ready: ready.as_str(),
+                    satisfied: fleet.agent(agent).is_some_and(|up| match ready {
+                        vigil_core::Ready::Running => up.is_up() && up.state != vigil_core::AgentState::Waiting,
+                        vigil_core::Ready::Healthy => up.is_healthy(),
+                    }),
+                })
+                .collect(),
+            waiting_on: a.waiting.as_ref().map(|w| {
+                let (on, seen, since_ms) = &**w;
+                let state = upstream_state(fleet.agent(on), seen);
+                let waited = since(now_ms, *since_ms);
+                WaitingOnStatus {
+                    agent: on.clone(),
+                    text: format!(
+                        "waiting for {on}: {state} {}",
+                        vigil_core::human_duration(Duration::from_secs(waited.as_secs()))
+                    ),
+                    upstream_state: state,
+                    since: ts(*since_ms),
+                    for_s: secs(waited),
+                }
+            }),
         }
     }
 }
@@ -204,7 +281,7 @@ pub fn status_json(view: &FleetView, now_ms: i64) -> Vec<u8> {
         agents: view
             .agents
             .iter()
-            .map(|a| AgentStatus::of(a, now_ms))
+            .map(|a| AgentStatus::of(a, view, now_ms))
             .collect(),
     };
     serde_json::to_vec(&body).unwrap_or_default()
