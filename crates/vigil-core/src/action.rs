@@ -19,6 +19,13 @@ pub enum Action {
         run: RunId,
         look_first: bool,
     },
+    /// Before the run's start: check the agent's guarded files (parseable, required keys
+    /// present), repair what its `repair` allows (keeping a backup of the bad copy first),
+    /// and answer with `FilesGuarded`. Nothing is started meanwhile.
+    GuardFiles { agent: AgentId, run: RunId },
+    /// The run has proven healthy: keep its guarded files, where valid, as the last known good
+    /// copies (with the run that proved them).
+    KeepFiles { agent: AgentId, run: RunId },
     /// Take over `pid`, found by a look, as the run's main process: watch it like a spawned
     /// one. `started` (clock ticks after boot) is the process the look saw; if the pid no
     /// longer belongs to it, answer `Exited` (it ended before it could be watched).
@@ -72,6 +79,8 @@ impl Action {
             Action::Audit(_) => None,
             Action::Spawn { agent, .. }
             | Action::Adopt { agent, .. }
+            | Action::GuardFiles { agent, .. }
+            | Action::KeepFiles { agent, .. }
             | Action::Signal { agent, .. }
             | Action::Kill { agent, .. }
             | Action::KillEscaped { agent, .. }

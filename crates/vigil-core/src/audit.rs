@@ -49,6 +49,8 @@ pub enum AuditAction {
     Waiting,
     /// The agent it waited for is back: it is started, or its checks start over.
     Resumed,
+    /// A guarded file was invalid or missing, and was repaired before a start.
+    FileRepaired,
     /// A state-changing API request was refused (missing or wrong token).
     ApiDenied,
     /// vigil itself started, reloaded or stopped.
@@ -85,6 +87,7 @@ impl AuditAction {
         AuditAction::ActionFailed,
         AuditAction::Waiting,
         AuditAction::Resumed,
+        AuditAction::FileRepaired,
         AuditAction::ApiDenied,
         AuditAction::VigilStart,
         AuditAction::VigilReload,
@@ -116,6 +119,7 @@ impl AuditAction {
             AuditAction::ActionFailed => "action_failed",
             AuditAction::Waiting => "waiting",
             AuditAction::Resumed => "resumed",
+            AuditAction::FileRepaired => "file_repaired",
             AuditAction::ApiDenied => "api_denied",
             AuditAction::VigilStart => "vigil_start",
             AuditAction::VigilReload => "vigil_reload",

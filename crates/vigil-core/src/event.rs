@@ -152,6 +152,34 @@ pub enum Outside {
     Unknown { why: String },
 }
 
+/// A guarded file the edge repaired before a start (`files` of an agent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRepair {
+    pub path: String,
+    /// What was wrong with it (`missing`, `not valid JSON: …`, `/risk/max_position missing`).
+    pub problem: String,
+    /// How it was mended (`restored the copy kept after run 12`, `filled in defaults`).
+    pub how: String,
+    /// The keys (JSON pointers) the repair added or changed; never their values.
+    pub keys: Vec<String>,
+    /// Where the bad copy was kept before it was overwritten.
+    pub backup: Option<String>,
+}
+
+/// What the guard of an agent's files found before a start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FilesVerdict {
+    /// Every file is valid (some, maybe, after a repair): the start goes on.
+    Ready { repaired: Vec<FileRepair> },
+    /// A file is invalid and nothing can mend it: starting would only crash again.
+    Broken {
+        path: String,
+        problem: String,
+        /// Files repaired before this one was found broken.
+        repaired: Vec<FileRepair>,
+    },
+}
+
 /// An action the edge could not carry out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailedAction {
@@ -185,6 +213,12 @@ pub enum Event {
         agent: AgentId,
         run: RunId,
         outside: Outside,
+    },
+    /// The answer to a `GuardFiles`: the agent's files are ready, or broken beyond repair.
+    FilesGuarded {
+        agent: AgentId,
+        run: RunId,
+        verdict: FilesVerdict,
     },
     /// The process for a `Spawn` action could not be created.
     SpawnFailed {

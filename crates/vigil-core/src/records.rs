@@ -356,6 +356,21 @@ pub(crate) fn resumed(agent: &str, upstream: &str, waited: Duration, what: &str)
     .meta("waited_ms", millis(waited))
 }
 
+/// `file_repaired`: a guarded file was mended before a start; its keys, never its values.
+pub(crate) fn file_repaired(agent: &str, r: &crate::event::FileRepair) -> AuditEntry {
+    let e = entry(
+        agent,
+        AuditAction::FileRepaired,
+        format!("{} was {}: {}", r.path, r.problem, r.how),
+    )
+    .meta("path", r.path.as_str())
+    .meta("keys", r.keys.clone());
+    match &r.backup {
+        Some(b) => e.meta("backup", b.as_str()),
+        None => e,
+    }
+}
+
 /// `spawn_failed`: the process could not be created.
 pub(crate) fn spawn_failed(agent: &str, error: &SpawnFailure) -> AuditEntry {
     entry(

@@ -41,6 +41,9 @@ pub struct AgentSpec {
     /// The agents it needs (`depends_on`, and the producers its checks name): it starts after
     /// them, and while one is down its failures are that one's, not its own.
     pub depends_on: Vec<Dependency>,
+    /// It has guarded files (`files`): they are checked (and repaired) before every start,
+    /// and kept once a run has proven healthy.
+    pub guards_files: bool,
     pub on_upstream_restart: OnUpstreamRestart,
     /// The timeout of the agent's `evidence` command, when it has one: run on a stall before
     /// the agent is stopped.
@@ -69,6 +72,7 @@ impl AgentSpec {
             advisor: None,
             evidence_timeout: None,
             depends_on: Vec::new(),
+            guards_files: false,
             on_upstream_restart: OnUpstreamRestart::Wait,
         }
     }

@@ -190,6 +190,13 @@ impl Supervisor {
             } => {
                 self.with_agent(agent, |a, out| a.on_looked(t, run, outside, out));
             }
+            Event::FilesGuarded {
+                agent,
+                run,
+                verdict,
+            } => {
+                self.with_agent(agent, |a, out| a.on_files_guarded(run, verdict, out));
+            }
             Event::SpawnFailed { agent, run, error } => {
                 self.with_agent(agent, |a, out| a.on_spawn_failed(t, run, error, out));
             }

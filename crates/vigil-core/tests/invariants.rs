@@ -181,6 +181,8 @@ fn spec(i: usize, policy: &RestartPolicy, other_checks: bool, graph: bool) -> Ag
     }
     if i == 1 {
         spec.evidence_timeout = Some(ms(3_000));
+        // Its files are checked before every start (the simulated guard finds them ready).
+        spec.guards_files = true;
     }
     spec
 }

@@ -135,6 +135,7 @@ impl Agent {
                 }
                 CheckOutput::AllOk => {
                     self.stall_recovering(now.mono);
+                    self.keep_files(out);
                     if self.had_failure {
                         self.had_failure = false;
                         out.audit(records::recovered(

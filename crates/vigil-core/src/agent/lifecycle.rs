@@ -16,15 +16,25 @@ impl Agent {
     /// not running a moment ago (a start, a restart after a wait): a copy may have been
     /// started outside vigil meanwhile, and the edge looks before it creates anything.
     pub(super) fn spawn(&mut self, now: Instant, look_first: bool, out: &mut Outbox) {
+        // Guarded files are checked (and mended) before anything is created.
+        let guarding = self.spec.guards_files.then_some(look_first);
         let run = Run {
             id: out.new_run(),
             pid: None,
             since: now,
             outside: false,
-            looking: look_first,
+            looking: look_first || guarding.is_some(),
+            guarding,
         };
         self.phase = Phase::Starting(run);
         self.timers.set(TimerKind::Restart, None);
+        if guarding.is_some() {
+            out.push(Action::GuardFiles {
+                agent: self.id,
+                run: run.id,
+            });
+            return;
+        }
         out.push(Action::Spawn {
             agent: self.id,
             run: run.id,
@@ -92,6 +102,7 @@ impl Agent {
             since,
             outside,
             looking: false,
+            guarding: None,
         };
         self.want_running = !self.held;
         self.phase = Phase::Running(run);
@@ -151,6 +162,7 @@ impl Agent {
                     since: now,
                     outside: false,
                     looking: false,
+                    guarding: None,
                 };
                 out.kill(self.id, run);
             }

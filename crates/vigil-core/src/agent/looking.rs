@@ -25,7 +25,7 @@ impl Agent {
         out: &mut Outbox,
     ) {
         let run = match self.phase {
-            Phase::Starting(run) if run.id == id && run.looking => run,
+            Phase::Starting(run) if run.id == id && run.looking && run.guarding.is_none() => run,
             // An answer for a run this agent no longer starts: nothing was created for it.
             _ => return,
         };
@@ -113,6 +113,7 @@ impl Agent {
             since: now,
             outside: false,
             looking: true,
+            guarding: None,
         };
         self.phase = Phase::Starting(run);
         out.push(Action::Spawn {

@@ -11,6 +11,7 @@
 mod advising;
 mod commands;
 mod failure;
+mod files;
 mod health;
 mod lifecycle;
 mod looking;
@@ -222,9 +223,12 @@ pub(crate) struct Run {
     /// Started by something else and taken over (`adopt`): whatever started it may start it
     /// again when it ends, so vigil looks before it restarts it.
     pub outside: bool,
-    /// The edge is looking for the agent outside vigil: nothing exists for this run yet, and
-    /// until the answer comes nothing will.
+    /// The edge is looking for the agent outside vigil (or checking its files first):
+    /// nothing exists for this run yet, and until the answer comes nothing will.
     pub looking: bool,
+    /// The edge is checking the agent's guarded files; `Some(look)`: whether a look outside
+    /// vigil follows.
+    pub guarding: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -366,6 +370,8 @@ pub struct Agent {
     pub(crate) off_look: Option<Then>,
     /// The first agent it depends on that is down, while one is.
     waiting: Option<Box<Waiting>>,
+    /// The last run whose guarded files were kept as the last known good.
+    files_kept: Option<RunId>,
 }
 
 impl Agent {
@@ -405,6 +411,7 @@ impl Agent {
             removed: false,
             off_look: None,
             waiting: None,
+            files_kept: None,
         }
     }
 

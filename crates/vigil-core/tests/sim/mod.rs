@@ -57,6 +57,11 @@ pub struct Sim {
     /// Agents whose last look found a copy, with no forced start since: vigil must not create
     /// a process for them without looking again.
     pub copy_found: HashSet<AgentId>,
+    /// What the guard of an agent's files answers (ready, nothing repaired, when absent).
+    pub files: HashMap<AgentId, vigil_core::FilesVerdict>,
+    /// Guards asked for, and runs whose files were kept.
+    pub guards: Vec<(AgentId, RunId)>,
+    pub kept: Vec<(AgentId, RunId)>,
 }
 
 impl Sim {
@@ -116,6 +121,9 @@ impl Sim {
             hold_looks,
             pending_looks: Vec::new(),
             copy_found: HashSet::new(),
+            files: HashMap::new(),
+            guards: Vec::new(),
+            kept: Vec::new(),
         };
         sim.sup.start_all(sim.now);
         sim.drain();
@@ -224,6 +232,25 @@ impl Sim {
                     self.investigations.push((agent, self.pid_of[&run]))
                 }
                 Action::Diagnosed { agent, report } => self.reports.push((agent, *report)),
+                Action::GuardFiles { agent, run } => {
+                    self.guards.push((agent, run));
+                    let verdict = self
+                        .files
+                        .get(&agent)
+                        .cloned()
+                        .unwrap_or(vigil_core::FilesVerdict::Ready {
+                            repaired: Vec::new(),
+                        });
+                    self.sup.handle(
+                        self.now,
+                        Event::FilesGuarded {
+                            agent,
+                            run,
+                            verdict,
+                        },
+                    );
+                }
+                Action::KeepFiles { agent, run } => self.kept.push((agent, run)),
             }
         }
     }
