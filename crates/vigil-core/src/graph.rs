@@ -203,7 +203,11 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, n)| {
-                let ups = if i > 0 { vec![names[i - 1].as_str()] } else { vec![] };
+                let ups = if i > 0 {
+                    vec![names[i - 1].as_str()]
+                } else {
+                    vec![]
+                };
                 (n.as_str(), ups)
             })
             .collect();

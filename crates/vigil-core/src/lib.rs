@@ -29,8 +29,8 @@ pub use audit::{AuditAction, AuditEntry};
 pub use checks::{CheckKind, CheckSpec, CheckStatus, NotifyMessage, Observation, Verdict};
 pub use diagnosis::{Category, Diagnosis, FailureCause, Remedy, Rule, Rules, Severity, Source};
 pub use event::{
-    AgentId, Command, Event, ExitStatus, FailedAction, FileRepair, FilesVerdict, Outside, Requester, RunId, SpawnErrorKind,
-    SpawnFailure,
+    AgentId, Command, Event, ExitStatus, FailedAction, FileRepair, FilesVerdict, Outside,
+    Requester, RunId, SpawnErrorKind, SpawnFailure,
 };
 pub use graph::{Dependency, Level, OnUpstreamRestart, Ready};
 pub use policy::{OnExhausted, RestartDecision, RestartMode, RestartPolicy, Wait};

@@ -327,8 +327,14 @@ pub(crate) fn stalled_output(
     spec: &CheckSpec,
     investigating_for: Option<Duration>,
 ) -> AuditEntry {
-    stalled(agent, reason, spec, spec.failure_threshold, investigating_for)
-        .meta("seen_by", watcher)
+    stalled(
+        agent,
+        reason,
+        spec,
+        spec.failure_threshold,
+        investigating_for,
+    )
+    .meta("seen_by", watcher)
 }
 
 /// `waiting`: held back because `upstream` is down (`why`); `what` says what is held.

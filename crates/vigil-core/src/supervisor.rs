@@ -482,7 +482,12 @@ impl Supervisor {
             let Some(id) = self.graph.changed.pop() else {
                 break;
             };
-            let downs = self.graph.downs.get(id.0 as usize).cloned().unwrap_or_default();
+            let downs = self
+                .graph
+                .downs
+                .get(id.0 as usize)
+                .cloned()
+                .unwrap_or_default();
             for down in downs {
                 let first_down = self.first_down_upstream(down);
                 self.with_agent(down, |a, out| a.set_upstream(now.mono, first_down, out));
@@ -591,7 +596,12 @@ impl Supervisor {
             self.by_name.remove(&name);
             self.persist.remove(&id);
             self.forgotten.push((id, name));
-            if self.graph.downs.get(id.0 as usize).is_some_and(|d| !d.is_empty()) {
+            if self
+                .graph
+                .downs
+                .get(id.0 as usize)
+                .is_some_and(|d| !d.is_empty())
+            {
                 self.graph.stale = true;
             }
         }

@@ -5,8 +5,7 @@ mod sim;
 
 use sim::{Sim, secs};
 use vigil_core::{
-    AgentSpec, AgentState, AuditAction, CheckKind, CheckSpec, ExitStatus, FileRepair,
-    FilesVerdict,
+    AgentSpec, AgentState, AuditAction, CheckKind, CheckSpec, ExitStatus, FileRepair, FilesVerdict,
 };
 
 fn guarded(name: &str) -> AgentSpec {
@@ -79,7 +78,9 @@ fn a_file_broken_beyond_repair_quarantines_with_a_config_diagnosis() {
     assert_eq!(agent.diagnosis().unwrap().rule, "config_error");
     let escalated = &sim.records("trader", AuditAction::Escalated)[0];
     assert!(
-        escalated.reason.contains("/srv/config/BTC.json is missing /api_key_file"),
+        escalated
+            .reason
+            .contains("/srv/config/BTC.json is missing /api_key_file"),
         "{}",
         escalated.reason
     );

@@ -97,7 +97,11 @@ fn while_the_upstream_is_down_a_downstream_crash_is_not_restarted_and_spends_no_
     let (feed, trader) = (sim.id("feed"), sim.id("trader"));
     beat(&mut sim, "feed");
     beat(&mut sim, "trader");
-    let budget = sim.sup.agent(trader).unwrap().budget_remaining(sim.now.mono);
+    let budget = sim
+        .sup
+        .agent(trader)
+        .unwrap()
+        .budget_remaining(sim.now.mono);
 
     // The feed goes silent at 5 s; the trader, fed nothing, goes silent at 8 s.
     sim.advance(secs(5));
@@ -112,7 +116,11 @@ fn while_the_upstream_is_down_a_downstream_crash_is_not_restarted_and_spends_no_
     assert_eq!(why, "stalled");
     // 18 s: the trader's own check fails, and is not counted against it.
     sim.advance(secs(3));
-    assert_eq!(sim.signals_sent(Signal::TERM), 1, "only the feed was stopped");
+    assert_eq!(
+        sim.signals_sent(Signal::TERM),
+        1,
+        "only the feed was stopped"
+    );
     assert!(sim.records("trader", AuditAction::Stalled).is_empty());
     // 20 s: the trader crashes: not restarted.
     sim.advance(secs(2));
@@ -121,7 +129,10 @@ fn while_the_upstream_is_down_a_downstream_crash_is_not_restarted_and_spends_no_
     assert_eq!(sim.spawns(trader).len(), 1);
     let held = sim.records("trader", AuditAction::Waiting);
     assert!(
-        held.last().unwrap().reason.contains("no restart budget spent"),
+        held.last()
+            .unwrap()
+            .reason
+            .contains("no restart budget spent"),
         "{}",
         held.last().unwrap().reason
     );
@@ -129,7 +140,10 @@ fn while_the_upstream_is_down_a_downstream_crash_is_not_restarted_and_spends_no_
     // The feed is healed first (its own budget), and proves itself at 25 s.
     sim.exit(feed, ExitStatus::signal(Signal::TERM));
     assert_eq!(automatic_restarts(&sim, "feed"), 1);
-    assert!(sim.spawns(trader).len() == 1, "the trader waits for the feed");
+    assert!(
+        sim.spawns(trader).len() == 1,
+        "the trader waits for the feed"
+    );
     sim.advance(secs(5));
     beat(&mut sim, "feed");
     assert_eq!(sim.spawns(trader).len(), 2);
@@ -160,7 +174,11 @@ fn when_both_fail_the_upstream_is_restarted_first() {
     assert_eq!(state(&sim, "trader"), AgentState::Waiting);
     sim.advance(secs(30));
     let feed_back = sim.spawns(feed)[2];
-    assert_eq!(sim.spawns(trader).len(), 1, "not before the feed is healthy");
+    assert_eq!(
+        sim.spawns(trader).len(),
+        1,
+        "not before the feed is healthy"
+    );
     sim.advance(secs(1));
     beat(&mut sim, "feed");
     let trader_back = sim.spawns(trader)[1];
@@ -178,11 +196,19 @@ fn a_downstream_backing_off_when_its_upstream_falls_keeps_its_own_wait() {
     let (feed, trader) = (sim.id("feed"), sim.id("trader"));
     sim.advance(secs(1));
     sim.exit(trader, ExitStatus::code(1));
-    assert_eq!(state(&sim, "trader"), AgentState::Running, "first crash: at once");
+    assert_eq!(
+        state(&sim, "trader"),
+        AgentState::Running,
+        "first crash: at once"
+    );
     sim.advance(secs(1));
     sim.exit(trader, ExitStatus::code(1));
     assert_eq!(state(&sim, "trader"), AgentState::Backoff);
-    let used = sim.sup.agent(trader).unwrap().restarts_in_window(sim.now.mono);
+    let used = sim
+        .sup
+        .agent(trader)
+        .unwrap()
+        .restarts_in_window(sim.now.mono);
     // The feed crashes twice and backs off: the trader's waiting restart is called off.
     sim.exit(feed, ExitStatus::code(1));
     sim.exit(feed, ExitStatus::code(1));
@@ -191,7 +217,10 @@ fn a_downstream_backing_off_when_its_upstream_falls_keeps_its_own_wait() {
     sim.advance(secs(45));
     assert_eq!(sim.spawns(trader).len(), 2);
     assert_eq!(
-        sim.sup.agent(trader).unwrap().restarts_in_window(sim.now.mono),
+        sim.sup
+            .agent(trader)
+            .unwrap()
+            .restarts_in_window(sim.now.mono),
         used
     );
     sim.advance(secs(60));
@@ -199,7 +228,10 @@ fn a_downstream_backing_off_when_its_upstream_falls_keeps_its_own_wait() {
     // Its own restart was due long ago: it comes once the feed runs, on its own budget.
     assert_eq!(sim.spawns(trader).len(), 3, "started once the feed runs");
     assert_eq!(
-        sim.sup.agent(trader).unwrap().restarts_in_window(sim.now.mono),
+        sim.sup
+            .agent(trader)
+            .unwrap()
+            .restarts_in_window(sim.now.mono),
         used + 1
     );
 }
@@ -324,7 +356,11 @@ fn a_three_level_graph_starts_level_by_level() {
             Ready::Running,
         ));
     }
-    specs.push(depending(beating("predictor", secs(10)), "feed", Ready::Healthy));
+    specs.push(depending(
+        beating("predictor", secs(10)),
+        "feed",
+        Ready::Healthy,
+    ));
     specs.push(beating("feed", secs(10)));
     let mut sim = Sim::new(specs);
     assert_eq!(state(&sim, "predictor"), AgentState::Waiting);

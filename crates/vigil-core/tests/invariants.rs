@@ -345,7 +345,15 @@ impl Model {
                 );
             }
             if let Action::Signal { agent, .. } | Action::Kill { agent, .. } = action {
-                prop_assert!(*agent != id || self.sim.sup.agent(id).is_none_or(|a| a.state() != AgentState::Waiting || a.pid().is_none()), "a waiting agent was signalled");
+                prop_assert!(
+                    *agent != id
+                        || self
+                            .sim
+                            .sup
+                            .agent(id)
+                            .is_none_or(|a| a.state() != AgentState::Waiting || a.pid().is_none()),
+                    "a waiting agent was signalled"
+                );
             }
         }
         Ok(())

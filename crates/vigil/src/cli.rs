@@ -79,6 +79,18 @@ pub enum Cmd {
         #[arg(long)]
         live: bool,
     },
+    /// Show an agent's guarded files (`[[agents.NAME.files]]`): valid or what is wrong, the
+    /// last known good copies and backups vigil keeps, and what changed since the newest good
+    /// copy (secret values hidden). Exit 1 when a file is invalid
+    Files {
+        /// An agent (`trader@BTC_USDT`), or a template (`trader`) for all its instances
+        name: String,
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Show every agent (or one) of a running vigil: state, pid, uptime, restarts, budget and
     /// last problem. Exit 1 when one needs attention, 3 when vigil cannot be reached
     Status {

@@ -18,6 +18,7 @@ pub mod driver;
 pub mod errors;
 pub mod evidence;
 pub mod fd_limit;
+pub mod guard;
 pub mod health;
 pub mod http_client;
 pub mod logs;

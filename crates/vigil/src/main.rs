@@ -26,6 +26,14 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Cmd::Run { cfg } => run(cfg),
         Cmd::Check { cfg, json, live } => check(&cfg, json, live),
+        Cmd::Files { name, cfg, json } => match config::load(&cfg.config, cfg.state_dir.as_deref())
+        {
+            Ok(c) => cmd::files::files(&c, &name, json),
+            Err(e) => {
+                eprintln!("{e}");
+                EXIT_USAGE
+            }
+        },
         Cmd::Audit {
             cfg,
             agent,

@@ -10,12 +10,7 @@ use crate::event::{FilesVerdict, RunId};
 use crate::records;
 
 impl Agent {
-    pub(crate) fn on_files_guarded(
-        &mut self,
-        id: RunId,
-        verdict: FilesVerdict,
-        out: &mut Outbox,
-    ) {
+    pub(crate) fn on_files_guarded(&mut self, id: RunId, verdict: FilesVerdict, out: &mut Outbox) {
         let (run, look) = match self.phase {
             Phase::Starting(run) if run.id == id => match run.guarding {
                 Some(look) => (run, look),

@@ -431,9 +431,7 @@ impl Agent {
 
     pub fn state(&self) -> AgentState {
         match self.phase {
-            Phase::Starting(_) | Phase::Running(_) if self.waiting.is_some() => {
-                AgentState::Waiting
-            }
+            Phase::Starting(_) | Phase::Running(_) if self.waiting.is_some() => AgentState::Waiting,
             Phase::Stopped => AgentState::Stopped,
             Phase::Starting(_) => AgentState::Starting,
             Phase::Running(_) => AgentState::Running,

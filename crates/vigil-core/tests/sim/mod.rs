@@ -234,13 +234,11 @@ impl Sim {
                 Action::Diagnosed { agent, report } => self.reports.push((agent, *report)),
                 Action::GuardFiles { agent, run } => {
                     self.guards.push((agent, run));
-                    let verdict = self
-                        .files
-                        .get(&agent)
-                        .cloned()
-                        .unwrap_or(vigil_core::FilesVerdict::Ready {
+                    let verdict = self.files.get(&agent).cloned().unwrap_or(
+                        vigil_core::FilesVerdict::Ready {
                             repaired: Vec::new(),
-                        });
+                        },
+                    );
                     self.sup.handle(
                         self.now,
                         Event::FilesGuarded {

@@ -6,6 +6,7 @@ pub mod check;
 pub mod check_live;
 pub mod control;
 pub mod explain;
+pub mod files;
 pub mod logs;
 
 use std::borrow::Cow;

@@ -130,7 +130,10 @@ pub fn resolve(cx: &mut Cx, agents: &mut [AgentConfig], edges: &[Edge]) {
     let mut templates: HashMap<&str, Vec<&str>> = HashMap::new();
     for a in agents.iter() {
         if let Some(t) = &a.template {
-            templates.entry(t.as_str()).or_default().push(a.name.as_str());
+            templates
+                .entry(t.as_str())
+                .or_default()
+                .push(a.name.as_str());
         }
     }
     // (from, to) → the dependency and where it was written.
@@ -188,8 +191,9 @@ pub fn resolve(cx: &mut Cx, agents: &mut [AgentConfig], edges: &[Edge]) {
             .map(|(_, _, s)| s.clone())
             .unwrap_or_default();
         cx.error(
-            ConfigError::new(span, format!("dependency cycle: {}", cycle.join(" → ")))
-                .hint("an agent cannot wait, however indirectly, for itself: remove one of these edges"),
+            ConfigError::new(span, format!("dependency cycle: {}", cycle.join(" → "))).hint(
+                "an agent cannot wait, however indirectly, for itself: remove one of these edges",
+            ),
         );
         return;
     }
@@ -234,7 +238,10 @@ mod tests {
         let text = "[agents.feed]\ncommand = [\"true\"]\n\n\
                     [agents.trader]\ncommand = [\"true\"]\ndepends_on = [\"fed\"]\n";
         let e = errors(text);
-        assert!(e.contains("`depends_on` of `trader`: there is no agent `fed`"), "{e}");
+        assert!(
+            e.contains("`depends_on` of `trader`: there is no agent `fed`"),
+            "{e}"
+        );
         assert!(e.contains("did you mean `feed`?"), "{e}");
     }
 

@@ -55,6 +55,7 @@ const AGENT_ONLY_KEYS: &[&str] = &[
     "bus",
     "depends_on",
     "on_upstream_restart",
+    "files",
 ];
 const POLICY_KEYS: &[&str] = &[
     "cooldown",
@@ -817,6 +818,7 @@ fn read_agent(
     let adopt = super::adopt::read(cx, t, &scope);
     let depends_on = super::graph::read_depends_on(cx, t, &scope);
     let on_upstream_restart = super::graph::read_on_upstream_restart(cx, t);
+    let files = super::files::read_files(cx, t, &scope);
     // A process vigil did not start has no NOTIFY_SOCKET: its heartbeats cannot reach vigil,
     // and the taken-over agent would be stalled for the silence.
     if let Some(adopt) = &adopt
@@ -941,6 +943,10 @@ fn read_agent(
             // Resolved once every agent is known.
             depends_on: Vec::new(),
             on_upstream_restart,
+            files: files
+                .iter()
+                .map(|f| f.expand(&full_name, &name.value, instance.as_deref(), &check_base))
+                .collect(),
         });
     }
 }

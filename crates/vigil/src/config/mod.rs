@@ -5,6 +5,7 @@ mod checks;
 mod diagnosis;
 mod diagnostic;
 pub mod env_file;
+mod files;
 mod graph;
 mod llm;
 mod load;
@@ -20,6 +21,7 @@ use std::path::Path;
 pub use adopt::Adopt;
 pub use diagnosis::DiagnosisConfig;
 pub use diagnostic::ConfigErrors;
+pub use files::{FileFormat, GuardedFile, Repair};
 pub use llm::{LlmConfig, Provider};
 pub use load::parse;
 pub use model::{

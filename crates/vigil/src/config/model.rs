@@ -92,6 +92,8 @@ pub struct AgentConfig {
     /// full names.
     pub depends_on: Vec<Dependency>,
     pub on_upstream_restart: OnUpstreamRestart,
+    /// Config files it cannot run without, checked before every start.
+    pub files: Vec<super::GuardedFile>,
 }
 
 /// An agent's `evidence` command (placeholders expanded but `{pid}`).
@@ -231,6 +233,7 @@ impl AgentConfig {
             target: super::Target::Process,
             depends_on: Vec::new(),
             on_upstream_restart: OnUpstreamRestart::Wait,
+            files: Vec::new(),
         }
     }
 
@@ -260,6 +263,7 @@ impl AgentConfig {
             advisor: self.advisor.clone(),
             evidence_timeout: self.evidence.as_ref().map(|e| e.timeout),
             depends_on: self.depends_on.clone(),
+            guards_files: !self.files.is_empty(),
             on_upstream_restart: self.on_upstream_restart,
         }
     }

@@ -75,6 +75,7 @@ pub struct Executor {
     /// batch, answered by one read of the process table.
     looks: Vec<Look>,
     look_worker: super::look_worker::LookWorker,
+    files_worker: super::files_worker::FilesWorker,
     /// vigil's working directory: an agent without `cwd` runs in it.
     own_cwd: std::path::PathBuf,
     /// The docker driver, from the first container agent on.
@@ -106,7 +107,12 @@ impl Executor {
             p.marks_dir.clone(),
             p.events.clone(),
         )?;
+        let files_worker = super::files_worker::FilesWorker::start(
+            crate::guard::FileStore::new(std::path::Path::new(&p.marks_dir)),
+            p.events.clone(),
+        )?;
         Ok(Executor {
+            files_worker,
             boot: format!("{}-{started_ms}", p.driver.self_pid()),
             driver: p.driver,
             children: p.children,
@@ -167,6 +173,29 @@ impl Executor {
                 }
                 self.looks
                     .push(Look::for_agent(agent, run, &slot.config, &self.own_cwd));
+                None
+            }
+            Action::GuardFiles { agent, run } => match fleet.get(agent) {
+                Some(slot) => {
+                    let config = &slot.config;
+                    self.files_worker
+                        .guard(agent, run, &config.name, &config.files);
+                    None
+                }
+                // Nothing to check: the spawn that follows reports the missing config.
+                None => Some(Event::FilesGuarded {
+                    agent,
+                    run,
+                    verdict: vigil_core::FilesVerdict::Ready {
+                        repaired: Vec::new(),
+                    },
+                }),
+            },
+            Action::KeepFiles { agent, run } => {
+                if let Some(slot) = fleet.get(agent) {
+                    self.files_worker
+                        .keep(run, &slot.config.name, &slot.config.files);
+                }
                 None
             }
             Action::Adopt {

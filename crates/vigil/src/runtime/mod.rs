@@ -11,6 +11,7 @@
 
 mod event_loop;
 mod executor;
+mod files_worker;
 mod fleet;
 mod handler;
 mod keeper;

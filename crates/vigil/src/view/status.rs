@@ -245,7 +245,9 @@ impl AgentStatus {
                     agent: agent.clone(),
                     ready: ready.as_str(),
                     satisfied: fleet.agent(agent).is_some_and(|up| match ready {
-                        vigil_core::Ready::Running => up.is_up() && up.state != vigil_core::AgentState::Waiting,
+                        vigil_core::Ready::Running => {
+                            up.is_up() && up.state != vigil_core::AgentState::Waiting
+                        }
                         vigil_core::Ready::Healthy => up.is_healthy(),
                     }),
                 })
