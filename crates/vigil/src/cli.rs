@@ -91,6 +91,18 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show which agent feeds which (`depends_on`, `produced_by`): a tree, upstreams first.
+    /// With a vigil running, each agent's state, and the edges that block now
+    Graph {
+        /// Print Graphviz DOT (`vigil graph --dot | dot -Tsvg > graph.svg`)
+        #[arg(long, conflicts_with = "mermaid")]
+        dot: bool,
+        /// Print a Mermaid flowchart (GitHub and many wikis draw it)
+        #[arg(long)]
+        mermaid: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Show every agent (or one) of a running vigil: state, pid, uptime, restarts, budget and
     /// last problem. Exit 1 when one needs attention, 3 when vigil cannot be reached
     Status {

@@ -26,6 +26,14 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Cmd::Run { cfg } => run(cfg),
         Cmd::Check { cfg, json, live } => check(&cfg, json, live),
+        Cmd::Graph { dot, mermaid, api } => {
+            let format = match (dot, mermaid) {
+                (true, _) => cmd::graph::Format::Dot,
+                (_, true) => cmd::graph::Format::Mermaid,
+                _ => cmd::graph::Format::Tree,
+            };
+            cmd::graph::graph(&api, format)
+        }
         Cmd::Files { name, cfg, json } => match config::load(&cfg.config, cfg.state_dir.as_deref())
         {
             Ok(c) => cmd::files::files(&c, &name, json),

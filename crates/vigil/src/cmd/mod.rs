@@ -7,6 +7,7 @@ pub mod check_live;
 pub mod control;
 pub mod explain;
 pub mod files;
+pub mod graph;
 pub mod logs;
 
 use std::borrow::Cow;
