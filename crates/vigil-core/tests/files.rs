@@ -103,3 +103,45 @@ fn a_run_that_proves_healthy_keeps_its_files_once() {
     beat(&mut sim, "trader");
     assert_eq!(sim.kept.len(), 2, "the new run proves itself too");
 }
+
+#[test]
+fn a_crash_blamed_on_its_config_is_restarted_only_when_a_guarded_file_was_mended() {
+    let mut sim = Sim::new(vec![guarded("trader")]);
+    let id = sim.id("trader");
+    sim.advance(secs(1));
+    sim.files.insert(
+        id,
+        FilesVerdict::Ready {
+            repaired: vec![FileRepair {
+                path: "/srv/config/BTC.json".into(),
+                problem: "not valid JSON (it ends too early at line 1 column 40)".into(),
+                how: "restored the good copy kept after run 1".into(),
+                keys: Vec::new(),
+                backup: None,
+            }],
+        },
+    );
+    sim.exit_logging(
+        id,
+        ExitStatus::code(1),
+        &["json.decoder.JSONDecodeError: Expecting ',' delimiter: line 1 column 40"],
+    );
+    assert_eq!(sim.spawns(id).len(), 2, "restarted into the mended file");
+    assert_eq!(sim.count("trader", AuditAction::FileRepaired), 1);
+    assert_eq!(sim.count("trader", AuditAction::Escalated), 0);
+
+    // The same crash with nothing wrong in its files: quarantined as diagnosed.
+    sim.files.remove(&id);
+    sim.advance(secs(1));
+    sim.exit_logging(
+        id,
+        ExitStatus::code(1),
+        &["json.decoder.JSONDecodeError: Expecting ',' delimiter: line 1 column 40"],
+    );
+    // (Its restart waits out the cooldown, then its files are checked first.)
+    sim.advance(secs(60));
+    assert_eq!(sim.spawns(id).len(), 2);
+    let agent = sim.sup.agent(id).unwrap();
+    assert_eq!(agent.state(), AgentState::Quarantined);
+    assert_eq!(agent.diagnosis().unwrap().rule, "config_error");
+}

@@ -160,6 +160,7 @@ impl Agent {
 
     /// Out of stopped, waiting or conflict, wanted running again.
     fn leave_rest(&mut self) {
+        self.config_suspect = None;
         self.phase = Phase::Stopped;
         self.timers.set(TimerKind::Restart, None);
         self.want_running = true;
@@ -173,6 +174,7 @@ impl Agent {
         out: &mut Outbox,
     ) -> CommandOutcome {
         self.want_running = false;
+        self.config_suspect = None;
         if by.is_human() {
             self.held = true;
             // A person took it out of service: nothing is stalled any more.

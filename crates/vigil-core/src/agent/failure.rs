@@ -111,6 +111,13 @@ impl Agent {
         };
         self.diagnosis = Some(Box::new(diagnosis.clone()));
         let at_least = match diagnosis.action {
+            // Its evidence points at its config, and vigil guards its config files: they are
+            // checked (and mended) before the restart, which is called off for a quarantine
+            // if nothing was wrong with them.
+            Remedy::Quarantine if diagnosis.rule == "config_error" && self.spec.guards_files => {
+                self.config_suspect = Some(Box::new((failure.clone(), diagnosis.clone())));
+                Duration::ZERO
+            }
             Remedy::Quarantine => {
                 self.quarantine_diagnosed(&failure, &diagnosis, out);
                 return;
@@ -160,6 +167,7 @@ impl Agent {
     }
 
     fn exhausted(&mut self, now: Instant, failure: &Failure, used: u32, out: &mut Outbox) {
+        self.config_suspect = None;
         let policy = self.spec.policy.clone();
         let budget = format!(
             "{used} of {} restarts used in the last {}",

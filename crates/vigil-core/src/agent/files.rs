@@ -30,6 +30,17 @@ impl Agent {
         for r in &repaired {
             out.audit(records::file_repaired(self.name(), r));
         }
+        if let Some(suspect) = self.config_suspect.take()
+            && repaired.is_empty()
+            && broken.is_none()
+        {
+            // Its files are fine: what its evidence says is wrong with its config is not in
+            // them, and a restart cannot help.
+            let (failure, verdict) = *suspect;
+            self.phase = Phase::Stopped;
+            self.quarantine_diagnosed(&failure, &verdict, out);
+            return;
+        }
         if let Some((path, problem)) = broken {
             let failure = Failure {
                 reason: format!("{path} is {problem}"),

@@ -372,6 +372,9 @@ pub struct Agent {
     waiting: Option<Box<Waiting>>,
     /// The last run whose guarded files were kept as the last known good.
     files_kept: Option<RunId>,
+    /// A failure diagnosed as a config error, restarted only to have its guarded files
+    /// checked first: quarantined as diagnosed if they turn out fine.
+    config_suspect: Option<Box<(Failure, Diagnosis)>>,
 }
 
 impl Agent {
@@ -412,6 +415,7 @@ impl Agent {
             off_look: None,
             waiting: None,
             files_kept: None,
+            config_suspect: None,
         }
     }
 
