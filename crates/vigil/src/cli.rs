@@ -79,6 +79,20 @@ pub enum Cmd {
         #[arg(long)]
         live: bool,
     },
+    /// Look at the whole fleet now: the graph, every guarded file, and every check of every
+    /// agent probed once; say what is wrong, who is to blame (an upstream, when its
+    /// dependents fail with it) and what vigil would do. Exit 0 when all is fine, 1 when not
+    Doctor {
+        /// Also carry out what vigil would do, through the running vigil, upstreams first: a
+        /// person's restart of each agent to blame (its guarded files are mended as it starts)
+        #[arg(long)]
+        fix: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Show an agent's guarded files (`[[agents.NAME.files]]`): valid or what is wrong, the
     /// last known good copies and backups vigil keeps, and what changed since the newest good
     /// copy (secret values hidden). Exit 1 when a file is invalid
@@ -130,6 +144,9 @@ pub enum Cmd {
         db: PathBuf,
         #[arg(long, default_value = "demo/faults")]
         faults: PathBuf,
+        /// A trader's JSON config (read at start, and again on a `config_corrupt` fault)
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Why did an agent's last failure end the way it did: the evidence vigil saw (log tail,
     /// evidence command), the rules' verdict, the LLM advisor's, and what vigil did

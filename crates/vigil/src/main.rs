@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             };
             cmd::graph::graph(&api, format)
         }
+        Cmd::Doctor { fix, json, api } => cmd::doctor::doctor(&api, fix, json),
         Cmd::Files { name, cfg, json } => match config::load(&cfg.config, cfg.state_dir.as_deref())
         {
             Ok(c) => cmd::files::files(&c, &name, json),
@@ -57,7 +58,8 @@ fn main() -> ExitCode {
             symbol,
             db,
             faults,
-        } => demo::agent::run(&role, symbol.as_deref(), &db, &faults),
+            config,
+        } => demo::agent::run(&role, symbol.as_deref(), &db, &faults, config.as_deref()),
         Cmd::Explain { name, json, api } => cmd::explain::explain(&api, &name, json),
         Cmd::Restart(a) => control(&a, "restart"),
         Cmd::Stop(a) => control(&a, "stop"),

@@ -524,3 +524,81 @@ interval = "100ms"
     );
     c.close().await.ok();
 }
+
+/// Issue 15: the graph of which agent feeds which, with the edge that blocks now drawn red and
+/// the waiting agent's card saying what it waits for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and ChromeDriver: apt-get install chromium chromium-driver (`.ci/run` does)"]
+async fn dashboard_draws_the_graph_and_the_edge_that_blocks() {
+    let mut f = Fleet::new(
+        r#"[agents.feed]
+command = ["sh", "-c", "while [ ! -e stop ]; do sleep 0.1; done; exit 1"]
+cwd = "."
+
+[agents.feed.policy]
+max_restarts = 0
+
+[agents.trader]
+command = ["sleep", "740001"]
+depends_on = ["feed"]
+"#,
+    );
+    f.start();
+    f.wait_for("the trader running", Duration::from_secs(10), |f| {
+        f.api("GET", "/status/trader", "").1["state"] == "running"
+    });
+    let (_driver, c) = browser().await;
+    c.goto(&format!("http://{}/", f.api_addr()))
+        .await
+        .expect("open the dashboard");
+    until("the graph", Duration::from_secs(10), async || {
+        js(&c, "document.querySelectorAll('#graph svg line').length").await == json!(1)
+    })
+    .await;
+    assert_eq!(
+        js(
+            &c,
+            "[...document.querySelectorAll('#graph svg g')].map(g => g.dataset.node).join(',')"
+        )
+        .await,
+        json!("feed,trader")
+    );
+    assert_eq!(
+        js(
+            &c,
+            "document.querySelector('#graph svg line').getAttribute('class')"
+        )
+        .await,
+        json!("")
+    );
+
+    // The feed dies for good: the trader waits, and the edge blocks.
+    std::fs::write(f.path("stop"), "").unwrap();
+    until("the blocking edge", Duration::from_secs(10), async || {
+        js(
+            &c,
+            "document.querySelector('#graph svg line').getAttribute('class')",
+        )
+        .await
+            == json!("blocking")
+    })
+    .await;
+    let red = js(
+        &c,
+        "getComputedStyle(document.querySelector('#graph svg line')).stroke",
+    )
+    .await;
+    assert_eq!(red, json!("rgb(200, 65, 59)"), "the blocking edge is red");
+    until("the waiting card", Duration::from_secs(5), async || {
+        card_text(&c, "trader")
+            .await
+            .contains("waiting for feed: quarantined")
+    })
+    .await;
+    assert!(
+        text(&c, "#graph")
+            .await
+            .contains("blocking now: trader waits for feed")
+    );
+    c.close().await.ok();
+}

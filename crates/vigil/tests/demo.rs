@@ -35,6 +35,8 @@ fn a_short_seeded_demo_heals_or_escalates_every_fault() {
         "database is locked",
         "invalid API key",
         "429 storm (all traders)",
+        "market feed hang",
+        "config file corrupted",
     ] {
         assert!(summary.contains(kind), "{kind} missing from:\n{summary}");
     }
@@ -45,6 +47,27 @@ fn a_short_seeded_demo_heals_or_escalates_every_fault() {
     assert!(summary.contains("quarantines 1"), "{summary}");
     assert!(summary.contains("429 storm: "), "{summary}");
     assert!(summary.contains("none at once"), "{summary}");
+    // The feed's fault: every trader waited for it, none was restarted for it.
+    assert!(
+        summary.contains("were restarted 0 time(s) meanwhile"),
+        "{summary}"
+    );
+    assert!(
+        !summary.contains("traders waited for it 0 time(s)"),
+        "{summary}"
+    );
+    // The corrupted config was restored, not quarantined.
+    assert!(
+        summary
+            .contains("config files restored from their last known good copy before a restart: "),
+        "{summary}"
+    );
+    let corrupted = summary
+        .lines()
+        .find(|l| l.starts_with("config file corrupted"))
+        .unwrap();
+    let cols: Vec<&str> = corrupted.split_whitespace().collect();
+    assert_eq!(&cols[cols.len() - 2..], ["0", "0"], "{corrupted}");
     // The invalid key was escalated, never restarted.
     let key = summary
         .lines()

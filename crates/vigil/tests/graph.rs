@@ -176,3 +176,83 @@ produced_by = "feed"
     assert_eq!(pids_with("sleep 720002"), trader_pid);
     assert_eq!(fleet.stop(), 0);
 }
+
+#[test]
+fn doctor_names_the_upstream_to_blame_and_fix_heals_it_first() {
+    let mut fleet = Fleet::new(
+        r#"[agents.feed]
+command = ["sh", "-c", "while true; do if [ ! -e hang ]; then date > signals.json; fi; sleep 0.1; done"]
+
+[[agents.feed.checks]]
+kind = "file"
+name = "signals"
+path = "signals.json"
+max_age = "30s"
+interval = "10s"
+
+[agents.trader]
+command = ["sleep", "720003"]
+depends_on = [{ agent = "feed", ready = "running" }]
+
+[[agents.trader.checks]]
+kind = "file"
+name = "signals"
+path = "signals.json"
+max_age = "30s"
+interval = "10s"
+"#,
+    );
+    fleet.start();
+    fleet.wait_for("both running", SECS(10), |f| {
+        f.status("trader")["state"] == "running" && f.path("signals.json").exists()
+    });
+    let fine = fleet.vigil(&["doctor"]);
+    assert_eq!(fine.status.code(), Some(0), "{fine:?}");
+    assert!(String::from_utf8_lossy(&fine.stdout).contains("everything is fine"));
+
+    // The feed hangs; the output goes stale by vigil doctor's clock (max_age is long enough
+    // that vigil's own checks have not acted yet).
+    std::fs::write(fleet.path("hang"), "").unwrap();
+    // (A write already past its look at `hang` lands first.)
+    std::thread::sleep(Duration::from_millis(400));
+    let old = std::time::SystemTime::now() - SECS(120);
+    std::fs::File::options()
+        .write(true)
+        .open(fleet.path("signals.json"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let out = fleet.vigil(&["doctor", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    let trader = findings.iter().find(|f| f["agent"] == "trader").unwrap();
+    assert_eq!(trader["blame"], "feed", "{report}");
+    assert!(
+        trader["action"]
+            .as_str()
+            .unwrap()
+            .starts_with("waits for feed"),
+        "{report}"
+    );
+    let feed = findings.iter().find(|f| f["agent"] == "feed").unwrap();
+    assert!(feed["blame"].is_null());
+    let restarts = fleet.records_of("feed", "restart").len();
+    let fixed = fleet.vigil(&["doctor", "--fix"]);
+    std::fs::remove_file(fleet.path("hang")).unwrap();
+    let text = String::from_utf8_lossy(&fixed.stdout);
+    assert!(text.contains("fixed: feed: restarted"), "{text}");
+    assert!(!text.contains("fixed: trader"), "{text}");
+    fleet.wait_for("the feed restarted", SECS(10), |f| {
+        f.records_of("feed", "restart").len() > restarts
+    });
+    let restart = fleet.records_of("feed", "restart").pop().unwrap();
+    assert!(
+        restart["reason"]
+            .as_str()
+            .unwrap()
+            .contains("vigil doctor --fix"),
+        "{restart}"
+    );
+    assert_eq!(fleet.stop(), 0);
+}

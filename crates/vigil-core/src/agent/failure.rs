@@ -86,7 +86,7 @@ impl Agent {
     }
 
     /// The policy's answer to a failure: restart now, later, or not at all.
-    pub(super) fn on_failure(&mut self, now: Instant, failure: Failure, out: &mut Outbox) {
+    pub(super) fn on_failure(&mut self, now: Instant, mut failure: Failure, out: &mut Outbox) {
         let policy = self.spec.policy.clone();
         self.last_problem = Some(failure.reason.clone());
         self.had_failure = true;
@@ -116,6 +116,11 @@ impl Agent {
             // if nothing was wrong with them.
             Remedy::Quarantine if diagnosis.rule == "config_error" && self.spec.guards_files => {
                 self.config_suspect = Some(Box::new((failure.clone(), diagnosis.clone())));
+                failure.reason = format!(
+                    "{}; diagnosed a config error: its guarded files are checked (and mended) \
+                     before the restart",
+                    failure.reason
+                );
                 Duration::ZERO
             }
             Remedy::Quarantine => {

@@ -187,6 +187,19 @@ impl CheckRunner {
         });
     }
 
+    /// Probe one check now and wait for its observation (`vigil doctor`); cut at its timeout.
+    pub async fn probe_now(&self, config: CheckConfig, ctx: ProbeContext) -> Observation {
+        let job = ProbeJob {
+            agent: AgentId(0),
+            check: 0,
+            generation: 0,
+            config,
+            ctx,
+        };
+        let timeout = job.config.spec.timeout;
+        timed(timeout, self.probe(&job), Observation::Unknown).await
+    }
+
     fn send(&self, job: &ProbeJob, observation: Observation) {
         let _ = self.events.send(Event::CheckResult {
             agent: job.agent,

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod check;
 pub mod check_live;
 pub mod control;
+pub mod doctor;
 pub mod explain;
 pub mod files;
 pub mod graph;

@@ -81,7 +81,13 @@ impl Notify {
     }
 }
 
-pub fn run(role: &str, symbol: Option<&str>, db: &Path, faults: &Path) -> i32 {
+pub fn run(
+    role: &str,
+    symbol: Option<&str>,
+    db: &Path,
+    faults: &Path,
+    config: Option<&Path>,
+) -> i32 {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -95,8 +101,8 @@ pub fn run(role: &str, symbol: Option<&str>, db: &Path, faults: &Path) -> i32 {
     let result = rt.block_on(async {
         let pool = open(db, false).await?;
         match (role, symbol) {
-            ("market-feed", _) => feed(&pool).await,
-            ("trader", Some(symbol)) => trader(&pool, symbol, faults).await,
+            ("market-feed", _) => feed(&pool, faults).await,
+            ("trader", Some(symbol)) => trader(&pool, symbol, faults, config).await,
             _ => {
                 eprintln!("demo-agent: use `market-feed` or `trader --symbol SYMBOL`");
                 Ok(2)
@@ -113,13 +119,20 @@ pub fn run(role: &str, symbol: Option<&str>, db: &Path, faults: &Path) -> i32 {
 }
 
 /// Publishes a random-walk price for every symbol twice a second.
-async fn feed(pool: &SqlitePool) -> Result<i32, sqlx::Error> {
+async fn feed(pool: &SqlitePool, faults: &Path) -> Result<i32, sqlx::Error> {
+    let fault_file = faults.join("market-feed");
     let notify = Notify::from_env();
     let mut rng = Rng::new(u64::from(std::process::id()));
     let mut prices: Vec<f64> = SYMBOLS.iter().map(|s| start_price(s)).collect();
     println!("market-feed: publishing {} symbols", SYMBOLS.len());
     notify.send("READY=1");
     for tick in 0u64.. {
+        if let Ok(kind) = std::fs::read_to_string(&fault_file) {
+            let _ = std::fs::remove_file(&fault_file);
+            if Kind::from_name(kind.trim()) == Some(Kind::FeedHang) {
+                hang("market-feed: exchange websocket").await;
+            }
+        }
         for (symbol, price) in SYMBOLS.iter().zip(prices.iter_mut()) {
             *price *= 1.0 + (rng.unit() - 0.5) * 0.002;
             sqlx::query("INSERT INTO prices (symbol, ts, price) VALUES (?1, ?2, ?3) ON CONFLICT(symbol) DO UPDATE SET ts = excluded.ts, price = excluded.price")
@@ -144,8 +157,55 @@ async fn feed(pool: &SqlitePool) -> Result<i32, sqlx::Error> {
     Ok(0)
 }
 
-/// Reads its price, decides, writes a decision row, heartbeats — once a second.
-async fn trader(pool: &SqlitePool, symbol: &str, faults: &Path) -> Result<i32, sqlx::Error> {
+/// Prices older than this are not traded on.
+const STALE_PRICE: f64 = 3.0;
+
+/// Its config, read as a Python bot reads its JSON: a broken file is a traceback and exit 1.
+fn read_config(symbol: &str, path: Option<&Path>) -> Result<serde_json::Value, i32> {
+    let Some(path) = path else {
+        return Ok(serde_json::Value::Null);
+    };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let parsed = serde_json::from_str::<serde_json::Value>(&text);
+    let error = match &parsed {
+        Ok(c) if c.pointer("/risk/max_position").is_some() => None,
+        Ok(_) => Some("KeyError: 'max_position'".to_string()),
+        Err(e) => Some(format!(
+            "json.decoder.JSONDecodeError: Expecting value: line {} column {} (char {})",
+            e.line(),
+            e.column(),
+            text.len()
+        )),
+    };
+    match (parsed, error) {
+        (Ok(c), None) => Ok(c),
+        (_, error) => {
+            eprintln!("Traceback (most recent call last):");
+            eprintln!("  File \"/opt/bots/trader.py\", line 31, in load_config");
+            eprintln!("    config = json.load(open(\"{}\"))", path.display());
+            eprintln!("{}", error.unwrap_or_default());
+            eprintln!("{symbol}: cannot start without its config");
+            Err(1)
+        }
+    }
+}
+
+/// Reads its price, decides, writes a decision row, heartbeats — once a second. Prices the
+/// feed stopped updating are not traded on: it waits for fresh ones (and makes no decision).
+async fn trader(
+    pool: &SqlitePool,
+    symbol: &str,
+    faults: &Path,
+    config_path: Option<&Path>,
+) -> Result<i32, sqlx::Error> {
+    let config = match read_config(symbol, config_path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let max_position = config
+        .pointer("/risk/max_position")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.1);
     let notify = Notify::from_env();
     let mut rng = Rng::new(u64::from(std::process::id()) ^ 0x5eed);
     let fault_file: PathBuf = faults.join(symbol);
@@ -161,7 +221,13 @@ async fn trader(pool: &SqlitePool, symbol: &str, faults: &Path) -> Result<i32, s
         if let Ok(kind) = std::fs::read_to_string(&fault_file) {
             let _ = std::fs::remove_file(&fault_file);
             match Kind::from_name(kind.trim()) {
-                Some(Kind::Hang) => hang(symbol).await,
+                Some(Kind::Hang) => hang(&format!("{symbol}: order book lock")).await,
+                // The file changed under it: it reads it again, as a bot reloading its config.
+                Some(Kind::ConfigCorrupt) => {
+                    if let Err(code) = read_config(symbol, config_path) {
+                        return Ok(code);
+                    }
+                }
                 Some(Kind::Stall) => {
                     stalled = true;
                     println!(
@@ -175,12 +241,21 @@ async fn trader(pool: &SqlitePool, symbol: &str, faults: &Path) -> Result<i32, s
         }
         notify.send("WATCHDOG=1");
         if !stalled {
-            let price: Option<(f64,)> =
-                sqlx::query_as("SELECT price FROM prices WHERE symbol = ?1")
+            let row: Option<(f64, f64)> =
+                sqlx::query_as("SELECT price, ts FROM prices WHERE symbol = ?1")
                     .bind(symbol)
                     .fetch_optional(pool)
                     .await?;
-            let price = price.map(|p| p.0).unwrap_or_else(|| start_price(symbol));
+            let (price, ts) = row.unwrap_or_else(|| (start_price(symbol), epoch()));
+            let age = epoch() - ts;
+            if age > STALE_PRICE {
+                println!(
+                    "{} {symbol}: market data is {age:.0}s old, waiting for the feed",
+                    clock()
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
             let roll = rng.unit();
             let action = if roll < 0.2 {
                 "buy"
@@ -194,6 +269,7 @@ async fn trader(pool: &SqlitePool, symbol: &str, faults: &Path) -> Result<i32, s
                 "sell" => -0.01,
                 _ => 0.0,
             };
+            position = position.clamp(-max_position, max_position);
             sqlx::query(
                 "INSERT INTO decisions (symbol, ts, action, price) VALUES (?1, ?2, ?3, ?4)",
             )
@@ -213,8 +289,8 @@ async fn trader(pool: &SqlitePool, symbol: &str, faults: &Path) -> Result<i32, s
 }
 
 /// Alive, but stuck: no more decisions, no more heartbeats.
-async fn hang(symbol: &str) -> ! {
-    println!("{} {symbol}: waiting for the order book lock...", clock());
+async fn hang(what: &str) -> ! {
+    println!("{} {what}: waiting...", clock());
     loop {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
@@ -244,7 +320,7 @@ fn fail(symbol: &str, kind: Kind) -> i32 {
         Kind::RateLimit => vec![
             "ccxt.base.errors.RateLimitExceeded: binance 429 Too Many Requests {\"code\":-1003,\"msg\":\"Too much request weight used; current limit is 1200 request weight per 1 MINUTE.\"}".into(),
         ],
-        Kind::Hang | Kind::Stall => Vec::new(),
+        Kind::Hang | Kind::Stall | Kind::FeedHang | Kind::ConfigCorrupt => Vec::new(),
     };
     for line in lines {
         eprintln!("{line}");

@@ -18,16 +18,24 @@ pub enum Kind {
     InvalidKey,
     /// A 429 storm hitting every trader at once: back off, come back spread out.
     RateLimit,
+    /// The market feed hangs: every trader (which depends on it) waits, none is restarted;
+    /// the feed is healed first and the traders resume.
+    FeedHang,
+    /// A trader's config file is cut short and the trader dies reading it: vigil restores
+    /// the last known good copy before the restart.
+    ConfigCorrupt,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Crash,
         Kind::Hang,
         Kind::Stall,
         Kind::DbLocked,
         Kind::InvalidKey,
         Kind::RateLimit,
+        Kind::FeedHang,
+        Kind::ConfigCorrupt,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,6 +46,8 @@ impl Kind {
             Kind::DbLocked => "db_locked",
             Kind::InvalidKey => "invalid_key",
             Kind::RateLimit => "rate_limit",
+            Kind::FeedHang => "feed_hang",
+            Kind::ConfigCorrupt => "config_corrupt",
         }
     }
 
@@ -54,6 +64,8 @@ impl Kind {
             Kind::DbLocked => "database is locked",
             Kind::InvalidKey => "invalid API key",
             Kind::RateLimit => "429 storm (all traders)",
+            Kind::FeedHang => "market feed hang",
+            Kind::ConfigCorrupt => "config file corrupted",
         }
     }
 }
@@ -142,9 +154,9 @@ mod tests {
         };
         assert_eq!(order(7), order(7));
         assert_ne!(order(7), order(8));
-        let mut first: Vec<Kind> = order(7)[..6].to_vec();
+        let mut first: Vec<Kind> = order(7)[..8].to_vec();
         first.sort();
         assert_eq!(first, Kind::ALL.to_vec());
-        assert!(!order(7)[6..].contains(&Kind::InvalidKey));
+        assert!(!order(7)[8..].contains(&Kind::InvalidKey));
     }
 }

@@ -74,7 +74,7 @@ retry_after = "30s"
 throttle_delay = "20s"      # a 429 storm: everyone waits 20-30 s, spread out, never a burst
 
 [agents.market-feed]
-command = [{exe}, "demo-agent", "market-feed", "--db", "demo/trading.db"]
+command = [{exe}, "demo-agent", "market-feed", "--db", "demo/trading.db", "--faults", "demo/faults"]
 cwd = "."
 
 [[agents.market-feed.checks]]
@@ -82,9 +82,12 @@ kind = "notify"             # WATCHDOG=1 through NOTIFY_SOCKET, as sd_notify(3)
 max_age = "5s"
 
 [agents.trader]
-command = [{exe}, "demo-agent", "trader", "--symbol", "{{instance}}", "--db", "demo/trading.db", "--faults", "demo/faults"]
+command = [{exe}, "demo-agent", "trader", "--symbol", "{{instance}}", "--db", "demo/trading.db", "--faults", "demo/faults", "--config", "demo/config/{{instance}}.json"]
 cwd = "."
 instances = [{instances}]
+# The traders read the feed's prices: while the feed is down they wait (not restarted, no
+# budget spent), and the feed is healed first. `vigil graph -c demo.toml` draws it.
+depends_on = ["market-feed"]
 # What a stuck bot is doing, captured before it is stopped (`vigil explain`).
 evidence = ["sh", "-c", "grep -E '^(State|VmRSS|Threads)' /proc/{{pid}}/status"]
 evidence_timeout = "5s"
@@ -102,9 +105,32 @@ params = ["{{instance}}"]
 max_age = "10s"
 interval = "2s"
 failure_threshold = 1
+
+# A config file a trader cannot run without: checked before every start, and restored from
+# the last known good copy (kept once the trader has run healthy) when it is broken.
+# `vigil files -c demo.toml trader` shows the copies.
+[[agents.trader.files]]
+path = "demo/config/{{instance}}.json"
+required = ["/api_key_file", "/risk/max_position"]
+repair = "restore"
 {llm}"#,
         port = o.port,
     )
+}
+
+/// Each trader's config file, as an operator would have written it.
+pub fn write_trader_configs(dir: &Path) -> Result<(), String> {
+    let configs = dir.join("demo/config");
+    std::fs::create_dir_all(&configs)
+        .map_err(|e| format!("cannot create {}: {e}", configs.display()))?;
+    for symbol in SYMBOLS {
+        let text = format!(
+            "{{\n  \"symbol\": \"{symbol}\",\n  \"api_key_file\": \"demo/keys/{symbol}\",\n  \"risk\": {{ \"max_position\": 0.1, \"stop_loss\": 0.02 }}\n}}\n"
+        );
+        let path = configs.join(format!("{symbol}.json"));
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// An empty database with the demo's tables (the bots and vigil's checks find them ready).

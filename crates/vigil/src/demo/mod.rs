@@ -25,6 +25,9 @@ use crate::state_lock::{self, Holder, StateLock};
 
 pub use crate::cli::DemoArgs as DemoOptions;
 
+/// The agent every trader depends on.
+const FEED: &str = "market-feed";
+
 /// After the duration, faults still being handled get this long to finish.
 const SETTLE: Duration = Duration::from_secs(90);
 
@@ -88,11 +91,12 @@ fn prepare(dir: &std::path::Path) -> Result<(), String> {
     ] {
         let _ = std::fs::remove_file(dir.join(old));
     }
-    for old in ["logs", "demo"] {
+    for old in ["logs", "demo", "files"] {
         let _ = std::fs::remove_dir_all(dir.join(old));
     }
     std::fs::create_dir_all(dir.join("demo/faults"))
         .map_err(|e| format!("cannot create {}: {e}", dir.join("demo").display()))?;
+    fleet::write_trader_configs(dir)?;
     fleet::create_db(&dir.join("demo/trading.db"))
 }
 
@@ -287,27 +291,40 @@ fn inject(
     group: usize,
     view: &View,
 ) -> bool {
+    let feed = FEED.to_string();
     let free: Vec<&String> = traders.iter().filter(|a| !tracker.busy(a)).collect();
     let up: Vec<&String> = traders
         .iter()
         .filter(|a| !tracker.quarantined.get(*a).copied().unwrap_or(false))
         .collect();
-    let storm_ok = !up.is_empty() && up.iter().all(|a| !tracker.busy(a));
+    let all_calm = up.iter().all(|a| !tracker.busy(a)) && !tracker.busy(&feed);
+    let storm_ok = !up.is_empty() && all_calm;
     let Some(kind) = schedule.next_kind(|k| match k {
         Kind::RateLimit => storm_ok,
-        _ => !free.is_empty(),
+        // Every trader waits for the feed: only when none is busy with a fault of its own.
+        Kind::FeedHang => all_calm,
+        _ => !free.is_empty() && !tracker.busy(&feed),
     }) else {
         return false;
     };
-    let targets: Vec<&String> = if kind == Kind::RateLimit {
-        up
-    } else {
-        vec![free[schedule.rng().below(free.len())]]
+    let targets: Vec<&String> = match kind {
+        Kind::RateLimit => up,
+        Kind::FeedHang => vec![&feed],
+        _ => vec![free[schedule.rng().below(free.len())]],
     };
     let at = wall_ms();
     for agent in &targets {
-        let symbol = agent.trim_start_matches("trader@");
-        if let Err(e) = std::fs::write(dir.join("demo/faults").join(symbol), kind.name()) {
+        let who = agent.trim_start_matches("trader@");
+        if kind == Kind::ConfigCorrupt {
+            // Cut short, as by a crash in the middle of writing it.
+            let path = dir.join("demo/config").join(format!("{who}.json"));
+            let text = std::fs::read(&path).unwrap_or_default();
+            if let Err(e) = std::fs::write(&path, &text[..text.len().min(25)]) {
+                view.say(&format!("cannot inject a fault: {e}"));
+                return false;
+            }
+        }
+        if let Err(e) = std::fs::write(dir.join("demo/faults").join(who), kind.name()) {
             view.say(&format!("cannot inject a fault: {e}"));
             return false;
         }

@@ -65,6 +65,18 @@ pub fn render(t: &Tracker, seed: u64) -> (String, bool) {
         ));
     }
     out.push('\n');
+    if t.faults.iter().any(|f| f.kind == Kind::FeedHang) {
+        out.push_str(&format!(
+            "market feed down: traders waited for it {} time(s), and were restarted {} time(s) meanwhile — the feed was healed first\n",
+            t.totals.waited_for_feed, t.totals.restarted_while_feed_down
+        ));
+    }
+    if t.totals.files_repaired > 0 {
+        out.push_str(&format!(
+            "config files restored from their last known good copy before a restart: {}\n",
+            t.totals.files_repaired
+        ));
+    }
     for line in storm_spread(t) {
         out.push_str(&line);
         out.push('\n');

@@ -44,6 +44,12 @@ pub struct Totals {
     pub budget_exhaustions: usize,
     pub advice: usize,
     pub llm_errors: usize,
+    /// Traders that waited for the market feed while it was down.
+    pub waited_for_feed: usize,
+    /// Traders restarted while the market feed was down (the graph says: none).
+    pub restarted_while_feed_down: usize,
+    /// Guarded files repaired before a start.
+    pub files_repaired: usize,
 }
 
 pub struct Tracker {
@@ -52,7 +58,7 @@ pub struct Tracker {
     partial: String,
     pub faults: Vec<Fault>,
     pub totals: Totals,
-    /// Agents quarantined (they take no more faults).
+    /// Agents quarantined or waiting out an exhausted budget (they take no faults meanwhile).
     pub quarantined: HashMap<String, bool>,
 }
 
@@ -95,6 +101,13 @@ impl Tracker {
 
     pub fn open_faults(&self) -> usize {
         self.faults.iter().filter(|f| f.open()).count()
+    }
+
+    /// The market feed's hang was healed within the last minute (its traders resume after).
+    fn recently_healed_feed(&self, at_ms: i64) -> bool {
+        self.faults
+            .iter()
+            .any(|f| f.kind == Kind::FeedHang && f.resolved_ms.is_some_and(|r| at_ms - r < 60_000))
     }
 
     /// Read what vigil wrote since the last call.
@@ -143,11 +156,38 @@ impl Tracker {
             }
             _ => {}
         }
+        let feed_down = self
+            .faults
+            .iter()
+            .any(|f| f.open() && f.kind == Kind::FeedHang);
+        if agent != "market-feed" && feed_down {
+            match action {
+                "waiting" => {
+                    self.totals.waited_for_feed += 1;
+                    view.line(agent, "waiting", reason);
+                }
+                "restart" => self.totals.restarted_while_feed_down += 1,
+                _ => {}
+            }
+        }
+        match action {
+            "resumed" if feed_down || self.recently_healed_feed(at) => {
+                view.line(agent, "resumed", reason)
+            }
+            "file_repaired" => {
+                self.totals.files_repaired += 1;
+                view.line(agent, "repaired", reason);
+            }
+            _ => {}
+        }
         if action == "escalated" && reason.starts_with("quarantined") {
             self.totals.quarantines += 1;
+        }
+        // Quarantined, or waiting out an exhausted budget: down until reset or retried.
+        if action == "escalated" {
             self.quarantined.insert(agent.to_string(), true);
         }
-        if action == "reset" {
+        if action == "reset" || (action == "restart" && reason.starts_with("retrying")) {
             self.quarantined.remove(agent);
         }
         let Some(fault) = self
