@@ -4,6 +4,7 @@
 //! cargo build --release --workspace
 //! target/release/vigil-bench crash-restart --restarts 300
 //! target/release/vigil-bench idle --agents 10,100,1000 --seconds 60
+//! target/release/vigil-bench graph-start --agents 1000
 //! target/release/vigil-bench api --agents 1000 --seconds 10
 //! target/release/vigil-bench advisor --provider openai --url http://127.0.0.1:18080 --model smollm2
 //! ```
@@ -14,6 +15,7 @@ mod advisor;
 mod api;
 mod chaos;
 mod docker;
+mod graph;
 mod idle;
 mod slow;
 mod units;
@@ -135,6 +137,12 @@ enum Bench {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// N agents in a 3-level dependency graph started from nothing: the time until all run,
+    /// and that none started before the agent it depends on
+    GraphStart {
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+    },
     /// vigil's CPU while N agents each have a file check every second
     FileChecks {
         #[arg(long, default_value_t = 1000)]
@@ -174,6 +182,7 @@ fn main() -> Result<()> {
         }),
         Bench::NotifyFlood { seconds } => notify_flood(&vigil, seconds)?,
         Bench::FileChecks { agents, seconds } => file_checks(&vigil, agents, seconds)?,
+        Bench::GraphStart { agents } => graph::graph_start(&vigil, agents)?,
         Bench::Chaos { minutes, seed } => chaos::chaos(&vigil, minutes, seed)?,
         Bench::Docker {
             restarts,

@@ -114,6 +114,33 @@ fn render_agent(config: &Config, a: &AgentConfig) -> String {
     for c in &a.checks {
         out.push_str(&row("check", describe_check(c)));
     }
+    if !a.depends_on.is_empty() {
+        let deps: Vec<String> = a
+            .depends_on
+            .iter()
+            .map(|d| {
+                let how = if d.implied { ", by produced_by" } else { "" };
+                format!("{} ({}{how})", d.agent, d.ready.as_str())
+            })
+            .collect();
+        let then = match a.on_upstream_restart {
+            vigil_core::OnUpstreamRestart::Wait => "",
+            vigil_core::OnUpstreamRestart::Restart => " · restarted when one is back",
+        };
+        out.push_str(&row("needs", format!("{}{then}", deps.join(", "))));
+    }
+    for f in &a.files {
+        out.push_str(&row(
+            "file",
+            format!(
+                "{} ({}, {} required, repair {})",
+                f.path.display(),
+                f.format.as_str(),
+                f.required.len(),
+                f.repair.as_str()
+            ),
+        ));
+    }
     if let Some(adopt) = &a.adopt {
         out.push_str(&row(
             "adopt",
@@ -264,6 +291,19 @@ pub fn render_json(config: &Config) -> serde_json::Value {
                     "throttle_delay_s": p.throttle_delay.as_secs_f64(),
                     "llm_before_restart": p.llm_before_restart,
                 },
+                "depends_on": a.depends_on.iter().map(|d| json!({
+                    "agent": d.agent,
+                    "ready": d.ready.as_str(),
+                    "implied": d.implied,
+                })).collect::<Vec<_>>(),
+                "on_upstream_restart": a.on_upstream_restart.as_str(),
+                "files": a.files.iter().map(|f| json!({
+                    "path": f.path,
+                    "format": f.format.as_str(),
+                    "required": f.required,
+                    "repair": f.repair.as_str(),
+                    "keep": f.keep,
+                })).collect::<Vec<_>>(),
                 "adopt": a.adopt.as_ref().map(|a| a.describe()),
                 "evidence": a.evidence.as_ref().map(|e| json!({
                     "command": e.command,

@@ -179,7 +179,7 @@ fn examine(config: &Config, status: &HashMap<String, Value>) -> Vec<Finding> {
                         "quarantined: {}",
                         s["quarantine_reason"].as_str().unwrap_or("")
                     )),
-                    other => f.problems.push(format!("{other}")),
+                    other => f.problems.push(other.to_string()),
                 }
             }
             for (i, c) in a.checks.iter().enumerate() {

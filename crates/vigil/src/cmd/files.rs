@@ -115,7 +115,7 @@ fn render(
         out.push_str(&format!("    {}  {}\n", when(k.at_ms), k.path.display()));
     }
     match diff {
-        Some(d) if d.is_empty() => out.push_str("  same as the newest good copy\n"),
+        Some("") => out.push_str("  same as the newest good copy\n"),
         Some(d) => {
             out.push_str("  changed since the newest good copy (secret values hidden):\n");
             for line in d.lines() {

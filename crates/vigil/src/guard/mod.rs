@@ -7,9 +7,9 @@
 pub mod document;
 pub mod store;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde_json::Value;
@@ -258,28 +258,58 @@ fn fill_defaults(
 
 /// Replace the file at `path` whole (a kill -9 midway leaves the old file or the new one,
 /// never half of each), keeping its owner and mode (a new file: the directory's owner, 0600).
-/// A symbolic link is followed: the file it names is replaced, the link stays.
+///
+/// vigil may run as root for agents that run as other users, who may own the directory: so
+/// it never writes through a symbolic link. The directory is opened once with no link
+/// anywhere on its path (`RESOLVE_NO_SYMLINKS`), and everything after happens relative to
+/// that open directory — a link swapped in meanwhile cannot send the write elsewhere; the
+/// temporary file is created exclusively, and the rename replaces the name itself.
 fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let dir = target
-        .parent()
-        .ok_or_else(|| io::Error::other("no directory"))?;
-    let name = target
-        .file_name()
-        .ok_or_else(|| io::Error::other("no file name"))?
-        .to_string_lossy()
-        .into_owned();
-    let (mode, owner) = match fs::metadata(&target) {
-        Ok(m) => (m.mode() & 0o7777, Some((m.uid(), m.gid()))),
-        Err(_) => (0o600, fs::metadata(dir).ok().map(|m| (m.uid(), m.gid()))),
+    use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     };
-    let tmp = dir.join(format!(".{name}.vigil-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("no file name"))?;
+    let dirfd = rustix::fs::openat2(
+        rustix::fs::CWD,
+        dir,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::LOOP => io::Error::other(format!(
+            "a symbolic link is on the way to {}: vigil does not write through links (name the real place)",
+            dir.display()
+        )),
+        e => io::Error::from(e),
+    })?;
+    let (mode, owner) = match rustix::fs::statat(&dirfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st)
+            if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink =>
+        {
+            return Err(io::Error::other(
+                "it is a symbolic link: vigil does not write through links",
+            ));
+        }
+        Ok(st) => (st.st_mode & 0o7777, Some((st.st_uid, st.st_gid))),
+        Err(_) => {
+            let st = rustix::fs::fstat(&dirfd)?;
+            (0o600, Some((st.st_uid, st.st_gid)))
+        }
+    };
+    let tmp = format!(".{}.vigil-{}", name.to_string_lossy(), std::process::id());
+    let _ = rustix::fs::unlinkat(&dirfd, tmp.as_str(), AtFlags::empty());
+    let fd = rustix::fs::openat(
+        &dirfd,
+        tmp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    let mut f = File::from(fd);
     let written = (|| {
         f.write_all(bytes)?;
         if let Some((uid, gid)) = owner {
@@ -291,11 +321,11 @@ fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
         }
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.sync_all()?;
-        fs::rename(&tmp, &target)?;
-        File::open(dir)?.sync_all()
+        rustix::fs::renameat(&dirfd, tmp.as_str(), &dirfd, name)?;
+        rustix::fs::fsync(&dirfd).map_err(io::Error::from)
     })();
     if written.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = rustix::fs::unlinkat(&dirfd, tmp.as_str(), AtFlags::empty());
     }
     written
 }
@@ -345,6 +375,34 @@ mod tests {
         let backup = repaired[0].backup.as_ref().unwrap();
         assert_eq!(fs::read(backup).unwrap(), &good[..30]);
         assert!(!format!("{repaired:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_file_behind_a_symbolic_link_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(&dir.path().join("state"));
+        let victim = dir.path().join("victim");
+        fs::write(&victim, r#"{"a": 1}"#).unwrap();
+        let mut f = file(dir.path(), Repair::Defaults);
+        f.required = vec!["/risk/max_position".into()];
+        // The file itself a link.
+        std::os::unix::fs::symlink(&victim, &f.path).unwrap();
+        let FilesVerdict::Broken { problem, .. } = guard("t", std::slice::from_ref(&f), &store, 1)
+        else {
+            panic!()
+        };
+        assert!(problem.contains("symbolic link"), "{problem}");
+        // A directory on the way a link.
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("via")).unwrap();
+        f.path = dir.path().join("via/BTC.json");
+        let FilesVerdict::Broken { problem, .. } = guard("t", &[f], &store, 1) else {
+            panic!()
+        };
+        assert!(problem.contains("symbolic link is on the way"), "{problem}");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), r#"{"a": 1}"#);
+        assert!(fs::read_dir(&real).unwrap().next().is_none());
     }
 
     #[test]
