@@ -418,14 +418,15 @@ impl CheckSet {
         }
     }
 
-    /// Every check has passed in this run on this run's evidence, and none fails now: the
-    /// agent is `healthy` for what depends on it. An agent without checks is healthy once up.
+    /// Every check has passed in this run on this run's evidence, and none has reached its
+    /// failure threshold: the agent is `healthy` for what depends on it. A single failing
+    /// probe below the threshold (or one inside grace, a quiet window, a stop) is not enough
+    /// to hold every dependent. An agent without checks is healthy once up.
     pub fn healthy(&self) -> bool {
         self.is_active()
-            && self
-                .checks
-                .iter()
-                .all(|c| c.proven_this_run && c.status.verdict != Verdict::Failing)
+            && self.checks.iter().all(|c| {
+                c.proven_this_run && c.status.consecutive_failures < c.spec.failure_threshold.max(1)
+            })
     }
 
     /// The upstream it waited for is back: its checks start over as after a start — failures

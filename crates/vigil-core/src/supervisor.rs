@@ -73,6 +73,9 @@ struct Graph {
     levels: Vec<Level>,
     /// Agents whose level changed since their dependents last looked.
     changed: Vec<AgentId>,
+    /// Agents to look at their upstreams again whatever changed (after a rebuild: every
+    /// agent with upstreams, and every agent still waiting — its upstream may be gone).
+    recheck: Vec<AgentId>,
     /// Stalls of producers found by their watchers, not yet handed over.
     blames: Vec<crate::agent::Blame>,
     /// An agent was added, forgotten or its dependencies changed: rebuilt before next use.
@@ -474,9 +477,22 @@ impl Supervisor {
         }
         loop {
             if let Some(blame) = self.graph.blames.pop() {
-                if let Some(id) = self.by_name.get(&blame.producer).copied() {
-                    self.with_agent(id, |a, out| a.blamed(now, blame, out));
+                match self.by_name.get(&blame.producer).copied() {
+                    Some(id) => {
+                        self.with_agent(id, |a, out| a.blamed(now, blame, out));
+                    }
+                    // A producer no longer configured: the stall is the watcher's after all.
+                    None => {
+                        if let Some(id) = self.by_name.get(&blame.watcher).copied() {
+                            self.with_agent(id, |a, out| a.own_stall(now, blame, out));
+                        }
+                    }
                 }
+                continue;
+            }
+            if let Some(id) = self.graph.recheck.pop() {
+                let first_down = self.first_down_upstream(id);
+                self.with_agent(id, |a, out| a.set_upstream(now.mono, first_down, out));
                 continue;
             }
             let Some(id) = self.graph.changed.pop() else {
@@ -528,19 +544,22 @@ impl Supervisor {
                 }
             }
         }
+        g.changed.clear();
         for agent in self.agents.iter().flatten() {
             let id = agent.id().0 as usize;
             if !g.downs[id].is_empty() {
                 g.levels[id] = agent.level();
-                g.changed.push(agent.id());
+            }
+            if !g.ups[id].is_empty() || agent.waiting_on().is_some() {
+                g.recheck.push(agent.id());
             }
         }
         if g.downs.iter().all(Vec::is_empty) {
-            // Nothing depends on anything: nothing to look at, now or later.
+            // Nothing depends on anything: nothing to look at later (the rechecks release
+            // whatever still waits).
             g.ups.clear();
             g.downs.clear();
             g.levels.clear();
-            g.changed.clear();
         }
     }
 

@@ -145,3 +145,26 @@ fn a_crash_blamed_on_its_config_is_restarted_only_when_a_guarded_file_was_mended
     assert_eq!(agent.state(), AgentState::Quarantined);
     assert_eq!(agent.diagnosis().unwrap().rule, "config_error");
 }
+
+#[test]
+fn a_reset_forgets_a_config_failure_that_waited_for_its_files_check() {
+    let mut spec = guarded("trader");
+    spec.policy.cooldown = secs(30);
+    let mut sim = Sim::new(vec![spec]);
+    let id = sim.id("trader");
+    sim.advance(secs(1));
+    sim.exit(id, ExitStatus::code(1));
+    // A config error, with a cooldown to wait out first.
+    sim.exit_logging(
+        id,
+        ExitStatus::code(1),
+        &["json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)"],
+    );
+    assert_eq!(sim.sup.agent(id).unwrap().state(), AgentState::Backoff);
+    sim.command(id, vigil_core::Command::Reset, vigil_core::Requester::Cli)
+        .unwrap();
+    // Its files are fine: the person's reset starts it, and it is not quarantined for the
+    // failure the reset cleared.
+    assert_eq!(sim.sup.agent(id).unwrap().state(), AgentState::Running);
+    assert_eq!(sim.count("trader", AuditAction::Escalated), 0);
+}

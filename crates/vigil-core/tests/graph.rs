@@ -399,3 +399,77 @@ fn a_cycle_is_found_and_named() {
         Some(vec!["ensemble", "trader", "ensemble"])
     );
 }
+
+#[test]
+fn a_reload_that_removes_the_upstream_releases_what_waited_for_it() {
+    let mut feed = AgentSpec::new("feed");
+    feed.autostart = false;
+    let trader = depending(AgentSpec::new("trader"), "feed", Ready::Running);
+    let mut sim = Sim::new(vec![trader.clone(), feed]);
+    assert_eq!(state(&sim, "trader"), AgentState::Waiting);
+    // Its only dependency is dropped: nothing would ever look at it again.
+    let mut alone = trader;
+    alone.depends_on.clear();
+    sim.sup.reconcile(sim.now, vec![alone]);
+    sim.drain();
+    assert_eq!(state(&sim, "trader"), AgentState::Running);
+    assert!(
+        sim.sup
+            .agent(sim.id("trader"))
+            .unwrap()
+            .waiting_on()
+            .is_none()
+    );
+}
+
+#[test]
+fn a_stale_output_of_a_producer_not_configured_is_the_watchers_own_stall() {
+    let mut trader = AgentSpec::new("trader");
+    let mut file = CheckSpec::new("signals", CheckKind::File);
+    file.max_age = Some(secs(60));
+    file.interval = secs(10);
+    file.produced_by = Some("ghost".into());
+    trader.checks = vec![file];
+    let mut sim = Sim::new(vec![trader]);
+    let trader = sim.id("trader");
+    for _ in 0..7 {
+        sim.advance(secs(10));
+        sim.answer(
+            trader,
+            Observation::Progress {
+                at_wall_ms: Some(sim.wall_ago(secs(90))),
+            },
+        );
+    }
+    assert_eq!(sim.records("trader", AuditAction::Stalled).len(), 1);
+    assert_eq!(state(&sim, "trader"), AgentState::Stopping);
+}
+
+#[test]
+fn one_failing_probe_below_its_threshold_does_not_hold_the_dependents() {
+    let mut feed = AgentSpec::new("feed");
+    let mut http = CheckSpec::new("http", CheckKind::Http);
+    http.interval = secs(1);
+    http.failure_threshold = 3;
+    feed.checks = vec![http];
+    let mut sim = Sim::new(vec![
+        depending(AgentSpec::new("trader"), "feed", Ready::Healthy),
+        feed,
+    ]);
+    let feed = sim.id("feed");
+    sim.advance(secs(1));
+    sim.answer(feed, Observation::Healthy("200".into()));
+    assert_eq!(state(&sim, "trader"), AgentState::Running);
+    sim.advance(secs(1));
+    sim.answer(feed, Observation::Unhealthy("500".into()));
+    assert_eq!(
+        state(&sim, "trader"),
+        AgentState::Running,
+        "a blip is not a fall"
+    );
+    assert_eq!(
+        sim.records("trader", AuditAction::Waiting).len(),
+        1,
+        "only at the start"
+    );
+}

@@ -21,6 +21,8 @@ impl Agent {
             return Err(CommandError::Removed);
         }
         self.note = note.map(|n| n.chars().take(200).collect());
+        // A person decides now: a config failure waiting for its files' check is forgotten.
+        self.config_suspect = None;
         let result = match command {
             Command::Start => self.request_start(now, by, out),
             Command::ForceStart => self.request_force_start(now, by, out),

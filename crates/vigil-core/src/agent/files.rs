@@ -68,6 +68,10 @@ impl Agent {
             self.quarantine_diagnosed(&failure, &verdict, out);
             return;
         }
+        // An upstream fell while the files were checked: it waits for it rather than starts.
+        if !look && self.wait_for_upstream("its files checked", out) {
+            return;
+        }
         self.phase = Phase::Starting(Run {
             looking: look,
             guarding: None,

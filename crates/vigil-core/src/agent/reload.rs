@@ -14,6 +14,9 @@ impl Agent {
         let process_changed = spec.fingerprint != self.spec.fingerprint;
         let checks_changed = spec.checks != self.spec.checks;
         let autostart = spec.autostart;
+        if spec.guards_files != self.spec.guards_files {
+            self.config_suspect = None;
+        }
         self.spec = spec;
         if checks_changed {
             self.replace_checks(now, self.spec.checks.clone());

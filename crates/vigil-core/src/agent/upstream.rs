@@ -213,6 +213,20 @@ impl Agent {
         true
     }
 
+    /// A stall this agent's check found in an output whose producer is not configured (any
+    /// more): it is this agent's own, as without `produced_by`.
+    pub(crate) fn own_stall(&mut self, now: Now, blame: Blame, out: &mut Outbox) {
+        if !matches!(self.phase, Phase::Running(_) | Phase::Starting(_))
+            || self.investigation.is_some()
+        {
+            return;
+        }
+        let name = self.name().to_string();
+        let failures = blame.spec.failure_threshold;
+        let record = |wait| records::stalled(&name, &blame.reason, &blame.spec, failures, wait);
+        self.stall_with(now, blame.reason.clone(), record, out);
+    }
+
     /// A check of another agent found this agent's output stale: a stall of this agent.
     pub(crate) fn blamed(&mut self, now: Now, blame: Blame, out: &mut Outbox) {
         // Already stalled, stopping, down or held back: that is being dealt with.

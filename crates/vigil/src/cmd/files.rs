@@ -50,7 +50,9 @@ pub fn files(config: &Config, name: &str, as_json: bool) -> i32 {
                 "problem": state.problem(),
                 "good": good.iter().map(kept_json).collect::<Vec<_>>(),
                 "backups": bad.iter().map(kept_json).collect::<Vec<_>>(),
-                "diff": diff,
+                "diff": diff.as_deref().map(|d| {
+                    d.lines().map(redacted).collect::<Vec<_>>().join("\n")
+                }),
             }));
         }
     }
@@ -68,6 +70,12 @@ pub fn files(config: &Config, name: &str, as_json: bool) -> i32 {
     } else {
         super::EXIT_FAILURE
     }
+}
+
+/// A diff line with whatever still looks secret (a token in a value under an innocent key)
+/// hidden by vigil's usual patterns.
+fn redacted(line: &str) -> String {
+    crate::redact::line_with(line, &crate::redact::Secrets::default())
 }
 
 fn kept_json(k: &Kept) -> Value {
@@ -119,7 +127,7 @@ fn render(
         Some(d) => {
             out.push_str("  changed since the newest good copy (secret values hidden):\n");
             for line in d.lines() {
-                out.push_str(&format!("    {line}\n"));
+                out.push_str(&format!("    {}\n", redacted(line)));
             }
         }
         None => {}
@@ -160,7 +168,8 @@ fn hide_secrets(v: &Value) -> Value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {
-                    let shown = if crate::redact::secret_name(k) && !v.is_object() {
+                    // Everything under a secret-looking key, tables included.
+                    let shown = if crate::redact::secret_name(k) {
                         Value::String(crate::redact::REDACTED.into())
                     } else {
                         hide_secrets(v)

@@ -141,6 +141,19 @@ pub fn resolve(cx: &mut Cx, agents: &mut [AgentConfig], edges: &[Edge]) {
     for e in edges {
         let targets: Vec<&str> = if names.contains(&e.to.as_str()) {
             vec![e.to.as_str()]
+        } else if e.implied && templates.contains_key(e.to.as_str()) {
+            // One output has one producer: a stale file is blamed on one agent.
+            cx.error(
+                ConfigError::new(
+                    e.span.clone(),
+                    format!(
+                        "`produced_by` of `{}` names the template `{}`: name the one agent that produces it",
+                        e.from, e.to
+                    ),
+                )
+                .hint(format!("`{}@{{instance}}` for the same instance, or `{}@NAME`", e.to, e.to)),
+            );
+            continue;
         } else if let Some(instances) = templates.get(e.to.as_str()) {
             instances.clone()
         } else {
@@ -243,6 +256,19 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("did you mean `feed`?"), "{e}");
+    }
+
+    #[test]
+    fn produced_by_names_one_agent_not_a_template() {
+        let text = "[agents.feed]\ncommand = [\"true\"]\ninstances = [\"A\", \"B\"]\n\n\
+                    [agents.trader]\ncommand = [\"true\"]\n\
+                    [[agents.trader.checks]]\nkind = \"file\"\npath = \"s\"\nmax_age = \"1m\"\n\
+                    produced_by = \"feed\"\n";
+        let e = errors(text);
+        assert!(
+            e.contains("`produced_by` of `trader` names the template `feed`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -106,6 +106,29 @@ pub fn set(doc: &mut Value, pointer: &str, value: Value) -> bool {
     false
 }
 
+/// As [`set`], in a TOML table (which keeps TOML's own types, dates among them).
+pub fn set_toml(doc: &mut toml::Table, pointer: &str, value: &Value) -> bool {
+    let Ok(value) = toml::Value::try_from(value) else {
+        return false;
+    };
+    let tokens: Vec<String> = pointer.split('/').skip(1).map(unescape).collect();
+    let Some((last, path)) = tokens.split_last() else {
+        return false;
+    };
+    let mut at = doc;
+    for token in path {
+        let next = at
+            .entry(token.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(t) = next else {
+            return false;
+        };
+        at = t;
+    }
+    at.insert(last.clone(), value);
+    true
+}
+
 /// The pointers of every leaf of `doc` (scalars, arrays as one leaf).
 pub fn leaves(doc: &Value) -> Vec<(String, &Value)> {
     fn walk<'a>(v: &'a Value, at: String, out: &mut Vec<(String, &'a Value)>) {

@@ -15,7 +15,7 @@ use std::path::Path;
 use serde_json::Value;
 use vigil_core::{FileRepair, FilesVerdict};
 
-use crate::config::{GuardedFile, Repair};
+use crate::config::{FileFormat, GuardedFile, Repair};
 pub use store::{FileStore, Kept};
 
 /// What a guarded file is now.
@@ -24,6 +24,8 @@ pub enum FileState {
     Valid {
         doc: Value,
         bytes: Vec<u8>,
+        /// Reached through a symbolic link: judged, never kept nor mended.
+        linked: bool,
     },
     Missing,
     Invalid {
@@ -33,6 +35,7 @@ pub enum FileState {
         bytes: Option<Vec<u8>>,
         /// Its tree, when it parsed (missing keys only).
         doc: Option<Value>,
+        linked: bool,
     },
 }
 
@@ -48,7 +51,7 @@ impl FileState {
 
 /// Read and judge a file against its rules.
 pub fn inspect(file: &GuardedFile) -> FileState {
-    let bytes = match read_limited(&file.path) {
+    let (bytes, linked) = match read_limited(&file.path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return FileState::Missing,
         Err(e) => {
@@ -56,14 +59,15 @@ pub fn inspect(file: &GuardedFile) -> FileState {
                 problem: format!("unreadable ({e})"),
                 bytes: None,
                 doc: None,
+                linked: false,
             };
         }
     };
-    judge(file, bytes)
+    judge(file, bytes, linked)
 }
 
 /// Judge bytes (the file's, or a kept copy's) against the file's rules.
-fn judge(file: &GuardedFile, bytes: Vec<u8>) -> FileState {
+fn judge(file: &GuardedFile, bytes: Vec<u8>, linked: bool) -> FileState {
     let doc = match document::parse(file.format, &bytes) {
         Ok(d) => d,
         Err(problem) => {
@@ -71,6 +75,7 @@ fn judge(file: &GuardedFile, bytes: Vec<u8>) -> FileState {
                 problem,
                 bytes: Some(bytes),
                 doc: None,
+                linked,
             };
         }
     };
@@ -81,57 +86,112 @@ fn judge(file: &GuardedFile, bytes: Vec<u8>) -> FileState {
         .map(String::as_str)
         .collect();
     if missing.is_empty() {
-        FileState::Valid { doc, bytes }
+        FileState::Valid { doc, bytes, linked }
     } else {
         FileState::Invalid {
             problem: format!("missing {}", missing.join(", ")),
             bytes: Some(bytes),
             doc: Some(doc),
+            linked,
         }
     }
 }
 
-fn read_limited(path: &Path) -> io::Result<Vec<u8>> {
-    let f = File::open(path)?;
-    if f.metadata()?.is_dir() {
-        return Err(io::Error::other("a directory, not a file"));
+/// The file's bytes, and whether a symbolic link was on the way. Only a regular file is
+/// read: a FIFO or a device would block the guard's thread (and every start behind it), so
+/// it is opened without blocking and refused.
+fn read_limited(path: &Path) -> io::Result<(Vec<u8>, bool)> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let (fd, linked) = match rustix::fs::openat2(
+        rustix::fs::CWD,
+        path,
+        flags | OFlags::NOFOLLOW,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => (fd, false),
+        Err(rustix::io::Errno::LOOP) => (rustix::fs::open(path, flags, Mode::empty())?, true),
+        Err(e) => return Err(e.into()),
+    };
+    let st = rustix::fs::fstat(&fd)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(io::Error::other("not a regular file"));
     }
     let mut bytes = Vec::new();
-    f.take(document::MAX_SIZE + 1).read_to_end(&mut bytes)?;
+    File::from(fd)
+        .take(document::MAX_SIZE + 1)
+        .read_to_end(&mut bytes)?;
     if bytes.len() as u64 > document::MAX_SIZE {
         return Err(io::Error::other("larger than 16 MiB"));
     }
-    Ok(bytes)
+    Ok((bytes, linked))
 }
 
+/// What a start's check found each file to hold: (path, a hash of its bytes), for the files
+/// that were valid (as found, or as mended).
+pub type Validated = Vec<(std::path::PathBuf, u64)>;
+
 /// Check every file of `agent` before a start, mending what its `repair` allows.
-pub fn guard(agent: &str, files: &[GuardedFile], store: &FileStore, now_ms: i64) -> FilesVerdict {
+pub fn guard(
+    agent: &str,
+    files: &[GuardedFile],
+    store: &FileStore,
+    now_ms: i64,
+) -> (FilesVerdict, Validated) {
     let mut repaired = Vec::new();
+    let mut validated = Vec::new();
     for file in files {
         let state = inspect(file);
-        if matches!(state, FileState::Valid { .. }) {
+        if let FileState::Valid { bytes, .. } = &state {
+            validated.push((file.path.clone(), store::stable_hash(bytes)));
             continue;
         }
         match mend(agent, file, state, store, now_ms) {
-            Ok(r) => repaired.push(r),
+            Ok((r, hash)) => {
+                repaired.push(r);
+                validated.push((file.path.clone(), hash));
+            }
             Err(problem) => {
-                return FilesVerdict::Broken {
+                let broken = FilesVerdict::Broken {
                     path: file.path.display().to_string(),
                     problem,
                     repaired,
                 };
+                return (broken, validated);
             }
         }
     }
-    FilesVerdict::Ready { repaired }
+    (FilesVerdict::Ready { repaired }, validated)
 }
 
-/// Keep the valid files of a run that proved healthy as their last known good copies.
-pub fn keep(agent: &str, run: u64, files: &[GuardedFile], store: &FileStore, now_ms: i64) {
+/// Keep the files of a run that proved healthy as their last known good copies — only as the
+/// run found them at its start (`validated`): an edit made since, which the run never read,
+/// proves nothing. A file reached through a symbolic link is never kept.
+pub fn keep(
+    agent: &str,
+    run: u64,
+    files: &[GuardedFile],
+    validated: &Validated,
+    store: &FileStore,
+    now_ms: i64,
+) {
     for file in files {
-        if let FileState::Valid { bytes, .. } = inspect(file)
-            && let Err(e) = store.keep_good(agent, &file.path, &bytes, run, file.keep, now_ms)
-        {
+        let Some((_, expected)) = validated.iter().find(|(p, _)| *p == file.path) else {
+            continue;
+        };
+        let FileState::Valid {
+            bytes,
+            linked: false,
+            ..
+        } = inspect(file)
+        else {
+            continue;
+        };
+        if store::stable_hash(&bytes) != *expected {
+            continue;
+        }
+        if let Err(e) = store.keep_good(agent, &file.path, &bytes, run, file.keep, now_ms) {
             tracing::warn!(
                 "{agent}: cannot keep a good copy of {}: {e}",
                 file.path.display()
@@ -147,14 +207,23 @@ fn mend(
     state: FileState,
     store: &FileStore,
     now_ms: i64,
-) -> Result<FileRepair, String> {
+) -> Result<(FileRepair, u64), String> {
     let problem = state.problem().unwrap_or_default();
-    let (bad_bytes, bad_doc) = match state {
-        FileState::Invalid { bytes, doc, .. } => (bytes, doc),
-        _ => (None, None),
+    let (bad_bytes, bad_doc, linked) = match state {
+        FileState::Invalid {
+            bytes, doc, linked, ..
+        } => (bytes, doc, linked),
+        _ => (None, None, false),
     };
     if file.repair == Repair::None {
         return Err(format!("{problem} (repair = \"none\")"));
+    }
+    if linked {
+        // What a link points at may be anyone's file: never copied, never written.
+        return Err(format!(
+            "{problem}; it is reached through a symbolic link, and vigil mends no file through \
+             a link (name the real place)"
+        ));
     }
     let before = bad_doc.clone().unwrap_or(Value::Null);
     let mut fix: Option<(Vec<u8>, Vec<String>, String)> = None;
@@ -164,7 +233,7 @@ fn mend(
                 continue;
             };
             // Kept under older rules: it must pass today's.
-            if let FileState::Valid { doc, bytes } = judge(file, bytes) {
+            if let FileState::Valid { doc, bytes, .. } = judge(file, bytes, false) {
                 let run = good
                     .run
                     .map_or(String::new(), |r| format!(" after run {r}"));
@@ -184,7 +253,7 @@ fn mend(
     }
     let fix = match fix {
         Some(f) => f,
-        None => fill_defaults(file, &problem, bad_bytes.is_some(), bad_doc)
+        None => fill_defaults(file, &problem, bad_bytes.as_deref(), bad_doc)
             .map(|(bytes, keys)| (bytes, keys, "filled in its defaults".to_string()))
             .map_err(|why| match file.repair {
                 Repair::Restore => format!("{problem}, and no good copy is kept yet ({why})"),
@@ -207,21 +276,23 @@ fn mend(
     if let Some(still) = inspect(file).problem() {
         return Err(format!("{problem}; after the repair it is still {still}"));
     }
-    Ok(FileRepair {
+    let repair = FileRepair {
         path: file.path.display().to_string(),
         problem,
         how,
         keys,
         backup: backup.map(|b| b.display().to_string()),
-    })
+    };
+    Ok((repair, store::stable_hash(&bytes)))
 }
 
 /// The file with its missing keys filled from `defaults`: (bytes, keys set). A file that does
-/// not parse cannot be filled in; a missing one starts empty.
+/// not parse cannot be filled in; a missing one starts empty. A TOML file is edited as TOML
+/// (its dates and times stay what they are); JSON and YAML are written back from the tree.
 fn fill_defaults(
     file: &GuardedFile,
     problem: &str,
-    existed: bool,
+    bad: Option<&[u8]>,
     doc: Option<Value>,
 ) -> Result<(Vec<u8>, Vec<String>), String> {
     if file.defaults.is_empty() {
@@ -229,19 +300,35 @@ fn fill_defaults(
     }
     let mut doc = match doc {
         Some(d) => d,
-        None if !existed => Value::Object(Default::default()),
+        None if bad.is_none() => Value::Object(Default::default()),
         None => return Err(format!("defaults cannot mend a file that is {problem}")),
+    };
+    let mut toml_doc = match (file.format, bad) {
+        (FileFormat::Toml, Some(b)) => Some(
+            std::str::from_utf8(b)
+                .ok()
+                .and_then(|t| t.parse::<toml::Table>().ok())
+                .ok_or_else(|| format!("defaults cannot mend a file that is {problem}"))?,
+        ),
+        (FileFormat::Toml, None) => Some(toml::Table::new()),
+        _ => None,
     };
     let mut keys = Vec::new();
     for (pointer, value) in &file.defaults {
-        if document::get(&doc, pointer).is_none() {
-            if !document::set(&mut doc, pointer, value.clone()) {
-                return Err(format!(
-                    "{pointer} cannot be set: a value that is not a table is in the way"
-                ));
-            }
-            keys.push(pointer.clone());
+        if document::get(&doc, pointer).is_some() {
+            continue;
         }
+        let blocked =
+            || format!("{pointer} cannot be set: a value that is not a table is in the way");
+        if !document::set(&mut doc, pointer, value.clone()) {
+            return Err(blocked());
+        }
+        if let Some(t) = &mut toml_doc
+            && !document::set_toml(t, pointer, value)
+        {
+            return Err(blocked());
+        }
+        keys.push(pointer.clone());
     }
     let missing: Vec<&str> = file
         .required
@@ -252,7 +339,12 @@ fn fill_defaults(
     if !missing.is_empty() {
         return Err(format!("no default for {}", missing.join(", ")));
     }
-    let bytes = document::render(file.format, &doc)?;
+    let bytes = match &toml_doc {
+        Some(t) => toml::to_string_pretty(t)
+            .map(String::into_bytes)
+            .map_err(|e| e.to_string())?,
+        None => document::render(file.format, &doc)?,
+    };
     Ok((bytes, keys))
 }
 
@@ -333,7 +425,6 @@ fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::FileFormat;
     use serde_json::json;
 
     fn file(dir: &Path, repair: Repair) -> GuardedFile {
@@ -355,9 +446,10 @@ mod tests {
         let good =
             br#"{"api_key_file": "/etc/k", "secret": "hunter2", "risk": {"max_position": 0.5}}"#;
         fs::write(&f.path, good).unwrap();
-        keep("t", 7, std::slice::from_ref(&f), &store, 1_000);
+        let (_, validated) = guard("t", std::slice::from_ref(&f), &store, 500);
+        keep("t", 7, std::slice::from_ref(&f), &validated, &store, 1_000);
         fs::write(&f.path, &good[..30]).unwrap();
-        let verdict = guard("t", std::slice::from_ref(&f), &store, 2_000);
+        let (verdict, _) = guard("t", std::slice::from_ref(&f), &store, 2_000);
         let FilesVerdict::Ready { repaired } = verdict else {
             panic!("{verdict:?}")
         };
@@ -387,22 +479,79 @@ mod tests {
         f.required = vec!["/risk/max_position".into()];
         // The file itself a link.
         std::os::unix::fs::symlink(&victim, &f.path).unwrap();
-        let FilesVerdict::Broken { problem, .. } = guard("t", std::slice::from_ref(&f), &store, 1)
+        let FilesVerdict::Broken { problem, .. } =
+            guard("t", std::slice::from_ref(&f), &store, 1).0
         else {
             panic!()
         };
         assert!(problem.contains("symbolic link"), "{problem}");
+        assert!(
+            store.bad("t", &f.path).is_empty(),
+            "what a link points at is never copied"
+        );
         // A directory on the way a link.
         let real = dir.path().join("real");
         fs::create_dir(&real).unwrap();
         std::os::unix::fs::symlink(&real, dir.path().join("via")).unwrap();
         f.path = dir.path().join("via/BTC.json");
-        let FilesVerdict::Broken { problem, .. } = guard("t", &[f], &store, 1) else {
+        let FilesVerdict::Broken { problem, .. } = guard("t", &[f], &store, 1).0 else {
             panic!()
         };
-        assert!(problem.contains("symbolic link is on the way"), "{problem}");
+        assert!(problem.contains("symbolic link"), "{problem}");
         assert_eq!(fs::read_to_string(&victim).unwrap(), r#"{"a": 1}"#);
         assert!(fs::read_dir(&real).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking_and_an_edit_after_the_start_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(&dir.path().join("state"));
+        let f = file(dir.path(), Repair::None);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &f.path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            inspect(&f).problem().as_deref(),
+            Some("unreadable (not a regular file)")
+        );
+        fs::remove_file(&f.path).unwrap();
+        fs::write(
+            &f.path,
+            br#"{"api_key_file": "/k", "risk": {"max_position": 1}}"#,
+        )
+        .unwrap();
+        let (_, validated) = guard("t", std::slice::from_ref(&f), &store, 1);
+        fs::write(
+            &f.path,
+            br#"{"api_key_file": "/k", "risk": {"max_position": 9}}"#,
+        )
+        .unwrap();
+        keep("t", 1, std::slice::from_ref(&f), &validated, &store, 2);
+        assert!(
+            store.good("t", &f.path).is_empty(),
+            "the run never read this one"
+        );
+    }
+
+    #[test]
+    fn toml_defaults_keep_dates_as_dates() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(&dir.path().join("state"));
+        let mut f = file(dir.path(), Repair::Defaults);
+        f.path = dir.path().join("bot.toml");
+        f.format = FileFormat::Toml;
+        f.required = vec!["/risk/max_position".into()];
+        fs::write(&f.path, "since = 2024-01-01T00:00:00Z\n[risk]\n").unwrap();
+        let (verdict, _) = guard("t", std::slice::from_ref(&f), &store, 1);
+        assert!(matches!(verdict, FilesVerdict::Ready { .. }), "{verdict:?}");
+        let text = fs::read_to_string(&f.path).unwrap();
+        assert!(text.contains("since = 2024-01-01T00:00:00Z"), "{text}");
+        assert!(text.contains("max_position = 0.1"), "{text}");
     }
 
     #[test]
@@ -411,7 +560,7 @@ mod tests {
         let store = FileStore::new(&dir.path().join("state"));
         let f = file(dir.path(), Repair::Defaults);
         fs::write(&f.path, br#"{"api_key_file": "/etc/k"}"#).unwrap();
-        let FilesVerdict::Ready { repaired } = guard("t", std::slice::from_ref(&f), &store, 1)
+        let FilesVerdict::Ready { repaired } = guard("t", std::slice::from_ref(&f), &store, 1).0
         else {
             panic!()
         };
@@ -427,7 +576,7 @@ mod tests {
         let store = FileStore::new(&dir.path().join("state"));
         let none = file(dir.path(), Repair::None);
         fs::write(&none.path, br#"{"risk": {}}"#).unwrap();
-        let v = guard("t", std::slice::from_ref(&none), &store, 1);
+        let v = guard("t", std::slice::from_ref(&none), &store, 1).0;
         assert_eq!(
             v,
             FilesVerdict::Broken {
@@ -439,7 +588,7 @@ mod tests {
         assert_eq!(fs::read(&none.path).unwrap(), br#"{"risk": {}}"#);
         // No good copy yet, and no default for the key file.
         let restore = file(dir.path(), Repair::Restore);
-        let FilesVerdict::Broken { problem, .. } = guard("t", &[restore], &store, 1) else {
+        let FilesVerdict::Broken { problem, .. } = guard("t", &[restore], &store, 1).0 else {
             panic!()
         };
         assert!(

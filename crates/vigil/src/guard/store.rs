@@ -4,7 +4,6 @@
 //! (a config file may hold secrets).
 
 use std::fs::{self, File, OpenOptions};
-use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -34,15 +33,15 @@ impl FileStore {
     /// The directory of one guarded file of one agent: its name for people, a hash of its
     /// whole path so two `config.json` in different places never share one.
     fn dir(&self, agent: &str, file: &Path) -> PathBuf {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        file.hash(&mut h);
+        use std::os::unix::ffi::OsStrExt;
+        let hash = stable_hash(file.as_os_str().as_bytes());
         let name = file
             .file_name()
             .map(|n| n.to_string_lossy().replace(['/', '\0'], "_"))
             .unwrap_or_else(|| "file".into());
         self.root
             .join(agent)
-            .join(format!("{name}-{:08x}", h.finish() as u32))
+            .join(format!("{name}-{:08x}", hash as u32))
     }
 
     /// Good copies, newest first.
@@ -151,6 +150,14 @@ impl FileStore {
         File::open(&dir)?.sync_all()?;
         Ok(path)
     }
+}
+
+/// FNV-1a: the same for the same bytes in every build of vigil (kept copies are found again
+/// after an upgrade), and cheap.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 fn ext(file: &Path) -> String {

@@ -2,6 +2,7 @@
 //! thread: reading and parsing config files is no work for the loop's thread. Jobs run in
 //! order, so a keep and the next start's check of one agent never cross.
 
+use std::collections::HashMap;
 use std::sync::mpsc;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -35,6 +36,8 @@ impl FilesWorker {
         std::thread::Builder::new()
             .name("vigil-files".into())
             .spawn(move || {
+                // What each agent's current run found in its files at its start.
+                let mut validated: HashMap<String, (RunId, guard::Validated)> = HashMap::new();
                 while let Ok(job) = queued.recv() {
                     let now_ms = crate::clock::now().wall_ms;
                     match job {
@@ -44,7 +47,8 @@ impl FilesWorker {
                             name,
                             files,
                         } => {
-                            let verdict = guard::guard(&name, &files, &store, now_ms);
+                            let (verdict, found) = guard::guard(&name, &files, &store, now_ms);
+                            validated.insert(name, (run, found));
                             let guarded = Event::FilesGuarded {
                                 agent,
                                 run,
@@ -54,8 +58,14 @@ impl FilesWorker {
                                 return;
                             }
                         }
+                        // A run that was not guarded at its start (taken over from an earlier
+                        // vigil) has nothing it is known to have read: nothing is kept.
                         Job::Keep { run, name, files } => {
-                            guard::keep(&name, run.0, &files, &store, now_ms)
+                            if let Some((_, found)) =
+                                validated.get(&name).filter(|(r, _)| *r == run)
+                            {
+                                guard::keep(&name, run.0, &files, found, &store, now_ms);
+                            }
                         }
                     }
                 }
