@@ -50,6 +50,31 @@ fn automatic_restarts(sim: &Sim, name: &str) -> usize {
         .count()
 }
 
+/// A trader whose file check (max age 60 s, every 10 s) watches `producer`'s output.
+fn watching(producer: &str) -> AgentSpec {
+    let mut trader = AgentSpec::new("trader");
+    let mut file = CheckSpec::new("signals", CheckKind::File);
+    file.max_age = Some(secs(60));
+    file.interval = secs(10);
+    file.produced_by = Some(producer.into());
+    trader.checks = vec![file];
+    trader
+}
+
+/// The watched file stays 90 s old. Progress counts from the start at the earliest: stale
+/// from 60 s, stalled at the second failing look.
+fn stale_until_stalled(sim: &mut Sim, watcher: vigil_core::AgentId) {
+    for _ in 0..7 {
+        sim.advance(secs(10));
+        sim.answer(
+            watcher,
+            Observation::Progress {
+                at_wall_ms: Some(sim.wall_ago(secs(90))),
+            },
+        );
+    }
+}
+
 /// The feed and a trader that needs it healthy; both beat every 10 s at most.
 fn pipeline() -> Sim {
     Sim::new(vec![
@@ -294,25 +319,9 @@ fn on_upstream_restart_restarts_the_downstream_at_once_without_budget() {
 
 #[test]
 fn a_stale_output_blames_its_producer_not_the_watcher() {
-    let mut trader = AgentSpec::new("trader");
-    let mut file = CheckSpec::new("signals", CheckKind::File);
-    file.max_age = Some(secs(60));
-    file.interval = secs(10);
-    file.produced_by = Some("feed".into());
-    trader.checks = vec![file];
-    let mut sim = Sim::new(vec![trader, AgentSpec::new("feed")]);
+    let mut sim = Sim::new(vec![watching("feed"), AgentSpec::new("feed")]);
     let (feed, trader) = (sim.id("feed"), sim.id("trader"));
-    // Progress counts from the start at the earliest: stale from 60 s, stalled at the second
-    // failing look.
-    for _ in 0..7 {
-        sim.advance(secs(10));
-        sim.answer(
-            trader,
-            Observation::Progress {
-                at_wall_ms: Some(sim.wall_ago(secs(90))),
-            },
-        );
-    }
+    stale_until_stalled(&mut sim, trader);
     let stalled = sim.records("feed", AuditAction::Stalled);
     assert_eq!(stalled.len(), 1);
     assert_eq!(stalled[0].metadata["seen_by"], "trader");
@@ -424,23 +433,9 @@ fn a_reload_that_removes_the_upstream_releases_what_waited_for_it() {
 
 #[test]
 fn a_stale_output_of_a_producer_not_configured_is_the_watchers_own_stall() {
-    let mut trader = AgentSpec::new("trader");
-    let mut file = CheckSpec::new("signals", CheckKind::File);
-    file.max_age = Some(secs(60));
-    file.interval = secs(10);
-    file.produced_by = Some("ghost".into());
-    trader.checks = vec![file];
-    let mut sim = Sim::new(vec![trader]);
+    let mut sim = Sim::new(vec![watching("ghost")]);
     let trader = sim.id("trader");
-    for _ in 0..7 {
-        sim.advance(secs(10));
-        sim.answer(
-            trader,
-            Observation::Progress {
-                at_wall_ms: Some(sim.wall_ago(secs(90))),
-            },
-        );
-    }
+    stale_until_stalled(&mut sim, trader);
     assert_eq!(sim.records("trader", AuditAction::Stalled).len(), 1);
     assert_eq!(state(&sim, "trader"), AgentState::Stopping);
 }

@@ -162,38 +162,8 @@ pub fn read_checks(
     scope: &Placeholders<'_>,
     default_threshold: u32,
 ) -> Vec<CheckTemplate> {
-    let Some(value) = agent.get("checks") else {
-        return Vec::new();
-    };
-    let DeValue::Array(items) = value.get_ref() else {
-        cx.error(
-            ConfigError::new(
-                value.span(),
-                format!("`checks` in [{}] must be a list of tables", agent.name),
-            )
-            .hint("write each check as [[agents.NAME.checks]] with kind = \"…\""),
-        );
-        return Vec::new();
-    };
     let mut out: Vec<CheckTemplate> = Vec::new();
-    for (n, item) in items.iter().enumerate() {
-        let DeValue::Table(table) = item.get_ref() else {
-            cx.err(
-                item.span(),
-                format!(
-                    "check {} of [{}] must be a table, found {}",
-                    n + 1,
-                    agent.name,
-                    type_name(item.get_ref())
-                ),
-            );
-            continue;
-        };
-        let t = Tbl {
-            name: format!("{}.checks[{}]", agent.name, n + 1),
-            table,
-            span: item.span(),
-        };
+    for t in cx.table_list(agent, "checks", "check", "kind = \"…\"") {
         if let Some(check) = read_check(cx, &t, scope, default_threshold) {
             if out.iter().any(|c| c.spec.name == check.spec.name) {
                 let span = t

@@ -7,7 +7,7 @@ use toml::de::DeValue;
 
 use super::diagnostic::ConfigError;
 use super::placeholders::{Placeholders, check_placeholders, expand};
-use super::reader::{At, Cx, Tbl, type_name};
+use super::reader::{At, Cx, Tbl};
 
 /// How a guarded file is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,38 +102,8 @@ impl FileTemplate {
 
 /// Every `[[agents.NAME.files]]` of an agent block.
 pub fn read_files(cx: &mut Cx, agent: &Tbl<'_, '_>, scope: &Placeholders<'_>) -> Vec<FileTemplate> {
-    let Some(value) = agent.get("files") else {
-        return Vec::new();
-    };
-    let DeValue::Array(items) = value.get_ref() else {
-        cx.error(
-            ConfigError::new(
-                value.span(),
-                format!("`files` in [{}] must be a list of tables", agent.name),
-            )
-            .hint("write each file as [[agents.NAME.files]] with path = \"…\""),
-        );
-        return Vec::new();
-    };
     let mut out: Vec<FileTemplate> = Vec::new();
-    for (n, item) in items.iter().enumerate() {
-        let DeValue::Table(table) = item.get_ref() else {
-            cx.err(
-                item.span(),
-                format!(
-                    "file {} of [{}] must be a table, found {}",
-                    n + 1,
-                    agent.name,
-                    type_name(item.get_ref())
-                ),
-            );
-            continue;
-        };
-        let t = Tbl {
-            name: format!("{}.files[{}]", agent.name, n + 1),
-            table,
-            span: item.span(),
-        };
+    for t in cx.table_list(agent, "files", "file", "path = \"…\"") {
         if let Some(file) = read_file(cx, &t, scope) {
             if out.iter().any(|f| f.path.value == file.path.value) {
                 cx.err(

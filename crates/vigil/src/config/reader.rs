@@ -106,6 +106,52 @@ impl Cx {
         }
     }
 
+    /// `[[TABLE.key]]`: each table of an array of tables, named `TABLE.key[N]`; what is not
+    /// one is said (`what`: `check`, `file`; `example`: how to write one).
+    pub fn table_list<'a, 'i>(
+        &mut self,
+        t: &Tbl<'a, 'i>,
+        key: &str,
+        what: &str,
+        example: &str,
+    ) -> Vec<Tbl<'a, 'i>> {
+        let Some(value) = t.get(key) else {
+            return Vec::new();
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            self.error(
+                ConfigError::new(
+                    value.span(),
+                    format!("`{key}` in [{}] must be a list of tables", t.name),
+                )
+                .hint(format!(
+                    "write each {what} as [[agents.NAME.{key}]] with {example}"
+                )),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (n, item) in items.iter().enumerate() {
+            match item.get_ref() {
+                DeValue::Table(table) => out.push(Tbl {
+                    name: format!("{}.{key}[{}]", t.name, n + 1),
+                    table,
+                    span: item.span(),
+                }),
+                other => self.err(
+                    item.span(),
+                    format!(
+                        "{what} {} of [{}] must be a table, found {}",
+                        n + 1,
+                        t.name,
+                        type_name(other)
+                    ),
+                ),
+            }
+        }
+        out
+    }
+
     pub fn table<'a, 'i>(&mut self, t: &Tbl<'a, 'i>, key: &str) -> Option<Tbl<'a, 'i>> {
         let v = t.get(key)?;
         match v.get_ref() {
