@@ -79,12 +79,7 @@ fn judge(file: &GuardedFile, bytes: Vec<u8>, linked: bool) -> FileState {
             };
         }
     };
-    let missing: Vec<&str> = file
-        .required
-        .iter()
-        .filter(|p| document::get(&doc, p).is_none())
-        .map(String::as_str)
-        .collect();
+    let missing = missing_keys(file, &doc);
     if missing.is_empty() {
         FileState::Valid { doc, bytes, linked }
     } else {
@@ -95,6 +90,15 @@ fn judge(file: &GuardedFile, bytes: Vec<u8>, linked: bool) -> FileState {
             linked,
         }
     }
+}
+
+/// The required keys `doc` lacks.
+fn missing_keys<'f>(file: &'f GuardedFile, doc: &Value) -> Vec<&'f str> {
+    file.required
+        .iter()
+        .filter(|p| document::get(doc, p).is_none())
+        .map(String::as_str)
+        .collect()
 }
 
 /// The file's bytes, and whether a symbolic link was on the way. Only a regular file is
@@ -330,12 +334,7 @@ fn fill_defaults(
         }
         keys.push(pointer.clone());
     }
-    let missing: Vec<&str> = file
-        .required
-        .iter()
-        .filter(|p| document::get(&doc, p).is_none())
-        .map(String::as_str)
-        .collect();
+    let missing = missing_keys(file, &doc);
     if !missing.is_empty() {
         return Err(format!("no default for {}", missing.join(", ")));
     }
