@@ -459,15 +459,6 @@ impl Supervisor {
         self.agents.iter().flatten()
     }
 
-    /// The agents `id` depends on, with how far along each must be.
-    pub fn upstreams(&self, id: AgentId) -> &[(AgentId, Ready)] {
-        self.graph
-            .ups
-            .get(id.0 as usize)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-    }
-
     /// Hand every blame to its producer and let the dependents of every agent whose level
     /// changed look at their upstreams again, until nothing changes any more (the graph has
     /// no cycle: each change travels downstream only).

@@ -70,9 +70,7 @@ impl Casebook {
         let case = cases.get(agent)?;
         let r = &case.report;
         // The journal's own timestamp format, so both read alike.
-        let at = crate::audit::format_ts(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(case.at_ms.max(0) as u64),
-        );
+        let at = crate::audit::format_ms(case.at_ms);
         let advisor = match &case.advice {
             Advice::NotAsked => json!({"state": "not_asked"}),
             Advice::Pending => json!({"state": "pending"}),

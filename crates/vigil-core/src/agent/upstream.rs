@@ -33,7 +33,7 @@ pub(crate) struct Blame {
 impl Agent {
     /// How far along it is, as the agents that depend on it see it. An agent that is itself
     /// waiting, or whose stall is being investigated, is neither running nor healthy for them.
-    pub(crate) fn level(&self) -> Level {
+    pub fn level(&self) -> Level {
         let running = matches!(self.phase, Phase::Running(_))
             && self.waiting.is_none()
             && self.investigation.is_none();

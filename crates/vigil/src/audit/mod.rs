@@ -6,4 +6,4 @@ mod record;
 
 pub use journal::{Journal, JournalHealth};
 pub use reader::{Filter, parse_since, read, read_newest};
-pub use record::{Record, format_ts};
+pub use record::{Record, format_ms, format_ts};

@@ -41,3 +41,8 @@ impl Record {
 pub fn format_ts(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
+
+/// [`format_ts`] of wall-clock milliseconds since the epoch (before it: the epoch).
+pub fn format_ms(ms: i64) -> String {
+    format_ts(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64))
+}

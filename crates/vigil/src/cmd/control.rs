@@ -136,6 +136,20 @@ pub(super) fn api_error(code: u16, body: &Value) -> i32 {
     }
 }
 
+/// Every agent's `/status` by name, when a vigil answers at `ep`.
+pub(super) fn fleet_status(ep: &Endpoint) -> Option<std::collections::HashMap<String, Value>> {
+    let Reply::Answer(200, body) = call(ep, reqwest::Method::GET, "/status", None) else {
+        return None;
+    };
+    let agents = body.get("agents")?.as_array()?;
+    Some(
+        agents
+            .iter()
+            .filter_map(|a| Some((a.get("name")?.as_str()?.to_string(), a.clone())))
+            .collect(),
+    )
+}
+
 /// `vigil status [NAME] [--json]`; exit 1 when a shown agent needs attention.
 pub fn status(args: &ApiArgs, name: Option<&str>, json_out: bool) -> i32 {
     let ep = match endpoint(args) {

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Value, json};
 use vigil_core::{CheckKind, Observation, human_duration};
 
-use super::control::{Reply, call, encode, endpoint};
+use super::control::{Reply, call, encode, endpoint, fleet_status};
 use crate::checks::{CheckRunner, ProbeContext};
 use crate::cli::ApiArgs;
 use crate::config::{self, AgentConfig, Config, Repair};
@@ -41,16 +41,7 @@ pub fn doctor(args: &ApiArgs, fix: bool, as_json: bool) -> i32 {
         }
     };
     let ep = endpoint(args).ok();
-    let status: HashMap<String, Value> = ep
-        .as_ref()
-        .and_then(|ep| match call(ep, reqwest::Method::GET, "/status", None) {
-            Reply::Answer(200, body) => body.get("agents")?.as_array().cloned(),
-            _ => None,
-        })
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|a| Some((a.get("name")?.as_str()?.to_string(), a)))
-        .collect();
+    let status: HashMap<String, Value> = ep.as_ref().and_then(fleet_status).unwrap_or_default();
     let running = !status.is_empty();
     let mut findings = examine(&config, &status);
     blame(&config, &mut findings);

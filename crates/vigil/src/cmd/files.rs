@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use crate::audit::format_ms;
 use crate::config::{Config, GuardedFile};
 use crate::guard::{self, FileState, FileStore, Kept, document};
 
@@ -79,13 +80,7 @@ fn redacted(line: &str) -> String {
 }
 
 fn kept_json(k: &Kept) -> Value {
-    json!({ "path": k.path.display().to_string(), "at": when(k.at_ms), "run": k.run })
-}
-
-fn when(ms: i64) -> String {
-    crate::audit::format_ts(
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
-    )
+    json!({ "path": k.path.display().to_string(), "at": format_ms(k.at_ms), "run": k.run })
 }
 
 fn render(
@@ -114,13 +109,17 @@ fn render(
         let run = k.run.map_or(String::new(), |r| format!(" run {r}"));
         out.push_str(&format!(
             "    {}{run}  {}\n",
-            when(k.at_ms),
+            format_ms(k.at_ms),
             k.path.display()
         ));
     }
     out.push_str(&format!("  backups of bad copies: {}\n", bad.len()));
     for k in bad {
-        out.push_str(&format!("    {}  {}\n", when(k.at_ms), k.path.display()));
+        out.push_str(&format!(
+            "    {}  {}\n",
+            format_ms(k.at_ms),
+            k.path.display()
+        ));
     }
     match diff {
         Some("") => out.push_str("  same as the newest good copy\n"),

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::Value;
 
-use super::control::{Reply, call, endpoint};
+use super::control::{endpoint, fleet_status};
 use crate::cli::ApiArgs;
 use crate::config::{self, Config};
 
@@ -42,16 +42,11 @@ pub fn graph(args: &ApiArgs, format: Format) -> i32 {
 
 /// The running vigil's view, when one answers.
 fn live(args: &ApiArgs) -> Option<Live> {
-    let ep = endpoint(args).ok()?;
-    let Reply::Answer(200, body) = call(&ep, reqwest::Method::GET, "/status", None) else {
-        return None;
-    };
-    let agents = body.get("agents")?.as_array()?;
+    let agents = fleet_status(&endpoint(args).ok()?)?;
     Some(
         agents
-            .iter()
-            .filter_map(|a| {
-                let name = a.get("name")?.as_str()?.to_string();
+            .into_iter()
+            .filter_map(|(name, a)| {
                 let state = a.get("state")?.as_str()?.to_string();
                 let waiting = a
                     .pointer("/waiting_on/agent")

@@ -241,10 +241,7 @@ fn mend(
                 let run = good
                     .run
                     .map_or(String::new(), |r| format!(" after run {r}"));
-                let when = crate::audit::format_ts(
-                    std::time::UNIX_EPOCH
-                        + std::time::Duration::from_millis(good.at_ms.max(0) as u64),
-                );
+                let when = crate::audit::format_ms(good.at_ms);
                 let keys = document::changed_keys(&before, &doc);
                 fix = Some((
                     bytes,

@@ -100,6 +100,8 @@ pub struct AgentView {
     pub quiet: Option<Box<vigil_core::Quiet>>,
     /// The agents it depends on, with how far along each must be (`running`, `healthy`).
     pub depends_on: Vec<(String, vigil_core::Ready)>,
+    /// How far along it is for the agents that depend on it, as the core judges it.
+    pub level: vigil_core::Level,
     /// The upstream it waits for, what that one was doing, and since when.
     pub waiting: Option<Box<(String, String, i64)>>,
 }
@@ -188,6 +190,7 @@ impl AgentView {
                 .iter()
                 .map(|d| (d.agent.clone(), d.ready))
                 .collect(),
+            level: a.level(),
             waiting: a
                 .waiting_on()
                 .map(|(on, why, since)| Box::new((on.to_string(), why.to_string(), wall(since)))),

@@ -1,12 +1,12 @@
 //! The status of an agent as `/status`, the dashboard and `vigil status` show it: the
 //! published facts, with ages and budgets worked out at the moment of reading.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::{AgentView, FleetView};
-use crate::audit::format_ts;
+use crate::audit::format_ms;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct CheckStatus {
@@ -155,7 +155,7 @@ fn upstream_state(up: Option<&AgentView>, seen: &str) -> String {
 pub const NOT_RUNNING: &str = "not_running";
 
 fn ts(ms: i64) -> String {
-    format_ts(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+    format_ms(ms)
 }
 
 fn secs(d: Duration) -> f64 {
@@ -244,12 +244,9 @@ impl AgentStatus {
                 .map(|(agent, ready)| DependsOnStatus {
                     agent: agent.clone(),
                     ready: ready.as_str(),
-                    satisfied: fleet.agent(agent).is_some_and(|up| match ready {
-                        vigil_core::Ready::Running => {
-                            up.is_up() && up.state != vigil_core::AgentState::Waiting
-                        }
-                        vigil_core::Ready::Healthy => up.is_healthy(),
-                    }),
+                    satisfied: fleet
+                        .agent(agent)
+                        .is_some_and(|up| up.level.satisfies(*ready)),
                 })
                 .collect(),
             waiting_on: a.waiting.as_ref().map(|w| {
