@@ -53,6 +53,16 @@ pub enum AuditAction {
     FileRepaired,
     /// A state-changing API request was refused (missing or wrong token).
     ApiDenied,
+    /// Several agents failed for one cause within a short time: one incident, handled once —
+    /// their restarts are held while vigil probes the cause.
+    IncidentOpened,
+    /// The cause of an incident cleared: the held agents are restarted, spread out.
+    IncidentResolved,
+    /// People were told: a notification channel took one or more notifications.
+    Notified,
+    /// A notification could not be delivered and was given up (refused by its channel, or
+    /// undeliverable for a day); it is kept in the outbox's `failed/`.
+    NotifyFailed,
     /// vigil itself started, reloaded or stopped.
     VigilStart,
     VigilReload,
@@ -89,6 +99,10 @@ impl AuditAction {
         AuditAction::Resumed,
         AuditAction::FileRepaired,
         AuditAction::ApiDenied,
+        AuditAction::IncidentOpened,
+        AuditAction::IncidentResolved,
+        AuditAction::Notified,
+        AuditAction::NotifyFailed,
         AuditAction::VigilStart,
         AuditAction::VigilReload,
         AuditAction::VigilStop,
@@ -121,6 +135,10 @@ impl AuditAction {
             AuditAction::Resumed => "resumed",
             AuditAction::FileRepaired => "file_repaired",
             AuditAction::ApiDenied => "api_denied",
+            AuditAction::IncidentOpened => "incident_opened",
+            AuditAction::IncidentResolved => "incident_resolved",
+            AuditAction::Notified => "notified",
+            AuditAction::NotifyFailed => "notify_failed",
             AuditAction::VigilStart => "vigil_start",
             AuditAction::VigilReload => "vigil_reload",
             AuditAction::VigilStop => "vigil_stop",

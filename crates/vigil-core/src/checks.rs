@@ -106,6 +106,9 @@ pub struct CheckSpec {
     /// The agent whose output this check watches (`produced_by`): a stall it finds is that
     /// agent's, which is diagnosed and healed instead of the watcher.
     pub produced_by: Option<String>,
+    /// The service the probe talks to (`postgres://db:5432/bots`, `redis://cache:6379`),
+    /// without secrets: agents failing while it is unreachable share a cause.
+    pub target: Option<String>,
 }
 
 impl CheckSpec {
@@ -121,6 +124,7 @@ impl CheckSpec {
             ready: false,
             probe_fingerprint: 0,
             produced_by: None,
+            target: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod checks;
 pub mod diagnosis;
 pub mod event;
 pub mod graph;
+pub mod incident;
 pub mod policy;
 pub mod quiet;
 pub mod records;
@@ -33,6 +34,7 @@ pub use event::{
     Requester, RunId, SpawnErrorKind, SpawnFailure,
 };
 pub use graph::{Dependency, Level, OnUpstreamRestart, Ready};
+pub use incident::{Cause, Incident, IncidentPolicy};
 pub use policy::{OnExhausted, RestartDecision, RestartMode, RestartPolicy, Wait};
 pub use quiet::{Quiet, QuietWindow};
 pub use signal::Signal;

@@ -552,3 +552,133 @@ pub fn vigil_stalled(late: Duration) -> AuditEntry {
 pub fn api_denied(what: impl Into<String>) -> AuditEntry {
     AuditEntry::new(None, AuditAction::ApiDenied, what).unsuccessful()
 }
+
+/// `notified`: `channel` took a delivery of `events` (journal actions) about `agents`.
+pub fn notified(channel: &str, kind: &str, events: &[String], agent: Option<&str>) -> AuditEntry {
+    let what = match events {
+        [one] => one.clone(),
+        many => format!("{} notifications ({})", many.len(), many.join(", ")),
+    };
+    AuditEntry::new(
+        agent,
+        AuditAction::Notified,
+        format!("told {channel} ({kind}): {what}"),
+    )
+    .meta("channel", channel)
+    .meta("events", events.to_vec())
+}
+
+/// `notify_failed`: a notification of `event` to `channel` is given up.
+pub fn notify_failed(
+    channel: &str,
+    event: &str,
+    agent: Option<&str>,
+    why: &str,
+    kept: &str,
+) -> AuditEntry {
+    AuditEntry::new(
+        agent,
+        AuditAction::NotifyFailed,
+        format!("could not tell {channel} of {event}; kept in {kept}"),
+    )
+    .failed(why)
+    .meta("channel", channel)
+    .meta("event", event)
+}
+
+/// `waiting` for an incident: a failure of `agent` is the incident's, its restart is held.
+pub(crate) fn held_by_incident(
+    agent: &str,
+    inc: &crate::incident::Incident,
+    what: &str,
+) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Waiting,
+        format!("held by incident {} ({}): {what}", inc.id, inc.cause.text),
+    )
+    .meta("incident", inc.id)
+    .meta("cause", inc.cause.key.as_str())
+}
+
+/// `resumed` from an incident: started as its canary, or after the cause cleared.
+pub(crate) fn released_by_incident(
+    agent: &str,
+    incident: u64,
+    waited: Duration,
+    what: &str,
+) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Resumed,
+        format!(
+            "incident {incident}, held {}: {what}",
+            human_duration(waited)
+        ),
+    )
+    .meta("incident", incident)
+    .meta("waited_ms", millis(waited))
+}
+
+fn incident_members(inc: &crate::incident::Incident) -> Vec<String> {
+    inc.members.iter().map(|(_, n)| n.clone()).collect()
+}
+
+/// `incident_opened`: several agents failed for one cause.
+pub(crate) fn incident_opened(
+    inc: &crate::incident::Incident,
+    policy: &crate::incident::IncidentPolicy,
+) -> AuditEntry {
+    let members = incident_members(inc);
+    AuditEntry::new(
+        None,
+        AuditAction::IncidentOpened,
+        format!(
+            "incident {}: {} agents failed with {} within {} ({}); their restarts are held, \
+             spending no restart budget, while vigil probes the cause: one agent at a time is \
+             started as a canary, every {} at first",
+            inc.id,
+            members.len(),
+            inc.cause.text,
+            human_duration(policy.window),
+            members.join(", "),
+            human_duration(policy.probe_every)
+        ),
+    )
+    .unsuccessful()
+    .meta("incident", inc.id)
+    .meta("cause", inc.cause.key.as_str())
+    .meta("members", members)
+}
+
+/// `incident_resolved`: the cause cleared (`how`); the held agents start `spread` apart.
+pub(crate) fn incident_resolved(
+    inc: &crate::incident::Incident,
+    lasted: Duration,
+    how: &str,
+    spread: Duration,
+) -> AuditEntry {
+    let held = inc.releases_pending();
+    AuditEntry::new(
+        None,
+        AuditAction::IncidentResolved,
+        format!(
+            "incident {} ({}) resolved after {}: {how}; {}",
+            inc.id,
+            inc.cause.text,
+            human_duration(lasted),
+            match held {
+                0 => "no agent is held".to_string(),
+                n => format!(
+                    "starting the {n} held agent(s) {} apart",
+                    human_duration(spread)
+                ),
+            }
+        ),
+    )
+    .meta("incident", inc.id)
+    .meta("cause", inc.cause.key.as_str())
+    .meta("members", incident_members(inc))
+    .meta("duration_ms", millis(lasted))
+    .meta("probes", inc.probes)
+}

@@ -19,6 +19,7 @@ use crate::action::Action;
 use crate::agent::{Agent, AgentMemory, CommandError, CommandOutcome, Outbox, TimerKind};
 use crate::event::{AgentId, Command, Event, Requester, RunId};
 use crate::graph::{Level, Ready};
+use crate::incident::{Incident, IncidentPolicy, Step};
 use crate::spec::AgentSpec;
 use crate::time::Now;
 
@@ -94,6 +95,7 @@ impl Supervisor {
                 blames: Vec::new(),
                 self_pid,
                 last_run: 0,
+                incidents: Default::default(),
             },
             shutting_down: false,
             touched: HashSet::new(),
@@ -118,6 +120,14 @@ impl Supervisor {
         }
         let id = AgentId(self.agents.len() as u32);
         self.by_name.insert(spec.name.clone(), id);
+        if let Some(t) = &spec.template {
+            *self
+                .out
+                .incidents
+                .template_sizes
+                .entry(t.clone())
+                .or_default() += 1;
+        }
         if !spec.depends_on.is_empty() || !self.graph.downs.is_empty() {
             self.graph.stale = true;
         }
@@ -281,7 +291,69 @@ impl Supervisor {
                 }
             });
         }
+        self.incident_steps(now);
         self.settle(now);
+    }
+
+    /// Probe, judge and release what the incidents want now.
+    fn incident_steps(&mut self, now: Now) {
+        let t = now.mono;
+        for step in self.out.incidents.due(t) {
+            match step {
+                Step::Probe { incident, agent } => {
+                    let what = "started as the canary: if it stays up, the cause has cleared";
+                    let started = self
+                        .with_agent(agent, |a, out| a.release_from(t, incident, what, out))
+                        .unwrap_or(false);
+                    if started {
+                        self.out.incidents.probing(t, incident, agent);
+                        self.graph.recheck.push(agent);
+                    } else {
+                        self.out.incidents.let_go(t, incident, agent);
+                    }
+                }
+                Step::CanaryDue { incident, agent } => {
+                    let up = self.agent(agent).is_some_and(|a| a.level().running);
+                    if !up {
+                        self.out.incidents.let_go(t, incident, agent);
+                        continue;
+                    }
+                    let name = self.agent(agent).map(|a| a.name().to_string());
+                    let spread = self.out.incidents.policy.spread;
+                    let probe_for = self.out.incidents.policy.probe_for;
+                    if let Some(inc) = self.out.incidents.resolve(t, incident) {
+                        let how = format!(
+                            "the canary {} stayed up for {}",
+                            name.unwrap_or_default(),
+                            crate::time::human_duration(probe_for)
+                        );
+                        let lasted = t.saturating_duration_since(inc.opened);
+                        self.out.actions.push_back(Action::Audit(
+                            crate::records::incident_resolved(&inc, lasted, &how, spread),
+                        ));
+                    }
+                }
+                Step::Release { incident, agent } => {
+                    let what = "the cause cleared: starting it (no restart budget spent)";
+                    self.with_agent(agent, |a, out| a.release_from(t, incident, what, out));
+                    self.graph.recheck.push(agent);
+                }
+                Step::Empty { incident } => {
+                    let spread = self.out.incidents.policy.spread;
+                    if let Some(inc) = self.out.incidents.resolve(t, incident) {
+                        let lasted = t.saturating_duration_since(inc.opened);
+                        self.out.actions.push_back(Action::Audit(
+                            crate::records::incident_resolved(
+                                &inc,
+                                lasted,
+                                "no agent is held by it any more",
+                                spread,
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
     }
 
     /// A person's request (CLI, API).
@@ -421,7 +493,21 @@ impl Supervisor {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|(at, _, _)| *at)
+        let agents = self.timers.first().map(|(at, _, _)| *at);
+        match (agents, self.out.incidents.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When several agents failing for one cause make an incident (`[incidents]`).
+    pub fn set_incident_policy(&mut self, policy: IncidentPolicy) {
+        self.out.incidents.policy = policy;
+    }
+
+    /// Open incidents first, then the newest resolved ones.
+    pub fn incidents(&self) -> &[Incident] {
+        &self.out.incidents.list
     }
 
     /// A heartbeat through the API. `None`: no such agent; `Some(false)`: it has no `api` check.
@@ -465,6 +551,22 @@ impl Supervisor {
     fn settle(&mut self, now: Now) {
         if self.graph.stale {
             self.rebuild_graph();
+        }
+        // An incident just opened: its members waiting to restart are held too.
+        for id in std::mem::take(&mut self.out.incidents.opened) {
+            let Some(inc) = self.out.incidents.list.iter().find(|i| i.id == id).cloned() else {
+                continue;
+            };
+            for (member, _) in &inc.members {
+                let held = self
+                    .with_agent(*member, |a, out| {
+                        a.hold_waiting_restart(now.mono, &inc, out)
+                    })
+                    .unwrap_or(false);
+                if held && let Some(i) = self.out.incidents.get_mut(id) {
+                    i.held.push(*member);
+                }
+            }
         }
         loop {
             if let Some(blame) = self.graph.blames.pop() {
@@ -602,10 +704,18 @@ impl Supervisor {
                 self.timers.remove(&(at, id, kind));
             }
             let name = agent.name().to_string();
+            let template = agent.spec().template.clone();
             *slot = None;
             self.by_name.remove(&name);
             self.persist.remove(&id);
             self.forgotten.push((id, name));
+            self.out.incidents.forget(id);
+            if let Some(n) = template
+                .as_ref()
+                .and_then(|t| self.out.incidents.template_sizes.get_mut(t))
+            {
+                *n = n.saturating_sub(1);
+            }
             if self
                 .graph
                 .downs

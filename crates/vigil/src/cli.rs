@@ -105,6 +105,18 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show fleet incidents: several agents failing for one cause, handled once (their
+    /// restarts held while a canary probes the cause). Exit 1 while one is open
+    Incidents {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Notification channels (`[notify.NAME]`)
+    #[command(subcommand)]
+    Notify(NotifyCmd),
     /// Show which agent feeds which (`depends_on`, `produced_by`): a tree, upstreams first.
     /// With a vigil running, each agent's state, and the edges that block now
     Graph {
@@ -259,4 +271,16 @@ pub struct DemoArgs {
     /// The model's name on that server
     #[arg(long, default_value = "qwen2.5-coder:7b")]
     pub llm_model: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NotifyCmd {
+    /// Send a test message to a channel now, from this command (not through a running
+    /// vigil), and print the channel's answer. Exit 0 when it took the message, 1 when not
+    Test {
+        /// The channel: `ops` for `[notify.ops]`
+        name: String,
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
 }

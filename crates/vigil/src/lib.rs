@@ -24,6 +24,7 @@ pub mod http_client;
 pub mod logs;
 pub mod memory;
 pub mod metrics;
+pub mod notifications;
 pub mod owned_file;
 pub mod redact;
 pub mod runtime;

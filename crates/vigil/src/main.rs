@@ -43,6 +43,16 @@ fn main() -> ExitCode {
                 EXIT_USAGE
             }
         },
+        Cmd::Incidents { json, api } => cmd::control::incidents(&api, json),
+        Cmd::Notify(cli::NotifyCmd::Test { name, cfg }) => {
+            match config::load(&cfg.config, cfg.state_dir.as_deref()) {
+                Ok(c) => cmd::notify::test(&c, &name),
+                Err(e) => {
+                    eprintln!("{e}");
+                    EXIT_USAGE
+                }
+            }
+        }
         Cmd::Audit {
             cfg,
             agent,

@@ -110,6 +110,18 @@ impl Agent {
             None => self.diagnose(&failure, out),
         };
         self.diagnosis = Some(Box::new(diagnosis.clone()));
+        // A cause several agents share is handled once, by an incident, not agent by agent.
+        if diagnosis.action != Remedy::Quarantine
+            && self.incident_holds(now, &failure, &diagnosis, out)
+        {
+            self.crash_streak = self.crash_streak.saturating_sub(1);
+            return;
+        }
+        if diagnosis.action == Remedy::Quarantine {
+            // Still a failure the incidents must see (a canary that failed otherwise).
+            out.incidents
+                .on_failure(now, self.id, &self.spec.name, None, None);
+        }
         let at_least = match diagnosis.action {
             // Its evidence points at its config, and vigil guards its config files: they are
             // checked (and mended) before the restart, which is called off for a quarantine

@@ -13,6 +13,7 @@ mod commands;
 mod failure;
 mod files;
 mod health;
+mod incident;
 mod lifecycle;
 mod looking;
 mod reload;
@@ -276,6 +277,8 @@ pub(crate) struct Outbox {
     pub self_pid: u32,
     /// The last run id handed out.
     pub last_run: u64,
+    /// The fleet's incidents: every failure consults them.
+    pub incidents: crate::incident::Incidents,
 }
 
 /// Actions the outbox keeps room for once drained: a steady fleet's turn needs a handful; a

@@ -19,6 +19,8 @@ pub(crate) struct Waiting {
     /// What that upstream was doing when the wait began (`stalled`, `quarantined`, …).
     pub why: String,
     pub since: Instant,
+    /// Held by this fleet incident rather than by an upstream.
+    pub incident: Option<u64>,
 }
 
 /// A check of `watcher` found the output of `producer` stale: a stall of `producer`.
@@ -90,6 +92,14 @@ impl Agent {
         down: Option<(String, String)>,
         out: &mut Outbox,
     ) {
+        // An incident's hold outlasts what upstreams do; its release looks at them again.
+        if self
+            .waiting
+            .as_deref()
+            .is_some_and(|w| w.incident.is_some())
+        {
+            return;
+        }
         match (self.waiting.as_deref_mut(), down) {
             (None, None) => {}
             (Some(w), Some((on, why))) => {
@@ -101,6 +111,7 @@ impl Agent {
                     on,
                     why,
                     since: now,
+                    incident: None,
                 }));
                 self.hold(out);
             }
@@ -137,7 +148,7 @@ impl Agent {
     }
 
     /// The upstream it waited for is back.
-    fn resume(&mut self, now: Instant, w: Waiting, out: &mut Outbox) {
+    pub(super) fn resume(&mut self, now: Instant, w: Waiting, out: &mut Outbox) {
         self.checks.upstream_down = false;
         let waited = now.saturating_duration_since(w.since);
         match self.phase {

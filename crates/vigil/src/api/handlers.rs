@@ -90,6 +90,12 @@ pub async fn status_all(State(hub): Hubs) -> Response {
     json_bytes(hub.status_body())
 }
 
+/// `{"incidents": [...]}`: open ones first, then the newest resolved.
+pub async fn incidents(State(hub): Hubs) -> Response {
+    let view = hub.view.borrow().clone();
+    Json(json!({ "incidents": &*view.incidents })).into_response()
+}
+
 /// One agent, or `{"agents": [...]}` for every instance of a template.
 pub async fn status_one(State(hub): Hubs, Path(name): Path<String>) -> Result<Response, ApiError> {
     let view = hub.view.borrow().clone();

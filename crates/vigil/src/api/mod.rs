@@ -187,6 +187,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/status", get(handlers::status_all))
         .route("/status/{name}", get(handlers::status_one))
         .route("/audit", get(handlers::audit))
+        .route("/incidents", get(handlers::incidents))
         .route("/events", get(events::events))
         .route("/metrics", get(handlers::metrics))
         .route("/agents/{name}/explain", get(handlers::explain))

@@ -151,6 +151,71 @@ pub(super) fn fleet_status(ep: &Endpoint) -> Option<std::collections::HashMap<St
 }
 
 /// `vigil status [NAME] [--json]`; exit 1 when a shown agent needs attention.
+/// `vigil incidents`: what the fleet fails of together, and what vigil does about it.
+pub fn incidents(args: &ApiArgs, json_out: bool) -> i32 {
+    let ep = match endpoint(args) {
+        Ok(ep) => ep,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_USAGE;
+        }
+    };
+    let body = match call(&ep, reqwest::Method::GET, "/incidents", None) {
+        Reply::Unreachable(why) => return unreachable(&ep, &why),
+        Reply::Answer(200, body) => body,
+        Reply::Answer(code, body) => return api_error(code, &body),
+    };
+    let list = body["incidents"].as_array().cloned().unwrap_or_default();
+    if json_out {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&body).unwrap_or_default()
+        );
+    } else if list.is_empty() {
+        println!("no incidents");
+    } else {
+        let names = |v: &Value| -> String {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default()
+        };
+        for i in &list {
+            let state = match i["resolved"].as_str() {
+                Some(at) => format!("resolved {at}"),
+                None => "OPEN".to_string(),
+            };
+            println!(
+                "incident {}  {state}  cause: {}  opened {}",
+                i["id"],
+                i["cause_text"].as_str().unwrap_or(""),
+                i["opened"].as_str().unwrap_or("")
+            );
+            println!("  agents: {}", names(&i["members"]));
+            if i["resolved"].is_null() {
+                let canary = match i["canary"].as_str() {
+                    Some(c) => format!("{c} is the canary now"),
+                    None => "next canary soon".to_string(),
+                };
+                println!(
+                    "  held: {}  ({} probe(s) so far; {canary})",
+                    names(&i["held"]),
+                    i["probes"]
+                );
+            }
+        }
+    }
+    if list.iter().any(|i| i["resolved"].is_null()) {
+        EXIT_FAILURE
+    } else {
+        EXIT_OK
+    }
+}
+
 pub fn status(args: &ApiArgs, name: Option<&str>, json_out: bool) -> i32 {
     let ep = match endpoint(args) {
         Ok(ep) => ep,

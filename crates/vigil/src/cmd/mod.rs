@@ -10,6 +10,7 @@ pub mod explain;
 pub mod files;
 pub mod graph;
 pub mod logs;
+pub mod notify;
 
 use std::borrow::Cow;
 use std::path::PathBuf;

@@ -105,8 +105,34 @@ impl CheckTemplate {
             format!("{probe:?}").hash(&mut h);
             h.finish()
         };
+        spec.target = probe_target(&probe);
         CheckConfig { spec, probe }
     }
+}
+
+/// The service a probe talks to, without credentials or query: agents whose checks find the
+/// same one unreachable share a cause (a fleet incident). `postgres://db:5432/bots`,
+/// `redis://cache:6379`, `http://exchange:8080`.
+fn probe_target(probe: &Probe) -> Option<String> {
+    let url = match probe {
+        Probe::Sql { url, .. } | Probe::Redis { url, .. } | Probe::Http { url, .. } => url,
+        _ => return None,
+    };
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Some(format!(
+            "sqlite://{}",
+            path.split('?').next().unwrap_or(path)
+        ));
+    }
+    let u = reqwest::Url::parse(url).ok()?;
+    let host = u.host_str()?;
+    let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let path = match probe {
+        // The database is part of what is shared; an HTTP path is not.
+        Probe::Sql { .. } | Probe::Redis { .. } => u.path().trim_end_matches('/'),
+        _ => "",
+    };
+    Some(format!("{}://{host}{port}{path}", u.scheme()))
 }
 
 /// `sqlite://relative/file.db` is relative to `base`, like every other path in the config.

@@ -16,7 +16,23 @@ use super::placeholders::{Placeholders, check_placeholders, expand};
 use super::reader::{At, Cx, Tbl};
 use super::values::did_you_mean;
 
-const TOP_KEYS: &[&str] = &["vigil", "api", "diagnosis", "defaults", "agents"];
+const TOP_KEYS: &[&str] = &[
+    "vigil",
+    "api",
+    "diagnosis",
+    "notify",
+    "incidents",
+    "defaults",
+    "agents",
+];
+const INCIDENT_KEYS: &[&str] = &[
+    "enabled",
+    "min_agents",
+    "window",
+    "probe_every",
+    "probe_for",
+    "spread",
+];
 const API_KEYS: &[&str] = &[
     "listen",
     "token",
@@ -222,6 +238,16 @@ pub fn parse(
         None => DiagnosisConfig::default(),
     };
 
+    let notify = match cx.table(&root, "notify") {
+        Some(t) => super::notify::read_notify(&mut cx, &t, &base_dir),
+        None => Vec::new(),
+    };
+
+    let incidents = match cx.table(&root, "incidents") {
+        Some(t) => read_incidents(&mut cx, &t),
+        None => vigil_core::IncidentPolicy::default(),
+    };
+
     let defaults = match cx.table(&root, "defaults") {
         Some(t) => {
             cx.check_keys(&t, COMMON_KEYS);
@@ -301,6 +327,8 @@ pub fn parse(
                 })
                 .collect(),
             diagnosis,
+            notify,
+            incidents,
         })
     } else {
         Err(config_errors(cx, path, text))
@@ -437,6 +465,28 @@ fn read_api(cx: &mut Cx, t: &Tbl<'_, '_>, base_dir: &Path) -> ApiConfig {
         );
     }
     api
+}
+
+fn read_incidents(cx: &mut Cx, t: &Tbl<'_, '_>) -> vigil_core::IncidentPolicy {
+    cx.check_keys(t, INCIDENT_KEYS);
+    let mut p = vigil_core::IncidentPolicy::default();
+    if let Some(b) = cx.boolean(t, "enabled") {
+        p.enabled = b;
+    }
+    if let Some(n) = cx.integer(t, "min_agents", 2..100_001) {
+        p.min_agents = n as u32;
+    }
+    for (key, slot) in [
+        ("window", &mut p.window),
+        ("probe_every", &mut p.probe_every),
+        ("probe_for", &mut p.probe_for),
+        ("spread", &mut p.spread),
+    ] {
+        if let Some(d) = cx.duration(t, key) {
+            *slot = d;
+        }
+    }
+    p
 }
 
 fn read_common(cx: &mut Cx, t: &Tbl<'_, '_>, base: &Common) -> Common {

@@ -10,6 +10,7 @@ mod graph;
 mod llm;
 mod load;
 mod model;
+mod notify;
 mod placeholders;
 mod reader;
 mod target;
@@ -27,6 +28,7 @@ pub use load::parse;
 pub use model::{
     AgentConfig, ApiConfig, CheckConfig, Config, EvidenceCommand, Pattern, Probe, StatusExpect,
 };
+pub use notify::{Channel, ChannelKind, DEFAULT_EVENTS, EmailConfig, SmtpTls};
 pub use target::Target;
 pub use values::{did_you_mean, parse_duration};
 

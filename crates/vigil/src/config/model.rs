@@ -26,6 +26,10 @@ pub struct Config {
     pub api: ApiConfig,
     pub agents: Vec<AgentConfig>,
     pub diagnosis: super::DiagnosisConfig,
+    /// `[notify.NAME]`: where people are told.
+    pub notify: Vec<super::Channel>,
+    /// `[incidents]`: when several agents failing for one cause are handled as one.
+    pub incidents: vigil_core::IncidentPolicy,
 }
 
 /// `[api]`: the HTTP API, metrics and dashboard.

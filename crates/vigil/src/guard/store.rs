@@ -3,9 +3,8 @@
 //! `files/AGENT/NAME-HASH/good-MS-runN.EXT` and `…/bad-MS.EXT`, readable by vigil's user only
 //! (a config file may hold secrets).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// One kept copy.
@@ -137,17 +136,7 @@ impl FileStore {
             path = dir.join(format!("{name}.{n}"));
             n += 1;
         }
-        let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        File::open(&dir)?.sync_all()?;
+        crate::owned_file::write_durably(&path, bytes)?;
         Ok(path)
     }
 }

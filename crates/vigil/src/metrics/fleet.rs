@@ -208,4 +208,25 @@ pub fn write(out: &mut String, view: &FleetView, node: &str, now_ms: i64) {
     for (action, n) in view.actions.iter() {
         f.sample("", &[("action", action)], *n);
     }
+
+    let mut f = family(
+        out,
+        "vigil_incidents_open",
+        "Fleet incidents open now: several agents failing for one cause, their restarts held while a canary probes it",
+        None,
+        Kind::Gauge,
+    );
+    let open = view.incidents.iter().filter(|i| i.is_open()).count();
+    f.sample("", &[], open as u64);
+
+    let mut f = family(
+        out,
+        "vigil_incidents",
+        "Fleet incidents opened since vigil started, by cause (rule:NAME for a diagnosis signature, target:URL for a service the agents' checks found unreachable)",
+        None,
+        Kind::Counter,
+    );
+    for (cause, n) in view.incidents_by_cause.iter() {
+        f.sample("", &[("cause", cause)], *n);
+    }
 }

@@ -13,6 +13,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
@@ -38,6 +39,10 @@ pub struct Live {
     pub llm_requests: Family<Labels, Counter>,
     /// How long the model takes to answer (answers only: no cache hits, timeouts or errors).
     pub llm_latency: Histogram,
+    /// Notifications, by channel and outcome (`delivered`, `failed`, `deduplicated`).
+    pub notifications: Family<Labels, Counter>,
+    /// Notifications accepted and not yet delivered, by channel.
+    pub notifications_pending: Family<Labels, Gauge>,
 }
 
 const LLM_LATENCY_BUCKETS: [f64; 18] = [
@@ -57,6 +62,8 @@ impl Default for Live {
             // Local models answer in 1–60 s: buckets fine enough there that a quantile is
             // not an interpolation across a 50 s wide bucket.
             llm_latency: Histogram::new(LLM_LATENCY_BUCKETS.iter().copied()),
+            notifications: Family::default(),
+            notifications_pending: Family::default(),
         };
         live.init_diagnoses("rules");
         live
@@ -107,6 +114,21 @@ impl Live {
         if let Some(took) = took {
             self.llm_latency.observe(took.as_secs_f64());
         }
+    }
+
+    pub fn notification(&self, channel: &str, outcome: &'static str, n: u64) {
+        self.notifications
+            .get_or_create(&vec![
+                ("channel", channel.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
+            .inc_by(n);
+    }
+
+    pub fn notifications_pending(&self, channel: &str, n: usize) {
+        self.notifications_pending
+            .get_or_create(&vec![("channel", channel.to_string())])
+            .set(n as i64);
     }
 
     pub fn notify(&self, accepted: bool) {
@@ -160,6 +182,16 @@ impl Metrics {
             "How long the LLM advisor's model takes to answer, once it has the question (answers only: no cache hits, timeouts or errors)",
             Unit::Seconds,
             live.llm_latency.clone(),
+        );
+        registry.register(
+            "vigil_notifications",
+            "Notifications to people, by channel and outcome (delivered; failed: refused by the channel or given up after a day; deduplicated: the same event about the same agent within the channel's dedupe window)",
+            live.notifications.clone(),
+        );
+        registry.register(
+            "vigil_notifications_pending",
+            "Notifications accepted (kept in the outbox) and not yet delivered, by channel",
+            live.notifications_pending.clone(),
         );
         registry.register_collector(Box::new(HealthCollector { health }));
         registry.register_collector(Box::new(ProcessCollector));

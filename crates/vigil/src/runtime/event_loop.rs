@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::signal::unix::Signal as SignalStream;
 use tokio::sync::mpsc;
-use vigil_core::Event;
+use vigil_core::{AuditEntry, Event};
 
 use super::handler::{Handler, Input};
 use super::offload::Done;
@@ -23,6 +23,8 @@ pub struct Sources {
     pub notify: Option<mpsc::Receiver<Event>>,
     pub api: mpsc::Receiver<ApiRequest>,
     pub offload: mpsc::UnboundedReceiver<Done>,
+    /// Records the edges' own threads ask to journal (deliveries of notifications).
+    pub records: mpsc::UnboundedReceiver<AuditEntry>,
     pub sigchld: SignalStream,
     pub sigterm: SignalStream,
     pub sigint: SignalStream,
@@ -75,9 +77,11 @@ pub async fn run(h: &mut Handler, mut s: Sources) {
     let mut api_open = true;
     let mut events_open = true;
     let mut offload_open = true;
+    let mut records_open = true;
     let mut events = Vec::with_capacity(BATCH);
     let mut datagrams = Vec::with_capacity(BATCH);
     let mut requests = Vec::with_capacity(BATCH);
+    let mut records = Vec::new();
     loop {
         timer.follow(h.sup.poll_timeout());
         publish.follow(h.publisher.due());
@@ -122,6 +126,14 @@ pub async fn run(h: &mut Handler, mut s: Sources) {
                     Input::Closed("offload")
                 }
             },
+            n = s.records.recv_many(&mut records, BATCH), if records_open => {
+                if n == 0 {
+                    records_open = false;
+                    Input::Closed("records")
+                } else {
+                    Input::Records(std::mem::take(&mut records))
+                }
+            }
             // From this loop and nowhere else: if it is wedged, systemd stops hearing from it.
             _ = tick(&mut watchdog) => Input::Watchdog,
             _ = publish.fired(), if publish.at.is_some() => Input::Publish,

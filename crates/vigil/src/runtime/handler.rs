@@ -17,6 +17,7 @@ use super::offload::Offload;
 use super::rotation::LogFile;
 use crate::api::{ApiRequest, CommandRefused, CommandResult, PendingHeartbeats, ReloadAnswer};
 use crate::driver::exits::Exit;
+use crate::notifications::Notifier;
 
 type ReloadReply = tokio::sync::oneshot::Sender<Result<ReloadAnswer, CommandRefused>>;
 use crate::audit::Journal;
@@ -47,6 +48,8 @@ pub enum Input {
     /// A change waits to be shown.
     Publish,
     Watchdog,
+    /// Records from the edges' own threads (deliveries of notifications), to be journaled.
+    Records(Vec<AuditEntry>),
     /// A source closed for good (its arm is disabled from now on).
     Closed(&'static str),
 }
@@ -63,6 +66,8 @@ pub struct Handler {
     pub config: Config,
     pub state_dir_override: Option<PathBuf>,
     pub systemd: Option<Systemd>,
+    /// Where records worth telling people go (`[notify]`).
+    pub notifier: Option<Notifier>,
     stop_signals: u32,
     /// A config is being read; another SIGHUP meanwhile reads it once more after.
     reload_in_flight: bool,
@@ -107,6 +112,7 @@ impl Handler {
             config,
             state_dir_override,
             systemd: Systemd::from_env(),
+            notifier: None,
             stop_signals: 0,
             reload_in_flight: false,
             reload_again: false,
@@ -171,6 +177,7 @@ impl Handler {
                     sd.notify("WATCHDOG=1");
                 }
             }
+            Input::Records(entries) => self.write(&entries.iter().collect::<Vec<_>>()),
             Input::Closed(source) => self.on_closed(source),
         }
         self.settle(now);
@@ -241,6 +248,9 @@ impl Handler {
             Err(_) => self.journal_failed_at = std::time::Instant::now(),
         }
         self.publisher.records(&written, &self.sup);
+        if let Some(n) = &self.notifier {
+            n.offer(&written);
+        }
     }
 
     fn persist(&mut self, changes: &Changes, now: Now) {
@@ -562,6 +572,12 @@ impl Handler {
             self.exec.advisor = super::make_advisor(&new, &self.exec.metrics);
         }
         self.exec.log_lines = new.diagnosis.log_lines;
+        self.sup.set_incident_policy(new.incidents.clone());
+        if new.notify != self.config.notify
+            && let Some(n) = &mut self.notifier
+        {
+            n.reconfigure(new.notify.clone());
+        }
         self.config = new;
         self.configured();
         ReloadAnswer::of(&report)

@@ -42,6 +42,7 @@ use crate::driver::process::{RUN_TAG_VAR, STATE_DIR_VAR};
 use crate::driver::{Children, ProcessDriver, proctree};
 use crate::health::Health;
 use crate::metrics::Live;
+use crate::notifications::Notifier;
 use crate::state::{SavedAgent, SavedRun, SavedState, StateStore};
 use crate::state_lock::{Holder, StateLock};
 use executor::{Executor, ExecutorParts};
@@ -232,6 +233,18 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
         config,
         opts.state_dir_override,
     );
+    h.sup.set_incident_policy(h.config.incidents.clone());
+    let (records_tx, records_rx) = mpsc::unbounded_channel();
+    match Notifier::start(
+        h.config.notify.clone(),
+        &state_dir,
+        &h.config.node,
+        records_tx,
+        h.exec.metrics.clone(),
+    ) {
+        Ok(n) => h.notifier = Some(n),
+        Err(e) => warn!("cannot start the notification thread ({e}): nobody will be told"),
+    }
     start(
         &mut h,
         &saved,
@@ -254,6 +267,7 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
         notify: notify_socket.map(|_| notify_rx),
         api: api.requests,
         offload: done_rx,
+        records: records_rx,
         sigchld,
         sigterm,
         sigint,

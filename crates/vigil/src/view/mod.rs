@@ -25,6 +25,10 @@ pub struct FleetView {
     /// Audit records written, by action.
     pub actions: Arc<BTreeMap<&'static str, u64>>,
     pub shutting_down: bool,
+    /// Fleet incidents: open ones first, then the newest resolved.
+    pub incidents: Arc<Vec<IncidentView>>,
+    /// Incidents opened since vigil started, by cause key.
+    pub incidents_by_cause: Arc<BTreeMap<String, u64>>,
     /// Grows with every published picture (a reader caches what it derives per version).
     pub version: u64,
 }
@@ -37,6 +41,8 @@ impl FleetView {
             index: Arc::default(),
             actions: Arc::default(),
             shutting_down: false,
+            incidents: Arc::default(),
+            incidents_by_cause: Arc::default(),
             version: 0,
         }
     }
@@ -56,6 +62,46 @@ impl FleetView {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.agents.iter().map(|a| a.name.as_str())
+    }
+}
+
+/// One fleet incident. Times are wall-clock milliseconds.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct IncidentView {
+    pub id: u64,
+    /// `rule:database_unreachable`, `target:postgres://db:5432/bots`.
+    pub cause: String,
+    /// For people.
+    pub cause_text: String,
+    pub opened: String,
+    pub resolved: Option<String>,
+    /// Every agent that failed for the cause.
+    pub members: Vec<String>,
+    /// Agents whose restart is held now (or, once resolved, still to be started).
+    pub held: Vec<String>,
+    /// The agent started to probe the cause, while it proves itself.
+    pub canary: Option<String>,
+    pub probes: u32,
+}
+
+impl IncidentView {
+    pub fn of(i: &vigil_core::Incident, sup: &vigil_core::Supervisor, now: Now) -> IncidentView {
+        let name = |id: vigil_core::AgentId| sup.agent(id).map(|a| a.name().to_string());
+        IncidentView {
+            id: i.id,
+            cause: i.cause.key.clone(),
+            cause_text: i.cause.text.clone(),
+            opened: crate::audit::format_ms(now.wall_of(i.opened)),
+            resolved: i.resolved.map(|t| crate::audit::format_ms(now.wall_of(t))),
+            members: i.members.iter().map(|(_, n)| n.clone()).collect(),
+            held: i.held.iter().filter_map(|a| name(*a)).collect(),
+            canary: i.canary.and_then(|(a, _)| name(a)),
+            probes: i.probes,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.resolved.is_none()
     }
 }
 

@@ -28,6 +28,7 @@ struct Outlet {
     index: Arc<HashMap<String, usize>>,
     actions: Arc<BTreeMap<&'static str, u64>>,
     restarts: HashMap<String, BTreeMap<String, u64>>,
+    incidents_by_cause: Arc<BTreeMap<String, u64>>,
     dirty: HashSet<AgentId>,
     /// Agents were added or forgotten: the order and the index are rebuilt.
     membership: bool,
@@ -49,6 +50,7 @@ impl Publisher {
                 index: Arc::default(),
                 actions: Arc::default(),
                 restarts: HashMap::new(),
+                incidents_by_cause: Arc::default(),
                 dirty: HashSet::new(),
                 membership: true,
                 pending: true,
@@ -89,6 +91,13 @@ impl Publisher {
         for r in records {
             if let Some(action) = AuditAction::from_name(&r.action) {
                 *actions.entry(action.as_str()).or_default() += 1;
+            }
+            if r.action == AuditAction::IncidentOpened.as_str()
+                && let Some(cause) = r.metadata.get("cause").and_then(|c| c.as_str())
+            {
+                *Arc::make_mut(&mut o.incidents_by_cause)
+                    .entry(cause.to_string())
+                    .or_default() += 1;
             }
             if r.action == AuditAction::Restart.as_str()
                 && let Some(agent) = &r.agent
@@ -174,6 +183,13 @@ impl Publisher {
             index: o.index.clone(),
             actions: o.actions.clone(),
             shutting_down: sup.is_shutting_down(),
+            incidents: Arc::new(
+                sup.incidents()
+                    .iter()
+                    .map(|i| super::IncidentView::of(i, sup, now))
+                    .collect(),
+            ),
+            incidents_by_cause: o.incidents_by_cause.clone(),
             version: o.version,
         }));
         o.pending = false;

@@ -271,12 +271,15 @@ impl AgentStatus {
 /// `{"at": …, "agents": [...]}`: the whole fleet as of `now_ms`.
 pub fn status_json(view: &FleetView, now_ms: i64) -> Vec<u8> {
     #[derive(Serialize)]
-    struct Body {
+    struct Body<'a> {
         at: String,
         agents: Vec<AgentStatus>,
+        /// Open fleet incidents (all of them: `/incidents`).
+        incidents: Vec<&'a super::IncidentView>,
     }
     let body = Body {
         at: ts(now_ms),
+        incidents: view.incidents.iter().filter(|i| i.is_open()).collect(),
         agents: view
             .agents
             .iter()

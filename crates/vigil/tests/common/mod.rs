@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod ollama;
+pub mod sink;
 
 pub const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
@@ -386,9 +387,14 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(target: &str) -> Proxy {
+        Proxy::start_at("127.0.0.1:0", target)
+    }
+
+    /// On a given address (the server coming back where it was).
+    pub fn start_at(addr: &str, target: &str) -> Proxy {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::{Arc, Mutex};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind(addr).unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();

@@ -1,0 +1,158 @@
+//! An agent's side of a fleet incident (`crate::incident`): what its failure's cause is, held
+//! while the incident is open (no restart, no budget), and started again as the canary or
+//! once the cause cleared.
+
+use std::time::Instant;
+
+use super::{Agent, Failure, Outbox, Phase, TimerKind, Waiting};
+use crate::checks::Verdict;
+use crate::diagnosis::{Category, Diagnosis};
+use crate::incident::{Cause, Incident, OnFailure};
+use crate::records;
+
+/// Rules that name what went wrong inside one agent, never a cause several share.
+const OWN_RULES: &[&str] = &["crash", "hang", "out_of_memory"];
+
+impl Agent {
+    /// What this failure may share with other agents' failures: a target of its own checks
+    /// that vigil found unreachable (the database they all use), else a diagnosis signature
+    /// that points outside the agent (`database_unreachable`, `rate_limited`).
+    pub(super) fn shared_cause(&self, d: &Diagnosis) -> Option<Cause> {
+        let target = self.checks.checks.iter().find_map(|c| {
+            (c.status.verdict == Verdict::Unknown)
+                .then_some(c.spec.target.as_deref())
+                .flatten()
+        });
+        if let Some(t) = target {
+            return Some(Cause {
+                key: format!("target:{t}"),
+                text: format!("{t} unreachable"),
+            });
+        }
+        let shared = matches!(d.category, Category::Transient | Category::Throttled)
+            && !OWN_RULES.contains(&d.rule.as_str());
+        shared.then(|| Cause {
+            key: format!("rule:{}", d.rule),
+            text: d.rule.clone(),
+        })
+    }
+
+    /// Ask the fleet's incidents about this failure; `true` when one holds it.
+    pub(super) fn incident_holds(
+        &mut self,
+        now: Instant,
+        failure: &Failure,
+        d: &Diagnosis,
+        out: &mut Outbox,
+    ) -> bool {
+        let cause = self.shared_cause(d);
+        let verdict = out.incidents.on_failure(
+            now,
+            self.id,
+            &self.spec.name,
+            self.spec.template.as_deref(),
+            cause,
+        );
+        let OnFailure::Hold { incident, opened } = verdict else {
+            return false;
+        };
+        let Some(inc) = out
+            .incidents
+            .list
+            .iter()
+            .find(|i| i.id == incident)
+            .cloned()
+        else {
+            return false;
+        };
+        if opened {
+            let policy = out.incidents.policy.clone();
+            out.audit(records::incident_opened(&inc, &policy));
+        }
+        self.hold_for(
+            now,
+            &inc,
+            &format!("{}: not restarted, no restart budget spent", failure.reason),
+            out,
+        );
+        self.phase = Phase::Waiting { backoff: None };
+        true
+    }
+
+    fn hold_for(&mut self, now: Instant, inc: &Incident, what: &str, out: &mut Outbox) {
+        self.checks.upstream_down = true;
+        self.waiting = Some(Box::new(Waiting {
+            on: format!("incident {}", inc.id),
+            why: inc.cause.text.clone(),
+            since: now,
+            incident: Some(inc.id),
+        }));
+        self.last_problem = Some(format!("held by incident {} ({})", inc.id, inc.cause.text));
+        out.audit(records::held_by_incident(self.name(), inc, what));
+    }
+
+    /// An incident opened while this member waited to restart: that restart is held too.
+    pub(crate) fn hold_waiting_restart(
+        &mut self,
+        now: Instant,
+        inc: &Incident,
+        out: &mut Outbox,
+    ) -> bool {
+        let Phase::Backoff { until, retry } = self.phase else {
+            return false;
+        };
+        if self.waiting.is_some() {
+            return false;
+        }
+        self.timers.set(TimerKind::Restart, None);
+        self.phase = Phase::Waiting {
+            backoff: Some((until, retry)),
+        };
+        self.hold_for(now, inc, "its waiting restart is held", out);
+        true
+    }
+
+    /// Start it again: as the incident's canary, or after the cause cleared. `false` when it
+    /// is not held by `incident` (any more).
+    pub(crate) fn release_from(
+        &mut self,
+        now: Instant,
+        incident: u64,
+        what: &str,
+        out: &mut Outbox,
+    ) -> bool {
+        if self
+            .waiting
+            .as_deref()
+            .is_none_or(|w| w.incident != Some(incident))
+        {
+            return false;
+        }
+        let Some(w) = self.waiting.take() else {
+            return false;
+        };
+        self.checks.upstream_down = false;
+        let waited = now.saturating_duration_since(w.since);
+        out.audit(records::released_by_incident(
+            self.name(),
+            incident,
+            waited,
+            what,
+        ));
+        match self.phase {
+            // Its restart, decided before the incident, goes now (and counts, as decided).
+            Phase::Waiting {
+                backoff: Some((_, retry)),
+            } => {
+                self.phase = Phase::Backoff { until: now, retry };
+                self.on_restart_due(now, out);
+            }
+            Phase::Waiting { backoff: None } => {
+                self.phase = Phase::Stopped;
+                self.spawn(now, true, out);
+            }
+            _ => {}
+        }
+        true
+    }
+}
