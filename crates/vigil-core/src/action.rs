@@ -64,6 +64,17 @@ pub enum Action {
     /// if configured, with the process still alive; then the run's log tail) and answer with
     /// `LogTail`.
     Investigate { agent: AgentId, run: RunId },
+    /// A runbook's `collect` step: the agent's log tail, and its evidence command's output
+    /// when it runs; answer with `RunbookEvidence`.
+    CollectEvidence { agent: AgentId, runbook: u64 },
+    /// A runbook's `exec` step: run `argv` (no shell), cut at `timeout`; answer with
+    /// `RunbookExec`.
+    RunbookExec {
+        agent: AgentId,
+        runbook: u64,
+        argv: Vec<String>,
+        timeout: std::time::Duration,
+    },
     /// The rules have judged a failure: keep the report for `vigil explain`, count it, and ask
     /// the advisor when the report says so (answer with `Advice`).
     Diagnosed {
@@ -88,6 +99,8 @@ impl Action {
             | Action::Forget { agent }
             | Action::RunCheck { agent, .. }
             | Action::Investigate { agent, .. }
+            | Action::CollectEvidence { agent, .. }
+            | Action::RunbookExec { agent, .. }
             | Action::Diagnosed { agent, .. } => Some(*agent),
         }
     }

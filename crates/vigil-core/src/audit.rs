@@ -58,6 +58,21 @@ pub enum AuditAction {
     IncidentOpened,
     /// The cause of an incident cleared: the held agents are restarted, spread out.
     IncidentResolved,
+    /// An Alertmanager notification (a group of alerts) was received.
+    AlertReceived,
+    /// An alert was not acted on: about vigil itself, about something vigil does not manage,
+    /// or its agent already has a runbook running. The reason says which.
+    AlertRefused,
+    /// A runbook started for an alert.
+    RunbookStarted,
+    /// One step of a runbook, with its outcome.
+    RunbookStep,
+    /// Every step of a runbook succeeded.
+    RunbookSucceeded,
+    /// A runbook step failed or the runbook timed out; what `on_failure` did follows.
+    RunbookFailed,
+    /// A runbook was called off (its alert resolved before it ran or while it waited).
+    RunbookCancelled,
     /// People were told: a notification channel took one or more notifications.
     Notified,
     /// A notification could not be delivered and was given up (refused by its channel, or
@@ -101,6 +116,13 @@ impl AuditAction {
         AuditAction::ApiDenied,
         AuditAction::IncidentOpened,
         AuditAction::IncidentResolved,
+        AuditAction::AlertReceived,
+        AuditAction::AlertRefused,
+        AuditAction::RunbookStarted,
+        AuditAction::RunbookStep,
+        AuditAction::RunbookSucceeded,
+        AuditAction::RunbookFailed,
+        AuditAction::RunbookCancelled,
         AuditAction::Notified,
         AuditAction::NotifyFailed,
         AuditAction::VigilStart,
@@ -137,6 +159,13 @@ impl AuditAction {
             AuditAction::ApiDenied => "api_denied",
             AuditAction::IncidentOpened => "incident_opened",
             AuditAction::IncidentResolved => "incident_resolved",
+            AuditAction::AlertReceived => "alert_received",
+            AuditAction::AlertRefused => "alert_refused",
+            AuditAction::RunbookStarted => "runbook_started",
+            AuditAction::RunbookStep => "runbook_step",
+            AuditAction::RunbookSucceeded => "runbook_succeeded",
+            AuditAction::RunbookFailed => "runbook_failed",
+            AuditAction::RunbookCancelled => "runbook_cancelled",
             AuditAction::Notified => "notified",
             AuditAction::NotifyFailed => "notify_failed",
             AuditAction::VigilStart => "vigil_start",

@@ -265,6 +265,13 @@ pub enum Event {
         run: RunId,
         message: NotifyMessage,
     },
+    /// What a runbook's `collect` gathered.
+    RunbookEvidence { runbook: u64, lines: Vec<String> },
+    /// How a runbook's `exec` ended: its output's last lines, or why it failed.
+    RunbookExec {
+        runbook: u64,
+        result: Result<String, String>,
+    },
     /// An action on `run` could not be carried out.
     ActionFailed {
         agent: AgentId,

@@ -206,6 +206,17 @@ pub(crate) fn escalated_diagnosis(agent: &str, reason: &str, d: &Diagnosis) -> A
     .meta("diagnosis", d.to_json())
 }
 
+/// `escalated`: quarantined because a runbook for it failed (`on_failure = "escalate"`).
+pub(crate) fn escalated_runbook(agent: &str, reason: &str) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Escalated,
+        format!("quarantined: {reason}; a human must look, then run `vigil reset {agent}`"),
+    )
+    .unsuccessful()
+    .meta("cause", "runbook")
+}
+
 /// `escalated`: quarantined because the budget is used up.
 pub(crate) fn escalated_budget_quarantine(agent: &str, reason: &str) -> AuditEntry {
     entry(
@@ -681,4 +692,133 @@ pub(crate) fn incident_resolved(
     .meta("members", incident_members(inc))
     .meta("duration_ms", millis(lasted))
     .meta("probes", inc.probes)
+}
+
+/// `alert_received`: a notification from Alertmanager, and what became of its alerts.
+pub fn alert_received(
+    receiver: &str,
+    status: &str,
+    names: &[String],
+    answer: &crate::runbook::AlertAnswer,
+) -> AuditEntry {
+    AuditEntry::new(
+        None,
+        AuditAction::AlertReceived,
+        format!(
+            "{} alert(s) {status} from Alertmanager ({}): {} runbook(s) started or queued, \
+             {} repeat(s), {} refused, {} cancelled, {} matching no runbook",
+            names.len(),
+            names.join(", "),
+            answer.accepted,
+            answer.duplicates,
+            answer.refused,
+            answer.cancelled,
+            answer.unmatched
+        ),
+    )
+    .meta("receiver", receiver)
+    .meta("status", status)
+    .meta("alerts", names.to_vec())
+}
+
+/// `alert_refused`: an alert vigil will not act on, and why.
+pub(crate) fn alert_refused(
+    alert: &crate::runbook::Alert,
+    agent: Option<&str>,
+    why: &str,
+) -> AuditEntry {
+    AuditEntry::new(
+        agent,
+        AuditAction::AlertRefused,
+        format!("alert {} not acted on: {why}", alert.name()),
+    )
+    .unsuccessful()
+    .meta("alertname", alert.name())
+    .meta("fingerprint", alert.fingerprint.as_str())
+}
+
+fn run_entry(run: &crate::runbook::Run, action: AuditAction, reason: String) -> AuditEntry {
+    entry(&run.agent_name, action, reason)
+        .meta("runbook", run.runbook.as_str())
+        .meta("run", run.id)
+        .meta("alertname", run.alert.as_str())
+        .meta("fingerprint", run.fingerprint.as_str())
+}
+
+/// `runbook_started`.
+pub(crate) fn runbook_started(run: &crate::runbook::Run, steps: usize) -> AuditEntry {
+    run_entry(
+        run,
+        AuditAction::RunbookStarted,
+        format!(
+            "runbook {} (run {}) for alert {}: {steps} step(s)",
+            run.runbook, run.id, run.alert
+        ),
+    )
+}
+
+/// `runbook_step`: one step and its outcome.
+pub(crate) fn runbook_step(
+    run: &crate::runbook::Run,
+    label: &str,
+    ok: bool,
+    detail: &str,
+) -> AuditEntry {
+    let e = run_entry(
+        run,
+        AuditAction::RunbookStep,
+        format!(
+            "runbook {} step {} ({label}): {detail}",
+            run.runbook,
+            run.step + 1
+        ),
+    )
+    .meta("step", run.step + 1)
+    .meta("label", label);
+    if ok { e } else { e.failed(detail) }
+}
+
+/// `runbook_succeeded`.
+pub(crate) fn runbook_succeeded(run: &crate::runbook::Run, took: Duration) -> AuditEntry {
+    run_entry(
+        run,
+        AuditAction::RunbookSucceeded,
+        format!(
+            "runbook {} for alert {}: every step succeeded in {}",
+            run.runbook,
+            run.alert,
+            human_duration(took)
+        ),
+    )
+}
+
+/// `runbook_failed`: at which step, why, and what follows.
+pub(crate) fn runbook_failed(
+    run: &crate::runbook::Run,
+    step: &str,
+    why: &str,
+    then: &str,
+) -> AuditEntry {
+    run_entry(
+        run,
+        AuditAction::RunbookFailed,
+        format!(
+            "runbook {} for alert {} failed at {step}: {why}; {then}",
+            run.runbook, run.alert
+        ),
+    )
+    .failed(why)
+    .meta("failed_step", step)
+}
+
+/// `runbook_cancelled`.
+pub(crate) fn runbook_cancelled(run: &crate::runbook::Run, why: &str) -> AuditEntry {
+    run_entry(
+        run,
+        AuditAction::RunbookCancelled,
+        format!(
+            "runbook {} for alert {} called off: {why}",
+            run.runbook, run.alert
+        ),
+    )
 }

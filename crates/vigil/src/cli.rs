@@ -114,6 +114,15 @@ pub enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Show runbooks at work or waiting, and the newest that ended: for which alert and
+    /// agent, each step's outcome. Exit 1 when one of those shown failed
+    Runbooks {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Notification channels (`[notify.NAME]`)
     #[command(subcommand)]
     Notify(NotifyCmd),

@@ -56,3 +56,46 @@ impl Systemd {
         }
     }
 }
+
+/// The systemd unit vigil itself runs in (`vigil.service`), from its cgroup: an agent whose
+/// target is that unit is vigil itself, never acted on by a runbook.
+pub fn own_unit() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    own_unit_of(&text)
+}
+
+fn own_unit_of(cgroup: &str) -> Option<String> {
+    // cgroup v2: `0::/system.slice/vigil.service`; v1: the `name=systemd` line.
+    let path = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .or_else(|| {
+            cgroup
+                .lines()
+                .find_map(|l| l.split_once(":name=systemd:").map(|(_, p)| p))
+        })?;
+    path.split('/')
+        .rev()
+        .find(|seg| seg.ends_with(".service"))
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod own_unit_tests {
+    #[test]
+    fn finds_the_service_vigil_runs_in() {
+        assert_eq!(
+            super::own_unit_of("0::/system.slice/vigil.service\n").as_deref(),
+            Some("vigil.service")
+        );
+        // vigil's own sub-cgroups (it moves itself into one to delegate) do not hide it.
+        assert_eq!(
+            super::own_unit_of("0::/system.slice/vigil.service/supervisor\n").as_deref(),
+            Some("vigil.service")
+        );
+        assert_eq!(
+            super::own_unit_of("0::/user.slice/user-0.slice/session-1.scope\n"),
+            None
+        );
+    }
+}

@@ -161,7 +161,7 @@ impl Agent {
     }
 
     /// Out of stopped, waiting or conflict, wanted running again.
-    fn leave_rest(&mut self) {
+    pub(super) fn leave_rest(&mut self) {
         self.config_suspect = None;
         self.phase = Phase::Stopped;
         self.timers.set(TimerKind::Restart, None);

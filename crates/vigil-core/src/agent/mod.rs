@@ -17,6 +17,7 @@ mod incident;
 mod lifecycle;
 mod looking;
 mod reload;
+mod runbook;
 mod timers;
 mod upstream;
 

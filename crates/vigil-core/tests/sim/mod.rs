@@ -62,6 +62,9 @@ pub struct Sim {
     /// Guards asked for, and runs whose files were kept.
     pub guards: Vec<(AgentId, RunId)>,
     pub kept: Vec<(AgentId, RunId)>,
+    /// What a runbook's `collect` finds, and the commands its `exec` steps ran.
+    pub evidence: Vec<String>,
+    pub execs: Vec<Vec<String>>,
 }
 
 impl Sim {
@@ -124,6 +127,8 @@ impl Sim {
             files: HashMap::new(),
             guards: Vec::new(),
             kept: Vec::new(),
+            evidence: Vec::new(),
+            execs: Vec::new(),
         };
         sim.sup.start_all(sim.now);
         sim.drain();
@@ -249,6 +254,20 @@ impl Sim {
                     );
                 }
                 Action::KeepFiles { agent, run } => self.kept.push((agent, run)),
+                Action::CollectEvidence { runbook, .. } => {
+                    let lines = self.evidence.clone();
+                    self.sup
+                        .handle(self.now, Event::RunbookEvidence { runbook, lines });
+                }
+                Action::RunbookExec { runbook, argv, .. } => {
+                    self.execs.push(argv.clone());
+                    let result = match argv.first().map(String::as_str) {
+                        Some("false") => Err("exited with code 1".to_string()),
+                        _ => Ok("exited with code 0".to_string()),
+                    };
+                    self.sup
+                        .handle(self.now, Event::RunbookExec { runbook, result });
+                }
             }
         }
     }

@@ -96,6 +96,12 @@ pub async fn incidents(State(hub): Hubs) -> Response {
     Json(json!({ "incidents": &*view.incidents })).into_response()
 }
 
+/// `{"runbooks": [...]}`: runs at work or waiting, then the newest ended ones.
+pub async fn runbooks(State(hub): Hubs) -> Response {
+    let view = hub.view.borrow().clone();
+    Json(json!({ "runbooks": &*view.runbooks })).into_response()
+}
+
 /// One agent, or `{"agents": [...]}` for every instance of a template.
 pub async fn status_one(State(hub): Hubs, Path(name): Path<String>) -> Result<Response, ApiError> {
     let view = hub.view.borrow().clone();

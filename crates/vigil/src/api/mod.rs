@@ -5,6 +5,7 @@
 //! audit records the loop broadcasts, and sends commands and heartbeats to the loop over a
 //! bounded channel.
 
+mod alertmanager;
 mod auth;
 mod error;
 mod events;
@@ -69,6 +70,14 @@ pub enum ApiRequest {
     Reload {
         by: Requester,
         reply: oneshot::Sender<Result<ReloadAnswer, CommandRefused>>,
+    },
+    /// `POST /alertmanager`: a notification from Alertmanager, parsed and checked; answered
+    /// once journaled.
+    Alerts {
+        receiver: String,
+        status: String,
+        alerts: Vec<vigil_core::Alert>,
+        reply: oneshot::Sender<Result<vigil_core::AlertAnswer, CommandRefused>>,
     },
     /// `POST /shutdown`: stop every agent and exit, as SIGTERM does.
     Shutdown {
@@ -149,6 +158,8 @@ pub struct Hub {
     pub audit: broadcast::Sender<Arc<str>>,
     pub requests: mpsc::Sender<ApiRequest>,
     pub token: Option<String>,
+    /// What `POST /alertmanager` requires (`[alertmanager] token_file`).
+    pub alert_token: Option<String>,
     /// The names requests may carry in `Host`.
     pub hosts: guard::Hosts,
     pub journal: PathBuf,
@@ -188,6 +199,11 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/status/{name}", get(handlers::status_one))
         .route("/audit", get(handlers::audit))
         .route("/incidents", get(handlers::incidents))
+        .route("/runbooks", get(handlers::runbooks))
+        .route(
+            "/alertmanager",
+            post(alertmanager::receive).layer(DefaultBodyLimit::max(alertmanager::BODY_LIMIT)),
+        )
         .route("/events", get(events::events))
         .route("/metrics", get(handlers::metrics))
         .route("/agents/{name}/explain", get(handlers::explain))
@@ -198,6 +214,11 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(serve::body_in_time))
+        // Before the body is read: a request without Alertmanager's token costs nothing.
+        .layer(axum::middleware::from_fn_with_state(
+            hub.clone(),
+            alertmanager::token_first,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             hub.clone(),
             guard::guard,
@@ -297,6 +318,7 @@ pub fn start(
         audit: audit_tx.clone(),
         requests: requests_tx,
         token: config.token.clone(),
+        alert_token: config.alert_token.clone(),
         hosts: guard::Hosts::new(&config.hosts),
         journal: state_dir.join("audit.jsonl"),
         started: Instant::now(),

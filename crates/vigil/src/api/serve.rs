@@ -42,16 +42,18 @@ pub async fn body_in_time(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let (parts, body) = request.into_parts();
-    let limit = super::BODY_LIMIT + 1;
+    let max = if parts.uri.path() == "/alertmanager" {
+        super::alertmanager::BODY_LIMIT
+    } else {
+        super::BODY_LIMIT
+    };
+    let limit = max + 1;
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(_)) => {
             return super::error::ApiError::new(
                 axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the request body is larger than {} bytes",
-                    super::BODY_LIMIT
-                ),
+                format!("the request body is larger than {max} bytes"),
             )
             .into_response();
         }

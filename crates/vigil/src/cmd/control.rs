@@ -151,6 +151,64 @@ pub(super) fn fleet_status(ep: &Endpoint) -> Option<std::collections::HashMap<St
 }
 
 /// `vigil status [NAME] [--json]`; exit 1 when a shown agent needs attention.
+/// `vigil runbooks`: what alerts made vigil do.
+pub fn runbooks(args: &ApiArgs, json_out: bool) -> i32 {
+    let ep = match endpoint(args) {
+        Ok(ep) => ep,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_USAGE;
+        }
+    };
+    let body = match call(&ep, reqwest::Method::GET, "/runbooks", None) {
+        Reply::Unreachable(why) => return unreachable(&ep, &why),
+        Reply::Answer(200, body) => body,
+        Reply::Answer(code, body) => return api_error(code, &body),
+    };
+    let list = body["runbooks"].as_array().cloned().unwrap_or_default();
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    if json_out {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&body).unwrap_or_default()
+        );
+    } else if list.is_empty() {
+        println!("no runbook has run");
+    } else {
+        for r in &list {
+            let state = s(&r["state"]);
+            let at = match r["step_label"].as_str() {
+                Some(l) => format!(" at step {} ({l})", r["step"]),
+                None => String::new(),
+            };
+            println!(
+                "run {}  {}  {state}{at}  agent {}  alert {}  started {}",
+                r["id"],
+                s(&r["runbook"]),
+                s(&r["agent"]),
+                s(&r["alert"]),
+                r["started"].as_str().unwrap_or("(queued)")
+            );
+            for d in r["done"].as_array().into_iter().flatten() {
+                let ok = if d["ok"].as_bool() == Some(true) {
+                    "ok"
+                } else {
+                    "FAILED"
+                };
+                println!("  {:<20} {ok:<6} {}", s(&d["step"]), s(&d["detail"]));
+            }
+            if let Some(how) = r["outcome"].as_str() {
+                println!("  → {how}");
+            }
+        }
+    }
+    if list.iter().any(|r| r["state"] == "failed") {
+        EXIT_FAILURE
+    } else {
+        EXIT_OK
+    }
+}
+
 /// `vigil incidents`: what the fleet fails of together, and what vigil does about it.
 pub fn incidents(args: &ApiArgs, json_out: bool) -> i32 {
     let ep = match endpoint(args) {

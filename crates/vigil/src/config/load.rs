@@ -22,6 +22,8 @@ const TOP_KEYS: &[&str] = &[
     "diagnosis",
     "notify",
     "incidents",
+    "alertmanager",
+    "runbooks",
     "defaults",
     "agents",
 ];
@@ -231,7 +233,7 @@ pub fn parse(
     let ConfigHead {
         state_dir,
         node,
-        api,
+        mut api,
     } = read_head(&mut cx, &root, &base_dir, state_dir_override);
     let diagnosis = match cx.table(&root, "diagnosis") {
         Some(t) => read_diagnosis(&mut cx, &t, &base_dir),
@@ -243,6 +245,12 @@ pub fn parse(
         None => Vec::new(),
     };
 
+    let alertmanager = cx
+        .table(&root, "alertmanager")
+        .and_then(|t| super::runbooks::read_alertmanager(&mut cx, &t, &base_dir));
+    api.alert_token = alertmanager.as_ref().map(|a| a.token.clone());
+    let channels: Vec<String> = notify.iter().map(|c| c.name.clone()).collect();
+    let runbooks = super::runbooks::read_runbooks(&mut cx, &root, &base_dir, &channels);
     let incidents = match cx.table(&root, "incidents") {
         Some(t) => read_incidents(&mut cx, &t),
         None => vigil_core::IncidentPolicy::default(),
@@ -311,6 +319,7 @@ pub fn parse(
         }
         None => {}
     }
+    super::runbooks::check_agents(&mut cx, &runbooks, &agents);
 
     if cx.errors.is_empty() {
         Ok(Config {
@@ -329,6 +338,8 @@ pub fn parse(
             diagnosis,
             notify,
             incidents,
+            alertmanager,
+            runbooks: runbooks.into_iter().map(|(r, _)| r).collect(),
         })
     } else {
         Err(config_errors(cx, path, text))

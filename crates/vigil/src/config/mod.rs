@@ -13,6 +13,7 @@ mod model;
 mod notify;
 mod placeholders;
 mod reader;
+mod runbooks;
 mod target;
 pub mod users;
 mod values;
@@ -29,6 +30,7 @@ pub use model::{
     AgentConfig, ApiConfig, CheckConfig, Config, EvidenceCommand, Pattern, Probe, StatusExpect,
 };
 pub use notify::{Channel, ChannelKind, DEFAULT_EVENTS, EmailConfig, SmtpTls};
+pub use runbooks::AlertmanagerConfig;
 pub use target::Target;
 pub use values::{did_you_mean, parse_duration};
 

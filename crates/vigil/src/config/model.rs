@@ -30,6 +30,10 @@ pub struct Config {
     pub notify: Vec<super::Channel>,
     /// `[incidents]`: when several agents failing for one cause are handled as one.
     pub incidents: vigil_core::IncidentPolicy,
+    /// `[alertmanager]`: alerts are taken in (`POST /alertmanager`) only with it.
+    pub alertmanager: Option<super::AlertmanagerConfig>,
+    /// `[[runbooks]]`: what an alert makes vigil do.
+    pub runbooks: Vec<vigil_core::RunbookSpec>,
 }
 
 /// `[api]`: the HTTP API, metrics and dashboard.
@@ -44,6 +48,9 @@ pub struct ApiConfig {
     pub hosts: Vec<String>,
     /// Connections open at once (`None`: from the descriptor limit, see `api::serve`).
     pub max_connections: Option<usize>,
+    /// The bearer token `POST /alertmanager` requires (`[alertmanager] token_file`); without
+    /// it, alerts are not taken in.
+    pub alert_token: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -54,6 +61,7 @@ impl Default for ApiConfig {
             token: None,
             hosts: Vec::new(),
             max_connections: None,
+            alert_token: None,
         }
     }
 }

@@ -39,6 +39,7 @@ pub const DEFAULT_EVENTS: &[AuditAction] = &[
     AuditAction::Escalated,
     AuditAction::IncidentOpened,
     AuditAction::IncidentResolved,
+    AuditAction::RunbookFailed,
     AuditAction::VigilCrash,
     AuditAction::VigilStalled,
 ];

@@ -124,9 +124,11 @@ impl Cx {
                     value.span(),
                     format!("`{key}` in [{}] must be a list of tables", t.name),
                 )
-                .hint(format!(
-                    "write each {what} as [[agents.NAME.{key}]] with {example}"
-                )),
+                .hint(if t.name.is_empty() {
+                    format!("write each {what} as [[{key}]] with {example}")
+                } else {
+                    format!("write each {what} as [[{}.{key}]] with {example}", t.name)
+                }),
             );
             return Vec::new();
         };
@@ -134,7 +136,11 @@ impl Cx {
         for (n, item) in items.iter().enumerate() {
             match item.get_ref() {
                 DeValue::Table(table) => out.push(Tbl {
-                    name: format!("{}.{key}[{}]", t.name, n + 1),
+                    name: if t.name.is_empty() {
+                        format!("{key}[{}]", n + 1)
+                    } else {
+                        format!("{}.{key}[{}]", t.name, n + 1)
+                    },
                     table,
                     span: item.span(),
                 }),
@@ -143,7 +149,7 @@ impl Cx {
                     format!(
                         "{what} {} of [{}] must be a table, found {}",
                         n + 1,
-                        t.name,
+                        if t.name.is_empty() { key } else { &t.name },
                         type_name(other)
                     ),
                 ),

@@ -221,6 +221,20 @@ pub fn write(out: &mut String, view: &FleetView, node: &str, now_ms: i64) {
 
     let mut f = family(
         out,
+        "vigil_runbooks_active",
+        "Runbook runs at work or waiting their turn (alerts taken in: vigil_actions{action=\"alert_received\"})",
+        None,
+        Kind::Gauge,
+    );
+    let active = view
+        .runbooks
+        .iter()
+        .filter(|r| matches!(r.state, "queued" | "running" | "waiting_healthy"))
+        .count();
+    f.sample("", &[], active as u64);
+
+    let mut f = family(
+        out,
         "vigil_incidents",
         "Fleet incidents opened since vigil started, by cause (rule:NAME for a diagnosis signature, target:URL for a service the agents' checks found unreachable)",
         None,

@@ -51,6 +51,7 @@ fn headline(action: &str) -> &str {
         "incident_opened" => "incident opened",
         "incident_resolved" => "incident resolved",
         "runbook_failed" => "runbook failed",
+        "runbook_step" => "runbook",
         "vigil_crash" => "vigil's supervision loop crashed",
         "vigil_stalled" => "vigil's supervision loop stalled",
         other => other,

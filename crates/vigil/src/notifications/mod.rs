@@ -56,11 +56,16 @@ impl Routes {
         )
     }
 
+    /// The channels that want `r`: by its action and agent, or because it names the channel
+    /// itself (a runbook's `notify` step).
     fn wanted<'a>(&'a self, r: &'a Record) -> impl Iterator<Item = &'a str> + 'a {
+        let named = r.metadata.get("notify").and_then(|v| v.as_str());
         self.0
             .iter()
-            .filter(|(_, events, agents)| {
-                events.contains(r.action.as_str()) && agent_matches(agents, r.agent.as_deref())
+            .filter(move |(name, events, agents)| {
+                named == Some(name.as_str())
+                    || (events.contains(r.action.as_str())
+                        && agent_matches(agents, r.agent.as_deref()))
             })
             .map(|(name, _, _)| name.as_str())
     }

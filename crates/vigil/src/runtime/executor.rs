@@ -47,9 +47,9 @@ pub struct Executor {
     pub driver: ProcessDriver,
     pub children: Children,
     checks: CheckRunner,
-    io: tokio::runtime::Handle,
+    pub(super) io: tokio::runtime::Handle,
     /// Outcomes of work done on the I/O threads.
-    events: UnboundedSender<Event>,
+    pub(super) events: UnboundedSender<Event>,
     pub advisor: Option<Arc<Advisor>>,
     pub casebook: Casebook,
     pub metrics: Live,
@@ -324,6 +324,23 @@ impl Executor {
             }
             Action::Diagnosed { agent, report } => {
                 self.diagnosed(fleet, agent, *report, now);
+                None
+            }
+            Action::CollectEvidence { agent, runbook } => {
+                let run = fleet.get(agent).and_then(|s| s.run.as_ref()).map(|r| r.id);
+                self.gather_evidence(fleet, agent, run, move |lines| Event::RunbookEvidence {
+                    runbook,
+                    lines,
+                });
+                None
+            }
+            Action::RunbookExec {
+                agent,
+                runbook,
+                argv,
+                timeout,
+            } => {
+                self.runbook_exec(fleet, agent, runbook, argv, timeout);
                 None
             }
         }
@@ -611,15 +628,32 @@ impl Executor {
     /// A stalled agent, still alive: gather its evidence off the loop (the evidence command
     /// may take seconds) and answer with `LogTail`.
     fn investigate(&mut self, fleet: &Fleet, agent: AgentId, run: RunId) {
-        let (Some(slot), Some(rec)) = (fleet.get(agent), fleet.run(agent, run)) else {
+        if fleet.run(agent, run).is_none() {
+            return;
+        }
+        self.gather_evidence(fleet, agent, Some(run), move |lines| Event::LogTail {
+            agent,
+            run,
+            lines,
+        });
+    }
+
+    /// The agent's evidence: its log tail (of `run`, or of its log file when it has no run),
+    /// then its evidence command's output while a process runs; answered with `answer`.
+    pub(super) fn gather_evidence(
+        &mut self,
+        fleet: &Fleet,
+        agent: AgentId,
+        run: Option<RunId>,
+        answer: impl FnOnce(Vec<String>) -> Event + Send + 'static,
+    ) {
+        let Some(slot) = fleet.get(agent) else {
             return;
         };
-        let (log, from, n, pid) = (
-            slot.log.clone(),
-            slot.log_start,
-            self.log_lines,
-            rec.saved.pid,
-        );
+        let pid = run
+            .and_then(|r| fleet.run(agent, r))
+            .map(|rec| rec.saved.pid);
+        let (log, from, n) = (slot.log.clone(), slot.log_start, self.log_lines);
         let command = slot.config.evidence.clone();
         let cwd = slot.config.cwd.clone();
         let secrets = slot.secrets();
@@ -629,23 +663,27 @@ impl Executor {
             File,
             Container(DockerDriver),
             Unit(UnitDriver),
+            Nothing,
         }
-        let source = match slot.config.target.unit() {
+        let source = match (slot.config.target.unit(), run) {
+            (_, None) if slot.config.target.container().is_some() => Source::Nothing,
+            (Some(_), None) => Source::Nothing,
             _ if slot.config.target.container().is_some() => Source::Container(self.docker()),
-            Some((_, user)) => Source::Unit(self.units(user)),
-            None => Source::File,
+            (Some((_, user)), Some(_)) => Source::Unit(self.units(user)),
+            (None, _) => Source::File,
         };
         self.io.spawn(async move {
-            let mut lines = match source {
-                Source::Container(docker) => docker.log_tail(agent, run).await,
-                Source::Unit(units) => units.log_tail(agent, run).await,
-                Source::File => evidence::log_tail(&log, n, from, &secrets),
+            let mut lines = match (source, run) {
+                (Source::Container(docker), Some(run)) => docker.log_tail(agent, run).await,
+                (Source::Unit(units), Some(run)) => units.log_tail(agent, run).await,
+                (Source::File, _) => evidence::log_tail(&log, n, from, &secrets),
+                _ => Vec::new(),
             };
-            if let Some(command) = command {
+            if let (Some(command), Some(pid)) = (command, pid) {
                 let output = evidence::command_output(&command, pid, cwd, &children, &secrets);
                 lines.extend(output.await);
             }
-            let _ = events.send(Event::LogTail { agent, run, lines });
+            let _ = events.send(answer(lines));
         });
     }
 

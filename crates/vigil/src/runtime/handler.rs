@@ -365,6 +365,22 @@ impl Handler {
                 }
             }
             ApiRequest::Denied { what } => self.write(&[&records::api_denied(what)]),
+            ApiRequest::Alerts {
+                receiver,
+                status,
+                alerts,
+                reply,
+            } => {
+                // Taken only when it can be recorded: otherwise a 503, and Alertmanager sends
+                // it again later.
+                if let Err(refused) = self.journal_gate() {
+                    let _ = reply.send(Err(refused));
+                    return;
+                }
+                let answer = self.sup.alerts(now, &receiver, &status, alerts);
+                self.settle(now);
+                let _ = reply.send(Ok(answer));
+            }
             ApiRequest::Ping { reply } => {
                 let _ = reply.send(());
             }
@@ -573,6 +589,8 @@ impl Handler {
         }
         self.exec.log_lines = new.diagnosis.log_lines;
         self.sup.set_incident_policy(new.incidents.clone());
+        self.sup
+            .set_runbooks(new.runbooks.clone(), super::alert_policy(&new));
         if new.notify != self.config.notify
             && let Some(n) = &mut self.notifier
         {

@@ -18,6 +18,7 @@ mod keeper;
 mod look_worker;
 mod offload;
 mod rotation;
+mod runbook_exec;
 
 use std::collections::HashSet;
 use std::fs;
@@ -75,6 +76,19 @@ pub enum StartError {
     Worker(std::io::Error),
     #[error("cannot watch agents' exits (epoll): {0}")]
     Exits(std::io::Error),
+}
+
+/// `[alertmanager]`'s policy, with what names vigil itself among agents' targets.
+pub fn alert_policy(config: &Config) -> vigil_core::AlertPolicy {
+    let mut policy = config
+        .alertmanager
+        .as_ref()
+        .map(|a| a.policy.clone())
+        .unwrap_or_default();
+    policy.self_targets = crate::systemd::own_unit()
+        .map(|u| vec![format!("unit {u}")])
+        .unwrap_or_default();
+    policy
 }
 
 pub fn make_advisor(config: &Config, live: &Live) -> Option<Arc<Advisor>> {
@@ -234,6 +248,8 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
         opts.state_dir_override,
     );
     h.sup.set_incident_policy(h.config.incidents.clone());
+    h.sup
+        .set_runbooks(h.config.runbooks.clone(), alert_policy(&h.config));
     let (records_tx, records_rx) = mpsc::unbounded_channel();
     match Notifier::start(
         h.config.notify.clone(),

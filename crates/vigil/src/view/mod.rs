@@ -27,6 +27,8 @@ pub struct FleetView {
     pub shutting_down: bool,
     /// Fleet incidents: open ones first, then the newest resolved.
     pub incidents: Arc<Vec<IncidentView>>,
+    /// Runbook runs: active ones, then the newest ended.
+    pub runbooks: Arc<Vec<RunbookView>>,
     /// Incidents opened since vigil started, by cause key.
     pub incidents_by_cause: Arc<BTreeMap<String, u64>>,
     /// Grows with every published picture (a reader caches what it derives per version).
@@ -42,6 +44,7 @@ impl FleetView {
             actions: Arc::default(),
             shutting_down: false,
             incidents: Arc::default(),
+            runbooks: Arc::default(),
             incidents_by_cause: Arc::default(),
             version: 0,
         }
@@ -102,6 +105,81 @@ impl IncidentView {
 
     pub fn is_open(&self) -> bool {
         self.resolved.is_none()
+    }
+}
+
+/// One run of a runbook. Times are wall-clock, RFC 3339.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RunbookView {
+    pub id: u64,
+    pub runbook: String,
+    pub agent: String,
+    pub alert: String,
+    pub fingerprint: String,
+    /// `queued`, `running`, `waiting_healthy`, `succeeded`, `failed`, `cancelled`.
+    pub state: &'static str,
+    /// The step at work (1-based) and what it is, while it runs.
+    pub step: Option<usize>,
+    pub step_label: Option<String>,
+    pub done: Vec<StepView>,
+    pub started: Option<String>,
+    pub ended: Option<String>,
+    /// How it ended.
+    pub outcome: Option<String>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StepView {
+    pub step: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl RunbookView {
+    pub fn of(r: &vigil_core::runbook::Run, sup: &vigil_core::Supervisor, now: Now) -> RunbookView {
+        use vigil_core::runbook::RunState;
+        let at = |t: std::time::Instant| crate::audit::format_ms(now.wall_of(t));
+        let (state, ended, outcome) = match &r.state {
+            RunState::Queued => ("queued", None, None),
+            RunState::Ready | RunState::Awaiting => ("running", None, None),
+            RunState::WaitingHealthy { .. } => ("waiting_healthy", None, None),
+            RunState::Ended { at: t, ok, how } => {
+                let state = if *ok {
+                    "succeeded"
+                } else if how.starts_with("failed") {
+                    "failed"
+                } else {
+                    "cancelled"
+                };
+                (state, Some(at(*t)), Some(how.clone()))
+            }
+        };
+        let label = sup
+            .runbook_spec(&r.runbook)
+            .and_then(|s| s.steps.get(r.step))
+            .map(|s| s.label());
+        RunbookView {
+            id: r.id,
+            runbook: r.runbook.clone(),
+            agent: r.agent_name.clone(),
+            alert: r.alert.clone(),
+            fingerprint: r.fingerprint.clone(),
+            state,
+            step: r.is_active().then_some(r.step + 1),
+            step_label: if r.is_active() { label } else { None },
+            done: r
+                .done
+                .iter()
+                .map(|(step, ok, detail)| StepView {
+                    step: step.clone(),
+                    ok: *ok,
+                    detail: detail.clone(),
+                })
+                .collect(),
+            started: r.started.map(at),
+            ended,
+            outcome,
+        }
     }
 }
 

@@ -189,6 +189,12 @@ impl Publisher {
                     .map(|i| super::IncidentView::of(i, sup, now))
                     .collect(),
             ),
+            runbooks: Arc::new(
+                sup.runbook_runs()
+                    .iter()
+                    .map(|r| super::RunbookView::of(r, sup, now))
+                    .collect(),
+            ),
             incidents_by_cause: o.incidents_by_cause.clone(),
             version: o.version,
         }));

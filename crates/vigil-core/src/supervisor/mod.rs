@@ -12,6 +12,8 @@
 //!
 //! `now` never goes backwards from one call to the next.
 
+mod alerts;
+
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -59,6 +61,8 @@ pub struct Supervisor {
     last_now: Option<Instant>,
     /// Which agent feeds which, by id.
     graph: Graph,
+    /// Alerts seen and runbooks at work.
+    runbooks: crate::runbook::Runbooks,
 }
 
 /// The dependency graph by id, with each upstream's last level: an agent whose level changes
@@ -103,6 +107,7 @@ impl Supervisor {
             forgotten: Vec::new(),
             last_now: None,
             graph: Graph::default(),
+            runbooks: Default::default(),
         }
     }
 
@@ -257,6 +262,12 @@ impl Supervisor {
                 error,
             } => {
                 self.with_agent(agent, |a, out| a.on_action_failed(run, action, &error, out));
+            }
+            Event::RunbookEvidence { runbook, lines } => {
+                self.on_runbook_evidence(now, runbook, lines);
+            }
+            Event::RunbookExec { runbook, result } => {
+                self.on_runbook_exec(now, runbook, result);
             }
         }
         self.settle(now);
@@ -493,11 +504,14 @@ impl Supervisor {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let agents = self.timers.first().map(|(at, _, _)| *at);
-        match (agents, self.out.incidents.next_due()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.timers.first().map(|(at, _, _)| *at),
+            self.out.incidents.next_due(),
+            self.runbooks.next_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// When several agents failing for one cause make an incident (`[incidents]`).
@@ -549,6 +563,9 @@ impl Supervisor {
     /// changed look at their upstreams again, until nothing changes any more (the graph has
     /// no cycle: each change travels downstream only).
     fn settle(&mut self, now: Now) {
+        if !self.runbooks.runs.is_empty() {
+            self.pump_runbooks(now);
+        }
         if self.graph.stale {
             self.rebuild_graph();
         }

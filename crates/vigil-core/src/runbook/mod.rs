@@ -1,0 +1,141 @@
+//! Runbooks: steps vigil runs when an alert arrives. This module keeps their state — which
+//! alerts were seen, which runs wait, run and ended, and at which step — and the supervisor
+//! (`supervisor/alerts.rs`) carries each step out through the same policy and journal as
+//! everything else.
+
+pub mod spec;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+pub use spec::{
+    Alert, AlertAnswer, AlertPolicy, Matcher, OnFailure, RunbookSpec, SELF_ALERTS, Step,
+};
+
+use crate::event::AgentId;
+
+/// Alerts remembered for de-duplication (fingerprint + start): memory stays flat however
+/// long the stream of repeats.
+const SEEN_MAX: usize = 20_000;
+/// Ended runs kept for `/runbooks`.
+const KEEP_ENDED: usize = 50;
+
+/// Where a run is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunState {
+    /// Waiting for a free slot (`max_concurrent`).
+    Queued,
+    /// Its current step is to be carried out.
+    Ready,
+    /// The edge is carrying out its current step (collecting, executing).
+    Awaiting,
+    /// `wait_healthy`: fresh evidence of health since `since`, by `until`.
+    WaitingHealthy { since: Instant, until: Instant },
+    /// Over: `ok`, and what it came to.
+    Ended { at: Instant, ok: bool, how: String },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    pub id: u64,
+    pub runbook: String,
+    pub agent: AgentId,
+    pub agent_name: String,
+    /// The alert's name, fingerprint and labels.
+    pub alert: String,
+    pub fingerprint: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub queued: Instant,
+    pub started: Option<Instant>,
+    pub deadline: Option<Instant>,
+    pub state: RunState,
+    /// Index of the current step.
+    pub step: usize,
+    /// Each step's outcome so far: (label, ok, detail).
+    pub done: Vec<(String, bool, String)>,
+    /// What `collect` gathered, for `diagnose`.
+    pub evidence: Vec<String>,
+    /// `diagnose` found that a restart cannot help: why.
+    pub no_restart: Option<String>,
+    /// Its alert resolved while a step ran: called off before the next.
+    pub cancel: bool,
+}
+
+impl Run {
+    pub fn is_active(&self) -> bool {
+        !matches!(self.state, RunState::Ended { .. })
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Runbooks {
+    pub specs: Vec<RunbookSpec>,
+    pub policy: AlertPolicy,
+    /// Active runs in the order they came, then ended ones (newest last).
+    pub runs: Vec<Run>,
+    seen: HashMap<String, Instant>,
+    seen_order: VecDeque<String>,
+    pub last_id: u64,
+}
+
+impl Runbooks {
+    /// `true` the first time this alert (fingerprint + start) is seen.
+    pub fn first_sight(&mut self, now: Instant, alert: &Alert) -> bool {
+        let key = format!("{}|{}|{}", alert.fingerprint, alert.starts_at, alert.firing);
+        if self.seen.contains_key(&key) {
+            return false;
+        }
+        self.seen.insert(key.clone(), now);
+        self.seen_order.push_back(key);
+        while self.seen_order.len() > SEEN_MAX {
+            if let Some(old) = self.seen_order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+
+    pub fn active_for(&self, agent: AgentId) -> Option<&Run> {
+        self.runs.iter().find(|r| r.agent == agent && r.is_active())
+    }
+
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut Run> {
+        self.runs.iter_mut().find(|r| r.id == id)
+    }
+
+    pub fn running(&self) -> usize {
+        self.runs
+            .iter()
+            .filter(|r| r.is_active() && r.state != RunState::Queued)
+            .count()
+    }
+
+    /// The earliest deadline of an active run.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.runs
+            .iter()
+            .filter(|r| r.is_active())
+            .flat_map(|r| {
+                let wait = match r.state {
+                    RunState::WaitingHealthy { until, .. } => Some(until),
+                    _ => None,
+                };
+                [r.deadline, wait]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// Ended runs beyond what views keep are dropped.
+    pub fn trim(&mut self) {
+        let ended = self.runs.iter().filter(|r| !r.is_active()).count();
+        let mut drop = ended.saturating_sub(KEEP_ENDED);
+        self.runs.retain(|r| {
+            if drop > 0 && !r.is_active() {
+                drop -= 1;
+                return false;
+            }
+            true
+        });
+    }
+}

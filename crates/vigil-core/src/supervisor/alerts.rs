@@ -1,0 +1,557 @@
+//! Alerts in, runbooks run: intake (de-duplication, the guard against acting on vigil itself
+//! or on anything it does not manage), and each step carried out through the agents' own
+//! policy. The guard is checked again before every step: the agent may have left the
+//! configuration, or its process may have become vigil's own pid.
+
+use std::time::Instant;
+
+use super::Supervisor;
+use crate::action::Action;
+use crate::diagnosis::{Evidence, FailureCause, Remedy};
+use crate::event::AgentId;
+use crate::records;
+use crate::runbook::{Alert, AlertAnswer, OnFailure, Run, RunState, SELF_ALERTS, Step, spec::fill};
+use crate::time::{Now, human_duration, later};
+
+impl Supervisor {
+    /// `[[runbooks]]` and `[alertmanager]`. Active runs go on with the runbook they started.
+    pub fn set_runbooks(
+        &mut self,
+        specs: Vec<crate::runbook::RunbookSpec>,
+        policy: crate::runbook::AlertPolicy,
+    ) {
+        self.runbooks.specs = specs;
+        self.runbooks.policy = policy;
+    }
+
+    pub fn runbook_spec(&self, name: &str) -> Option<&crate::runbook::RunbookSpec> {
+        self.runbooks.specs.iter().find(|s| s.name == name)
+    }
+
+    /// Runbook runs: active ones in order, then the newest ended ones.
+    pub fn runbook_runs(&self) -> &[Run] {
+        &self.runbooks.runs
+    }
+
+    /// A notification from Alertmanager (`receiver`, `status` as it sent them). Journals it,
+    /// decides each alert, and starts what may start.
+    pub fn alerts(
+        &mut self,
+        now: Now,
+        receiver: &str,
+        status: &str,
+        alerts: Vec<Alert>,
+    ) -> AlertAnswer {
+        self.tick(now);
+        let mut answer = AlertAnswer::default();
+        let mut refusals = Vec::new();
+        let names: Vec<String> = alerts.iter().map(|a| a.name().to_string()).collect();
+        for alert in alerts {
+            if !self.runbooks.first_sight(now.mono, &alert) {
+                answer.duplicates += 1;
+                continue;
+            }
+            if !alert.firing {
+                answer.cancelled += self.alert_resolved(now.mono, &alert);
+                continue;
+            }
+            match self.intake(now.mono, &alert) {
+                Intake::Queued => answer.accepted += 1,
+                Intake::Unmatched => answer.unmatched += 1,
+                Intake::Refused(agent, why) => {
+                    answer.refused += 1;
+                    refusals.push(records::alert_refused(&alert, agent.as_deref(), &why));
+                }
+            }
+        }
+        self.out
+            .actions
+            .push_back(Action::Audit(records::alert_received(
+                receiver, status, &names, &answer,
+            )));
+        for r in refusals {
+            self.out.actions.push_back(Action::Audit(r));
+        }
+        self.pump_runbooks(now);
+        self.settle(now);
+        answer
+    }
+
+    /// Why an alert is about vigil itself, if it is.
+    fn about_vigil(&self, alert: &Alert) -> Option<String> {
+        if SELF_ALERTS.contains(&alert.name()) {
+            return Some(format!("{} is one of vigil's own alerts", alert.name()));
+        }
+        if alert.labels.get("component").map(String::as_str) == Some("vigil") {
+            return Some("it is labelled component=\"vigil\"".into());
+        }
+        self.runbooks
+            .policy
+            .self_labels
+            .iter()
+            .find(|(k, v)| alert.labels.get(k) == Some(v))
+            .map(|(k, v)| format!("it is labelled {k}=\"{v}\" ([alertmanager] self_labels)"))
+    }
+
+    /// Why vigil must not act on `agent` now, if so.
+    fn untouchable(&self, agent: AgentId, name: &str) -> Option<String> {
+        let Some(a) = self.agent(agent).filter(|a| a.name() == name) else {
+            return Some(format!("{name} is no longer configured"));
+        };
+        if a.pid() == Some(self.out.self_pid) {
+            return Some(format!("{name}'s process is vigil itself"));
+        }
+        if let Some(t) = &a.spec().target
+            && self.runbooks.policy.self_targets.iter().any(|s| s == t)
+        {
+            return Some(format!("{name} is vigil itself ({t})"));
+        }
+        None
+    }
+
+    fn intake(&mut self, now: Instant, alert: &Alert) -> Intake {
+        if let Some(why) = self.about_vigil(alert) {
+            return Intake::Refused(None, format!("it is about vigil itself: {why}"));
+        }
+        let Some(spec) = self
+            .runbooks
+            .specs
+            .iter()
+            .find(|s| s.matches(&alert.labels))
+            .cloned()
+        else {
+            return Intake::Unmatched;
+        };
+        let name = match fill(&spec.agent, &alert.labels) {
+            Ok(n) => n,
+            Err(label) => {
+                return Intake::Refused(
+                    None,
+                    format!(
+                        "runbook {} names its agent by the label `{label}`, which the alert lacks",
+                        spec.name
+                    ),
+                );
+            }
+        };
+        let Some(agent) = self.id(&name) else {
+            return Intake::Refused(
+                None,
+                format!(
+                    "runbook {} would act on `{name}`, which vigil does not manage",
+                    spec.name
+                ),
+            );
+        };
+        if let Some(why) = self.untouchable(agent, &name) {
+            return Intake::Refused(Some(name), why);
+        }
+        if let Some(busy) = self.runbooks.active_for(agent) {
+            return Intake::Refused(
+                Some(name.clone()),
+                format!(
+                    "runbook {} (run {}) is already at work on {name}: one at a time",
+                    busy.runbook, busy.id
+                ),
+            );
+        }
+        self.runbooks.last_id += 1;
+        self.runbooks.runs.push(Run {
+            id: self.runbooks.last_id,
+            runbook: spec.name.clone(),
+            agent,
+            agent_name: name,
+            alert: alert.name().to_string(),
+            fingerprint: alert.fingerprint.clone(),
+            labels: alert.labels.clone(),
+            queued: now,
+            started: None,
+            deadline: None,
+            state: RunState::Queued,
+            step: 0,
+            done: Vec::new(),
+            evidence: Vec::new(),
+            no_restart: None,
+            cancel: false,
+        });
+        Intake::Queued
+    }
+
+    /// A resolved alert calls off its runbook: at once when it has not started or waits for
+    /// health, else before its next step. Returns how many were called off.
+    fn alert_resolved(&mut self, now: Instant, alert: &Alert) -> usize {
+        let mut n = 0;
+        let ids: Vec<u64> = self
+            .runbooks
+            .runs
+            .iter()
+            .filter(|r| r.is_active() && r.fingerprint == alert.fingerprint)
+            .map(|r| r.id)
+            .collect();
+        for id in ids {
+            n += 1;
+            let Some(run) = self.runbooks.get_mut(id) else {
+                continue;
+            };
+            match run.state {
+                RunState::Queued | RunState::WaitingHealthy { .. } | RunState::Ready => {
+                    self.end_run(now, id, false, "its alert resolved".into(), true);
+                }
+                _ => run.cancel = true,
+            }
+        }
+        n
+    }
+
+    fn end_run(&mut self, now: Instant, id: u64, ok: bool, how: String, cancelled: bool) {
+        let Some(pos) = self.runbooks.runs.iter().position(|r| r.id == id) else {
+            return;
+        };
+        let mut run = self.runbooks.runs.remove(pos);
+        if cancelled {
+            self.out
+                .actions
+                .push_back(Action::Audit(records::runbook_cancelled(&run, &how)));
+        } else if ok {
+            let took = now.saturating_duration_since(run.started.unwrap_or(run.queued));
+            self.out
+                .actions
+                .push_back(Action::Audit(records::runbook_succeeded(&run, took)));
+        }
+        run.state = RunState::Ended { at: now, ok, how };
+        self.runbooks.runs.push(run);
+        self.runbooks.trim();
+    }
+
+    /// A step failed (or the runbook timed out): journaled with what follows.
+    fn fail_run(&mut self, now: Instant, id: u64, step: &str, why: &str) {
+        let Some(run) = self.runbooks.runs.iter().find(|r| r.id == id).cloned() else {
+            return;
+        };
+        let on_failure = self
+            .runbooks
+            .specs
+            .iter()
+            .find(|s| s.name == run.runbook)
+            .map_or(OnFailure::Escalate, |s| s.on_failure);
+        let guarded = self.untouchable(run.agent, &run.agent_name);
+        let then = match (on_failure, &guarded) {
+            (OnFailure::Escalate, None) => {
+                format!("{} is quarantined: a human must look", run.agent_name)
+            }
+            (OnFailure::Escalate, Some(g)) => format!("not quarantined: {g}"),
+            (OnFailure::Notify, _) => "people are told (on_failure = \"notify\")".into(),
+        };
+        self.out
+            .actions
+            .push_back(Action::Audit(records::runbook_failed(
+                &run, step, why, &then,
+            )));
+        if on_failure == OnFailure::Escalate && guarded.is_none() {
+            let reason = format!(
+                "runbook {} for alert {} failed at {step}: {why}",
+                run.runbook, run.alert
+            );
+            self.with_agent(run.agent, |a, out| a.runbook_quarantine(now, reason, out));
+        }
+        self.end_run(now, id, false, format!("failed at {step}: {why}"), false);
+    }
+
+    /// Start queued runs while there is room, and carry out every step that can go now.
+    pub(super) fn pump_runbooks(&mut self, now: Now) {
+        let t = now.mono;
+        loop {
+            let mut progressed = false;
+            let ids: Vec<u64> = self
+                .runbooks
+                .runs
+                .iter()
+                .filter(|r| r.is_active())
+                .map(|r| r.id)
+                .collect();
+            for id in ids {
+                progressed |= self.advance_run(now, t, id);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    /// One move of one run; `true` if it moved.
+    fn advance_run(&mut self, now: Now, t: Instant, id: u64) -> bool {
+        let Some(run) = self.runbooks.runs.iter().find(|r| r.id == id).cloned() else {
+            return false;
+        };
+        let spec = self
+            .runbooks
+            .specs
+            .iter()
+            .find(|s| s.name == run.runbook)
+            .cloned();
+        let Some(spec) = spec else {
+            self.end_run(
+                t,
+                id,
+                false,
+                "its runbook left the configuration".into(),
+                true,
+            );
+            return true;
+        };
+        if let Some(deadline) = run.deadline
+            && t >= deadline
+        {
+            let at = spec
+                .steps
+                .get(run.step)
+                .map_or("the end".into(), Step::label);
+            let why = format!("timed out after {}", human_duration(spec.timeout));
+            self.fail_run(t, id, &at, &why);
+            return true;
+        }
+        match run.state {
+            RunState::Queued => {
+                if self.runbooks.running() >= self.runbooks.policy.max_concurrent.max(1) {
+                    return false;
+                }
+                let r = self.runbooks.get_mut(id).expect("found above");
+                r.started = Some(t);
+                r.deadline = Some(later(t, spec.timeout));
+                r.state = RunState::Ready;
+                let entry = records::runbook_started(r, spec.steps.len());
+                self.out.actions.push_back(Action::Audit(entry));
+                true
+            }
+            RunState::Ready => {
+                if run.cancel {
+                    self.end_run(t, id, false, "its alert resolved".into(), true);
+                    return true;
+                }
+                let Some(step) = spec.steps.get(run.step).cloned() else {
+                    self.end_run(t, id, true, "every step succeeded".into(), false);
+                    return true;
+                };
+                if let Some(why) = self.untouchable(run.agent, &run.agent_name) {
+                    self.fail_run(t, id, &step.label(), &why);
+                    return true;
+                }
+                self.start_step(now, &run, &step);
+                true
+            }
+            RunState::WaitingHealthy { since, until } => {
+                let healthy = self
+                    .agent(run.agent)
+                    .is_some_and(|a| a.healthy_since(since));
+                if healthy {
+                    let took = t.saturating_duration_since(since);
+                    self.step_done(
+                        t,
+                        id,
+                        true,
+                        format!("healthy after {}", human_duration(took)),
+                    );
+                    true
+                } else if t >= until {
+                    let label = spec.steps.get(run.step).map_or(String::new(), Step::label);
+                    let why = "not running with every check passing on fresh evidence in time";
+                    self.fail_run(t, id, &label, why);
+                    true
+                } else {
+                    false
+                }
+            }
+            RunState::Awaiting | RunState::Ended { .. } => false,
+        }
+    }
+
+    fn start_step(&mut self, now: Now, run: &Run, step: &Step) {
+        let t = now.mono;
+        let id = run.id;
+        match step {
+            Step::Collect => {
+                self.set_state(id, RunState::Awaiting);
+                self.out.actions.push_back(Action::CollectEvidence {
+                    agent: run.agent,
+                    runbook: id,
+                });
+            }
+            Step::Diagnose => {
+                let Some(a) = self.agent(run.agent) else {
+                    return;
+                };
+                let verdict = a.spec().diagnosis.classify(&Evidence {
+                    cause: FailureCause::Exit,
+                    spawn_error: None,
+                    streak: 1,
+                    log: &run.evidence,
+                    oom_killed: false,
+                });
+                let detail = format!(
+                    "diagnosed {} ({}, {}): {}",
+                    verdict.rule,
+                    verdict.category.as_str(),
+                    verdict.action.as_str(),
+                    verdict.explanation
+                );
+                if verdict.action == Remedy::Quarantine
+                    && let Some(r) = self.runbooks.get_mut(id)
+                {
+                    r.no_restart = Some(detail.clone());
+                }
+                self.step_done(t, id, true, detail);
+            }
+            Step::Restart => {
+                if let Some(why) = run.no_restart.clone() {
+                    self.fail_run(
+                        t,
+                        id,
+                        &step.label(),
+                        &format!("{why}: a restart cannot help"),
+                    );
+                    return;
+                }
+                let name = run.runbook.clone();
+                let result = self
+                    .with_agent(run.agent, |a, out| a.runbook_restart(t, &name, out))
+                    .unwrap_or_else(|| Err("it is no longer configured".into()));
+                match result {
+                    Ok(what) => self.step_done(t, id, true, what.to_string()),
+                    Err(why) => self.fail_run(t, id, &step.label(), &why),
+                }
+            }
+            Step::WaitHealthy(d) => {
+                self.set_state(
+                    id,
+                    RunState::WaitingHealthy {
+                        since: t,
+                        until: later(t, *d),
+                    },
+                );
+            }
+            Step::Exec { argv, timeout } => {
+                let instance = self
+                    .agent(run.agent)
+                    .and_then(|a| a.spec().instance.clone())
+                    .unwrap_or_default();
+                let argv = argv
+                    .iter()
+                    .map(|arg| {
+                        let arg = arg
+                            .replace("{agent}", &run.agent_name)
+                            .replace("{instance}", &instance);
+                        fill(&arg, &run.labels).unwrap_or(arg)
+                    })
+                    .collect();
+                self.set_state(id, RunState::Awaiting);
+                self.out.actions.push_back(Action::RunbookExec {
+                    agent: run.agent,
+                    runbook: id,
+                    argv,
+                    timeout: *timeout,
+                });
+            }
+            Step::Notify(channel) => {
+                let steps: Vec<String> = run
+                    .done
+                    .iter()
+                    .map(|(l, ok, d)| format!("{l}: {} ({d})", if *ok { "ok" } else { "failed" }))
+                    .collect();
+                let detail = format!(
+                    "telling {channel}: alert {} on {}{}",
+                    run.alert,
+                    run.agent_name,
+                    if steps.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; so far: {}", steps.join("; "))
+                    }
+                );
+                self.step_done_with(t, id, true, detail, Some(channel.clone()));
+            }
+        }
+    }
+
+    fn set_state(&mut self, id: u64, state: RunState) {
+        if let Some(r) = self.runbooks.get_mut(id) {
+            r.state = state;
+        }
+    }
+
+    fn step_done(&mut self, t: Instant, id: u64, ok: bool, detail: String) {
+        self.step_done_with(t, id, ok, detail, None);
+    }
+
+    /// The current step is over: journaled, and the run moves to the next.
+    fn step_done_with(
+        &mut self,
+        t: Instant,
+        id: u64,
+        ok: bool,
+        detail: String,
+        notify: Option<String>,
+    ) {
+        let label = {
+            let Some(run) = self.runbooks.runs.iter().find(|r| r.id == id) else {
+                return;
+            };
+            self.runbooks
+                .specs
+                .iter()
+                .find(|s| s.name == run.runbook)
+                .and_then(|s| s.steps.get(run.step))
+                .map_or(String::new(), Step::label)
+        };
+        if !ok {
+            self.fail_run(t, id, &label, &detail);
+            return;
+        }
+        let Some(run) = self.runbooks.get_mut(id) else {
+            return;
+        };
+        let mut entry = records::runbook_step(run, &label, true, &detail);
+        if let Some(channel) = notify {
+            entry = entry.meta("notify", channel);
+        }
+        run.done.push((label, true, detail));
+        run.step += 1;
+        run.state = RunState::Ready;
+        self.out.actions.push_back(Action::Audit(entry));
+    }
+
+    /// What the edge gathered for a `collect` step.
+    pub(super) fn on_runbook_evidence(&mut self, now: Now, id: u64, lines: Vec<String>) {
+        let Some(run) = self
+            .runbooks
+            .get_mut(id)
+            .filter(|r| r.state == RunState::Awaiting)
+        else {
+            return;
+        };
+        let n = lines.len();
+        run.evidence = lines;
+        self.step_done(now.mono, id, true, format!("{n} line(s) of evidence"));
+    }
+
+    /// How an `exec` step ended.
+    pub(super) fn on_runbook_exec(&mut self, now: Now, id: u64, result: Result<String, String>) {
+        if !self
+            .runbooks
+            .runs
+            .iter()
+            .any(|r| r.id == id && r.state == RunState::Awaiting)
+        {
+            return;
+        }
+        match result {
+            Ok(out) => self.step_done(now.mono, id, true, out),
+            Err(why) => self.step_done(now.mono, id, false, why),
+        }
+    }
+}
+
+enum Intake {
+    Queued,
+    Unmatched,
+    Refused(Option<String>, String),
+}

@@ -1,0 +1,295 @@
+//! `[alertmanager]` (taking alerts in) and `[[runbooks]]` (what an alert makes vigil do).
+
+use std::path::Path;
+use std::time::Duration;
+
+use vigil_core::runbook::{AlertPolicy, Matcher, OnFailure, RunbookSpec, Step};
+
+use super::diagnostic::ConfigError;
+use super::reader::{Cx, Tbl};
+
+const ALERTMANAGER_KEYS: &[&str] = &["token_file", "self_labels", "max_concurrent_runbooks"];
+const RUNBOOK_KEYS: &[&str] = &[
+    "name",
+    "match",
+    "match_re",
+    "agent",
+    "steps",
+    "timeout",
+    "on_failure",
+];
+const STEP_KINDS: &[&str] = &[
+    "collect",
+    "diagnose",
+    "restart",
+    "wait_healthy",
+    "exec",
+    "notify",
+];
+
+/// `[alertmanager]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertmanagerConfig {
+    /// Alertmanager's `Authorization: Bearer` credentials.
+    pub token: String,
+    pub policy: AlertPolicy,
+}
+
+pub fn read_alertmanager(
+    cx: &mut Cx,
+    t: &Tbl<'_, '_>,
+    base_dir: &Path,
+) -> Option<AlertmanagerConfig> {
+    cx.check_keys(t, ALERTMANAGER_KEYS);
+    let mut policy = AlertPolicy::default();
+    if let Some(labels) = cx.string_map(t, "self_labels") {
+        policy.self_labels = labels.into_iter().map(|(k, v)| (k, v.value)).collect();
+    }
+    if let Some(n) = cx.integer(t, "max_concurrent_runbooks", 1..1001) {
+        policy.max_concurrent = n as usize;
+    }
+    let Some(file) = cx.string(t, "token_file") else {
+        cx.error(
+            ConfigError::new(t.span.clone(), "[alertmanager] needs `token_file`")
+                .hint("a file holding the bearer token Alertmanager sends (http_config.authorization.credentials_file on its side); make one with `openssl rand -hex 24`"),
+        );
+        return None;
+    };
+    let path = base_dir.join(&file.value);
+    let token = match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim().len() >= 16 => text.trim().to_string(),
+        Ok(_) => {
+            cx.err(
+                file.span,
+                format!(
+                    "the token in {} is shorter than 16 characters",
+                    path.display()
+                ),
+            );
+            return None;
+        }
+        Err(e) => {
+            cx.err(
+                file.span,
+                format!("cannot read token_file {}: {e}", path.display()),
+            );
+            return None;
+        }
+    };
+    Some(AlertmanagerConfig { token, policy })
+}
+
+/// `[[runbooks]]`. `channels` are the `[notify]` names a `notify` step may use.
+pub fn read_runbooks(
+    cx: &mut Cx,
+    root: &Tbl<'_, '_>,
+    base_dir: &Path,
+    channels: &[String],
+) -> Vec<(RunbookSpec, std::ops::Range<usize>)> {
+    let mut out: Vec<(RunbookSpec, std::ops::Range<usize>)> = Vec::new();
+    let example = "name = \"stalled-trader\", match = { alertname = \"TraderStalled\" }, agent = \"{{ labels.agent }}\", steps = [{ restart = true }]";
+    for t in cx.table_list(root, "runbooks", "runbook", example) {
+        cx.check_keys(&t, RUNBOOK_KEYS);
+        let name = cx.string(&t, "name");
+        let agent = cx.string(&t, "agent");
+        let timeout = cx
+            .duration(&t, "timeout")
+            .unwrap_or(Duration::from_secs(600));
+        let on_failure = match cx.choice(&t, "on_failure", &["escalate", "notify"]) {
+            Some(c) if c.value == "notify" => OnFailure::Notify,
+            _ => OnFailure::Escalate,
+        };
+        let mut matchers = Vec::new();
+        for (k, v) in cx.string_map(&t, "match").unwrap_or_default() {
+            matchers.push((k, Matcher::Equal(v.value)));
+        }
+        for (k, v) in cx.string_map(&t, "match_re").unwrap_or_default() {
+            // Anchored, as Alertmanager's matchers are.
+            match regex::Regex::new(&format!("^(?:{})$", v.value)) {
+                Ok(re) => matchers.push((k, Matcher::Regex(re))),
+                Err(e) => cx.err(
+                    v.span,
+                    format!(
+                        "`{k}` in match_re of [{}] is not a regular expression: {e}",
+                        t.name
+                    ),
+                ),
+            }
+        }
+        let steps = read_steps(cx, &t, base_dir, channels);
+        let (Some(name), Some(agent)) = (name, agent) else {
+            cx.error(
+                ConfigError::new(t.span.clone(), format!("[{}] needs `name` and `agent`", t.name))
+                    .hint("agent = \"{{ labels.agent }}\" takes the agent from the alert's `agent` label; a plain name always acts on that agent"),
+            );
+            continue;
+        };
+        if matchers.is_empty() {
+            cx.error(
+                ConfigError::new(t.span.clone(), format!("runbook {} matches no alert", name.value))
+                    .hint("add match = { alertname = \"…\" } (equality) or match_re = { severity = \"crit|page\" }"),
+            );
+        }
+        if out.iter().any(|(r, _)| r.name == name.value) {
+            cx.err(name.span, format!("a second runbook named {}", name.value));
+            continue;
+        }
+        if steps.is_empty() {
+            cx.err(
+                t.span.clone(),
+                format!("runbook {} has no steps", name.value),
+            );
+            continue;
+        }
+        out.push((
+            RunbookSpec {
+                name: name.value,
+                matchers,
+                agent: agent.value,
+                steps,
+                timeout,
+                on_failure,
+            },
+            agent.span,
+        ));
+    }
+    out
+}
+
+fn read_steps(cx: &mut Cx, t: &Tbl<'_, '_>, base_dir: &Path, channels: &[String]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let example = "{ restart = true }";
+    for s in cx.table_list(t, "steps", "step", example) {
+        let kinds: Vec<&str> = STEP_KINDS
+            .iter()
+            .copied()
+            .filter(|k| s.get(k).is_some())
+            .collect();
+        let mut known = STEP_KINDS.to_vec();
+        known.push("timeout");
+        cx.check_keys(&s, &known);
+        let kind = match kinds.as_slice() {
+            [one] => *one,
+            [] => {
+                cx.error(
+                    ConfigError::new(s.span.clone(), format!("[{}] says no step", s.name)).hint(
+                        "one of: collect = \"evidence\", diagnose = true, restart = true, wait_healthy = \"2m\", exec = [\"cmd\", \"arg\"], notify = \"CHANNEL\"",
+                    ),
+                );
+                continue;
+            }
+            many => {
+                cx.err(
+                    s.span.clone(),
+                    format!(
+                        "[{}] has several steps in one ({}): write one per table",
+                        s.name,
+                        many.join(", ")
+                    ),
+                );
+                continue;
+            }
+        };
+        let step = match kind {
+            "collect" => match cx.string(&s, "collect") {
+                Some(v) if v.value == "evidence" => Some(Step::Collect),
+                Some(v) => {
+                    cx.err(
+                        v.span,
+                        format!(
+                            "[{}]: collect = \"evidence\" is what can be collected",
+                            s.name
+                        ),
+                    );
+                    None
+                }
+                None => None,
+            },
+            "diagnose" => flag(cx, &s, "diagnose").then_some(Step::Diagnose),
+            "restart" => flag(cx, &s, "restart").then_some(Step::Restart),
+            "wait_healthy" => cx.duration(&s, "wait_healthy").map(Step::WaitHealthy),
+            "exec" => cx.string_list(&s, "exec").and_then(|argv| {
+                let mut argv: Vec<String> = argv.value.into_iter().map(|a| a.value).collect();
+                if argv.is_empty() {
+                    cx.err(
+                        s.span.clone(),
+                        format!("[{}]: exec needs a command", s.name),
+                    );
+                    return None;
+                }
+                // `scripts/reconcile.sh` is relative to the config, like every path in it.
+                if argv[0].contains('/') && !argv[0].starts_with('/') {
+                    argv[0] = base_dir.join(&argv[0]).to_string_lossy().into_owned();
+                }
+                let timeout = cx
+                    .duration(&s, "timeout")
+                    .unwrap_or(Duration::from_secs(60));
+                Some(Step::Exec { argv, timeout })
+            }),
+            _ => cx.string(&s, "notify").and_then(|c| {
+                if channels.contains(&c.value) {
+                    Some(Step::Notify(c.value))
+                } else {
+                    let names: Vec<&str> = channels.iter().map(String::as_str).collect();
+                    let mut e = ConfigError::new(
+                        c.span,
+                        format!("[{}]: there is no [notify.{}] channel", s.name, c.value),
+                    );
+                    e = match super::did_you_mean(&c.value, &names) {
+                        Some(n) => e.hint(format!("did you mean `{n}`?")),
+                        None => e.hint("add a [notify.NAME] section, or name one of its channels"),
+                    };
+                    cx.error(e);
+                    None
+                }
+            }),
+        };
+        if kind != "exec" && s.get("timeout").is_some() {
+            cx.err(s.span.clone(), format!("[{}]: only an exec step has a timeout (the runbook's own is `timeout` in [[runbooks]])", s.name));
+        }
+        steps.extend(step);
+    }
+    steps
+}
+
+/// `restart = true`; `false` is a mistake worth saying (a step that does nothing).
+fn flag(cx: &mut Cx, s: &Tbl<'_, '_>, key: &str) -> bool {
+    match cx.boolean(s, key) {
+        Some(true) => true,
+        Some(false) => {
+            let span = s.get(key).map(|v| v.span()).unwrap_or(s.span.clone());
+            cx.err(
+                span,
+                format!("[{}]: `{key} = false` is no step: leave it out", s.name),
+            );
+            false
+        }
+        None => false,
+    }
+}
+
+/// A runbook that names its agent outright must name one that is configured.
+pub fn check_agents(
+    cx: &mut Cx,
+    runbooks: &[(RunbookSpec, std::ops::Range<usize>)],
+    agents: &[super::AgentConfig],
+) {
+    for (rb, span) in runbooks {
+        if rb.agent.contains("{{") || agents.iter().any(|a| a.name == rb.agent) {
+            continue;
+        }
+        let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
+        let mut e = ConfigError::new(
+            span.clone(),
+            format!(
+                "runbook {} acts on `{}`, which is not a configured agent",
+                rb.name, rb.agent
+            ),
+        );
+        e = match super::did_you_mean(&rb.agent, &names) {
+            Some(n) => e.hint(format!("did you mean `{n}`?")),
+            None => e.hint("name an agent (an instance: `trader@BTC_USDT`), or take it from the alert: agent = \"{{ labels.agent }}\""),
+        };
+        cx.error(e);
+    }
+}
