@@ -29,7 +29,7 @@ pub fn get(addr: &str, path: &str) -> Result<(u16, usize)> {
     Ok((code, buf.len()))
 }
 
-fn wait_for_addr(daemon: &mut Daemon) -> Result<String> {
+pub(crate) fn wait_for_addr(daemon: &mut Daemon) -> Result<String> {
     let file = daemon.dir.join("state/api.addr");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

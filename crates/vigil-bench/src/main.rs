@@ -12,6 +12,7 @@
 //! Results go to stdout as a table and, with `--json`, as one JSON object.
 
 mod advisor;
+mod alerts;
 mod api;
 mod chaos;
 mod docker;
@@ -143,6 +144,20 @@ enum Bench {
         #[arg(long, default_value_t = 1000)]
         agents: usize,
     },
+    /// Alertmanager's webhook: answered (journaled) latency at a steady rate of new alerts,
+    /// memory under a stream of repeats, and alert → its runbook's first step
+    Alerts {
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Repeats of one alert per second
+        #[arg(long, default_value_t = 1000)]
+        repeats: u32,
+        /// Alerts whose runbook restarts an agent (one agent each)
+        #[arg(long, default_value_t = 50)]
+        runbooks: usize,
+    },
     /// vigil's CPU while N agents each have a file check every second
     FileChecks {
         #[arg(long, default_value_t = 1000)]
@@ -183,6 +198,12 @@ fn main() -> Result<()> {
         Bench::NotifyFlood { seconds } => notify_flood(&vigil, seconds)?,
         Bench::FileChecks { agents, seconds } => file_checks(&vigil, agents, seconds)?,
         Bench::GraphStart { agents } => graph::graph_start(&vigil, agents)?,
+        Bench::Alerts {
+            rate,
+            seconds,
+            repeats,
+            runbooks,
+        } => alerts::alerts(&vigil, rate, seconds, repeats, runbooks)?,
         Bench::Chaos { minutes, seed } => chaos::chaos(&vigil, minutes, seed)?,
         Bench::Docker {
             restarts,

@@ -139,19 +139,11 @@ impl Agent {
             waited,
             what,
         ));
-        match self.phase {
-            // Its restart, decided before the incident, goes now (and counts, as decided).
-            Phase::Waiting {
-                backoff: Some((_, retry)),
-            } => {
-                self.phase = Phase::Backoff { until: now, retry };
-                self.on_restart_due(now, out);
-            }
-            Phase::Waiting { backoff: None } => {
-                self.phase = Phase::Stopped;
-                self.spawn(now, true, out);
-            }
-            _ => {}
+        // Its own waiting restart (from before the incident opened) waited for the same
+        // cause: it goes now, like the others, spending no budget on what was not its own.
+        if let Phase::Waiting { .. } = self.phase {
+            self.phase = Phase::Stopped;
+            self.spawn(now, true, out);
         }
         true
     }

@@ -10,6 +10,8 @@ pub struct FleetOptions<'a> {
     pub exe: &'a Path,
     pub port: u16,
     pub llm: Option<LlmChoice<'a>>,
+    /// The demo's own notification sink (`sink.rs`).
+    pub sink_port: u16,
 }
 
 pub struct LlmChoice<'a> {
@@ -71,7 +73,20 @@ backoff_max = "10s"
 stable_after = "1m"
 on_exhausted = "retry_after"
 retry_after = "30s"
-throttle_delay = "20s"      # a 429 storm: everyone waits 20-30 s, spread out, never a burst
+throttle_delay = "20s"      # a 429 spell of one bot: it waits 20-30 s before its restart
+
+# Several agents failing for one cause (all six traders hit by one 429 storm) are one incident:
+# their restarts are held, one canary probes the exchange, then the rest come back 2 s apart.
+[incidents]
+probe_every = "10s"
+probe_for = "5s"
+spread = "2s"
+
+# People are told: a quarantine, an incident opened and resolved. Here to a local sink the demo
+# runs itself and prints; yours would be Slack, Telegram, email or a webhook.
+[notify.demo-sink]
+kind = "webhook"
+url = "http://127.0.0.1:{sink_port}/notify"
 
 [agents.market-feed]
 command = [{exe}, "demo-agent", "market-feed", "--db", "demo/trading.db", "--faults", "demo/faults"]
@@ -115,6 +130,7 @@ required = ["/api_key_file", "/risk/max_position"]
 repair = "restore"
 {llm}"#,
         port = o.port,
+        sink_port = o.sink_port,
     )
 }
 
@@ -158,6 +174,7 @@ mod tests {
         let text = config(&FleetOptions {
             exe: Path::new("/usr/local/bin/vigil"),
             port: 0,
+            sink_port: 9,
             llm: Some(LlmChoice {
                 provider: "ollama",
                 url: "http://127.0.0.1:11434",

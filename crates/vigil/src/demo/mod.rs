@@ -7,6 +7,7 @@
 pub mod agent;
 mod faults;
 mod fleet;
+mod sink;
 mod summary;
 mod tracker;
 mod view;
@@ -145,6 +146,7 @@ fn demo(o: DemoOptions) -> Result<bool, String> {
         url,
         model: &o.llm_model,
     });
+    let (sink_port, told) = sink::start()?;
     let config_path = dir.join("demo.toml");
     std::fs::write(
         &config_path,
@@ -152,6 +154,7 @@ fn demo(o: DemoOptions) -> Result<bool, String> {
             exe: &exe,
             port: o.port,
             llm,
+            sink_port,
         }),
     )
     .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
@@ -219,6 +222,10 @@ fn demo(o: DemoOptions) -> Result<bool, String> {
     let mut vigil_died = None;
     loop {
         tracker.poll(&view);
+        for title in told.try_iter() {
+            tracker.totals.told += 1;
+            view.line("people", "told", &format!("demo-sink got: {title}"));
+        }
         if STOP.load(Ordering::Relaxed) {
             view.say("stopping (Ctrl-C)…");
             break;
@@ -266,6 +273,10 @@ fn demo(o: DemoOptions) -> Result<bool, String> {
         let _ = child.wait();
     }
     tracker.poll(&view);
+    for title in told.try_iter() {
+        tracker.totals.told += 1;
+        view.line("people", "told", &format!("demo-sink got: {title}"));
+    }
     if let Some(status) = vigil_died {
         eprintln!(
             "vigil exited unexpectedly ({status}):\n{}",

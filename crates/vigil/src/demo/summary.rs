@@ -77,6 +77,16 @@ pub fn render(t: &Tracker, seed: u64) -> (String, bool) {
             t.totals.files_repaired
         ));
     }
+    if t.totals.incidents_opened > 0 {
+        out.push_str(&format!(
+            "incidents: {} opened, {} resolved; {} failure(s) held by one (no restart budget spent on a shared cause)\n",
+            t.totals.incidents_opened, t.totals.incidents_resolved, t.totals.held_by_incident
+        ));
+    }
+    out.push_str(&format!(
+        "people told: {} notification(s) delivered to the demo's sink\n",
+        t.totals.told
+    ));
     for line in storm_spread(t) {
         out.push_str(&line);
         out.push('\n');

@@ -50,6 +50,12 @@ pub struct Totals {
     pub restarted_while_feed_down: usize,
     /// Guarded files repaired before a start.
     pub files_repaired: usize,
+    pub incidents_opened: usize,
+    pub incidents_resolved: usize,
+    /// Agents whose failure an incident held (no restart, no budget spent).
+    pub held_by_incident: usize,
+    /// Notifications the demo's sink received.
+    pub told: usize,
 }
 
 pub struct Tracker {
@@ -138,8 +144,20 @@ impl Tracker {
     fn observe(&mut self, r: &Record, view: &View) {
         let action = r.action.as_str();
         let Some(agent) = r.agent.as_deref() else {
+            match action {
+                "incident_opened" => {
+                    self.totals.incidents_opened += 1;
+                    view.line("fleet", "incident", &r.reason);
+                }
+                "incident_resolved" => {
+                    self.totals.incidents_resolved += 1;
+                    view.line("fleet", "resolved", &r.reason);
+                }
+                _ => {}
+            }
             return;
         };
+        let incident = r.metadata.get("incident").and_then(Value::as_u64);
         let at = ts_ms(r).unwrap_or_default();
         let reason = r.reason.as_str();
         let meta = |key: &str| r.metadata.get(key).unwrap_or(&Value::Null);
@@ -198,6 +216,21 @@ impl Tracker {
             return;
         };
         let since = |from: i64| (at - from) as f64 / 1000.0;
+        // Held by an incident, then started again (as its canary or once it cleared).
+        match (action, incident) {
+            ("waiting", Some(n)) if fault.detected_ms.is_some() => {
+                self.totals.held_by_incident += 1;
+                fault
+                    .acted
+                    .get_or_insert_with(|| format!("held by incident {n}"));
+                view.line(agent, "held", reason);
+            }
+            ("resumed", Some(_)) => {
+                fault.restarted_ms.get_or_insert(at);
+                view.line(agent, "restarted", reason);
+            }
+            _ => {}
+        }
         match action {
             "exit" | "stalled" if fault.detected_ms.is_none() && !r.success => {
                 fault.detected_ms = Some(at);
