@@ -66,6 +66,8 @@ pub struct Incident {
     pub held: Vec<AgentId>,
     /// The member started to probe the cause, and when it must have lasted until.
     pub canary: Option<(AgentId, Instant)>,
+    /// When the current probe began.
+    pub probe_since: Option<Instant>,
     pub probes: u32,
     pub(crate) next_probe: Instant,
     /// After resolution: held members still to start, and when the next one goes.
@@ -193,6 +195,7 @@ impl Incidents {
                 held: vec![agent],
                 members,
                 canary: None,
+                probe_since: None,
                 probes: 0,
                 next_probe: crate::time::later(now, self.policy.probe_every),
                 releases: Vec::new(),
@@ -263,7 +266,18 @@ impl Incidents {
         if let Some(inc) = self.get_mut(incident) {
             inc.held.retain(|a| *a != agent);
             inc.canary = Some((agent, crate::time::later(now, probe_for)));
+            inc.probe_since = Some(now);
             inc.probes += 1;
+        }
+    }
+
+    /// The canary is still starting: it gets `probe_for` more.
+    pub fn extend_canary(&mut self, now: Instant, incident: u64) {
+        let probe_for = self.policy.probe_for;
+        if let Some(inc) = self.get_mut(incident)
+            && let Some((_, until)) = &mut inc.canary
+        {
+            *until = crate::time::later(now, probe_for);
         }
     }
 
@@ -305,8 +319,13 @@ impl Incidents {
         for inc in &mut self.list {
             inc.held.retain(|a| *a != agent);
             inc.releases.retain(|a| *a != agent);
-            if inc.canary.is_some_and(|(a, _)| a == agent) {
+            if let Some((a, until)) = inc.canary
+                && a == agent
+            {
                 inc.canary = None;
+                // The next probe when this one would have been judged: a deadline in the
+                // future, never one long past (which would look like a stalled loop).
+                inc.next_probe = until;
             }
         }
         for failures in self.recent.values_mut() {

@@ -258,3 +258,95 @@ fn agents_whose_checks_find_one_service_unreachable_share_that_cause() {
             .contains("postgres://db:5432/bots unreachable")
     );
 }
+
+#[test]
+fn a_person_can_take_an_agent_out_of_an_incident() {
+    let mut sim = Sim::new(bots(6));
+    sim.advance(secs(30));
+    for i in 1..=6 {
+        crash(&mut sim, &format!("bot@{i}"), DB_DOWN);
+    }
+    assert_eq!(state(&sim, "bot@6"), AgentState::Waiting);
+    let id = sim.id("bot@6");
+    let spawns = sim.spawns(id).len();
+    // A person starts it: the hold yields, on the record.
+    let out = sim.command(id, vigil_core::Command::Start, vigil_core::Requester::Cli);
+    assert!(out.is_ok(), "{out:?}");
+    assert_eq!(sim.spawns(id).len(), spawns + 1);
+    assert_ne!(state(&sim, "bot@6"), AgentState::Waiting);
+    // A person stops another: it stays stopped, never started as a canary.
+    let five = sim.id("bot@5");
+    let _ = sim.command(five, vigil_core::Command::Stop, vigil_core::Requester::Cli);
+    assert_eq!(state(&sim, "bot@5"), AgentState::Stopped);
+    let spawns5 = sim.spawns(five).len();
+    sim.advance(secs(120));
+    assert_eq!(
+        sim.spawns(five).len(),
+        spawns5,
+        "a stopped agent is not probed"
+    );
+}
+
+#[test]
+fn a_canary_of_an_unreachable_service_must_see_it_back() {
+    let specs = bots(3)
+        .into_iter()
+        .map(|mut s| {
+            let mut c = vigil_core::CheckSpec::new("sql", vigil_core::CheckKind::Sql);
+            c.max_age = Some(secs(3600));
+            c.interval = secs(1);
+            c.target = Some("postgres://db:5432/bots".into());
+            s.checks = vec![c];
+            s
+        })
+        .collect();
+    let mut sim = Sim::new(specs);
+    sim.advance(secs(30));
+    let unknown = || vigil_core::Observation::Unknown("connection refused".into());
+    for i in 1..=3 {
+        let id = sim.id(&format!("bot@{i}"));
+        while sim.probes.iter().any(|(a, _, _)| *a == id) {
+            sim.answer(id, unknown());
+        }
+    }
+    for i in 1..=3 {
+        crash(
+            &mut sim,
+            &format!("bot@{i}"),
+            &["Traceback: KeyError 'price'"],
+        );
+    }
+    assert_eq!(fleet_records(&sim, AuditAction::IncidentOpened).len(), 1);
+    // The canary starts and stays up, but its own check still cannot reach the database.
+    for _ in 0..30 {
+        sim.advance(secs(1));
+        let canary = (1..=3)
+            .map(|i| sim.id(&format!("bot@{i}")))
+            .find(|id| sim.live.contains_key(id));
+        if let Some(id) = canary {
+            while sim.probes.iter().any(|(a, _, _)| *a == id) {
+                sim.answer(id, unknown());
+            }
+        }
+    }
+    assert!(fleet_records(&sim, AuditAction::IncidentResolved).is_empty());
+    // (bot@1 was restarted before the second failure made it an incident; bot@2 is the
+    // canary.) bot@3 stays held while the service is down.
+    assert_eq!(state(&sim, "bot@3"), AgentState::Waiting);
+    // The database answers again: the canary's check passes, the incident resolves.
+    let canary = sim.id("bot@2");
+    assert!(sim.live.contains_key(&canary));
+    for _ in 0..20 {
+        sim.advance(secs(1));
+        while sim.probes.iter().any(|(a, _, _)| *a == canary) {
+            let at = sim.now.wall_ms;
+            sim.answer(
+                canary,
+                vigil_core::Observation::Progress {
+                    at_wall_ms: Some(at),
+                },
+            );
+        }
+    }
+    assert_eq!(fleet_records(&sim, AuditAction::IncidentResolved).len(), 1);
+}

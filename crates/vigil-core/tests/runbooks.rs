@@ -348,3 +348,47 @@ proptest! {
         let _ = Observation::Healthy(String::new());
     }
 }
+
+#[test]
+fn a_runbook_never_quarantines_an_agent_held_by_an_incident() {
+    let mut sim = fleet(vec![Step::Restart], OnFailure::Escalate);
+    // Three bots lose their database: an incident holds them.
+    let mut specs = Vec::new();
+    for i in 1..=3 {
+        let mut s = AgentSpec::new(&format!("db@{i}"));
+        s.template = Some("db".into());
+        specs.push(s);
+    }
+    for s in specs {
+        sim.sup.add(s, None);
+    }
+    sim.sup.start_all(sim.now);
+    sim.drain();
+    sim.advance(secs(5));
+    for i in 1..=3 {
+        let id = sim.id(&format!("db@{i}"));
+        sim.exit_logging(
+            id,
+            vigil_core::ExitStatus::code(1),
+            &["psycopg2.OperationalError: could not connect to server: Connection refused"],
+        );
+    }
+    assert_eq!(
+        sim.sup.agent(sim.id("db@3")).unwrap().state(),
+        AgentState::Waiting
+    );
+    // Prometheus says it is down (it is: held): the runbook is called off, not escalated.
+    send(&mut sim, vec![alert("TraderStalled", "db@3", "d1", true)]);
+    assert!(all(&sim, AuditAction::RunbookFailed).is_empty());
+    let cancelled = all(&sim, AuditAction::RunbookCancelled);
+    assert_eq!(cancelled.len(), 1);
+    assert!(
+        cancelled[0].reason.contains("held"),
+        "{}",
+        cancelled[0].reason
+    );
+    assert_eq!(
+        sim.sup.agent(sim.id("db@3")).unwrap().state(),
+        AgentState::Waiting
+    );
+}

@@ -158,3 +158,81 @@ timeout = "1s"
     );
     fleet.stop();
 }
+
+#[test]
+fn a_429_storm_on_six_bots_is_one_incident_one_notification_and_no_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Sink::http(dir.path(), &[]);
+    // Each bot trades until the exchange rate-limits everyone (`storm`), and runs on once the
+    // storm is over (`over`).
+    let config = format!(
+        r#"[incidents]
+probe_every = "1s"
+probe_for = "1s"
+spread = "500ms"
+
+[notify.ops]
+kind = "webhook"
+url = "{hook}"
+
+[agents.bot]
+instances = ["1", "2", "3", "4", "5", "6"]
+command = ["sh", "-c", "if [ -e over ]; then exec sleep 730201; fi; while [ ! -e storm ]; do sleep 0.05; done; echo 'ccxt.base.errors.RateLimitExceeded: binance 429 Too Many Requests' >&2; exit 1"]
+
+[agents.bot.policy]
+throttle_delay = "30s"
+"#,
+        hook = hook.url("/hook"),
+    );
+    let mut fleet = Fleet::new(&config);
+    fleet.start();
+    fleet.wait_for("six bots running", SECS(20), |f| {
+        (1..=6).all(|i| f.status(&format!("bot@{i}"))["state"] == "running")
+    });
+    std::fs::write(fleet.path("storm"), "").unwrap();
+    fleet.wait_for("all six held", SECS(20), |f| {
+        (1..=6).all(|i| f.status(&format!("bot@{i}"))["state"] == "waiting")
+    });
+    let opened = fleet.records(Some("incident_opened"));
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert_eq!(opened[0]["metadata"]["cause"], "rule:rate_limited");
+    // The exchange is fine again.
+    std::fs::write(fleet.path("over"), "").unwrap();
+    fleet.wait_for("all six running again", SECS(30), |f| {
+        (1..=6).all(|i| f.status(&format!("bot@{i}"))["state"] == "running")
+    });
+    let resolved_at = record_time(&fleet.records(Some("incident_resolved"))[0]);
+    let mut starts: Vec<_> = fleet
+        .records(Some("resumed"))
+        .iter()
+        .map(record_time)
+        .filter(|t| *t >= resolved_at)
+        .collect();
+    starts.sort();
+    assert_eq!(starts.len(), 5, "the canary, then five: {starts:?}");
+    for pair in starts.windows(2) {
+        let gap = pair[1].duration_since(pair[0]).unwrap();
+        assert!(gap >= Duration::from_millis(450), "a burst: {starts:?}");
+    }
+    // Nobody spent budget on the storm, nobody was quarantined.
+    assert!(fleet.records(Some("restart")).is_empty());
+    assert!(fleet.records(Some("escalated")).is_empty());
+    // One notification for the storm (and one when it was over).
+    fleet.wait_for("two notifications", SECS(10), |_| {
+        hook.received().len() >= 2
+    });
+    let events: Vec<String> = hook
+        .received()
+        .iter()
+        .map(|r| {
+            let body: serde_json::Value =
+                serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+            body["notifications"][0]["event"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(events, ["incident_opened", "incident_resolved"]);
+    fleet.stop();
+}

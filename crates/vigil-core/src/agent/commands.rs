@@ -21,8 +21,12 @@ impl Agent {
             return Err(CommandError::Removed);
         }
         self.note = note.map(|n| n.chars().take(200).collect());
-        // A person decides now: a config failure waiting for its files' check is forgotten.
+        // A person decides now: a config failure waiting for its files' check is forgotten,
+        // and an incident's hold yields to what they ask.
         self.config_suspect = None;
+        if by.is_human() {
+            self.leave_incident(now, &self.who(by), out);
+        }
         let result = match command {
             Command::Start => self.request_start(now, by, out),
             Command::ForceStart => self.request_force_start(now, by, out),

@@ -113,7 +113,7 @@ impl Agent {
     }
 
     /// Start it again: as the incident's canary, or after the cause cleared. `false` when it
-    /// is not held by `incident` (any more).
+    /// was not started: not held by `incident` (any more), or no longer wanted running.
     pub(crate) fn release_from(
         &mut self,
         now: Instant,
@@ -132,6 +132,11 @@ impl Agent {
             return false;
         };
         self.checks.upstream_down = false;
+        // Its own waiting restart (from before the incident opened) waited for the same
+        // cause: it goes now, like the others, spending no budget on what was not its own.
+        if !matches!(self.phase, Phase::Waiting { .. }) || !self.want_running {
+            return false;
+        }
         let waited = now.saturating_duration_since(w.since);
         out.audit(records::released_by_incident(
             self.name(),
@@ -139,12 +144,45 @@ impl Agent {
             waited,
             what,
         ));
-        // Its own waiting restart (from before the incident opened) waited for the same
-        // cause: it goes now, like the others, spending no budget on what was not its own.
+        self.phase = Phase::Stopped;
+        self.spawn(now, true, out);
+        true
+    }
+
+    /// A person acts on an agent an incident holds: the hold yields (the incident goes on
+    /// without it), and the person's command decides what follows.
+    pub(super) fn leave_incident(&mut self, now: Instant, who: &str, out: &mut Outbox) {
+        let Some(incident) = self.waiting.as_deref().and_then(|w| w.incident) else {
+            return;
+        };
+        let Some(w) = self.waiting.take() else { return };
+        self.checks.upstream_down = false;
+        out.incidents.let_go(now, incident, self.id);
+        let waited = now.saturating_duration_since(w.since);
+        out.audit(records::released_by_incident(
+            self.name(),
+            incident,
+            waited,
+            &format!("{who} acts on it: it leaves the incident's hold"),
+        ));
         if let Phase::Waiting { .. } = self.phase {
             self.phase = Phase::Stopped;
-            self.spawn(now, true, out);
+            self.timers.set(TimerKind::Restart, None);
         }
-        true
+    }
+
+    /// Still starting (a READY=1 not yet sent): a canary is given the time it needs.
+    pub fn is_starting(&self) -> bool {
+        matches!(self.phase, Phase::Starting(_))
+    }
+
+    /// A check on `target` (a `target:` cause) passed on evidence from `since` on: the shared
+    /// service answers again.
+    pub fn target_ok_since(&self, target: &str, since: Instant) -> bool {
+        self.checks.checks.iter().any(|c| {
+            c.spec.target.as_deref() == Some(target)
+                && c.status.verdict == Verdict::Ok
+                && c.status.at.is_some_and(|t| t >= since)
+        })
     }
 }

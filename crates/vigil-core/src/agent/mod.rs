@@ -26,6 +26,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use advising::Investigation;
+pub(crate) use runbook::RestartRefused;
 pub(crate) use timers::{TimerKind, Timers};
 pub(crate) use upstream::{Blame, Waiting};
 

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::{Agent, Outbox, Phase, Then};
-use crate::checks::{CheckKind, Verdict};
+use crate::checks::Verdict;
 use crate::records::{self, Budget};
 
 impl Agent {
@@ -16,29 +16,38 @@ impl Agent {
         now: Instant,
         runbook: &str,
         out: &mut Outbox,
-    ) -> Result<&'static str, String> {
+    ) -> Result<&'static str, RestartRefused> {
         let policy = &self.spec.policy;
         match self.phase {
             Phase::Quarantined { ref reason } => {
-                return Err(format!("it is quarantined ({reason})"));
+                return Err(RestartRefused::NotNow(format!(
+                    "it is quarantined ({reason})"
+                )));
             }
-            Phase::Waiting { .. } => {
-                return Err("it is held, waiting for what it depends on".into());
+            _ if self.waiting.is_some() || matches!(self.phase, Phase::Waiting { .. }) => {
+                let on = self
+                    .waiting
+                    .as_deref()
+                    .map_or("what it depends on", |w| w.on.as_str());
+                return Err(RestartRefused::NotNow(format!(
+                    "it is held, waiting for {on}"
+                )));
             }
-            _ if self.waiting.is_some() => {
-                return Err("it is held, waiting for what it depends on".into());
+            _ if !self.want_running => {
+                return Err(RestartRefused::NotNow("it was stopped by a person".into()));
             }
-            _ if !self.want_running => return Err("it was stopped by a person".into()),
-            Phase::Stopping { .. } => return Err("it is being stopped already".into()),
+            Phase::Stopping { .. } => {
+                return Err(RestartRefused::NotNow("it is being stopped already".into()));
+            }
             _ => {}
         }
         let used = self.restarts.count(now, policy.window);
         if used >= policy.max_restarts {
-            return Err(format!(
+            return Err(RestartRefused::Budget(format!(
                 "its restart budget is used up ({used} of {} in the last {})",
                 policy.max_restarts,
                 crate::time::human_duration(policy.window)
-            ));
+            )));
         }
         self.restarts.record(now, policy.window);
         self.total_restarts += 1;
@@ -76,11 +85,12 @@ impl Agent {
             return false;
         }
         self.checks.checks.iter().all(|c| {
-            let fresh = match c.spec.kind {
-                CheckKind::Heartbeat | CheckKind::Notify | CheckKind::Api | CheckKind::File => {
-                    c.status.last_progress.is_some_and(|t| t >= since)
-                }
-                _ => c.status.at.is_some_and(|t| t >= since),
+            // A progress check (it has a `max_age`): progress made since; any other: a
+            // verdict reached since.
+            let fresh = if c.spec.max_age.is_some() {
+                c.status.last_progress.is_some_and(|t| t >= since)
+            } else {
+                c.status.at.is_some_and(|t| t >= since)
             };
             c.status.verdict == Verdict::Ok && fresh
         })
@@ -106,9 +116,22 @@ impl Agent {
             _ => {
                 out.audit(entry);
                 self.timers.set(super::TimerKind::Restart, None);
-                self.waiting = None;
                 self.phase = Phase::Quarantined { reason };
             }
         }
+        // Whatever it waited for, it now waits for a person; its checks count again when
+        // they let it run.
+        self.waiting = None;
+        self.checks.upstream_down = false;
     }
+}
+
+/// Why a runbook's restart was not made.
+#[derive(Debug)]
+pub(crate) enum RestartRefused {
+    /// Not the runbook's to do now: the agent is held, quarantined, stopped by a person or
+    /// being stopped. The runbook is called off, never escalated for it.
+    NotNow(String),
+    /// The policy says no more restarts: the runbook has failed.
+    Budget(String),
 }

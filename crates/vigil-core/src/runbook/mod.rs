@@ -5,7 +5,7 @@
 
 pub mod spec;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
 pub use spec::{
@@ -67,32 +67,50 @@ impl Run {
     }
 }
 
+/// (fingerprint, start, status), hashed (FNV-1a).
+fn sight_key(alert: &Alert) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let firing = if alert.firing { "1" } else { "0" };
+    for part in [alert.fingerprint.as_str(), alert.starts_at.as_str(), firing] {
+        for b in part.bytes().chain([0xff]) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Runbooks {
     pub specs: Vec<RunbookSpec>,
     pub policy: AlertPolicy,
     /// Active runs in the order they came, then ended ones (newest last).
     pub runs: Vec<Run>,
-    seen: HashMap<String, Instant>,
-    seen_order: VecDeque<String>,
+    /// Alerts seen, by a hash of (fingerprint, start, status): fixed-size, whatever a sender
+    /// puts in those strings.
+    seen: HashSet<u64>,
+    seen_order: VecDeque<u64>,
     pub last_id: u64,
 }
 
 impl Runbooks {
     /// `true` the first time this alert (fingerprint + start) is seen.
-    pub fn first_sight(&mut self, now: Instant, alert: &Alert) -> bool {
-        let key = format!("{}|{}|{}", alert.fingerprint, alert.starts_at, alert.firing);
-        if self.seen.contains_key(&key) {
+    pub fn first_sight(&mut self, alert: &Alert) -> bool {
+        let h = sight_key(alert);
+        if !self.seen.insert(h) {
             return false;
         }
-        self.seen.insert(key.clone(), now);
-        self.seen_order.push_back(key);
+        self.seen_order.push_back(h);
         while self.seen_order.len() > SEEN_MAX {
             if let Some(old) = self.seen_order.pop_front() {
                 self.seen.remove(&old);
             }
         }
         true
+    }
+
+    /// Forget that `alert` was seen (refused for now only: its repeat may run).
+    pub fn unsee(&mut self, alert: &Alert) {
+        self.seen.remove(&sight_key(alert));
     }
 
     pub fn active_for(&self, agent: AgentId) -> Option<&Run> {

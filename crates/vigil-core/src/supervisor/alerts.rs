@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::Supervisor;
 use crate::action::Action;
+use crate::agent::RestartRefused;
 use crate::diagnosis::{Evidence, FailureCause, Remedy};
 use crate::event::AgentId;
 use crate::records;
@@ -47,7 +48,7 @@ impl Supervisor {
         let mut refusals = Vec::new();
         let names: Vec<String> = alerts.iter().map(|a| a.name().to_string()).collect();
         for alert in alerts {
-            if !self.runbooks.first_sight(now.mono, &alert) {
+            if !self.runbooks.first_sight(&alert) {
                 answer.duplicates += 1;
                 continue;
             }
@@ -61,6 +62,12 @@ impl Supervisor {
                 Intake::Refused(agent, why) => {
                     answer.refused += 1;
                     refusals.push(records::alert_refused(&alert, agent.as_deref(), &why));
+                }
+                Intake::Busy(agent, why) => {
+                    // Refused for now only: its next repeat may run once the agent is free.
+                    self.runbooks.unsee(&alert);
+                    answer.refused += 1;
+                    refusals.push(records::alert_refused(&alert, Some(&agent), &why));
                 }
             }
         }
@@ -147,8 +154,8 @@ impl Supervisor {
             return Intake::Refused(Some(name), why);
         }
         if let Some(busy) = self.runbooks.active_for(agent) {
-            return Intake::Refused(
-                Some(name.clone()),
+            return Intake::Busy(
+                name.clone(),
                 format!(
                     "runbook {} (run {}) is already at work on {name}: one at a time",
                     busy.runbook, busy.id
@@ -228,6 +235,12 @@ impl Supervisor {
         let Some(run) = self.runbooks.runs.iter().find(|r| r.id == id).cloned() else {
             return;
         };
+        if run.cancel {
+            // Its alert resolved meanwhile: what it would escalate is over.
+            let how = format!("its alert resolved ({step} had failed: {why})");
+            self.end_run(now, id, false, how, true);
+            return;
+        }
         let on_failure = self
             .runbooks
             .specs
@@ -412,12 +425,19 @@ impl Supervisor {
                     return;
                 }
                 let name = run.runbook.clone();
-                let result = self
-                    .with_agent(run.agent, |a, out| a.runbook_restart(t, &name, out))
-                    .unwrap_or_else(|| Err("it is no longer configured".into()));
+                let result = self.with_agent(run.agent, |a, out| a.runbook_restart(t, &name, out));
                 match result {
-                    Ok(what) => self.step_done(t, id, true, what.to_string()),
-                    Err(why) => self.fail_run(t, id, &step.label(), &why),
+                    Some(Ok(what)) => self.step_done(t, id, true, what.to_string()),
+                    Some(Err(RestartRefused::Budget(why))) => {
+                        self.fail_run(t, id, &step.label(), &why)
+                    }
+                    // Held by an incident or an upstream, stopped by a person, quarantined:
+                    // not a runbook's to override, and no reason to escalate.
+                    Some(Err(RestartRefused::NotNow(why))) => {
+                        let how = format!("not restarted: {why}");
+                        self.end_run(t, id, false, how, true);
+                    }
+                    None => self.fail_run(t, id, &step.label(), "it is no longer configured"),
                 }
             }
             Step::WaitHealthy(d) => {
@@ -434,15 +454,23 @@ impl Supervisor {
                     .agent(run.agent)
                     .and_then(|a| a.spec().instance.clone())
                     .unwrap_or_default();
-                let argv = argv
+                let argv: Result<Vec<String>, String> = argv
                     .iter()
                     .map(|arg| {
                         let arg = arg
                             .replace("{agent}", &run.agent_name)
                             .replace("{instance}", &instance);
-                        fill(&arg, &run.labels).unwrap_or(arg)
+                        fill(&arg, &run.labels)
                     })
                     .collect();
+                let argv = match argv {
+                    Ok(a) => a,
+                    Err(label) => {
+                        let why = format!("the alert has no label `{label}` for its command");
+                        self.fail_run(t, id, &step.label(), &why);
+                        return;
+                    }
+                };
                 self.set_state(id, RunState::Awaiting);
                 self.out.actions.push_back(Action::RunbookExec {
                     agent: run.agent,
@@ -554,4 +582,6 @@ enum Intake {
     Queued,
     Unmatched,
     Refused(Option<String>, String),
+    /// Its agent has a runbook at work.
+    Busy(String, String),
 }

@@ -324,18 +324,38 @@ impl Supervisor {
                     }
                 }
                 Step::CanaryDue { incident, agent } => {
-                    let up = self.agent(agent).is_some_and(|a| a.level().running);
-                    if !up {
+                    let Some(a) = self.agent(agent) else {
+                        self.out.incidents.let_go(t, incident, agent);
+                        continue;
+                    };
+                    if a.is_starting() {
+                        self.out.incidents.extend_canary(t, incident);
+                        continue;
+                    }
+                    let inc = self.out.incidents.list.iter().find(|i| i.id == incident);
+                    let since = inc.and_then(|i| i.probe_since).unwrap_or(t);
+                    // For a service their checks found unreachable, the canary's own check of
+                    // it must pass again: staying up while it retries inside proves nothing.
+                    let target_ok = match inc.and_then(|i| i.cause.key.strip_prefix("target:")) {
+                        Some(target) => a.target_ok_since(target, since),
+                        None => true,
+                    };
+                    if !a.level().running {
                         self.out.incidents.let_go(t, incident, agent);
                         continue;
                     }
-                    let name = self.agent(agent).map(|a| a.name().to_string());
+                    if !target_ok {
+                        // Up, but the service is not proven back: the canary keeps probing
+                        // (its check says when), and nobody else is released meanwhile.
+                        self.out.incidents.extend_canary(t, incident);
+                        continue;
+                    }
+                    let name = a.name().to_string();
                     let spread = self.out.incidents.policy.spread;
                     let probe_for = self.out.incidents.policy.probe_for;
                     if let Some(inc) = self.out.incidents.resolve(t, incident) {
                         let how = format!(
-                            "the canary {} stayed up for {}",
-                            name.unwrap_or_default(),
+                            "the canary {name} stayed up for {}",
                             crate::time::human_duration(probe_for)
                         );
                         let lasted = t.saturating_duration_since(inc.opened);

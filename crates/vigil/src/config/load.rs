@@ -487,14 +487,25 @@ fn read_incidents(cx: &mut Cx, t: &Tbl<'_, '_>) -> vigil_core::IncidentPolicy {
     if let Some(n) = cx.integer(t, "min_agents", 2..100_001) {
         p.min_agents = n as u32;
     }
-    for (key, slot) in [
-        ("window", &mut p.window),
-        ("probe_every", &mut p.probe_every),
-        ("probe_for", &mut p.probe_for),
-        ("spread", &mut p.spread),
+    // Floors: a zero probe interval is a restart storm, a zero spread a burst.
+    for (key, slot, floor) in [
+        ("window", &mut p.window, Duration::from_secs(1)),
+        ("probe_every", &mut p.probe_every, Duration::from_secs(1)),
+        ("probe_for", &mut p.probe_for, Duration::from_secs(1)),
+        ("spread", &mut p.spread, Duration::from_millis(100)),
     ] {
         if let Some(d) = cx.duration(t, key) {
-            *slot = d;
+            if d < floor {
+                let span = t.get(key).map(|v| v.span()).unwrap_or(t.span.clone());
+                cx.err(
+                    span,
+                    format!(
+                        "`{key}` in [incidents] must be at least {}",
+                        vigil_core::human_duration(floor)
+                    ),
+                );
+            }
+            *slot = d.max(floor);
         }
     }
     p

@@ -197,12 +197,18 @@ fn read_channel(cx: &mut Cx, name: String, t: &Tbl<'_, '_>, base_dir: &Path) -> 
         "webhook" => {
             let url = read_url(cx, t, &name, base_dir)?;
             let secret = read_secret_file(cx, t, "secret_file", base_dir);
-            let headers = cx
-                .string_map(t, "headers")
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.value))
-                .collect();
+            let mut headers = Vec::new();
+            for (k, v) in cx.string_map(t, "headers").unwrap_or_default() {
+                let name_ok = reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_ok();
+                if !name_ok || reqwest::header::HeaderValue::from_str(&v.value).is_err() {
+                    cx.err(
+                        v.span,
+                        format!("[notify.{name}] headers: `{k}` is not a usable HTTP header (name or value)"),
+                    );
+                    continue;
+                }
+                headers.push((k, v.value));
+            }
             ChannelKind::Webhook {
                 url,
                 secret,
@@ -332,7 +338,16 @@ fn read_email(cx: &mut Cx, t: &Tbl<'_, '_>, name: &str, base_dir: &Path) -> Opti
     let ca_pem = cx.string(t, "ca_file").and_then(|f| {
         let path = base_dir.join(&f.value);
         match std::fs::read(&path) {
-            Ok(pem) => Some(pem),
+            Ok(pem) if lettre::transport::smtp::client::Certificate::from_pem(&pem).is_ok() => {
+                Some(pem)
+            }
+            Ok(_) => {
+                cx.err(
+                    f.span,
+                    format!("ca_file {} is not a PEM certificate", path.display()),
+                );
+                None
+            }
             Err(e) => {
                 cx.err(
                     f.span,

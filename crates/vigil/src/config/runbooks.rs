@@ -124,7 +124,7 @@ pub fn read_runbooks(
             );
             continue;
         };
-        if matchers.is_empty() {
+        if t.get("match").is_none() && t.get("match_re").is_none() {
             cx.error(
                 ConfigError::new(t.span.clone(), format!("runbook {} matches no alert", name.value))
                     .hint("add match = { alertname = \"…\" } (equality) or match_re = { severity = \"crit|page\" }"),
@@ -134,12 +134,18 @@ pub fn read_runbooks(
             cx.err(name.span, format!("a second runbook named {}", name.value));
             continue;
         }
-        if steps.is_empty() {
-            cx.err(
-                t.span.clone(),
-                format!("runbook {} has no steps", name.value),
+        let listed = t.get("steps").is_some_and(|v| match v.get_ref() {
+            toml::de::DeValue::Array(a) => !a.is_empty(),
+            _ => true,
+        });
+        if !listed {
+            cx.error(
+                ConfigError::new(
+                    t.span.clone(),
+                    format!("runbook {} has no steps", name.value),
+                )
+                .hint("steps = [{ restart = true }, { wait_healthy = \"2m\" }]"),
             );
-            continue;
         }
         out.push((
             RunbookSpec {
@@ -291,5 +297,110 @@ pub fn check_agents(
             None => e.hint("name an agent (an instance: `trader@BTC_USDT`), or take it from the alert: agent = \"{{ labels.agent }}\""),
         };
         cx.error(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse;
+
+    fn parsed(text: &str) -> Result<crate::config::Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("am-token"), "0123456789abcdef0123").unwrap();
+        let path = dir.path().join("vigil.toml");
+        parse(&path, text, None).map_err(|e| e.to_string())
+    }
+
+    const AGENT: &str = "[agents.bot]\ncommand = [\"true\"]\n";
+
+    #[test]
+    fn runbooks_and_alertmanager_are_read() {
+        let text = format!(
+            "{AGENT}\n[alertmanager]\ntoken_file = \"am-token\"\nself_labels = {{ job = \"vigil\" }}\n\n\
+             [notify.ops]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\n\n\
+             [[runbooks]]\nname = \"r\"\nmatch = {{ alertname = \"X\" }}\nmatch_re = {{ severity = \"crit|page\" }}\n\
+             agent = \"{{{{ labels.agent }}}}\"\nsteps = [{{ collect = \"evidence\" }}, {{ diagnose = true }}, \
+             {{ restart = true }}, {{ wait_healthy = \"2m\" }}, {{ exec = [\"scripts/x.sh\", \"{{instance}}\"], timeout = \"5s\" }}, \
+             {{ notify = \"ops\" }}]\non_failure = \"notify\"\n"
+        );
+        let c = parsed(&text).unwrap();
+        assert_eq!(c.api.alert_token.as_deref(), Some("0123456789abcdef0123"));
+        let rb = &c.runbooks[0];
+        assert_eq!(rb.steps.len(), 6);
+        assert!(
+            rb.matches(
+                &[
+                    ("alertname".to_string(), "X".to_string()),
+                    ("severity".to_string(), "page".to_string())
+                ]
+                .into()
+            )
+        );
+        assert!(
+            !rb.matches(
+                &[
+                    ("alertname".to_string(), "X".to_string()),
+                    ("severity".to_string(), "pager".to_string())
+                ]
+                .into()
+            )
+        );
+        let vigil_core::runbook::Step::Exec { argv, .. } = &rb.steps[4] else {
+            panic!()
+        };
+        assert!(
+            argv[0].ends_with("/scripts/x.sh") && argv[0].starts_with('/'),
+            "{argv:?}"
+        );
+    }
+
+    #[test]
+    fn mistakes_in_runbooks_are_named() {
+        let text = format!(
+            "{AGENT}\n[[runbooks]]\nname = \"r\"\nmatch_re = {{ alertname = \"(\" }}\nagent = \"bott\"\n\
+             steps = [{{ notify = \"opz\" }}, {{ restart = true, diagnose = true }}, {{ restart = false }}, {{ reboot = true }}]\n"
+        );
+        let e = parsed(&text).unwrap_err();
+        assert!(e.contains("is not a regular expression"), "{e}");
+        assert!(e.contains("there is no [notify.opz] channel"), "{e}");
+        assert!(e.contains("several steps in one"), "{e}");
+        assert!(e.contains("`restart = false` is no step"), "{e}");
+        assert!(e.contains("`reboot`"), "{e}");
+        assert!(
+            e.contains("acts on `bott`, which is not a configured agent"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean `bot`?"), "{e}");
+    }
+
+    #[test]
+    fn alertmanager_needs_its_token() {
+        let e = parsed(&format!("{AGENT}\n[alertmanager]\n")).unwrap_err();
+        assert!(e.contains("[alertmanager] needs `token_file`"), "{e}");
+    }
+
+    #[test]
+    fn mistakes_in_channels_are_named_without_their_secrets() {
+        let text = format!(
+            "{AGENT}\n[notify.a]\nkind = \"slack\"\nurl = \"hooks.slack.com/services/SECRET\"\n\n\
+             [notify.b]\nkind = \"webhook\"\nurl = \"http://x\"\nevents = [\"escalatd\"]\n\n\
+             [notify.c]\nkind = \"email\"\nserver = \"smtp.example.com\"\ntls = \"none\"\nfrom = \"x@y\"\nto = [\"not an address\"]\n\n\
+             [notify.d]\nkind = \"telegram\"\n"
+        );
+        let e = parsed(&text).unwrap_err();
+        assert!(
+            e.contains("`url` in [notify.a] is not an http(s) address"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean `escalated`?"), "{e}");
+        assert!(e.contains("unencrypted"), "{e}");
+        assert!(
+            e.contains("\"not an address\" is not an email address"),
+            "{e}"
+        );
+        assert!(
+            e.contains("(telegram) needs `token_file` and `chat_id`"),
+            "{e}"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Telling people: journal records routed to notification channels (`[notify.NAME]`).
 //!
 //! The loop only picks, among the records it has just journaled, those a channel wants (a
-//! set lookup) and hands them over. Everything else happens on the `vigil-notify` thread:
+//! set lookup) and hands them over. Everything else happens on the `vigil-tell` thread:
 //! de-duplication, the durable outbox, rate limits, deliveries and their retries. What was
 //! delivered or given up comes back to the loop as `notified` / `notify_failed` records.
 
@@ -64,8 +64,7 @@ impl Routes {
             .iter()
             .filter(move |(name, events, agents)| {
                 named == Some(name.as_str())
-                    || (events.contains(r.action.as_str())
-                        && agent_matches(agents, r.agent.as_deref()))
+                    || (events.contains(r.action.as_str()) && agent_matches(agents, r))
             })
             .map(|(name, _, _)| name.as_str())
     }
@@ -75,16 +74,26 @@ impl Routes {
     }
 }
 
-/// `agents` names exact agents or templates; empty admits all (and vigil's own records).
-fn agent_matches(agents: &[String], agent: Option<&str>) -> bool {
+/// `agents` names exact agents or templates; empty admits all (and vigil's own records). A
+/// record about several agents (an incident's `members`) is theirs.
+fn agent_matches(agents: &[String], r: &Record) -> bool {
     if agents.is_empty() {
         return true;
     }
-    let Some(agent) = agent else { return false };
-    let template = agent.split_once('@').map(|(t, _)| t);
-    agents
-        .iter()
-        .any(|a| a == agent || Some(a.as_str()) == template)
+    let one = |agent: &str| {
+        let template = agent.split_once('@').map(|(t, _)| t);
+        agents
+            .iter()
+            .any(|a| a == agent || Some(a.as_str()) == template)
+    };
+    match r.agent.as_deref() {
+        Some(agent) => one(agent),
+        None => r
+            .metadata
+            .get("members")
+            .and_then(|m| m.as_array())
+            .is_some_and(|m| m.iter().filter_map(|v| v.as_str()).any(one)),
+    }
 }
 
 enum Input {
@@ -128,7 +137,7 @@ impl Notifier {
             unaccepted: VecDeque::new(),
         };
         std::thread::Builder::new()
-            .name("vigil-notify".into())
+            .name("vigil-tell".into())
             .spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -310,7 +319,14 @@ impl Worker {
         }
         let cursor = self.outbox.cursor();
         let Some(ts) = cursor.ts else {
-            // Never routed anything: nothing can have been missed.
+            // The first start with notifications (or a cursor lost): from now on nothing may
+            // be missed — a record written before a kill, or vigil's own crash record written
+            // before it executes itself again, is routed after the restart.
+            let now = crate::audit::format_ms(crate::clock::now().wall_ms);
+            if let Err(e) = self.outbox.set_cursor(&now, &HashSet::new()) {
+                warn!("cannot write the outbox's cursor: {e}");
+            }
+            self.cursor = Some(now);
             return;
         };
         self.cursor = Some(ts.clone());
@@ -374,10 +390,14 @@ impl Worker {
                     .map(|v| v.to_string())
                     .unwrap_or_default()
             );
-            if ch
-                .recent
-                .get(&key)
-                .is_some_and(|t| now.saturating_duration_since(*t) < ch.config.dedupe)
+            // A message a runbook addresses to this channel is meant, every time.
+            let addressed =
+                record.metadata.get("notify").and_then(|v| v.as_str()) == Some(name.as_str());
+            if !addressed
+                && ch
+                    .recent
+                    .get(&key)
+                    .is_some_and(|t| now.saturating_duration_since(*t) < ch.config.dedupe)
             {
                 self.live.notification(name, "deduplicated", 1);
                 continue;
@@ -422,9 +442,13 @@ impl Worker {
 
     /// Start every delivery that is due; the earliest time one will be.
     fn dispatch(&mut self, now: Instant, inflight: &mut JoinSet<Outcome>) -> Option<Instant> {
-        // The outbox can be written again (space freed): make those durable too.
-        while let Some((entry, _)) = self.unaccepted.front() {
-            if self.outbox.accept(entry).is_err() {
+        // The outbox can be written again (space freed): make those still waiting durable.
+        while let Some((entry, channel)) = self.unaccepted.front() {
+            let waiting = self
+                .channels
+                .get(channel)
+                .is_some_and(|c| c.queue.iter().any(|e| e.message.id == entry.message.id));
+            if waiting && self.outbox.accept(entry).is_err() {
                 break;
             }
             self.unaccepted.pop_front();
@@ -530,7 +554,8 @@ impl Worker {
         }
     }
 
-    fn give_up(&self, m: &Message, why: &str) {
+    fn give_up(&mut self, m: &Message, why: &str) {
+        self.unaccepted.retain(|(e, _)| e.message.id != m.id);
         let kept = self.outbox.dir().join("failed");
         if let Err(e) = self.outbox.failed(&m.id) {
             warn!(

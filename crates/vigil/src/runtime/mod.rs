@@ -85,7 +85,7 @@ pub fn alert_policy(config: &Config) -> vigil_core::AlertPolicy {
         .as_ref()
         .map(|a| a.policy.clone())
         .unwrap_or_default();
-    policy.self_targets = crate::systemd::own_unit()
+    policy.self_targets = crate::driver::units::own_unit()
         .map(|u| vec![format!("unit {u}")])
         .unwrap_or_default();
     policy
