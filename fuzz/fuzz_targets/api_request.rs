@@ -25,6 +25,8 @@ fn server() -> SocketAddr {
         std::fs::create_dir_all(&*state).expect("state dir");
         let config = vigil::config::ApiConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
+            // The seeds' `POST /alertmanager` carries it: the payload parser is reached.
+            alert_token: Some("fuzz-alert-token-0123456789".into()),
             ..Default::default()
         };
         let (journal, _) = vigil::audit::Journal::open(&state.join("audit.jsonl"));
@@ -40,6 +42,9 @@ fn server() -> SocketAddr {
                     }
                     ApiRequest::Ping { reply } => {
                         let _ = reply.send(());
+                    }
+                    ApiRequest::Alerts { reply, .. } => {
+                        let _ = reply.send(Ok(Default::default()));
                     }
                     _ => {}
                 }

@@ -221,11 +221,13 @@ pub fn alerts(
         rss_after as f64 / 1024.0
     );
     println!(
-        "alerts: {} runbooks, alert sent → restart step journaled: median {:.1} ms (max {:.1}; journal time has ms resolution); answered in median {:.2} ms",
+        "alerts: {} alerts whose runbook restarts an agent: the first step is decided and journaled before the answer, \
+         answered in median {:.2} ms (p90 {:.2}, max {:.2}); journal timestamps (ms resolution) agree: step ≤ {:.0} ms after sending",
         sends.len(),
-        percentile(&to_step, 0.5),
-        to_step[to_step.len() - 1],
-        percentile(&answered, 0.5)
+        percentile(&answered, 0.5),
+        percentile(&answered, 0.9),
+        answered[answered.len() - 1],
+        to_step[to_step.len() - 1].ceil()
     );
     Ok(json!({
         "bench": "alerts",
@@ -235,6 +237,6 @@ pub fn alerts(
         "repeats_per_s": total as f64 / repeats_took.as_secs_f64(),
         "repeat_answered_ms_p50": percentile(&dup_lat, 0.5),
         "rss_kb": { "before_repeats": rss_before, "after_repeats": rss_after },
-        "alert_to_first_step_ms": { "p50": percentile(&to_step, 0.5), "max": to_step[to_step.len() - 1] },
+        "alert_to_first_step_ms": { "p50": percentile(&answered, 0.5), "p90": percentile(&answered, 0.9), "journal_max": to_step[to_step.len() - 1] },
     }))
 }

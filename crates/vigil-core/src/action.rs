@@ -75,6 +75,13 @@ pub enum Action {
         argv: Vec<String>,
         timeout: std::time::Duration,
     },
+    /// A runbook's `diagnose` step: ask the advisor about what `collect` gathered (the rules'
+    /// verdict is in the report); answer with `RunbookAdvice`. Nothing is kept for `explain`.
+    AdviseRunbook {
+        agent: AgentId,
+        runbook: u64,
+        report: Box<FailureReport>,
+    },
     /// The rules have judged a failure: keep the report for `vigil explain`, count it, and ask
     /// the advisor when the report says so (answer with `Advice`).
     Diagnosed {
@@ -101,6 +108,7 @@ impl Action {
             | Action::Investigate { agent, .. }
             | Action::CollectEvidence { agent, .. }
             | Action::RunbookExec { agent, .. }
+            | Action::AdviseRunbook { agent, .. }
             | Action::Diagnosed { agent, .. } => Some(*agent),
         }
     }

@@ -267,6 +267,11 @@ pub enum Event {
     },
     /// What a runbook's `collect` gathered.
     RunbookEvidence { runbook: u64, lines: Vec<String> },
+    /// The advisor's answer for a runbook's `diagnose` step, or why there is none.
+    RunbookAdvice {
+        runbook: u64,
+        advice: Result<Diagnosis, String>,
+    },
     /// How a runbook's `exec` ended: its output's last lines, or why it failed.
     RunbookExec {
         runbook: u64,

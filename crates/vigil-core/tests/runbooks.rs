@@ -392,3 +392,46 @@ fn a_runbook_never_quarantines_an_agent_held_by_an_incident() {
         AgentState::Waiting
     );
 }
+
+#[test]
+fn the_advisor_may_make_a_runbooks_diagnosis_stricter() {
+    let mut sim = fleet(
+        vec![Step::Collect, Step::Diagnose, Step::Restart],
+        OnFailure::Notify,
+    );
+    // An agent with an advisor: its verdict on the evidence is asked for after the rules'.
+    let mut spec = sim.sup.agent(sim.id("bot")).unwrap().spec().clone();
+    spec.advisor = Some(vigil_core::AdvisorSpec {
+        min_confidence: 0.5,
+        wait: secs(60),
+    });
+    sim.sup
+        .reconcile(sim.now, vec![spec, AgentSpec::new("other")]);
+    sim.drain();
+    sim.advance(secs(5));
+    let bot = sim.id("bot");
+    sim.evidence = vec!["order rejected: account restricted by compliance".into()];
+    sim.runbook_advice = Some(vigil_core::Diagnosis {
+        category: vigil_core::Category::Permanent,
+        action: vigil_core::Remedy::Quarantine,
+        severity: vigil_core::Severity::Critical,
+        rule: "account_restricted".into(),
+        explanation: "the account is restricted: a restart cannot lift it".into(),
+        confidence: 0.9,
+        source: vigil_core::Source::Llm,
+    });
+    let spawns = sim.spawns(bot).len();
+    send(&mut sim, vec![alert("TraderStalled", "bot", "f1", true)]);
+    assert_eq!(
+        sim.spawns(bot).len(),
+        spawns,
+        "not restarted on the advisor's word"
+    );
+    let steps = all(&sim, AuditAction::RunbookStep);
+    assert!(
+        steps[1].reason.contains("by llm") && steps[1].reason.contains("stricter"),
+        "{}",
+        steps[1].reason
+    );
+    assert_eq!(all(&sim, AuditAction::RunbookFailed).len(), 1);
+}

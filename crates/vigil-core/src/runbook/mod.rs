@@ -57,6 +57,8 @@ pub struct Run {
     pub evidence: Vec<String>,
     /// `diagnose` found that a restart cannot help: why.
     pub no_restart: Option<String>,
+    /// The rules' verdict while the advisor is asked.
+    pub verdict: Option<Box<crate::diagnosis::Diagnosis>>,
     /// Its alert resolved while a step ran: called off before the next.
     pub cancel: bool,
 }

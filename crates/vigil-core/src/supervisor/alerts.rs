@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::Supervisor;
 use crate::action::Action;
+use crate::advice::FailureReport;
 use crate::agent::RestartRefused;
 use crate::diagnosis::{Evidence, FailureCause, Remedy};
 use crate::event::AgentId;
@@ -179,6 +180,7 @@ impl Supervisor {
             done: Vec::new(),
             evidence: Vec::new(),
             no_restart: None,
+            verdict: None,
             cancel: false,
         });
         Intake::Queued
@@ -400,19 +402,30 @@ impl Supervisor {
                     log: &run.evidence,
                     oom_killed: false,
                 });
-                let detail = format!(
-                    "diagnosed {} ({}, {}): {}",
-                    verdict.rule,
-                    verdict.category.as_str(),
-                    verdict.action.as_str(),
-                    verdict.explanation
-                );
-                if verdict.action == Remedy::Quarantine
-                    && let Some(r) = self.runbooks.get_mut(id)
-                {
-                    r.no_restart = Some(detail.clone());
+                // Rules first; the advisor, where configured, may only make it stricter.
+                if a.spec().advisor.is_some() && verdict.action != Remedy::Quarantine {
+                    let report = FailureReport {
+                        run: a.run(),
+                        pid: a.pid(),
+                        cause: FailureCause::Exit,
+                        reason: format!("alert {} (runbook {})", run.alert, run.runbook),
+                        uptime: None,
+                        evidence: run.evidence.clone(),
+                        verdict: verdict.clone(),
+                        ask_advisor: true,
+                    };
+                    if let Some(r) = self.runbooks.get_mut(id) {
+                        r.verdict = Some(Box::new(verdict));
+                        r.state = RunState::Awaiting;
+                    }
+                    self.out.actions.push_back(Action::AdviseRunbook {
+                        agent: run.agent,
+                        runbook: id,
+                        report: Box::new(report),
+                    });
+                    return;
                 }
-                self.step_done(t, id, true, detail);
+                self.diagnosed(t, id, &verdict, "");
             }
             Step::Restart => {
                 if let Some(why) = run.no_restart.clone() {
@@ -545,6 +558,74 @@ impl Supervisor {
         run.step += 1;
         run.state = RunState::Ready;
         self.out.actions.push_back(Action::Audit(entry));
+    }
+
+    /// The verdict of a `diagnose` step (`advice`: what the advisor added, if asked).
+    fn diagnosed(
+        &mut self,
+        t: Instant,
+        id: u64,
+        verdict: &crate::diagnosis::Diagnosis,
+        advice: &str,
+    ) {
+        let detail = format!(
+            "diagnosed {} ({}, {}, by {}): {}{advice}",
+            verdict.rule,
+            verdict.category.as_str(),
+            verdict.action.as_str(),
+            verdict.source.as_str(),
+            verdict.explanation
+        );
+        if verdict.action == Remedy::Quarantine
+            && let Some(r) = self.runbooks.get_mut(id)
+        {
+            r.no_restart = Some(detail.clone());
+        }
+        self.step_done(t, id, true, detail);
+    }
+
+    /// The advisor's answer for a `diagnose` step: stricter advice, sure enough, replaces the
+    /// rules' verdict; anything else leaves it.
+    pub(super) fn on_runbook_advice(
+        &mut self,
+        now: Now,
+        id: u64,
+        advice: Result<crate::diagnosis::Diagnosis, String>,
+    ) {
+        let Some(run) = self
+            .runbooks
+            .get_mut(id)
+            .filter(|r| r.state == RunState::Awaiting)
+        else {
+            return;
+        };
+        let Some(base) = run.verdict.take() else {
+            return;
+        };
+        let agent = run.agent;
+        let min = self
+            .agent(agent)
+            .and_then(|a| a.spec().advisor.as_ref())
+            .map_or(1.0, |s| s.min_confidence);
+        let (verdict, note) = match advice {
+            Ok(d) => {
+                let j = crate::advice::Judgement::of(&base, &d, min);
+                let note = format!(
+                    "; the advisor: {} ({})",
+                    d.action.as_str(),
+                    j.describe(&base, min)
+                );
+                match j {
+                    crate::advice::Judgement::Stricter => (d, note),
+                    _ => (*base, note),
+                }
+            }
+            Err(e) => (
+                *base,
+                format!("; no advice ({e}): the rules' verdict stands"),
+            ),
+        };
+        self.diagnosed(now.mono, id, &verdict, &note);
     }
 
     /// What the edge gathered for a `collect` step.

@@ -269,6 +269,9 @@ impl Supervisor {
             Event::RunbookExec { runbook, result } => {
                 self.on_runbook_exec(now, runbook, result);
             }
+            Event::RunbookAdvice { runbook, advice } => {
+                self.on_runbook_advice(now, runbook, advice);
+            }
         }
         self.settle(now);
     }

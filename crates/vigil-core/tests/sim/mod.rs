@@ -65,6 +65,8 @@ pub struct Sim {
     /// What a runbook's `collect` finds, and the commands its `exec` steps ran.
     pub evidence: Vec<String>,
     pub execs: Vec<Vec<String>>,
+    /// What the advisor answers a runbook's `diagnose` step.
+    pub runbook_advice: Option<vigil_core::Diagnosis>,
 }
 
 impl Sim {
@@ -129,6 +131,7 @@ impl Sim {
             kept: Vec::new(),
             evidence: Vec::new(),
             execs: Vec::new(),
+            runbook_advice: None,
         };
         sim.sup.start_all(sim.now);
         sim.drain();
@@ -258,6 +261,14 @@ impl Sim {
                     let lines = self.evidence.clone();
                     self.sup
                         .handle(self.now, Event::RunbookEvidence { runbook, lines });
+                }
+                Action::AdviseRunbook { runbook, .. } => {
+                    let advice = self
+                        .runbook_advice
+                        .clone()
+                        .ok_or_else(|| "the advisor is not configured".to_string());
+                    self.sup
+                        .handle(self.now, Event::RunbookAdvice { runbook, advice });
                 }
                 Action::RunbookExec { runbook, argv, .. } => {
                     self.execs.push(argv.clone());

@@ -49,11 +49,93 @@ pub fn render(config: &Config) -> String {
             llm.min_confidence
         ));
     }
+    for c in &config.notify {
+        let events: Vec<&str> = c.events.iter().map(|e| e.as_str()).collect();
+        out.push_str(&format!(
+            "notify {} ({}): {}{} · dedupe {} · at most {}/min\n",
+            c.name,
+            c.kind.as_str(),
+            if events.is_empty() {
+                "only what runbooks send it".to_string()
+            } else {
+                events.join(", ")
+            },
+            if c.agents.is_empty() {
+                String::new()
+            } else {
+                format!(" · agents {}", c.agents.join(", "))
+            },
+            human_duration(c.dedupe),
+            c.max_per_minute
+        ));
+    }
+    let inc = &config.incidents;
+    if inc.enabled {
+        out.push_str(&format!(
+            "incidents: {} agents failing for one cause within {} · a canary every {} (doubling), proven after {} · released {} apart\n",
+            inc.min_agents,
+            human_duration(inc.window),
+            human_duration(inc.probe_every),
+            human_duration(inc.probe_for),
+            human_duration(inc.spread)
+        ));
+    } else {
+        out.push_str("incidents: off (every agent's failures are its own)\n");
+    }
+    if let Some(am) = &config.alertmanager {
+        out.push_str(&format!(
+            "alerts: POST /alertmanager with its token · at most {} runbooks at once{}\n",
+            am.policy.max_concurrent,
+            if am.policy.self_labels.is_empty() {
+                String::new()
+            } else {
+                let l: Vec<String> = am
+                    .policy
+                    .self_labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}=\"{v}\""))
+                    .collect();
+                format!(" · about vigil itself: {}", l.join(", "))
+            }
+        ));
+    }
+    for rb in &config.runbooks {
+        let steps: Vec<String> = rb.steps.iter().map(|s| s.label()).collect();
+        out.push_str(&format!(
+            "runbook {}: on {} → {}: {} (timeout {}, on failure {})\n",
+            rb.name,
+            matchers(rb),
+            rb.agent,
+            steps.join(" → "),
+            human_duration(rb.timeout),
+            match rb.on_failure {
+                vigil_core::runbook::OnFailure::Escalate => "escalate",
+                vigil_core::runbook::OnFailure::Notify => "notify",
+            }
+        ));
+    }
     for a in &config.agents {
         out.push('\n');
         out.push_str(&render_agent(config, a));
     }
     out
+}
+
+fn matchers(rb: &vigil_core::RunbookSpec) -> String {
+    rb.matchers
+        .iter()
+        .map(|(k, m)| match m {
+            vigil_core::runbook::Matcher::Equal(v) => format!("{k}=\"{v}\""),
+            vigil_core::runbook::Matcher::Regex(re) => {
+                let shown = re
+                    .as_str()
+                    .trim_start_matches("^(?:")
+                    .trim_end_matches(")$");
+                format!("{k}=~\"{shown}\"")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn render_agent(config: &Config, a: &AgentConfig) -> String {
@@ -327,5 +409,32 @@ pub fn render_json(config: &Config) -> serde_json::Value {
         "config": config.path,
         "state_dir": config.state_dir,
         "agents": agents,
+        "notify": config.notify.iter().map(|c| json!({
+            "name": c.name,
+            "kind": c.kind.as_str(),
+            "events": c.events.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
+            "agents": c.agents,
+            "dedupe_s": c.dedupe.as_secs_f64(),
+            "max_per_minute": c.max_per_minute,
+        })).collect::<Vec<_>>(),
+        "incidents": {
+            "enabled": config.incidents.enabled,
+            "min_agents": config.incidents.min_agents,
+            "window_s": config.incidents.window.as_secs_f64(),
+            "probe_every_s": config.incidents.probe_every.as_secs_f64(),
+            "probe_for_s": config.incidents.probe_for.as_secs_f64(),
+            "spread_s": config.incidents.spread.as_secs_f64(),
+        },
+        "alertmanager": config.alertmanager.as_ref().map(|a| json!({
+            "max_concurrent_runbooks": a.policy.max_concurrent,
+            "self_labels": a.policy.self_labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        })),
+        "runbooks": config.runbooks.iter().map(|rb| json!({
+            "name": rb.name,
+            "match": matchers(rb),
+            "agent": rb.agent,
+            "steps": rb.steps.iter().map(|s| s.label()).collect::<Vec<_>>(),
+            "timeout_s": rb.timeout.as_secs_f64(),
+        })).collect::<Vec<_>>(),
     })
 }

@@ -129,9 +129,7 @@ impl Notifier {
             channels: HashMap::new(),
             report,
             live,
-            client: crate::http_client::build(|| {
-                reqwest::Client::builder().user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
-            }),
+            client: None,
             cursor: None,
             cursor_ids: HashSet::new(),
             unaccepted: VecDeque::new(),
@@ -227,7 +225,9 @@ struct Worker {
     channels: HashMap<String, ChannelState>,
     report: mpsc::UnboundedSender<AuditEntry>,
     live: Live,
-    client: reqwest::Client,
+    /// Built at the first delivery: its TLS roots cost memory a vigil without channels
+    /// need not hold.
+    client: Option<reqwest::Client>,
     /// The newest record accepted, and the ids accepted at that time.
     cursor: Option<String>,
     cursor_ids: HashSet<String>,
@@ -470,7 +470,15 @@ impl Worker {
             ch.busy = true;
             ch.sent.push_back(now);
             let channel = ch.config.clone();
-            let client = self.client.clone();
+            let client = self
+                .client
+                .get_or_insert_with(|| {
+                    crate::http_client::build(|| {
+                        reqwest::Client::builder()
+                            .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
+                    })
+                })
+                .clone();
             let name = name.clone();
             inflight.spawn(async move {
                 let result = deliver(

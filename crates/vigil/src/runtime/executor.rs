@@ -334,6 +334,14 @@ impl Executor {
                 });
                 None
             }
+            Action::AdviseRunbook {
+                agent,
+                runbook,
+                report,
+            } => {
+                self.advise_runbook(fleet, agent, runbook, *report);
+                None
+            }
             Action::RunbookExec {
                 agent,
                 runbook,
@@ -684,6 +692,34 @@ impl Executor {
                 lines.extend(output.await);
             }
             let _ = events.send(answer(lines));
+        });
+    }
+
+    /// A runbook's `diagnose` step asks the advisor (nothing kept for `explain`: no failure).
+    fn advise_runbook(
+        &mut self,
+        fleet: &Fleet,
+        agent: AgentId,
+        runbook: u64,
+        report: FailureReport,
+    ) {
+        let events = self.events.clone();
+        let (Some(slot), Some(advisor)) = (fleet.get(agent), self.advisor.clone()) else {
+            let advice = Err(AdviceError::NotConfigured.to_string());
+            let _ = events.send(Event::RunbookAdvice { runbook, advice });
+            return;
+        };
+        let name = slot.config.name.clone();
+        let live = self.metrics.clone();
+        self.io.spawn(async move {
+            let advice = advisor
+                .advise(&name, &report)
+                .await
+                .map_err(|e| e.to_string());
+            if let Ok(d) = &advice {
+                live.diagnosed(d.category.as_str(), "llm");
+            }
+            let _ = events.send(Event::RunbookAdvice { runbook, advice });
         });
     }
 

@@ -66,8 +66,10 @@ pub struct Handler {
     pub config: Config,
     pub state_dir_override: Option<PathBuf>,
     pub systemd: Option<Systemd>,
-    /// Where records worth telling people go (`[notify]`).
+    /// Where records worth telling people go (`[notify]`): started with the first channel.
     pub notifier: Option<Notifier>,
+    /// Where the notifier sends the records of its deliveries, to be journaled.
+    pub records: Option<tokio::sync::mpsc::UnboundedSender<AuditEntry>>,
     stop_signals: u32,
     /// A config is being read; another SIGHUP meanwhile reads it once more after.
     reload_in_flight: bool,
@@ -113,6 +115,7 @@ impl Handler {
             state_dir_override,
             systemd: Systemd::from_env(),
             notifier: None,
+            records: None,
             stop_signals: 0,
             reload_in_flight: false,
             reload_again: false,
@@ -591,14 +594,36 @@ impl Handler {
         self.sup.set_incident_policy(new.incidents.clone());
         self.sup
             .set_runbooks(new.runbooks.clone(), super::alert_policy(&new));
-        if new.notify != self.config.notify
-            && let Some(n) = &mut self.notifier
-        {
-            n.reconfigure(new.notify.clone());
-        }
+        let channels_changed = new.notify != self.config.notify;
         self.config = new;
+        if channels_changed {
+            match &mut self.notifier {
+                Some(n) => n.reconfigure(self.config.notify.clone()),
+                None => self.start_notifier(),
+            }
+        }
         self.configured();
         ReloadAnswer::of(&report)
+    }
+
+    /// The notification thread, once there is a channel (a vigil that tells nobody runs none).
+    pub fn start_notifier(&mut self) {
+        if self.notifier.is_some() || self.config.notify.is_empty() {
+            return;
+        }
+        let Some(records) = self.records.clone() else {
+            return;
+        };
+        match Notifier::start(
+            self.config.notify.clone(),
+            &self.config.state_dir,
+            &self.config.node,
+            records,
+            self.exec.metrics.clone(),
+        ) {
+            Ok(n) => self.notifier = Some(n),
+            Err(e) => warn!("cannot start the notification thread ({e}): nobody will be told"),
+        }
     }
 
     /// Tell the offload worker which logs to keep rotated, and `/health` whether a notify

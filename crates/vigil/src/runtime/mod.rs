@@ -43,7 +43,6 @@ use crate::driver::process::{RUN_TAG_VAR, STATE_DIR_VAR};
 use crate::driver::{Children, ProcessDriver, proctree};
 use crate::health::Health;
 use crate::metrics::Live;
-use crate::notifications::Notifier;
 use crate::state::{SavedAgent, SavedRun, SavedState, StateStore};
 use crate::state_lock::{Holder, StateLock};
 use executor::{Executor, ExecutorParts};
@@ -251,16 +250,8 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
     h.sup
         .set_runbooks(h.config.runbooks.clone(), alert_policy(&h.config));
     let (records_tx, records_rx) = mpsc::unbounded_channel();
-    match Notifier::start(
-        h.config.notify.clone(),
-        &state_dir,
-        &h.config.node,
-        records_tx,
-        h.exec.metrics.clone(),
-    ) {
-        Ok(n) => h.notifier = Some(n),
-        Err(e) => warn!("cannot start the notification thread ({e}): nobody will be told"),
-    }
+    h.records = Some(records_tx);
+    h.start_notifier();
     start(
         &mut h,
         &saved,
