@@ -24,6 +24,33 @@ fn bots(n: usize) -> Vec<AgentSpec> {
         .collect()
 }
 
+/// Bots each with a `sql` check of one database.
+fn sql_bots(n: usize) -> Vec<AgentSpec> {
+    bots(n)
+        .into_iter()
+        .map(|mut s| {
+            let mut c = vigil_core::CheckSpec::new("sql", vigil_core::CheckKind::Sql);
+            c.max_age = Some(secs(3600));
+            c.interval = secs(1);
+            c.target = Some("postgres://db:5432/bots".into());
+            s.checks = vec![c];
+            s
+        })
+        .collect()
+}
+
+/// Answer every probe `agent` is waiting for with `observation`.
+fn answer_all(
+    sim: &mut Sim,
+    agent: vigil_core::AgentId,
+    observation: impl Fn(&Sim) -> vigil_core::Observation,
+) {
+    while sim.probes.iter().any(|(a, _, _)| *a == agent) {
+        let o = observation(sim);
+        sim.answer(agent, o);
+    }
+}
+
 fn fleet_records(sim: &Sim, action: AuditAction) -> Vec<&AuditEntry> {
     sim.audit
         .iter()
@@ -217,27 +244,13 @@ fn a_rate_limit_storm_is_one_incident_and_the_fleet_comes_back_one_by_one() {
 fn agents_whose_checks_find_one_service_unreachable_share_that_cause() {
     // Their logs say nothing shared (a generic crash), but their own checks found the same
     // database unreachable.
-    let specs = bots(3)
-        .into_iter()
-        .map(|mut s| {
-            let mut c = vigil_core::CheckSpec::new("sql", vigil_core::CheckKind::Sql);
-            c.max_age = Some(secs(3600));
-            c.interval = secs(1);
-            c.target = Some("postgres://db:5432/bots".into());
-            s.checks = vec![c];
-            s
-        })
-        .collect();
-    let mut sim = Sim::new(specs);
+    let mut sim = Sim::new(sql_bots(3));
     sim.advance(secs(30));
     for i in 1..=3 {
         let id = sim.id(&format!("bot@{i}"));
-        while sim.probes.iter().any(|(a, _, _)| *a == id) {
-            sim.answer(
-                id,
-                vigil_core::Observation::Unknown("connection refused".into()),
-            );
-        }
+        answer_all(&mut sim, id, |_| {
+            vigil_core::Observation::Unknown("connection refused".into())
+        });
     }
     for i in 1..=3 {
         crash(
@@ -289,25 +302,12 @@ fn a_person_can_take_an_agent_out_of_an_incident() {
 
 #[test]
 fn a_canary_of_an_unreachable_service_must_see_it_back() {
-    let specs = bots(3)
-        .into_iter()
-        .map(|mut s| {
-            let mut c = vigil_core::CheckSpec::new("sql", vigil_core::CheckKind::Sql);
-            c.max_age = Some(secs(3600));
-            c.interval = secs(1);
-            c.target = Some("postgres://db:5432/bots".into());
-            s.checks = vec![c];
-            s
-        })
-        .collect();
-    let mut sim = Sim::new(specs);
+    let mut sim = Sim::new(sql_bots(3));
     sim.advance(secs(30));
     let unknown = || vigil_core::Observation::Unknown("connection refused".into());
     for i in 1..=3 {
         let id = sim.id(&format!("bot@{i}"));
-        while sim.probes.iter().any(|(a, _, _)| *a == id) {
-            sim.answer(id, unknown());
-        }
+        answer_all(&mut sim, id, |_| unknown());
     }
     for i in 1..=3 {
         crash(
@@ -324,9 +324,7 @@ fn a_canary_of_an_unreachable_service_must_see_it_back() {
             .map(|i| sim.id(&format!("bot@{i}")))
             .find(|id| sim.live.contains_key(id));
         if let Some(id) = canary {
-            while sim.probes.iter().any(|(a, _, _)| *a == id) {
-                sim.answer(id, unknown());
-            }
+            answer_all(&mut sim, id, |_| unknown());
         }
     }
     assert!(fleet_records(&sim, AuditAction::IncidentResolved).is_empty());
@@ -338,15 +336,9 @@ fn a_canary_of_an_unreachable_service_must_see_it_back() {
     assert!(sim.live.contains_key(&canary));
     for _ in 0..20 {
         sim.advance(secs(1));
-        while sim.probes.iter().any(|(a, _, _)| *a == canary) {
-            let at = sim.now.wall_ms;
-            sim.answer(
-                canary,
-                vigil_core::Observation::Progress {
-                    at_wall_ms: Some(at),
-                },
-            );
-        }
+        answer_all(&mut sim, canary, |sim| vigil_core::Observation::Progress {
+            at_wall_ms: Some(sim.now.wall_ms),
+        });
     }
     assert_eq!(fleet_records(&sim, AuditAction::IncidentResolved).len(), 1);
 }

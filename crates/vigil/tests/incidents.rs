@@ -13,6 +13,46 @@ use common::{Fleet, Proxy, metric, postgres_url, record_time, via};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
+/// Every instance `bot@1` … `bot@6` in `state`.
+fn six(fleet: &Fleet, state: &str) -> bool {
+    (1..=6).all(|i| fleet.status(&format!("bot@{i}"))["state"] == state)
+}
+
+/// What the webhook was told, event by event.
+fn told(hook: &Sink) -> Vec<String> {
+    hook.received()
+        .iter()
+        .flat_map(|r| {
+            let body: serde_json::Value =
+                serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+            body["notifications"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["event"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// When the held agents were started again after the incident resolved, in order, each at
+/// least `gap` after the one before.
+fn released_spread(fleet: &Fleet, gap: Duration) -> Vec<std::time::SystemTime> {
+    let resolved_at = record_time(&fleet.records(Some("incident_resolved"))[0]);
+    let mut starts: Vec<_> = fleet
+        .records(Some("resumed"))
+        .iter()
+        .map(record_time)
+        .filter(|t| *t >= resolved_at)
+        .collect();
+    starts.sort();
+    for pair in starts.windows(2) {
+        let between = pair[1].duration_since(pair[0]).unwrap();
+        assert!(between >= gap, "a burst: {starts:?}");
+    }
+    starts
+}
+
 #[test]
 #[ignore = "needs PostgreSQL: set VIGIL_TEST_POSTGRES_URL"]
 fn a_database_outage_is_one_incident_and_the_fleet_comes_back_spread_out() {
@@ -53,9 +93,7 @@ timeout = "1s"
     );
     let mut fleet = Fleet::new(&config);
     fleet.start();
-    fleet.wait_for("six bots running", SECS(20), |f| {
-        (1..=6).all(|i| f.status(&format!("bot@{i}"))["state"] == "running")
-    });
+    fleet.wait_for("six bots running", SECS(20), |f| six(f, "running"));
     // Let every check prove the database once.
     std::thread::sleep(Duration::from_millis(800));
 
@@ -64,9 +102,7 @@ timeout = "1s"
     fleet.wait_for("an incident", SECS(20), |f| {
         !f.records(Some("incident_opened")).is_empty()
     });
-    fleet.wait_for("all six held", SECS(20), |f| {
-        (1..=6).all(|i| f.status(&format!("bot@{i}"))["state"] == "waiting")
-    });
+    fleet.wait_for("all six held", SECS(20), |f| six(f, "waiting"));
     let opened = fleet.records(Some("incident_opened"));
     assert_eq!(opened.len(), 1, "{opened:?}");
     // One cause for all: the database their own checks found unreachable, or (when the bots
@@ -107,23 +143,9 @@ timeout = "1s"
     fleet.wait_for("the incident resolved", SECS(30), |f| {
         !f.records(Some("incident_resolved")).is_empty()
     });
-    fleet.wait_for("all six running again", SECS(30), |f| {
-        (1..=6).all(|i| f.status(&format!("bot@{i}"))["state"] == "running")
-    });
-    let resolved = fleet.records(Some("incident_resolved"))[0].clone();
-    let resolved_at = record_time(&resolved);
-    let mut starts: Vec<_> = fleet
-        .records(Some("resumed"))
-        .into_iter()
-        .filter(|r| record_time(r) >= resolved_at)
-        .map(|r| record_time(&r))
-        .collect();
-    starts.sort();
+    fleet.wait_for("all six running again", SECS(30), |f| six(f, "running"));
+    let starts = released_spread(&fleet, Duration::from_millis(900));
     assert!(starts.len() >= 4, "{starts:?}");
-    for pair in starts.windows(2) {
-        let gap = pair[1].duration_since(pair[0]).unwrap();
-        assert!(gap >= Duration::from_millis(900), "a burst: {starts:?}");
-    }
     assert!(fleet.records(Some("escalated")).is_empty());
     assert!(fleet.records(Some("restart")).len() <= 2);
 
@@ -132,20 +154,7 @@ timeout = "1s"
         hook.received().len() >= 2
     });
     std::thread::sleep(Duration::from_millis(500));
-    let told: Vec<String> = hook
-        .received()
-        .iter()
-        .flat_map(|r| {
-            let body: serde_json::Value =
-                serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
-            body["notifications"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|n| n["event"].as_str().unwrap().to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let told = told(&hook);
     assert_eq!(told, ["incident_opened", "incident_resolved"], "{told:?}");
     let metrics = fleet.http("GET", "/metrics", &[], "").1;
     assert_eq!(metric(&metrics, "vigil_incidents_open"), Some(0.0));
@@ -186,34 +195,17 @@ throttle_delay = "30s"
     );
     let mut fleet = Fleet::new(&config);
     fleet.start();
-    fleet.wait_for("six bots running", SECS(20), |f| {
-        (1..=6).all(|i| f.status(&format!("bot@{i}"))["state"] == "running")
-    });
+    fleet.wait_for("six bots running", SECS(20), |f| six(f, "running"));
     std::fs::write(fleet.path("storm"), "").unwrap();
-    fleet.wait_for("all six held", SECS(20), |f| {
-        (1..=6).all(|i| f.status(&format!("bot@{i}"))["state"] == "waiting")
-    });
+    fleet.wait_for("all six held", SECS(20), |f| six(f, "waiting"));
     let opened = fleet.records(Some("incident_opened"));
     assert_eq!(opened.len(), 1, "{opened:?}");
     assert_eq!(opened[0]["metadata"]["cause"], "rule:rate_limited");
     // The exchange is fine again.
     std::fs::write(fleet.path("over"), "").unwrap();
-    fleet.wait_for("all six running again", SECS(30), |f| {
-        (1..=6).all(|i| f.status(&format!("bot@{i}"))["state"] == "running")
-    });
-    let resolved_at = record_time(&fleet.records(Some("incident_resolved"))[0]);
-    let mut starts: Vec<_> = fleet
-        .records(Some("resumed"))
-        .iter()
-        .map(record_time)
-        .filter(|t| *t >= resolved_at)
-        .collect();
-    starts.sort();
+    fleet.wait_for("all six running again", SECS(30), |f| six(f, "running"));
+    let starts = released_spread(&fleet, Duration::from_millis(450));
     assert_eq!(starts.len(), 5, "the canary, then five: {starts:?}");
-    for pair in starts.windows(2) {
-        let gap = pair[1].duration_since(pair[0]).unwrap();
-        assert!(gap >= Duration::from_millis(450), "a burst: {starts:?}");
-    }
     // Nobody spent budget on the storm, nobody was quarantined.
     assert!(fleet.records(Some("restart")).is_empty());
     assert!(fleet.records(Some("escalated")).is_empty());
@@ -221,18 +213,7 @@ throttle_delay = "30s"
     fleet.wait_for("two notifications", SECS(10), |_| {
         hook.received().len() >= 2
     });
-    let events: Vec<String> = hook
-        .received()
-        .iter()
-        .map(|r| {
-            let body: serde_json::Value =
-                serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
-            body["notifications"][0]["event"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let events = told(&hook);
     assert_eq!(events, ["incident_opened", "incident_resolved"]);
     fleet.stop();
 }

@@ -123,6 +123,11 @@ impl Runbooks {
         self.runs.iter_mut().find(|r| r.id == id)
     }
 
+    /// Run `id`, if the edge is carrying out its current step (an answer for it is due).
+    pub fn awaiting(&mut self, id: u64) -> Option<&mut Run> {
+        self.get_mut(id).filter(|r| r.state == RunState::Awaiting)
+    }
+
     pub fn running(&self) -> usize {
         self.runs
             .iter()

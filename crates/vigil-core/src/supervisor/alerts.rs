@@ -592,11 +592,7 @@ impl Supervisor {
         id: u64,
         advice: Result<crate::diagnosis::Diagnosis, String>,
     ) {
-        let Some(run) = self
-            .runbooks
-            .get_mut(id)
-            .filter(|r| r.state == RunState::Awaiting)
-        else {
+        let Some(run) = self.runbooks.awaiting(id) else {
             return;
         };
         let Some(base) = run.verdict.take() else {
@@ -630,11 +626,7 @@ impl Supervisor {
 
     /// What the edge gathered for a `collect` step.
     pub(super) fn on_runbook_evidence(&mut self, now: Now, id: u64, lines: Vec<String>) {
-        let Some(run) = self
-            .runbooks
-            .get_mut(id)
-            .filter(|r| r.state == RunState::Awaiting)
-        else {
+        let Some(run) = self.runbooks.awaiting(id) else {
             return;
         };
         let n = lines.len();
@@ -644,12 +636,7 @@ impl Supervisor {
 
     /// How an `exec` step ended.
     pub(super) fn on_runbook_exec(&mut self, now: Now, id: u64, result: Result<String, String>) {
-        if !self
-            .runbooks
-            .runs
-            .iter()
-            .any(|r| r.id == id && r.state == RunState::Awaiting)
-        {
+        if self.runbooks.awaiting(id).is_none() {
             return;
         }
         match result {
