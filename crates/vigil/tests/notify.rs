@@ -300,3 +300,97 @@ fn a_channel_that_refuses_is_said_so_and_kept_for_a_human() {
     assert_eq!(kept, 1);
     fleet.stop();
 }
+
+#[test]
+#[ignore = "needs aiosmtpd: set VIGIL_TEST_SMTP_PYTHON (see .ci/smtp-setup)"]
+fn email_goes_over_starttls_to_a_server_with_its_own_ca() {
+    let python = required_env("VIGIL_TEST_SMTP_PYTHON", "a Python with aiosmtpd");
+    let dir = tempfile::tempdir().unwrap();
+    // A CA nobody trusts but `ca_file`, and the server's certificate for 127.0.0.1 from it.
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (ca, ca_key) = (p("ca.pem"), p("ca.key"));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+    ]);
+    let (cert, key, csr, ext) = (p("smtp.pem"), p("smtp.key"), p("smtp.csr"), p("ext.cnf"));
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ]);
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    let smtp = Sink::start(&python, "smtp_sink.py", dir.path(), &["--tls", &cert, &key]);
+    let config = |ca: &str| {
+        format!(
+            "{BAD_KEY}\n[notify.mail]\nkind = \"email\"\nserver = \"127.0.0.1:{}\"\ntls = \"starttls\"\n{ca}from = \"vigil@example.com\"\nto = [\"ops@example.com\"]\n",
+            smtp.port
+        )
+    };
+    // Without the CA the server is not trusted: nothing is sent in the clear instead.
+    let fleet = Fleet::new(&config(""));
+    let out = fleet.vigil(&["notify", "test", "mail"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(smtp.received().is_empty());
+    let fleet = Fleet::new(&config(&format!("ca_file = \"{ca}\"\n")));
+    let out = fleet.vigil(&["notify", "test", "mail"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = smtp.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["tls"], true, "sent after STARTTLS");
+}
