@@ -260,6 +260,51 @@ impl Incidents {
         steps
     }
 
+    /// A hold saved before vigil restarted: the incident is open again (from now, with its
+    /// saved id and cause), and `agent` is held in it. Probing starts over.
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        id: u64,
+        cause: Cause,
+        agent: AgentId,
+        name: &str,
+    ) -> Incident {
+        self.last_id = self.last_id.max(id);
+        let probe_every = self.policy.probe_every;
+        let pos = match self
+            .list
+            .iter()
+            .position(|i| i.id == id && i.resolved.is_none())
+        {
+            Some(p) => p,
+            None => {
+                self.list.insert(
+                    0,
+                    Incident {
+                        id,
+                        cause,
+                        opened: now,
+                        resolved: None,
+                        members: Vec::new(),
+                        held: Vec::new(),
+                        canary: None,
+                        probe_since: None,
+                        probes: 0,
+                        next_probe: crate::time::later(now, probe_every),
+                        releases: Vec::new(),
+                        next_release: now,
+                    },
+                );
+                0
+            }
+        };
+        let inc = &mut self.list[pos];
+        inc.members.push((agent, name.to_string()));
+        inc.held.push(agent);
+        inc.clone()
+    }
+
     /// `agent` was started as `incident`'s canary.
     pub fn probing(&mut self, now: Instant, incident: u64, agent: AgentId) {
         let probe_for = self.policy.probe_for;

@@ -342,3 +342,55 @@ fn a_canary_of_an_unreachable_service_must_see_it_back() {
     }
     assert_eq!(fleet_records(&sim, AuditAction::IncidentResolved).len(), 1);
 }
+
+#[test]
+fn a_vigil_restarted_during_an_incident_holds_its_agents_again() {
+    // What the vigil before this one saved: three bots held by incident 4.
+    let cause = vigil_core::Cause {
+        key: "rule:database_unreachable".into(),
+        text: "database_unreachable".into(),
+    };
+    let memory = || {
+        Some(vigil_core::AgentMemory {
+            incident: Some((4, cause.clone())),
+            ..Default::default()
+        })
+    };
+    let mut specs = bots(4);
+    let free = specs.pop().unwrap();
+    let agents = specs
+        .into_iter()
+        .map(|s| (s, memory()))
+        .chain([(free, None)])
+        .collect();
+    let mut sim = Sim::restarted(agents, Vec::new());
+    for i in 1..=3 {
+        assert_eq!(
+            state(&sim, &format!("bot@{i}")),
+            AgentState::Waiting,
+            "bot@{i}"
+        );
+        assert!(
+            sim.spawns(sim.id(&format!("bot@{i}"))).is_empty(),
+            "not started"
+        );
+    }
+    assert_eq!(state(&sim, "bot@4"), AgentState::Running);
+    let incidents = sim.sup.incidents();
+    assert_eq!(incidents.len(), 1);
+    assert_eq!((incidents[0].id, incidents[0].held.len()), (4, 3));
+    // The probe starts over: one canary, then the rest spread out.
+    let before = sim.now.mono;
+    sim.advance(secs(40));
+    let starts = starts_after(&sim, before);
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    assert!(starts[1].0 - starts[0].0 >= secs(10));
+    assert!(starts[2].0 - starts[1].0 >= secs(2));
+    assert_eq!(fleet_records(&sim, AuditAction::IncidentResolved).len(), 1);
+    // A new incident after this one gets a new id.
+    for i in 1..=4 {
+        crash(&mut sim, &format!("bot@{i}"), DB_DOWN);
+    }
+    let opened = fleet_records(&sim, AuditAction::IncidentOpened);
+    assert_eq!(opened.last().unwrap().metadata["incident"], 5);
+}

@@ -38,6 +38,18 @@ pub struct SavedAgent {
     /// The live run: main pid, its /proc start time, when it started, its run tag.
     #[serde(default)]
     pub run: Option<SavedRun>,
+    /// A fleet incident held it: the next vigil holds it again rather than start it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<SavedHold>,
+}
+
+/// An incident's hold on an agent, as saved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedHold {
+    pub id: u64,
+    /// `rule:database_unreachable`, `target:postgres://db:5432/bots`.
+    pub cause: String,
+    pub cause_text: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -201,6 +201,27 @@ throttle_delay = "30s"
     let opened = fleet.records(Some("incident_opened"));
     assert_eq!(opened.len(), 1, "{opened:?}");
     assert_eq!(opened[0]["metadata"]["cause"], "rule:rate_limited");
+    // vigil dies mid-incident (kill -9) and comes back: the bots are held again, not started
+    // into the storm all at once.
+    fleet.signal(libc::SIGKILL);
+    fleet.wait_exit(SECS(5));
+    fleet.start();
+    fleet.wait_for("all six held again", SECS(20), |f| six(f, "waiting"));
+    let again = fleet
+        .records(Some("waiting"))
+        .into_iter()
+        .filter(|r| {
+            r["reason"]
+                .as_str()
+                .unwrap()
+                .contains("after vigil restarted")
+        })
+        .count();
+    assert_eq!(again, 6);
+    assert!(
+        fleet.records(Some("start")).len() <= 6,
+        "nobody started by the new vigil"
+    );
     // The exchange is fine again.
     std::fs::write(fleet.path("over"), "").unwrap();
     fleet.wait_for("all six running again", SECS(30), |f| six(f, "running"));

@@ -86,6 +86,7 @@ impl Agent {
             why: inc.cause.text.clone(),
             since: now,
             incident: Some(inc.id),
+            cause: Some(inc.cause.clone()),
         }));
         self.last_problem = Some(format!("held by incident {} ({})", inc.id, inc.cause.text));
         out.audit(records::held_by_incident(self.name(), inc, what));
@@ -169,6 +170,32 @@ impl Agent {
             self.phase = Phase::Stopped;
             self.timers.set(TimerKind::Restart, None);
         }
+    }
+
+    /// The incident holding it, and its cause.
+    pub(crate) fn incident_hold(&self) -> Option<(u64, &Cause)> {
+        let w = self.waiting.as_deref()?;
+        Some((w.incident?, w.cause.as_ref()?))
+    }
+
+    /// vigil was restarted while an incident held it: held again, in the incident the book
+    /// restores, instead of started. `None` when nothing was saved (or a person's decision,
+    /// a quarantine or a stop, came since).
+    pub(crate) fn take_restored_hold(&mut self) -> Option<(u64, Cause)> {
+        let hold = self.restored_hold.take()?;
+        (self.spec.autostart && !self.held && matches!(self.phase, Phase::Stopped)).then_some(hold)
+    }
+
+    /// Held by a restored incident (see `take_restored_hold`).
+    pub(crate) fn hold_restored(&mut self, now: Instant, inc: &Incident, out: &mut Outbox) {
+        self.want_running = true;
+        self.phase = Phase::Waiting { backoff: None };
+        self.hold_for(
+            now,
+            inc,
+            "held again after vigil restarted: not started until the cause is probed",
+            out,
+        );
     }
 
     /// Still starting (a READY=1 not yet sent): a canary is given the time it needs.

@@ -172,6 +172,9 @@ pub struct AgentMemory {
     pub escalated: bool,
     /// An open stall episode began then (wall-clock milliseconds).
     pub stalled_since_ms: Option<i64>,
+    /// A fleet incident held it (its id and cause): after a restart of vigil it is held
+    /// again, not started into a cause that may still be there.
+    pub incident: Option<(u64, crate::incident::Cause)>,
 }
 
 /// From vigil's first stall verdict until the agent has proven healthy again: the condition
@@ -375,6 +378,8 @@ pub struct Agent {
     pub(crate) off_look: Option<Then>,
     /// The first agent it depends on that is down, while one is.
     waiting: Option<Box<Waiting>>,
+    /// An incident's hold saved by the vigil before this one: applied at the first start.
+    restored_hold: Option<(u64, crate::incident::Cause)>,
     /// The last run whose guarded files were kept as the last known good.
     files_kept: Option<RunId>,
     /// A failure diagnosed as a config error, restarted only to have its guarded files
@@ -421,6 +426,7 @@ impl Agent {
             waiting: None,
             files_kept: None,
             config_suspect: None,
+            restored_hold: memory.incident,
         }
     }
 
@@ -606,6 +612,7 @@ impl Agent {
             escalated: self.escalated,
             stalled_since_ms: self.stalled_since_ms(),
             run: self.current().map(|r| (r.id, r.pid)),
+            incident: self.incident_hold().map(|(id, _)| id),
         }
     }
 
@@ -618,6 +625,7 @@ impl Agent {
             crash_streak: self.crash_streak,
             escalated: self.escalated,
             stalled_since_ms: self.stalled_since_ms(),
+            incident: self.incident_hold().map(|(id, c)| (id, c.clone())),
         }
     }
 }
@@ -642,6 +650,7 @@ pub(crate) struct PersistKey {
     escalated: bool,
     stalled_since_ms: Option<i64>,
     run: Option<(RunId, Option<u32>)>,
+    incident: Option<u64>,
 }
 
 impl Agent {

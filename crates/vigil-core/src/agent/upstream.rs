@@ -21,6 +21,8 @@ pub(crate) struct Waiting {
     pub since: Instant,
     /// Held by this fleet incident rather than by an upstream.
     pub incident: Option<u64>,
+    /// The incident's cause (saved with the hold).
+    pub cause: Option<crate::incident::Cause>,
 }
 
 /// A check of `watcher` found the output of `producer` stale: a stall of `producer`.
@@ -112,6 +114,7 @@ impl Agent {
                     why,
                     since: now,
                     incident: None,
+                    cause: None,
                 }));
                 self.hold(out);
             }

@@ -182,6 +182,23 @@ impl Supervisor {
         // up yet waits for it instead of starting.
         self.settle(now);
         let ids: Vec<AgentId> = self.agents().map(|a| a.id()).collect();
+        for id in &ids {
+            // Held by an incident when the last vigil stopped: held again, not started.
+            let restored = self
+                .with_agent(*id, |a, _| a.take_restored_hold())
+                .flatten();
+            if let Some((incident, cause)) = restored {
+                let name = self
+                    .agent(*id)
+                    .map(|a| a.name().to_string())
+                    .unwrap_or_default();
+                let inc = self
+                    .out
+                    .incidents
+                    .restore(now.mono, incident, cause, *id, &name);
+                self.with_agent(*id, |a, out| a.hold_restored(now.mono, &inc, out));
+            }
+        }
         for id in ids {
             self.with_agent(id, |a, out| {
                 if a.spec().autostart && !a.is_held() && a.state() == crate::AgentState::Stopped {

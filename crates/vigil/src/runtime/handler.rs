@@ -284,6 +284,11 @@ impl Handler {
                     crash_streak: m.crash_streak,
                     escalated: m.escalated,
                     stalled_since_ms: m.stalled_since_ms,
+                    incident: m.incident.map(|(id, c)| crate::state::SavedHold {
+                        id,
+                        cause: c.key,
+                        cause_text: c.text,
+                    }),
                     run,
                 }),
             ));

@@ -553,5 +553,14 @@ fn memory_of(saved: &SavedAgent, now: Now) -> AgentMemory {
         crash_streak: saved.crash_streak,
         escalated: saved.escalated,
         stalled_since_ms: saved.stalled_since_ms,
+        incident: saved.incident.as_ref().map(|h| {
+            (
+                h.id,
+                vigil_core::Cause {
+                    key: h.cause.clone(),
+                    text: h.cause_text.clone(),
+                },
+            )
+        }),
     }
 }
