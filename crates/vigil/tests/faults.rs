@@ -511,7 +511,10 @@ fn a_full_disk_keeps_healing_refuses_unrecorded_changes_and_leaves_no_fragment()
     let stop = actions.iter().position(|a| a == "stop").unwrap();
     let last_restart = actions.iter().rposition(|a| a == "restart").unwrap();
     assert!(last_restart < stop, "{actions:?}");
-    assert_eq!(api("GET", "/health").0, 200);
+    // Healthy again once the state file, written off the loop, has caught up too.
+    fleet.wait_for("/health ok again", SECS(10), |_| {
+        api("GET", "/health").0 == 200
+    });
     assert_eq!(fleet.stop(), 0);
 }
 
