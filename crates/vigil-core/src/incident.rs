@@ -10,7 +10,7 @@
 //! The book lives in the outbox, where every agent's failure can consult it; the supervisor
 //! runs its timers.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::event::AgentId;
@@ -76,6 +76,24 @@ pub struct Incident {
 }
 
 impl Incident {
+    /// Open from `now`, first probed `probe_every` later.
+    fn open(id: u64, cause: Cause, now: Instant, probe_every: std::time::Duration) -> Incident {
+        Incident {
+            id,
+            cause,
+            opened: now,
+            resolved: None,
+            members: Vec::new(),
+            held: Vec::new(),
+            canary: None,
+            probe_since: None,
+            probes: 0,
+            next_probe: crate::time::later(now, probe_every),
+            releases: Vec::new(),
+            next_release: now,
+        }
+    }
+
     /// Held members still to be started after the resolution.
     pub fn releases_pending(&self) -> usize {
         self.releases.len()
@@ -109,8 +127,11 @@ pub(crate) struct Incidents {
     pub policy: IncidentPolicy,
     /// Recent failures by cause: (when, agent, name).
     recent: BTreeMap<Cause, Vec<(Instant, AgentId, String)>>,
-    /// Open ones, then the newest resolved.
+    /// Open ones, and resolved ones still releasing their held agents: only these are
+    /// looked at for deadlines.
     pub list: Vec<Incident>,
+    /// The newest resolved ones (newest first), kept for views only.
+    pub done: VecDeque<Incident>,
     last_id: u64,
     /// Instances per template, for the threshold.
     pub template_sizes: BTreeMap<String, u32>,
@@ -185,23 +206,10 @@ impl Incidents {
         self.recent.remove(&cause);
         self.last_id += 1;
         let id = self.last_id;
-        self.list.insert(
-            0,
-            Incident {
-                id,
-                cause,
-                opened: now,
-                resolved: None,
-                held: vec![agent],
-                members,
-                canary: None,
-                probe_since: None,
-                probes: 0,
-                next_probe: crate::time::later(now, self.policy.probe_every),
-                releases: Vec::new(),
-                next_release: now,
-            },
-        );
+        let mut inc = Incident::open(id, cause, now, self.policy.probe_every);
+        inc.members = members;
+        inc.held = vec![agent];
+        self.list.insert(0, inc);
         self.opened.push(id);
         OnFailure::Hold {
             incident: id,
@@ -217,11 +225,8 @@ impl Incidents {
                 if i.resolved.is_some() {
                     return (!i.releases.is_empty()).then_some(i.next_release);
                 }
-                match i.canary {
-                    Some((_, until)) => Some(until),
-                    None if !i.held.is_empty() => Some(i.next_probe),
-                    None => Some(i.next_probe),
-                }
+                // With nothing held, the deadline is when `Empty` resolves it.
+                Some(i.canary.map_or(i.next_probe, |(_, until)| until))
             })
             .min()
     }
@@ -257,7 +262,24 @@ impl Incidents {
                 _ => {}
             }
         }
+        self.retire();
         steps
+    }
+
+    /// Resolved incidents with nothing left to release leave the active list for the kept
+    /// ones (at most `KEEP_RESOLVED`).
+    fn retire(&mut self) {
+        let mut i = 0;
+        while i < self.list.len() {
+            let inc = &self.list[i];
+            if inc.resolved.is_some() && inc.releases.is_empty() {
+                let inc = self.list.remove(i);
+                self.done.push_front(inc);
+                self.done.truncate(KEEP_RESOLVED);
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// A hold saved before vigil restarted: the incident is open again (from now, with its
@@ -279,23 +301,8 @@ impl Incidents {
         {
             Some(p) => p,
             None => {
-                self.list.insert(
-                    0,
-                    Incident {
-                        id,
-                        cause,
-                        opened: now,
-                        resolved: None,
-                        members: Vec::new(),
-                        held: Vec::new(),
-                        canary: None,
-                        probe_since: None,
-                        probes: 0,
-                        next_probe: crate::time::later(now, probe_every),
-                        releases: Vec::new(),
-                        next_release: now,
-                    },
-                );
+                self.list
+                    .insert(0, Incident::open(id, cause, now, probe_every));
                 0
             }
         };
@@ -347,15 +354,7 @@ impl Incidents {
         inc.releases = std::mem::take(&mut inc.held);
         inc.next_release = now;
         let done = inc.clone();
-        // Keep the newest resolved ones for views; open ones always stay.
-        let mut resolved = 0;
-        self.list.retain(|i| {
-            if i.resolved.is_none() || !i.releases.is_empty() {
-                return true;
-            }
-            resolved += 1;
-            resolved <= KEEP_RESOLVED
-        });
+        self.retire();
         Some(done)
     }
 

@@ -13,6 +13,7 @@ pub mod budget;
 pub mod checks;
 pub mod diagnosis;
 pub mod event;
+pub mod fnv;
 pub mod graph;
 pub mod incident;
 pub mod policy;

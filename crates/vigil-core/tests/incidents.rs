@@ -376,7 +376,7 @@ fn a_vigil_restarted_during_an_incident_holds_its_agents_again() {
         );
     }
     assert_eq!(state(&sim, "bot@4"), AgentState::Running);
-    let incidents = sim.sup.incidents();
+    let incidents: Vec<_> = sim.sup.incidents().collect();
     assert_eq!(incidents.len(), 1);
     assert_eq!((incidents[0].id, incidents[0].held.len()), (4, 3));
     // The probe starts over: one canary, then the rest spread out.

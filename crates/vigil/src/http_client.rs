@@ -6,6 +6,11 @@
 
 use std::sync::Once;
 
+/// A client builder that says who is asking (`vigil/VERSION`), for `build`.
+pub fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
+}
+
 /// The client `make` describes; if it cannot be built with the system's CA certificates (or
 /// anything else about TLS), the same without any (http only).
 pub fn build(make: impl Fn() -> reqwest::ClientBuilder) -> reqwest::Client {

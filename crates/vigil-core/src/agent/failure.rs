@@ -71,14 +71,7 @@ impl Agent {
     /// by name: six bots hit by one 429 storm come back one by one, not in a burst.
     pub(super) fn throttle_delay(&self) -> Duration {
         let base = self.spec.policy.throttle_delay;
-        let spread = self
-            .spec
-            .name
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-            })
-            % 1000;
+        let spread = crate::fnv::fnv1a(self.spec.name.bytes()) % 1000;
         let extra = (base / 2)
             .checked_mul(spread as u32)
             .map_or(base / 2, |d| d / 1000);

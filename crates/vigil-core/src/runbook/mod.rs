@@ -31,8 +31,34 @@ pub enum RunState {
     Awaiting,
     /// `wait_healthy`: fresh evidence of health since `since`, by `until`.
     WaitingHealthy { since: Instant, until: Instant },
-    /// Over: `ok`, and what it came to.
-    Ended { at: Instant, ok: bool, how: String },
+    /// Over: how, and what it came to in words.
+    Ended {
+        at: Instant,
+        outcome: Outcome,
+        how: String,
+    },
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every step succeeded.
+    Succeeded,
+    /// A step failed or the runbook timed out (`runbook_failed`).
+    Failed,
+    /// Called off: its alert resolved, its runbook left the config, or its agent was not
+    /// the runbook's to act on (`runbook_cancelled`).
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -71,22 +97,22 @@ impl Run {
 
 /// (fingerprint, start, status), hashed (FNV-1a).
 fn sight_key(alert: &Alert) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let firing = if alert.firing { "1" } else { "0" };
-    for part in [alert.fingerprint.as_str(), alert.starts_at.as_str(), firing] {
-        for b in part.bytes().chain([0xff]) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    h
+    crate::fnv::fnv1a_parts(
+        [alert.fingerprint.as_str(), alert.starts_at.as_str(), firing],
+        0xff,
+    )
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Runbooks {
     pub specs: Vec<RunbookSpec>,
     pub policy: AlertPolicy,
-    /// Active runs in the order they came, then ended ones (newest last).
+    /// Runs queued or at work, in the order they came. Only these are looked at after each
+    /// input and for deadlines.
     pub runs: Vec<Run>,
+    /// The newest ended runs (newest last), kept for views only.
+    pub ended: VecDeque<Run>,
     /// Alerts seen, by a hash of (fingerprint, start, status): fixed-size, whatever a sender
     /// puts in those strings.
     seen: HashSet<u64>,
@@ -116,7 +142,7 @@ impl Runbooks {
     }
 
     pub fn active_for(&self, agent: AgentId) -> Option<&Run> {
-        self.runs.iter().find(|r| r.agent == agent && r.is_active())
+        self.runs.iter().find(|r| r.agent == agent)
     }
 
     pub fn get_mut(&mut self, id: u64) -> Option<&mut Run> {
@@ -131,7 +157,7 @@ impl Runbooks {
     pub fn running(&self) -> usize {
         self.runs
             .iter()
-            .filter(|r| r.is_active() && r.state != RunState::Queued)
+            .filter(|r| r.state != RunState::Queued)
             .count()
     }
 
@@ -139,7 +165,6 @@ impl Runbooks {
     pub fn next_due(&self) -> Option<Instant> {
         self.runs
             .iter()
-            .filter(|r| r.is_active())
             .flat_map(|r| {
                 let wait = match r.state {
                     RunState::WaitingHealthy { until, .. } => Some(until),
@@ -151,16 +176,19 @@ impl Runbooks {
             .min()
     }
 
-    /// Ended runs beyond what views keep are dropped.
-    pub fn trim(&mut self) {
-        let ended = self.runs.iter().filter(|r| !r.is_active()).count();
-        let mut drop = ended.saturating_sub(KEEP_ENDED);
-        self.runs.retain(|r| {
-            if drop > 0 && !r.is_active() {
-                drop -= 1;
-                return false;
-            }
-            true
-        });
+    /// Run `id` has ended: out of the active ones, into the kept ones (the oldest kept goes).
+    pub fn end(&mut self, id: u64, now: Instant, outcome: Outcome, how: String) -> Option<&Run> {
+        let pos = self.runs.iter().position(|r| r.id == id)?;
+        let mut run = self.runs.remove(pos);
+        run.state = RunState::Ended {
+            at: now,
+            outcome,
+            how,
+        };
+        if self.ended.len() >= KEEP_ENDED {
+            self.ended.pop_front();
+        }
+        self.ended.push_back(run);
+        self.ended.back()
     }
 }

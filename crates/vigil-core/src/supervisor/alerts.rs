@@ -12,7 +12,9 @@ use crate::agent::RestartRefused;
 use crate::diagnosis::{Evidence, FailureCause, Remedy};
 use crate::event::AgentId;
 use crate::records;
-use crate::runbook::{Alert, AlertAnswer, OnFailure, Run, RunState, SELF_ALERTS, Step, spec::fill};
+use crate::runbook::{
+    Alert, AlertAnswer, OnFailure, Outcome, Run, RunState, SELF_ALERTS, Step, spec::fill,
+};
 use crate::time::{Now, human_duration, later};
 
 impl Supervisor {
@@ -31,8 +33,8 @@ impl Supervisor {
     }
 
     /// Runbook runs: active ones in order, then the newest ended ones.
-    pub fn runbook_runs(&self) -> &[Run] {
-        &self.runbooks.runs
+    pub fn runbook_runs(&self) -> impl Iterator<Item = &Run> {
+        self.runbooks.runs.iter().chain(self.runbooks.ended.iter())
     }
 
     /// A notification from Alertmanager (`receiver`, `status` as it sent them). Journals it,
@@ -194,7 +196,7 @@ impl Supervisor {
             .runbooks
             .runs
             .iter()
-            .filter(|r| r.is_active() && r.fingerprint == alert.fingerprint)
+            .filter(|r| r.fingerprint == alert.fingerprint)
             .map(|r| r.id)
             .collect();
         for id in ids {
@@ -204,7 +206,7 @@ impl Supervisor {
             };
             match run.state {
                 RunState::Queued | RunState::WaitingHealthy { .. } | RunState::Ready => {
-                    self.end_run(now, id, false, "its alert resolved".into(), true);
+                    self.end_run(now, id, Outcome::Cancelled, "its alert resolved".into());
                 }
                 _ => run.cancel = true,
             }
@@ -212,24 +214,23 @@ impl Supervisor {
         n
     }
 
-    fn end_run(&mut self, now: Instant, id: u64, ok: bool, how: String, cancelled: bool) {
-        let Some(pos) = self.runbooks.runs.iter().position(|r| r.id == id) else {
+    fn end_run(&mut self, now: Instant, id: u64, outcome: Outcome, how: String) {
+        let Some(run) = self.runbooks.end(id, now, outcome, how) else {
             return;
         };
-        let mut run = self.runbooks.runs.remove(pos);
-        if cancelled {
-            self.out
-                .actions
-                .push_back(Action::Audit(records::runbook_cancelled(&run, &how)));
-        } else if ok {
-            let took = now.saturating_duration_since(run.started.unwrap_or(run.queued));
-            self.out
-                .actions
-                .push_back(Action::Audit(records::runbook_succeeded(&run, took)));
-        }
-        run.state = RunState::Ended { at: now, ok, how };
-        self.runbooks.runs.push(run);
-        self.runbooks.trim();
+        let RunState::Ended { how, .. } = &run.state else {
+            return;
+        };
+        let entry = match outcome {
+            Outcome::Cancelled => records::runbook_cancelled(run, how),
+            Outcome::Succeeded => {
+                let took = now.saturating_duration_since(run.started.unwrap_or(run.queued));
+                records::runbook_succeeded(run, took)
+            }
+            // Journaled by `fail_run`, with what followed.
+            Outcome::Failed => return,
+        };
+        self.out.actions.push_back(Action::Audit(entry));
     }
 
     /// A step failed (or the runbook timed out): journaled with what follows.
@@ -240,7 +241,7 @@ impl Supervisor {
         if run.cancel {
             // Its alert resolved meanwhile: what it would escalate is over.
             let how = format!("its alert resolved ({step} had failed: {why})");
-            self.end_run(now, id, false, how, true);
+            self.end_run(now, id, Outcome::Cancelled, how);
             return;
         }
         let on_failure = self
@@ -269,7 +270,7 @@ impl Supervisor {
             );
             self.with_agent(run.agent, |a, out| a.runbook_quarantine(now, reason, out));
         }
-        self.end_run(now, id, false, format!("failed at {step}: {why}"), false);
+        self.end_run(now, id, Outcome::Failed, format!("failed at {step}: {why}"));
     }
 
     /// Start queued runs while there is room, and carry out every step that can go now.
@@ -277,13 +278,7 @@ impl Supervisor {
         let t = now.mono;
         loop {
             let mut progressed = false;
-            let ids: Vec<u64> = self
-                .runbooks
-                .runs
-                .iter()
-                .filter(|r| r.is_active())
-                .map(|r| r.id)
-                .collect();
+            let ids: Vec<u64> = self.runbooks.runs.iter().map(|r| r.id).collect();
             for id in ids {
                 progressed |= self.advance_run(now, t, id);
             }
@@ -308,9 +303,8 @@ impl Supervisor {
             self.end_run(
                 t,
                 id,
-                false,
+                Outcome::Cancelled,
                 "its runbook left the configuration".into(),
-                true,
             );
             return true;
         };
@@ -340,11 +334,11 @@ impl Supervisor {
             }
             RunState::Ready => {
                 if run.cancel {
-                    self.end_run(t, id, false, "its alert resolved".into(), true);
+                    self.end_run(t, id, Outcome::Cancelled, "its alert resolved".into());
                     return true;
                 }
                 let Some(step) = spec.steps.get(run.step).cloned() else {
-                    self.end_run(t, id, true, "every step succeeded".into(), false);
+                    self.end_run(t, id, Outcome::Succeeded, "every step succeeded".into());
                     return true;
                 };
                 if let Some(why) = self.untouchable(run.agent, &run.agent_name) {
@@ -448,7 +442,7 @@ impl Supervisor {
                     // not a runbook's to override, and no reason to escalate.
                     Some(Err(RestartRefused::NotNow(why))) => {
                         let how = format!("not restarted: {why}");
-                        self.end_run(t, id, false, how, true);
+                        self.end_run(t, id, Outcome::Cancelled, how);
                     }
                     None => self.fail_run(t, id, &step.label(), "it is no longer configured"),
                 }

@@ -370,19 +370,12 @@ impl Supervisor {
                         self.out.incidents.extend_canary(t, incident);
                         continue;
                     }
-                    let name = a.name().to_string();
-                    let spread = self.out.incidents.policy.spread;
-                    let probe_for = self.out.incidents.policy.probe_for;
-                    if let Some(inc) = self.out.incidents.resolve(t, incident) {
-                        let how = format!(
-                            "the canary {name} stayed up for {}",
-                            crate::time::human_duration(probe_for)
-                        );
-                        let lasted = t.saturating_duration_since(inc.opened);
-                        self.out.actions.push_back(Action::Audit(
-                            crate::records::incident_resolved(&inc, lasted, &how, spread),
-                        ));
-                    }
+                    let how = format!(
+                        "the canary {} stayed up for {}",
+                        a.name(),
+                        crate::time::human_duration(self.out.incidents.policy.probe_for)
+                    );
+                    self.resolve_incident(t, incident, &how);
                 }
                 Step::Release { incident, agent } => {
                     let what = "the cause cleared: starting it (no restart budget spent)";
@@ -390,20 +383,19 @@ impl Supervisor {
                     self.graph.recheck.push(agent);
                 }
                 Step::Empty { incident } => {
-                    let spread = self.out.incidents.policy.spread;
-                    if let Some(inc) = self.out.incidents.resolve(t, incident) {
-                        let lasted = t.saturating_duration_since(inc.opened);
-                        self.out.actions.push_back(Action::Audit(
-                            crate::records::incident_resolved(
-                                &inc,
-                                lasted,
-                                "no agent is held by it any more",
-                                spread,
-                            ),
-                        ));
-                    }
+                    self.resolve_incident(t, incident, "no agent is held by it any more");
                 }
             }
+        }
+    }
+
+    /// The cause cleared (`how`): resolved, journaled, its held agents released from now on.
+    fn resolve_incident(&mut self, t: Instant, incident: u64, how: &str) {
+        let spread = self.out.incidents.policy.spread;
+        if let Some(inc) = self.out.incidents.resolve(t, incident) {
+            let lasted = t.saturating_duration_since(inc.opened);
+            let entry = crate::records::incident_resolved(&inc, lasted, how, spread);
+            self.out.actions.push_back(Action::Audit(entry));
         }
     }
 
@@ -559,9 +551,13 @@ impl Supervisor {
         self.out.incidents.policy = policy;
     }
 
-    /// Open incidents first, then the newest resolved ones.
-    pub fn incidents(&self) -> &[Incident] {
-        &self.out.incidents.list
+    /// Open incidents first (and resolved ones still releasing), then the newest resolved.
+    pub fn incidents(&self) -> impl Iterator<Item = &Incident> {
+        self.out
+            .incidents
+            .list
+            .iter()
+            .chain(self.out.incidents.done.iter())
     }
 
     /// A heartbeat through the API. `None`: no such agent; `Some(false)`: it has no `api` check.
@@ -603,6 +599,7 @@ impl Supervisor {
     /// changed look at their upstreams again, until nothing changes any more (the graph has
     /// no cycle: each change travels downstream only).
     fn settle(&mut self, now: Now) {
+        // Only runs at work are looked at: ended ones are kept apart, for views.
         if !self.runbooks.runs.is_empty() {
             self.pump_runbooks(now);
         }

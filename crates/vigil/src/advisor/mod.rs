@@ -69,11 +69,8 @@ struct PostError {
 
 impl Advisor {
     pub fn new(cfg: LlmConfig, live: Live) -> Self {
-        let builder = || {
-            reqwest::Client::builder()
-                .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
-                .connect_timeout(std::time::Duration::from_secs(5))
-        };
+        let builder =
+            || crate::http_client::builder().connect_timeout(std::time::Duration::from_secs(5));
         let client = crate::http_client::build(builder);
         live.init_llm();
         Self {

@@ -72,13 +72,8 @@ fn fingerprint(a: &AmAlert) -> String {
     if let Some(f) = a.fingerprint.as_deref().filter(|f| !f.is_empty()) {
         return f.to_string();
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (k, v) in &a.labels {
-        for b in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    format!("labels-{h:016x}")
+    let parts = a.labels.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]);
+    format!("labels-{:016x}", vigil_core::fnv::fnv1a_parts(parts, 0))
 }
 
 fn parse(body: &[u8]) -> Result<(String, String, Vec<vigil_core::Alert>), ApiError> {

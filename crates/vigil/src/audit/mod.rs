@@ -5,5 +5,5 @@ mod reader;
 mod record;
 
 pub use journal::{Journal, JournalHealth};
-pub use reader::{Filter, parse_since, read, read_newest};
+pub use reader::{Filter, names, parse_since, read, read_newest};
 pub use record::{Record, format_ms, format_ts};

@@ -36,12 +36,17 @@ pub struct Filter {
     pub limit: Option<usize>,
 }
 
+/// `want` names `agent`: it is that agent, or the template it is an instance of (`trader`
+/// names `trader@BTC_USDT`).
+pub fn names(want: &str, agent: &str) -> bool {
+    want == agent || agent.split_once('@').is_some_and(|(t, _)| t == want)
+}
+
 impl Filter {
     pub fn matches(&self, r: &Record) -> bool {
         if let Some(want) = &self.agent {
             let Some(agent) = &r.agent else { return false };
-            let template = agent.split_once('@').map(|(t, _)| t);
-            if agent != want && template != Some(want.as_str()) {
+            if !names(want, agent) {
                 return false;
             }
         }

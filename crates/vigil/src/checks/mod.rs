@@ -92,11 +92,8 @@ impl CheckRunner {
 
     fn http_client(&self) -> &reqwest::Client {
         self.http.get_or_init(|| {
-            let builder = || {
-                reqwest::Client::builder()
-                    .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
-                    .redirect(reqwest::redirect::Policy::limited(3))
-            };
+            let builder =
+                || crate::http_client::builder().redirect(reqwest::redirect::Policy::limited(3));
             crate::http_client::build(builder)
         })
     }

@@ -150,20 +150,24 @@ pub(super) fn fleet_status(ep: &Endpoint) -> Option<std::collections::HashMap<St
     )
 }
 
-/// `vigil status [NAME] [--json]`; exit 1 when a shown agent needs attention.
+/// `GET path` of the running vigil: its JSON answer, or the exit code after saying why not.
+fn get(args: &ApiArgs, path: &str) -> Result<Value, i32> {
+    let ep = endpoint(args).map_err(|e| {
+        eprintln!("{e}");
+        EXIT_USAGE
+    })?;
+    match call(&ep, reqwest::Method::GET, path, None) {
+        Reply::Unreachable(why) => Err(unreachable(&ep, &why)),
+        Reply::Answer(200, body) => Ok(body),
+        Reply::Answer(code, body) => Err(api_error(code, &body)),
+    }
+}
+
 /// `vigil runbooks`: what alerts made vigil do.
 pub fn runbooks(args: &ApiArgs, json_out: bool) -> i32 {
-    let ep = match endpoint(args) {
-        Ok(ep) => ep,
-        Err(e) => {
-            eprintln!("{e}");
-            return EXIT_USAGE;
-        }
-    };
-    let body = match call(&ep, reqwest::Method::GET, "/runbooks", None) {
-        Reply::Unreachable(why) => return unreachable(&ep, &why),
-        Reply::Answer(200, body) => body,
-        Reply::Answer(code, body) => return api_error(code, &body),
+    let body = match get(args, "/runbooks") {
+        Ok(body) => body,
+        Err(code) => return code,
     };
     let list = body["runbooks"].as_array().cloned().unwrap_or_default();
     let s = |v: &Value| v.as_str().unwrap_or("").to_string();
@@ -211,17 +215,9 @@ pub fn runbooks(args: &ApiArgs, json_out: bool) -> i32 {
 
 /// `vigil incidents`: what the fleet fails of together, and what vigil does about it.
 pub fn incidents(args: &ApiArgs, json_out: bool) -> i32 {
-    let ep = match endpoint(args) {
-        Ok(ep) => ep,
-        Err(e) => {
-            eprintln!("{e}");
-            return EXIT_USAGE;
-        }
-    };
-    let body = match call(&ep, reqwest::Method::GET, "/incidents", None) {
-        Reply::Unreachable(why) => return unreachable(&ep, &why),
-        Reply::Answer(200, body) => body,
-        Reply::Answer(code, body) => return api_error(code, &body),
+    let body = match get(args, "/incidents") {
+        Ok(body) => body,
+        Err(code) => return code,
     };
     let list = body["incidents"].as_array().cloned().unwrap_or_default();
     if json_out {
@@ -274,22 +270,15 @@ pub fn incidents(args: &ApiArgs, json_out: bool) -> i32 {
     }
 }
 
+/// `vigil status [NAME] [--json]`; exit 1 when a shown agent needs attention.
 pub fn status(args: &ApiArgs, name: Option<&str>, json_out: bool) -> i32 {
-    let ep = match endpoint(args) {
-        Ok(ep) => ep,
-        Err(e) => {
-            eprintln!("{e}");
-            return EXIT_USAGE;
-        }
-    };
     let path = match name {
         Some(n) => format!("/status/{}", encode(n)),
         None => "/status".to_string(),
     };
-    let body = match call(&ep, reqwest::Method::GET, &path, None) {
-        Reply::Unreachable(why) => return unreachable(&ep, &why),
-        Reply::Answer(200, body) => body,
-        Reply::Answer(code, body) => return api_error(code, &body),
+    let body = match get(args, &path) {
+        Ok(body) => body,
+        Err(code) => return code,
     };
     let agents: Vec<Value> = match body.get("agents") {
         Some(Value::Array(list)) => list.clone(),

@@ -30,9 +30,7 @@ pub fn test(config: &Config, name: &str) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    let client = crate::http_client::build(|| {
-        reqwest::Client::builder().user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
-    });
+    let client = crate::http_client::build(crate::http_client::builder);
     let messages = [message];
     let result = rt.block_on(deliver(
         &client,

@@ -129,23 +129,7 @@ pub fn read_llm(cx: &mut Cx, t: &Tbl<'_, '_>, base_dir: &Path) -> Option<LlmConf
         },
     };
     let api_key = match key_file {
-        Some(file) => {
-            let path = base_dir.join(&file.value);
-            match std::fs::read_to_string(&path) {
-                Ok(text) if !text.trim().is_empty() => Some(text.trim().to_string()),
-                Ok(_) => {
-                    cx.err(file.span, format!("{} is empty", path.display()));
-                    return None;
-                }
-                Err(e) => {
-                    cx.err(
-                        file.span,
-                        format!("cannot read api_key_file {}: {e}", path.display()),
-                    );
-                    return None;
-                }
-            }
-        }
+        Some(file) => Some(cx.secret_in_file(&file, "api_key_file", base_dir, 0)?),
         None => None,
     };
     Some(LlmConfig {

@@ -444,20 +444,8 @@ fn read_api(cx: &mut Cx, t: &Tbl<'_, '_>, base_dir: &Path) -> ApiConfig {
             api.token = Some(tok.value.trim().to_string());
         }
         (None, Some(file)) => {
-            let path = base_dir.join(&file.value);
-            match std::fs::read_to_string(&path) {
-                Ok(text) if text.trim().len() >= 16 => api.token = Some(text.trim().to_string()),
-                Ok(_) => cx.err(
-                    file.span,
-                    format!(
-                        "the token in {} is shorter than 16 characters",
-                        path.display()
-                    ),
-                ),
-                Err(e) => cx.err(
-                    file.span,
-                    format!("cannot read token_file {}: {e}", path.display()),
-                ),
+            if let Some(token) = cx.secret_in_file(&file, "token_file", base_dir, 16) {
+                api.token = Some(token);
             }
         }
         (None, None) => {}

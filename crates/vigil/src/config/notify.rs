@@ -311,21 +311,7 @@ fn http_url(cx: &mut Cx, name: &str, key: &str, u: At<String>) -> Option<String>
 /// The trimmed content of the file a `*_file` key names, relative to the config.
 fn read_secret_file(cx: &mut Cx, t: &Tbl<'_, '_>, key: &str, base_dir: &Path) -> Option<String> {
     let file = cx.string(t, key)?;
-    let path = base_dir.join(&file.value);
-    match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => Some(text.trim().to_string()),
-        Ok(_) => {
-            cx.err(file.span, format!("{} is empty", path.display()));
-            None
-        }
-        Err(e) => {
-            cx.err(
-                file.span,
-                format!("cannot read {key} {}: {e}", path.display()),
-            );
-            None
-        }
-    }
+    cx.secret_in_file(&file, key, base_dir, 0)
 }
 
 fn read_email(cx: &mut Cx, t: &Tbl<'_, '_>, name: &str, base_dir: &Path) -> Option<EmailConfig> {

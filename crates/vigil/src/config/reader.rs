@@ -190,6 +190,37 @@ impl Cx {
         true
     }
 
+    /// The trimmed content of the file `file` names (`key` = "token_file", …), relative to
+    /// `base_dir`: a secret kept out of the config. At least `min_len` characters when that
+    /// is not 0; never empty. The error names the file, never its content.
+    pub fn secret_in_file(
+        &mut self,
+        file: &At<String>,
+        key: &str,
+        base_dir: &std::path::Path,
+        min_len: usize,
+    ) -> Option<String> {
+        let path = base_dir.join(&file.value);
+        match std::fs::read_to_string(&path) {
+            Ok(text) if min_len > 0 && text.trim().len() < min_len => {
+                let shown = path.display();
+                let why = format!("the token in {shown} is shorter than {min_len} characters");
+                self.err(file.span.clone(), why);
+                None
+            }
+            Ok(text) if text.trim().is_empty() => {
+                self.err(file.span.clone(), format!("{} is empty", path.display()));
+                None
+            }
+            Ok(text) => Some(text.trim().to_string()),
+            Err(e) => {
+                let why = format!("cannot read {key} {}: {e}", path.display());
+                self.err(file.span.clone(), why);
+                None
+            }
+        }
+    }
+
     pub fn string(&mut self, t: &Tbl<'_, '_>, key: &str) -> Option<At<String>> {
         let v = t.get(key)?;
         match v.get_ref() {

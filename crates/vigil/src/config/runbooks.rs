@@ -55,27 +55,7 @@ pub fn read_alertmanager(
         );
         return None;
     };
-    let path = base_dir.join(&file.value);
-    let token = match std::fs::read_to_string(&path) {
-        Ok(text) if text.trim().len() >= 16 => text.trim().to_string(),
-        Ok(_) => {
-            cx.err(
-                file.span,
-                format!(
-                    "the token in {} is shorter than 16 characters",
-                    path.display()
-                ),
-            );
-            return None;
-        }
-        Err(e) => {
-            cx.err(
-                file.span,
-                format!("cannot read token_file {}: {e}", path.display()),
-            );
-            return None;
-        }
-    };
+    let token = cx.secret_in_file(&file, "token_file", base_dir, 16)?;
     Some(AlertmanagerConfig { token, policy })
 }
 

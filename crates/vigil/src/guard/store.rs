@@ -144,9 +144,7 @@ impl FileStore {
 /// FNV-1a: the same for the same bytes in every build of vigil (kept copies are found again
 /// after an upgrade), and cheap.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-    })
+    vigil_core::fnv::fnv1a(bytes.iter().copied())
 }
 
 fn ext(file: &Path) -> String {

@@ -29,18 +29,13 @@ pub struct Message {
 
 /// A stable id for what a record says (FNV-1a over its fields).
 pub fn record_id(r: &Record) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [
+    let parts = [
         r.ts.as_str(),
         r.agent.as_deref().unwrap_or("-"),
         r.action.as_str(),
         r.reason.as_str(),
-    ] {
-        for b in part.bytes().chain(std::iter::once(0)) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
+    ];
+    format!("{:016x}", vigil_core::fnv::fnv1a_parts(parts, 0))
 }
 
 /// A plain wording of what the action means to someone paged at night.

@@ -80,12 +80,7 @@ fn agent_matches(agents: &[String], r: &Record) -> bool {
     if agents.is_empty() {
         return true;
     }
-    let one = |agent: &str| {
-        let template = agent.split_once('@').map(|(t, _)| t);
-        agents
-            .iter()
-            .any(|a| a == agent || Some(a.as_str()) == template)
-    };
+    let one = |agent: &str| agents.iter().any(|a| crate::audit::names(a, agent));
     match r.agent.as_deref() {
         Some(agent) => one(agent),
         None => r
@@ -472,12 +467,7 @@ impl Worker {
             let channel = ch.config.clone();
             let client = self
                 .client
-                .get_or_insert_with(|| {
-                    crate::http_client::build(|| {
-                        reqwest::Client::builder()
-                            .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
-                    })
-                })
+                .get_or_insert_with(|| crate::http_client::build(crate::http_client::builder))
                 .clone();
             let name = name.clone();
             inflight.spawn(async move {

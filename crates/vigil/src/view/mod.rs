@@ -143,16 +143,11 @@ impl RunbookView {
             RunState::Queued => ("queued", None, None),
             RunState::Ready | RunState::Awaiting => ("running", None, None),
             RunState::WaitingHealthy { .. } => ("waiting_healthy", None, None),
-            RunState::Ended { at: t, ok, how } => {
-                let state = if *ok {
-                    "succeeded"
-                } else if how.starts_with("failed") {
-                    "failed"
-                } else {
-                    "cancelled"
-                };
-                (state, Some(at(*t)), Some(how.clone()))
-            }
+            RunState::Ended {
+                at: t,
+                outcome,
+                how,
+            } => (outcome.as_str(), Some(at(*t)), Some(how.clone())),
         };
         let label = sup
             .runbook_spec(&r.runbook)

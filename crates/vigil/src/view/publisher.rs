@@ -185,13 +185,11 @@ impl Publisher {
             shutting_down: sup.is_shutting_down(),
             incidents: Arc::new(
                 sup.incidents()
-                    .iter()
                     .map(|i| super::IncidentView::of(i, sup, now))
                     .collect(),
             ),
             runbooks: Arc::new(
                 sup.runbook_runs()
-                    .iter()
                     .map(|r| super::RunbookView::of(r, sup, now))
                     .collect(),
             ),
