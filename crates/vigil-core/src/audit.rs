@@ -78,6 +78,10 @@ pub enum AuditAction {
     /// A notification could not be delivered and was given up (refused by its channel, or
     /// undeliverable for a day); it is kept in the outbox's `failed/`.
     NotifyFailed,
+    /// An agent declared itself degraded (its stall verdicts may be suspended for a while).
+    Degraded,
+    /// A declared degradation ended: declared ok, its time ran out, or its bound was reached.
+    DegradedEnded,
     /// vigil itself started, reloaded or stopped.
     VigilStart,
     VigilReload,
@@ -125,6 +129,8 @@ impl AuditAction {
         AuditAction::RunbookCancelled,
         AuditAction::Notified,
         AuditAction::NotifyFailed,
+        AuditAction::Degraded,
+        AuditAction::DegradedEnded,
         AuditAction::VigilStart,
         AuditAction::VigilReload,
         AuditAction::VigilStop,
@@ -168,6 +174,8 @@ impl AuditAction {
             AuditAction::RunbookCancelled => "runbook_cancelled",
             AuditAction::Notified => "notified",
             AuditAction::NotifyFailed => "notify_failed",
+            AuditAction::Degraded => "degraded",
+            AuditAction::DegradedEnded => "degraded_ended",
             AuditAction::VigilStart => "vigil_start",
             AuditAction::VigilReload => "vigil_reload",
             AuditAction::VigilStop => "vigil_stop",

@@ -210,6 +210,10 @@ pub struct NotifyMessage {
     pub stopping: bool,
     pub status: Option<String>,
     pub watchdog_usec: Option<u64>,
+    /// `DEGRADED=<reason>`: the agent declares itself degraded (`DEGRADED=0`: ok again).
+    pub degraded: Option<String>,
+    /// `DEGRADED_UNTIL=<unix seconds>`: until when (wall-clock milliseconds).
+    pub degraded_until_ms: Option<i64>,
 }
 
 impl NotifyMessage {
@@ -228,10 +232,35 @@ impl NotifyMessage {
                 "STOPPING" => m.stopping = v == "1",
                 "STATUS" => m.status = Some(v.chars().take(200).collect()),
                 "WATCHDOG_USEC" => m.watchdog_usec = v.parse().ok().filter(|n| *n > 0),
+                "DEGRADED" => m.degraded = Some(v.trim().chars().take(200).collect()),
+                "DEGRADED_UNTIL" => {
+                    m.degraded_until_ms = v
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e11)
+                        .map(|s| (s * 1000.0) as i64)
+                }
                 _ => {}
             }
         }
         m
+    }
+
+    /// What the agent declared about itself in this message, if anything (`now_ms`: the
+    /// wall clock, for `DEGRADED_UNTIL`).
+    pub fn declared(&self, now_ms: i64) -> Option<crate::agent::Declared> {
+        let reason = self.degraded.as_deref()?;
+        if reason.is_empty() || reason == "0" {
+            return Some(crate::agent::Declared::Ok);
+        }
+        let until = self
+            .degraded_until_ms
+            .map(|ms| std::time::Duration::from_millis((ms - now_ms).max(0) as u64));
+        Some(crate::agent::Declared::Degraded {
+            reason: reason.to_string(),
+            until,
+        })
     }
 
     pub fn is_sign_of_life(&self) -> bool {

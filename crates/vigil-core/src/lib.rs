@@ -27,7 +27,10 @@ pub mod time;
 
 pub use action::Action;
 pub use advice::{AdvisorSpec, FailureReport, Judgement};
-pub use agent::{Agent, AgentMemory, AgentState, CommandError, CommandOutcome, LastExit};
+pub use agent::{
+    Agent, AgentMemory, AgentState, CommandError, CommandOutcome, Declared, DeclaredAnswer,
+    LastExit, SavedDegradation,
+};
 pub use audit::{AuditAction, AuditEntry};
 pub use checks::{CheckKind, CheckSpec, CheckStatus, NotifyMessage, Observation, Verdict};
 pub use diagnosis::{Category, Diagnosis, FailureCause, Remedy, Rule, Rules, Severity, Source};

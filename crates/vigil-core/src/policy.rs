@@ -86,6 +86,9 @@ pub struct RestartPolicy {
     /// stopped. Crashed agents never wait: they are restarted at once and the advice applies
     /// before their next restart.
     pub llm_before_restart: bool,
+    /// The longest an agent's declared degradation suspends stall verdicts, per episode
+    /// (zero: never).
+    pub max_degraded: Duration,
 }
 
 impl Default for RestartPolicy {
@@ -101,6 +104,7 @@ impl Default for RestartPolicy {
             failure_threshold: 2,
             throttle_delay: Duration::from_secs(120),
             llm_before_restart: true,
+            max_degraded: Duration::from_secs(15 * 60),
         }
     }
 }

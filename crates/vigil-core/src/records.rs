@@ -330,6 +330,49 @@ pub(crate) fn stalled(
     }
 }
 
+/// `degraded`: the agent declared itself degraded; `note` says what vigil does about it.
+pub(crate) fn degraded(
+    agent: &str,
+    d: &crate::agent::degraded::Degradation,
+    note: &str,
+) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Degraded,
+        format!("{}: {note}", d.reason),
+    )
+    .meta("declared", d.reason.clone())
+    .meta("suspended", !d.spent)
+    .meta("until_ms", d.until_ms)
+}
+
+/// `degraded_ended`: `why` it ended.
+pub(crate) fn degraded_ended(agent: &str, reason: &str, why: &str) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::DegradedEnded,
+        format!("no longer degraded ({reason}): {why}"),
+    )
+    .meta("declared", reason)
+}
+
+/// A stall verdict not acted on: the agent declared itself degraded until `until_ms`.
+pub(crate) fn stall_suspended(
+    agent: &str,
+    stall: &str,
+    declared: &str,
+    until_ms: i64,
+) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Degraded,
+        format!("{stall}: not acted on, the agent declared itself degraded ({declared})"),
+    )
+    .meta("declared", declared)
+    .meta("suspended_stall", stall)
+    .meta("until_ms", until_ms)
+}
+
 /// `stalled` of a producer: a check of another agent (`produced_by`) found its output stale.
 pub(crate) fn stalled_output(
     agent: &str,

@@ -123,6 +123,23 @@ pub enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Show an agent's checkpoint: the state it saved through vigil (`PUT
+    /// /agents/NAME/checkpoint`) to resume from after a restart
+    Checkpoint {
+        /// The agent (e.g. `bot` or `trader@BTC_USDT`)
+        name: String,
+        /// Every kept version, newest first, instead of the latest document
+        #[arg(long)]
+        history: bool,
+        /// With --history: at most this many versions
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Notification channels (`[notify.NAME]`)
     #[command(subcommand)]
     Notify(NotifyCmd),

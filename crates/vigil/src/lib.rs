@@ -3,9 +3,11 @@
 //! the config, API bodies, notify datagrams.
 
 pub mod advisor;
+pub mod agent_token;
 pub mod api;
 pub mod audit;
 pub mod casebook;
+pub mod checkpoints;
 pub mod checks;
 pub mod cli;
 pub mod clock;

@@ -45,6 +45,13 @@ fn main() -> ExitCode {
         },
         Cmd::Incidents { json, api } => cmd::control::incidents(&api, json),
         Cmd::Runbooks { json, api } => cmd::control::runbooks(&api, json),
+        Cmd::Checkpoint {
+            name,
+            history,
+            limit,
+            json,
+            api,
+        } => cmd::checkpoint::show(&api, &name, history, limit, json),
         Cmd::Notify(cli::NotifyCmd::Test { name, cfg }) => {
             match config::load(&cfg.config, cfg.state_dir.as_deref()) {
                 Ok(c) => cmd::notify::test(&c, &name),

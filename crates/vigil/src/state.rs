@@ -41,6 +41,43 @@ pub struct SavedAgent {
     /// A fleet incident held it: the next vigil holds it again rather than start it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incident: Option<SavedHold>,
+    /// The live run had declared itself degraded: the next vigil keeps what is left of its
+    /// suspension of stall verdicts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<SavedDegraded>,
+}
+
+/// A declared degradation, as saved (wall-clock milliseconds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedDegraded {
+    pub reason: String,
+    pub since_ms: i64,
+    pub limit_ms: i64,
+    pub until_ms: i64,
+    #[serde(default)]
+    pub spent: bool,
+}
+
+impl SavedDegraded {
+    pub fn of(d: vigil_core::SavedDegradation) -> Self {
+        SavedDegraded {
+            reason: d.reason,
+            since_ms: d.since_ms,
+            limit_ms: d.limit_ms,
+            until_ms: d.until_ms,
+            spent: d.spent,
+        }
+    }
+
+    pub fn memory(&self) -> vigil_core::SavedDegradation {
+        vigil_core::SavedDegradation {
+            reason: self.reason.clone(),
+            since_ms: self.since_ms,
+            limit_ms: self.limit_ms,
+            until_ms: self.until_ms,
+            spent: self.spent,
+        }
+    }
 }
 
 /// An incident's hold on an agent, as saved.
@@ -76,6 +113,14 @@ pub const UNIT_TAG: &str = "#unit.";
 pub const USER_UNIT_TAG: &str = "#user-unit.";
 
 impl SavedRun {
+    /// A process vigil spawned (it carries vigil's environment: its tag, its token), not a
+    /// taken-over process, a container or a unit.
+    pub fn spawned_by_vigil(&self) -> bool {
+        ![OUTSIDE_TAG, CONTAINER_TAG, UNIT_TAG, USER_UNIT_TAG]
+            .iter()
+            .any(|t| self.run_tag.contains(t))
+    }
+
     /// The run is a container's (the docker driver): its pid and start are the engine's, and
     /// a restarted vigil finds it by looking at the container, not at `/proc`.
     pub fn is_container(&self) -> bool {

@@ -76,6 +76,9 @@ impl Agent {
         if became_ready && matches!(self.phase, Phase::Starting(_)) {
             self.become_running(now.mono, run);
         }
+        if let Some(declared) = message.declared(now.wall_ms) {
+            self.declare(now, Some(id), declared, out);
+        }
         self.check_outputs(now, outputs, out);
     }
 
@@ -116,6 +119,11 @@ impl Agent {
                 }
                 // Its upstream is down: the stall is that agent's (it is being healed).
                 CheckOutput::Stalled { .. } if self.waiting.is_some() => {}
+                // It said it is degraded on purpose (a rate limit, an open breaker): a restart
+                // would make it worse. Until its declared time, bounded by `max_degraded`.
+                CheckOutput::Stalled { reason, .. } if self.stall_suspended(now.mono) => {
+                    self.note_suspended_stall(&reason, out);
+                }
                 CheckOutput::Stalled { index, reason } => {
                     match self.checks.checks[index].spec.produced_by.clone() {
                         Some(producer) if producer != self.spec.name => {

@@ -90,9 +90,11 @@ impl Agent {
         pid: u32,
         since: Instant,
         outside: bool,
-        now: Instant,
+        now: crate::time::Now,
         out: &mut Outbox,
     ) -> Option<RunId> {
+        let wall = now;
+        let now = now.mono;
         if !matches!(self.phase, Phase::Stopped) || !out.targetable(pid) {
             return None;
         }
@@ -106,6 +108,9 @@ impl Agent {
         };
         self.want_running = !self.held;
         self.phase = Phase::Running(run);
+        if let Some(saved) = self.restored_degradation.take() {
+            self.restore_degradation(wall, run.id, saved);
+        }
         self.checks.new_run();
         self.checks.start(now, since.min(now));
         self.timers.set(

@@ -10,6 +10,7 @@
 
 mod advising;
 mod commands;
+pub(crate) mod degraded;
 mod failure;
 mod files;
 mod health;
@@ -26,6 +27,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use advising::Investigation;
+pub use degraded::{Declared, DeclaredAnswer, SavedDegradation};
 pub(crate) use runbook::RestartRefused;
 pub(crate) use timers::{TimerKind, Timers};
 pub(crate) use upstream::{Blame, Waiting};
@@ -175,6 +177,9 @@ pub struct AgentMemory {
     /// A fleet incident held it (its id and cause): after a restart of vigil it is held
     /// again, not started into a cause that may still be there.
     pub incident: Option<(u64, crate::incident::Cause)>,
+    /// The current run had declared itself degraded: after a restart of vigil, the run it
+    /// adopts keeps what is left of its suspension.
+    pub degraded: Option<SavedDegradation>,
 }
 
 /// From vigil's first stall verdict until the agent has proven healthy again: the condition
@@ -380,6 +385,10 @@ pub struct Agent {
     waiting: Option<Box<Waiting>>,
     /// An incident's hold saved by the vigil before this one: applied at the first start.
     restored_hold: Option<(u64, crate::incident::Cause)>,
+    /// What the agent declared about itself (`degraded`), for its current run.
+    degraded: Option<Box<degraded::Degradation>>,
+    /// A degradation saved by the vigil before this one: applied to the run it adopts.
+    restored_degradation: Option<SavedDegradation>,
     /// The last run whose guarded files were kept as the last known good.
     files_kept: Option<RunId>,
     /// A failure diagnosed as a config error, restarted only to have its guarded files
@@ -427,6 +436,8 @@ impl Agent {
             files_kept: None,
             config_suspect: None,
             restored_hold: memory.incident,
+            degraded: None,
+            restored_degradation: memory.degraded,
         }
     }
 
@@ -588,6 +599,18 @@ impl Agent {
         self.checks.checks.iter().map(|c| (&c.spec, &c.status))
     }
 
+    /// What its current run declared: `(reason, since_ms, suspended_until_ms)`; the last is
+    /// `None` once the suspension of stall verdicts is over.
+    pub fn declared_degraded(&self) -> Option<(&str, i64, Option<i64>)> {
+        self.degradation().map(|d| {
+            (
+                d.reason.as_str(),
+                d.since_ms,
+                (!d.spent).then_some(d.until_ms),
+            )
+        })
+    }
+
     /// The agent's own last `STATUS=` line (notify protocol).
     pub fn status_text(&self) -> Option<&str> {
         self.checks.status_text.as_deref()
@@ -613,6 +636,9 @@ impl Agent {
             stalled_since_ms: self.stalled_since_ms(),
             run: self.current().map(|r| (r.id, r.pid)),
             incident: self.incident_hold().map(|(id, _)| id),
+            degraded: self
+                .degradation()
+                .map(|d| (d.until_ms, d.spent, d.reason.len())),
         }
     }
 
@@ -626,6 +652,7 @@ impl Agent {
             escalated: self.escalated,
             stalled_since_ms: self.stalled_since_ms(),
             incident: self.incident_hold().map(|(id, c)| (id, c.clone())),
+            degraded: self.saved_degradation(),
         }
     }
 }
@@ -651,6 +678,7 @@ pub(crate) struct PersistKey {
     stalled_since_ms: Option<i64>,
     run: Option<(RunId, Option<u32>)>,
     incident: Option<u64>,
+    degraded: Option<(i64, bool, usize)>,
 }
 
 impl Agent {
@@ -662,6 +690,7 @@ impl Agent {
             TimerKind::Stable => self.on_stable_due(out),
             TimerKind::Investigate => self.on_investigation_timeout(now.mono, out),
             TimerKind::Check(i) => self.on_check_due(now, i as usize, out),
+            TimerKind::Degraded => self.on_degraded_due(out),
         }
     }
 }

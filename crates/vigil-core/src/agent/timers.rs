@@ -12,6 +12,8 @@ pub(crate) enum TimerKind {
     /// A stall investigation has waited long enough for evidence and advice.
     Investigate,
     Check(u16),
+    /// A declared degradation's suspension of stall verdicts ends.
+    Degraded,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -20,6 +22,7 @@ pub(crate) struct Timers {
     kill: Option<Instant>,
     stable: Option<Instant>,
     investigate: Option<Instant>,
+    degraded: Option<Instant>,
     /// What the index holds for each check (mirrors `CheckSet` dues).
     checks: Vec<Option<Instant>>,
     /// (kind, old, new) since the supervisor last synced.
@@ -33,6 +36,7 @@ impl Timers {
             TimerKind::Kill => self.kill,
             TimerKind::Stable => self.stable,
             TimerKind::Investigate => self.investigate,
+            TimerKind::Degraded => self.degraded,
             TimerKind::Check(i) => self.checks.get(i as usize).copied().flatten(),
         }
     }
@@ -43,6 +47,7 @@ impl Timers {
             TimerKind::Kill => &mut self.kill,
             TimerKind::Stable => &mut self.stable,
             TimerKind::Investigate => &mut self.investigate,
+            TimerKind::Degraded => &mut self.degraded,
             TimerKind::Check(i) => {
                 let i = i as usize;
                 if self.checks.len() <= i {
@@ -64,6 +69,7 @@ impl Timers {
             (TimerKind::Kill, self.kill),
             (TimerKind::Stable, self.stable),
             (TimerKind::Investigate, self.investigate),
+            (TimerKind::Degraded, self.degraded),
         ];
         let checks = self
             .checks

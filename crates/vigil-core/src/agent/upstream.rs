@@ -235,6 +235,10 @@ impl Agent {
         {
             return;
         }
+        if self.stall_suspended(now.mono) {
+            self.note_suspended_stall(&blame.reason, out);
+            return;
+        }
         let name = self.name().to_string();
         let failures = blame.spec.failure_threshold;
         let record = |wait| records::stalled(&name, &blame.reason, &blame.spec, failures, wait);
@@ -248,6 +252,10 @@ impl Agent {
             || self.investigation.is_some()
             || self.waiting.is_some()
         {
+            return;
+        }
+        if self.stall_suspended(now.mono) {
+            self.note_suspended_stall(&blame.reason, out);
             return;
         }
         let reason = format!(

@@ -152,7 +152,7 @@ impl Supervisor {
         outside: bool,
     ) -> Option<RunId> {
         self.tick(now);
-        self.with_agent(id, |a, out| a.adopt(pid, since, outside, now.mono, out))
+        self.with_agent(id, |a, out| a.adopt(pid, since, outside, now, out))
             .flatten()
     }
 
@@ -566,6 +566,21 @@ impl Supervisor {
         let took = self.with_agent(id, |a, out| a.on_api_heartbeat(now, out));
         self.settle(now);
         took
+    }
+
+    /// An agent's declaration about itself (`POST /agents/NAME/status`, or `DEGRADED=` on
+    /// the notify socket with `run`). `None`: no such agent.
+    pub fn declare(
+        &mut self,
+        now: Now,
+        id: AgentId,
+        run: Option<RunId>,
+        declared: crate::agent::Declared,
+    ) -> Option<crate::agent::DeclaredAnswer> {
+        self.tick(now);
+        let answer = self.with_agent(id, |a, out| a.declare(now, run, declared, out));
+        self.settle(now);
+        answer
     }
 
     /// What changed since the last call: for the published status and for persistence.

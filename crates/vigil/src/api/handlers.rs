@@ -106,13 +106,15 @@ pub async fn runbooks(State(hub): Hubs) -> Response {
 pub async fn status_one(State(hub): Hubs, Path(name): Path<String>) -> Result<Response, ApiError> {
     let view = hub.view.borrow().clone();
     let now_ms = crate::clock::now().wall_ms;
+    let checkpoints = hub.checkpoints();
     if let Some(a) = view.agent(&name) {
-        return Ok(Json(AgentStatus::of(a, &view, now_ms)).into_response());
+        let status = AgentStatus::of(a, &view, now_ms).with_checkpoint(&checkpoints, now_ms);
+        return Ok(Json(status).into_response());
     }
     let instances: Vec<AgentStatus> = view
         .instances(&name)
         .into_iter()
-        .map(|a| AgentStatus::of(a, &view, now_ms))
+        .map(|a| AgentStatus::of(a, &view, now_ms).with_checkpoint(&checkpoints, now_ms))
         .collect();
     if !instances.is_empty() {
         return Ok(Json(json!({ "agents": instances })).into_response());
@@ -185,13 +187,31 @@ fn authorize_change(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<CommandBody, ApiError> {
-    if !auth::authorized(hub.token.as_deref(), headers) {
-        deny(hub, &format!("{what} without a valid token"));
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "this vigil needs `Authorization: Bearer <token>` for changes",
-        ));
+    match auth::caller(hub.token.as_deref(), &hub.runs, headers) {
+        auth::Caller::Person => {}
+        auth::Caller::Agent(agent) => {
+            deny(hub, &format!("{what} with the token of a run of {agent}"));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "an agent's token (VIGIL_AGENT_TOKEN) writes its own checkpoint, heartbeat and status only; it controls nothing",
+            ));
+        }
+        auth::Caller::EndedRun | auth::Caller::Nobody => {
+            deny(hub, &format!("{what} without a valid token"));
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "this vigil needs `Authorization: Bearer <token>` for changes",
+            ));
+        }
     }
+    body_json(headers, body)
+}
+
+/// The optional JSON body of a change, with its `reason`.
+fn body_json(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<CommandBody, ApiError> {
     guard::require_json(headers)?;
     let body =
         body.map_err(|e| ApiError::new(e.status(), format!("request body: {}", e.body_text())))?;
@@ -215,7 +235,7 @@ fn requester(headers: &HeaderMap) -> Requester {
 }
 
 /// Hand a request to the supervision loop and wait for its answer.
-async fn ask_loop<T>(
+pub(super) async fn ask_loop<T>(
     hub: &Hub,
     request: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, CommandRefused>>) -> ApiRequest,
 ) -> Result<T, ApiError> {
@@ -290,16 +310,13 @@ pub async fn command(
             "unknown action `{verb}`: use restart, stop, start, reset or heartbeat"
         )));
     }
-    let body = authorize_change(
-        &hub,
-        &format!("POST /agents/{name}/{verb} from {peer}"),
-        &headers,
-        body,
-    )?;
-
+    let what = format!("POST /agents/{name}/{verb} from {peer}");
     if verb == "heartbeat" {
+        super::agents::authorize(&hub, &what, &name, &headers)?;
+        body_json(&headers, body)?;
         return heartbeat(&hub, &name);
     }
+    let body = authorize_change(&hub, &what, &headers, body)?;
     let by = requester(&headers);
     let command = match parse_command(&verb).expect("checked above") {
         Command::Start if body.force => Command::ForceStart,

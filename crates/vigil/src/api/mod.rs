@@ -5,6 +5,7 @@
 //! audit records the loop broadcasts, and sends commands and heartbeats to the loop over a
 //! bounded channel.
 
+mod agents;
 mod alertmanager;
 mod auth;
 mod error;
@@ -79,6 +80,12 @@ pub enum ApiRequest {
         alerts: Vec<vigil_core::Alert>,
         reply: oneshot::Sender<Result<vigil_core::AlertAnswer, CommandRefused>>,
     },
+    /// `POST /agents/NAME/status`: what an agent declares about itself.
+    Status {
+        agent: String,
+        declared: vigil_core::Declared,
+        reply: oneshot::Sender<Result<StatusAnswer, CommandRefused>>,
+    },
     /// `POST /shutdown`: stop every agent and exit, as SIGTERM does.
     Shutdown {
         by: Requester,
@@ -126,6 +133,47 @@ impl ReloadAnswer {
     }
 }
 
+/// What became of an agent's declaration (`POST /agents/NAME/status`).
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusAnswer {
+    pub agent: String,
+    pub accepted: bool,
+    pub state: &'static str,
+    /// Stall verdicts are not acted on before this (RFC 3339).
+    pub stall_checks_suspended_until: Option<String>,
+    pub note: String,
+}
+
+impl StatusAnswer {
+    pub fn of(agent: &str, answer: Option<vigil_core::DeclaredAnswer>) -> Self {
+        let answer = answer.unwrap_or(vigil_core::DeclaredAnswer {
+            accepted: false,
+            state: "ok",
+            suspended_until_ms: None,
+            note: format!("{agent} is not configured"),
+        });
+        StatusAnswer {
+            agent: agent.to_string(),
+            accepted: answer.accepted,
+            state: answer.state,
+            stall_checks_suspended_until: answer.suspended_until_ms.map(|ms| {
+                chrono::DateTime::from_timestamp_millis(ms)
+                    .unwrap_or_default()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            }),
+            note: answer.note,
+        }
+    }
+}
+
+/// What agents themselves use: their runs' tokens and the checkpoint store.
+#[derive(Clone, Default)]
+pub struct AgentFacing {
+    pub runs: crate::agent_token::LiveRuns,
+    /// `None` when it could not be opened (checkpoints then answer 503).
+    pub store: Option<Arc<crate::checkpoints::Store>>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct CommandResult {
     pub agent: String,
@@ -170,9 +218,17 @@ pub struct Hub {
     pub denied: Mutex<(Option<Instant>, u64)>,
     pub pending_heartbeats: PendingHeartbeats,
     pub casebook: Casebook,
+    /// Live runs' tokens (`VIGIL_AGENT_TOKEN`).
+    pub runs: crate::agent_token::LiveRuns,
+    pub store: Option<Arc<crate::checkpoints::Store>>,
 }
 
 impl Hub {
+    /// Each agent's latest checkpoint, as the store knows it.
+    pub fn checkpoints(&self) -> crate::view::CheckpointIndex {
+        self.store.as_ref().map(|s| s.index()).unwrap_or_default()
+    }
+
     /// The fleet's status JSON as of now (give or take a second).
     pub fn status_body(&self) -> axum::body::Bytes {
         let view = self.view.borrow().clone();
@@ -180,7 +236,8 @@ impl Hub {
         let fresh = cache.version == view.version
             && cache.built.is_some_and(|t| t.elapsed() < STATUS_MAX_AGE);
         if !fresh {
-            cache.body = status_json(&view, crate::clock::now().wall_ms).into();
+            cache.body =
+                status_json(&view, crate::clock::now().wall_ms, &self.checkpoints()).into();
             cache.version = view.version;
             cache.built = Some(Instant::now());
         }
@@ -207,6 +264,17 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/events", get(events::events))
         .route("/metrics", get(handlers::metrics))
         .route("/agents/{name}/explain", get(handlers::explain))
+        .route(
+            "/agents/{name}/checkpoint",
+            get(agents::get_checkpoint)
+                .put(agents::put_checkpoint)
+                .layer(DefaultBodyLimit::max(crate::checkpoints::MAX_DOCUMENT)),
+        )
+        .route(
+            "/agents/{name}/checkpoints",
+            get(agents::checkpoint_history),
+        )
+        .route("/agents/{name}/status", post(agents::post_status))
         .route("/agents/{name}/{command}", post(handlers::command))
         .route("/reload", post(handlers::reload))
         .route("/shutdown", post(handlers::shutdown))
@@ -277,6 +345,7 @@ pub fn start(
     node: &str,
     io: &tokio::runtime::Handle,
     health: Arc<Health>,
+    agents: AgentFacing,
 ) -> Result<Started, StartError> {
     let live = Live::default();
     let casebook = Casebook::default();
@@ -326,6 +395,8 @@ pub fn start(
         denied: Mutex::new((None, 0)),
         pending_heartbeats: PendingHeartbeats::default(),
         casebook: casebook.clone(),
+        runs: agents.runs,
+        store: agents.store,
     });
     let pending_heartbeats = hub.pending_heartbeats.clone();
     let max_connections = config

@@ -151,7 +151,7 @@ pub(super) fn fleet_status(ep: &Endpoint) -> Option<std::collections::HashMap<St
 }
 
 /// `GET path` of the running vigil: its JSON answer, or the exit code after saying why not.
-fn get(args: &ApiArgs, path: &str) -> Result<Value, i32> {
+pub(super) fn get(args: &ApiArgs, path: &str) -> Result<Value, i32> {
     let ep = endpoint(args).map_err(|e| {
         eprintln!("{e}");
         EXIT_USAGE

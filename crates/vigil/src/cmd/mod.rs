@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod check;
 pub mod check_live;
+pub mod checkpoint;
 pub mod control;
 pub mod doctor;
 pub mod explain;

@@ -24,6 +24,7 @@ const TOP_KEYS: &[&str] = &[
     "incidents",
     "alertmanager",
     "runbooks",
+    "store",
     "defaults",
     "agents",
 ];
@@ -87,6 +88,7 @@ const POLICY_KEYS: &[&str] = &[
     "failure_threshold",
     "throttle_delay",
     "llm_before_restart",
+    "max_degraded",
 ];
 const RESTART_MODES: &[&str] = &["always", "on-failure", "never"];
 const ON_EXHAUSTED: &[&str] = &["quarantine", "retry_after"];
@@ -251,6 +253,10 @@ pub fn parse(
     api.alert_token = alertmanager.as_ref().map(|a| a.token.clone());
     let channels: Vec<String> = notify.iter().map(|c| c.name.clone()).collect();
     let runbooks = super::runbooks::read_runbooks(&mut cx, &root, &base_dir, &channels);
+    let store = match cx.table(&root, "store") {
+        Some(t) => super::store::read_store(&mut cx, &t, &base_dir),
+        None => super::StoreConfig::default(),
+    };
     let incidents = match cx.table(&root, "incidents") {
         Some(t) => read_incidents(&mut cx, &t),
         None => vigil_core::IncidentPolicy::default(),
@@ -340,6 +346,7 @@ pub fn parse(
             incidents,
             alertmanager,
             runbooks: runbooks.into_iter().map(|(r, _)| r).collect(),
+            store,
         })
     } else {
         Err(config_errors(cx, path, text))
@@ -554,6 +561,9 @@ fn read_policy(cx: &mut Cx, t: &Tbl<'_, '_>, base: &RestartPolicy) -> RestartPol
     let mut p = base.clone();
     if let Some(d) = cx.duration(t, "cooldown") {
         p.cooldown = d;
+    }
+    if let Some(d) = cx.duration(t, "max_degraded") {
+        p.max_degraded = d;
     }
     if let Some(n) = cx.integer(t, "max_restarts", 0..1_000_001) {
         p.max_restarts = n as u32;

@@ -14,6 +14,7 @@ mod notify;
 mod placeholders;
 mod reader;
 mod runbooks;
+mod store;
 mod target;
 pub mod users;
 mod values;
@@ -31,6 +32,7 @@ pub use model::{
 };
 pub use notify::{Channel, ChannelKind, DEFAULT_EVENTS, EmailConfig, SmtpTls};
 pub use runbooks::AlertmanagerConfig;
+pub use store::StoreConfig;
 pub use target::Target;
 pub use values::{did_you_mean, parse_duration};
 

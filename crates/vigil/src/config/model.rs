@@ -34,6 +34,8 @@ pub struct Config {
     pub alertmanager: Option<super::AlertmanagerConfig>,
     /// `[[runbooks]]`: what an alert makes vigil do.
     pub runbooks: Vec<vigil_core::RunbookSpec>,
+    /// `[store]`: where agents' checkpoints are kept.
+    pub store: super::StoreConfig,
 }
 
 /// `[api]`: the HTTP API, metrics and dashboard.

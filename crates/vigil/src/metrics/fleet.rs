@@ -128,6 +128,33 @@ pub fn write(out: &mut String, view: &FleetView, node: &str, now_ms: i64) {
 
     let mut f = family(
         out,
+        "vigil_agent_degraded",
+        "1 while the agent's run declares itself degraded (POST /agents/NAME/status, DEGRADED=), else 0",
+        None,
+        Kind::Gauge,
+    );
+    for (a, l) in each() {
+        f.sample(l, &[], u32::from(a.degraded.is_some()));
+    }
+
+    let mut f = family(
+        out,
+        "vigil_agent_degraded_suspended",
+        "1 while the agent's stall verdicts are suspended by its declared degradation (until its declared time, at most max_degraded), else 0",
+        None,
+        Kind::Gauge,
+    );
+    for (a, l) in each() {
+        let suspended = a
+            .degraded
+            .as_ref()
+            .and_then(|d| d.2)
+            .is_some_and(|until| until > now_ms);
+        f.sample(l, &[], u32::from(suspended));
+    }
+
+    let mut f = family(
+        out,
         "vigil_agent_quiet",
         "1 while the agent is inside one of its quiet windows (progress is not judged), else 0",
         None,

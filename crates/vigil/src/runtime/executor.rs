@@ -43,6 +43,30 @@ struct MemberSignal {
     signal: Signal,
 }
 
+/// Each run's credentials: derived from its tag, live while it runs.
+pub struct Credentials {
+    pub key: Arc<crate::agent_token::TokenKey>,
+    pub runs: crate::agent_token::LiveRuns,
+    /// `VIGIL_URL`: where a run reaches the API (none when it is disabled).
+    pub api_url: Option<String>,
+}
+
+impl Credentials {
+    /// The environment of a run about to start: its token (live from now), its name and
+    /// where the API is.
+    fn begin(&self, agent: &str, tag: &str) -> Vec<(String, String)> {
+        use crate::agent_token::{AGENT_VAR, TOKEN_VAR, URL_VAR};
+        let token = self.key.token(tag);
+        self.runs.begin(agent, &token);
+        let mut env = vec![
+            (TOKEN_VAR.to_string(), token),
+            (AGENT_VAR.to_string(), agent.to_string()),
+        ];
+        env.extend(self.api_url.clone().map(|u| (URL_VAR.to_string(), u)));
+        env
+    }
+}
+
 pub struct Executor {
     pub driver: ProcessDriver,
     pub children: Children,
@@ -57,6 +81,8 @@ pub struct Executor {
     pub notify_senders: Senders,
     /// `NOTIFY_SOCKET` for those agents.
     pub notify_socket: Option<String>,
+    /// What each run's `VIGIL_AGENT_TOKEN` is derived from, and the runs whose tokens are live.
+    credentials: Credentials,
     /// The state dir, as every run's mark (`VIGIL_STATE_DIR`).
     marks_dir: String,
     /// Processes spawned so far (for the `abort-after-spawn:N` fault point of tests).
@@ -95,6 +121,7 @@ pub struct ExecutorParts {
     pub metrics: Live,
     pub notify_senders: Senders,
     pub notify_socket: Option<String>,
+    pub credentials: Credentials,
     pub log_lines: usize,
     /// The state dir, canonical: marked on every run.
     pub marks_dir: String,
@@ -124,6 +151,7 @@ impl Executor {
             metrics: p.metrics,
             notify_senders: p.notify_senders,
             notify_socket: p.notify_socket,
+            credentials: p.credentials,
             marks_dir: p.marks_dir,
             spawned: 0,
             log_lines: p.log_lines,
@@ -409,6 +437,8 @@ impl Executor {
         if notify && let Some(socket) = &self.notify_socket {
             extra_env.push(("NOTIFY_SOCKET".to_string(), socket.clone()));
         }
+        let name = slot.config.name.clone();
+        extra_env.extend(self.credentials.begin(&name, &tag));
         let result = self.driver.spawn(&Launch {
             agent: &slot.config,
             log: &slot.log,
@@ -435,10 +465,12 @@ impl Executor {
                         stop_timeout_ms: Some(slot.config.stop_timeout.as_millis() as u64),
                     },
                 });
+                self.credentials.runs.bind(&name, pid);
                 self.watch_exit(agent, run, pid, notify);
                 Some(Event::Spawned { agent, run, pid })
             }
             Err(e) => {
+                self.credentials.runs.end_agent(&name);
                 slot.run = None;
                 Some(Event::SpawnFailed {
                     agent,
@@ -581,12 +613,23 @@ impl Executor {
         }
     }
 
+    /// A run of `agent` found alive at startup, spawned by a vigil of this state dir: its
+    /// token (derived from its tag) works again.
+    pub fn adopted(&self, agent: &str, run: &SavedRun) {
+        if run.spawned_by_vigil() {
+            let token = self.credentials.key.token(&run.run_tag);
+            self.credentials.runs.begin(agent, &token);
+            self.credentials.runs.bind(agent, run.pid);
+        }
+    }
+
     /// A watched main process has been collected: it is no longer vigil's to track.
     pub fn exited(&self, pid: u32) {
         self.notify_senders
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&pid);
+        self.credentials.runs.ended(pid);
         self.driver.forget(pid);
     }
 

@@ -289,6 +289,7 @@ impl Handler {
                         cause: c.key,
                         cause_text: c.text,
                     }),
+                    degraded: m.degraded.map(crate::state::SavedDegraded::of),
                     run,
                 }),
             ));
@@ -373,6 +374,21 @@ impl Handler {
                 }
             }
             ApiRequest::Denied { what } => self.write(&[&records::api_denied(what)]),
+            ApiRequest::Status {
+                agent,
+                declared,
+                reply,
+            } => {
+                let Some(id) = self.sup.id(&agent) else {
+                    let known = crate::runtime::fleet::Fleet::known_names(&self.sup);
+                    let message = crate::api::unknown_agent_message(&agent, known.into_iter());
+                    let _ = reply.send(Err(crate::api::CommandRefused::UnknownAgent(message)));
+                    return;
+                };
+                let answer = self.sup.declare(now, id, None, declared);
+                self.settle(now);
+                let _ = reply.send(Ok(crate::api::StatusAnswer::of(&agent, answer)));
+            }
             ApiRequest::Alerts {
                 receiver,
                 status,

@@ -22,7 +22,7 @@ mod runbook_exec;
 
 use std::collections::HashSet;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,6 +101,36 @@ pub fn make_advisor(config: &Config, live: &Live) -> Option<Arc<Advisor>> {
     Some(Arc::new(Advisor::new(llm, live.clone())))
 }
 
+/// The checkpoint store (reached at once in the background, so a broken one is reported at
+/// start) and the registry of live runs' tokens.
+fn agent_facing(
+    config: &Config,
+    state_dir: &Path,
+    io: &tokio::runtime::Handle,
+) -> api::AgentFacing {
+    let store = match crate::checkpoints::Store::open(&config.store, state_dir) {
+        Ok(store) => Some(Arc::new(store)),
+        Err(e) => {
+            warn!("cannot open the checkpoint store ({e}); checkpoints are refused (503)");
+            None
+        }
+    };
+    if let Some(store) = store.clone() {
+        io.spawn(async move {
+            match store.warm_up().await {
+                Ok(()) => info!("checkpoints are kept in {}", store.place),
+                Err(e) => {
+                    warn!("{e}; agents' checkpoints wait for it (their clients keep local copies)")
+                }
+            }
+        });
+    }
+    api::AgentFacing {
+        runs: Default::default(),
+        store,
+    }
+}
+
 pub async fn run(opts: RunOptions) -> Result<(), StartError> {
     let config = opts.config;
     let state_dir = config.state_dir.clone();
@@ -137,13 +167,24 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let offload = Offload::start(store, health.clone(), done_tx).map_err(StartError::Worker)?;
 
+    let agent_facing = agent_facing(&config, &state_dir, &opts.io);
     let api = api::start(
         &config.api,
         &state_dir,
         &config.node,
         &opts.io,
         health.clone(),
+        agent_facing.clone(),
     )?;
+    let token_key = match crate::agent_token::TokenKey::load_or_create(&state_dir) {
+        Ok(key) => key,
+        Err(e) => {
+            warn!(
+                "cannot keep the agent token key in the state dir ({e}); agents' tokens will not survive a restart of vigil"
+            );
+            crate::agent_token::TokenKey::ephemeral()
+        }
+    };
     if let Some(addr) = api.addr {
         info!("HTTP API, metrics and dashboard on http://{addr}/");
     }
@@ -229,6 +270,18 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
             metrics: api.live,
             notify_senders,
             notify_socket: notify_socket.clone(),
+            credentials: crate::runtime::executor::Credentials {
+                key: Arc::new(token_key),
+                runs: agent_facing.runs,
+                api_url: api.addr.map(|a| {
+                    let ip = if a.ip().is_unspecified() {
+                        std::net::IpAddr::from([127, 0, 0, 1])
+                    } else {
+                        a.ip()
+                    };
+                    format!("http://{}", std::net::SocketAddr::new(ip, a.port()))
+                }),
+            },
             log_lines: config.diagnosis.log_lines,
             marks_dir: marks_dir.clone(),
         },
@@ -514,6 +567,9 @@ fn start(h: &mut Handler, saved: &SavedState, marks_dir: &str, now: Now, resume_
             });
         }
         h.exec.watch_exit(id, run_id, run.pid, notify);
+        if let Some(slot) = h.fleet.get(id) {
+            h.exec.adopted(&slot.config.name, &run);
+        }
     }
     // What was saved about agents that are gone from the configuration goes too.
     h.offload.persist(
@@ -562,5 +618,6 @@ fn memory_of(saved: &SavedAgent, now: Now) -> AgentMemory {
                 },
             )
         }),
+        degraded: saved.degraded.as_ref().map(|d| d.memory()),
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use vigil_core::{Agent, AgentState, CheckKind, Now, Verdict};
 
 pub use publisher::Publisher;
-pub use status::{AgentStatus, NOT_RUNNING, status_json};
+pub use status::{AgentStatus, CheckpointIndex, NOT_RUNNING, status_json};
 
 /// The whole fleet at one moment.
 #[derive(Debug)]
@@ -205,6 +205,8 @@ pub struct AgentView {
     /// Not started: this pid, not vigil's, runs its command (and why it counts as a copy).
     pub conflict: Option<Box<(u32, String)>>,
     pub status_text: Option<String>,
+    /// What it declared (`degraded`): reason, since, and until when stall verdicts wait.
+    pub degraded: Option<Box<(String, i64, Option<i64>)>>,
     pub checks: Vec<CheckView>,
     pub last_exit: Option<ExitView>,
     pub last_problem: Option<String>,
@@ -276,6 +278,9 @@ impl AgentView {
                 .conflict()
                 .map(|(pid, why)| Box::new((pid, why.to_string()))),
             status_text: a.status_text().map(str::to_string),
+            degraded: a
+                .declared_degraded()
+                .map(|(reason, since, until)| Box::new((reason.to_string(), since, until))),
             checks: a
                 .checks()
                 .map(|(c, st)| CheckView {

@@ -75,6 +75,12 @@ pub struct AgentStatus {
     pub conflict: Option<ConflictStatus>,
     /// The agent's own `STATUS=` line (notify protocol).
     pub status_text: Option<String>,
+    /// It declared itself degraded (`POST /agents/NAME/status`, `DEGRADED=`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<DegradedStatus>,
+    /// Its latest checkpoint, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointStatus>,
     pub checks: Vec<CheckStatus>,
     /// The oldest progress among its progress checks, and that check's `max_age`.
     pub progress_age_s: Option<f64>,
@@ -106,6 +112,24 @@ pub struct AgentStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_on: Option<WaitingOnStatus>,
 }
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DegradedStatus {
+    pub reason: String,
+    pub since: String,
+    /// Stall verdicts are not acted on before this; `null` once that time is over.
+    pub stall_checks_suspended_until: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckpointStatus {
+    pub version: i64,
+    pub at: String,
+    pub age_s: f64,
+}
+
+/// Each agent's latest checkpoint: version and time (wall ms).
+pub type CheckpointIndex = std::collections::HashMap<String, (i64, i64)>;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct DependsOnStatus {
@@ -197,6 +221,12 @@ impl AgentStatus {
                 reason: c.1.clone(),
             }),
             status_text: a.status_text.clone(),
+            degraded: a.degraded.as_ref().map(|d| DegradedStatus {
+                reason: d.0.clone(),
+                since: ts(d.1),
+                stall_checks_suspended_until: d.2.map(ts),
+            }),
+            checkpoint: None,
             checks: a
                 .checks
                 .iter()
@@ -269,7 +299,19 @@ impl AgentStatus {
 }
 
 /// `{"at": …, "agents": [...]}`: the whole fleet as of `now_ms`.
-pub fn status_json(view: &FleetView, now_ms: i64) -> Vec<u8> {
+impl AgentStatus {
+    /// With its latest checkpoint from `index`.
+    pub fn with_checkpoint(mut self, index: &CheckpointIndex, now_ms: i64) -> Self {
+        self.checkpoint = index.get(&self.name).map(|(version, at)| CheckpointStatus {
+            version: *version,
+            at: ts(*at),
+            age_s: secs(since(now_ms, *at)),
+        });
+        self
+    }
+}
+
+pub fn status_json(view: &FleetView, now_ms: i64, checkpoints: &CheckpointIndex) -> Vec<u8> {
     #[derive(Serialize)]
     struct Body<'a> {
         at: String,
@@ -283,7 +325,7 @@ pub fn status_json(view: &FleetView, now_ms: i64) -> Vec<u8> {
         agents: view
             .agents
             .iter()
-            .map(|a| AgentStatus::of(a, view, now_ms))
+            .map(|a| AgentStatus::of(a, view, now_ms).with_checkpoint(checkpoints, now_ms))
             .collect(),
     };
     serde_json::to_vec(&body).unwrap_or_default()

@@ -1,0 +1,349 @@
+//! Checkpoints: each agent's own state, kept by vigil so a restarted agent resumes where it
+//! was. Versioned (1, 2, 3 … per agent), written compare-and-swap so a zombie copy of an agent
+//! cannot overwrite the live one, durable before the answer, the last `keep` versions kept.
+//!
+//! In an embedded SQLite database in the state dir by default, or in PostgreSQL
+//! (`[store] url`). The API serves them on the I/O runtime: the supervision loop never waits
+//! for a checkpoint.
+
+mod sql;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use tokio::sync::OnceCell;
+
+use crate::config::StoreConfig;
+
+/// The largest checkpoint document taken.
+pub const MAX_DOCUMENT: usize = 1024 * 1024;
+
+/// One version of an agent's checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub version: i64,
+    /// When vigil took it (wall-clock milliseconds).
+    pub ts_ms: i64,
+    /// The JSON document, exactly as the agent sent it.
+    pub document: String,
+}
+
+/// What a write expects the latest version to be.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Expect {
+    /// No precondition: the write becomes the next version.
+    Any,
+    /// `If-None-Match: *` or `If-Match: 0`: only when the agent has no checkpoint yet.
+    Absent,
+    /// `If-Match: N`: only when N is still the latest version.
+    Version(i64),
+}
+
+/// Why a checkpoint could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached now (PostgreSQL down, pool exhausted): worth a retry.
+    #[error("the checkpoint store ({store}) cannot be reached: {source}")]
+    Unreachable {
+        store: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Anything else the database refused (a full disk, a broken file).
+    #[error("the checkpoint store ({store}) failed: {source}")]
+    Failed {
+        store: String,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// Why a checkpoint write was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    #[error(
+        "the checkpoint changed: version {} is the latest, not the one this write expected",
+        current.map_or_else(|| "none".to_string(), |v| v.to_string())
+    )]
+    Conflict { current: Option<i64> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+enum Pools {
+    Sqlite {
+        /// One connection: writes are serialized here, never refused as busy.
+        write: sqlx::SqlitePool,
+        read: sqlx::SqlitePool,
+    },
+    Postgres(sqlx::PgPool),
+}
+
+/// The checkpoint store, shared by the API's handlers.
+pub struct Store {
+    pools: Pools,
+    /// Where it is, for errors and `vigil check` (a URL without its password).
+    pub place: String,
+    keep: u32,
+    /// The schema, created at the first use that reaches the database.
+    ready: OnceCell<()>,
+    /// Each agent's latest version and time, for `/status` and the dashboard.
+    latest: Mutex<Option<HashMap<String, (i64, i64)>>>,
+}
+
+impl Store {
+    /// The store a config names. Nothing is connected yet: a PostgreSQL that is down when
+    /// vigil starts costs checkpoints, never supervision.
+    pub fn open(config: &StoreConfig, state_dir: &Path) -> Result<Store, sqlx::Error> {
+        let (pools, place) = match &config.url {
+            Some(url) => {
+                let options: PgConnectOptions = url.parse()?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(std::time::Duration::from_secs(3))
+                    .connect_lazy_with(options);
+                (Pools::Postgres(pool), crate::redact::url(url))
+            }
+            None => {
+                let path = state_dir.join("checkpoints.db");
+                let options = SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // Durable before the answer: the WAL is synced at every commit.
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(std::time::Duration::from_secs(5));
+                let write = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_lazy_with(options.clone());
+                let read = SqlitePoolOptions::new()
+                    .max_connections(2)
+                    .connect_lazy_with(options);
+                (Pools::Sqlite { write, read }, path.display().to_string())
+            }
+        };
+        Ok(Store {
+            pools,
+            place,
+            keep: config.keep,
+            ready: OnceCell::new(),
+            latest: Mutex::new(None),
+        })
+    }
+
+    fn error(&self, source: sqlx::Error) -> StoreError {
+        let store = self.place.clone();
+        match source {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed => StoreError::Unreachable { store, source },
+            source => StoreError::Failed { store, source },
+        }
+    }
+
+    /// The schema, once; and each agent's latest version, for the index.
+    async fn prepare(&self) -> Result<(), StoreError> {
+        self.ready
+            .get_or_try_init(|| async {
+                let latest = match &self.pools {
+                    Pools::Sqlite { write, .. } => sql::sqlite::prepare(write).await,
+                    Pools::Postgres(pool) => sql::postgres::prepare(pool).await,
+                }
+                .map_err(|e| self.error(e))?;
+                *self.latest.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(latest.into_iter().collect());
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Write `document` as the agent's next version, if `expect` still holds. Durable when
+    /// this returns `Ok`.
+    pub async fn put(
+        &self,
+        agent: &str,
+        expect: Expect,
+        document: &str,
+        now_ms: i64,
+    ) -> Result<Checkpoint, PutError> {
+        self.prepare().await?;
+        let expected = match expect {
+            Expect::Any => None,
+            Expect::Absent => Some(0),
+            Expect::Version(v) => Some(v),
+        };
+        // Without a precondition a write only loses a race with another write of the same
+        // instant; it is tried again on top of the winner.
+        for _ in 0..5 {
+            let written = match &self.pools {
+                Pools::Sqlite { write, .. } => {
+                    sql::sqlite::put(write, agent, expected, document, now_ms, self.keep).await
+                }
+                Pools::Postgres(pool) => {
+                    sql::postgres::put(pool, agent, expected, document, now_ms, self.keep).await
+                }
+            }
+            .map_err(|e| self.error(e))?;
+            if let Some(version) = written {
+                self.latest
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert_default()
+                    .insert(agent.to_string(), (version, now_ms));
+                return Ok(Checkpoint {
+                    version,
+                    ts_ms: now_ms,
+                    document: document.to_string(),
+                });
+            }
+            if expected.is_some() {
+                break;
+            }
+        }
+        let current = self.latest(agent).await?.map(|c| c.version);
+        Err(PutError::Conflict { current })
+    }
+
+    /// The agent's latest checkpoint.
+    pub async fn latest(&self, agent: &str) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(self.history(agent, 1).await?.pop())
+    }
+
+    /// The agent's last `limit` checkpoints, newest first.
+    pub async fn history(&self, agent: &str, limit: u32) -> Result<Vec<Checkpoint>, StoreError> {
+        self.prepare().await?;
+        match &self.pools {
+            Pools::Sqlite { read, .. } => sql::sqlite::history(read, agent, limit).await,
+            Pools::Postgres(pool) => sql::postgres::history(pool, agent, limit).await,
+        }
+        .map_err(|e| self.error(e))
+    }
+
+    /// Each agent's latest version and its time (wall ms), as far as this vigil knows:
+    /// empty until the store was first reached.
+    pub fn index(&self) -> HashMap<String, (i64, i64)> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// Reach the store now (at startup), so a broken one is reported before an agent needs it.
+    pub async fn warm_up(&self) -> Result<(), StoreError> {
+        self.prepare().await
+    }
+
+    /// How many versions are kept per agent.
+    pub fn keep(&self) -> u32 {
+        self.keep
+    }
+}
+
+/// `If-Match` / `If-None-Match` as an [`Expect`]; `None` when the header makes no sense.
+pub fn expect_from(if_match: Option<&str>, if_none_match: Option<&str>) -> Option<Expect> {
+    if let Some(v) = if_none_match {
+        return (v.trim() == "*").then_some(Expect::Absent);
+    }
+    let Some(v) = if_match else {
+        return Some(Expect::Any);
+    };
+    let v = v.trim();
+    if v == "*" {
+        return Some(Expect::Any);
+    }
+    let v = v.strip_prefix("W/").unwrap_or(v).trim_matches('"');
+    match v.parse::<i64>() {
+        Ok(0) => Some(Expect::Absent),
+        Ok(n) if n > 0 => Some(Expect::Version(n)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preconditions_are_read_as_http_writes_them() {
+        assert_eq!(expect_from(None, None), Some(Expect::Any));
+        assert_eq!(expect_from(Some("7"), None), Some(Expect::Version(7)));
+        assert_eq!(expect_from(Some("\"7\""), None), Some(Expect::Version(7)));
+        assert_eq!(expect_from(Some("W/\"7\""), None), Some(Expect::Version(7)));
+        assert_eq!(expect_from(Some("0"), None), Some(Expect::Absent));
+        assert_eq!(expect_from(None, Some("*")), Some(Expect::Absent));
+        assert_eq!(expect_from(Some("*"), None), Some(Expect::Any));
+        assert_eq!(expect_from(Some("seven"), None), None);
+        assert_eq!(expect_from(Some("-1"), None), None);
+        assert_eq!(expect_from(None, Some("\"3\"")), None);
+    }
+
+    fn sqlite_store(dir: &Path, keep: u32) -> Store {
+        Store::open(&StoreConfig { url: None, keep }, dir).unwrap()
+    }
+
+    #[tokio::test]
+    async fn versions_grow_and_a_stale_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(dir.path(), 3);
+        let a = store
+            .put("bot", Expect::Absent, "{\"n\":1}", 10)
+            .await
+            .unwrap();
+        assert_eq!(a.version, 1);
+        let b = store
+            .put("bot", Expect::Version(1), "{\"n\":2}", 20)
+            .await
+            .unwrap();
+        assert_eq!(b.version, 2);
+        // A zombie that read version 1 cannot overwrite version 2.
+        match store.put("bot", Expect::Version(1), "{\"n\":9}", 30).await {
+            Err(PutError::Conflict { current }) => assert_eq!(current, Some(2)),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert!(matches!(
+            store.put("bot", Expect::Absent, "{}", 30).await,
+            Err(PutError::Conflict { current: Some(2) })
+        ));
+        let latest = store.latest("bot").await.unwrap().unwrap();
+        assert_eq!((latest.version, latest.document.as_str()), (2, "{\"n\":2}"));
+        // Only the last `keep` versions stay.
+        for n in 3..=6 {
+            store
+                .put("bot", Expect::Any, &format!("{{\"n\":{n}}}"), n * 10)
+                .await
+                .unwrap();
+        }
+        let versions: Vec<i64> = store
+            .history("bot", 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.version)
+            .collect();
+        assert_eq!(versions, vec![6, 5, 4]);
+        assert_eq!(store.index().get("bot"), Some(&(6, 60)));
+        assert!(store.latest("other").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn checkpoints_outlive_the_store_that_wrote_them() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = sqlite_store(dir.path(), 20);
+            store.put("bot", Expect::Any, "[1,2,3]", 5).await.unwrap();
+        }
+        let store = sqlite_store(dir.path(), 20);
+        store.warm_up().await.unwrap();
+        assert_eq!(store.index().get("bot"), Some(&(1, 5)));
+        assert_eq!(
+            store.latest("bot").await.unwrap().unwrap().document,
+            "[1,2,3]"
+        );
+    }
+}
