@@ -118,6 +118,7 @@ impl Agent {
                         &d.reason,
                         "the agent declared itself ok",
                     ));
+                    self.stall_if_still_failing(now, out);
                 }
                 DeclaredAnswer {
                     accepted: true,
@@ -201,7 +202,7 @@ impl Agent {
     }
 
     /// The suspension's time is up: stall checks apply again, on the record.
-    pub(crate) fn on_degraded_due(&mut self, out: &mut Outbox) {
+    pub(crate) fn on_degraded_due(&mut self, now: Now, out: &mut Outbox) {
         let max = self.spec.policy.max_degraded;
         if self.degradation().is_none() {
             // Its run has ended: a new run starts undegraded.
@@ -226,6 +227,23 @@ impl Agent {
             self.degraded = None;
         }
         out.audit(records::degraded_ended(self.name(), &reason, &why));
+        self.stall_if_still_failing(now, out);
+    }
+
+    /// The suspension is over: a check that failed meanwhile (and was not acted on) is acted
+    /// on now, as it would have been without the declaration.
+    fn stall_if_still_failing(&mut self, now: Now, out: &mut Outbox) {
+        let failing = self.checks.checks.iter().position(|c| {
+            c.status.verdict == crate::checks::Verdict::Failing
+                && c.status.consecutive_failures >= c.spec.failure_threshold
+        });
+        if let Some(index) = failing
+            && self.waiting.is_none()
+        {
+            let c = &self.checks.checks[index];
+            let reason = format!("stalled: {} {}", c.spec.label(), c.status.detail);
+            self.stall(now, index, reason, out);
+        }
     }
 
     /// A stall found while suspended: recorded once per episode, not acted on.

@@ -181,7 +181,7 @@ impl Agent {
     }
 
     /// Alive but not working: stop it and let the policy decide what follows, as for a crash.
-    fn stall(&mut self, now: Now, index: usize, reason: String, out: &mut Outbox) {
+    pub(super) fn stall(&mut self, now: Now, index: usize, reason: String, out: &mut Outbox) {
         let c = &self.checks.checks[index];
         let (spec, failures) = (c.spec.clone(), c.status.consecutive_failures);
         let name = self.name().to_string();

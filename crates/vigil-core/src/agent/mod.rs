@@ -690,7 +690,7 @@ impl Agent {
             TimerKind::Stable => self.on_stable_due(out),
             TimerKind::Investigate => self.on_investigation_timeout(now.mono, out),
             TimerKind::Check(i) => self.on_check_due(now, i as usize, out),
-            TimerKind::Degraded => self.on_degraded_due(out),
+            TimerKind::Degraded => self.on_degraded_due(now, out),
         }
     }
 }

@@ -2,13 +2,15 @@
 //! so the demo needs nothing installed. They behave like the seeds' Python bots — a loop that
 //! reads a price, decides, writes a decision row into SQLite, heartbeats through the notify
 //! socket and logs — and misbehave on request: the demo drops a fault file, the bot reads it
-//! and fails the way real bots fail.
+//! and fails the way real bots fail. They talk to vigil through the `vigil-agent` crate, as a
+//! Rust agent of a user's would: heartbeats, and a checkpoint the trader resumes from.
 
-use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use vigil_agent::{AsyncAgent, AsyncCheckpoint};
 
 use super::faults::{Kind, Rng};
 
@@ -63,22 +65,11 @@ pub async fn create_schema(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// `WATCHDOG=1` and friends to vigil's notify socket (from `NOTIFY_SOCKET`).
-struct Notify(Option<(UnixDatagram, SocketAddr)>);
-
-impl Notify {
-    fn from_env() -> Notify {
-        let addr = std::env::var("NOTIFY_SOCKET")
-            .ok()
-            .and_then(|path| crate::systemd::socket_addr(&path));
-        Notify(addr.and_then(|a| UnixDatagram::unbound().ok().map(|s| (s, a))))
-    }
-
-    fn send(&self, msg: &str) {
-        if let Some((socket, addr)) = &self.0 {
-            let _ = socket.send_to_addr(msg.as_bytes(), addr);
-        }
-    }
+/// What a trader keeps in its checkpoint: enough to resume where it was after a restart.
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+struct TraderState {
+    position: f64,
+    decisions: u64,
 }
 
 pub fn run(
@@ -121,11 +112,11 @@ pub fn run(
 /// Publishes a random-walk price for every symbol twice a second.
 async fn feed(pool: &SqlitePool, faults: &Path) -> Result<i32, sqlx::Error> {
     let fault_file = faults.join("market-feed");
-    let notify = Notify::from_env();
+    let vigil = AsyncAgent::from_env();
     let mut rng = Rng::new(u64::from(std::process::id()));
     let mut prices: Vec<f64> = SYMBOLS.iter().map(|s| start_price(s)).collect();
     println!("market-feed: publishing {} symbols", SYMBOLS.len());
-    notify.send("READY=1");
+    vigil.ready().await;
     for tick in 0u64.. {
         if let Ok(kind) = std::fs::read_to_string(&fault_file) {
             let _ = std::fs::remove_file(&fault_file);
@@ -142,7 +133,7 @@ async fn feed(pool: &SqlitePool, faults: &Path) -> Result<i32, sqlx::Error> {
                 .execute(pool)
                 .await?;
         }
-        notify.send("WATCHDOG=1");
+        vigil.heartbeat().await;
         if tick % 20 == 0 {
             println!(
                 "{} market-feed: BTC_USDT={:.1} ETH_USDT={:.2} SOL_USDT={:.3}",
@@ -206,7 +197,8 @@ async fn trader(
         .pointer("/risk/max_position")
         .and_then(serde_json::Value::as_f64)
         .unwrap_or(0.1);
-    let notify = Notify::from_env();
+    let vigil = AsyncAgent::from_env();
+    let checkpoint = AsyncCheckpoint::<TraderState>::new(&vigil);
     let mut rng = Rng::new(u64::from(std::process::id()) ^ 0x5eed);
     let fault_file: PathBuf = faults.join(symbol);
     println!(
@@ -214,8 +206,22 @@ async fn trader(
         rng.next(),
         rng.next()
     );
-    notify.send("READY=1");
-    let mut position = 0.0f64;
+    // Where it was before a crash or a restart, as vigil kept it.
+    let mut state = match checkpoint.load().await {
+        Ok(Some(state)) => {
+            println!(
+                "{symbol}: resumed from its checkpoint: position={:+.2} after {} decisions",
+                state.position, state.decisions
+            );
+            state
+        }
+        Ok(None) => TraderState::default(),
+        Err(e) => {
+            println!("{symbol}: starting fresh ({e})");
+            TraderState::default()
+        }
+    };
+    vigil.ready().await;
     let mut stalled = false;
     loop {
         if let Ok(kind) = std::fs::read_to_string(&fault_file) {
@@ -239,7 +245,7 @@ async fn trader(
                 None => {}
             }
         }
-        notify.send("WATCHDOG=1");
+        vigil.heartbeat().await;
         if !stalled {
             let row: Option<(f64, f64)> =
                 sqlx::query_as("SELECT price, ts FROM prices WHERE symbol = ?1")
@@ -264,12 +270,13 @@ async fn trader(
             } else {
                 "hold"
             };
-            position += match action {
+            state.position += match action {
                 "buy" => 0.01,
                 "sell" => -0.01,
                 _ => 0.0,
             };
-            position = position.clamp(-max_position, max_position);
+            state.position = state.position.clamp(-max_position, max_position);
+            state.decisions += 1;
             sqlx::query(
                 "INSERT INTO decisions (symbol, ts, action, price) VALUES (?1, ?2, ?3, ?4)",
             )
@@ -279,9 +286,13 @@ async fn trader(
             .bind(price)
             .execute(pool)
             .await?;
+            if let Err(e) = checkpoint.save(state.clone()).await {
+                println!("{} {symbol}: checkpoint not saved: {e}", clock());
+            }
             println!(
-                "{} {symbol} price={price:.4} decision={action} position={position:+.2}",
-                clock()
+                "{} {symbol} price={price:.4} decision={action} position={:+.2}",
+                clock(),
+                state.position
             );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -1,0 +1,105 @@
+"""vigil's checkpoint endpoints for one agent: ``PUT`` and ``GET /agents/NAME/checkpoint``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ._http import HttpTransport
+from ._timeutil import parse_rfc3339
+from .errors import VigilError
+
+#: Checkpoint requests may take longer than signs of life: vigil syncs them to disk first.
+CHECKPOINT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A version vigil has taken: its number and when (unix seconds)."""
+
+    version: int
+    ts: float
+
+
+@dataclass(frozen=True)
+class Remote:
+    """vigil's latest checkpoint of the agent."""
+
+    version: int
+    ts: float
+    document: Any
+
+
+class Conflict(Exception):
+    """The write's precondition failed: vigil holds ``current`` (``None``: nothing)."""
+
+    def __init__(self, current: Optional[int]) -> None:
+        super().__init__(current)
+        self.current = current
+
+
+class CheckpointApi:
+    """The agent's checkpoint on one vigil.
+
+    Methods raise :class:`~vigil_agent.errors.VigilUnavailable` when vigil cannot be reached
+    (see :class:`~vigil_agent._http.HttpTransport`) and :class:`VigilError` when it refuses
+    the request for another reason.
+    """
+
+    def __init__(self, transport: HttpTransport, timeout: float = CHECKPOINT_TIMEOUT) -> None:
+        self.transport = transport
+        self.timeout = timeout
+
+    def put(self, document: str, expect: int) -> Stored:
+        """Write ``document`` (JSON text) if vigil's latest version is still ``expect``
+        (0: vigil has none yet). Raises :class:`Conflict` if it is not."""
+        t = self.transport
+        answer = t.request(
+            "PUT",
+            t.agent_path("checkpoint"),
+            document.encode("utf-8"),
+            headers={"If-Match": str(expect)},
+            timeout=self.timeout,
+        )
+        data = answer.json()
+        if answer.status == 412:
+            current = data.get("current_version") if isinstance(data, dict) else None
+            raise Conflict(current if isinstance(current, int) else None)
+        if answer.status not in (200, 201) or not isinstance(data, dict):
+            raise VigilError(
+                f"vigil refused the checkpoint ({answer.status}: {answer.error_text()})",
+                answer.status,
+            )
+        return Stored(version=int(data["version"]), ts=_ts(data.get("ts")))
+
+    def get(self) -> Optional[Remote]:
+        """vigil's latest version; ``None`` when the agent has none yet."""
+        t = self.transport
+        answer = t.request("GET", t.agent_path("checkpoint"), timeout=self.timeout)
+        if answer.status == 404:
+            return None
+        data = answer.json()
+        if answer.status != 200 or not isinstance(data, dict) or "document" not in data:
+            raise VigilError(
+                f"vigil did not give the checkpoint ({answer.status}: {answer.error_text()})",
+                answer.status,
+            )
+        return Remote(
+            version=int(data["version"]), ts=_ts(data.get("ts")), document=data["document"]
+        )
+
+
+def _ts(value: Any) -> float:
+    try:
+        return parse_rfc3339(value) if isinstance(value, str) else 0.0
+    except ValueError:
+        return 0.0
+
+
+def same_document(a: str, b: Any) -> bool:
+    """Whether JSON text ``a`` and the parsed document ``b`` are the same state."""
+    try:
+        return bool(json.loads(a) == b)
+    except ValueError:
+        return False

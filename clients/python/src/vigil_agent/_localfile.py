@@ -1,0 +1,151 @@
+"""A checkpoint's local file: the copy that survives when vigil is out of reach.
+
+One JSON file per checkpoint, replaced whole on every write: written to a temporary file in
+the same directory, flushed and fsynced, renamed over the old one (``os.replace`` is atomic),
+and the directory fsynced so the rename itself survives a power cut. A reader sees the old
+file or the new one, never half of one.
+
+The file says whether vigil has this state already (``version``) or not yet (``pending``,
+with the ``base_version`` it was built on and the wall time it was saved at, which decide
+what happens when vigil is back).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+log = logging.getLogger("vigil_agent")
+
+#: Marks the file as ours, and its layout.
+FORMAT = "vigil-agent-checkpoint/1"
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def file_name(name: str) -> str:
+    """A file name for the checkpoint called ``name``: readable, and distinct for distinct
+    names (``trader@BTC_USDT`` → ``trader%40BTC_USDT.json``)."""
+    safe = _SAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), name)
+    if safe.startswith("."):
+        safe = "%2E" + safe[1:]
+    if len(safe) > 150:
+        digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
+        safe = f"{safe[:120]}-{digest}"
+    return safe + ".json"
+
+
+@dataclass(frozen=True)
+class LocalCopy:
+    """What the local file holds.
+
+    Attributes:
+        document: the state, as JSON text.
+        saved_at: when the state was saved (unix seconds).
+        version: vigil's version of this very state, when vigil has it.
+        pending: vigil does not have it yet: it is sent when vigil is back.
+        base_version: the version of vigil's that it was built on (0: none), when pending.
+        agent: the agent it belongs to, when known.
+    """
+
+    document: str
+    saved_at: float
+    version: Optional[int] = None
+    pending: bool = False
+    base_version: int = 0
+    agent: Optional[str] = None
+
+    def state(self) -> Any:
+        """The state, as a new object."""
+        return json.loads(self.document)
+
+
+class LocalFile:
+    """The local file of one checkpoint, at ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> Optional[LocalCopy]:
+        """The copy in the file; ``None`` when there is none (or it is unreadable: logged)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            log.warning("vigil_agent: cannot read the local checkpoint %s: %s", self.path, e)
+            return None
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or data.get("format") != FORMAT:
+                raise ValueError("not a vigil-agent checkpoint file")
+            return LocalCopy(
+                document=json.dumps(
+                    data["document"], ensure_ascii=False, separators=(",", ":")
+                ),
+                saved_at=float(data["saved_at"]),
+                version=_int_or_none(data.get("version")),
+                pending=bool(data.get("pending", False)),
+                base_version=int(data.get("base_version") or 0),
+                agent=data.get("agent"),
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            log.warning(
+                "vigil_agent: ignoring the local checkpoint %s, which is damaged (%s)", self.path, e
+            )
+            return None
+
+    def write(self, copy: LocalCopy) -> None:
+        """Replace the file with ``copy``, atomically and durably (raises ``OSError``)."""
+        header = {
+            "format": FORMAT,
+            "agent": copy.agent,
+            "version": copy.version,
+            "pending": copy.pending,
+            "base_version": copy.base_version,
+            "saved_at": copy.saved_at,
+            "saved_at_text": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(copy.saved_at)),
+        }
+        # The document goes in as the JSON text it is, not parsed and written again.
+        text = json.dumps(header, ensure_ascii=False)[:-1] + ', "document": ' + copy.document + "}\n"
+        directory = self.path.parent
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(text.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        _fsync_dir(directory)
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    return None if value is None else int(value)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
