@@ -131,7 +131,7 @@ class HttpTransport:
         if self._down:
             self._down = False
             self.down_since = None
-            log.info("vigil_agent: vigil at %s answers again", self.url)
+            log.info("vigil at %s answers again", self.url)
         return answer
 
     def _unavailable(self, what: str, why: str, status: Optional[int] = None) -> VigilUnavailable:
@@ -139,11 +139,11 @@ class HttpTransport:
             self._down = True
             self.down_since = time.monotonic()
             log.warning(
-                "vigil_agent: %s failed: %s; heartbeats and declarations are dropped and "
+                "%s failed: %s; heartbeats and declarations are dropped and "
                 "checkpoints are kept in the local file until vigil is back",
                 what,
                 why,
             )
         else:
-            log.debug("vigil_agent: %s failed: %s", what, why)
+            log.debug("%s failed: %s", what, why)
         return VigilUnavailable(why, status)

@@ -81,7 +81,7 @@ class LocalFile:
         except FileNotFoundError:
             return None
         except OSError as e:
-            log.warning("vigil_agent: cannot read the local checkpoint %s: %s", self.path, e)
+            log.warning("cannot read the local checkpoint %s: %s", self.path, e)
             return None
         try:
             data = json.loads(raw)
@@ -99,7 +99,7 @@ class LocalFile:
             )
         except (ValueError, KeyError, TypeError) as e:
             log.warning(
-                "vigil_agent: ignoring the local checkpoint %s, which is damaged (%s)", self.path, e
+                "ignoring the local checkpoint %s, which is damaged (%s)", self.path, e
             )
             return None
 

@@ -70,7 +70,7 @@ class NotifySocket:
             return self._failed(e.strerror or str(e))
         if self._failing:
             self._failing = False
-            log.info("vigil_agent: the notify socket %s takes messages again", self.address)
+            log.info("the notify socket %s takes messages again", self.address)
         return True
 
     def heartbeat(self, message: bytes) -> bool:
@@ -84,7 +84,7 @@ class NotifySocket:
             return self._failed(e.strerror or str(e))
         if self._failing:
             self._failing = False
-            log.info("vigil_agent: the notify socket %s takes messages again", self.address)
+            log.info("the notify socket %s takes messages again", self.address)
         return True
 
     def _send_when_free(self, sock: socket.socket, message: bytes) -> bool:
@@ -106,7 +106,7 @@ class NotifySocket:
             self._failing = True
             self._warned_at = now
             log.warning(
-                "vigil_agent: cannot send to the notify socket %s (%s); "
+                "cannot send to the notify socket %s (%s); "
                 "messages are dropped until vigil is back",
                 self.address,
                 why,

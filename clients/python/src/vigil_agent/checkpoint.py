@@ -104,6 +104,7 @@ class Checkpoint:
             client._local_only()
         self._lock = threading.RLock()
         self.version: Optional[int] = None
+        self._kept_locally = False
         local = self._file.read()
         if local is not None and not local.pending and local.agent == client.agent:
             self.version = local.version
@@ -194,7 +195,7 @@ class Checkpoint:
                 if local is None:
                     return None
                 log.warning(
-                    "vigil_agent: vigil has no checkpoint of %r; resuming from the local copy "
+                    "vigil has no checkpoint of %r; resuming from the local copy "
                     "saved at %s (%s)",
                     self._client.agent,
                     format_rfc3339(local.saved_at),
@@ -231,8 +232,9 @@ class Checkpoint:
                 continue
             self.version = stored.version
             self._mirror(pending.document, stored.version, pending.saved_at)
+            self._kept_locally = False
             log.info(
-                "vigil_agent: vigil has the checkpoint saved while it was unreachable "
+                "vigil has the checkpoint saved while it was unreachable "
                 "(version %s)",
                 stored.version,
             )
@@ -242,12 +244,13 @@ class Checkpoint:
 
     def _drop_pending(self, pending: LocalCopy, remote: Remote) -> str:
         self.version = remote.version
+        self._kept_locally = False
         self._mirror_remote(remote)
         if same_document(pending.document, remote.document):
             # The save that seemed to fail (a timeout) had reached vigil after all.
             return _ALREADY_THERE
         log.warning(
-            "vigil_agent: dropped the local checkpoint of %r saved at %s while vigil was "
+            "dropped the local checkpoint of %r saved at %s while vigil was "
             "unreachable: vigil has a newer version (%s, saved at %s)",
             self.name,
             format_rfc3339(pending.saved_at),
@@ -268,9 +271,9 @@ class Checkpoint:
                 agent=self._client.agent,
             )
         )
-        log.info(
-            "vigil_agent: checkpoint kept in %s until vigil can be reached", self.path
-        )
+        if not self._kept_locally:
+            self._kept_locally = True
+            log.info("checkpoints are kept in %s until vigil can be reached", self.path)
 
     def _write_local(self, copy: LocalCopy) -> None:
         self._file.write(copy)
@@ -282,7 +285,7 @@ class Checkpoint:
                 LocalCopy(document, saved_at, version=version, agent=self._client.agent)
             )
         except OSError as e:
-            log.warning("vigil_agent: cannot update the local checkpoint %s: %s", self.path, e)
+            log.warning("cannot update the local checkpoint %s: %s", self.path, e)
 
     def _mirror_remote(self, remote: Remote) -> None:
         self._mirror(_dumps(remote.document), remote.version, remote.ts)

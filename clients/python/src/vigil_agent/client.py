@@ -116,7 +116,7 @@ class Client:
         elif url and agent:
             _warn_once(
                 "no-token",
-                "vigil_agent: VIGIL_URL is set but VIGIL_AGENT_TOKEN is not: "
+                "VIGIL_URL is set but VIGIL_AGENT_TOKEN is not: "
                 "vigil's HTTP API (checkpoints, HTTP heartbeats) is not used",
             )
         self._next_http_heartbeat = 0.0
@@ -175,15 +175,15 @@ class Client:
     def _outside(self) -> None:
         _warn_once(
             "outside",
-            "vigil_agent: not running under vigil (no VIGIL_URL/VIGIL_AGENT/VIGIL_AGENT_TOKEN "
-            "and no NOTIFY_SOCKET in the environment): ready, heartbeat, progress, status, "
-            "degraded and ok do nothing, and checkpoints are kept in local files only",
+            "Not running under vigil (no VIGIL_URL/VIGIL_AGENT/VIGIL_AGENT_TOKEN and no "
+            "NOTIFY_SOCKET in the environment): vigil_agent's ready, heartbeat, progress, "
+            "status, degraded and ok do nothing, and checkpoints are kept in local files only",
         )
 
     def _local_only(self) -> None:
         _warn_once(
             "local-checkpoints",
-            "vigil_agent: no VIGIL_URL/VIGIL_AGENT_TOKEN (vigil's API is disabled?): "
+            "no VIGIL_URL/VIGIL_AGENT_TOKEN (vigil's API is disabled?): "
             "checkpoints are kept in local files only",
         )
 
@@ -235,7 +235,7 @@ class Client:
         elif self._http is None:
             self._outside()
         else:
-            log.debug("vigil_agent: status text needs a notify socket; not sent: %s", line)
+            log.debug("status text needs a notify socket; not sent: %s", line)
 
     def _http_heartbeat(self) -> None:
         http = self._http
@@ -257,7 +257,7 @@ class Client:
             self._next_http_heartbeat = now + 60.0
             _warn_once(
                 "no-api-check",
-                "vigil_agent: vigil does not count HTTP heartbeats for %s (%s); give the agent "
+                "vigil does not count HTTP heartbeats for %s (%s); give the agent "
                 "a check of kind \"api\" (or \"notify\" for the notify socket)",
                 self.agent,
                 answer.error_text(),
@@ -265,7 +265,7 @@ class Client:
         elif answer.status >= 300:
             _warn_once(
                 f"heartbeat-{answer.status}",
-                "vigil_agent: vigil refused a heartbeat (%s: %s)",
+                "vigil refused a heartbeat (%s: %s)",
                 answer.status,
                 answer.error_text(),
             )
@@ -350,7 +350,7 @@ class Client:
             return False
         if answer.status != 200:
             log.warning(
-                "vigil_agent: vigil refused the declaration %r (%s: %s)",
+                "vigil refused the declaration %r (%s: %s)",
                 body.get("state"),
                 answer.status,
                 answer.error_text(),
@@ -358,7 +358,7 @@ class Client:
             return False
         data = answer.json()
         if isinstance(data, dict):
-            log.debug("vigil_agent: vigil says: %s", data.get("note"))
+            log.debug("vigil says: %s", data.get("note"))
         return True
 
     # -- checkpoints and the rest -------------------------------------------------------

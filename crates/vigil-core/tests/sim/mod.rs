@@ -83,6 +83,29 @@ impl Sim {
         Sim::build(agents, outside, false)
     }
 
+    /// A vigil that starts at wall time `wall_ms` and finds the runs an earlier one left
+    /// alive (name, pid): adopted before anything is started, as the daemon does.
+    pub fn adopting(
+        agents: Vec<(AgentSpec, Option<vigil_core::AgentMemory>)>,
+        alive: Vec<(&str, u32)>,
+        wall_ms: i64,
+    ) -> Self {
+        let mut sim = Sim::build_with(agents, Vec::new(), false, |sup, now| {
+            for (name, pid) in &alive {
+                let id = sup.id(name).expect("agent exists");
+                sup.adopt(now, id, *pid, now.mono, false).expect("adopted");
+            }
+        }, wall_ms);
+        for (name, pid) in alive {
+            let id = sim.id(name);
+            let run = sim.sup.agent(id).and_then(|a| a.run()).expect("a run");
+            sim.live.insert(id, pid);
+            sim.runs.insert(id, run);
+            sim.pid_of.insert(run, pid);
+        }
+        sim
+    }
+
     /// As `restarted`, with the looks vigil starts with held back (`answer_looks`).
     pub fn restarted_holding_looks(
         agents: Vec<(AgentSpec, Option<vigil_core::AgentMemory>)>,
@@ -96,18 +119,29 @@ impl Sim {
         outside: Vec<(&str, Outside)>,
         hold_looks: bool,
     ) -> Self {
+        Sim::build_with(agents, outside, hold_looks, |_, _| {}, 1_700_000_000_000)
+    }
+
+    fn build_with(
+        agents: Vec<(AgentSpec, Option<vigil_core::AgentMemory>)>,
+        outside: Vec<(&str, Outside)>,
+        hold_looks: bool,
+        before_start: impl FnOnce(&mut Supervisor, Now),
+        wall_ms: i64,
+    ) -> Self {
         let t0 = Instant::now();
         let mut sup = Supervisor::new(SELF_PID);
         for (spec, memory) in agents {
             sup.add(spec, memory);
         }
+        before_start(&mut sup, Now::new(t0, wall_ms));
         let outside = outside
             .into_iter()
             .map(|(name, o)| (sup.id(name).expect("agent exists"), o))
             .collect();
         let mut sim = Sim {
             sup,
-            now: Now::new(t0, 1_700_000_000_000),
+            now: Now::new(t0, wall_ms),
             t0,
             next_pid: 100,
             live: HashMap::new(),
@@ -476,6 +510,20 @@ impl Sim {
             },
         );
         self.drain();
+    }
+
+    /// What the agent declares about itself (`POST /agents/NAME/status`).
+    pub fn declare(
+        &mut self,
+        agent: AgentId,
+        declared: vigil_core::Declared,
+    ) -> vigil_core::DeclaredAnswer {
+        let answer = self
+            .sup
+            .declare(self.now, agent, None, declared)
+            .expect("agent exists");
+        self.drain();
+        answer
     }
 
     /// Wall-clock milliseconds `ago` before now.

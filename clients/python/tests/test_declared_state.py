@@ -1,0 +1,98 @@
+"""degraded()/ok(), heartbeats and status text through a real vigil: notify socket and HTTP."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import Vigil, wait_for
+
+AGENT = """
+vigil_agent.ready()
+vigil_agent.status("warming up")
+vigil_agent.heartbeat()
+emit("up", {"notify": os.environ.get("NOTIFY_SOCKET"), "url": os.environ.get("VIGIL_URL")})
+wait_for_file("degrade")
+until = time.time() + 120
+for _ in range(50):          # a retry loop calling it often: sent once
+    vigil_agent.degraded("binance 429, breaker open", until=120)
+emit("degraded", until)
+wait_for_file("ok")
+for _ in range(50):
+    vigil_agent.ok()
+emit("ok")
+while True:
+    vigil_agent.heartbeat()
+    time.sleep(0.1)
+"""
+
+CHECKS = {
+    "notify": [{"kind": "notify", "max_age": "30s"}],
+    "api": [{"kind": "api", "max_age": "30s"}],
+}
+
+
+def declarations(v: Vigil) -> list:
+    return [r for r in v.audit("bot") if r["action"] in ("degraded", "degraded_ended")]
+
+
+@pytest.mark.parametrize("channel", ["notify", "api"])
+def test_degraded_and_ok_show_in_status_and_the_journal(vigil: Vigil, channel: str) -> None:
+    vigil.write_config({"bot": {"checks": CHECKS[channel], "script": AGENT}})
+    vigil.start()
+    up = vigil.result("bot", "up")["value"]
+    assert (up["notify"] is not None) == (channel == "notify")
+    assert up["url"] == vigil.url
+
+    vigil.go("bot", "degrade")
+    until = vigil.result("bot", "degraded")["value"]
+    status = wait_for("degraded in /status", lambda: vigil.status("bot").get("degraded") and vigil.status("bot"))
+    assert status["degraded"]["reason"] == "binance 429, breaker open"
+    suspended = status["degraded"]["stall_checks_suspended_until"]
+    assert suspended is not None
+    from vigil_agent._timeutil import parse_rfc3339
+
+    assert abs(parse_rfc3339(suspended) - until) < 2.0, (suspended, until)
+    records = wait_for("the degraded record", lambda: declarations(vigil))
+    assert [r["action"] for r in records] == ["degraded"]
+    assert records[0]["metadata"]["declared"] == "binance 429, breaker open"
+
+    vigil.go("bot", "ok")
+    vigil.result("bot", "ok")
+    wait_for("degraded gone from /status", lambda: "degraded" not in vigil.status("bot"))
+    records = wait_for(
+        "the degraded_ended record",
+        lambda: [r for r in declarations(vigil) if r["action"] == "degraded_ended"] and declarations(vigil),
+    )
+    assert [r["action"] for r in records] == ["degraded", "degraded_ended"]
+    assert "declared itself ok" in records[1]["reason"]
+    assert vigil.status("bot")["checks"][0]["verdict"] == "ok"
+    if channel == "notify":
+        assert vigil.status("bot")["status_text"] == "warming up"
+
+
+def test_http_heartbeats_keep_an_api_check_alive(vigil: Vigil) -> None:
+    vigil.write_config(
+        {
+            "bot": {
+                "checks": [{"kind": "api", "max_age": "2s"}],
+                "script": """
+deadline = time.monotonic() + 6
+while time.monotonic() < deadline:
+    vigil_agent.heartbeat()
+    time.sleep(0.05)
+emit("beat for 6s")
+while True:
+    time.sleep(1)    # silent: the api check must notice
+""",
+            }
+        }
+    )
+    vigil.start()
+    pid = vigil.running_pid("bot")
+    vigil.result("bot", "beat for 6s", timeout=15)
+    # 6 s of heartbeats (throttled to one a second) against a 2 s max_age: never stalled.
+    assert vigil.status("bot").get("pid") == pid
+    assert not [r for r in vigil.audit("bot") if r["action"] == "stalled"]
+    # Then silence: vigil sees the stall (so the heartbeats really were what kept it alive).
+    wait_for("a stall once heartbeats stop", lambda: [r for r in vigil.audit("bot") if r["action"] == "stalled"], timeout=20)
