@@ -23,7 +23,9 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
-VIGIL_BIN = Path(os.environ.get("VIGIL_BIN") or HERE / ".." / ".." / ".." / "target" / "debug" / "vigil").resolve()
+VIGIL_BIN = Path(
+    os.environ.get("VIGIL_BIN") or HERE / ".." / ".." / ".." / "target" / "debug" / "vigil"
+).resolve()
 
 # The library under test, for the tests' own process too.
 sys.path.insert(0, str(SRC))
@@ -172,7 +174,9 @@ class Vigil:
 
     # -- the API ---------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, body: Any = None, headers: Optional[Dict[str, str]] = None):
+    def request(
+        self, method: str, path: str, body: Any = None, headers: Optional[Dict[str, str]] = None
+    ):
         """(status, parsed JSON body) — no token: with no `[api] token`, a request without
         one acts as a person."""
         data = None if body is None else json.dumps(body).encode()

@@ -52,7 +52,9 @@ def local_file(directory: Path) -> dict:
     return json.loads((directory / "bot.json").read_text())
 
 
-def test_a_pending_copy_newer_than_vigils_version_goes_on_top(idle_vigil: Vigil, tmp_path: Path) -> None:
+def test_a_pending_copy_newer_than_vigils_version_goes_on_top(
+    idle_vigil: Vigil, tmp_path: Path
+) -> None:
     up, down = clients(idle_vigil)
     d = tmp_path / "local"
     assert Checkpoint(client=up, directory=d).save({"n": 1}) == 1
@@ -61,7 +63,7 @@ def test_a_pending_copy_newer_than_vigils_version_goes_on_top(idle_vigil: Vigil,
     offline = Checkpoint(client=down, directory=d)
     assert offline.version == 1, "the last version known, from the local copy"
     assert offline.save({"n": 2}) is None
-    assert local_file(d)["pending"] and local_file(d)["base_version"] == 1
+    assert local_file(d)["pending"] and local_file(d)["version"] == 1  # built on 1
 
     back = Checkpoint(client=up, directory=d)
     assert back.load() == {"n": 2}
@@ -84,7 +86,7 @@ def test_a_pending_copy_older_than_vigils_version_is_dropped_on_load(
     assert back.version == 2
     assert history(idle_vigil) == [{"newer": True}, {"n": 1}], "the newer version was kept"
     local = local_file(d)
-    assert not local["pending"] and local["document"] == {"newer": True}
+    assert not local["pending"] and local["state"] == {"newer": True}
 
 
 def test_saving_on_top_of_a_superseded_pending_copy_raises_conflict(

@@ -6,7 +6,7 @@ import json
 import os
 import signal
 
-from conftest import Vigil, wait_for
+from conftest import Vigil
 
 NOTIFY = [{"kind": "notify", "max_age": "30s"}]
 
@@ -164,7 +164,7 @@ while True:
     assert offline["version"] == 1
     assert vigil.result("bot", "offline_again")["value"] is None
     local = json.loads((vigil.state_dir / "agent-checkpoints" / "bot.json").read_text())
-    assert local["pending"] and local["base_version"] == 1 and local["document"] == {"n": 3}
+    assert local["pending"] and local["version"] == 1 and local["state"] == {"n": 3}
 
     # The next vigil adopts the running agent; its token works again; the pending copy goes up.
     vigil.start()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from conftest import Vigil, wait_for
 
@@ -46,7 +44,9 @@ def test_degraded_and_ok_show_in_status_and_the_journal(vigil: Vigil, channel: s
 
     vigil.go("bot", "degrade")
     until = vigil.result("bot", "degraded")["value"]
-    status = wait_for("degraded in /status", lambda: vigil.status("bot").get("degraded") and vigil.status("bot"))
+    status = wait_for(
+        "degraded in /status", lambda: vigil.status("bot").get("degraded") and vigil.status("bot")
+    )
     assert status["degraded"]["reason"] == "binance 429, breaker open"
     suspended = status["degraded"]["stall_checks_suspended_until"]
     assert suspended is not None
@@ -62,7 +62,10 @@ def test_degraded_and_ok_show_in_status_and_the_journal(vigil: Vigil, channel: s
     wait_for("degraded gone from /status", lambda: "degraded" not in vigil.status("bot"))
     records = wait_for(
         "the degraded_ended record",
-        lambda: [r for r in declarations(vigil) if r["action"] == "degraded_ended"] and declarations(vigil),
+        lambda: (
+            [r for r in declarations(vigil) if r["action"] == "degraded_ended"]
+            and declarations(vigil)
+        ),
     )
     assert [r["action"] for r in records] == ["degraded", "degraded_ended"]
     assert "declared itself ok" in records[1]["reason"]
@@ -75,7 +78,7 @@ def test_http_heartbeats_keep_an_api_check_alive(vigil: Vigil) -> None:
     vigil.write_config(
         {
             "bot": {
-                "checks": [{"kind": "api", "max_age": "2s"}],
+                "checks": [{"kind": "api", "max_age": "3s"}],
                 "script": """
 deadline = time.monotonic() + 6
 while time.monotonic() < deadline:
@@ -91,8 +94,12 @@ while True:
     vigil.start()
     pid = vigil.running_pid("bot")
     vigil.result("bot", "beat for 6s", timeout=15)
-    # 6 s of heartbeats (throttled to one a second) against a 2 s max_age: never stalled.
+    # 6 s of heartbeats (throttled to one a second) against a 3 s max_age: never stalled.
     assert vigil.status("bot").get("pid") == pid
     assert not [r for r in vigil.audit("bot") if r["action"] == "stalled"]
     # Then silence: vigil sees the stall (so the heartbeats really were what kept it alive).
-    wait_for("a stall once heartbeats stop", lambda: [r for r in vigil.audit("bot") if r["action"] == "stalled"], timeout=20)
+    wait_for(
+        "a stall once heartbeats stop",
+        lambda: [r for r in vigil.audit("bot") if r["action"] == "stalled"],
+        timeout=20,
+    )

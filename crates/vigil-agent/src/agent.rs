@@ -116,7 +116,10 @@ impl Agent {
         if let Some(n) = &self.notifier {
             let mut msg = format!("DEGRADED={reason}");
             if let Some((_, since_epoch)) = unix {
-                msg.push_str(&format!("\nDEGRADED_UNTIL={:.3}", since_epoch.as_secs_f64()));
+                msg.push_str(&format!(
+                    "\nDEGRADED_UNTIL={:.3}",
+                    since_epoch.as_secs_f64()
+                ));
             }
             n.send(msg.as_bytes());
         } else if let Some(api) = &self.api {

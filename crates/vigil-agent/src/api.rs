@@ -42,7 +42,13 @@ impl Api {
         }
     }
 
-    pub fn call(&self, method: &str, path: &str, headers: &[(&str, String)], body: Option<&str>) -> Answer {
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<&str>,
+    ) -> Answer {
         let url = format!("{}/{path}", self.base);
         let result = match method {
             "GET" => {
@@ -64,7 +70,8 @@ impl Api {
                 for (k, v) in headers {
                     r = r.header(*k, v);
                 }
-                r.content_type("application/json").send(body.unwrap_or("{}"))
+                r.content_type("application/json")
+                    .send(body.unwrap_or("{}"))
             }
         };
         match result {

@@ -87,7 +87,13 @@ impl<T: Serialize + DeserializeOwned> Checkpoint<T> {
         }
     }
 
-    fn keep_locally(&self, state: serde_json::Value, version: i64, pending: bool, saved_at: f64) -> Result<(), CheckpointError> {
+    fn keep_locally(
+        &self,
+        state: serde_json::Value,
+        version: i64,
+        pending: bool,
+        saved_at: f64,
+    ) -> Result<(), CheckpointError> {
         let copy = LocalCopy {
             agent: self.agent.clone(),
             version,
@@ -100,8 +106,18 @@ impl<T: Serialize + DeserializeOwned> Checkpoint<T> {
 
     /// Put `document` as the next version after `expected`: `Ok(Some(v))` taken,
     /// `Ok(None)` vigil unreachable, `Err(Conflict)` another version came first.
-    fn put(&self, api: &Api, document: &str, expected: i64) -> Result<Option<i64>, CheckpointError> {
-        match api.call("PUT", "checkpoint", &[("If-Match", expected.to_string())], Some(document)) {
+    fn put(
+        &self,
+        api: &Api,
+        document: &str,
+        expected: i64,
+    ) -> Result<Option<i64>, CheckpointError> {
+        match api.call(
+            "PUT",
+            "checkpoint",
+            &[("If-Match", expected.to_string())],
+            Some(document),
+        ) {
             Answer::Unreachable => Ok(None),
             Answer::Reply(200 | 201, Some(v), _) => Ok(Some(v)),
             Answer::Reply(412, current, _) => Err(CheckpointError::Conflict { current }),
@@ -120,7 +136,15 @@ impl<T: Serialize + DeserializeOwned> Checkpoint<T> {
             self.keep_locally(value, self.version, false, saved_at)?;
             return Ok(None);
         };
-        match self.put(api, &document, self.version) {
+        let mut outcome = self.put(api, &document, self.version);
+        if let Err(CheckpointError::Conflict { current: Some(v) }) = outcome
+            && self.landed_while_unanswered(api, v)?
+        {
+            // The last save timed out, yet reached vigil: this save goes on top of it.
+            self.version = v;
+            outcome = self.put(api, &document, v);
+        }
+        match outcome {
             Ok(Some(v)) => {
                 self.version = v;
                 self.keep_locally(value, v, false, saved_at)?;
@@ -137,6 +161,24 @@ impl<T: Serialize + DeserializeOwned> Checkpoint<T> {
                 Err(CheckpointError::Conflict { current })
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// vigil's version `v` is this copy's pending state: a save that got no answer (a
+    /// timeout) but was taken.
+    fn landed_while_unanswered(&self, api: &Api, v: i64) -> Result<bool, CheckpointError> {
+        let pending = local::read(&self.path)
+            .map_err(|e| self.local_error(e))?
+            .filter(|c| c.pending && c.version == self.version);
+        let Some(pending) = pending else {
+            return Ok(false);
+        };
+        match api.call("GET", "checkpoint", &[], None) {
+            Answer::Reply(200, Some(version), body) if version == v => {
+                let server: serde_json::Value = serde_json::from_str(&body)?;
+                Ok(server["document"] == pending.state)
+            }
+            _ => Ok(false),
         }
     }
 

@@ -2,14 +2,13 @@
 //! Alertmanager sends: how fast a notification is answered (journaled) at a steady rate, the
 //! memory of a long stream of repeats, and the time from an alert to its runbook's first step.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde_json::json;
 
+use crate::conn::Conn;
 use crate::{Daemon, percentile, scratch};
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
@@ -26,57 +25,6 @@ fn config(dir: &Path, bots: usize) -> Result<String> {
          agent = \"bot@{{{{ labels.instance }}}}\"\nsteps = [{{ restart = true }}]\n",
         instances.join(", ")
     ))
-}
-
-/// A keep-alive HTTP/1.1 connection to vigil's API.
-struct Conn {
-    addr: String,
-    reader: BufReader<TcpStream>,
-}
-
-impl Conn {
-    fn open(addr: &str) -> Result<Conn> {
-        let s = TcpStream::connect(addr)?;
-        s.set_nodelay(true)?;
-        Ok(Conn {
-            addr: addr.to_string(),
-            reader: BufReader::new(s),
-        })
-    }
-
-    /// POST /alertmanager; the status and the body.
-    fn post(&mut self, body: &str) -> Result<(u16, String)> {
-        let head = format!(
-            "POST /alertmanager HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            self.addr,
-            body.len()
-        );
-        let s = self.reader.get_mut();
-        s.write_all(head.as_bytes())?;
-        s.write_all(body.as_bytes())?;
-        let mut line = String::new();
-        self.reader.read_line(&mut line)?;
-        let code: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .context("no status line")?;
-        let mut length = 0;
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line)?;
-            if line.trim().is_empty() {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse()?;
-            }
-        }
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body)?;
-        Ok((code, String::from_utf8_lossy(&body).into_owned()))
-    }
 }
 
 fn payload(name: &str, fingerprint: &str, instance: &str) -> String {
@@ -131,7 +79,12 @@ pub fn alerts(
         }
         let body = payload("BenchUnmatched", &format!("u{i}"), "0");
         let sent = Instant::now();
-        let (code, answer) = conn.post(&body)?;
+        let (code, answer) = conn.request(
+            "POST",
+            "/alertmanager",
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            &body,
+        )?;
         lat.push(sent.elapsed().as_secs_f64() * 1e3);
         if code != 200 {
             bail!("alert {i}: HTTP {code}: {answer}");
@@ -142,7 +95,12 @@ pub fn alerts(
     // 2. One alert repeated, as Alertmanager's repeat_interval and an HA pair send it.
     let rss_before = rss_kb(daemon.pid());
     let body = payload("BenchUnmatched", "repeated", "0");
-    conn.post(&body)?;
+    conn.request(
+        "POST",
+        "/alertmanager",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        &body,
+    )?;
     let every = Duration::from_secs_f64(1.0 / f64::from(repeats.max(1)));
     let t0 = Instant::now();
     let total = u64::from(repeats) * seconds;
@@ -153,7 +111,12 @@ pub fn alerts(
             std::thread::sleep(wait);
         }
         let sent = Instant::now();
-        let (code, answer) = conn.post(&body)?;
+        let (code, answer) = conn.request(
+            "POST",
+            "/alertmanager",
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            &body,
+        )?;
         dup_lat.push(sent.elapsed().as_secs_f64() * 1e3);
         if code != 200 || !answer.contains("\"duplicates\":1") {
             bail!("repeat {i}: HTTP {code}: {answer}");
@@ -169,7 +132,12 @@ pub fn alerts(
         let body = payload("BenchRestart", &format!("r{i}"), &i.to_string());
         let at = wall_ms();
         let sent = Instant::now();
-        let (code, answer) = conn.post(&body)?;
+        let (code, answer) = conn.request(
+            "POST",
+            "/alertmanager",
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+            &body,
+        )?;
         let answered = sent.elapsed().as_secs_f64() * 1e3;
         if code != 200 || !answer.contains("\"accepted\":1") {
             bail!("runbook alert {i}: HTTP {code}: {answer}");

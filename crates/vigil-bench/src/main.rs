@@ -15,6 +15,8 @@ mod advisor;
 mod alerts;
 mod api;
 mod chaos;
+mod checkpoints;
+mod conn;
 mod docker;
 mod graph;
 mod idle;
@@ -158,6 +160,19 @@ enum Bench {
         #[arg(long, default_value_t = 50)]
         runbooks: usize,
     },
+    /// Durable checkpoint writes (10 KB, compare-and-swap): one agent's latency, and the rate
+    /// of N agents writing at once; SQLite in the state dir, or PostgreSQL with --store-url
+    Checkpoints {
+        #[arg(long, default_value_t = 8)]
+        writers: usize,
+        #[arg(long, default_value_t = 8000)]
+        writes: usize,
+        #[arg(long, default_value_t = 10_240)]
+        size: usize,
+        /// `postgres://…`: measure PostgreSQL instead of SQLite
+        #[arg(long)]
+        store_url: Option<String>,
+    },
     /// vigil's CPU while N agents each have a file check every second
     FileChecks {
         #[arg(long, default_value_t = 1000)]
@@ -198,6 +213,12 @@ fn main() -> Result<()> {
         Bench::NotifyFlood { seconds } => notify_flood(&vigil, seconds)?,
         Bench::FileChecks { agents, seconds } => file_checks(&vigil, agents, seconds)?,
         Bench::GraphStart { agents } => graph::graph_start(&vigil, agents)?,
+        Bench::Checkpoints {
+            writers,
+            writes,
+            size,
+            store_url,
+        } => checkpoints::checkpoints(&vigil, writers, writes, size, store_url.as_deref())?,
         Bench::Alerts {
             rate,
             seconds,

@@ -52,7 +52,11 @@ fn a_degraded_agent_is_not_stalled_before_its_declared_time() {
     assert_eq!(noted.len(), 2, "the suspended stall is recorded once");
     assert!(noted[1].metadata.contains_key("suspended_stall"));
     sim.advance(secs(40));
-    assert_eq!(sim.count("bot", AuditAction::Degraded), 2, "once per episode");
+    assert_eq!(
+        sim.count("bot", AuditAction::Degraded),
+        2,
+        "once per episode"
+    );
     // At 61 s exactly: its time is up and the stall is acted on at once.
     sim.advance(ms(9_999));
     assert_eq!(stalls(&sim), 0);
@@ -79,7 +83,11 @@ fn max_degraded_bounds_the_episode_however_often_it_is_declared() {
     assert_eq!(stalls(&sim), 0);
     sim.advance(secs(5));
     let ended = &sim.records("bot", AuditAction::DegradedEnded)[0];
-    assert!(ended.reason.contains("max_degraded allows"), "{}", ended.reason);
+    assert!(
+        ended.reason.contains("max_degraded allows"),
+        "{}",
+        ended.reason
+    );
     assert_eq!(stalls(&sim), 1);
     // Spent: a further declaration is shown, but suspends nothing.
     sim.exit(b, ExitStatus::signal(Signal::TERM));
@@ -134,7 +142,10 @@ fn degraded_and_ok_over_the_notify_socket() {
     let mut sim = Sim::new(vec![bot(secs(900))]);
     let b = sim.id("bot");
     let until = (sim.now.wall_ms + 30_000) as f64 / 1000.0;
-    sim.notify(b, &format!("DEGRADED=exchange 429\nDEGRADED_UNTIL={until:.3}"));
+    sim.notify(
+        b,
+        &format!("DEGRADED=exchange 429\nDEGRADED_UNTIL={until:.3}"),
+    );
     let d = sim.sup.agent(b).unwrap().declared_degraded().unwrap();
     assert_eq!(d.0, "exchange 429");
     assert_eq!(d.2, Some(sim.now.wall_ms + 30_000));

@@ -57,7 +57,9 @@ enum Doing {
     /// Stuck: alive, no heartbeats, until vigil restarts it.
     Hung,
     /// Rate-limited: declared degraded, pausing until then.
-    Paused { until: Duration },
+    Paused {
+        until: Duration,
+    },
     /// Crashes right after every start, this many more times.
     CrashLoop(u32),
 }
@@ -167,8 +169,14 @@ fn a_week_of_faults_keeps_every_promise() {
             .map(|(t, _)| *t)
             .collect();
         for (i, t) in times.iter().enumerate() {
-            let in_hour = times[i..].iter().take_while(|u| **u < *t + secs(3600)).count();
-            assert!(in_hour <= 5, "{name}: {in_hour} restarts in the hour from {t:?}");
+            let in_hour = times[i..]
+                .iter()
+                .take_while(|u| **u < *t + secs(3600))
+                .count();
+            assert!(
+                in_hour <= 5,
+                "{name}: {in_hour} restarts in the hour from {t:?}"
+            );
         }
     }
     // Declared degradation: no stall acted on while one was suspended, and none longer than
@@ -211,13 +219,21 @@ fn a_week_of_faults_keeps_every_promise() {
     let suspended_stalls = sim
         .audit
         .iter()
-        .filter(|(_, e)| e.action == AuditAction::Degraded && e.metadata.contains_key("suspended_stall"))
+        .filter(|(_, e)| {
+            e.action == AuditAction::Degraded && e.metadata.contains_key("suspended_stall")
+        })
         .count();
     eprintln!(
         "a week of 6 traders: faults {faults:?}; {} restarts, {stalls} stalls acted on, {suspended_stalls} stalls suspended by declared degradation, {escalations} escalations, {resets} resets by a person, {} audit records",
         restarts.len(),
         sim.audit.len()
     );
-    assert!(faults.values().sum::<u32>() > 40, "the script faulted enough");
-    assert!(suspended_stalls > 0 && escalations > 0 && stalls > 0, "every path was taken");
+    assert!(
+        faults.values().sum::<u32>() > 40,
+        "the script faulted enough"
+    );
+    assert!(
+        suspended_stalls > 0 && escalations > 0 && stalls > 0,
+        "every path was taken"
+    );
 }

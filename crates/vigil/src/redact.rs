@@ -241,6 +241,7 @@ fn is_path(run: &str) -> bool {
 }
 
 /// One line, safe to keep: secrets replaced, control characters dropped, length capped.
+#[cfg(test)]
 pub fn line(raw: &str) -> String {
     line_with(raw, &Secrets::default())
 }

@@ -34,7 +34,12 @@ fn put(f: &Fleet, agent: &str, token: &str, if_match: Option<&str>, body: &str) 
     if let Some(v) = if_match {
         headers.push(("If-Match", v));
     }
-    let (code, text) = f.http("PUT", &format!("/agents/{agent}/checkpoint"), &headers, body);
+    let (code, text) = f.http(
+        "PUT",
+        &format!("/agents/{agent}/checkpoint"),
+        &headers,
+        body,
+    );
     (code, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
@@ -79,7 +84,10 @@ fn a_runs_token_writes_its_own_agent_only_and_ends_with_its_run() {
     }
     assert_eq!(post(&f, "/reload", &a, "{}").0, 403);
     f.settled();
-    assert!(f.records_of("a", "restart").is_empty(), "nothing was done with it");
+    assert!(
+        f.records_of("a", "restart").is_empty(),
+        "nothing was done with it"
+    );
     // Its own: read back.
     let (code, body) = get(&f, "/agents/a/checkpoint", &a);
     assert_eq!((code, &body["document"]["n"]), (200, &Value::from(1)));
@@ -128,13 +136,26 @@ fn checkpoints_are_compare_and_swap_versioned_and_survive_kill_9() {
     // `If-Match: 0` means "none yet": a second copy starting fresh cannot overwrite.
     let (code, body) = put(&f, "bot", &t, Some("0"), r#"{"zombie":true}"#);
     assert_eq!((code, &body["current_version"]), (412, &Value::from(1)));
-    let (code, _) = put(&f, "bot", &t, Some("\"1\""), r#"{"positions":["BTC","ETH"],"ts":2}"#);
+    let (code, _) = put(
+        &f,
+        "bot",
+        &t,
+        Some("\"1\""),
+        r#"{"positions":["BTC","ETH"],"ts":2}"#,
+    );
     assert_eq!(code, 200);
     // A writer that read version 1 lost the race.
     let (code, body) = put(&f, "bot", &t, Some("1"), r#"{"zombie":true}"#);
-    assert_eq!((code, &body["current_version"]), (412, &Value::from(2)), "{body}");
+    assert_eq!(
+        (code, &body["current_version"]),
+        (412, &Value::from(2)),
+        "{body}"
+    );
     for ts in 3..=5 {
-        assert_eq!(put(&f, "bot", &t, None, &format!(r#"{{"ts":{ts}}}"#)).0, 200);
+        assert_eq!(
+            put(&f, "bot", &t, None, &format!(r#"{{"ts":{ts}}}"#)).0,
+            200
+        );
     }
 
     // Durable before the answer: a kill -9 right after loses nothing.
@@ -152,7 +173,11 @@ fn checkpoints_are_compare_and_swap_versioned_and_survive_kill_9() {
         .iter()
         .map(|c| c["version"].as_i64().unwrap())
         .collect();
-    assert_eq!(versions, vec![5, 4, 3], "the last `keep` versions, newest first");
+    assert_eq!(
+        versions,
+        vec![5, 4, 3],
+        "the last `keep` versions, newest first"
+    );
     let (_, two) = get(&f, "/agents/bot/checkpoints?limit=2", &t);
     assert_eq!(two["checkpoints"].as_array().unwrap().len(), 2);
 
@@ -162,8 +187,18 @@ fn checkpoints_are_compare_and_swap_versioned_and_survive_kill_9() {
     });
     let out = f.vigil(&["checkpoint", "bot", "-c", "vigil.toml"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("version 5") && text.contains("\"ts\": 5"), "{text}");
-    let out = f.vigil(&["checkpoint", "bot", "--history", "--json", "-c", "vigil.toml"]);
+    assert!(
+        out.status.success() && text.contains("version 5") && text.contains("\"ts\": 5"),
+        "{text}"
+    );
+    let out = f.vigil(&[
+        "checkpoint",
+        "bot",
+        "--history",
+        "--json",
+        "-c",
+        "vigil.toml",
+    ]);
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["checkpoints"].as_array().unwrap().len(), 3);
 }
@@ -178,14 +213,23 @@ fn bad_checkpoints_and_requests_are_refused_with_a_reason() {
     let t = token_of(&f, "bot");
     let (code, body) = put(&f, "bot", &t, None, "{not json");
     assert_eq!(code, 400);
-    assert!(body["error"].as_str().unwrap().contains("not a JSON document"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a JSON document"),
+        "{body}"
+    );
     let (code, _) = put(&f, "bot", &t, Some("seven"), "{}");
     assert_eq!(code, 400);
     let big = format!("{{\"blob\":\"{}\"}}", "x".repeat(1024 * 1024 + 10));
     let (code, _) = put(&f, "bot", &t, None, &big);
     assert_eq!(code, 413, "over 1 MiB");
     let (code, body) = put(&f, "tpl", "", None, "{}");
-    assert!(code == 400 && body["error"].as_str().unwrap().contains("template"), "{body}");
+    assert!(
+        code == 400 && body["error"].as_str().unwrap().contains("template"),
+        "{body}"
+    );
     let (code, _) = put(&f, "nobody", "", None, "{}");
     assert_eq!(code, 404);
     let (code, _) = f.http(
@@ -196,7 +240,10 @@ fn bad_checkpoints_and_requests_are_refused_with_a_reason() {
     );
     assert_eq!(code, 415, "a web page's form cannot write a checkpoint");
     let (code, body) = post(&f, "/agents/bot/status", &t, r#"{"state":"degraded"}"#);
-    assert!(code == 400 && body["error"].as_str().unwrap().contains("reason"), "{body}");
+    assert!(
+        code == 400 && body["error"].as_str().unwrap().contains("reason"),
+        "{body}"
+    );
     let (code, _) = post(
         &f,
         "/agents/bot/status",
@@ -219,7 +266,11 @@ fn with_an_api_token_people_need_it_and_agents_need_their_own() {
     f.start();
     let t = token_of(&f, "bot");
     assert_eq!(put(&f, "bot", "", None, "{}").0, 401);
-    assert_eq!(get(&f, "/agents/bot/checkpoint", "").0, 401, "a bot's state is private");
+    assert_eq!(
+        get(&f, "/agents/bot/checkpoint", "").0,
+        401,
+        "a bot's state is private"
+    );
     assert_eq!(put(&f, "bot", "wrong", None, "{}").0, 401);
     assert_eq!(put(&f, "bot", &t, None, r#"{"by":"bot"}"#).0, 201);
     let (code, body) = get(&f, "/agents/bot/checkpoint", "a-person-s-token-1234");
@@ -256,7 +307,9 @@ fn a_declared_degradation_suspends_stall_verdicts_until_its_time() {
         &f,
         "/agents/bot/status",
         &t,
-        &format!(r#"{{"state":"degraded","reason":"binance 429, breaker open","until":"{until}"}}"#),
+        &format!(
+            r#"{{"state":"degraded","reason":"binance 429, breaker open","until":"{until}"}}"#
+        ),
     );
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["state"], "degraded");
@@ -265,7 +318,10 @@ fn a_declared_degradation_suspends_stall_verdicts_until_its_time() {
         f.status("bot")["degraded"]["reason"] == "binance 429, breaker open"
     });
     let metrics = f.http("GET", "/metrics", &[], "").1;
-    assert_eq!(common::metric(&metrics, "vigil_agent_degraded{agent=\"bot\"}"), Some(1.0));
+    assert_eq!(
+        common::metric(&metrics, "vigil_agent_degraded{agent=\"bot\"}"),
+        Some(1.0)
+    );
 
     // The stall is seen (a positive sign) but not acted on.
     f.wait_for("the suspended stall", Duration::from_secs(10), |f| {
@@ -273,7 +329,10 @@ fn a_declared_degradation_suspends_stall_verdicts_until_its_time() {
             .iter()
             .any(|r| r["metadata"]["suspended_stall"].is_string())
     });
-    assert!(f.records_of("bot", "stalled").is_empty(), "stalled while degraded");
+    assert!(
+        f.records_of("bot", "stalled").is_empty(),
+        "stalled while degraded"
+    );
     assert!(f.records_of("bot", "restart").is_empty());
 
     // Its time passes: the journal says why normal rules apply, and then they do.
@@ -286,7 +345,12 @@ fn a_declared_degradation_suspends_stall_verdicts_until_its_time() {
     let ended = &f.records_of("bot", "degraded_ended")[0];
     let stalled = &f.records_of("bot", "stalled")[0];
     assert!(common::record_time(ended) <= common::record_time(stalled));
-    assert!(ended["reason"].as_str().unwrap().contains("the time it declared has passed"));
+    assert!(
+        ended["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the time it declared has passed")
+    );
 }
 
 #[test]
@@ -307,17 +371,29 @@ fn max_degraded_bounds_a_degradation_and_declaring_again_buys_no_more() {
     };
     let (code, body) = degrade(&f);
     assert_eq!(code, 200);
-    assert!(body["note"].as_str().unwrap().contains("max_degraded = 2s"), "{body}");
+    assert!(
+        body["note"].as_str().unwrap().contains("max_degraded = 2s"),
+        "{body}"
+    );
     std::thread::sleep(Duration::from_millis(1200));
     // Declaring again within the episode does not extend it past its bound.
     let (_, again) = degrade(&f);
-    let first = chrono::DateTime::parse_from_rfc3339(body["stall_checks_suspended_until"].as_str().unwrap()).unwrap();
-    let second = chrono::DateTime::parse_from_rfc3339(again["stall_checks_suspended_until"].as_str().unwrap()).unwrap();
+    let first = chrono::DateTime::parse_from_rfc3339(
+        body["stall_checks_suspended_until"].as_str().unwrap(),
+    )
+    .unwrap();
+    let second = chrono::DateTime::parse_from_rfc3339(
+        again["stall_checks_suspended_until"].as_str().unwrap(),
+    )
+    .unwrap();
     assert!(second <= first, "{first} then {second}");
     f.wait_for("the bound", Duration::from_secs(10), |f| {
-        f.records_of("bot", "degraded_ended")
-            .iter()
-            .any(|r| r["reason"].as_str().unwrap_or("").contains("max_degraded allows"))
+        f.records_of("bot", "degraded_ended").iter().any(|r| {
+            r["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("max_degraded allows")
+        })
     });
     f.wait_for("the stall acted on", Duration::from_secs(10), |f| {
         !f.records_of("bot", "stalled").is_empty()
@@ -371,9 +447,12 @@ grace = "1s"
     assert!(f.records_of("bot", "stalled").is_empty());
     std::fs::write(f.path("clear"), "").unwrap();
     f.wait_for("ok again", Duration::from_secs(10), |f| {
-        f.records_of("bot", "degraded_ended")
-            .iter()
-            .any(|r| r["reason"].as_str().unwrap_or("").contains("declared itself ok"))
+        f.records_of("bot", "degraded_ended").iter().any(|r| {
+            r["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("declared itself ok")
+        })
     });
     f.wait_for("the stall acted on", Duration::from_secs(10), |f| {
         !f.records_of("bot", "stalled").is_empty()
@@ -396,13 +475,22 @@ fn checkpoints_in_postgresql_survive_vigil_and_wait_out_an_outage() {
     let (code, body) = put(&f, &table_free_agent, &t, Some("0"), r#"{"pnl":12.5}"#);
     assert_eq!(code, 201, "{body}");
     assert_eq!(put(&f, &table_free_agent, &t, Some("0"), "{}").0, 412);
-    assert_eq!(put(&f, &table_free_agent, &t, Some("1"), r#"{"pnl":13}"#).0, 200);
+    assert_eq!(
+        put(&f, &table_free_agent, &t, Some("1"), r#"{"pnl":13}"#).0,
+        200
+    );
 
     // PostgreSQL away: 503 (the client keeps a local copy), and vigil supervises on.
     proxy.stop();
     let (code, body) = put(&f, &table_free_agent, &t, Some("2"), r#"{"pnl":14}"#);
     assert_eq!(code, 503, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("cannot be reached"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be reached"),
+        "{body}"
+    );
     assert!(!body["error"].as_str().unwrap().contains("password"));
     assert_eq!(f.status(&table_free_agent)["state"], "running");
     let back = Proxy::start_at(&proxy.addr, &common::host_port(&pg));
@@ -418,4 +506,61 @@ fn checkpoints_in_postgresql_survive_vigil_and_wait_out_an_outage() {
     assert_eq!((code, &body["version"]), (200, &Value::from(3)), "{body}");
     assert_eq!(body["document"]["pnl"], 14);
     drop(back);
+}
+
+#[test]
+fn what_an_agent_declares_is_redacted_like_its_evidence() {
+    let script = r#"
+import os, socket, time
+addr = os.environ["NOTIFY_SOCKET"]
+addr = "\0" + addr[1:] if addr.startswith("@") else addr
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(("STATUS=calling https://bob:hunter2pass@exchange.example/api with " + os.environ["EXCHANGE_API_SECRET"]).encode(), addr)
+s.sendto(("DEGRADED=auth failed for " + os.environ["EXCHANGE_API_SECRET"]).encode(), addr)
+open("token.bot", "w").write(os.environ["VIGIL_AGENT_TOKEN"])
+time.sleep(300)
+"#;
+    let mut f = Fleet::new("");
+    std::fs::write(f.path("bot.py"), script).unwrap();
+    f.write_config(&format!(
+        r#"[agents.bot]
+command = ["python3", "{}"]
+cwd = "{}"
+env = {{ EXCHANGE_API_SECRET = "zq8-very-secret-value" }}
+
+[[agents.bot.checks]]
+kind = "notify"
+max_age = "60s"
+"#,
+        f.path("bot.py").display(),
+        f.path("").display()
+    ));
+    f.start();
+    f.wait_for("degraded", Duration::from_secs(10), |f| {
+        f.status("bot")["degraded"].is_object() && f.status("bot")["status_text"].is_string()
+    });
+    let t = token_of(&f, "bot");
+    let (code, _) = post(
+        &f,
+        "/agents/bot/status",
+        &t,
+        r#"{"state":"degraded","reason":"login with zq8-very-secret-value refused"}"#,
+    );
+    assert_eq!(code, 200);
+    f.wait_for("the API's declaration", Duration::from_secs(5), |f| {
+        f.status("bot")["degraded"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("login with")
+    });
+    let shown = format!(
+        "{}\n{}\n{}",
+        f.status("bot"),
+        read(&f.state().join("audit.jsonl")),
+        f.output()
+    );
+    for secret in ["zq8-very-secret-value", "hunter2pass"] {
+        assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+    }
+    assert!(shown.contains("[REDACTED]"));
 }

@@ -603,3 +603,64 @@ depends_on = ["feed"]
     );
     c.close().await.ok();
 }
+
+/// Issue 17: an agent that declared itself degraded says so on its card (with why, and until
+/// when its stalls wait), and each card shows how old its last checkpoint is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and ChromeDriver: apt-get install chromium chromium-driver (`.ci/run` does)"]
+async fn dashboard_shows_a_declared_degradation_and_the_last_checkpoint() {
+    let mut f = Fleet::new(
+        r#"[agents.bot]
+command = ["sleep", "300"]
+"#,
+    );
+    f.start();
+    let json = [("Content-Type", "application/json")];
+    let (code, _) = f.http(
+        "PUT",
+        "/agents/bot/checkpoint",
+        &json,
+        r#"{"position":0.25}"#,
+    );
+    assert_eq!(code, 201);
+    let (code, body) = f.http(
+        "POST",
+        "/agents/bot/status",
+        &json,
+        r#"{"state":"degraded","reason":"binance 429, breaker open"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let (_driver, c) = browser().await;
+    c.goto(&format!("http://{}/", f.api_addr()))
+        .await
+        .expect("open the dashboard");
+    until(
+        "the degraded badge and the checkpoint",
+        Duration::from_secs(10),
+        async || {
+            let card = card_text(&c, "bot").await;
+            card.contains("degraded: binance 429, breaker open")
+                && card.contains("checkpoint")
+                && card.contains("v1")
+        },
+    )
+    .await;
+    let title = js(
+        &c,
+        "document.querySelector('[data-agent=\"bot\"] .badge.degraded').title",
+    )
+    .await;
+    assert!(
+        title
+            .as_str()
+            .unwrap_or("")
+            .contains("stalls are not acted on until"),
+        "{title}"
+    );
+    let header = header_text(&c).await;
+    assert!(
+        !header.contains("attention"),
+        "degraded on purpose needs no attention: {header}"
+    );
+    c.close().await.ok();
+}

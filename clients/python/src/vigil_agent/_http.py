@@ -15,7 +15,8 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Dict, Mapping, Optional
+from email.message import Message
+from typing import Any, Dict, Optional
 from urllib.parse import quote
 
 from .errors import VigilUnavailable
@@ -31,7 +32,7 @@ class Response:
 
     __slots__ = ("status", "headers", "body")
 
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+    def __init__(self, status: int, headers: Message, body: bytes) -> None:
         self.status = status
         self.headers = headers
         self.body = body
@@ -47,7 +48,7 @@ class Response:
         """vigil's explanation of a refusal (its ``error`` field), or the raw body."""
         data = self.json()
         if isinstance(data, dict) and isinstance(data.get("error"), str):
-            return data["error"]
+            return str(data["error"])
         return self.body[:300].decode("utf-8", "replace")
 
 
@@ -72,9 +73,7 @@ class HttpTransport:
         self.timeout = timeout
         self.__token = token
         self._agent_path = "/agents/" + quote(agent, safe="")
-        self._opener = urllib.request.build_opener(
-            urllib.request.ProxyHandler({}), _NoRedirects()
-        )
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
         self._down = False
         #: Monotonic time of the last failure (``None`` while vigil answers).
         self.down_since: Optional[float] = None
@@ -103,9 +102,7 @@ class HttpTransport:
         }
         if headers:
             all_headers.update(headers)
-        req = urllib.request.Request(
-            self.url + path, data=body, headers=all_headers, method=method
-        )
+        req = urllib.request.Request(self.url + path, data=body, headers=all_headers, method=method)
         what = f"{method} {path}"
         try:
             with self._opener.open(req, timeout=timeout or self.timeout) as res:

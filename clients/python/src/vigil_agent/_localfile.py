@@ -6,8 +6,14 @@ and the directory fsynced so the rename itself survives a power cut. A reader se
 file or the new one, never half of one.
 
 The file says whether vigil has this state already (``version``) or not yet (``pending``,
-with the ``base_version`` it was built on and the wall time it was saved at, which decide
-what happens when vigil is back).
+with the version it was built on and the wall time it was saved at, which decide what
+happens when vigil is back). Its layout and name are those of the Rust client
+(``crates/vigil-agent``), so either can pick up the other's copy::
+
+    {"agent": "bot", "version": 7, "pending": false, "saved_at": 1796077590.12, "state": {...}}
+
+``version`` is vigil's version of this state, or, when ``pending``, the version it was built
+on; 0 for none.
 """
 
 from __future__ import annotations
@@ -18,25 +24,20 @@ import logging
 import os
 import re
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 log = logging.getLogger("vigil_agent")
 
-#: Marks the file as ours, and its layout.
-FORMAT = "vigil-agent-checkpoint/1"
-
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@-]")
 
 
 def file_name(name: str) -> str:
-    """A file name for the checkpoint called ``name``: readable, and distinct for distinct
-    names (``trader@BTC_USDT`` → ``trader%40BTC_USDT.json``)."""
-    safe = _SAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), name)
-    if safe.startswith("."):
-        safe = "%2E" + safe[1:]
+    """The local file's name for the checkpoint called ``name`` (``trader@BTC_USDT`` →
+    ``trader@BTC_USDT.json``): agent names' own characters are kept, any other becomes
+    ``_``, leading dots are dropped, and a very long name is shortened with a hash."""
+    safe = _UNSAFE.sub("_", name).lstrip(".") or "_"
     if len(safe) > 150:
         digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
         safe = f"{safe[:120]}-{digest}"
@@ -53,7 +54,7 @@ class LocalCopy:
         version: vigil's version of this very state, when vigil has it.
         pending: vigil does not have it yet: it is sent when vigil is back.
         base_version: the version of vigil's that it was built on (0: none), when pending.
-        agent: the agent it belongs to, when known.
+        agent: the agent (or, outside vigil, the checkpoint name) it belongs to.
     """
 
     document: str
@@ -85,37 +86,32 @@ class LocalFile:
             return None
         try:
             data = json.loads(raw)
-            if not isinstance(data, dict) or data.get("format") != FORMAT:
+            if not isinstance(data, dict) or "state" not in data:
                 raise ValueError("not a vigil-agent checkpoint file")
+            version = int(data.get("version") or 0)
+            pending = data.get("pending") is True
             return LocalCopy(
-                document=json.dumps(
-                    data["document"], ensure_ascii=False, separators=(",", ":")
-                ),
+                document=json.dumps(data["state"], ensure_ascii=False, separators=(",", ":")),
                 saved_at=float(data["saved_at"]),
-                version=_int_or_none(data.get("version")),
-                pending=bool(data.get("pending", False)),
-                base_version=int(data.get("base_version") or 0),
+                version=None if pending or version == 0 else version,
+                pending=pending,
+                base_version=version if pending else 0,
                 agent=data.get("agent"),
             )
         except (ValueError, KeyError, TypeError) as e:
-            log.warning(
-                "ignoring the local checkpoint %s, which is damaged (%s)", self.path, e
-            )
+            log.warning("ignoring the local checkpoint %s, which is damaged (%s)", self.path, e)
             return None
 
     def write(self, copy: LocalCopy) -> None:
         """Replace the file with ``copy``, atomically and durably (raises ``OSError``)."""
         header = {
-            "format": FORMAT,
             "agent": copy.agent,
-            "version": copy.version,
+            "version": copy.base_version if copy.pending else (copy.version or 0),
             "pending": copy.pending,
-            "base_version": copy.base_version,
             "saved_at": copy.saved_at,
-            "saved_at_text": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(copy.saved_at)),
         }
-        # The document goes in as the JSON text it is, not parsed and written again.
-        text = json.dumps(header, ensure_ascii=False)[:-1] + ', "document": ' + copy.document + "}\n"
+        # The state goes in as the JSON text it is, not parsed and written again.
+        text = json.dumps(header, ensure_ascii=False)[:-1] + ', "state": ' + copy.document + "}\n"
         directory = self.path.parent
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
@@ -132,10 +128,6 @@ class LocalFile:
                 pass
             raise
         _fsync_dir(directory)
-
-
-def _int_or_none(value: Any) -> Optional[int]:
-    return None if value is None else int(value)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -20,7 +20,7 @@ _RFC3339 = re.compile(
 
 
 def until_timestamp(until: Until, now: Optional[float] = None) -> Optional[float]:
-    """``until`` as unix seconds, at least :data:`MIN_AHEAD_S` from ``now``; ``None`` stays ``None``.
+    """``until`` as unix seconds, at least :data:`MIN_AHEAD_S` from ``now`` (``None`` stays).
 
     A ``datetime`` without a time zone is local time (as :meth:`datetime.timestamp` takes it);
     a number or a ``timedelta`` counts from now.

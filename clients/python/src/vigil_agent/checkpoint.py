@@ -70,7 +70,8 @@ class Checkpoint:
 
     Attributes:
         version: the version of vigil's that this copy last saved or loaded (``None``: none
-            known yet, or outside vigil). The next save expects vigil to still be there.
+            known yet, or outside vigil). The next save is taken only if it is still vigil's
+            latest. A new ``Checkpoint`` starts from the version in its local file.
         path: the local file.
 
     A ``Checkpoint`` may be shared between threads. Two ``Checkpoint`` objects (or two
@@ -91,6 +92,8 @@ class Checkpoint:
             client = default_client()
         self._client = client
         self.name = name or client.agent or DEFAULT_NAME
+        # Who the local copy belongs to: the agent, or outside vigil the checkpoint's name.
+        self._owner = client.agent or self.name
         if directory is None:
             directory = client.checkpoint_dir
         if directory is None:
@@ -105,8 +108,9 @@ class Checkpoint:
         self._lock = threading.RLock()
         self.version: Optional[int] = None
         self._kept_locally = False
+        self._mirror_failed = False
         local = self._file.read()
-        if local is not None and not local.pending and local.agent == client.agent:
+        if local is not None and not local.pending and local.agent == self._owner:
             self.version = local.version
 
     def __repr__(self) -> str:
@@ -131,7 +135,7 @@ class Checkpoint:
         saved_at = time.time()
         with self._lock:
             if self._api is None:
-                self._write_local(LocalCopy(document, saved_at, agent=self._client.agent))
+                self._write_local(LocalCopy(document, saved_at, agent=self._owner))
                 if not self._client.in_vigil:
                     self._client._outside()
                 return None
@@ -195,8 +199,7 @@ class Checkpoint:
                 if local is None:
                     return None
                 log.warning(
-                    "vigil has no checkpoint of %r; resuming from the local copy "
-                    "saved at %s (%s)",
+                    "vigil has no checkpoint of %r; resuming from the local copy saved at %s (%s)",
                     self._client.agent,
                     format_rfc3339(local.saved_at),
                     self.path,
@@ -234,8 +237,7 @@ class Checkpoint:
             self._mirror(pending.document, stored.version, pending.saved_at)
             self._kept_locally = False
             log.info(
-                "vigil has the checkpoint saved while it was unreachable "
-                "(version %s)",
+                "vigil has the checkpoint saved while it was unreachable (version %s)",
                 stored.version,
             )
             return _SYNCED
@@ -268,7 +270,7 @@ class Checkpoint:
                 saved_at,
                 pending=True,
                 base_version=base_version,
-                agent=self._client.agent,
+                agent=self._owner,
             )
         )
         if not self._kept_locally:
@@ -281,11 +283,19 @@ class Checkpoint:
     def _mirror(self, document: str, version: int, saved_at: float) -> None:
         """Keep the local copy in step with vigil (vigil has it: a failure only logs)."""
         try:
-            self._file.write(
-                LocalCopy(document, saved_at, version=version, agent=self._client.agent)
-            )
+            self._file.write(LocalCopy(document, saved_at, version=version, agent=self._owner))
         except OSError as e:
-            log.warning("cannot update the local checkpoint %s: %s", self.path, e)
+            if not self._mirror_failed:
+                self._mirror_failed = True
+                log.warning(
+                    "cannot update the local checkpoint %s (%s); vigil has the checkpoint, but "
+                    "it cannot be kept here while vigil is unreachable: set "
+                    "VIGIL_CHECKPOINT_DIR to a writable directory",
+                    self.path,
+                    e,
+                )
+        else:
+            self._mirror_failed = False
 
     def _mirror_remote(self, remote: Remote) -> None:
         self._mirror(_dumps(remote.document), remote.version, remote.ts)

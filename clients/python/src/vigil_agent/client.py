@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Set, Tuple
 
 from ._env import Environment, PathLike, checkpoint_directory
 from ._http import DEFAULT_TIMEOUT, HttpTransport
@@ -41,7 +41,7 @@ _DEGRADED_OK = b"DEGRADED=0"
 
 # One warning per process, however many clients there are.
 _warned_lock = threading.Lock()
-_warned: set = set()
+_warned: Set[str] = set()
 
 
 def _warn_once(key: str, message: str, *args: object) -> None:
@@ -125,9 +125,7 @@ class Client:
         self._declared_at = float("-inf")
 
     @classmethod
-    def from_env(
-        cls, environ: Optional[Mapping[str, str]] = None, **options: object
-    ) -> Client:
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **options: object) -> Client:
         """A client for the run vigil started: from ``VIGIL_URL``, ``VIGIL_AGENT``,
         ``VIGIL_AGENT_TOKEN``, ``NOTIFY_SOCKET`` and the checkpoint directory variables.
 
@@ -258,7 +256,7 @@ class Client:
             _warn_once(
                 "no-api-check",
                 "vigil does not count HTTP heartbeats for %s (%s); give the agent "
-                "a check of kind \"api\" (or \"notify\" for the notify socket)",
+                'a check of kind "api" (or "notify" for the notify socket)',
                 self.agent,
                 answer.error_text(),
             )
@@ -301,7 +299,7 @@ class Client:
             if self._repeats(line, at):
                 return
             message = "DEGRADED=" + line
-            body = {"state": "degraded", "reason": line}
+            body: Dict[str, str] = {"state": "degraded", "reason": line}
             if at is not None:
                 message += f"\nDEGRADED_UNTIL={at:.3f}"
                 body["until"] = format_rfc3339(at)
@@ -335,7 +333,7 @@ class Client:
             return until is None and last_until is None
         return abs(until - last_until) < 1.0
 
-    def _deliver(self, datagram: bytes, body: dict) -> bool:
+    def _deliver(self, datagram: bytes, body: Dict[str, str]) -> bool:
         """Send a declaration over the notify socket, else over HTTP; whether vigil has it."""
         if self._notify is not None and self._notify.send(datagram):
             return True

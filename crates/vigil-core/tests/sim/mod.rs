@@ -90,12 +90,18 @@ impl Sim {
         alive: Vec<(&str, u32)>,
         wall_ms: i64,
     ) -> Self {
-        let mut sim = Sim::build_with(agents, Vec::new(), false, |sup, now| {
-            for (name, pid) in &alive {
-                let id = sup.id(name).expect("agent exists");
-                sup.adopt(now, id, *pid, now.mono, false).expect("adopted");
-            }
-        }, wall_ms);
+        let mut sim = Sim::build_with(
+            agents,
+            Vec::new(),
+            false,
+            |sup, now| {
+                for (name, pid) in &alive {
+                    let id = sup.id(name).expect("agent exists");
+                    sup.adopt(now, id, *pid, now.mono, false).expect("adopted");
+                }
+            },
+            wall_ms,
+        );
         for (name, pid) in alive {
             let id = sim.id(name);
             let run = sim.sup.agent(id).and_then(|a| a.run()).expect("a run");

@@ -200,9 +200,12 @@ pub async fn get_checkpoint(
         &headers,
     )?;
     let Some(c) = store(&hub)?.latest(&name).await.map_err(store_error)? else {
-        return Err(ApiError::not_found(format!(
-            "`{name}` has no checkpoint yet"
-        )));
+        // Told apart from an unknown agent (also a 404) by `checkpoint: null`.
+        return Ok(json_response(
+            StatusCode::NOT_FOUND,
+            json!({ "error": format!("`{name}` has no checkpoint yet"), "agent": name, "checkpoint": null })
+                .to_string(),
+        ));
     };
     let mut body = String::with_capacity(c.document.len() + 96);
     let _ = write!(body, "{{\"agent\":{},", json!(name));
@@ -286,10 +289,9 @@ pub async fn post_status(
     let declared = match b.state.as_str() {
         "ok" => vigil_core::Declared::Ok,
         "degraded" => {
+            // (Its secrets are hidden by the loop, which knows the agent's.)
             let reason: String = b
                 .reason
-                .as_deref()
-                .map(crate::redact::line)
                 .unwrap_or_default()
                 .chars()
                 .take(MAX_REASON)

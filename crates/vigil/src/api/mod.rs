@@ -159,7 +159,7 @@ impl StatusAnswer {
             stall_checks_suspended_until: answer.suspended_until_ms.map(|ms| {
                 chrono::DateTime::from_timestamp_millis(ms)
                     .unwrap_or_default()
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             }),
             note: answer.note,
         }

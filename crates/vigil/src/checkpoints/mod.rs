@@ -6,6 +6,7 @@
 //! (`[store] url`). The API serves them on the I/O runtime: the supervision loop never waits
 //! for a checkpoint.
 
+mod batch;
 mod sql;
 
 use std::collections::HashMap;
@@ -75,9 +76,11 @@ pub enum PutError {
 
 enum Pools {
     Sqlite {
-        /// One connection: writes are serialized here, never refused as busy.
+        /// One connection: writes are serialized here, never refused as busy, and those that
+        /// arrive together share one commit (`batch`).
         write: sqlx::SqlitePool,
         read: sqlx::SqlitePool,
+        writer: OnceCell<batch::Writer>,
     },
     Postgres(sqlx::PgPool),
 }
@@ -122,7 +125,15 @@ impl Store {
                 let read = SqlitePoolOptions::new()
                     .max_connections(2)
                     .connect_lazy_with(options);
-                (Pools::Sqlite { write, read }, path.display().to_string())
+                let writer = OnceCell::new();
+                (
+                    Pools::Sqlite {
+                        write,
+                        read,
+                        writer,
+                    },
+                    path.display().to_string(),
+                )
             }
         };
         Ok(Store {
@@ -181,8 +192,11 @@ impl Store {
         // instant; it is tried again on top of the winner.
         for _ in 0..5 {
             let written = match &self.pools {
-                Pools::Sqlite { write, .. } => {
-                    sql::sqlite::put(write, agent, expected, document, now_ms, self.keep).await
+                Pools::Sqlite { write, writer, .. } => {
+                    let writer = writer
+                        .get_or_init(|| async { batch::Writer::start(write.clone(), self.keep) })
+                        .await;
+                    writer.put(agent, expected, document, now_ms).await
                 }
                 Pools::Postgres(pool) => {
                     sql::postgres::put(pool, agent, expected, document, now_ms, self.keep).await

@@ -38,15 +38,15 @@ pub mod sqlite {
         Ok(rows.into_iter().map(|(a, v, t)| (a, (v, t))).collect())
     }
 
+    /// One write inside the caller's transaction (several share one commit: one fsync).
     pub async fn put(
-        pool: &SqlitePool,
+        tx: &mut sqlx::SqliteConnection,
         agent: &str,
         expected: Option<i64>,
         document: &str,
         now_ms: i64,
         keep: u32,
     ) -> Result<Option<i64>, sqlx::Error> {
-        let mut tx = pool.begin().await?;
         let version: Option<i64> = sqlx::query_scalar(
             "INSERT INTO vigil_checkpoints (agent, version, ts_ms, document)
              SELECT ?1, COALESCE(MAX(version), 0) + 1, ?2, ?3 FROM vigil_checkpoints
@@ -68,7 +68,6 @@ pub mod sqlite {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
         Ok(version)
     }
 

@@ -147,7 +147,8 @@ impl Handler {
                 }
             }
             Input::Events(events) => {
-                for event in events {
+                for mut event in events {
+                    redact_declaration(&self.fleet, &mut event);
                     self.exec.note(&mut self.fleet, &event);
                     self.sup.handle(now, event);
                 }
@@ -384,6 +385,16 @@ impl Handler {
                     let message = crate::api::unknown_agent_message(&agent, known.into_iter());
                     let _ = reply.send(Err(crate::api::CommandRefused::UnknownAgent(message)));
                     return;
+                };
+                let declared = match declared {
+                    vigil_core::Declared::Degraded { reason, until } => {
+                        let secrets = self.fleet.get(id).map(|s| s.secrets()).unwrap_or_default();
+                        vigil_core::Declared::Degraded {
+                            reason: crate::redact::line_with(&reason, &secrets),
+                            until,
+                        }
+                    }
+                    ok => ok,
                 };
                 let answer = self.sup.declare(now, id, None, declared);
                 self.settle(now);
@@ -682,5 +693,21 @@ fn log_entry(entry: &AuditEntry) {
         info!("{who}: {} — {detail}", entry.action.as_str());
     } else {
         warn!("{who}: {} — {detail}", entry.action.as_str());
+    }
+}
+
+/// What an agent says about itself (`STATUS=`, `DEGRADED=`) is shown and journaled: its
+/// secrets are hidden first, as in any evidence (a reason is often an exception's text).
+fn redact_declaration(fleet: &super::fleet::Fleet, event: &mut vigil_core::Event) {
+    if let vigil_core::Event::Notify { agent, message, .. } = event
+        && (message.status.is_some() || message.degraded.is_some())
+    {
+        let secrets = fleet.get(*agent).map(|s| s.secrets()).unwrap_or_default();
+        for text in [&mut message.status, &mut message.degraded]
+            .into_iter()
+            .flatten()
+        {
+            *text = crate::redact::line_with(text, &secrets);
+        }
     }
 }

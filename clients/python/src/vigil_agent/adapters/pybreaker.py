@@ -19,7 +19,6 @@ Needs pybreaker (``pip install 'vigil-agent[pybreaker]'``).
 
 from __future__ import annotations
 
-import time
 from typing import Any, Optional
 
 try:
@@ -38,7 +37,7 @@ __all__ = ["VigilListener"]
 DEFAULT_MARGIN = 5.0
 
 
-class VigilListener(_pybreaker.CircuitBreakerListener):  # type: ignore[misc]
+class VigilListener(_pybreaker.CircuitBreakerListener):
     """A pybreaker listener declaring the agent degraded while a breaker is open.
 
     Args:
@@ -72,7 +71,7 @@ class VigilListener(_pybreaker.CircuitBreakerListener):  # type: ignore[misc]
         name = getattr(new_state, "name", new_state)
         if name == _pybreaker.STATE_OPEN:
             self._get_client().degraded(
-                self.reason(cb), until=time.time() + float(cb.reset_timeout) + self.margin
+                self.reason(cb), until=float(cb.reset_timeout) + self.margin
             )
         elif name == _pybreaker.STATE_CLOSED and old_state is not None:
             self._get_client().ok()

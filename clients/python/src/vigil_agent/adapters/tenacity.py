@@ -34,8 +34,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-import time
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar, cast
 
 from ..client import Client
 
@@ -82,9 +81,7 @@ class TenacityReporter:
     def __call__(self, retry_state: Any) -> None:
         """tenacity's ``before_sleep``: degraded until the end of the coming wait + margin."""
         sleep = _upcoming_sleep(retry_state)
-        self._get_client().degraded(
-            self.reason(retry_state), until=time.time() + sleep + self.margin
-        )
+        self._get_client().degraded(self.reason(retry_state), until=sleep + self.margin)
         self._declared = True
 
     def reason(self, retry_state: Any) -> str:
@@ -142,7 +139,7 @@ class TenacityReporter:
         decorator = tenacity.retry(before_sleep=before_sleep, **kwargs)
 
         def apply(fn: F) -> F:
-            return self.wrap(decorator(fn))
+            return self.wrap(cast(F, decorator(fn)))
 
         return apply
 
@@ -163,7 +160,7 @@ vigil_before_sleep = report()
 
 def _upcoming_sleep(retry_state: Any) -> float:
     action = getattr(retry_state, "next_action", None)
-    sleep = getattr(action, "sleep", None)
+    sleep: Any = getattr(action, "sleep", None)
     if sleep is None:
         sleep = getattr(retry_state, "upcoming_sleep", 0.0)
     try:
@@ -175,5 +172,5 @@ def _upcoming_sleep(retry_state: Any) -> float:
 def _function_name(retry_state: Any) -> str:
     fn = getattr(retry_state, "fn", None)
     if fn is not None:
-        return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "call")
+        return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "call"))
     return "call"
