@@ -21,6 +21,7 @@ mod docker;
 mod graph;
 mod idle;
 mod slow;
+mod soak;
 mod units;
 
 use std::path::{Path, PathBuf};
@@ -173,6 +174,17 @@ enum Bench {
         #[arg(long)]
         store_url: Option<String>,
     },
+    /// The demo fleet with its faults for N minutes: vigil's RSS over time, the journal's
+    /// growth and integrity, checkpoints against the decisions written, orphans
+    Soak {
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+        #[arg(long, default_value_t = 4)]
+        seed: u64,
+        /// How often vigil is sampled (seconds)
+        #[arg(long, default_value_t = 30)]
+        every: u64,
+    },
     /// vigil's CPU while N agents each have a file check every second
     FileChecks {
         #[arg(long, default_value_t = 1000)]
@@ -213,6 +225,11 @@ fn main() -> Result<()> {
         Bench::NotifyFlood { seconds } => notify_flood(&vigil, seconds)?,
         Bench::FileChecks { agents, seconds } => file_checks(&vigil, agents, seconds)?,
         Bench::GraphStart { agents } => graph::graph_start(&vigil, agents)?,
+        Bench::Soak {
+            minutes,
+            seed,
+            every,
+        } => soak::soak(&vigil, minutes, seed, Duration::from_secs(every))?,
         Bench::Checkpoints {
             writers,
             writes,
