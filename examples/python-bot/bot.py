@@ -310,12 +310,12 @@ class Exchange:
             reraise=True,  # after the last attempt, raise its error (not tenacity's RetryError)
         )
         self.fetch_ticks: Callable[[str, Optional[int]], List[Dict[str, Any]]] = retrying(
-            self._fetch_ticks
+            self.get_ticks
         )
         self.place_order: Callable[[Decision, float], Dict[str, Any]] = retrying(
-            self._place_order
+            self.post_order
         )
-        self.find_order: Callable[[str], Optional[Dict[str, Any]]] = retrying(self._find_order)
+        self.find_order: Callable[[str], Optional[Dict[str, Any]]] = retrying(self.get_order)
 
     # -- tenacity's policy ----------------------------------------------------------------
 
@@ -323,8 +323,8 @@ class Exchange:
     def _wait(rs: RetryCallState) -> float:
         error = rs.outcome.exception() if rs.outcome else None
         if isinstance(error, RateLimited):
-            return min(max(float(error.retry_after), 0.5), 30.0)  # what the exchange asked, bounded
-        return min(0.5 * 2 ** (rs.attempt_number - 1), 8.0)  # 0.5, 1, 2, … 8 s
+            return min(max(error.retry_after, 0.5), 30.0)  # what the exchange asks, bounded
+        return min(0.5 * 2.0 ** (rs.attempt_number - 1), 8.0)  # 0.5, 1, 2, … 8 s
 
     def _stop(self, rs: RetryCallState) -> bool:
         return rs.attempt_number >= 4 or self._stopping.is_set()
@@ -336,24 +336,24 @@ class Exchange:
     def _log_retry(rs: RetryCallState) -> None:
         error = rs.outcome.exception() if rs.outcome else None
         sleep = rs.next_action.sleep if rs.next_action else 0.0
-        name = getattr(rs.fn, "__name__", "call").lstrip("_")
+        name = getattr(rs.fn, "__name__", "call")
         log.warning("%s failed (%s), retry %d in %.1fs", name, error, rs.attempt_number, sleep)
 
-    # -- the calls ------------------------------------------------------------------------
+    # -- one attempt each (the retrying versions are fetch_ticks, place_order, find_order) --
 
-    def _fetch_ticks(self, symbol: str, after: Optional[int]) -> List[Dict[str, Any]]:
+    def get_ticks(self, symbol: str, after: Optional[int]) -> List[Dict[str, Any]]:
         query: Dict[str, Any] = {"symbol": symbol, "limit": 100}
         if after is not None:
             query["after"] = after
         ticks = self._request("GET", "/ticks?" + urlencode(query))["ticks"]
         return list(ticks)
 
-    def _place_order(self, d: Decision, lot: float) -> Dict[str, Any]:
+    def post_order(self, d: Decision, lot: float) -> Dict[str, Any]:
         body = {"symbol": d.symbol, "side": d.action, "qty": lot, "tick_id": d.tick_id,
                 "client_order_id": d.client_order_id}
         return dict(self._request("POST", "/orders", body)["order"])
 
-    def _find_order(self, client_order_id: str) -> Optional[Dict[str, Any]]:
+    def get_order(self, client_order_id: str) -> Optional[Dict[str, Any]]:
         orders = self._request("GET", "/orders?" + urlencode({"client_order_id": client_order_id}))
         found = orders["orders"]
         return dict(found[0]) if found else None
@@ -405,6 +405,41 @@ class _LogBreaker(pybreaker.CircuitBreakerListener):
 
 
 # ---------------------------------------------------------------------------------------
+# Fault injection, for the tests and for trying the resume logic out by hand
+# ---------------------------------------------------------------------------------------
+
+
+class Faults:
+    """With ``BOT_FAULT_INJECTION=1`` in its environment, the bot kills itself (SIGKILL: no
+    cleanup, like a power cut) at the point named in the file ``<db>.fault``, once:
+
+    * ``decision`` — a buy or sell committed to the table, not yet checkpointed nor sent;
+    * ``order`` — the order filled by the exchange, not yet marked filled in the table.
+
+    These are the two crash windows the resume logic is for. ``echo decision >
+    data/BTC_USDT.db.fault``, then watch the next run replay the decision and send its order
+    once. Without the variable this does nothing (and costs nothing).
+    """
+
+    def __init__(self, db_path: str) -> None:
+        enabled = os.environ.get("BOT_FAULT_INJECTION") == "1"
+        self.path = db_path + ".fault" if enabled else None
+
+    def point(self, name: str) -> None:
+        if self.path is None:
+            return
+        try:
+            with open(self.path) as f:
+                wanted = f.read().strip()
+        except FileNotFoundError:
+            return
+        if wanted == name:
+            os.unlink(self.path)
+            log.warning("fault injection: SIGKILL at %r", name)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------------------
 # The bot
 # ---------------------------------------------------------------------------------------
 
@@ -415,6 +450,7 @@ class ResilientTrader:
         self.stopping = threading.Event()
         self.decisions = DecisionStore(config.db_path)
         self.exchange = Exchange(config.exchange_url, self.stopping)
+        self.faults = Faults(config.db_path)
         # Under vigil: kept by vigil, one per agent (and in a local file named after the agent
         # while vigil is away). By hand: only the local file, in ./.vigil-checkpoints/, named
         # after the symbol so that two bots started by hand do not share one.
@@ -426,6 +462,7 @@ class ResilientTrader:
         # unknown (sent, but the answer was lost, or sent by a run that was killed) and the
         # exchange must be asked before they are sent again.
         self.unsent: Dict[int, bool] = {}
+        self._paused = ""  # why the exchange is paused (logged when it changes)
 
     # -- start: where was I? ----------------------------------------------------------------
 
@@ -475,6 +512,7 @@ class ResilientTrader:
                     if self.stopping.is_set():
                         break
                     self.process(tick)
+                self._paused = ""
                 if not ticks:
                     vigil_agent.heartbeat()  # polled the exchange: alive, nothing new yet
                     self.stopping.wait(self.config.poll_interval)
@@ -482,7 +520,9 @@ class ResilientTrader:
                 # Layer 5: the breaker is open — the exchange is not called until it lets a
                 # trial call through. vigil was told (degraded, until the trial) by
                 # VigilListener; no heartbeat is sent meanwhile, and none is needed.
-                log.warning("exchange paused (%s); waiting", e)
+                if str(e) != self._paused:  # once per change, not once a second
+                    log.warning("exchange paused (%s); waiting", e)
+                    self._paused = str(e)
                 self.stopping.wait(1.0)
             except ExchangeError as e:
                 # tenacity gave up (the breaker may not be open yet): wait a little, go again.
@@ -505,6 +545,8 @@ class ResilientTrader:
             order_state="none" if action == "hold" else "pending",
         )
         self.decisions.record(decision)  # 1. the decision, durably (once per tick, ever)
+        if action != "hold":
+            self.faults.point("decision")
         self.state = state
         self.save_checkpoint()  # 2. then the checkpoint
         log.info("tick=%d price=%.2f action=%s position=%d pnl=%.2f trades=%d",
@@ -545,6 +587,7 @@ class ResilientTrader:
                     raise
                 log.info("order %s: %s %s filled @ %s", d.client_order_id, d.action,
                          filled["qty"], filled["price"])
+                self.faults.point("order")
             self.decisions.mark_filled(tick_id)
             del self.unsent[tick_id]
 

@@ -31,8 +31,14 @@ fn server() -> SocketAddr {
         };
         let (journal, _) = vigil::audit::Journal::open(&state.join("audit.jsonl"));
         let health = Arc::new(vigil::health::Health::new(journal.health()));
-        let mut started =
-            api::start(&config, state, "fuzz", runtime.handle(), health).expect("the API starts");
+        // The checkpoint handlers have a real store (SQLite in the scratch dir) behind them.
+        let store = vigil::checkpoints::Store::open(&Default::default(), state).expect("store");
+        let agents = api::AgentFacing {
+            runs: Default::default(),
+            store: Some(Arc::new(store)),
+        };
+        let mut started = api::start(&config, state, "fuzz", runtime.handle(), health, agents)
+            .expect("the API starts");
         let addr = started.addr.expect("listening");
         runtime.spawn(async move {
             while let Some(request) = started.requests.recv().await {
@@ -45,6 +51,9 @@ fn server() -> SocketAddr {
                     }
                     ApiRequest::Alerts { reply, .. } => {
                         let _ = reply.send(Ok(Default::default()));
+                    }
+                    ApiRequest::Status { agent, reply, .. } => {
+                        let _ = reply.send(Err(CommandRefused::UnknownAgent(agent)));
                     }
                     _ => {}
                 }

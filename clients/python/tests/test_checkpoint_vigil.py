@@ -67,6 +67,11 @@ try:
 except CheckpointConflict as e:
     emit("conflict", {"current": e.current_version, "version": cp.version, "status": e.status,
                       "message": str(e), "is_vigil_error": isinstance(e, vigil_agent.VigilError)})
+try:
+    cp.save({"mine": 2})
+    emit("no_second_conflict")
+except CheckpointConflict as e:
+    emit("second_conflict", {"current": e.current_version, "version": cp.version})
 winner = cp.load()
 emit("after", {"loaded": winner, "saved": cp.save(dict(winner, mine=2))})
 while True:
@@ -86,9 +91,11 @@ while True:
     vigil.go("bot", "go")
 
     conflict = vigil.result("bot", "conflict")["value"]
-    assert conflict["current"] == 2 and conflict["version"] == 2
+    assert conflict["current"] == 2 and conflict["version"] == 1, "vigil's version not adopted"
     assert conflict["status"] == 412 and conflict["is_vigil_error"]
     assert "load()" in conflict["message"]
+    # Until the agent has read the other writer's version, its saves stay refused.
+    assert vigil.result("bot", "second_conflict")["value"] == {"current": 2, "version": 1}
     after = vigil.result("bot", "after")["value"]
     assert after == {"loaded": {"theirs": 2}, "saved": 3}
     shown = json.loads(vigil.cli("checkpoint", "bot", "--json").stdout)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from conftest import Vigil, wait_for
 
@@ -103,3 +105,48 @@ while True:
         lambda: [r for r in vigil.audit("bot") if r["action"] == "stalled"],
         timeout=20,
     )
+
+
+SILENT_WHILE_DEGRADED = """
+vigil_agent.ready()
+vigil_agent.heartbeat()
+vigil_agent.degraded("exchange 429, breaker open", until=60)
+emit("degraded")
+wait_for_file("ok")          # silent meanwhile, far beyond max_age: on purpose
+emit("ok", os.getpid())
+vigil_agent.ok()             # back: no heartbeat before it, as when an adapter declares it
+time.sleep(0.5)              # (the next unit of work takes a moment)
+while True:
+    vigil_agent.heartbeat()
+    time.sleep(0.1)
+"""
+
+
+@pytest.mark.parametrize("channel", ["notify", "api"])
+def test_ok_after_a_long_silent_degradation_does_not_stall_the_agent(
+    vigil: Vigil, channel: str
+) -> None:
+    # The adapters call ok() the moment a call succeeds, before the bot can send a heartbeat;
+    # vigil acts on a check still failing when the agent declares ok. ok() must carry a sign
+    # of life, or every degradation longer than max_age ends in a restart.
+    check = {"kind": channel, "max_age": "2s"}
+    vigil.write_config({"bot": {"checks": [check], "script": SILENT_WHILE_DEGRADED}})
+    vigil.start()
+    pid = vigil.running_pid("bot")
+    vigil.result("bot", "degraded")
+    wait_for(
+        "the stall not acted on (the check did fail during the silence)",
+        lambda: [r for r in declarations(vigil) if r["metadata"].get("suspended_stall")],
+        timeout=15,
+    )
+    vigil.go("bot", "ok")
+    assert vigil.result("bot", "ok")["value"] == pid
+    wait_for(
+        "degraded_ended (declared ok)",
+        lambda: [r for r in declarations(vigil) if r["action"] == "degraded_ended"],
+    )
+    wait_for("the check ok again", lambda: vigil.status("bot")["checks"][0]["verdict"] == "ok")
+    time.sleep(1.0)  # the heartbeats go on: nothing else may follow
+    actions = [r["action"] for r in vigil.audit("bot")]
+    assert "stalled" not in actions and "restart" not in actions, actions
+    assert vigil.status("bot")["pid"] == pid

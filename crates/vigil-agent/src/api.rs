@@ -83,8 +83,9 @@ impl Api {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim_matches('"').parse().ok());
                 let text = res.body_mut().read_to_string().unwrap_or_default();
-                // vigil busy or its store down: as good as unreachable, for now.
-                if status == 503 || status == 502 || status == 504 {
+                // vigil could not keep it now (its store down, busy, failing): as good as
+                // unreachable — the client keeps a local copy and tries again later.
+                if status >= 500 {
                     return Answer::Unreachable;
                 }
                 Answer::Reply(status, version, text)

@@ -105,7 +105,9 @@ impl<T: Serialize + DeserializeOwned> Checkpoint<T> {
     }
 
     /// Put `document` as the next version after `expected`: `Ok(Some(v))` taken,
-    /// `Ok(None)` vigil unreachable, `Err(Conflict)` another version came first.
+    /// `Ok(None)` not kept by vigil now (unreachable, its store down, or this run's token
+    /// not known to it — a vigil that just restarted), `Err(Conflict)` another version came
+    /// first.
     fn put(
         &self,
         api: &Api,
@@ -118,16 +120,49 @@ impl<T: Serialize + DeserializeOwned> Checkpoint<T> {
             &[("If-Match", expected.to_string())],
             Some(document),
         ) {
-            Answer::Unreachable => Ok(None),
+            Answer::Unreachable | Answer::Reply(401, ..) => Ok(None),
             Answer::Reply(200 | 201, Some(v), _) => Ok(Some(v)),
             Answer::Reply(412, current, _) => Err(CheckpointError::Conflict { current }),
             Answer::Reply(status, _, body) => Err(refused(status, &body)),
         }
     }
 
+    /// vigil's latest: `Ok(None)` when it cannot be asked now; `Ok(Some(None))` when it has
+    /// no checkpoint for the agent; else its document and version.
+    #[allow(clippy::type_complexity)]
+    fn fetch(
+        &self,
+        api: &Api,
+    ) -> Result<Option<Option<(serde_json::Value, i64)>>, CheckpointError> {
+        match api.call("GET", "checkpoint", &[], None) {
+            Answer::Unreachable | Answer::Reply(401, ..) => Ok(None),
+            Answer::Reply(200, _, body) => {
+                let v: serde_json::Value = serde_json::from_str(&body)?;
+                let version = v["version"].as_i64().unwrap_or(0);
+                Ok(Some(Some((v["document"].clone(), version))))
+            }
+            // "No checkpoint yet" says so (`checkpoint: null`); any other 404 is an agent
+            // vigil does not know.
+            Answer::Reply(404, _, body)
+                if serde_json::from_str::<serde_json::Value>(&body)
+                    .is_ok_and(|v| v.get("checkpoint").is_some_and(|c| c.is_null())) =>
+            {
+                Ok(Some(None))
+            }
+            Answer::Reply(status, _, body) => Err(refused(status, &body)),
+        }
+    }
+
+    /// The local copy, best effort once vigil has the state (a read-only directory must not
+    /// turn a saved checkpoint into an error).
+    fn keep_synced(&self, state: serde_json::Value, version: i64, saved_at: f64) {
+        let _ = self.keep_locally(state, version, false, saved_at);
+    }
+
     /// Save `state` as the agent's next version. `Ok(Some(version))`: vigil has it, durably.
-    /// `Ok(None)`: vigil could not be reached; it is in the local file (durably) and goes to
-    /// vigil at the next save or load that reaches it.
+    /// `Ok(None)`: vigil could not keep it now; it is in the local file (durably) and goes to
+    /// vigil at the next save or load that reaches it. `Err(Conflict)`: another writer saved
+    /// since this copy last read — `load()`, then save again.
     pub fn save(&mut self, state: &T) -> Result<Option<i64>, CheckpointError> {
         let value = serde_json::to_value(state)?;
         let document = value.to_string();
@@ -140,27 +175,21 @@ impl<T: Serialize + DeserializeOwned> Checkpoint<T> {
         if let Err(CheckpointError::Conflict { current: Some(v) }) = outcome
             && self.landed_while_unanswered(api, v)?
         {
-            // The last save timed out, yet reached vigil: this save goes on top of it.
+            // The last save got no answer, yet was taken: this one goes on top of it.
             self.version = v;
             outcome = self.put(api, &document, v);
         }
-        match outcome {
-            Ok(Some(v)) => {
+        match outcome? {
+            Some(v) => {
                 self.version = v;
-                self.keep_locally(value, v, false, saved_at)?;
+                self.keep_synced(value, v, saved_at);
                 Ok(Some(v))
             }
-            Ok(None) => {
+            None => {
+                // Built on the version this copy last saw: sent later with that as If-Match.
                 self.keep_locally(value, self.version, true, saved_at)?;
                 Ok(None)
             }
-            Err(CheckpointError::Conflict { current }) => {
-                if let Some(v) = current {
-                    self.version = v;
-                }
-                Err(CheckpointError::Conflict { current })
-            }
-            Err(e) => Err(e),
         }
     }
 
@@ -173,60 +202,59 @@ impl<T: Serialize + DeserializeOwned> Checkpoint<T> {
         let Some(pending) = pending else {
             return Ok(false);
         };
-        match api.call("GET", "checkpoint", &[], None) {
-            Answer::Reply(200, Some(version), body) if version == v => {
-                let server: serde_json::Value = serde_json::from_str(&body)?;
-                Ok(server["document"] == pending.state)
-            }
-            _ => Ok(false),
-        }
+        Ok(
+            matches!(self.fetch(api)?, Some(Some((doc, version))) if version == v && doc == pending.state),
+        )
     }
 
-    /// The agent's latest state: vigil's, or the local copy when it is newer (saved while
-    /// vigil was unreachable — it is sent to vigil now) or when vigil cannot be reached.
+    /// The agent's latest state. vigil's, when it can be asked — after sending it a copy
+    /// saved while it was away, if vigil has nothing newer than what that copy was built on
+    /// (a newer version in vigil, written by someone else meanwhile, wins and the copy is
+    /// dropped). The local copy when vigil cannot be asked, or has none (a new store).
     pub fn load(&mut self) -> Result<Option<T>, CheckpointError> {
         let local = local::read(&self.path).map_err(|e| self.local_error(e))?;
         let Some(api) = &self.api else {
-            return self.from_local(local);
+            return self.state_from_local(local);
         };
-        let (server, server_version) = match api.call("GET", "checkpoint", &[], None) {
-            Answer::Unreachable => return self.from_local(local),
-            Answer::Reply(404, _, _) => (None, 0),
-            Answer::Reply(200, _, body) => {
-                let v: serde_json::Value = serde_json::from_str(&body)?;
-                let version = v["version"].as_i64().unwrap_or(0);
-                let ts = v["ts"]
-                    .as_str()
-                    .and_then(|t| humantime::parse_rfc3339(t).ok())
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or_default();
-                (Some((v["document"].clone(), ts)), version)
-            }
-            Answer::Reply(status, _, body) => return Err(refused(status, &body)),
+        let Some(server) = self.fetch(api)? else {
+            return self.state_from_local(local);
         };
+        let server_version = server.as_ref().map_or(0, |(_, v)| *v);
         self.version = server_version;
-        if let Some(copy) = local.filter(|c| c.pending) {
-            let newer = server.as_ref().is_none_or(|(_, ts)| copy.saved_at > *ts);
-            if newer {
-                // Saved while vigil was away, and nothing newer reached vigil meanwhile.
-                if let Some(v) = self.put(api, &copy.state.to_string(), server_version)? {
-                    self.version = v;
-                    self.keep_locally(copy.state.clone(), v, false, copy.saved_at)?;
+        if let Some(copy) = local {
+            let landed = server.as_ref().is_some_and(|(doc, _)| *doc == copy.state);
+            let send = if copy.pending {
+                // Nothing reached vigil since the copy's base: it becomes the next version.
+                !landed && copy.version == server_version
+            } else {
+                // vigil lost it (a new store, a deleted database): the copy is all there is.
+                server.is_none()
+            };
+            if landed {
+                self.keep_synced(copy.state.clone(), server_version, copy.saved_at);
+            }
+            if send {
+                match self.put(api, &copy.state.to_string(), server_version)? {
+                    Some(v) => {
+                        self.version = v;
+                        self.keep_synced(copy.state.clone(), v, copy.saved_at);
+                    }
+                    // vigil went away again: the copy stays pending, and is the state.
+                    None => {}
                 }
                 return Ok(Some(serde_json::from_value(copy.state)?));
             }
         }
         match server {
-            Some((document, _)) => {
-                self.keep_locally(document.clone(), server_version, false, now_secs())?;
+            Some((document, version)) => {
+                self.keep_synced(document.clone(), version, now_secs());
                 Ok(Some(serde_json::from_value(document)?))
             }
             None => Ok(None),
         }
     }
 
-    fn from_local(&mut self, local: Option<LocalCopy>) -> Result<Option<T>, CheckpointError> {
+    fn state_from_local(&mut self, local: Option<LocalCopy>) -> Result<Option<T>, CheckpointError> {
         match local {
             Some(copy) => {
                 self.version = copy.version;

@@ -275,8 +275,13 @@ pub(crate) enum CheckOutput {
     Probe(usize),
     /// A check's verdict changed.
     Changed { index: usize, from: Verdict },
-    /// The agent is stalled.
-    Stalled { index: usize, reason: String },
+    /// The agent is stalled. `triggered`: it said so itself (`WATCHDOG=trigger`), which no
+    /// declared degradation suspends.
+    Stalled {
+        index: usize,
+        reason: String,
+        triggered: bool,
+    },
     /// Every check has passed in this run.
     AllOk,
 }
@@ -394,6 +399,22 @@ impl CheckSet {
 
     pub fn is_active(&self) -> bool {
         self.run_start.is_some()
+    }
+
+    /// Check `i`'s stall still stands now: the agent is still not ready (the readiness check),
+    /// or the check still fails past its threshold — and counts (not in a quiet window, not
+    /// while the agent is stopping on its own).
+    pub fn still_stalled(&self, i: usize, now: Now, quiet: &Quiet) -> bool {
+        let Some(c) = self.checks.get(i) else {
+            return false;
+        };
+        if !self.is_active() {
+            return self.ready_check() == Some(i);
+        }
+        c.status.verdict == Verdict::Failing
+            && c.status.consecutive_failures >= c.spec.failure_threshold
+            && !self.suspended
+            && !quiet.is_quiet(now.wall_ms)
     }
 
     /// The `notify` check that gates readiness, if any.
@@ -556,6 +577,7 @@ impl CheckSet {
                         "not ready: no READY=1 within {} of the start",
                         fmt_secs(c.max_age().max(c.spec.grace))
                     ),
+                    triggered: false,
                 });
             }
             return;
@@ -743,6 +765,7 @@ impl CheckSet {
             out.push(CheckOutput::Stalled {
                 index: i,
                 reason: format!("stalled: {} {}", c.spec.label(), c.status.detail),
+                triggered: false,
             });
         }
         if verdict == Verdict::Ok && fresh && self.checks.iter().all(|c| c.proven_this_run) {
@@ -777,6 +800,7 @@ impl CheckSet {
                         "stalled: {} WATCHDOG=trigger sent by the agent",
                         c.spec.label()
                     ),
+                    triggered: true,
                 });
                 return false;
             }

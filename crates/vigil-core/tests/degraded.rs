@@ -183,6 +183,89 @@ fn a_restarted_vigil_keeps_what_is_left_of_the_suspension() {
     assert_eq!(next.count("bot", AuditAction::Stalled), 1);
 }
 
+#[test]
+fn a_bot_degraded_before_it_is_ready_is_judged_when_the_suspension_ends() {
+    let mut spec = bot(secs(30));
+    spec.checks[0].ready = true;
+    let mut sim = Sim::new(vec![spec]);
+    let b = sim.id("bot");
+    // Still starting (no READY=1): the exchange is down, it says so.
+    sim.notify(b, "DEGRADED=exchange down at startup");
+    sim.advance(secs(29));
+    assert_eq!(stalls(&sim), 0);
+    sim.advance(secs(1));
+    let stalled = sim.records("bot", AuditAction::Stalled);
+    assert_eq!(
+        stalled.len(),
+        1,
+        "never ready: judged once the 30 s are over"
+    );
+    assert!(
+        stalled[0].reason.starts_with("not ready"),
+        "{}",
+        stalled[0].reason
+    );
+}
+
+#[test]
+fn what_the_agent_triggers_itself_is_never_suspended() {
+    let mut sim = Sim::new(vec![bot(secs(900))]);
+    let b = sim.id("bot");
+    sim.declare(b, degraded("feed 429", Some(secs(600))));
+    sim.notify(b, "WATCHDOG=trigger");
+    assert_eq!(stalls(&sim), 1);
+}
+
+#[test]
+fn a_suspension_ending_inside_a_quiet_window_acts_on_nothing() {
+    let mut spec = bot(secs(900));
+    // The simulation starts at 2023-11-14T22:13:20Z: quiet from 22:15.
+    spec.quiet = vigil_core::Quiet {
+        windows: vec![vigil_core::QuietWindow::parse("daily 22:15-23:00 UTC").unwrap()],
+    };
+    let mut sim = Sim::new(vec![spec]);
+    let b = sim.id("bot");
+    sim.declare(b, degraded("exchange maintenance", Some(secs(120))));
+    sim.advance(secs(10));
+    assert_eq!(
+        sim.count("bot", AuditAction::Degraded),
+        2,
+        "the stall held back"
+    );
+    // 22:15:20: the suspension ends inside the quiet window.
+    sim.advance(secs(110));
+    assert_eq!(sim.count("bot", AuditAction::DegradedEnded), 1);
+    assert_eq!(stalls(&sim), 0, "the market is closed: nothing is judged");
+}
+
+#[test]
+fn a_consumers_degradation_does_not_hide_its_producers_stall() {
+    let mut trader = AgentSpec::new("trader");
+    let mut file = CheckSpec::new("signals", CheckKind::File);
+    file.max_age = Some(secs(60));
+    file.interval = secs(10);
+    file.produced_by = Some("feed".into());
+    trader.checks = vec![file];
+    let mut sim = Sim::new(vec![trader, AgentSpec::new("feed")]);
+    let t = sim.id("trader");
+    sim.declare(t, degraded("paused by its operator", Some(secs(600))));
+    for _ in 0..7 {
+        sim.advance(secs(10));
+        sim.answer(
+            t,
+            vigil_core::Observation::Progress {
+                at_wall_ms: Some(sim.wall_ago(secs(90))),
+            },
+        );
+    }
+    assert_eq!(
+        sim.count("feed", AuditAction::Stalled),
+        1,
+        "the producer is blamed"
+    );
+    assert_eq!(sim.count("trader", AuditAction::Stalled), 0);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 

@@ -19,6 +19,12 @@ const AGENTS: usize = 3;
 
 #[derive(Clone, Debug)]
 enum Op {
+    /// The agent declares itself degraded (for `until_ms`, or without a time) or ok.
+    Declare {
+        agent: usize,
+        until_ms: Option<u64>,
+        ok: bool,
+    },
     Crash {
         agent: usize,
         code: i32,
@@ -101,6 +107,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..8, any::<bool>()).prop_map(|(keep, other_checks)| Op::Reload { keep, other_checks }),
         1 => (agent.clone(), 0u8..6).prop_map(|(agent, found)| Op::Outside { agent, found }),
         1 => any::<bool>().prop_map(|hold| Op::Looks { hold }),
+        1 => (agent.clone(), prop_oneof![Just(None), (1u64..120_000).prop_map(Some)], any::<bool>())
+            .prop_map(|(agent, until_ms, ok)| Op::Declare { agent, until_ms, ok }),
         2 => (agent, prop_oneof![
             Just(Command::Start),
             Just(Command::ForceStart),
@@ -133,6 +141,7 @@ fn policy() -> impl Strategy<Value = RestartPolicy> {
                 failure_threshold: 2,
                 throttle_delay: ms(5_000),
                 llm_before_restart: true,
+                max_degraded: ms(60_000),
             },
         )
 }
@@ -362,6 +371,23 @@ impl Model {
     fn apply(&mut self, op: Op) -> Result<(), TestCaseError> {
         let sim = &mut self.sim;
         match op {
+            Op::Declare {
+                agent,
+                until_ms,
+                ok,
+            } => {
+                let declared = if ok {
+                    vigil_core::Declared::Ok
+                } else {
+                    vigil_core::Declared::Degraded {
+                        reason: "429".into(),
+                        until: until_ms.map(ms),
+                    }
+                };
+                if sim.sup.agent(self.ids[agent]).is_some() {
+                    sim.declare(self.ids[agent], declared);
+                }
+            }
             Op::Crash { agent, code, log } => {
                 let id = self.ids[agent];
                 if sim.live.contains_key(&id) {

@@ -31,6 +31,7 @@ fn policy() -> impl Strategy<Value = RestartPolicy> {
                 failure_threshold: 2,
                 throttle_delay: ms(5_000),
                 llm_before_restart: true,
+                max_degraded: ms(60_000),
             },
         )
 }

@@ -15,10 +15,10 @@ use std::sync::{Arc, RwLock};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use vigil_core::RunId;
 
 pub const TOKEN_VAR: &str = "VIGIL_AGENT_TOKEN";
 pub const URL_VAR: &str = "VIGIL_URL";
-pub const AGENT_VAR: &str = "VIGIL_AGENT";
 /// Marks a token as an agent's (and makes one easy to spot in a leaked log).
 pub const PREFIX: &str = "vat_";
 
@@ -37,8 +37,8 @@ impl TokenKey {
                 key.copy_from_slice(&bytes);
                 return Ok(TokenKey(key));
             }
-            // A torn or foreign file: a new key (the tokens of runs alive now stop working,
-            // which their clients survive by falling back to their local files).
+            // A torn or foreign file: a new key. The tokens of runs alive now stop working
+            // (401); the client libraries keep those runs' checkpoints in their local files.
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -75,8 +75,8 @@ fn digest(token: &str) -> [u8; 32] {
 
 #[derive(Default)]
 struct Runs {
-    /// A live token's digest → its agent.
-    agents: HashMap<[u8; 32], String>,
+    /// A live token's digest → its agent and run.
+    agents: HashMap<[u8; 32], (String, RunId)>,
     /// An agent → its live token's digest.
     tokens: HashMap<String, [u8; 32]>,
     /// A live run's main pid → its agent.
@@ -91,13 +91,13 @@ pub struct LiveRuns(Arc<RwLock<Runs>>);
 impl LiveRuns {
     /// A run of `agent` is about to start with `token` (before its process exists, so its
     /// very first request is known). Any earlier token of the agent stops working.
-    pub fn begin(&self, agent: &str, token: &str) {
+    pub fn begin(&self, agent: &str, run: RunId, token: &str) {
         let mut runs = self.0.write().unwrap_or_else(|e| e.into_inner());
         let d = digest(token);
         if let Some(old) = runs.tokens.insert(agent.to_string(), d) {
             runs.agents.remove(&old);
         }
-        runs.agents.insert(d, agent.to_string());
+        runs.agents.insert(d, (agent.to_string(), run));
     }
 
     /// The run's main process is `pid`: its exit ends the token.
@@ -125,9 +125,9 @@ impl LiveRuns {
         }
     }
 
-    /// The agent whose live run holds `token`. (A lookup by the token's digest: nothing about
-    /// a token can be learnt from how long it takes.)
-    pub fn agent_of(&self, token: &str) -> Option<String> {
+    /// The agent (and its run) whose live run holds `token`. (A lookup by the token's digest:
+    /// nothing about a token can be learnt from how long it takes.)
+    pub fn agent_of(&self, token: &str) -> Option<(String, RunId)> {
         if !token.starts_with(PREFIX) {
             return None;
         }
@@ -153,19 +153,19 @@ mod tests {
         assert_eq!(again.token("bot#1-2.1"), t1);
 
         let runs = LiveRuns::default();
-        runs.begin("bot", &t1);
+        runs.begin("bot", RunId(1), &t1);
         runs.bind("bot", 100);
-        assert_eq!(runs.agent_of(&t1).as_deref(), Some("bot"));
+        assert_eq!(runs.agent_of(&t1), Some(("bot".to_string(), RunId(1))));
         assert_eq!(runs.agent_of(&t2), None);
         assert_eq!(runs.agent_of("vat_nonsense"), None);
         runs.ended(100);
         assert_eq!(runs.agent_of(&t1), None, "a token of a run that ended");
-        runs.begin("bot", &t2);
+        runs.begin("bot", RunId(2), &t2);
         runs.bind("bot", 101);
         // A stale exit of an earlier pid does not end the new run.
         runs.ended(100);
-        assert_eq!(runs.agent_of(&t2).as_deref(), Some("bot"));
-        runs.begin("bot", &key.token("bot#1-2.3"));
+        assert_eq!(runs.agent_of(&t2), Some(("bot".to_string(), RunId(2))));
+        runs.begin("bot", RunId(3), &key.token("bot#1-2.3"));
         assert_eq!(runs.agent_of(&t2), None, "a new run ends the old token");
     }
 

@@ -44,40 +44,7 @@ pub struct SavedAgent {
     /// The live run had declared itself degraded: the next vigil keeps what is left of its
     /// suspension of stall verdicts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub degraded: Option<SavedDegraded>,
-}
-
-/// A declared degradation, as saved (wall-clock milliseconds).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SavedDegraded {
-    pub reason: String,
-    pub since_ms: i64,
-    pub limit_ms: i64,
-    pub until_ms: i64,
-    #[serde(default)]
-    pub spent: bool,
-}
-
-impl SavedDegraded {
-    pub fn of(d: vigil_core::SavedDegradation) -> Self {
-        SavedDegraded {
-            reason: d.reason,
-            since_ms: d.since_ms,
-            limit_ms: d.limit_ms,
-            until_ms: d.until_ms,
-            spent: d.spent,
-        }
-    }
-
-    pub fn memory(&self) -> vigil_core::SavedDegradation {
-        vigil_core::SavedDegradation {
-            reason: self.reason.clone(),
-            since_ms: self.since_ms,
-            limit_ms: self.limit_ms,
-            until_ms: self.until_ms,
-            spent: self.spent,
-        }
-    }
+    pub degraded: Option<vigil_core::SavedDegradation>,
 }
 
 /// An incident's hold on an agent, as saved.

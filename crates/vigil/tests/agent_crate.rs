@@ -137,3 +137,42 @@ fn an_older_local_copy_never_overwrites_a_newer_version_in_vigil() {
     let (_, body) = f.api("GET", "/agents/bot/checkpoint", "");
     assert_eq!(body["version"], 2);
 }
+
+#[test]
+fn a_token_vigil_does_not_know_keeps_the_checkpoint_locally_until_it_does() {
+    let f = fleet();
+    // A vigil that just restarted answers 401 until it has adopted the run again.
+    let mut unknown = env_of(&f);
+    unknown.token = Some("vat_not-known-to-this-vigil-yet".into());
+    let mut c = Checkpoint::<State>::new(&Agent::new(unknown));
+    assert_eq!(c.save(&state(7)).unwrap(), None, "kept locally, not lost");
+    let mut c = Checkpoint::<State>::new(&Agent::new(env_of(&f)));
+    assert_eq!(c.load().unwrap(), Some(state(7)));
+    let (_, body) = f.api("GET", "/agents/bot/checkpoint", "");
+    assert_eq!(
+        body["document"]["last_ts"], 7,
+        "sent once the token is known"
+    );
+}
+
+#[test]
+fn a_store_that_lost_everything_gets_the_agents_local_copy_back() {
+    let mut f = fleet();
+    let mut c = Checkpoint::<State>::new(&Agent::new(env_of(&f)));
+    assert_eq!(c.save(&state(3)).unwrap(), Some(1));
+    // The checkpoint database is lost (deleted while vigil was down).
+    f.signal(9);
+    let _ = f.wait_exit(Duration::from_secs(5));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(f.state().join(format!("checkpoints.db{suffix}")));
+    }
+    f.start();
+    let mut c = Checkpoint::<State>::new(&Agent::new(env_of(&f)));
+    assert_eq!(
+        c.load().unwrap(),
+        Some(state(3)),
+        "the local copy, not a fresh start"
+    );
+    let (_, body) = f.api("GET", "/agents/bot/checkpoint", "");
+    assert_eq!(body["document"]["last_ts"], 3);
+}

@@ -74,12 +74,17 @@ class CheckpointApi:
         return Stored(version=int(data["version"]), ts=_ts(data.get("ts")))
 
     def get(self) -> Optional[Remote]:
-        """vigil's latest version; ``None`` when the agent has none yet."""
+        """vigil's latest version; ``None`` when the agent has none yet.
+
+        vigil says "none yet" with a 404 whose body has ``"checkpoint": null``; any other 404
+        is an agent it does not know, and raises :class:`VigilError`.
+        """
         t = self.transport
         answer = t.request("GET", t.agent_path("checkpoint"), timeout=self.timeout)
-        if answer.status == 404:
-            return None
         data = answer.json()
+        if answer.status == 404 and isinstance(data, dict):
+            if "checkpoint" in data and data["checkpoint"] is None:
+                return None
         if answer.status != 200 or not isinstance(data, dict) or "document" not in data:
             raise VigilError(
                 f"vigil did not give the checkpoint ({answer.status}: {answer.error_text()})",
@@ -98,8 +103,16 @@ def _ts(value: Any) -> float:
 
 
 def same_document(a: str, b: Any) -> bool:
-    """Whether JSON text ``a`` and the parsed document ``b`` are the same state."""
+    """Whether JSON text ``a`` and the parsed document ``b`` are the same state.
+
+    Strictly, as JSON values (as the Rust client compares them): ``true`` is not ``1`` and
+    ``1.0`` is not ``1``, which Python's ``==`` would take for equal; key order does not count.
+    """
     try:
-        return bool(json.loads(a) == b)
-    except ValueError:
+        return _canonical(json.loads(a)) == _canonical(b)
+    except (ValueError, TypeError):
         return False
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

@@ -6,9 +6,9 @@ and the directory fsynced so the rename itself survives a power cut. A reader se
 file or the new one, never half of one.
 
 The file says whether vigil has this state already (``version``) or not yet (``pending``,
-with the version it was built on and the wall time it was saved at, which decide what
-happens when vigil is back). Its layout and name are those of the Rust client
-(``crates/vigil-agent``), so either can pick up the other's copy::
+with the version it was built on, which decides what happens when vigil is back; the time
+it was saved at is for people, and never compared with vigil's). Its layout and name are
+those of the Rust client (``crates/vigil-agent``), so either can pick up the other's copy::
 
     {"agent": "bot", "version": 7, "pending": false, "saved_at": 1796077590.12, "state": {...}}
 

@@ -1,16 +1,22 @@
 """Checkpoints: the agent's own state, kept by vigil so that a restarted agent resumes.
 
 vigil keeps one checkpoint per agent, versioned (1, 2, 3 …) and written compare-and-swap:
-a save names the version it was built on, and vigil refuses it if another writer came
-first. Every save also leaves a local copy in a file, which carries the state through the
-moments vigil cannot be reached:
+a save names the version it was built on (the version this copy last saved or loaded), and
+vigil refuses it if another writer came first. Every save also leaves a local copy in a
+file, which carries the state through the moments vigil cannot keep it. The rules are the
+Rust client's (``crates/vigil-agent``):
 
-* vigil unreachable → :meth:`Checkpoint.save` writes the local file (atomically, durably),
-  marked *pending*, and returns ``None``; it does not raise;
-* vigil back → the next :meth:`~Checkpoint.save` or :meth:`~Checkpoint.load` sends the
-  pending copy first. If vigil took a newer version in the meantime, the newer of the two
-  (by wall time) wins: a newer pending copy is written on top, an older one is dropped. No
-  newer version is ever overwritten unseen, and every version stays in vigil's history.
+* a refused save (412) raises :class:`~vigil_agent.CheckpointConflict` and does not move the
+  version this copy knows: saves keep conflicting until :meth:`Checkpoint.load` — except when
+  vigil's version is this copy's own pending save, which got no answer but was taken: it is
+  adopted and the save retried once;
+* vigil cannot keep it now (unreachable, timing out, 5xx, 401) → :meth:`Checkpoint.save`
+  writes the local file (atomically, durably), marked *pending* and built on the known
+  version, and returns ``None``; it does not raise;
+* :meth:`Checkpoint.load` re-syncs: a pending copy that vigil has is marked synced; one built
+  on vigil's latest version is sent; one built on an older version is dropped (vigil's newer
+  version wins). A synced copy is sent back to a vigil that has no checkpoint. Versions
+  decide, never the clocks of the agent and vigil.
 """
 
 from __future__ import annotations
@@ -39,12 +45,6 @@ MAX_DOCUMENT = 1024 * 1024
 #: Name of the local file when neither a name nor the agent's name is known.
 DEFAULT_NAME = "checkpoint"
 
-# What became of a pending local copy when it was sent.
-_SYNCED = "synced"  # vigil has it now
-_SUPERSEDED = "superseded"  # vigil had a newer version: the local copy was dropped
-_ALREADY_THERE = "already there"  # vigil's newer version is this very state
-_NOT_YET = "not yet"  # vigil is still unreachable (or busy): it stays pending
-
 
 class Checkpoint:
     """The agent's checkpoint: :meth:`save` a JSON-serialisable state, :meth:`load` it back.
@@ -71,7 +71,8 @@ class Checkpoint:
     Attributes:
         version: the version of vigil's that this copy last saved or loaded (``None``: none
             known yet, or outside vigil). The next save is taken only if it is still vigil's
-            latest. A new ``Checkpoint`` starts from the version in its local file.
+            latest; a conflict does not move it, only :meth:`load` does. A new
+            ``Checkpoint`` starts from the version of its local file when that one is synced.
         path: the local file.
 
     A ``Checkpoint`` may be shared between threads. Two ``Checkpoint`` objects (or two
@@ -121,15 +122,19 @@ class Checkpoint:
     def save(self, state: Any) -> Optional[int]:
         """Save ``state`` (anything :func:`json.dumps` takes, at most 1 MiB as JSON).
 
-        Returns vigil's new version, or ``None`` when the state went to the local file only
-        (outside vigil, or vigil unreachable: it is sent when vigil is back).
+        Returns vigil's new version, or ``None`` when the state went to the local file only:
+        outside vigil, or vigil could not keep it now (unreachable, timing out, answering 5xx,
+        or not accepting this run's token — a vigil that just restarted). A pending copy is
+        built on :attr:`version`; :meth:`load` sends it when vigil is back.
 
         Raises:
-            CheckpointConflict: vigil holds a newer version than the one this copy built on
-                (another writer came first); :attr:`version` is set to it. Nothing was
-                overwritten: :meth:`load` the newer state, merge, and save again.
+            CheckpointConflict: vigil holds another version than :attr:`version`, the one
+                this copy built on (another writer came first). Nothing was overwritten, and
+                :attr:`version` is not moved: every save conflicts until :meth:`load` has
+                read the newer state (merge it, and save again).
+            VigilError: vigil refused the checkpoint for another reason.
             TypeError, ValueError: ``state`` is not JSON (or is too large).
-            OSError: the local file could not be written when it was the only place left.
+            OSError: the local file could not be written when vigil did not take the state.
         """
         document = _encode(state)
         saved_at = time.time()
@@ -139,45 +144,70 @@ class Checkpoint:
                 if not self._client.in_vigil:
                     self._client._outside()
                 return None
-            local = self._file.read()
-            if local is not None and local.pending:
-                outcome = self._send_pending(local)
-                if outcome == _NOT_YET:
-                    self._write_pending(document, saved_at, local.base_version)
-                    return None
-                if outcome == _SUPERSEDED:
-                    raise CheckpointConflict(
-                        f"vigil has version {self.version} of {self.name!r}, saved after this "
-                        "agent's copy that vigil never got: this state was built on an older "
-                        "one. load() the newer state, merge, and save again",
-                        self.version,
-                    )
             expect = self.version or 0
             try:
-                stored = self._api.put(document, expect)
+                try:
+                    stored = self._api.put(document, expect)
+                except Conflict as c:
+                    if c.current is None or not self._landed_while_unanswered(expect, c.current):
+                        raise
+                    # The last save got no answer, yet vigil took it: this one goes on top.
+                    log.info("vigil took the checkpoint that got no answer (version %s)", c.current)
+                    self.version = expect = c.current
+                    self._kept_locally = False
+                    stored = self._api.put(document, expect)
             except Conflict as c:
-                self.version = c.current
-                raise CheckpointConflict(
-                    f"vigil has version {c.current} of {self.name!r}, not {expect} as this copy "
-                    "expected: another writer saved in between. load() the newer state, merge, "
-                    "and save again",
-                    c.current,
-                ) from None
+                message = _conflict_message(self.name, c.current, expect)
+                raise CheckpointConflict(message, c.current) from None
             except VigilUnavailable:
+                # Built on the version this copy knows: sent later with that as If-Match.
                 self._write_pending(document, saved_at, expect)
                 return None
             self.version = stored.version
+            self._kept_locally = False
             self._mirror(document, stored.version, saved_at)
             return stored.version
+
+    def _landed_while_unanswered(self, known: int, current: int) -> bool:
+        """Whether vigil's version ``current`` is this copy's pending state: a save built on
+        ``known`` that got no answer (a timeout) but was taken."""
+        assert self._api is not None
+        local = self._file.read()
+        if local is None or not local.pending or local.base_version != known:
+            return False
+        try:
+            remote = self._api.get()
+        except VigilUnavailable:
+            return False
+        return (
+            remote is not None
+            and remote.version == current
+            and same_document(local.document, remote.document)
+        )
 
     # -- loading ------------------------------------------------------------------------
 
     def load(self) -> Any:
-        """The latest state: vigil's, or the local file's when vigil cannot be reached (or
-        has none while the local file has one). ``None`` when there is none anywhere.
+        """The agent's latest state, or ``None`` when there is none anywhere; each call
+        returns a new object.
 
-        A pending local copy is sent to vigil first (see the module's description); the
-        winner is returned. Each call returns a new object.
+        vigil's latest, when vigil can be asked, re-synced with the local copy first:
+
+        * a pending copy (saved while vigil could not keep it) that vigil has after all is
+          marked synced with vigil's version;
+        * a pending copy built on vigil's latest version is sent (``If-Match`` that version)
+          and returned — still pending if vigil cannot keep it now;
+        * a pending copy built on an older version is dropped: vigil's newer version,
+          written by someone else meanwhile, wins (and replaces the local copy);
+        * a synced copy, when vigil has no checkpoint (a new or lost store), is sent back
+          (``If-Match: 0``) and returned: it is all there is.
+
+        When vigil cannot be asked (unreachable, 5xx, token not accepted), the local copy.
+
+        Raises:
+            VigilError: vigil refused (e.g. it does not know the agent).
+            CheckpointConflict: another writer saved while the local copy was being sent;
+                :meth:`load` again to read it.
         """
         with self._lock:
             local = self._file.read()
@@ -185,81 +215,87 @@ class Checkpoint:
                 if not self._client.in_vigil:
                     self._client._outside()
                 return local.state() if local is not None else None
-            if local is not None and local.pending:
-                outcome = self._send_pending(local)
-                if outcome in (_SYNCED, _NOT_YET):
-                    return local.state()
-                local = self._file.read()
             try:
                 remote = self._api.get()
             except VigilUnavailable:
-                return local.state() if local is not None else None
-            if remote is None:
-                self.version = None
                 if local is None:
                     return None
-                log.warning(
-                    "vigil has no checkpoint of %r; resuming from the local copy saved at %s (%s)",
-                    self._client.agent,
-                    format_rfc3339(local.saved_at),
-                    self.path,
-                )
+                self.version = (local.base_version if local.pending else local.version) or None
                 return local.state()
-            self.version = remote.version
-            if local is None or local.version != remote.version:
+            latest = remote.version if remote is not None else 0
+            self.version = latest or None
+            if local is not None:
+                landed = remote is not None and same_document(local.document, remote.document)
+                if local.pending:
+                    # Nothing reached vigil since the copy's base: it becomes the next version.
+                    send = not landed and local.base_version == latest
+                else:
+                    # vigil lost it (a new store, a deleted database): the copy is all there is.
+                    send = remote is None
+                if send:
+                    return self._send_local(local, latest)
+                if landed and local.pending:
+                    assert remote is not None
+                    log.info(
+                        "vigil took the checkpoint that got no answer (version %s)",
+                        remote.version,
+                    )
+                    self._kept_locally = False
+                    self._mirror(local.document, remote.version, local.saved_at)
+                    return remote.document
+                if local.pending and remote is not None:
+                    log.warning(
+                        "dropped the local checkpoint of %r saved at %s while vigil could not "
+                        "keep it (built on version %s): vigil has version %s, written "
+                        "meanwhile, which wins",
+                        self.name,
+                        format_rfc3339(local.saved_at),
+                        local.base_version,
+                        latest,
+                    )
+                elif local.pending:
+                    log.warning(
+                        "vigil has no checkpoint of %r, yet the local copy saved at %s was "
+                        "built on its version %s: not sent (%s)",
+                        self.name,
+                        format_rfc3339(local.saved_at),
+                        local.base_version,
+                        self.path,
+                    )
+            if remote is None:
+                return None
+            if (
+                local is None
+                or local.pending
+                or local.version != remote.version
+                or not same_document(local.document, remote.document)
+            ):
                 self._mirror_remote(remote)
             return remote.document
 
-    # -- the pending copy ---------------------------------------------------------------
-
-    def _send_pending(self, pending: LocalCopy) -> str:
-        """Send the pending local copy; newer wins when vigil has moved on meanwhile."""
+    def _send_local(self, local: LocalCopy, expect: int) -> Any:
+        """Send the local copy as the version after ``expect``; its state."""
         assert self._api is not None
-        expect = pending.base_version
-        for _ in range(3):
-            try:
-                stored = self._api.put(pending.document, expect)
-            except VigilUnavailable:
-                return _NOT_YET
-            except Conflict:
-                try:
-                    remote = self._api.get()
-                except VigilUnavailable:
-                    return _NOT_YET
-                if remote is None:
-                    expect = 0
-                    continue
-                if remote.ts >= pending.saved_at:
-                    return self._drop_pending(pending, remote)
-                expect = remote.version
-                continue
-            self.version = stored.version
-            self._mirror(pending.document, stored.version, pending.saved_at)
-            self._kept_locally = False
-            log.info(
-                "vigil has the checkpoint saved while it was unreachable (version %s)",
-                stored.version,
-            )
-            return _SYNCED
-        # Someone keeps writing between our reads and writes: try again next time.
-        return _NOT_YET
-
-    def _drop_pending(self, pending: LocalCopy, remote: Remote) -> str:
-        self.version = remote.version
+        try:
+            stored = self._api.put(local.document, expect)
+        except VigilUnavailable:
+            # vigil went away again: the copy stays as it is (pending), and is the state.
+            return local.state()
+        except Conflict as c:
+            raise CheckpointConflict(
+                f"vigil has version {c.current} of {self.name!r}, written while this agent's "
+                f"local copy was being sent on top of version {expect}: load() again",
+                c.current,
+            ) from None
+        self.version = stored.version
         self._kept_locally = False
-        self._mirror_remote(remote)
-        if same_document(pending.document, remote.document):
-            # The save that seemed to fail (a timeout) had reached vigil after all.
-            return _ALREADY_THERE
-        log.warning(
-            "dropped the local checkpoint of %r saved at %s while vigil was "
-            "unreachable: vigil has a newer version (%s, saved at %s)",
-            self.name,
-            format_rfc3339(pending.saved_at),
-            remote.version,
-            format_rfc3339(remote.ts),
+        self._mirror(local.document, stored.version, local.saved_at)
+        log.info(
+            "vigil has the checkpoint kept locally (saved at %s), as version %s",
+            format_rfc3339(local.saved_at),
+            stored.version,
         )
-        return _SUPERSEDED
+        return local.state()
 
     # -- the local file -----------------------------------------------------------------
 
@@ -299,6 +335,15 @@ class Checkpoint:
 
     def _mirror_remote(self, remote: Remote) -> None:
         self._mirror(_dumps(remote.document), remote.version, remote.ts)
+
+
+def _conflict_message(name: str, current: Optional[int], expect: int) -> str:
+    held = f"version {current}" if current is not None else "no version"
+    return (
+        f"vigil has {held} of {name!r}, not {expect} as this copy expected: another writer "
+        "saved in between. Saves are refused until load() has read vigil's state: load() it, "
+        "merge, and save again"
+    )
 
 
 def _dumps(state: Any) -> str:

@@ -37,7 +37,11 @@ MAX_TEXT = 200
 
 _READY = b"READY=1"
 _WATCHDOG = b"WATCHDOG=1"
-_DEGRADED_OK = b"DEGRADED=0"
+# ok() is a sign of life too: the moment an agent declares itself ok, vigil acts on any check
+# still failing — and a notify check has been failing all through a degradation longer than
+# its max_age (the agent was silent on purpose). vigil applies a datagram's WATCHDOG=1 before
+# its DEGRADED=0, so the silence of the degraded time is not taken for a stall.
+_DEGRADED_OK = b"WATCHDOG=1\nDEGRADED=0"
 
 # One warning per process, however many clients there are.
 _warned_lock = threading.Lock()
@@ -310,6 +314,8 @@ class Client:
     def ok(self) -> None:
         """Declare the agent back to normal after :meth:`degraded`: stall checks apply again.
 
+        It is also a sign of life (like :meth:`heartbeat`): the silence of the degraded time
+        is not held against the agent — vigil judges its checks again from this moment.
         Costs nothing when the agent is not degraded (nothing is sent).
         """
         if not self.in_vigil:
@@ -318,9 +324,23 @@ class Client:
         with self._declare_lock:
             if self._declared[0] == "ok":
                 return
+            if self._notify is None:
+                self._http_sign_of_life()
             if self._deliver(_DEGRADED_OK, {"state": "ok"}):
                 self._declared = ("ok", None, None)
                 self._declared_at = time.monotonic()
+
+    def _http_sign_of_life(self) -> None:
+        """Over HTTP, before ``ok``: a heartbeat for an ``api`` check, which vigil takes before
+        it answers (a 409 — no ``api`` check — is no concern here: nothing is logged)."""
+        http = self._http
+        if http is None:
+            return
+        try:
+            http.request("POST", http.agent_path("heartbeat"), b"{}")
+        except VigilUnavailable:
+            return
+        self._next_http_heartbeat = time.monotonic() + self.http_heartbeat_interval
 
     def _repeats(self, reason: str, until: Optional[float]) -> bool:
         """The last declaration, sent moments ago, said the same."""

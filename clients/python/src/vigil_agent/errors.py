@@ -37,7 +37,8 @@ class CheckpointConflict(VigilError):
 
     Another writer saved in between: a second copy of the agent, or a person. Nothing was
     overwritten. ``current_version`` is the version vigil holds now (``None`` if it holds
-    none); the :class:`~vigil_agent.Checkpoint` already knows it, so the usual answer is::
+    none). The :class:`~vigil_agent.Checkpoint` does not take it as the version it built on:
+    its saves keep conflicting until it has loaded the newer state, so the usual answer is::
 
         try:
             checkpoint.save(state)

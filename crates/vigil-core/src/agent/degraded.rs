@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Agent, Outbox, Phase, TimerKind};
+use crate::checks::CheckOutput;
 use crate::event::RunId;
 use crate::records;
 use crate::time::{Now, later};
@@ -51,17 +52,24 @@ pub(crate) struct Degradation {
     pub until_ms: i64,
     /// The suspension is over (its time ran out): the agent is judged as usual.
     pub spent: bool,
-    /// A stall was suspended already (recorded once per episode).
-    pub noted_stall: bool,
+    /// The latest stall not acted on (the check and why): judged again when the suspension
+    /// ends.
+    pub suspended_stall: Option<(usize, String)>,
+    /// A stall not acted on was recorded (once per episode).
+    pub noted: bool,
+    /// When the last `degraded` record was written (a reason that changes at every call is
+    /// not journaled at every call).
+    pub recorded: Instant,
 }
 
-/// A degradation as saved across restarts of vigil (wall-clock times).
-#[derive(Clone, Debug, PartialEq)]
+/// A degradation as saved across restarts of vigil (wall-clock times; `state.jsonl`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SavedDegradation {
     pub reason: String,
     pub since_ms: i64,
     pub limit_ms: i64,
     pub until_ms: i64,
+    #[serde(default)]
     pub spent: bool,
 }
 
@@ -118,7 +126,7 @@ impl Agent {
                         &d.reason,
                         "the agent declared itself ok",
                     ));
-                    self.stall_if_still_failing(now, out);
+                    self.judge_suspended_stall(now, d.suspended_stall, out);
                 }
                 DeclaredAnswer {
                     accepted: true,
@@ -141,9 +149,13 @@ impl Agent {
     ) -> DeclaredAnswer {
         let max = self.spec.policy.max_degraded;
         let want = until.unwrap_or(max);
-        let (first, changed) = match &self.degraded {
-            None => (true, true),
-            Some(d) => (false, d.reason != reason),
+        // A new reason is journaled, but not more than once a minute.
+        let journal = match &self.degraded {
+            None => true,
+            Some(d) => {
+                d.reason != reason
+                    && now.mono.saturating_duration_since(d.recorded) >= Duration::from_secs(60)
+            }
         };
         let d = self.degraded.get_or_insert_with(|| {
             Box::new(Degradation {
@@ -155,7 +167,9 @@ impl Agent {
                 until: now.mono,
                 until_ms: now.wall_ms,
                 spent: max.is_zero(),
-                noted_stall: false,
+                suspended_stall: None,
+                noted: false,
+                recorded: now.mono,
             })
         });
         d.reason = reason;
@@ -190,7 +204,10 @@ impl Agent {
         if !d.spent {
             self.timers.set(TimerKind::Degraded, Some(d.until));
         }
-        if first || changed {
+        if journal {
+            if let Some(d) = self.degraded.as_deref_mut() {
+                d.recorded = now.mono;
+            }
             out.audit(records::degraded(self.name(), &d, &note));
         }
         DeclaredAnswer {
@@ -223,36 +240,60 @@ impl Agent {
             "the time it declared has passed: stall checks apply again".to_string()
         };
         let reason = d.reason.clone();
+        let suspended = d.suspended_stall.take();
         if !bounded {
             self.degraded = None;
         }
         out.audit(records::degraded_ended(self.name(), &reason, &why));
-        self.stall_if_still_failing(now, out);
+        self.judge_suspended_stall(now, suspended, out);
     }
 
-    /// The suspension is over: a check that failed meanwhile (and was not acted on) is acted
-    /// on now, as it would have been without the declaration.
-    fn stall_if_still_failing(&mut self, now: Now, out: &mut Outbox) {
-        let failing = self.checks.checks.iter().position(|c| {
-            c.status.verdict == crate::checks::Verdict::Failing
-                && c.status.consecutive_failures >= c.spec.failure_threshold
-        });
-        if let Some(index) = failing
-            && self.waiting.is_none()
-        {
-            let c = &self.checks.checks[index];
-            let reason = format!("stalled: {} {}", c.spec.label(), c.status.detail);
-            self.stall(now, index, reason, out);
+    /// The suspension is over: the stall it held back is judged again, through the same path
+    /// as any stall (an upstream's wait, a quiet window, a stop under way, an investigation),
+    /// if it still stands — still not ready, or the check still failing and counting.
+    fn judge_suspended_stall(
+        &mut self,
+        now: Now,
+        stall: Option<(usize, String)>,
+        out: &mut Outbox,
+    ) {
+        let Some((index, reason)) = stall else {
+            return;
+        };
+        if self.checks.still_stalled(index, now, &self.spec.quiet) {
+            let stalled = CheckOutput::Stalled {
+                index,
+                reason,
+                triggered: false,
+            };
+            self.check_outputs(now, vec![stalled], out);
         }
     }
 
-    /// A stall found while suspended: recorded once per episode, not acted on.
-    pub(crate) fn note_suspended_stall(&mut self, reason: &str, out: &mut Outbox) {
+    /// A stall found while suspended: not acted on (recorded once per episode), and kept to be
+    /// judged again when the suspension ends.
+    pub(crate) fn note_suspended_stall(&mut self, index: usize, reason: &str, out: &mut Outbox) {
+        let name = self.spec.name.clone();
+        if let Some(d) = self.degraded.as_deref_mut() {
+            if !d.noted {
+                d.noted = true;
+                out.audit(records::stall_suspended(
+                    &name, reason, &d.reason, d.until_ms,
+                ));
+            }
+            d.suspended_stall = Some((index, reason.to_string()));
+        }
+    }
+
+    /// A watcher's blame this agent's degradation holds back (its output is stale on purpose):
+    /// recorded once, not kept — the watcher's polled check blames it again if it still holds
+    /// once the suspension is over.
+    pub(crate) fn note_suspended_blame(&mut self, reason: &str, out: &mut Outbox) {
         let name = self.spec.name.clone();
         if let Some(d) = self.degraded.as_deref_mut()
-            && !d.noted_stall
+            && !d.noted
         {
-            d.noted_stall = true;
+            d.noted = true;
             out.audit(records::stall_suspended(
                 &name, reason, &d.reason, d.until_ms,
             ));
@@ -291,7 +332,9 @@ impl Agent {
             until,
             until_ms: saved.until_ms,
             spent,
-            noted_stall: false,
+            suspended_stall: None,
+            noted: false,
+            recorded: now.mono,
         }));
         if !spent {
             self.timers.set(TimerKind::Degraded, Some(until));

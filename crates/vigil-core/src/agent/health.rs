@@ -90,7 +90,7 @@ impl Agent {
         took
     }
 
-    fn check_outputs(&mut self, now: Now, outputs: Vec<CheckOutput>, out: &mut Outbox) {
+    pub(super) fn check_outputs(&mut self, now: Now, outputs: Vec<CheckOutput>, out: &mut Outbox) {
         // Nothing is judged stalled inside a quiet window: a stall open when the market
         // closed is over. Still stuck after the window, it is a new stall then (silence is
         // measured from the window's end), not a weekend-long one that pages at once.
@@ -119,12 +119,11 @@ impl Agent {
                 }
                 // Its upstream is down: the stall is that agent's (it is being healed).
                 CheckOutput::Stalled { .. } if self.waiting.is_some() => {}
-                // It said it is degraded on purpose (a rate limit, an open breaker): a restart
-                // would make it worse. Until its declared time, bounded by `max_degraded`.
-                CheckOutput::Stalled { reason, .. } if self.stall_suspended(now.mono) => {
-                    self.note_suspended_stall(&reason, out);
-                }
-                CheckOutput::Stalled { index, reason } => {
+                CheckOutput::Stalled {
+                    index,
+                    reason,
+                    triggered,
+                } => {
                     match self.checks.checks[index].spec.produced_by.clone() {
                         Some(producer) if producer != self.spec.name => {
                             let spec = self.checks.checks[index].spec.clone();
@@ -134,6 +133,13 @@ impl Agent {
                                 spec,
                                 reason,
                             });
+                        }
+                        // It said it is degraded on purpose (a rate limit, an open breaker): a
+                        // restart would make it worse. Until its declared time, bounded by
+                        // `max_degraded`; then this stall is judged again. Not what it says
+                        // itself (`WATCHDOG=trigger`).
+                        _ if !triggered && self.stall_suspended(now.mono) => {
+                            self.note_suspended_stall(index, &reason, out);
                         }
                         _ => {
                             self.stall(now, index, reason, out);
@@ -181,7 +187,7 @@ impl Agent {
     }
 
     /// Alive but not working: stop it and let the policy decide what follows, as for a crash.
-    pub(super) fn stall(&mut self, now: Now, index: usize, reason: String, out: &mut Outbox) {
+    fn stall(&mut self, now: Now, index: usize, reason: String, out: &mut Outbox) {
         let c = &self.checks.checks[index];
         let (spec, failures) = (c.spec.clone(), c.status.consecutive_failures);
         let name = self.name().to_string();
@@ -199,6 +205,8 @@ impl Agent {
         out: &mut Outbox,
     ) {
         let run: Run = match self.phase {
+            // Already being dealt with: its evidence is being gathered before the stop.
+            _ if self.investigation.is_some() => return,
             Phase::Starting(run) | Phase::Running(run) => run,
             _ => return,
         };

@@ -636,9 +636,12 @@ impl Agent {
             stalled_since_ms: self.stalled_since_ms(),
             run: self.current().map(|r| (r.id, r.pid)),
             incident: self.incident_hold().map(|(id, _)| id),
+            // Not the deadline: a declaration without `until` moves it at every call, and the
+            // state is not written again for that (a restart of vigil then keeps the earlier
+            // deadline: the careful side).
             degraded: self
                 .degradation()
-                .map(|d| (d.until_ms, d.spent, d.reason.len())),
+                .map(|d| (d.since_ms, d.spent, crate::fnv::fnv1a(d.reason.bytes()))),
         }
     }
 
@@ -678,7 +681,7 @@ pub(crate) struct PersistKey {
     stalled_since_ms: Option<i64>,
     run: Option<(RunId, Option<u32>)>,
     incident: Option<u64>,
-    degraded: Option<(i64, bool, usize)>,
+    degraded: Option<(i64, bool, u64)>,
 }
 
 impl Agent {

@@ -236,7 +236,7 @@ impl Agent {
             return;
         }
         if self.stall_suspended(now.mono) {
-            self.note_suspended_stall(&blame.reason, out);
+            self.note_suspended_blame(&blame.reason, out);
             return;
         }
         let name = self.name().to_string();
@@ -255,7 +255,7 @@ impl Agent {
             return;
         }
         if self.stall_suspended(now.mono) {
-            self.note_suspended_stall(&blame.reason, out);
+            self.note_suspended_blame(&blame.reason, out);
             return;
         }
         let reason = format!(

@@ -22,12 +22,17 @@ use crate::checkpoints::{Checkpoint, MAX_DOCUMENT, PutError, StoreError};
 type Hubs = State<Arc<Hub>>;
 
 /// The request may act for agent `name`: it is a configured agent (not a template), and the
-/// caller is a person or that agent's live run.
-pub fn authorize(hub: &Hub, what: &str, name: &str, headers: &HeaderMap) -> Result<(), ApiError> {
-    match auth::caller(hub.token.as_deref(), &hub.runs, headers) {
-        auth::Caller::Person => {}
-        auth::Caller::Agent(agent) if agent == name => {}
-        auth::Caller::Agent(agent) => {
+/// caller is a person or that agent's live run (`Some(run)`: which).
+pub fn authorize(
+    hub: &Hub,
+    what: &str,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<Option<vigil_core::RunId>, ApiError> {
+    let run = match auth::caller(hub.token.as_deref(), &hub.runs, headers) {
+        auth::Caller::Person => None,
+        auth::Caller::Agent(agent, run) if agent == name => Some(run),
+        auth::Caller::Agent(agent, _) => {
             deny(hub, &format!("{what} with the token of a run of {agent}"));
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -51,10 +56,10 @@ pub fn authorize(hub: &Hub, what: &str, name: &str, headers: &HeaderMap) -> Resu
                 "this vigil needs `Authorization: Bearer <token>`: the API's token, or the agent's own VIGIL_AGENT_TOKEN",
             ));
         }
-    }
+    };
     let snap = hub.view.borrow().clone();
     if snap.agent(name).is_some() {
-        return Ok(());
+        return Ok(run);
     }
     if !snap.instances(name).is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -85,11 +90,7 @@ fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).expect("digits")
 }
 
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+use crate::audit::format_ms as rfc3339;
 
 /// One checkpoint as JSON; the document goes in as the agent wrote it (it was checked to be
 /// JSON when it was taken), never parsed and written again.
@@ -120,9 +121,10 @@ fn json_response(status: StatusCode, body: String) -> Response {
 pub async fn put_checkpoint(
     State(hub): Hubs,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
+    let headers = request.headers().clone();
+    // Who asks, before a byte of the body is read.
     authorize(
         &hub,
         &format!("PUT /agents/{name}/checkpoint"),
@@ -130,16 +132,17 @@ pub async fn put_checkpoint(
         &headers,
     )?;
     guard::require_json(&headers)?;
-    let body = body.map_err(|e| {
-        ApiError::new(
-            e.status(),
-            format!(
-                "checkpoint body: {} (a checkpoint is at most {} KiB of JSON)",
-                e.body_text(),
-                MAX_DOCUMENT / 1024
-            ),
-        )
-    })?;
+    let body = axum::body::to_bytes(request.into_body(), MAX_DOCUMENT)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a checkpoint is at most {} KiB of JSON (or its body did not arrive whole)",
+                    MAX_DOCUMENT / 1024
+                ),
+            )
+        })?;
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::bad_request(format!("the checkpoint is not UTF-8: {e}")))?;
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
@@ -147,16 +150,22 @@ pub async fn put_checkpoint(
             "the checkpoint is not a JSON document: {e}"
         )));
     }
-    let header_str = |h| headers.get(h).and_then(|v: &HeaderValue| v.to_str().ok());
-    let expect = crate::checkpoints::expect_from(
-        header_str(header::IF_MATCH),
-        header_str(header::IF_NONE_MATCH),
-    )
-    .ok_or_else(|| {
+    let bad_precondition = || {
         ApiError::bad_request(
             "If-Match takes the version you read (`If-Match: 7`, or `0` for \"none yet\"); If-None-Match takes `*`",
         )
-    })?;
+    };
+    // A precondition that cannot be read is refused, never dropped (that would make the
+    // write unconditional).
+    let header_str = |h| match headers.get(h) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| bad_precondition()),
+    };
+    let expect = crate::checkpoints::expect_from(
+        header_str(header::IF_MATCH)?,
+        header_str(header::IF_NONE_MATCH)?,
+    )
+    .ok_or_else(bad_precondition)?;
     let now = crate::clock::now().wall_ms;
     match store(&hub)?.put(&name, expect, text.trim(), now).await {
         Ok(c) => {
@@ -238,17 +247,25 @@ pub async fn checkpoint_history(
             .ok()
             .filter(|n| *n > 0)
             .ok_or_else(|| ApiError::bad_request("limit must be a positive number"))?,
-    };
+    }
+    .min(store.keep())
+    .min(MAX_HISTORY);
     let all = store.history(&name, limit).await.map_err(store_error)?;
-    let mut body = String::with_capacity(all.iter().map(|c| c.document.len() + 64).sum());
+    // Bounded in bytes too: a history of large documents is cut, the newest kept.
+    let mut body = String::new();
     let _ = write!(body, "{{\"agent\":{},\"checkpoints\":[", json!(name));
+    let mut truncated = false;
     for (i, c) in all.iter().enumerate() {
+        if i > 0 && body.len() + c.document.len() > MAX_HISTORY_BYTES {
+            truncated = true;
+            break;
+        }
         if i > 0 {
             body.push(',');
         }
         write_checkpoint(&mut body, c);
     }
-    body.push_str("]}");
+    let _ = write!(body, "],\"truncated\":{truncated}}}");
     Ok(json_response(StatusCode::OK, body))
 }
 
@@ -259,6 +276,10 @@ struct StatusBody {
     reason: Option<String>,
     until: Option<String>,
 }
+
+/// The most versions one history answer holds, and about how many bytes.
+const MAX_HISTORY: u32 = 100;
+const MAX_HISTORY_BYTES: usize = 8 * 1024 * 1024;
 
 /// The longest reason kept.
 const MAX_REASON: usize = 200;
@@ -271,7 +292,7 @@ pub async fn post_status(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(
+    let run = authorize(
         &hub,
         &format!("POST /agents/{name}/status"),
         &name,
@@ -315,6 +336,7 @@ pub async fn post_status(
     };
     let answer = ask_loop(&hub, |reply| ApiRequest::Status {
         agent: name.clone(),
+        run,
         declared,
         reply,
     })

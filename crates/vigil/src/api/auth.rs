@@ -12,7 +12,7 @@ pub enum Caller {
     /// The API's token (or none is needed: no `[api] token` and no token given).
     Person,
     /// The live run of this agent.
-    Agent(String),
+    Agent(String, vigil_core::RunId),
     /// An agent token whose run has ended (or never was).
     EndedRun,
     /// No token, or a wrong one, where the API needs one.
@@ -30,7 +30,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub fn caller(person_token: Option<&str>, runs: &LiveRuns, headers: &HeaderMap) -> Caller {
     match bearer(headers) {
         Some(given) if given.starts_with(PREFIX) => match runs.agent_of(given) {
-            Some(agent) => Caller::Agent(agent),
+            Some((agent, run)) => Caller::Agent(agent, run),
             None => Caller::EndedRun,
         },
         _ if authorized(person_token, headers) => Caller::Person,
@@ -43,14 +43,7 @@ pub fn authorized(expected: Option<&str>, headers: &HeaderMap) -> bool {
     let Some(expected) = expected else {
         return true;
     };
-    let Some(given) = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    given.trim().as_bytes().ct_eq(expected.as_bytes()).into()
+    bearer(headers).is_some_and(|given| given.as_bytes().ct_eq(expected.as_bytes()).into())
 }
 
 #[cfg(test)]

@@ -189,7 +189,7 @@ fn authorize_change(
 ) -> Result<CommandBody, ApiError> {
     match auth::caller(hub.token.as_deref(), &hub.runs, headers) {
         auth::Caller::Person => {}
-        auth::Caller::Agent(agent) => {
+        auth::Caller::Agent(agent, _) => {
             deny(hub, &format!("{what} with the token of a run of {agent}"));
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,

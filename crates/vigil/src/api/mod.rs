@@ -83,6 +83,9 @@ pub enum ApiRequest {
     /// `POST /agents/NAME/status`: what an agent declares about itself.
     Status {
         agent: String,
+        /// The run that declared it, when it used its own token (a person's speaks for the
+        /// agent's current run).
+        run: Option<vigil_core::RunId>,
         declared: vigil_core::Declared,
         reply: oneshot::Sender<Result<StatusAnswer, CommandRefused>>,
     },
@@ -156,11 +159,7 @@ impl StatusAnswer {
             agent: agent.to_string(),
             accepted: answer.accepted,
             state: answer.state,
-            stall_checks_suspended_until: answer.suspended_until_ms.map(|ms| {
-                chrono::DateTime::from_timestamp_millis(ms)
-                    .unwrap_or_default()
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            }),
+            stall_checks_suspended_until: answer.suspended_until_ms.map(crate::audit::format_ms),
             note: answer.note,
         }
     }
@@ -266,9 +265,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/agents/{name}/explain", get(handlers::explain))
         .route(
             "/agents/{name}/checkpoint",
-            get(agents::get_checkpoint)
-                .put(agents::put_checkpoint)
-                .layer(DefaultBodyLimit::max(crate::checkpoints::MAX_DOCUMENT)),
+            // The handler reads the body itself (up to 1 MiB), after the token is checked.
+            get(agents::get_checkpoint).put(agents::put_checkpoint),
         )
         .route(
             "/agents/{name}/checkpoints",

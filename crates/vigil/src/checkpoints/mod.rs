@@ -39,8 +39,12 @@ pub enum Expect {
     Any,
     /// `If-None-Match: *` or `If-Match: 0`: only when the agent has no checkpoint yet.
     Absent,
+    /// `If-Match: *`: only when it has one.
+    Exists,
     /// `If-Match: N`: only when N is still the latest version.
     Version(i64),
+    /// `If-Match: W/"N"`: a weak tag never matches (RFC 9110 compares strongly).
+    Never,
 }
 
 /// Why a checkpoint could not be read or written.
@@ -95,7 +99,12 @@ pub struct Store {
     ready: OnceCell<()>,
     /// Each agent's latest version and time, for `/status` and the dashboard.
     latest: Mutex<Option<HashMap<String, (i64, i64)>>>,
+    /// Found unreachable a moment ago: fail fast until then.
+    down_until: Mutex<Option<std::time::Instant>>,
 }
+
+/// How long requests fail at once after the store was found unreachable.
+const FAIL_FAST: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Store {
     /// The store a config names. Nothing is connected yet: a PostgreSQL that is down when
@@ -142,22 +151,49 @@ impl Store {
             keep: config.keep,
             ready: OnceCell::new(),
             latest: Mutex::new(None),
+            down_until: Mutex::new(None),
         })
     }
 
     fn error(&self, source: sqlx::Error) -> StoreError {
         let store = self.place.clone();
-        match source {
+        // PostgreSQL going away mid-write or starting up (SQLSTATE class 08, connection
+        // exceptions; 57P0x, shutdown and startup) is an outage, not a refusal.
+        let outage = match &source {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed => StoreError::Unreachable { store, source },
-            source => StoreError::Failed { store, source },
+            | sqlx::Error::PoolClosed => true,
+            sqlx::Error::Database(e) => e
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+            _ => false,
+        };
+        if outage {
+            *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(std::time::Instant::now() + FAIL_FAST);
+            StoreError::Unreachable { store, source }
+        } else {
+            StoreError::Failed { store, source }
+        }
+    }
+
+    /// Just found unreachable: answer at once rather than make every agent wait out another
+    /// connection timeout (their clients keep a local copy meanwhile).
+    fn check_up(&self) -> Result<(), StoreError> {
+        let down = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
+        match *down {
+            Some(until) if std::time::Instant::now() < until => Err(StoreError::Unreachable {
+                store: self.place.clone(),
+                source: sqlx::Error::PoolTimedOut,
+            }),
+            _ => Ok(()),
         }
     }
 
     /// The schema, once; and each agent's latest version, for the index.
     async fn prepare(&self) -> Result<(), StoreError> {
+        self.check_up()?;
         self.ready
             .get_or_try_init(|| async {
                 let latest = match &self.pools {
@@ -187,6 +223,14 @@ impl Store {
             Expect::Any => None,
             Expect::Absent => Some(0),
             Expect::Version(v) => Some(v),
+            Expect::Exists => match self.latest(agent).await?.map(|c| c.version) {
+                Some(v) => Some(v),
+                None => return Err(PutError::Conflict { current: None }),
+            },
+            Expect::Never => {
+                let current = self.latest(agent).await?.map(|c| c.version);
+                return Err(PutError::Conflict { current });
+            }
         };
         // Without a precondition a write only loses a race with another write of the same
         // instant; it is tried again on top of the winner.
@@ -204,11 +248,15 @@ impl Store {
             }
             .map_err(|e| self.error(e))?;
             if let Some(version) = written {
-                self.latest
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
+                // Writes that finish out of order never move the index back.
+                let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+                let entry = latest
                     .get_or_insert_default()
-                    .insert(agent.to_string(), (version, now_ms));
+                    .entry(agent.to_string())
+                    .or_insert((version, now_ms));
+                if entry.0 <= version {
+                    *entry = (version, now_ms);
+                }
                 return Ok(Checkpoint {
                     version,
                     ts_ms: now_ms,
@@ -259,24 +307,32 @@ impl Store {
     }
 }
 
-/// `If-Match` / `If-None-Match` as an [`Expect`]; `None` when the header makes no sense.
+/// `If-Match` / `If-None-Match` as an [`Expect`] (`If-Match` first, as RFC 9110 orders
+/// them); `None` when a header makes no sense.
 pub fn expect_from(if_match: Option<&str>, if_none_match: Option<&str>) -> Option<Expect> {
-    if let Some(v) = if_none_match {
-        return (v.trim() == "*").then_some(Expect::Absent);
-    }
     let Some(v) = if_match else {
-        return Some(Expect::Any);
+        return match if_none_match {
+            None => Some(Expect::Any),
+            Some(v) => (v.trim() == "*").then_some(Expect::Absent),
+        };
     };
     let v = v.trim();
     if v == "*" {
-        return Some(Expect::Any);
+        return Some(Expect::Exists);
     }
-    let v = v.strip_prefix("W/").unwrap_or(v).trim_matches('"');
-    match v.parse::<i64>() {
-        Ok(0) => Some(Expect::Absent),
-        Ok(n) if n > 0 => Some(Expect::Version(n)),
-        _ => None,
-    }
+    let (weak, v) = match v.strip_prefix("W/") {
+        Some(rest) => (true, rest),
+        None => (false, v),
+    };
+    let version = match v.trim_matches('"').parse::<i64>() {
+        Ok(n) if n >= 0 => n,
+        _ => return None,
+    };
+    Some(match (weak, version) {
+        (true, _) => Expect::Never,
+        (false, 0) => Expect::Absent,
+        (false, n) => Expect::Version(n),
+    })
 }
 
 #[cfg(test)]
@@ -288,10 +344,11 @@ mod tests {
         assert_eq!(expect_from(None, None), Some(Expect::Any));
         assert_eq!(expect_from(Some("7"), None), Some(Expect::Version(7)));
         assert_eq!(expect_from(Some("\"7\""), None), Some(Expect::Version(7)));
-        assert_eq!(expect_from(Some("W/\"7\""), None), Some(Expect::Version(7)));
+        assert_eq!(expect_from(Some("W/\"7\""), None), Some(Expect::Never));
         assert_eq!(expect_from(Some("0"), None), Some(Expect::Absent));
         assert_eq!(expect_from(None, Some("*")), Some(Expect::Absent));
-        assert_eq!(expect_from(Some("*"), None), Some(Expect::Any));
+        assert_eq!(expect_from(Some("*"), None), Some(Expect::Exists));
+        assert_eq!(expect_from(Some("3"), Some("*")), Some(Expect::Version(3)));
         assert_eq!(expect_from(Some("seven"), None), None);
         assert_eq!(expect_from(Some("-1"), None), None);
         assert_eq!(expect_from(None, Some("\"3\"")), None);

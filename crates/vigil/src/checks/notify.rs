@@ -19,7 +19,17 @@ use crate::driver::proctree;
 use crate::metrics::Live;
 
 /// Main pid of each live run of an agent that has a notify check, with the agent and run.
-pub type Senders = Arc<RwLock<HashMap<u32, (AgentId, RunId)>>>;
+pub type Senders = Arc<RwLock<HashMap<u32, Sender>>>;
+
+/// Who a datagram speaks for, and the secrets its words must not carry.
+#[derive(Clone, Debug)]
+pub struct Sender {
+    pub agent: AgentId,
+    pub run: RunId,
+    /// What the agent says about itself (`STATUS=`, `DEGRADED=`) is shown and journaled:
+    /// redacted here, on this thread, never on the supervision loop.
+    pub secrets: crate::redact::Secrets,
+}
 
 /// Longest path a unix socket address can hold.
 const MAX_PATH: usize = 107;
@@ -149,7 +159,12 @@ fn receive(socket: UnixDatagram, senders: Senders, events: mpsc::Sender<Event>, 
         let bytes = received.bytes.min(buf.len());
         let agent = sender.and_then(|pid| attribute(&senders, pid));
         live.notify(agent.is_some());
-        let Some((agent, run)) = agent else {
+        let Some(Sender {
+            agent,
+            run,
+            secrets,
+        }) = agent
+        else {
             ignored += 1;
             if ignored.is_power_of_two() {
                 debug!(
@@ -158,7 +173,13 @@ fn receive(socket: UnixDatagram, senders: Senders, events: mpsc::Sender<Event>, 
             }
             continue;
         };
-        let message = NotifyMessage::parse(&buf[..bytes]);
+        let mut message = NotifyMessage::parse(&buf[..bytes]);
+        for text in [&mut message.status, &mut message.degraded]
+            .into_iter()
+            .flatten()
+        {
+            *text = crate::redact::line_with(text, &secrets);
+        }
         if events
             .blocking_send(Event::Notify {
                 agent,
@@ -173,11 +194,11 @@ fn receive(socket: UnixDatagram, senders: Senders, events: mpsc::Sender<Event>, 
 }
 
 /// The run a sender belongs to: its main process, or any process in its session.
-fn attribute(senders: &Senders, pid: u32) -> Option<(AgentId, RunId)> {
+fn attribute(senders: &Senders, pid: u32) -> Option<Sender> {
     let map = senders.read().unwrap_or_else(|e| e.into_inner());
-    if let Some(agent) = map.get(&pid) {
-        return Some(*agent);
+    if let Some(sender) = map.get(&pid) {
+        return Some(sender.clone());
     }
     let session = proctree::stat(pid)?.session;
-    map.get(&session).copied()
+    map.get(&session).cloned()
 }

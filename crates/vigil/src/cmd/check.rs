@@ -69,6 +69,11 @@ pub fn render(config: &Config) -> String {
             c.max_per_minute
         ));
     }
+    out.push_str(&format!(
+        "checkpoints: {} · the last {} versions of each agent's kept\n",
+        store_place(config),
+        config.store.keep
+    ));
     let inc = &config.incidents;
     if inc.enabled {
         out.push_str(&format!(
@@ -417,6 +422,7 @@ pub fn render_json(config: &Config) -> serde_json::Value {
             "dedupe_s": c.dedupe.as_secs_f64(),
             "max_per_minute": c.max_per_minute,
         })).collect::<Vec<_>>(),
+        "store": { "place": store_place(config), "keep": config.store.keep },
         "incidents": {
             "enabled": config.incidents.enabled,
             "min_agents": config.incidents.min_agents,
@@ -437,4 +443,15 @@ pub fn render_json(config: &Config) -> serde_json::Value {
             "timeout_s": rb.timeout.as_secs_f64(),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// Where checkpoints are kept, fit to show (a URL's password hidden).
+fn store_place(config: &Config) -> String {
+    match &config.store.url {
+        Some(url) => format!("PostgreSQL {}", crate::redact::url(url)),
+        None => format!(
+            "SQLite {}",
+            config.state_dir.join("checkpoints.db").display()
+        ),
+    }
 }

@@ -286,8 +286,19 @@ async fn trader(
             .bind(price)
             .execute(pool)
             .await?;
-            if let Err(e) = checkpoint.save(state.clone()).await {
-                println!("{} {symbol}: checkpoint not saved: {e}", clock());
+            match checkpoint.save(state.clone()).await {
+                Ok(_) => {}
+                // Someone else saved a newer state (a person's correction): it wins.
+                Err(vigil_agent::CheckpointError::Conflict { .. }) => {
+                    if let Ok(Some(newer)) = checkpoint.load().await {
+                        println!(
+                            "{} {symbol}: took up the newer checkpoint in vigil",
+                            clock()
+                        );
+                        state = newer;
+                    }
+                }
+                Err(e) => println!("{} {symbol}: checkpoint not saved: {e}", clock()),
             }
             println!(
                 "{} {symbol} price={price:.4} decision={action} position={:+.2}",

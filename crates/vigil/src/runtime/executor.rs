@@ -52,16 +52,13 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// The environment of a run about to start: its token (live from now), its name and
-    /// where the API is.
-    fn begin(&self, agent: &str, tag: &str) -> Vec<(String, String)> {
-        use crate::agent_token::{AGENT_VAR, TOKEN_VAR, URL_VAR};
+    /// The environment of a run about to start (the driver adds its name, `VIGIL_AGENT`): its
+    /// token (live from now) and where the API is.
+    fn begin(&self, agent: &str, run: RunId, tag: &str) -> Vec<(String, String)> {
+        use crate::agent_token::{TOKEN_VAR, URL_VAR};
         let token = self.key.token(tag);
-        self.runs.begin(agent, &token);
-        let mut env = vec![
-            (TOKEN_VAR.to_string(), token),
-            (AGENT_VAR.to_string(), agent.to_string()),
-        ];
+        self.runs.begin(agent, run, &token);
+        let mut env = vec![(TOKEN_VAR.to_string(), token)];
         env.extend(self.api_url.clone().map(|u| (URL_VAR.to_string(), u)));
         env
     }
@@ -438,7 +435,7 @@ impl Executor {
             extra_env.push(("NOTIFY_SOCKET".to_string(), socket.clone()));
         }
         let name = slot.config.name.clone();
-        extra_env.extend(self.credentials.begin(&name, &tag));
+        extra_env.extend(self.credentials.begin(&name, run, &tag));
         let result = self.driver.spawn(&Launch {
             agent: &slot.config,
             log: &slot.log,
@@ -466,7 +463,8 @@ impl Executor {
                     },
                 });
                 self.credentials.runs.bind(&name, pid);
-                self.watch_exit(agent, run, pid, notify);
+                let secrets = notify.then(|| slot.secrets());
+                self.watch_exit(agent, run, pid, secrets);
                 Some(Event::Spawned { agent, run, pid })
             }
             Err(e) => {
@@ -597,12 +595,27 @@ impl Executor {
     }
 
     /// Watch a main process through its pidfd, in the set the loop waits on.
-    pub fn watch_exit(&mut self, agent: AgentId, run: RunId, pid: u32, notify: bool) {
-        if notify {
+    /// `notify`: the agent speaks the notify protocol; its datagrams are attributed to this
+    /// run, and what they say is redacted with these secrets.
+    pub fn watch_exit(
+        &mut self,
+        agent: AgentId,
+        run: RunId,
+        pid: u32,
+        notify: Option<crate::redact::Secrets>,
+    ) {
+        if let Some(secrets) = notify {
             self.notify_senders
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(pid, (agent, run));
+                .insert(
+                    pid,
+                    crate::checks::notify::Sender {
+                        agent,
+                        run,
+                        secrets,
+                    },
+                );
         }
         // No descriptor for it now (EMFILE…): the agent still runs; it is watched as soon as
         // it can be.
@@ -615,10 +628,10 @@ impl Executor {
 
     /// A run of `agent` found alive at startup, spawned by a vigil of this state dir: its
     /// token (derived from its tag) works again.
-    pub fn adopted(&self, agent: &str, run: &SavedRun) {
+    pub fn adopted(&self, agent: &str, id: RunId, run: &SavedRun) {
         if run.spawned_by_vigil() {
             let token = self.credentials.key.token(&run.run_tag);
-            self.credentials.runs.begin(agent, &token);
+            self.credentials.runs.begin(agent, id, &token);
             self.credentials.runs.bind(agent, run.pid);
         }
     }

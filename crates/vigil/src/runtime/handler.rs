@@ -147,8 +147,7 @@ impl Handler {
                 }
             }
             Input::Events(events) => {
-                for mut event in events {
-                    redact_declaration(&self.fleet, &mut event);
+                for event in events {
                     self.exec.note(&mut self.fleet, &event);
                     self.sup.handle(now, event);
                 }
@@ -290,7 +289,7 @@ impl Handler {
                         cause: c.key,
                         cause_text: c.text,
                     }),
-                    degraded: m.degraded.map(crate::state::SavedDegraded::of),
+                    degraded: m.degraded,
                     run,
                 }),
             ));
@@ -377,6 +376,7 @@ impl Handler {
             ApiRequest::Denied { what } => self.write(&[&records::api_denied(what)]),
             ApiRequest::Status {
                 agent,
+                run,
                 declared,
                 reply,
             } => {
@@ -396,7 +396,7 @@ impl Handler {
                     }
                     ok => ok,
                 };
-                let answer = self.sup.declare(now, id, None, declared);
+                let answer = self.sup.declare(now, id, run, declared);
                 self.settle(now);
                 let _ = reply.send(Ok(crate::api::StatusAnswer::of(&agent, answer)));
             }
@@ -627,6 +627,19 @@ impl Handler {
         self.sup
             .set_runbooks(new.runbooks.clone(), super::alert_policy(&new));
         let channels_changed = new.notify != self.config.notify;
+        if new.store != self.config.store {
+            // Agents' checkpoints must not move under them mid-run: a new store is opened
+            // by the next vigil.
+            tracing::warn!(
+                "[store] changed: it takes effect at the next start of vigil; checkpoints stay in {} until then",
+                self.config.store.url.as_deref().map_or_else(
+                    || "the state dir's checkpoints.db".to_string(),
+                    crate::redact::url
+                )
+            );
+        }
+        let mut new = new;
+        new.store = self.config.store.clone();
         self.config = new;
         if channels_changed {
             match &mut self.notifier {
@@ -693,21 +706,5 @@ fn log_entry(entry: &AuditEntry) {
         info!("{who}: {} — {detail}", entry.action.as_str());
     } else {
         warn!("{who}: {} — {detail}", entry.action.as_str());
-    }
-}
-
-/// What an agent says about itself (`STATUS=`, `DEGRADED=`) is shown and journaled: its
-/// secrets are hidden first, as in any evidence (a reason is often an exception's text).
-fn redact_declaration(fleet: &super::fleet::Fleet, event: &mut vigil_core::Event) {
-    if let vigil_core::Event::Notify { agent, message, .. } = event
-        && (message.status.is_some() || message.degraded.is_some())
-    {
-        let secrets = fleet.get(*agent).map(|s| s.secrets()).unwrap_or_default();
-        for text in [&mut message.status, &mut message.degraded]
-            .into_iter()
-            .flatten()
-        {
-            *text = crate::redact::line_with(text, &secrets);
-        }
     }
 }

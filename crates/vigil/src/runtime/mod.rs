@@ -558,7 +558,11 @@ fn start(h: &mut Handler, saved: &SavedState, marks_dir: &str, now: Now, resume_
         let Some((id, run_id)) = adopted else {
             continue;
         };
-        let notify = h.fleet.get(id).is_some_and(|s| s.config.uses_notify());
+        let notify = h
+            .fleet
+            .get(id)
+            .filter(|s| s.config.uses_notify())
+            .map(|s| s.secrets());
         if let Some(slot) = h.fleet.get_mut(id) {
             slot.run = Some(RunRecord {
                 id: run_id,
@@ -568,7 +572,7 @@ fn start(h: &mut Handler, saved: &SavedState, marks_dir: &str, now: Now, resume_
         }
         h.exec.watch_exit(id, run_id, run.pid, notify);
         if let Some(slot) = h.fleet.get(id) {
-            h.exec.adopted(&slot.config.name, &run);
+            h.exec.adopted(&slot.config.name, run_id, &run);
         }
     }
     // What was saved about agents that are gone from the configuration goes too.
@@ -618,6 +622,6 @@ fn memory_of(saved: &SavedAgent, now: Now) -> AgentMemory {
                 },
             )
         }),
-        degraded: saved.degraded.as_ref().map(|d| d.memory()),
+        degraded: saved.degraded.clone(),
     }
 }
