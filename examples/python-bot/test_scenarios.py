@@ -38,6 +38,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -333,7 +334,8 @@ class Deployment:
 
     def get(self, path: str) -> Any:
         status, body = http("GET", self.url + path)
-        assert status == 200, f"GET {path}: {status} {body}"
+        if status != 200:  # (not an AssertionError: wait_for polls again)
+            raise RuntimeError(f"GET {path}: {status} {body}")
         return body
 
     def status(self, agent: str) -> Dict[str, Any]:
@@ -401,7 +403,7 @@ class Deployment:
                 cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if cwd.startswith(root) or root in cmdline:
+            if cwd == root or cwd.startswith(root + os.sep) or root + os.sep in cmdline:
                 found.append(int(entry.name))
         return found
 
@@ -474,9 +476,10 @@ def assert_decided_once_in_order(d: Deployment, symbol: str) -> List[Dict[str, A
     return rows
 
 
-def actions_since(d: Deployment, agent: str, since_ms: float, *actions: str) -> List[Dict]:
+def actions_since(
+    d: Deployment, agent: str, since_ms: float, *actions: str
+) -> List[Dict[str, Any]]:
     """The agent's journal records of ``actions`` written at or after ``since_ms``."""
-    from datetime import datetime
 
     def ms(r: Dict[str, Any]) -> float:
         return datetime.fromisoformat(r["ts"].replace("Z", "+00:00")).timestamp() * 1000
@@ -527,7 +530,8 @@ def test_crash_mid_cycle_resumes_from_the_checkpoint(deployment: Callable[..., D
     killed: List[int] = []
     for how in kills:
         decided = len(d.decisions(symbol))
-        wait_for(f"{agent} deciding", lambda: len(d.decisions(symbol)) >= decided + 3, 30)
+        wait_for(f"{agent} deciding",
+                 lambda decided=decided: len(d.decisions(symbol)) >= decided + 3, 30)
         if how == "kill -9":
             time.sleep(rng.uniform(0.0, 0.6))  # anywhere in its half-second cycle
             os.kill(pid, signal.SIGKILL)
@@ -652,7 +656,8 @@ def _vigil_down(d: Deployment, proxy: Optional[TcpProxy]) -> None:
             assert d.checkpoint(a)[0] == 503, d.checkpoint(a)
             wait_for(f"{a} saving locally against the unreachable store",
                      lambda a=a: (d.local_checkpoint(a) or {}).get("pending") is True
-                     and d.local_checkpoint(a)["saved_at"] * 1000 > restarted_at_ms + 1000, 30)
+                     and (d.local_checkpoint(a) or {})["saved_at"] * 1000
+                     > restarted_at_ms + 1000, 30)
         proxy.start()
 
     for s, a in zip(SYMBOLS, agents):
@@ -662,8 +667,7 @@ def _vigil_down(d: Deployment, proxy: Optional[TcpProxy]) -> None:
                 return dict(body)
             return None
 
-        body = wait_for(f"vigil's checkpoint of {a} at tick {logged[a]} or later", caught_up,
-                        timeout=60)
+        wait_for(f"vigil's checkpoint of {a} at tick {logged[a]} or later", caught_up, 60)
         # The copy saved while vigil was away went in as the very next version after the one
         # it was built on, with everything the bot had logged: nothing dropped, nothing
         # overwritten unseen.

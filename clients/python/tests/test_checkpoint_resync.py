@@ -16,7 +16,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import pytest
 from conftest import Vigil, free_port
@@ -43,6 +43,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         proxy.seen.append((self.command, self.headers.get("If-Match")))
+        hook = proxy.before.pop(self.command, None)
+        if hook is not None:  # e.g. another writer, just before this request reaches vigil
+            hook()
         mode = proxy.mode if proxy.method in (None, self.command) else "forward"
         if isinstance(mode, int):  # vigil's answer, without it
             data = json.dumps({"error": f"the test's proxy answers {mode}"}).encode()
@@ -73,10 +76,17 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         finally:
             conn.close()
         if mode in ("lose", "late"):  # vigil has it; its answer is lost, or comes too late
+            proxy.taken.set()
             if mode == "late":
                 time.sleep(proxy.hang)
             self.close_connection = True
             return
+        if mode in ("no-etag", "bare"):  # vigil's answer without its ETag header
+            etag = None
+        if mode in ("no-version", "bare"):  # … or without the version in its body
+            answer = json.loads(data)
+            answer.pop("version", None)
+            data = json.dumps(answer).encode()
         self._reply(status, ctype, etag, data)
 
     def _reply(self, status: int, ctype: Optional[str], etag: Optional[str], data: bytes) -> None:
@@ -104,15 +114,20 @@ class Proxy:
     """Between a client and vigil. ``mode``: ``"forward"``; an HTTP status to answer instead
     of vigil; ``"drop"`` (no answer, not forwarded); ``"hang"`` (not forwarded, no answer for
     ``hang`` seconds); ``"lose"`` (forwarded, vigil's answer lost); ``"late"`` (forwarded,
-    vigil's answer lost after ``hang`` seconds). ``method``: the only method the mode applies
-    to (others are forwarded); ``None`` for all."""
+    vigil's answer lost after ``hang`` seconds); ``"no-etag"``, ``"no-version"``, ``"bare"``
+    (forwarded, vigil's answer without its ``ETag``, without ``version`` in its body, without
+    both). ``method``: the only method the mode applies to (others are forwarded); ``None``
+    for all. ``before[method]``: run once before the next request with that method."""
 
     def __init__(self, v: Vigil) -> None:
         self.port = v.port
         self.mode: Union[str, int] = "forward"
         self.method: Optional[str] = None
         self.hang = 2.0
+        #: Set once a request whose answer is lost has reached vigil.
+        self.taken = threading.Event()
         self.seen: List[Tuple[str, Optional[str]]] = []
+        self.before: Dict[str, Callable[[], None]] = {}
         self._server = _ProxyServer(("127.0.0.1", 0), _ProxyHandler)
         self._server.proxy = self
         self.url = f"http://127.0.0.1:{self._server.server_port}"
@@ -142,10 +157,14 @@ def clients(v: Vigil) -> "tuple[Client, Client]":
 
 
 def proxied(p: Proxy, directory: Path) -> Checkpoint:
-    cp = Checkpoint(client=Client(url=p.url, agent="bot", token=PERSON), directory=directory)
+    return Checkpoint(client=Client(url=p.url, agent="bot", token=PERSON), directory=directory)
+
+
+def set_timeout(cp: Checkpoint, seconds: float) -> None:
+    """How long the checkpoint's requests may take (short only while the proxy hangs: a
+    loaded machine may take more than that for a real answer)."""
     assert cp._api is not None
-    cp._api.timeout = 0.5  # a request that hangs times out quickly
-    return cp
+    cp._api.timeout = seconds
 
 
 def person_put(v: Vigil, document: object, if_match: int) -> int:
@@ -198,6 +217,8 @@ def test_vigil_that_cannot_keep_a_save_now_gets_it_later(
     cp = proxied(proxy, tmp_path)
     assert cp.save({"n": 1}) == 1
     proxy.set(answer)
+    if answer == "hang":
+        set_timeout(cp, 0.5)
     assert cp.save({"n": 2}) is None, "kept locally, not raised"
     assert cp.save({"n": 3}) is None
     local = local_file(tmp_path)
@@ -206,6 +227,7 @@ def test_vigil_that_cannot_keep_a_save_now_gets_it_later(
     assert cp.version == 1
 
     proxy.set("forward")
+    set_timeout(cp, 5.0)
     assert cp.load() == {"n": 3}, "built on vigil's latest version: sent"
     assert cp.version == 2
     assert history(idle_vigil) == [{"n": 3}, {"n": 1}]
@@ -252,8 +274,11 @@ def test_a_save_taken_without_an_answer_is_marked_synced_by_load(
     cp = proxied(proxy, tmp_path)
     assert cp.save({"n": 1}) == 1
     proxy.set("late", "PUT")  # taken by vigil; its answer comes after the client's timeout
+    set_timeout(cp, 0.5)
     assert cp.save({"n": 2}) is None
+    assert proxy.taken.wait(10)
     proxy.set("forward")
+    set_timeout(cp, 5.0)
     proxy.seen.clear()
     assert cp.load() == {"n": 2}
     assert cp.version == 2
@@ -406,6 +431,127 @@ def test_a_synced_copy_is_refreshed_from_vigil(idle_vigil: Vigil, tmp_path: Path
     assert cp.load() == {"n": 5} and cp.version == 2
     local = local_file(tmp_path)
     assert (local["pending"], local["version"], local["state"]) == (False, 2, {"n": 5})
+
+
+def pending_file(directory: Path, base_version: int, state: object) -> None:
+    """A pending local copy built on ``base_version`` (as the Rust client writes it)."""
+    (directory / "bot.json").write_text(
+        json.dumps(
+            {
+                "agent": "bot",
+                "version": base_version,
+                "pending": True,
+                "saved_at": 1.5,
+                "state": state,
+            }
+        )
+    )
+
+
+@pytest.mark.parametrize("in_vigil", [0, 2])
+def test_a_pending_copy_built_on_more_than_vigil_has_goes_on_top_at_load(
+    idle_vigil: Vigil, proxy: Proxy, tmp_path: Path, in_vigil: int
+) -> None:
+    # vigil has less than the copy was built on (5): a lost store, a restored backup.
+    for n in range(in_vigil):
+        assert person_put(idle_vigil, {"restored": n}, if_match=n) == n + 1
+    pending_file(tmp_path, 5, {"n": 6})
+    cp = proxied(proxy, tmp_path)
+    assert cp.load() == {"n": 6}
+    assert proxy.seen == [("GET", None), ("PUT", str(in_vigil))], "on top of vigil's version"
+    assert cp.version == in_vigil + 1
+    assert history(idle_vigil)[0] == {"n": 6}
+    local = local_file(tmp_path)
+    assert not local["pending"] and local["version"] == in_vigil + 1
+    assert cp.save({"n": 7}) == in_vigil + 2
+
+
+def test_a_pending_copy_vigil_has_is_marked_synced_even_below_its_base(
+    idle_vigil: Vigil, proxy: Proxy, tmp_path: Path
+) -> None:
+    assert person_put(idle_vigil, {"n": 6}, if_match=0) == 1
+    pending_file(tmp_path, 5, {"n": 6})
+    cp = proxied(proxy, tmp_path)
+    assert cp.load() == {"n": 6}
+    assert [m for m, _ in proxy.seen] == ["GET"], "landed: not sent again"
+    assert cp.version == 1 and history(idle_vigil) == [{"n": 6}]
+    local = local_file(tmp_path)
+    assert not local["pending"] and local["version"] == 1
+
+
+def test_a_write_between_the_look_and_the_send_at_load_wins(
+    idle_vigil: Vigil, proxy: Proxy, tmp_path: Path
+) -> None:
+    cp = proxied(proxy, tmp_path)
+    assert cp.save({"n": 1}) == 1
+    proxy.set("drop")
+    assert cp.save({"n": 2}) is None
+    proxy.set("forward")
+    # load() sees version 1 (the copy's base) and sends the copy; a person writes first.
+    proxy.before["PUT"] = lambda: person_put(idle_vigil, {"n": 1, "corrected": True}, 1)
+    proxy.seen.clear()
+    assert cp.load() == {"n": 1, "corrected": True}, "vigil's latest, asked again; not raised"
+    assert proxy.seen == [("GET", None), ("PUT", "1"), ("GET", None)]
+    assert cp.version == 2
+    assert history(idle_vigil) == [{"n": 1, "corrected": True}, {"n": 1}]
+    local = local_file(tmp_path)
+    assert not local["pending"] and local["version"] == 2
+    assert local["state"] == {"n": 1, "corrected": True}
+    assert cp.save({"n": 2, "corrected": True}) == 3
+
+
+def test_a_write_between_the_look_and_the_send_with_vigil_gone_gives_the_local_copy(
+    idle_vigil: Vigil, proxy: Proxy, tmp_path: Path
+) -> None:
+    cp = proxied(proxy, tmp_path)
+    assert cp.save({"n": 1}) == 1
+    proxy.set("drop")
+    assert cp.save({"n": 2}) is None
+    proxy.set("forward")
+
+    def another_writer_then_vigil_gone() -> None:
+        person_put(idle_vigil, {"n": 1, "corrected": True}, 1)
+        proxy.set(503, "GET")  # this PUT is answered (412); the GET after it is not
+
+    proxy.before["PUT"] = another_writer_then_vigil_gone
+    assert cp.load() == {"n": 2}, "vigil cannot be asked again: the local copy, not raised"
+    local = local_file(tmp_path)
+    assert local["pending"] and local["version"] == 1 and local["state"] == {"n": 2}
+    proxy.set("forward")
+    assert cp.load() == {"n": 1, "corrected": True}, "then vigil's newer version wins"
+    assert cp.version == 2 and not local_file(tmp_path)["pending"]
+
+
+@pytest.mark.parametrize("answer", ["no-etag", "no-version"])
+def test_the_version_of_a_put_comes_from_its_etag_or_its_body(
+    idle_vigil: Vigil, proxy: Proxy, tmp_path: Path, answer: str
+) -> None:
+    proxy.set(answer, "PUT")
+    cp = proxied(proxy, tmp_path)
+    assert cp.save({"n": 1}) == 1  # 201
+    assert cp.save({"n": 2}) == 2  # 200
+    assert cp.version == 2
+    local = local_file(tmp_path)
+    assert not local["pending"] and local["version"] == 2
+    # The send at load() too.
+    proxy.set("drop")
+    assert cp.save({"n": 3}) is None
+    proxy.set(answer, "PUT")
+    assert cp.load() == {"n": 3} and cp.version == 3
+    assert history(idle_vigil) == [{"n": 3}, {"n": 2}, {"n": 1}]
+
+
+def test_a_put_answered_without_a_version_is_kept_pending_until_vigil_is_asked(
+    idle_vigil: Vigil, proxy: Proxy, tmp_path: Path
+) -> None:
+    cp = proxied(proxy, tmp_path)
+    assert cp.save({"n": 1}) == 1
+    proxy.set("bare", "PUT")  # taken, but as which version the answer does not say
+    assert cp.save({"n": 2}) is None
+    assert local_file(tmp_path)["pending"]
+    proxy.set("forward")
+    assert cp.load() == {"n": 2} and cp.version == 2, "vigil has it: marked synced"
+    assert history(idle_vigil) == [{"n": 2}, {"n": 1}]
 
 
 def test_no_checkpoint_yet_is_not_an_unknown_agent(idle_vigil: Vigil, tmp_path: Path) -> None:

@@ -122,6 +122,11 @@ impl<T: Serialize + DeserializeOwned> Checkpoint<T> {
         ) {
             Answer::Unreachable | Answer::Reply(401, ..) => Ok(None),
             Answer::Reply(200 | 201, Some(v), _) => Ok(Some(v)),
+            // (vigil sends an ETag; its body says the same.)
+            Answer::Reply(200 | 201, None, body) => {
+                let v: serde_json::Value = serde_json::from_str(&body)?;
+                Ok(v["version"].as_i64())
+            }
             Answer::Reply(412, current, _) => Err(CheckpointError::Conflict { current }),
             Answer::Reply(status, _, body) => Err(refused(status, &body)),
         }
@@ -224,8 +229,9 @@ impl<T: Serialize + DeserializeOwned> Checkpoint<T> {
         if let Some(copy) = local {
             let landed = server.as_ref().is_some_and(|(doc, _)| *doc == copy.state);
             let send = if copy.pending {
-                // Nothing reached vigil since the copy's base: it becomes the next version.
-                !landed && copy.version == server_version
+                // Nothing reached vigil since the copy's base (or vigil has less than that: a
+                // lost or restored store): it becomes the next version.
+                !landed && copy.version >= server_version
             } else {
                 // vigil lost it (a new store, a deleted database): the copy is all there is.
                 server.is_none()
@@ -234,13 +240,25 @@ impl<T: Serialize + DeserializeOwned> Checkpoint<T> {
                 self.keep_synced(copy.state.clone(), server_version, copy.saved_at);
             }
             if send {
-                match self.put(api, &copy.state.to_string(), server_version)? {
-                    Some(v) => {
+                match self.put(api, &copy.state.to_string(), server_version) {
+                    Ok(Some(v)) => {
                         self.version = v;
                         self.keep_synced(copy.state.clone(), v, copy.saved_at);
                     }
                     // vigil went away again: the copy stays pending, and is the state.
-                    None => {}
+                    Ok(None) => {}
+                    // Someone wrote between the look and the send: theirs is newer and wins.
+                    Err(CheckpointError::Conflict { .. }) => {
+                        return match self.fetch(api)? {
+                            Some(Some((document, version))) => {
+                                self.version = version;
+                                self.keep_synced(document.clone(), version, now_secs());
+                                Ok(Some(serde_json::from_value(document)?))
+                            }
+                            _ => Ok(Some(serde_json::from_value(copy.state)?)),
+                        };
+                    }
+                    Err(e) => return Err(e),
                 }
                 return Ok(Some(serde_json::from_value(copy.state)?));
             }

@@ -42,6 +42,16 @@ fn payload(name: &str, fingerprint: &str, instance: &str) -> String {
     .to_string()
 }
 
+/// One notification, as Alertmanager posts it.
+fn post(conn: &mut Conn, body: &str) -> Result<(u16, String)> {
+    conn.request(
+        "POST",
+        "/alertmanager",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        body,
+    )
+}
+
 fn rss_kb(pid: u32) -> u64 {
     crate::usage(pid).map(|(rss, _)| rss).unwrap_or(0)
 }
@@ -79,12 +89,7 @@ pub fn alerts(
         }
         let body = payload("BenchUnmatched", &format!("u{i}"), "0");
         let sent = Instant::now();
-        let (code, answer) = conn.request(
-            "POST",
-            "/alertmanager",
-            &[("Authorization", &format!("Bearer {TOKEN}"))],
-            &body,
-        )?;
+        let (code, answer) = post(&mut conn, &body)?;
         lat.push(sent.elapsed().as_secs_f64() * 1e3);
         if code != 200 {
             bail!("alert {i}: HTTP {code}: {answer}");
@@ -95,12 +100,7 @@ pub fn alerts(
     // 2. One alert repeated, as Alertmanager's repeat_interval and an HA pair send it.
     let rss_before = rss_kb(daemon.pid());
     let body = payload("BenchUnmatched", "repeated", "0");
-    conn.request(
-        "POST",
-        "/alertmanager",
-        &[("Authorization", &format!("Bearer {TOKEN}"))],
-        &body,
-    )?;
+    post(&mut conn, &body)?;
     let every = Duration::from_secs_f64(1.0 / f64::from(repeats.max(1)));
     let t0 = Instant::now();
     let total = u64::from(repeats) * seconds;
@@ -111,12 +111,7 @@ pub fn alerts(
             std::thread::sleep(wait);
         }
         let sent = Instant::now();
-        let (code, answer) = conn.request(
-            "POST",
-            "/alertmanager",
-            &[("Authorization", &format!("Bearer {TOKEN}"))],
-            &body,
-        )?;
+        let (code, answer) = post(&mut conn, &body)?;
         dup_lat.push(sent.elapsed().as_secs_f64() * 1e3);
         if code != 200 || !answer.contains("\"duplicates\":1") {
             bail!("repeat {i}: HTTP {code}: {answer}");
@@ -132,12 +127,7 @@ pub fn alerts(
         let body = payload("BenchRestart", &format!("r{i}"), &i.to_string());
         let at = wall_ms();
         let sent = Instant::now();
-        let (code, answer) = conn.request(
-            "POST",
-            "/alertmanager",
-            &[("Authorization", &format!("Bearer {TOKEN}"))],
-            &body,
-        )?;
+        let (code, answer) = post(&mut conn, &body)?;
         let answered = sent.elapsed().as_secs_f64() * 1e3;
         if code != 200 || !answer.contains("\"accepted\":1") {
             bail!("runbook alert {i}: HTTP {code}: {answer}");

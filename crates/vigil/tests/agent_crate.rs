@@ -41,6 +41,15 @@ fn env_of(f: &Fleet) -> Env {
     }
 }
 
+/// vigil is back, and has adopted the run (until then it does not know the run's token).
+fn started_again(f: &mut Fleet) {
+    let adopted = f.records_of("bot", "adopted").len();
+    f.start();
+    f.wait_for("the run adopted", Duration::from_secs(10), |f| {
+        f.records_of("bot", "adopted").len() > adopted
+    });
+}
+
 fn state(ts: u64) -> State {
     State {
         last_ts: ts,
@@ -92,7 +101,7 @@ fn while_vigil_is_away_checkpoints_go_to_the_local_file_and_nothing_is_lost() {
     assert_eq!(restarted.load().unwrap(), Some(state(3)));
 
     // vigil is back (on another port: the client follows VIGIL_URL, as a new run would).
-    f.start();
+    started_again(&mut f);
     let agent = Agent::new(env_of(&f));
     let mut c = Checkpoint::<State>::new(&agent);
     assert_eq!(
@@ -117,7 +126,7 @@ fn an_older_local_copy_never_overwrites_a_newer_version_in_vigil() {
     f.signal(9);
     let _ = f.wait_exit(Duration::from_secs(5));
     assert_eq!(c.save(&state(2)).unwrap(), None);
-    f.start();
+    started_again(&mut f);
     // Meanwhile someone wrote a newer version into vigil.
     std::thread::sleep(Duration::from_millis(20));
     let (code, _) = f.http(
@@ -166,7 +175,7 @@ fn a_store_that_lost_everything_gets_the_agents_local_copy_back() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(f.state().join(format!("checkpoints.db{suffix}")));
     }
-    f.start();
+    started_again(&mut f);
     let mut c = Checkpoint::<State>::new(&Agent::new(env_of(&f)));
     assert_eq!(
         c.load().unwrap(),

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from ._http import HttpTransport
 from ._timeutil import parse_rfc3339
-from .errors import VigilError
+from .errors import VigilError, VigilUnavailable
 
 #: Checkpoint requests may take longer than signs of life: vigil syncs them to disk first.
 CHECKPOINT_TIMEOUT = 5.0
@@ -63,15 +63,30 @@ class CheckpointApi:
             timeout=self.timeout,
         )
         data = answer.json()
+        body = data if isinstance(data, dict) else {}
         if answer.status == 412:
-            current = data.get("current_version") if isinstance(data, dict) else None
-            raise Conflict(current if isinstance(current, int) else None)
-        if answer.status not in (200, 201) or not isinstance(data, dict):
+            current = _version(body.get("current_version"))
+            if current is None:
+                current = _etag_version(answer.headers.get("ETag"))
+            raise Conflict(current)
+        if answer.status not in (200, 201):
             raise VigilError(
                 f"vigil refused the checkpoint ({answer.status}: {answer.error_text()})",
                 answer.status,
             )
-        return Stored(version=int(data["version"]), ts=_ts(data.get("ts")))
+        # vigil sends the version as the ETag, and in the body: either will do.
+        version = _etag_version(answer.headers.get("ETag"))
+        if version is None:
+            version = _version(body.get("version"))
+        if version is None:
+            # Taken, but as which version is not known: as a save that got no answer
+            # (kept pending; the next save or load() finds it in vigil), as the Rust
+            # client does.
+            raise VigilUnavailable(
+                f"vigil took the checkpoint ({answer.status}) but did not say its version",
+                answer.status,
+            )
+        return Stored(version=version, ts=_ts(body.get("ts")))
 
     def get(self) -> Optional[Remote]:
         """vigil's latest version; ``None`` when the agent has none yet.
@@ -93,6 +108,22 @@ class CheckpointApi:
         return Remote(
             version=int(data["version"]), ts=_ts(data.get("ts")), document=data["document"]
         )
+
+
+def _version(value: Any) -> Optional[int]:
+    """A version from a JSON field (an integer; not ``true``)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _etag_version(value: Optional[str]) -> Optional[int]:
+    """The version an ``ETag`` header names (``"7"``, or ``W/"7"``); ``None`` without one."""
+    if not value:
+        return None
+    tag = value.strip()
+    if tag.startswith("W/"):
+        tag = tag[2:]
+    tag = tag.strip('"')
+    return int(tag) if tag.isascii() and tag.isdigit() else None
 
 
 def _ts(value: Any) -> float:

@@ -14,9 +14,11 @@ Rust client's (``crates/vigil-agent``):
   writes the local file (atomically, durably), marked *pending* and built on the known
   version, and returns ``None``; it does not raise;
 * :meth:`Checkpoint.load` re-syncs: a pending copy that vigil has is marked synced; one built
-  on vigil's latest version is sent; one built on an older version is dropped (vigil's newer
-  version wins). A synced copy is sent back to a vigil that has no checkpoint. Versions
-  decide, never the clocks of the agent and vigil.
+  on vigil's latest version, or on a newer one than vigil has (a lost or restored store), is
+  sent on top of vigil's; one built on an older version is dropped (vigil's newer version
+  wins, as does a version written while the copy was being sent). A synced copy is sent back
+  to a vigil that has no checkpoint. Versions decide, never the clocks of the agent and
+  vigil.
 """
 
 from __future__ import annotations
@@ -195,19 +197,21 @@ class Checkpoint:
 
         * a pending copy (saved while vigil could not keep it) that vigil has after all is
           marked synced with vigil's version;
-        * a pending copy built on vigil's latest version is sent (``If-Match`` that version)
-          and returned — still pending if vigil cannot keep it now;
+        * a pending copy built on vigil's latest version, or on a later one than vigil has (a
+          lost store, a restored backup), is sent on top of vigil's (``If-Match`` vigil's
+          version, ``0`` for none) and returned — still pending if vigil cannot keep it now;
         * a pending copy built on an older version is dropped: vigil's newer version,
           written by someone else meanwhile, wins (and replaces the local copy);
         * a synced copy, when vigil has no checkpoint (a new or lost store), is sent back
-          (``If-Match: 0``) and returned: it is all there is.
+          (``If-Match: 0``) and returned: it is all there is;
+        * a copy refused because another writer saved between the look and the send (412)
+          loses: vigil's latest is asked again, returned, and replaces the local copy (the
+          local copy is returned if vigil cannot be asked at that moment).
 
         When vigil cannot be asked (unreachable, 5xx, token not accepted), the local copy.
 
         Raises:
             VigilError: vigil refused (e.g. it does not know the agent).
-            CheckpointConflict: another writer saved while the local copy was being sent;
-                :meth:`load` again to read it.
         """
         with self._lock:
             local = self._file.read()
@@ -227,8 +231,9 @@ class Checkpoint:
             if local is not None:
                 landed = remote is not None and same_document(local.document, remote.document)
                 if local.pending:
-                    # Nothing reached vigil since the copy's base: it becomes the next version.
-                    send = not landed and local.base_version == latest
+                    # Nothing reached vigil since the copy's base (or vigil has less than
+                    # that: a lost or restored store): it becomes the next version.
+                    send = not landed and local.base_version >= latest
                 else:
                     # vigil lost it (a new store, a deleted database): the copy is all there is.
                     send = remote is None
@@ -243,7 +248,8 @@ class Checkpoint:
                     self._kept_locally = False
                     self._mirror(local.document, remote.version, local.saved_at)
                     return remote.document
-                if local.pending and remote is not None:
+                if local.pending:
+                    # (Not sent, not landed: vigil has a newer version than the copy's base.)
                     log.warning(
                         "dropped the local checkpoint of %r saved at %s while vigil could not "
                         "keep it (built on version %s): vigil has version %s, written "
@@ -252,15 +258,6 @@ class Checkpoint:
                         format_rfc3339(local.saved_at),
                         local.base_version,
                         latest,
-                    )
-                elif local.pending:
-                    log.warning(
-                        "vigil has no checkpoint of %r, yet the local copy saved at %s was "
-                        "built on its version %s: not sent (%s)",
-                        self.name,
-                        format_rfc3339(local.saved_at),
-                        local.base_version,
-                        self.path,
                     )
             if remote is None:
                 return None
@@ -281,12 +278,9 @@ class Checkpoint:
         except VigilUnavailable:
             # vigil went away again: the copy stays as it is (pending), and is the state.
             return local.state()
-        except Conflict as c:
-            raise CheckpointConflict(
-                f"vigil has version {c.current} of {self.name!r}, written while this agent's "
-                f"local copy was being sent on top of version {expect}: load() again",
-                c.current,
-            ) from None
+        except Conflict:
+            # Someone wrote between the look and the send: theirs is newer and wins.
+            return self._lost_the_race(local)
         self.version = stored.version
         self._kept_locally = False
         self._mirror(local.document, stored.version, local.saved_at)
@@ -296,6 +290,38 @@ class Checkpoint:
             stored.version,
         )
         return local.state()
+
+    def _lost_the_race(self, local: LocalCopy) -> Any:
+        """The local copy was refused (412): someone wrote between the look and the send.
+        vigil's latest, asked again (and the local copy synced with it); the local copy
+        when vigil cannot be asked now (or has nothing after all)."""
+        assert self._api is not None
+        try:
+            remote = self._api.get()
+        except VigilUnavailable:
+            return local.state()
+        if remote is None:
+            return local.state()
+        self.version = remote.version
+        self._kept_locally = False
+        self._mirror_remote(remote)
+        if local.pending:
+            log.warning(
+                "dropped the local checkpoint of %r saved at %s (built on version %s): "
+                "version %s was written in vigil while it was being sent, and wins",
+                self.name,
+                format_rfc3339(local.saved_at),
+                local.base_version,
+                remote.version,
+            )
+        else:
+            log.info(
+                "the local checkpoint of %r was not sent back: version %s was written in "
+                "vigil meanwhile, and wins",
+                self.name,
+                remote.version,
+            )
+        return remote.document
 
     # -- the local file -----------------------------------------------------------------
 

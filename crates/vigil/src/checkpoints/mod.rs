@@ -127,12 +127,22 @@ impl Store {
                     .journal_mode(SqliteJournalMode::Wal)
                     // Durable before the answer: the WAL is synced at every commit.
                     .synchronous(SqliteSynchronous::Full)
-                    .busy_timeout(std::time::Duration::from_secs(5));
+                    .busy_timeout(std::time::Duration::from_secs(5))
+                    // Small pages cache: checkpoints are written once and read at a restart;
+                    // a fleet that does not use them should not pay SQLite's default 2 MB.
+                    .pragma("cache_size", "-256");
+                // Connections (each a thread of sqlx's) close when idle: an idle fleet holds
+                // none.
+                let idle = Some(std::time::Duration::from_secs(60));
                 let write = SqlitePoolOptions::new()
                     .max_connections(1)
+                    .min_connections(0)
+                    .idle_timeout(idle)
                     .connect_lazy_with(options.clone());
                 let read = SqlitePoolOptions::new()
                     .max_connections(2)
+                    .min_connections(0)
+                    .idle_timeout(idle)
                     .connect_lazy_with(options);
                 let writer = OnceCell::new();
                 (
@@ -296,9 +306,16 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// Reach the store now (at startup), so a broken one is reported before an agent needs it.
+    /// Reach the store now (at startup), so a broken one is reported before an agent needs it
+    /// and `/status` shows each agent's last checkpoint from the start.
     pub async fn warm_up(&self) -> Result<(), StoreError> {
         self.prepare().await
+    }
+
+    /// Worth reaching at startup: PostgreSQL, or a SQLite database that already holds
+    /// checkpoints (a fleet that never used them opens nothing until an agent does).
+    pub fn in_use(&self, state_dir: &Path) -> bool {
+        matches!(self.pools, Pools::Postgres(_)) || state_dir.join("checkpoints.db").exists()
     }
 
     /// How many versions are kept per agent.

@@ -70,7 +70,7 @@ pub fn render(config: &Config) -> String {
         ));
     }
     out.push_str(&format!(
-        "checkpoints: {} · the last {} versions of each agent's kept\n",
+        "checkpoints: {} · the last {} versions kept per agent\n",
         store_place(config),
         config.store.keep
     ));

@@ -115,7 +115,7 @@ fn agent_facing(
             None
         }
     };
-    if let Some(store) = store.clone() {
+    if let Some(store) = store.clone().filter(|s| s.in_use(state_dir)) {
         io.spawn(async move {
             match store.warm_up().await {
                 Ok(()) => info!("checkpoints are kept in {}", store.place),
