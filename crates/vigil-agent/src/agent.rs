@@ -131,14 +131,18 @@ impl Agent {
         }
     }
 
-    /// Back to normal after [`Agent::degraded`].
+    /// Back to normal after [`Agent::degraded`]. Also a sign of life: vigil judges a check
+    /// still failing the moment the degradation ends, and an agent back at work must not be
+    /// taken for stalled by the silence it had declared.
     pub fn ok(&self) {
         if self.outside_vigil() || self.repeated("ok") {
             return;
         }
         if let Some(n) = &self.notifier {
-            n.send(b"DEGRADED=0");
+            // One datagram: vigil takes the heartbeat before the declaration.
+            n.send(b"WATCHDOG=1\nDEGRADED=0");
         } else if let Some(api) = &self.api {
+            let _ = api.call("POST", "heartbeat", &[], Some("{}"));
             let _ = api.call("POST", "status", &[], Some(r#"{"state":"ok"}"#));
         }
     }

@@ -91,7 +91,7 @@ fn while_vigil_is_away_checkpoints_go_to_the_local_file_and_nothing_is_lost() {
     let _ = f.wait_exit(Duration::from_secs(5));
     assert_eq!(c.save(&state(2)).unwrap(), None, "kept locally");
     assert_eq!(c.save(&state(3)).unwrap(), None);
-    let local = read(&c.local_path().to_path_buf());
+    let local = read(c.local_path());
     assert!(
         local.contains("\"pending\":true") && local.contains("\"last_ts\":3"),
         "{local}"
@@ -113,7 +113,7 @@ fn while_vigil_is_away_checkpoints_go_to_the_local_file_and_nothing_is_lost() {
     let (code, body) = f.api("GET", "/agents/bot/checkpoint", "");
     assert_eq!(code, 200);
     assert_eq!(body["document"]["last_ts"], 3);
-    assert!(read(&c.local_path().to_path_buf()).contains("\"pending\":false"));
+    assert!(read(c.local_path()).contains("\"pending\":false"));
     assert_eq!(c.save(&state(4)).unwrap(), Some(3));
 }
 

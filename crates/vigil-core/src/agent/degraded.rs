@@ -58,8 +58,9 @@ pub(crate) struct Degradation {
     /// A stall not acted on was recorded (once per episode).
     pub noted: bool,
     /// When the last `degraded` record was written (a reason that changes at every call is
-    /// not journaled at every call).
+    /// not journaled at every call), and whether the reason changed since.
     pub recorded: Instant,
+    pub unrecorded: bool,
 }
 
 /// A degradation as saved across restarts of vigil (wall-clock times; `state.jsonl`).
@@ -149,14 +150,21 @@ impl Agent {
     ) -> DeclaredAnswer {
         let max = self.spec.policy.max_degraded;
         let want = until.unwrap_or(max);
-        // A new reason is journaled, but not more than once a minute.
+        // A new reason is journaled, but not more than once a minute: one that changes
+        // sooner is shown at once (status) and journaled at the first declaration after the
+        // minute (and in `degraded_ended`, which names the last reason).
         let journal = match &self.degraded {
             None => true,
             Some(d) => {
-                d.reason != reason
+                (d.reason != reason || d.unrecorded)
                     && now.mono.saturating_duration_since(d.recorded) >= Duration::from_secs(60)
             }
         };
+        if let Some(d) = self.degraded.as_deref_mut()
+            && d.reason != reason
+        {
+            d.unrecorded = true;
+        }
         let d = self.degraded.get_or_insert_with(|| {
             Box::new(Degradation {
                 run,
@@ -170,6 +178,7 @@ impl Agent {
                 suspended_stall: None,
                 noted: false,
                 recorded: now.mono,
+                unrecorded: false,
             })
         });
         d.reason = reason;
@@ -207,6 +216,7 @@ impl Agent {
         if journal {
             if let Some(d) = self.degraded.as_deref_mut() {
                 d.recorded = now.mono;
+                d.unrecorded = false;
             }
             out.audit(records::degraded(self.name(), &d, &note));
         }
@@ -335,6 +345,7 @@ impl Agent {
             suspended_stall: None,
             noted: false,
             recorded: now.mono,
+            unrecorded: false,
         }));
         if !spent {
             self.timers.set(TimerKind::Degraded, Some(until));

@@ -99,8 +99,15 @@ pub struct Store {
     ready: OnceCell<()>,
     /// Each agent's latest version and time, for `/status` and the dashboard.
     latest: Mutex<Option<HashMap<String, (i64, i64)>>>,
-    /// Found unreachable a moment ago: fail fast until then.
-    down_until: Mutex<Option<std::time::Instant>>,
+    /// Found unreachable: fail fast until then (and, for PostgreSQL, until a background probe
+    /// reaches it again).
+    down: std::sync::Arc<Mutex<Down>>,
+}
+
+#[derive(Default)]
+struct Down {
+    until: Option<std::time::Instant>,
+    probing: bool,
 }
 
 /// How long requests fail at once after the store was found unreachable.
@@ -161,7 +168,7 @@ impl Store {
             keep: config.keep,
             ready: OnceCell::new(),
             latest: Mutex::new(None),
-            down_until: Mutex::new(None),
+            down: Default::default(),
         })
     }
 
@@ -180,25 +187,44 @@ impl Store {
             _ => false,
         };
         if outage {
-            *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(std::time::Instant::now() + FAIL_FAST);
+            let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+            down.until = Some(std::time::Instant::now() + FAIL_FAST);
             StoreError::Unreachable { store, source }
         } else {
             StoreError::Failed { store, source }
         }
     }
 
-    /// Just found unreachable: answer at once rather than make every agent wait out another
-    /// connection timeout (their clients keep a local copy meanwhile).
+    /// Found unreachable: answer at once rather than make agents wait out connection
+    /// timeouts (their clients keep a local copy meanwhile). PostgreSQL is probed again in the
+    /// background, and requests go to it only once a probe got a connection.
     fn check_up(&self) -> Result<(), StoreError> {
-        let down = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
-        match *down {
-            Some(until) if std::time::Instant::now() < until => Err(StoreError::Unreachable {
-                store: self.place.clone(),
-                source: sqlx::Error::PoolTimedOut,
-            }),
-            _ => Ok(()),
+        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(until) = down.until else {
+            return Ok(());
+        };
+        let unreachable = || StoreError::Unreachable {
+            store: self.place.clone(),
+            source: sqlx::Error::PoolTimedOut,
+        };
+        if std::time::Instant::now() < until {
+            return Err(unreachable());
         }
+        let Pools::Postgres(pool) = &self.pools else {
+            down.until = None;
+            return Ok(());
+        };
+        if !down.probing {
+            down.probing = true;
+            let (pool, state) = (pool.clone(), self.down.clone());
+            tokio::spawn(async move {
+                let reached = pool.acquire().await.is_ok();
+                let mut down = state.lock().unwrap_or_else(|e| e.into_inner());
+                down.probing = false;
+                down.until = (!reached).then(|| std::time::Instant::now() + FAIL_FAST);
+            });
+        }
+        Err(unreachable())
     }
 
     /// The schema, once; and each agent's latest version, for the index.

@@ -301,10 +301,21 @@ pub fn status(args: &ApiArgs, name: Option<&str>, json_out: bool) -> i32 {
 
 /// Quarantined, waiting to restart, in conflict with a copy outside vigil, stalled, or with a check failing or blind (`unknown`: vigil
 /// cannot tell whether it passes): a person should look.
+/// A failing check of an agent that declared itself degraded, while that holds its stall
+/// verdicts back, is what it announced: no one needs to look.
 fn has_problem(a: &Value) -> bool {
     let state = a.get("state").and_then(Value::as_str).unwrap_or("");
     let stalled = a.get("stalled_since").is_some_and(|v| !v.is_null());
-    matches!(state, "quarantined" | "backoff" | "conflict") || stalled || check_problem(a).is_some()
+    let announced = degraded_suspending(a);
+    matches!(state, "quarantined" | "backoff" | "conflict")
+        || stalled
+        || (check_problem(a).is_some() && !announced)
+}
+
+/// It declared itself degraded and its stall verdicts wait for that now.
+fn degraded_suspending(a: &Value) -> bool {
+    a.pointer("/degraded/stall_checks_suspended_until")
+        .is_some_and(|v| !v.is_null())
 }
 
 /// The first failing check, else the first `unknown` one, as `check NAME failing: DETAIL`.
@@ -388,6 +399,11 @@ fn table(agents: &[Value]) -> String {
                 .or_else(|| a.pointer("/waiting_on/text").and_then(Value::as_str))
                 .or_else(|| a.pointer("/conflict/reason").and_then(Value::as_str))
                 .map(str::to_string)
+                .or_else(|| {
+                    a.pointer("/degraded/reason")
+                        .and_then(Value::as_str)
+                        .map(|r| format!("degraded (it says): {r}"))
+                })
                 .or_else(|| check_problem(a))
                 .or_else(|| {
                     a.get("last_problem")
@@ -398,6 +414,8 @@ fn table(agents: &[Value]) -> String {
             let mut state = s("state").to_uppercase();
             if a.get("stalled_since").is_some_and(|v| !v.is_null()) {
                 state.push_str(" (STALLED)");
+            } else if a.get("degraded").is_some_and(|v| !v.is_null()) {
+                state.push_str(" (DEGRADED)");
             } else if a.get("quiet").and_then(Value::as_bool) == Some(true) {
                 state.push_str(" (QUIET)");
             } else if a.get("adopted").and_then(Value::as_bool) == Some(true) {
