@@ -456,3 +456,47 @@ command = ["sleep", "780002"]
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("known actions: start, exit, restart"));
 }
+
+/// A stop sends the stop signal once to a process of the group: a second SIGTERM is, to many
+/// programs, "stop now, skip the clean shutdown" (seen by the issue 17 scenario tests).
+#[test]
+fn a_stop_signals_each_process_once() {
+    let script = r#"
+import signal, time
+n = 0
+def term(*_):
+    global n
+    n += 1
+    open("terms", "w").write(str(n))
+signal.signal(signal.SIGTERM, term)
+open("ready", "w").close()
+while n == 0:
+    time.sleep(0.01)
+time.sleep(1.0)
+"#;
+    let mut f = Fleet::new("");
+    std::fs::write(f.path("once.py"), script).unwrap();
+    f.write_config(&format!(
+        "[agents.once]\ncommand = [\"python3\", \"{}\"]\ncwd = \"{}\"\nstop_timeout = \"10s\"\n",
+        f.path("once.py").display(),
+        f.path("").display()
+    ));
+    f.start();
+    f.wait_for("the agent ready", Duration::from_secs(10), |f| {
+        f.path("ready").exists()
+    });
+    let out = f.vigil(&["stop", "once", "-c", "vigil.toml"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    f.wait_for("its exit", Duration::from_secs(10), |f| {
+        !f.records_of("once", "exit").is_empty()
+    });
+    assert_eq!(
+        read(&f.path("terms")),
+        "1",
+        "SIGTERM delivered more than once"
+    );
+}

@@ -244,6 +244,9 @@ impl ProcessDriver {
     /// group). Each is signalled through a pidfd opened after checking that the pid still
     /// belongs to the process the table saw (same start time): a pid reused meanwhile is never
     /// hit. Reads /proc: call it off the supervision loop.
+    /// `group_signalled`: the main's process group already got this signal (from the loop, a
+    /// moment ago): its members are not signalled twice — a second SIGTERM is, to many
+    /// programs, "stop now, skip the clean shutdown".
     pub fn signal_members(
         &self,
         procs: &Snapshot,
@@ -251,6 +254,7 @@ impl ProcessDriver {
         run_tag: &str,
         main_gone: Option<u64>,
         sig: Signal,
+        group_signalled: bool,
     ) -> Result<(), SignalError> {
         let Some(os_sig) = os_signal(sig) else {
             return Ok(());
@@ -261,8 +265,13 @@ impl ProcessDriver {
             Signal::KILL => self.kill_cgroup(run_tag),
             _ => None,
         };
+        let signalled: std::collections::HashSet<u32> = if group_signalled {
+            procs.get().in_group(main_pid).collect()
+        } else {
+            Default::default()
+        };
         for (member, started) in self.members(main_pid, run_tag, main_gone, procs) {
-            if !self.safe_target(member) {
+            if !self.safe_target(member) || signalled.contains(&member) {
                 continue;
             }
             if let Err(e) = signal_verified(member, started, os_sig, sig) {

@@ -79,6 +79,11 @@ impl Table {
         t
     }
 
+    /// The members of process group `pgrp` in the table.
+    pub fn in_group(&self, pgrp: u32) -> impl Iterator<Item = u32> + '_ {
+        Table::listed(&self.groups, pgrp)
+    }
+
     /// The start time of a live process in the table.
     pub fn started(&self, pid: u32) -> Option<u64> {
         self.alive.get(&pid).copied()

@@ -39,6 +39,8 @@ struct MemberSignal {
     /// vigil hears of its end): the main's start time. While the main still has it, its
     /// descendants are the run's; else only what started before `older_than`.
     main_started: Option<u64>,
+    /// The main's process group got the signal already: its members are not sent it again.
+    group_signalled: bool,
     tag: String,
     signal: Signal,
 }
@@ -395,9 +397,14 @@ impl Executor {
                     .main_started
                     .is_some_and(|st| procs.get().started(s.main_pid) == Some(st));
                 let main_gone = (!main_alive).then_some(s.older_than);
-                if let Err(e) =
-                    driver.signal_members(&procs, s.main_pid, &s.tag, main_gone, s.signal)
-                {
+                if let Err(e) = driver.signal_members(
+                    &procs,
+                    s.main_pid,
+                    &s.tag,
+                    main_gone,
+                    s.signal,
+                    s.group_signalled,
+                ) {
                     let _ = events.send(failed(s.agent, s.run, FailedAction::Signal(s.signal), &e));
                 }
             }
@@ -671,6 +678,7 @@ impl Executor {
             main_pid: pid,
             older_than: rec.main_gone.map_or_else(proctree::now_ticks, |g| g.tick),
             main_started: (taken_over && rec.main_gone.is_none()).then_some(rec.saved.start_time),
+            group_signalled: false,
             tag,
             signal,
         });
@@ -684,7 +692,12 @@ impl Executor {
             warn!("sending {signal} to pid {pid}: {refused}");
             return Some(failed(agent, run, FailedAction::Signal(signal), &refused));
         }
-        let refused = self.driver.signal_group(pid, signal).err()?;
+        let Err(refused) = self.driver.signal_group(pid, signal) else {
+            if let Some(m) = self.member_signals.last_mut() {
+                m.group_signalled = true;
+            }
+            return None;
+        };
         warn!("{refused}");
         Some(failed(agent, run, FailedAction::Signal(signal), &refused))
     }
