@@ -35,6 +35,7 @@ fn server() -> SocketAddr {
         let store = vigil::checkpoints::Store::open(&Default::default(), state).expect("store");
         let agents = api::AgentFacing {
             runs: Default::default(),
+            adopted: Arc::new(true.into()),
             store: Some(Arc::new(store)),
         };
         let mut started = api::start(&config, state, "fuzz", runtime.handle(), health, agents)

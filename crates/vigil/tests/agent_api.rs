@@ -162,6 +162,10 @@ fn checkpoints_are_compare_and_swap_versioned_and_survive_kill_9() {
     f.signal(9);
     let _ = f.wait_exit(Duration::from_secs(5));
     f.start();
+    // (Until vigil has adopted the run again, its token is answered 503.)
+    f.wait_for("the run adopted", Duration::from_secs(10), |f| {
+        get(f, "/agents/bot/checkpoint", &t).0 != 503
+    });
     let (code, body) = get(&f, "/agents/bot/checkpoint", &t);
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["version"], 5);

@@ -39,6 +39,11 @@ pub fn authorize(
                 format!("this token is {agent}'s: an agent's token acts for its own agent only"),
             ));
         }
+        auth::Caller::EndedRun if !hub.adopted.load(std::sync::atomic::Ordering::Acquire) => {
+            return Err(ApiError::unavailable(
+                "vigil is starting: it knows its runs' tokens again once it has adopted them (in a moment)",
+            ));
+        }
         auth::Caller::EndedRun => {
             deny(
                 hub,

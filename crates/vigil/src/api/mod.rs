@@ -169,6 +169,9 @@ impl StatusAnswer {
 #[derive(Clone, Default)]
 pub struct AgentFacing {
     pub runs: crate::agent_token::LiveRuns,
+    /// Set once the runs found at start are adopted (their tokens known again): before, a
+    /// token vigil does not know may be a live run's, and is answered 503, not 401.
+    pub adopted: Arc<std::sync::atomic::AtomicBool>,
     /// `None` when it could not be opened (checkpoints then answer 503).
     pub store: Option<Arc<crate::checkpoints::Store>>,
 }
@@ -219,6 +222,7 @@ pub struct Hub {
     pub casebook: Casebook,
     /// Live runs' tokens (`VIGIL_AGENT_TOKEN`).
     pub runs: crate::agent_token::LiveRuns,
+    pub adopted: Arc<std::sync::atomic::AtomicBool>,
     pub store: Option<Arc<crate::checkpoints::Store>>,
 }
 
@@ -394,6 +398,7 @@ pub fn start(
         pending_heartbeats: PendingHeartbeats::default(),
         casebook: casebook.clone(),
         runs: agents.runs,
+        adopted: agents.adopted,
         store: agents.store,
     });
     let pending_heartbeats = hub.pending_heartbeats.clone();

@@ -127,6 +127,7 @@ fn agent_facing(
     }
     api::AgentFacing {
         runs: Default::default(),
+        adopted: Default::default(),
         store,
     }
 }
@@ -312,6 +313,9 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
         now,
         crate::crash::resumes_shutdown(),
     );
+    agent_facing
+        .adopted
+        .store(true, std::sync::atomic::Ordering::Release);
     crate::memory::release_free();
     // Ready once every agent has been started or adopted (the first batch is carried out).
     let watchdog = h.systemd.as_ref().and_then(|sd| sd.ping_every());
