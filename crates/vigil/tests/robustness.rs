@@ -490,14 +490,17 @@ fn a_fast_logger_is_rotated_without_losing_a_line() {
     std::fs::write(
         &script,
         format!(
-            r#"import sys, time
+            // The count appears whole (written beside, then renamed): the test reads it the
+            // moment the file exists.
+            r#"import os, sys, time
 n = 0
 end = time.time() + 2
 while time.time() < end:
     sys.stdout.write("".join("line %d of a chatty agent with some padding\n" % i for i in range(n, n + 2000)))
     sys.stdout.flush()
     n += 2000
-open("{}", "w").write(str(n))
+open("{0}.tmp", "w").write(str(n))
+os.rename("{0}.tmp", "{0}")
 time.sleep(870001)
 "#,
             done.display()
