@@ -615,6 +615,10 @@ command = ["sleep", "300"]
 "#,
     );
     f.start();
+    // A declaration is a running agent's: wait for its process.
+    f.wait_for("the agent's process", Duration::from_secs(10), |f| {
+        f.status("bot")["pid"].is_u64()
+    });
     let json = [("Content-Type", "application/json")];
     let (code, _) = f.http(
         "PUT",
@@ -630,6 +634,7 @@ command = ["sleep", "300"]
         r#"{"state":"degraded","reason":"binance 429, breaker open"}"#,
     );
     assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"accepted\":true"), "{body}");
     let (_driver, c) = browser().await;
     c.goto(&format!("http://{}/", f.api_addr()))
         .await

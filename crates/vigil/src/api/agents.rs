@@ -346,8 +346,15 @@ pub async fn post_status(
         reply,
     })
     .await?;
+    // Not taken (the agent is not running): a 409 says so to a client that looks only at the
+    // status.
+    let code = if answer.accepted {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
     Ok(json_response(
-        StatusCode::OK,
+        code,
         serde_json::to_string(&answer).unwrap_or_default(),
     ))
 }
