@@ -31,8 +31,12 @@ fn server() -> SocketAddr {
         };
         let (journal, _) = vigil::audit::Journal::open(&state.join("audit.jsonl"));
         let health = Arc::new(vigil::health::Health::new(journal.health()));
-        // The checkpoint handlers have a real store (SQLite in the scratch dir) behind them.
-        let store = vigil::checkpoints::Store::open(&Default::default(), state).expect("store");
+        // The checkpoint handlers have a real store (SQLite in the scratch dir) behind them;
+        // its pools are made inside the runtime, as vigil makes them.
+        let store = {
+            let _entered = runtime.enter();
+            vigil::checkpoints::Store::open(&Default::default(), state).expect("store")
+        };
         let agents = api::AgentFacing {
             runs: Default::default(),
             adopted: Arc::new(true.into()),
