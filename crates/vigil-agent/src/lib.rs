@@ -38,6 +38,10 @@
 //! ```
 //!
 //! With the `tokio` feature, [`AsyncAgent`] and [`AsyncCheckpoint`] do the same from async code.
+//!
+//! An agent with `placement = "exclusive"` (one node of a vigil cluster at a time) asks
+//! [`fence_ok`] before each action that must never happen twice, and may fence its own
+//! writes with [`fence_epoch`].
 
 mod agent;
 mod api;
@@ -45,6 +49,7 @@ mod api;
 mod asynchronous;
 mod checkpoint;
 mod env;
+mod fence;
 mod local;
 mod notify;
 
@@ -53,3 +58,4 @@ pub use agent::Agent;
 pub use asynchronous::{AsyncAgent, AsyncCheckpoint};
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use env::Env;
+pub use fence::{fence_epoch, fence_ok};

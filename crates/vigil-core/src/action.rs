@@ -14,10 +14,21 @@ pub enum Action {
     /// `look_first`: before creating anything, look for the agent already running outside
     /// vigil (its `adopt` target, or a process with its exact command) and answer with
     /// `Looked` instead — the core decides what follows.
+    ///
+    /// `fence`: for an exclusive agent, the epoch of the lease the run starts under (given to
+    /// the agent as `VIGIL_FENCE`, so its own writes can be fenced).
     Spawn {
         agent: AgentId,
         run: RunId,
         look_first: bool,
+        fence: Option<u64>,
+    },
+    /// Give up the agent's lease held at `epoch` (nothing of the agent runs here any more):
+    /// to node `to` when a person moved it, else to whichever candidate takes it first.
+    ReleaseLease {
+        agent: AgentId,
+        epoch: u64,
+        to: Option<String>,
     },
     /// Before the run's start: check the agent's guarded files (parseable, required keys
     /// present), repair what its `repair` allows (keeping a backup of the bad copy first),
@@ -104,6 +115,7 @@ impl Action {
             | Action::KillEscaped { agent, .. }
             | Action::WatchTree { agent, .. }
             | Action::Forget { agent }
+            | Action::ReleaseLease { agent, .. }
             | Action::RunCheck { agent, .. }
             | Action::Investigate { agent, .. }
             | Action::CollectEvidence { agent, .. }

@@ -82,6 +82,17 @@ pub enum AuditAction {
     Degraded,
     /// A declared degradation ended: declared ok, its time ran out, or its bound was reached.
     DegradedEnded,
+    /// This node took an exclusive agent's lease (a new fencing epoch): the agent may run here.
+    LeaseAcquired,
+    /// This node no longer holds an exclusive agent's lease: not renewed in time, taken by
+    /// another node, or given up (a move, a removal).
+    LeaseLost,
+    /// An exclusive agent's run was stopped because its lease was lost, or is about to lapse:
+    /// another node may run it next, and two copies must never run at once.
+    Fenced,
+    /// An exclusive agent is not run here for now: another node holds its lease, or this node
+    /// may not take it (yet).
+    Standby,
     /// vigil itself started, reloaded or stopped.
     VigilStart,
     VigilReload,
@@ -131,6 +142,10 @@ impl AuditAction {
         AuditAction::NotifyFailed,
         AuditAction::Degraded,
         AuditAction::DegradedEnded,
+        AuditAction::LeaseAcquired,
+        AuditAction::LeaseLost,
+        AuditAction::Fenced,
+        AuditAction::Standby,
         AuditAction::VigilStart,
         AuditAction::VigilReload,
         AuditAction::VigilStop,
@@ -176,6 +191,10 @@ impl AuditAction {
             AuditAction::NotifyFailed => "notify_failed",
             AuditAction::Degraded => "degraded",
             AuditAction::DegradedEnded => "degraded_ended",
+            AuditAction::LeaseAcquired => "lease_acquired",
+            AuditAction::LeaseLost => "lease_lost",
+            AuditAction::Fenced => "fenced",
+            AuditAction::Standby => "standby",
             AuditAction::VigilStart => "vigil_start",
             AuditAction::VigilReload => "vigil_reload",
             AuditAction::VigilStop => "vigil_stop",

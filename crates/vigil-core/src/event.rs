@@ -1,6 +1,7 @@
 //! Inputs to the core: facts observed at the edges, and requests from people.
 
 use std::fmt;
+use std::time::Instant;
 
 use crate::checks::{NotifyMessage, Observation};
 use crate::diagnosis::Diagnosis;
@@ -277,6 +278,8 @@ pub enum Event {
         runbook: u64,
         result: Result<String, String>,
     },
+    /// What the cluster says about an exclusive agent's lease.
+    Lease { agent: AgentId, news: LeaseNews },
     /// An action on `run` could not be carried out.
     ActionFailed {
         agent: AgentId,
@@ -284,6 +287,23 @@ pub enum Event {
         action: FailedAction,
         error: String,
     },
+}
+
+/// What the cluster (the lease table in PostgreSQL) answered about an exclusive agent's lease.
+/// Silence is news too: a lease not renewed in time lapses by the core's own timer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseNews {
+    /// This node holds the lease, acquired or renewed, with fencing epoch `epoch` (it grows at
+    /// every change of holder). `valid_until` is on this host's clock and errs early: the
+    /// lease's duration counted from before the request was sent.
+    Held { epoch: u64, valid_until: Instant },
+    /// Another node holds it.
+    Elsewhere { holder: String, epoch: u64 },
+    /// A person moves it to node `to`: the holder stops it and gives its lease up.
+    Move { to: String },
+    /// Nobody holds it and this node may not take it; `why` says why (a candidate it prefers
+    /// is up, a move names another node, this node's definition of the agent differs).
+    Refused { why: String },
 }
 
 /// Who asked for something: recorded in the audit reason.

@@ -35,8 +35,8 @@ pub use audit::{AuditAction, AuditEntry};
 pub use checks::{CheckKind, CheckSpec, CheckStatus, NotifyMessage, Observation, Verdict};
 pub use diagnosis::{Category, Diagnosis, FailureCause, Remedy, Rule, Rules, Severity, Source};
 pub use event::{
-    AgentId, Command, Event, ExitStatus, FailedAction, FileRepair, FilesVerdict, Outside,
-    Requester, RunId, SpawnErrorKind, SpawnFailure,
+    AgentId, Command, Event, ExitStatus, FailedAction, FileRepair, FilesVerdict, LeaseNews,
+    Outside, Requester, RunId, SpawnErrorKind, SpawnFailure,
 };
 pub use graph::{Dependency, Level, OnUpstreamRestart, Ready};
 pub use incident::{Cause, Incident, IncidentPolicy};
@@ -44,6 +44,6 @@ pub use policy::{OnExhausted, RestartDecision, RestartMode, RestartPolicy, Wait}
 pub use quiet::{Quiet, QuietWindow};
 pub use runbook::{Alert, AlertAnswer, AlertPolicy, RunbookSpec};
 pub use signal::Signal;
-pub use spec::AgentSpec;
+pub use spec::{AgentSpec, Exclusive};
 pub use supervisor::{Changes, ReloadReport, Supervisor};
 pub use time::{Now, human_duration};

@@ -865,3 +865,40 @@ pub(crate) fn runbook_cancelled(run: &crate::runbook::Run, why: &str) -> AuditEn
         ),
     )
 }
+
+// ----- exclusive placement: leases ------------------------------------------------------
+
+/// `lease_acquired`: this node holds the agent's lease at `epoch`.
+pub(crate) fn lease_acquired(agent: &str, epoch: u64, what: &str) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::LeaseAcquired,
+        format!("this node holds its lease (fencing epoch {epoch}): {what}"),
+    )
+    .meta("epoch", epoch)
+}
+
+/// `lease_lost`: this node no longer holds the lease it held at `epoch`; `why` says why.
+pub(crate) fn lease_lost(agent: &str, epoch: u64, why: &str) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::LeaseLost,
+        format!("its lease (epoch {epoch}) is no longer this node's: {why}"),
+    )
+    .meta("epoch", epoch)
+}
+
+/// `fenced`: the run is stopped because its lease is lost or about to lapse.
+pub(crate) fn fenced(agent: &str, why: &str, signal: Signal) -> AuditEntry {
+    entry(
+        agent,
+        AuditAction::Fenced,
+        format!("stopping it: {why}; another node may run it next, never two at once"),
+    )
+    .meta("signal", signal.to_string())
+}
+
+/// `standby`: the agent is not run on this node for now; `why` says who runs it or why not.
+pub(crate) fn standby(agent: &str, why: &str) -> AuditEntry {
+    entry(agent, AuditAction::Standby, format!("not run here: {why}"))
+}

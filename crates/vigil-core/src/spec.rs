@@ -48,6 +48,20 @@ pub struct AgentSpec {
     /// The timeout of the agent's `evidence` command, when it has one: run on a stall before
     /// the agent is stopped.
     pub evidence_timeout: Option<Duration>,
+    /// `placement = "exclusive"`: one node of the cluster runs it, the one holding its lease.
+    pub exclusive: Option<Exclusive>,
+}
+
+/// How an exclusive agent keeps to its lease. The edge holds the lease; the core starts a run
+/// only under a lease still valid, and stops it before the lease can lapse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exclusive {
+    /// Kept free between the end of a self-fencing stop (`stop_timeout`, then SIGKILL) and the
+    /// lease's expiry: the stop begins at `valid_until - stop_timeout - margin`.
+    pub margin: Duration,
+    /// A run found alive as vigil starts (adopted) keeps running this long while the cluster
+    /// has not yet said who holds the lease; stopped at the end of it without an answer.
+    pub confirm_within: Duration,
 }
 
 impl AgentSpec {
@@ -71,6 +85,7 @@ impl AgentSpec {
             diagnosis: Rules::default(),
             advisor: None,
             evidence_timeout: None,
+            exclusive: None,
             depends_on: Vec::new(),
             guards_files: false,
             on_upstream_restart: OnUpstreamRestart::Wait,

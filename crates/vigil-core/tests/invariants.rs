@@ -259,7 +259,7 @@ fn run(
         ids.push(id);
         // A run left by a previous vigil (possibly with a pid that is not an agent's).
         if let Some(pid) = adopt[i] {
-            if let Some(run) = sim.sup.adopt(sim.now, id, pid, sim.now.mono, false) {
+            if let Some(run) = sim.sup.adopt(sim.now, id, pid, sim.now.mono, false, None) {
                 sim.pid_of.insert(run, pid);
                 sim.live.insert(id, pid);
                 sim.runs.insert(id, run);

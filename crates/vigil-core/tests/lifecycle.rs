@@ -418,7 +418,8 @@ fn vigil_never_manages_its_own_pid() {
     sim.drain();
     assert_eq!(sim.count("bot", AuditAction::SpawnFailed), 1);
     assert_ne!(sim.sup.agent(bot).unwrap().pid(), Some(SELF_PID));
-    sim.sup.adopt(sim.now, bot, SELF_PID, sim.now.mono, false);
+    sim.sup
+        .adopt(sim.now, bot, SELF_PID, sim.now.mono, false, None);
     sim.drain();
     assert_ne!(sim.sup.agent(bot).unwrap().pid(), Some(SELF_PID));
 }
@@ -431,7 +432,7 @@ fn adopted_agents_are_supervised_like_spawned_ones() {
     let mut sup = vigil_core::Supervisor::new(SELF_PID);
     let bot = sup.add(spec, None);
     let now = vigil_core::Now::new(t0 + secs(100), 0);
-    sup.adopt(now, bot, 777, t0, false);
+    sup.adopt(now, bot, 777, t0, false, None);
     sup.start_all(now);
     let mut actions = Vec::new();
     while let Some(a) = sup.poll_action() {

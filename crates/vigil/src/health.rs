@@ -20,6 +20,10 @@ pub struct Health {
     /// Each run has a cgroup of its own: a run's end is proven by its empty cgroup, not only
     /// by the processes vigil can still attribute to it.
     pub runs_in_cgroups: AtomicBool,
+    /// This node is in a cluster (`[cluster]`)…
+    pub clustered: AtomicBool,
+    /// …and the cluster's last round reached its database.
+    pub cluster_up: Arc<AtomicBool>,
 }
 
 impl Health {
@@ -42,6 +46,12 @@ impl Health {
         if self.state_failing.load(Ordering::Relaxed) {
             out.push(
                 "state.jsonl cannot be written: budgets, stops and quarantines would not survive a restart of vigil"
+                    .into(),
+            );
+        }
+        if self.clustered.load(Ordering::Relaxed) && !self.cluster_up.load(Ordering::Relaxed) {
+            out.push(
+                "the cluster's database does not answer: exclusive agents are stopped before their leases can lapse, and wait on standby"
                     .into(),
             );
         }

@@ -11,6 +11,7 @@ pub mod checkpoints;
 pub mod checks;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod cmd;
 pub mod command;
 pub mod config;

@@ -68,6 +68,10 @@ pub struct SavedRun {
     pub stop_signal: Option<String>,
     #[serde(default)]
     pub stop_timeout_ms: Option<u64>,
+    /// Exclusive placement: the fencing epoch of the lease it was started under (its
+    /// `VIGIL_FENCE`), so the next vigil knows whether the run may go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<u64>,
 }
 
 /// What a taken-over run's tag carries after the agent's name: `bot#outside.PID.START`.

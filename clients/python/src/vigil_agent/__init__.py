@@ -16,6 +16,8 @@ stall, and keeps their checkpoints. This package is what an agent uses to talk b
 * Declared state: :func:`degraded` (e.g. rate-limited: don't restart me) and :func:`ok`.
 * State that survives restarts: :class:`Checkpoint`.
 * Retry and circuit-breaker libraries: :mod:`vigil_agent.adapters`.
+* Exclusive agents (one node of a cluster at a time): :func:`fence_ok` before each action
+  that must never happen twice, and :func:`fence_epoch` for fencing one's own writes.
 
 Everything reads what vigil put in the environment (``VIGIL_URL``, ``VIGIL_AGENT``,
 ``VIGIL_AGENT_TOKEN``, ``NOTIFY_SOCKET``). Outside vigil every call is a harmless no-op (one
@@ -31,6 +33,7 @@ from typing import Optional
 from ._timeutil import Until
 from .checkpoint import MAX_DOCUMENT, Checkpoint
 from .client import Client
+from ._fence import fence_epoch, fence_ok
 from .errors import CheckpointConflict, VigilError, VigilUnavailable
 
 __all__ = [
@@ -43,6 +46,8 @@ __all__ = [
     "VigilUnavailable",
     "default_client",
     "degraded",
+    "fence_epoch",
+    "fence_ok",
     "heartbeat",
     "ok",
     "progress",

@@ -75,6 +75,7 @@ impl Agent {
             }
             Phase::Starting(_) | Phase::Running(_) => Ok(CommandOutcome::AlreadyRunning),
             Phase::Waiting { .. } => Ok(CommandOutcome::Waiting),
+            Phase::Standby => Ok(CommandOutcome::Standby),
             // A copy of a quarantined agent being stopped: quarantined it stays.
             Phase::Stopping {
                 then: Then::Quarantine(reason),
@@ -226,6 +227,15 @@ impl Agent {
                 ));
                 CommandOutcome::Stopped
             }
+            Phase::Standby => {
+                self.phase = Phase::Stopped;
+                out.audit(records::stop(
+                    self.name(),
+                    format!("{reason} while on standby (another node may run it)"),
+                    None,
+                ));
+                CommandOutcome::Stopped
+            }
             Phase::Stopping { then, .. } => {
                 if !matches!(then, Then::Remove | Then::Quarantine(_)) {
                     *then = Then::Stay;
@@ -270,6 +280,7 @@ impl Agent {
                 Ok(CommandOutcome::WillStart)
             }
             Phase::Waiting { .. } => Ok(CommandOutcome::Waiting),
+            Phase::Standby => Ok(CommandOutcome::Standby),
             Phase::Stopped | Phase::Backoff { .. } | Phase::Conflict { .. } => {
                 self.leave_rest();
                 if self.wait_for_upstream(&reason, out) {

@@ -81,6 +81,7 @@ impl Agent {
             agent: self.id,
             run: run.id,
             look_first: look,
+            fence: run.fence,
         });
     }
 

@@ -15,7 +15,17 @@ impl Agent {
     /// Ask the edge for a new process: a new run, starting. `look_first` when the agent was
     /// not running a moment ago (a start, a restart after a wait): a copy may have been
     /// started outside vigil meanwhile, and the edge looks before it creates anything.
+    ///
+    /// The one place a run begins: an exclusive agent without a valid lease goes to standby
+    /// instead, whatever path asked for the start.
     pub(super) fn spawn(&mut self, now: Instant, look_first: bool, out: &mut Outbox) {
+        let fence = match self.lease_for_start(now) {
+            Ok(fence) => fence,
+            Err(why) => {
+                self.enter_standby(&why, out);
+                return;
+            }
+        };
         // Guarded files are checked (and mended) before anything is created.
         let guarding = self.spec.guards_files.then_some(look_first);
         let run = Run {
@@ -25,6 +35,7 @@ impl Agent {
             outside: false,
             looking: look_first || guarding.is_some(),
             guarding,
+            fence,
         };
         self.phase = Phase::Starting(run);
         self.timers.set(TimerKind::Restart, None);
@@ -39,6 +50,7 @@ impl Agent {
             agent: self.id,
             run: run.id,
             look_first,
+            fence,
         });
     }
 
@@ -84,12 +96,14 @@ impl Agent {
     }
 
     /// A live process found at startup, left by a previous vigil: it becomes the current run.
-    /// `outside`: that vigil had taken it over from something else (`adopt`).
+    /// `outside`: that vigil had taken it over from something else (`adopt`); `fence`: the
+    /// epoch of the lease it was started under (exclusive placement).
     pub(crate) fn adopt(
         &mut self,
         pid: u32,
         since: Instant,
         outside: bool,
+        fence: Option<u64>,
         now: crate::time::Now,
         out: &mut Outbox,
     ) -> Option<RunId> {
@@ -105,6 +119,7 @@ impl Agent {
             outside,
             looking: false,
             guarding: None,
+            fence,
         };
         self.want_running = !self.held;
         self.phase = Phase::Running(run);
@@ -125,6 +140,8 @@ impl Agent {
                 Some(self.spec.stop_signal),
             );
             self.begin_stop(now, Then::Stay, entry, out);
+        } else {
+            self.adopted_under_lease(now, out);
         }
         Some(run.id)
     }
@@ -168,6 +185,7 @@ impl Agent {
                     outside: false,
                     looking: false,
                     guarding: None,
+                    fence: None,
                 };
                 out.kill(self.id, run);
             }
@@ -358,6 +376,16 @@ impl Agent {
                 out.push(Action::Forget { agent: self.id });
             }
             Then::Quarantine(reason) => self.phase = Phase::Quarantined { reason },
+            Then::Standby { release } => {
+                if release.is_some() {
+                    self.release_lease(release, out);
+                }
+                let why = self
+                    .standby_reason()
+                    .unwrap_or("its lease is not this node's")
+                    .to_string();
+                self.enter_standby(&why, out);
+            }
         }
     }
 

@@ -54,6 +54,7 @@ impl Agent {
                     agent: self.id,
                     run: run.id,
                     look_first: false,
+                    fence: run.fence,
                 });
             }
             Outside::Adoptable {
@@ -114,12 +115,14 @@ impl Agent {
             outside: false,
             looking: true,
             guarding: None,
+            fence: None,
         };
         self.phase = Phase::Starting(run);
         out.push(Action::Spawn {
             agent: self.id,
             run: run.id,
             look_first: true,
+            fence: None,
         });
     }
 

@@ -15,6 +15,7 @@ mod failure;
 mod files;
 mod health;
 mod incident;
+mod lease;
 mod lifecycle;
 mod looking;
 mod reload;
@@ -52,13 +53,15 @@ pub enum AgentState {
     Quarantined,
     /// Not started: its command already runs outside vigil.
     Conflict,
+    /// Exclusive, and run by another node of the cluster (or waiting for its lease).
+    Standby,
     /// An agent it depends on is down: not started yet, or running with its failures held
     /// (not restarted, no budget spent) until that agent is back.
     Waiting,
 }
 
 impl AgentState {
-    pub const ALL: [AgentState; 8] = [
+    pub const ALL: [AgentState; 9] = [
         AgentState::Starting,
         AgentState::Running,
         AgentState::Backoff,
@@ -67,6 +70,7 @@ impl AgentState {
         AgentState::Quarantined,
         AgentState::Conflict,
         AgentState::Waiting,
+        AgentState::Standby,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +83,7 @@ impl AgentState {
             AgentState::Quarantined => "quarantined",
             AgentState::Conflict => "conflict",
             AgentState::Waiting => "waiting",
+            AgentState::Standby => "standby",
         }
     }
 }
@@ -133,6 +138,8 @@ pub enum CommandOutcome {
     Reset,
     /// An agent it depends on is down: it starts once that one is back.
     Waiting,
+    /// Exclusive: this node does not hold its lease; it starts here once it does.
+    Standby,
 }
 
 impl fmt::Display for CommandOutcome {
@@ -147,6 +154,9 @@ impl fmt::Display for CommandOutcome {
             CommandOutcome::WillStart => "will start once stopped",
             CommandOutcome::Reset => "reset",
             CommandOutcome::Waiting => "waiting for what it depends on; starts once that is back",
+            CommandOutcome::Standby => {
+                "on standby: this node does not hold its lease (`vigil fleet move` moves it here)"
+            }
         })
     }
 }
@@ -221,6 +231,11 @@ pub(crate) enum Then {
     Remove,
     /// Quarantined again (a copy left running by an earlier vigil was stopped).
     Quarantine(String),
+    /// Fenced (exclusive placement): it waits for its lease, and gives the lease to node
+    /// `release` when a person moved it there.
+    Standby {
+        release: Option<String>,
+    },
 }
 
 /// One life of the agent as the core tracks it.
@@ -240,6 +255,8 @@ pub(crate) struct Run {
     /// The edge is checking the agent's guarded files; `Some(look)`: whether a look outside
     /// vigil follows.
     pub guarding: Option<bool>,
+    /// Exclusive placement: the fencing epoch of the lease it started under.
+    pub fence: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -274,6 +291,9 @@ pub(crate) enum Phase {
     Waiting {
         backoff: Option<(Instant, bool)>,
     },
+    /// Exclusive, wanted running, but this node does not hold its lease: another node runs
+    /// it, or this one waits to be allowed to (`Agent::lease` says why).
+    Standby,
 }
 
 /// Actions produced while handling one input.
@@ -389,6 +409,8 @@ pub struct Agent {
     degraded: Option<Box<degraded::Degradation>>,
     /// A degradation saved by the vigil before this one: applied to the run it adopts.
     restored_degradation: Option<SavedDegradation>,
+    /// Exclusive placement: what this node knows of the agent's lease (`None`: not exclusive).
+    lease: Option<Box<lease::LeaseView>>,
     /// The last run whose guarded files were kept as the last known good.
     files_kept: Option<RunId>,
     /// A failure diagnosed as a config error, restarted only to have its guarded files
@@ -404,6 +426,10 @@ impl Agent {
             Some(reason) => Phase::Quarantined { reason },
             None => Phase::Stopped,
         };
+        let lease = spec
+            .exclusive
+            .is_some()
+            .then(|| Box::new(lease::LeaseView::Unknown));
         Self {
             id,
             spec,
@@ -438,6 +464,7 @@ impl Agent {
             restored_hold: memory.incident,
             degraded: None,
             restored_degradation: memory.degraded,
+            lease,
         }
     }
 
@@ -466,6 +493,7 @@ impl Agent {
             Phase::Quarantined { .. } => AgentState::Quarantined,
             Phase::Conflict { .. } => AgentState::Conflict,
             Phase::Waiting { .. } => AgentState::Waiting,
+            Phase::Standby => AgentState::Standby,
         }
     }
 
@@ -694,6 +722,7 @@ impl Agent {
             TimerKind::Investigate => self.on_investigation_timeout(now.mono, out),
             TimerKind::Check(i) => self.on_check_due(now, i as usize, out),
             TimerKind::Degraded => self.on_degraded_due(now, out),
+            TimerKind::Fence => self.on_fence_due(now.mono, out),
         }
     }
 }

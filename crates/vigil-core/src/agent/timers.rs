@@ -14,6 +14,8 @@ pub(crate) enum TimerKind {
     Check(u16),
     /// A declared degradation's suspension of stall verdicts ends.
     Degraded,
+    /// An exclusive agent's lease was not renewed in time: what runs must stop now.
+    Fence,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -23,6 +25,7 @@ pub(crate) struct Timers {
     stable: Option<Instant>,
     investigate: Option<Instant>,
     degraded: Option<Instant>,
+    fence: Option<Instant>,
     /// What the index holds for each check (mirrors `CheckSet` dues).
     checks: Vec<Option<Instant>>,
     /// (kind, old, new) since the supervisor last synced.
@@ -37,6 +40,7 @@ impl Timers {
             TimerKind::Stable => self.stable,
             TimerKind::Investigate => self.investigate,
             TimerKind::Degraded => self.degraded,
+            TimerKind::Fence => self.fence,
             TimerKind::Check(i) => self.checks.get(i as usize).copied().flatten(),
         }
     }
@@ -48,6 +52,7 @@ impl Timers {
             TimerKind::Stable => &mut self.stable,
             TimerKind::Investigate => &mut self.investigate,
             TimerKind::Degraded => &mut self.degraded,
+            TimerKind::Fence => &mut self.fence,
             TimerKind::Check(i) => {
                 let i = i as usize;
                 if self.checks.len() <= i {
@@ -70,6 +75,7 @@ impl Timers {
             (TimerKind::Stable, self.stable),
             (TimerKind::Investigate, self.investigate),
             (TimerKind::Degraded, self.degraded),
+            (TimerKind::Fence, self.fence),
         ];
         let checks = self
             .checks

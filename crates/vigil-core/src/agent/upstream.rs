@@ -75,6 +75,7 @@ impl Agent {
             Phase::Quarantined { .. } => "quarantined",
             Phase::Conflict { .. } => "in conflict",
             Phase::Waiting { .. } => "waiting",
+            Phase::Standby => "on standby (another node's)",
         }
         .to_string()
     }

@@ -142,7 +142,8 @@ impl Supervisor {
     }
 
     /// Take over a live process left by a previous vigil; returns the run it becomes.
-    /// `outside`: that vigil had itself taken it over from something else (`adopt`).
+    /// `outside`: that vigil had itself taken it over from something else (`adopt`); `fence`:
+    /// the lease epoch it was started under (exclusive placement), as saved.
     pub fn adopt(
         &mut self,
         now: Now,
@@ -150,9 +151,10 @@ impl Supervisor {
         pid: u32,
         since: Instant,
         outside: bool,
+        fence: Option<u64>,
     ) -> Option<RunId> {
         self.tick(now);
-        self.with_agent(id, |a, out| a.adopt(pid, since, outside, now, out))
+        self.with_agent(id, |a, out| a.adopt(pid, since, outside, fence, now, out))
             .flatten()
     }
 
@@ -170,7 +172,7 @@ impl Supervisor {
             return None;
         }
         let id = self.add(spec, None);
-        let run = self.adopt(now, id, pid, since, false)?;
+        let run = self.adopt(now, id, pid, since, false, None)?;
         self.with_agent(id, |a, out| a.remove_stray(now.mono, out));
         Some((id, run))
     }
@@ -279,6 +281,9 @@ impl Supervisor {
                 error,
             } => {
                 self.with_agent(agent, |a, out| a.on_action_failed(run, action, &error, out));
+            }
+            Event::Lease { agent, news } => {
+                self.with_agent(agent, |a, out| a.on_lease(now.mono, news, out));
             }
             Event::RunbookEvidence { runbook, lines } => {
                 self.on_runbook_evidence(now, runbook, lines);

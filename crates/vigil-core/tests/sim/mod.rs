@@ -67,6 +67,8 @@ pub struct Sim {
     pub execs: Vec<Vec<String>>,
     /// What the advisor answers a runbook's `diagnose` step.
     pub runbook_advice: Option<vigil_core::Diagnosis>,
+    /// Leases given up: (agent, epoch, to).
+    pub released: Vec<(AgentId, u64, Option<String>)>,
 }
 
 impl Sim {
@@ -97,7 +99,8 @@ impl Sim {
             |sup, now| {
                 for (name, pid) in &alive {
                     let id = sup.id(name).expect("agent exists");
-                    sup.adopt(now, id, *pid, now.mono, false).expect("adopted");
+                    sup.adopt(now, id, *pid, now.mono, false, None)
+                        .expect("adopted");
                 }
             },
             wall_ms,
@@ -172,6 +175,7 @@ impl Sim {
             evidence: Vec::new(),
             execs: Vec::new(),
             runbook_advice: None,
+            released: Vec::new(),
         };
         sim.sup.start_all(sim.now);
         sim.drain();
@@ -192,6 +196,7 @@ impl Sim {
                     agent,
                     run,
                     look_first: true,
+                    ..
                 } => {
                     *self.looks.entry(agent).or_default() += 1;
                     if self.hold_looks {
@@ -219,6 +224,7 @@ impl Sim {
                     agent,
                     run,
                     look_first: false,
+                    ..
                 } => {
                     assert!(
                         !self.copy_found.contains(&agent),
@@ -271,6 +277,7 @@ impl Sim {
                     self.watched.insert(agent, run);
                 }
                 Action::Forget { .. } => {}
+                Action::ReleaseLease { agent, epoch, to } => self.released.push((agent, epoch, to)),
                 Action::RunCheck {
                     agent,
                     check,
@@ -378,6 +385,28 @@ impl Sim {
         self.now = self
             .now
             .after(target.saturating_duration_since(self.now.mono));
+    }
+
+    /// The cluster says something about an agent's lease.
+    pub fn lease(&mut self, agent: AgentId, news: vigil_core::LeaseNews) {
+        self.sup.handle(self.now, Event::Lease { agent, news });
+        self.drain();
+    }
+
+    /// The fence epochs of the agent's spawns (the `Spawn` actions that create a process).
+    pub fn spawn_fences(&self, agent: AgentId) -> Vec<Option<u64>> {
+        self.actions
+            .iter()
+            .filter_map(|(_, a)| match a {
+                Action::Spawn {
+                    agent: a,
+                    look_first: false,
+                    fence,
+                    ..
+                } if *a == agent => Some(*fence),
+                _ => None,
+            })
+            .collect()
     }
 
     /// How many times `signal` was sent to any agent.

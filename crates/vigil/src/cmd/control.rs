@@ -398,6 +398,7 @@ fn table(agents: &[Value]) -> String {
                 .and_then(Value::as_str)
                 .or_else(|| a.pointer("/waiting_on/text").and_then(Value::as_str))
                 .or_else(|| a.pointer("/conflict/reason").and_then(Value::as_str))
+                .or_else(|| a.pointer("/lease/standby").and_then(Value::as_str))
                 .map(str::to_string)
                 .or_else(|| {
                     a.pointer("/degraded/reason")
@@ -420,6 +421,9 @@ fn table(agents: &[Value]) -> String {
                 state.push_str(" (QUIET)");
             } else if a.get("adopted").and_then(Value::as_bool) == Some(true) {
                 state.push_str(" (ADOPTED)");
+            }
+            if let Some(epoch) = a.pointer("/lease/epoch").and_then(Value::as_u64) {
+                state.push_str(&format!(" [lease {epoch}]"));
             }
             [
                 s("name"),

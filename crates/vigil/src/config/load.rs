@@ -25,6 +25,7 @@ const TOP_KEYS: &[&str] = &[
     "alertmanager",
     "runbooks",
     "store",
+    "cluster",
     "defaults",
     "agents",
 ];
@@ -75,6 +76,8 @@ const AGENT_ONLY_KEYS: &[&str] = &[
     "depends_on",
     "on_upstream_restart",
     "files",
+    "placement",
+    "nodes",
 ];
 const POLICY_KEYS: &[&str] = &[
     "cooldown",
@@ -127,6 +130,8 @@ impl Default for Common {
 pub struct ConfigHead {
     pub state_dir: PathBuf,
     pub node: String,
+    /// `[vigil] node` was given (not the hostname).
+    pub node_given: bool,
     pub api: ApiConfig,
 }
 
@@ -196,6 +201,7 @@ fn read_head(
     };
     ConfigHead {
         state_dir: absolute(&state_dir),
+        node_given: node.is_some(),
         node: node.unwrap_or_else(super::values::hostname),
         api,
     }
@@ -235,6 +241,7 @@ pub fn parse(
     let ConfigHead {
         state_dir,
         node,
+        node_given,
         mut api,
     } = read_head(&mut cx, &root, &base_dir, state_dir_override);
     let diagnosis = match cx.table(&root, "diagnosis") {
@@ -257,6 +264,10 @@ pub fn parse(
         Some(t) => super::store::read_store(&mut cx, &t, &base_dir),
         None => super::StoreConfig::default(),
     };
+    let cluster = cx
+        .table(&root, "cluster")
+        .and_then(|t| super::cluster::read_cluster(&mut cx, &t, &base_dir, (&node, node_given)));
+    let node = cluster.as_ref().map_or(node, |c| c.node.clone());
     let incidents = match cx.table(&root, "incidents") {
         Some(t) => read_incidents(&mut cx, &t),
         None => vigil_core::IncidentPolicy::default(),
@@ -298,7 +309,7 @@ pub fn parse(
                     &mut cx,
                     &name,
                     &tbl,
-                    &defaults,
+                    (&defaults, cluster.as_ref()),
                     &base_dir,
                     (&mut agents, &mut edges),
                 );
@@ -347,6 +358,7 @@ pub fn parse(
             alertmanager,
             runbooks: runbooks.into_iter().map(|(r, _)| r).collect(),
             store,
+            cluster,
         })
     } else {
         Err(config_errors(cx, path, text))
@@ -657,7 +669,7 @@ fn read_agent(
     cx: &mut Cx,
     name: &At<String>,
     t: &Tbl<'_, '_>,
-    defaults: &Common,
+    (defaults, cluster): (&Common, Option<&super::ClusterConfig>),
     base_dir: &Path,
     (out, edges): (&mut Vec<AgentConfig>, &mut Vec<super::graph::Edge>),
 ) {
@@ -710,6 +722,16 @@ fn read_agent(
     };
 
     let target = super::target::read(cx, t, &scope);
+    let mut stop_timeout = common.stop_timeout;
+    let stop_timeout_given =
+        t.get("stop_timeout").is_some() || stop_timeout != Common::default().stop_timeout;
+    let placement = super::cluster::read_placement(
+        cx,
+        t,
+        cluster,
+        (&mut stop_timeout, stop_timeout_given),
+        target.as_ref().is_none_or(|t| t.is_process()),
+    );
     let shell = cx.boolean(t, "shell").unwrap_or(false);
     let command: Option<Vec<At<String>>> = match t.get("command") {
         // A container's command is its image's (the error, if one is given, is said).
@@ -996,7 +1018,7 @@ fn read_agent(
             autostart: common.autostart,
             restart: common.restart,
             stop_signal: common.stop_signal,
-            stop_timeout: common.stop_timeout,
+            stop_timeout,
             policy: common.policy.clone(),
             log_max_size: common.log_max_size,
             log_keep: common.log_keep,
@@ -1017,6 +1039,7 @@ fn read_agent(
                 .iter()
                 .map(|f| f.expand(&full_name, &name.value, instance.as_deref(), &check_base))
                 .collect(),
+            placement: placement.clone(),
         });
     }
 }

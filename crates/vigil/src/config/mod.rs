@@ -2,6 +2,7 @@
 
 mod adopt;
 mod checks;
+mod cluster;
 mod diagnosis;
 mod diagnostic;
 pub mod env_file;
@@ -22,6 +23,7 @@ mod values;
 use std::path::Path;
 
 pub use adopt::Adopt;
+pub use cluster::{ClusterConfig, Placement};
 pub use diagnosis::DiagnosisConfig;
 pub use diagnostic::ConfigErrors;
 pub use files::{FileFormat, GuardedFile, Repair};

@@ -36,6 +36,8 @@ pub struct Config {
     pub runbooks: Vec<vigil_core::RunbookSpec>,
     /// `[store]`: where agents' checkpoints are kept.
     pub store: super::StoreConfig,
+    /// `[cluster]`: the nodes this one shares a fleet view and exclusive agents with.
+    pub cluster: Option<super::ClusterConfig>,
 }
 
 /// `[api]`: the HTTP API, metrics and dashboard.
@@ -108,6 +110,8 @@ pub struct AgentConfig {
     pub on_upstream_restart: OnUpstreamRestart,
     /// Config files it cannot run without, checked before every start.
     pub files: Vec<super::GuardedFile>,
+    /// Every node runs its own (`local`), or one node at a time (`exclusive`).
+    pub placement: super::Placement,
 }
 
 /// An agent's `evidence` command (placeholders expanded but `{pid}`).
@@ -248,6 +252,7 @@ impl AgentConfig {
             depends_on: Vec::new(),
             on_upstream_restart: OnUpstreamRestart::Wait,
             files: Vec::new(),
+            placement: super::Placement::Local,
         }
     }
 
@@ -279,7 +284,33 @@ impl AgentConfig {
             depends_on: self.depends_on.clone(),
             guards_files: !self.files.is_empty(),
             on_upstream_restart: self.on_upstream_restart,
+            exclusive: match &self.placement {
+                super::Placement::Exclusive { keep, .. } => Some(*keep),
+                super::Placement::Local => None,
+            },
         }
+    }
+
+    /// What candidate nodes of an exclusive agent must agree on, hashed the same way by every
+    /// version of vigil on every host (SHA-256 of a canonical JSON): the process it runs and
+    /// how it is stopped. Compared through the lease: a node with another definition is
+    /// refused the lease, and says so.
+    pub fn definition_hash(&self) -> String {
+        use sha2::Digest;
+        let definition = serde_json::json!({
+            "command": self.command,
+            "cwd": self.cwd,
+            "env": self.env,
+            "user": self.run_as.as_ref().map(|c| format!("{c:?}")),
+            "stop_signal": self.stop_signal.to_string(),
+            "stop_timeout_ms": self.stop_timeout.as_millis() as u64,
+            "nodes": match &self.placement {
+                super::Placement::Exclusive { nodes, .. } => nodes.clone(),
+                super::Placement::Local => Vec::new(),
+            },
+        });
+        let digest = sha2::Sha256::digest(definition.to_string().as_bytes());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Changes when anything about the running process changes, so a reload knows to restart.

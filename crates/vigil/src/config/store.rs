@@ -28,11 +28,31 @@ pub fn read_store(cx: &mut Cx, t: &Tbl<'_, '_>, base_dir: &std::path::Path) -> S
     if let Some(n) = cx.integer(t, "keep", 1..100_001) {
         c.keep = n as u32;
     }
+    c.url = postgres_url(
+        cx,
+        t,
+        "store",
+        base_dir,
+        "leave it out to keep checkpoints in SQLite in the state dir",
+    );
+    c
+}
+
+/// `url` or `url_file` (a secret: from a file) of `[section]`, checked to be a PostgreSQL URL;
+/// `otherwise` says what leaving it out does. Errors never quote the URL (it may hold a
+/// password).
+pub(super) fn postgres_url(
+    cx: &mut Cx,
+    t: &Tbl<'_, '_>,
+    section: &str,
+    base_dir: &std::path::Path,
+    otherwise: &str,
+) -> Option<String> {
     let url = match (cx.string(t, "url"), cx.string(t, "url_file")) {
         (Some(_), Some(file)) => {
             cx.err(
                 file.span,
-                "[store] takes `url` or `url_file`, not both".to_string(),
+                format!("[{section}] takes `url` or `url_file`, not both"),
             );
             None
         }
@@ -44,25 +64,24 @@ pub fn read_store(cx: &mut Cx, t: &Tbl<'_, '_>, base_dir: &std::path::Path) -> S
                 span: file.span,
             }),
         (None, None) => None,
-    };
-    if let Some(url) = url {
-        if url.value.starts_with("postgres://") || url.value.starts_with("postgresql://") {
-            match url.value.parse::<sqlx::postgres::PgConnectOptions>() {
-                Ok(_) => c.url = Some(url.value),
-                // The URL may hold a password: the error names what is wrong, never the URL.
-                Err(_) => cx.err(
-                    url.span,
-                    "[store] url is not a valid PostgreSQL URL (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE)"
-                        .to_string(),
-                ),
-            }
-        } else {
+    }?;
+    if !(url.value.starts_with("postgres://") || url.value.starts_with("postgresql://")) {
+        cx.err(
+            url.span,
+            format!("[{section}] url must be a PostgreSQL URL (postgres://…); {otherwise}"),
+        );
+        return None;
+    }
+    match url.value.parse::<sqlx::postgres::PgConnectOptions>() {
+        Ok(_) => Some(url.value),
+        Err(_) => {
             cx.err(
                 url.span,
-                "[store] url must be a PostgreSQL URL (postgres://…); leave it out to keep checkpoints in SQLite in the state dir"
-                    .to_string(),
+                format!(
+                    "[{section}] url is not a valid PostgreSQL URL (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE)"
+                ),
             );
+            None
         }
     }
-    c
 }

@@ -155,6 +155,32 @@ pub fn write(out: &mut String, view: &FleetView, node: &str, now_ms: i64) {
 
     let mut f = family(
         out,
+        "vigil_lease_held",
+        "1 while this node holds the exclusive agent's lease (it may run here), else 0 (placement = \"exclusive\" only)",
+        None,
+        Kind::Gauge,
+    );
+    for (a, l) in each() {
+        if let Some(x) = &a.exclusive {
+            f.sample(l, &[], u32::from(x.held.is_some()));
+        }
+    }
+
+    let mut f = family(
+        out,
+        "vigil_lease_epoch",
+        "The fencing epoch of the exclusive agent's lease held by this node (its runs get it as VIGIL_FENCE; it only grows)",
+        None,
+        Kind::Gauge,
+    );
+    for (a, l) in each() {
+        if let Some((epoch, _)) = a.exclusive.as_ref().and_then(|x| x.held) {
+            f.sample(l, &[], epoch);
+        }
+    }
+
+    let mut f = family(
+        out,
         "vigil_agent_quiet",
         "1 while the agent is inside one of its quiet windows (progress is not judged), else 0",
         None,

@@ -327,6 +327,16 @@ impl Collector for HealthCollector {
                 MetricType::Gauge,
             )?
             .encode_gauge(&(h.journal.waiting.load(Ordering::Relaxed) as i64))?;
+        if h.clustered.load(Ordering::Relaxed) {
+            encoder
+                .encode_descriptor(
+                    "vigil_cluster_up",
+                    "1 while the cluster's PostgreSQL answers this node's renewal rounds, else 0 ([cluster] only)",
+                    None,
+                    MetricType::Gauge,
+                )?
+                .encode_gauge(&i64::from(h.cluster_up.load(Ordering::Relaxed)))?;
+        }
         Ok(())
     }
 }

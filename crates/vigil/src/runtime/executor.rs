@@ -84,6 +84,8 @@ pub struct Executor {
     credentials: Credentials,
     /// The state dir, as every run's mark (`VIGIL_STATE_DIR`).
     marks_dir: String,
+    /// The cluster task, with `[cluster]`: where leases are given up.
+    pub cluster: Option<crate::cluster::Cluster>,
     /// Processes spawned so far (for the `abort-after-spawn:N` fault point of tests).
     spawned: u64,
     /// Makes run tags unique across vigils, even one that re-executed itself on the same pid.
@@ -152,6 +154,7 @@ impl Executor {
             notify_socket: p.notify_socket,
             credentials: p.credentials,
             marks_dir: p.marks_dir,
+            cluster: None,
             spawned: 0,
             log_lines: p.log_lines,
             exits: ExitSet::new()?,
@@ -174,11 +177,13 @@ impl Executor {
                 agent,
                 run,
                 look_first: false,
-            } => self.spawn(fleet, agent, run, now),
+                fence,
+            } => self.spawn(fleet, agent, run, fence, now),
             Action::Spawn {
                 agent,
                 run,
                 look_first: true,
+                ..
             } => {
                 let Some(slot) = fleet.get(agent) else {
                     // Nothing to look for: the spawn that follows reports the missing config.
@@ -200,6 +205,16 @@ impl Executor {
                 }
                 self.looks
                     .push(Look::for_agent(agent, run, &slot.config, &self.own_cwd));
+                None
+            }
+            Action::ReleaseLease { agent, epoch, to } => {
+                if let (Some(cluster), Some(slot)) = (&self.cluster, fleet.get(agent)) {
+                    cluster.send(crate::cluster::ToCluster::Release {
+                        agent: slot.config.name.clone(),
+                        epoch,
+                        to,
+                    });
+                }
                 None
             }
             Action::GuardFiles { agent, run } => match fleet.get(agent) {
@@ -411,7 +426,14 @@ impl Executor {
         });
     }
 
-    fn spawn(&mut self, fleet: &mut Fleet, agent: AgentId, run: RunId, now: Now) -> Option<Event> {
+    fn spawn(
+        &mut self,
+        fleet: &mut Fleet,
+        agent: AgentId,
+        run: RunId,
+        fence: Option<u64>,
+        now: Now,
+    ) -> Option<Event> {
         let Some(slot) = fleet.get_mut(agent) else {
             return Some(Event::SpawnFailed {
                 agent,
@@ -443,6 +465,14 @@ impl Executor {
         }
         let name = slot.config.name.clone();
         extra_env.extend(self.credentials.begin(&name, run, &tag));
+        if let (Some(epoch), Some(cluster)) = (fence, &self.cluster) {
+            extra_env.extend(crate::cluster::fence_env(
+                std::path::Path::new(&self.marks_dir),
+                &cluster.node,
+                &name,
+                epoch,
+            ));
+        }
         let result = self.driver.spawn(&Launch {
             agent: &slot.config,
             log: &slot.log,
@@ -467,6 +497,7 @@ impl Executor {
                         run_tag: tag,
                         stop_signal: Some(slot.config.stop_signal.name()),
                         stop_timeout_ms: Some(slot.config.stop_timeout.as_millis() as u64),
+                        fence,
                     },
                 });
                 self.credentials.runs.bind(&name, pid);
@@ -575,6 +606,7 @@ impl Executor {
                 ),
                 stop_signal: Some(slot.config.stop_signal.name()),
                 stop_timeout_ms: Some(slot.config.stop_timeout.as_millis() as u64),
+                fence: None,
             },
         });
         // Unless another run already has it (two `adopt`s naming one process).
@@ -879,6 +911,7 @@ fn external_run(
             ),
             stop_signal: Some(slot.config.stop_signal.name()),
             stop_timeout_ms: Some(slot.config.stop_timeout.as_millis() as u64),
+            fence: None,
         },
     }
 }

@@ -638,9 +638,26 @@ impl Handler {
                 )
             );
         }
+        if new.cluster != self.config.cluster {
+            // Who holds which lease must not change under running agents.
+            tracing::warn!(
+                "[cluster] changed: it takes effect at the next start of vigil; this node stays {} until then",
+                self.config.node
+            );
+        }
         let mut new = new;
         new.store = self.config.store.clone();
+        new.cluster = self.config.cluster.clone();
+        new.node = self.config.node.clone();
         self.config = new;
+        if let (Some(cluster), Some(c)) = (&self.exec.cluster, &self.config.cluster) {
+            let sup = &self.sup;
+            cluster.send(crate::cluster::ToCluster::Candidates(
+                crate::cluster::candidates(&c.node, self.fleet.slots().map(|s| &*s.config), |n| {
+                    sup.id(n)
+                }),
+            ));
+        }
         if channels_changed {
             match &mut self.notifier {
                 Some(n) => n.reconfigure(self.config.notify.clone()),

@@ -90,6 +90,36 @@ pub fn alert_policy(config: &Config) -> vigil_core::AlertPolicy {
     policy
 }
 
+/// The cluster task, with `[cluster]`: after the agents are known (and their runs adopted),
+/// so it can name them to the core.
+fn start_cluster(h: &mut Handler, marks_dir: &str, io: &tokio::runtime::Handle) {
+    let Some(cluster) = h.config.cluster.clone() else {
+        return;
+    };
+    let candidates =
+        crate::cluster::candidates(&cluster.node, h.fleet.slots().map(|s| &*s.config), |name| {
+            h.sup.id(name)
+        });
+    match crate::cluster::start(
+        &cluster,
+        Path::new(marks_dir),
+        candidates,
+        h.exec.events.clone(),
+        h.health.cluster_up.clone(),
+        io,
+    ) {
+        Ok(c) => {
+            h.health
+                .clustered
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            h.exec.cluster = Some(c);
+        }
+        // The URL was checked when the config was read: this is not expected. Exclusive agents
+        // then never get a lease here, and stay on standby, on the record.
+        Err(e) => warn!("cannot start the cluster ({e}); exclusive agents stay on standby"),
+    }
+}
+
 pub fn make_advisor(config: &Config, live: &Live) -> Option<Arc<Advisor>> {
     let llm = config.diagnosis.llm.clone()?;
     info!(
@@ -313,6 +343,7 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
         now,
         crate::crash::resumes_shutdown(),
     );
+    start_cluster(&mut h, &marks_dir, &opts.io);
     agent_facing
         .adopted
         .store(true, std::sync::atomic::Ordering::Release);
@@ -384,6 +415,7 @@ impl Found {
                 run_tag: tag.to_string(),
                 stop_signal: None,
                 stop_timeout_ms: None,
+                fence: None,
             },
             child: children.contains(&info.pid),
             leftover: info.session != info.pid,
@@ -526,7 +558,7 @@ fn start(h: &mut Handler, saved: &SavedState, marks_dir: &str, now: Now, resume_
         let outside = run.taken_over();
         let adopted = match wanted.and_then(|id| {
             h.sup
-                .adopt(now, id, run.pid, since, outside)
+                .adopt(now, id, run.pid, since, outside, run.fence)
                 .map(|r| (id, r))
         }) {
             Some(adopted) => Some(adopted),

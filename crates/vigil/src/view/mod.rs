@@ -225,6 +225,19 @@ pub struct AgentView {
     pub level: vigil_core::Level,
     /// The upstream it waits for, what that one was doing, and since when.
     pub waiting: Option<Box<(String, String, i64)>>,
+    /// Exclusive placement: its lease as this node knows it.
+    pub exclusive: Option<Box<ExclusiveView>>,
+}
+
+/// An exclusive agent's lease, as this node knows it.
+#[derive(Debug)]
+pub struct ExclusiveView {
+    /// Held here: the fencing epoch, and until when (wall-clock ms, erring early).
+    pub held: Option<(u64, i64)>,
+    /// Not held here: why (who holds it).
+    pub standby: Option<String>,
+    /// The epoch its current run was started under.
+    pub run_fence: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -318,6 +331,13 @@ impl AgentView {
             waiting: a
                 .waiting_on()
                 .map(|(on, why, since)| Box::new((on.to_string(), why.to_string(), wall(since)))),
+            exclusive: spec.exclusive.map(|_| {
+                Box::new(ExclusiveView {
+                    held: a.lease().map(|(epoch, until)| (epoch, wall(until))),
+                    standby: a.standby_reason().map(str::to_string),
+                    run_fence: a.run_fence(),
+                })
+            }),
         }
     }
 

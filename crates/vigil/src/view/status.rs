@@ -81,6 +81,9 @@ pub struct AgentStatus {
     /// Its latest checkpoint, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<CheckpointStatus>,
+    /// Exclusive placement: its lease on this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseStatus>,
     pub checks: Vec<CheckStatus>,
     /// The oldest progress among its progress checks, and that check's `max_age`.
     pub progress_age_s: Option<f64>,
@@ -111,6 +114,21 @@ pub struct AgentStatus {
     /// State `waiting`: the upstream it waits for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_on: Option<WaitingOnStatus>,
+}
+
+/// An exclusive agent's lease on this node (`lease` in `/status`).
+#[derive(Clone, Serialize, Debug)]
+pub struct LeaseStatus {
+    /// This node holds it: the agent may run here.
+    pub held: bool,
+    /// The fencing epoch held (its runs get it as `VIGIL_FENCE`).
+    pub epoch: Option<u64>,
+    /// How long the lease is known valid without another renewal.
+    pub valid_for_s: Option<f64>,
+    /// The epoch the current run was started under.
+    pub run_epoch: Option<u64>,
+    /// Not held here: why (`node fra-2 holds it (epoch 7)`).
+    pub standby: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -172,6 +190,7 @@ fn upstream_state(up: Option<&AgentView>, seen: &str) -> String {
             None => "waiting".into(),
         },
         S::Running => seen.to_string(),
+        S::Standby => "on standby (another node runs it)".into(),
     }
 }
 
@@ -227,6 +246,13 @@ impl AgentStatus {
                 stall_checks_suspended_until: d.2.map(ts),
             }),
             checkpoint: None,
+            lease: a.exclusive.as_ref().map(|x| LeaseStatus {
+                held: x.held.is_some(),
+                epoch: x.held.map(|h| h.0),
+                valid_for_s: x.held.map(|h| secs(since(h.1, now_ms))),
+                run_epoch: x.run_fence,
+                standby: x.standby.clone(),
+            }),
             checks: a
                 .checks
                 .iter()

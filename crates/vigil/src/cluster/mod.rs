@@ -1,0 +1,335 @@
+//! The cluster edge: several hosts, each with its own vigil, agreeing through one PostgreSQL
+//! on which node runs each exclusive agent.
+//!
+//! One task, on the I/O runtime, never on the loop: every renewal period it runs one round
+//! ([`leases::round`]: this node is alive, its leases renewed, the others read) and reports to
+//! the core as [`vigil_core::Event::Lease`]s. The core decides what runs; this task only says
+//! what the database said. A round that fails says nothing: the core's own timer fences what
+//! runs before the last lease it heard of can lapse.
+
+mod decide;
+mod fence_file;
+pub mod leases;
+mod schema;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use vigil_core::{Event, LeaseNews};
+
+use crate::config::{AgentConfig, ClusterConfig, Placement};
+use decide::Verdict;
+pub use fence_file::fence_env;
+use fence_file::{FenceFiles, FenceWrite};
+pub use leases::Candidate;
+
+/// What the loop's side asks of the cluster task.
+pub enum ToCluster {
+    /// The exclusive agents, after a reload.
+    Candidates(Vec<Candidate>),
+    /// Give up a lease (the core decided: nothing of the agent runs here any more).
+    Release {
+        agent: String,
+        epoch: u64,
+        to: Option<String>,
+    },
+}
+
+/// The loop's handle on the cluster task.
+#[derive(Clone)]
+pub struct Cluster {
+    tx: mpsc::UnboundedSender<ToCluster>,
+    /// The last round reached the database.
+    pub up: Arc<AtomicBool>,
+    pub node: String,
+}
+
+impl Cluster {
+    pub fn send(&self, msg: ToCluster) {
+        let _ = self.tx.send(msg);
+    }
+}
+
+/// The exclusive agents of `agents`, as candidates for this node, with the ids `id_of` gives.
+pub fn candidates<'a>(
+    node: &str,
+    agents: impl Iterator<Item = &'a AgentConfig>,
+    id_of: impl Fn(&str) -> Option<vigil_core::AgentId>,
+) -> Vec<Candidate> {
+    agents
+        .filter_map(|a| {
+            let Placement::Exclusive { nodes, keep } = &a.placement else {
+                return None;
+            };
+            let admitted = a.placement.admits(node);
+            let better = match nodes.iter().position(|n| n == node) {
+                Some(rank) => nodes[..rank].to_vec(),
+                None if admitted => Vec::new(),
+                None => nodes.clone(),
+            };
+            Some(Candidate {
+                agent: id_of(&a.name)?,
+                name: a.name.clone(),
+                definition: a.definition_hash(),
+                better,
+                admitted,
+                fence_lead: a.stop_timeout + keep.margin,
+            })
+        })
+        .collect()
+}
+
+/// Opens the pool (lazily: a database down at start is a round that fails, not a vigil that
+/// does not start) and starts the task.
+pub fn start(
+    config: &ClusterConfig,
+    state_dir: &Path,
+    candidates: Vec<Candidate>,
+    events: mpsc::UnboundedSender<Event>,
+    up: Arc<AtomicBool>,
+    io: &tokio::runtime::Handle,
+) -> Result<Cluster, sqlx::Error> {
+    let renew = config.renew_every();
+    let options: PgConnectOptions = config.url.parse()?;
+    // A round must fail fast enough for the next to be tried before the fence: connecting,
+    // waiting for a connection and each statement are all bounded by half a period.
+    let half = renew / 2;
+    let options = options.options([
+        ("statement_timeout", half.as_millis().to_string()),
+        // "relation already exists, skipping" and the like are not news.
+        ("client_min_messages", "warning".to_string()),
+    ]);
+    let pool = {
+        let _guard = io.enter();
+        PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(half)
+            .idle_timeout(Some(Duration::from_secs(60)))
+            .connect_lazy_with(options)
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = Task {
+        pool,
+        node: config.node.clone(),
+        ttl: config.lease_ttl,
+        renew,
+        candidates,
+        events,
+        sent: HashMap::new(),
+        files: Arc::new(FenceFiles::new(state_dir)),
+        up: up.clone(),
+        schema_ready: false,
+        failing_since: None,
+    };
+    io.spawn(task.run(rx));
+    info!(
+        "cluster: node {} (lease_ttl {}, renewals every {})",
+        config.node,
+        vigil_core::human_duration(config.lease_ttl),
+        vigil_core::human_duration(renew)
+    );
+    Ok(Cluster {
+        tx,
+        up,
+        node: config.node.clone(),
+    })
+}
+
+/// What was last told to the core about an agent, so only changes are sent again (a renewal
+/// always is: it moves the lease's end).
+#[derive(PartialEq)]
+enum Told {
+    Held(u64),
+    Elsewhere(String, u64),
+    Refused(String),
+    Moving(String),
+}
+
+struct Task {
+    pool: PgPool,
+    node: String,
+    ttl: Duration,
+    renew: Duration,
+    candidates: Vec<Candidate>,
+    events: mpsc::UnboundedSender<Event>,
+    sent: HashMap<String, Told>,
+    files: Arc<FenceFiles>,
+    up: Arc<AtomicBool>,
+    schema_ready: bool,
+    /// The database has not answered since then.
+    failing_since: Option<Instant>,
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ToCluster>) {
+        loop {
+            let next = match tokio::time::timeout(self.renew, self.round()).await {
+                Ok(Ok(next)) => {
+                    self.answered();
+                    next
+                }
+                Ok(Err(e)) => self.failed(&e.to_string()),
+                Err(_) => self.failed("no answer within a renewal period"),
+            };
+            let wake = tokio::time::sleep(next);
+            tokio::pin!(wake);
+            loop {
+                tokio::select! {
+                    _ = &mut wake => break,
+                    msg = rx.recv() => match msg {
+                        None => return,
+                        Some(ToCluster::Candidates(c)) => {
+                            self.candidates = c;
+                            break;
+                        }
+                        Some(ToCluster::Release { agent, epoch, to }) => {
+                            self.release(&agent, epoch, to.as_deref()).await;
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    fn answered(&mut self) {
+        if let Some(since) = self.failing_since.take() {
+            info!(
+                "cluster: the database answers again (after {})",
+                vigil_core::human_duration(since.elapsed())
+            );
+        }
+        self.up.store(true, Ordering::Relaxed);
+    }
+
+    /// A failed round: tried again soon (the fence is a renewal period and more away).
+    fn failed(&mut self, why: &str) -> Duration {
+        self.up.store(false, Ordering::Relaxed);
+        if self.failing_since.is_none() {
+            self.failing_since = Some(Instant::now());
+            warn!(
+                "cluster: the database does not answer ({why}); exclusive agents are stopped before their leases can lapse"
+            );
+        }
+        (self.renew / 3).max(Duration::from_millis(200))
+    }
+
+    async fn round(&mut self) -> Result<Duration, sqlx::Error> {
+        if !self.schema_ready {
+            schema::create(&self.pool).await?;
+            self.schema_ready = true;
+        }
+        let sent_at = Instant::now();
+        let rows = leases::round(&self.pool, &self.node, self.ttl, &self.candidates).await?;
+        let decisions = decide::decide(&self.node, self.renew, &self.candidates, &rows);
+        let mut take = Vec::new();
+        let mut news = Vec::new();
+        for (cand, verdict) in self.candidates.iter().zip(decisions.verdicts) {
+            match verdict {
+                Verdict::Take => take.push((cand.name.clone(), cand.definition.clone())),
+                v => news.push((cand.clone(), v, sent_at)),
+            }
+        }
+        let mut next = decisions.next;
+        if !take.is_empty() {
+            let sent_at = Instant::now();
+            let taken = leases::acquire(&self.pool, &self.node, self.ttl, &take).await?;
+            for (name, _) in &take {
+                let Some(cand) = self.candidates.iter().find(|c| &c.name == name) else {
+                    continue;
+                };
+                let verdict = match taken.iter().find(|(n, _)| n == name) {
+                    Some((_, epoch)) => Verdict::Held {
+                        epoch: *epoch as u64,
+                        move_to: None,
+                    },
+                    // Another node was faster: the next round says which.
+                    None => {
+                        next = next.min(Duration::from_millis(100));
+                        Verdict::Refused("another node took it first".into())
+                    }
+                };
+                news.push((cand.clone(), verdict, sent_at));
+            }
+        }
+        self.tell(news);
+        Ok(next)
+    }
+
+    /// Report the verdicts to the core and to the agents' files.
+    fn tell(&mut self, news: Vec<(Candidate, Verdict, Instant)>) {
+        let mut writes = Vec::new();
+        for (cand, verdict, sent_at) in news {
+            let (told, event) = match verdict {
+                Verdict::Held { epoch, move_to } => {
+                    // The lease counts from before the request was sent: this node's view
+                    // of its end errs early, never late.
+                    let valid_until = sent_at + self.ttl;
+                    writes.push(FenceWrite::Valid {
+                        agent: cand.name.clone(),
+                        epoch,
+                        until: valid_until.checked_sub(cand.fence_lead).unwrap_or(sent_at),
+                    });
+                    let _ = self.events.send(Event::Lease {
+                        agent: cand.agent,
+                        news: LeaseNews::Held { epoch, valid_until },
+                    });
+                    match move_to {
+                        Some(to) => (Told::Moving(to.clone()), Some(LeaseNews::Move { to })),
+                        None => (Told::Held(epoch), None),
+                    }
+                }
+                Verdict::Elsewhere { holder, epoch } => (
+                    Told::Elsewhere(holder.clone(), epoch),
+                    Some(LeaseNews::Elsewhere { holder, epoch }),
+                ),
+                Verdict::Refused(why) => {
+                    (Told::Refused(why.clone()), Some(LeaseNews::Refused { why }))
+                }
+                Verdict::Take => continue,
+            };
+            if !matches!(told, Told::Held(_) | Told::Moving(_)) {
+                writes.push(FenceWrite::Lapsed {
+                    agent: cand.name.clone(),
+                });
+            }
+            let changed = self.sent.get(&cand.name) != Some(&told);
+            // A move is said at every round until the holder gives the lease up (it may be
+            // stopping, or stopped by a person, when it first hears of it).
+            if let Some(news) = event
+                && (changed || matches!(told, Told::Moving(_)))
+            {
+                let _ = self.events.send(Event::Lease {
+                    agent: cand.agent,
+                    news,
+                });
+            }
+            self.sent.insert(cand.name.clone(), told);
+        }
+        let files = self.files.clone();
+        tokio::task::spawn_blocking(move || files.apply(writes));
+    }
+
+    async fn release(&mut self, agent: &str, epoch: u64, to: Option<&str>) {
+        let result = leases::release(&self.pool, &self.node, agent, epoch, to).await;
+        self.sent.remove(agent);
+        self.files.apply(vec![FenceWrite::Lapsed {
+            agent: agent.to_string(),
+        }]);
+        match result {
+            Ok(true) => info!("cluster: gave up the lease of {agent} (epoch {epoch})"),
+            Ok(false) => {}
+            // Not given up: it lapses by itself within a lease's time, and no node runs it
+            // meanwhile (the safe side of a failed release).
+            Err(e) => {
+                warn!("cluster: cannot give up the lease of {agent} ({e}); it lapses by itself")
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The cluster's tables in PostgreSQL, created by the first vigil that needs them. Every node
+//! runs the same statements at start; an advisory lock makes concurrent starts take turns
+//! (concurrent `CREATE TABLE IF NOT EXISTS` of one table can fail in PostgreSQL).
+
+use sqlx::PgPool;
+
+/// Taken while the tables are created: any fixed number, the same on every node.
+const SCHEMA_LOCK: i64 = 0x7669_6769_6c00_0001;
+
+const STATEMENTS: &[&str] = &[
+    // One row per node: it says it is alive at every renewal round.
+    "CREATE TABLE IF NOT EXISTS vigil_nodes (
+        node text PRIMARY KEY,
+        seen_at timestamptz NOT NULL,
+        started_at timestamptz NOT NULL,
+        version text NOT NULL,
+        pid integer NOT NULL
+    )",
+    // One row per exclusive agent. `holder` NULL: given up; `epoch` only grows (a new
+    // holder takes epoch + 1); `expires_at` is on the database's clock, the only clock the
+    // nodes compare; `move_to`: a person's move, which only that node may take.
+    "CREATE TABLE IF NOT EXISTS vigil_leases (
+        agent text PRIMARY KEY,
+        holder text,
+        epoch bigint NOT NULL,
+        expires_at timestamptz NOT NULL,
+        definition text NOT NULL,
+        move_to text,
+        changed_at timestamptz NOT NULL
+    )",
+];
+
+pub async fn create(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(SCHEMA_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    for s in STATEMENTS {
+        sqlx::query(*s).execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
