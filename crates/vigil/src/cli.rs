@@ -143,6 +143,10 @@ pub enum Cmd {
     /// Notification channels (`[notify.NAME]`)
     #[command(subcommand)]
     Notify(NotifyCmd),
+    /// The whole fleet of a cluster (`[cluster]`): every node and agent, and moves of
+    /// exclusive agents between nodes. Read from the cluster's PostgreSQL
+    #[command(subcommand)]
+    Fleet(FleetCmd),
     /// Show which agent feeds which (`depends_on`, `produced_by`): a tree, upstreams first.
     /// With a vigil running, each agent's state, and the edges that block now
     Graph {
@@ -306,6 +310,32 @@ pub enum NotifyCmd {
     Test {
         /// The channel: `ops` for `[notify.ops]`
         name: String,
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FleetCmd {
+    /// Every node (up or down, as its renewals say) and every agent on each, with exclusive
+    /// agents' leases. Exit 1 when a node is down or an exclusive agent runs nowhere
+    Status {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Move an exclusive agent to NODE: the node running it stops it and gives its lease to
+    /// NODE, which starts it (never both at once). Waits to say how it went
+    Move {
+        /// The agent (e.g. `trader@BTC_USDT`)
+        name: String,
+        /// The node to run it (one of its `nodes`)
+        node: String,
+        /// Ask for the move and return at once
+        #[arg(long)]
+        no_wait: bool,
         #[command(flatten)]
         cfg: ConfigArgs,
     },

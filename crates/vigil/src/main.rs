@@ -52,6 +52,15 @@ fn main() -> ExitCode {
             json,
             api,
         } => cmd::checkpoint::show(&api, &name, history, limit, json),
+        Cmd::Fleet(cli::FleetCmd::Status { json, cfg }) => {
+            with_config(&cfg, |c| cmd::fleet::status(c, json))
+        }
+        Cmd::Fleet(cli::FleetCmd::Move {
+            name,
+            node,
+            no_wait,
+            cfg,
+        }) => with_config(&cfg, |c| cmd::fleet::move_agent(c, &name, &node, no_wait)),
         Cmd::Notify(cli::NotifyCmd::Test { name, cfg }) => {
             match config::load(&cfg.config, cfg.state_dir.as_deref()) {
                 Ok(c) => cmd::notify::test(&c, &name),
@@ -102,6 +111,17 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(code as u8)
+}
+
+/// Run `f` on the config, or say why it cannot be read (exit 2).
+fn with_config(cfg: &ConfigArgs, f: impl FnOnce(&config::Config) -> i32) -> i32 {
+    match config::load(&cfg.config, cfg.state_dir.as_deref()) {
+        Ok(c) => f(&c),
+        Err(e) => {
+            eprintln!("{e}");
+            EXIT_USAGE
+        }
+    }
 }
 
 fn control(args: &cli::ControlArgs, verb: &str) -> i32 {

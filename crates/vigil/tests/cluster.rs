@@ -438,3 +438,89 @@ fn an_agent_left_by_a_killed_vigil_stops_acting_on_its_own_and_is_stopped_when_v
     assert_eq!(nodes[h].state(), "standby");
     db.assert_never_twice();
 }
+
+#[test]
+#[ignore = "needs PostgreSQL and the Python client: set VIGIL_TEST_POSTGRES_URL and VIGIL_TEST_PYTHON"]
+fn fleet_status_shows_every_node_and_a_move_hands_the_agent_over_without_overlap() {
+    let (db, py) = (Db::new(), python());
+    let mut nodes: Vec<Node> = ["n1", "n2"]
+        .iter()
+        .map(|n| Node::new(n, &db, &py, &["n1", "n2"]))
+        .collect();
+    let h = running(&mut nodes, &db);
+    let (holder, epoch) = db.holder().unwrap();
+    let other = &nodes[1 - h];
+    // Both nodes' agents, as each published them.
+    let mut fleet = Value::Null;
+    wait(
+        "both nodes' agents in the fleet view",
+        Duration::from_secs(10),
+        || {
+            let out = other.fleet.vigil(&["fleet", "status", "--json"]);
+            fleet = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            let states: Vec<(String, String)> = fleet["agents"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|a| {
+                            (
+                                a["node"].as_str().unwrap().into(),
+                                a["state"].as_str().unwrap().into(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            states.contains(&(holder.clone(), "running".into()))
+                && states.contains(&(other.name.clone(), "standby".into()))
+        },
+    );
+    assert_eq!(fleet["nodes"].as_array().unwrap().len(), 2, "{fleet:#}");
+    assert!(
+        fleet["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["up"] == true)
+    );
+    let out = other.fleet.vigil(&["fleet", "status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("held, epoch {epoch}")), "{text}");
+
+    // Moved by a person: stopped on one node, then started on the other, never both.
+    let out = other.fleet.vigil(&["fleet", "move", "trader", &other.name]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!("runs on {} now", other.name)),
+        "{said}"
+    );
+    wait("orders from the new node", Duration::from_secs(10), || {
+        db.acts_of(epoch + 1) > 0
+    });
+    assert_eq!(db.holder(), Some((other.name.clone(), epoch + 1)));
+    let lost = nodes[h].fleet.records_of("trader", "lease_lost");
+    assert!(
+        lost[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("moved by a person"),
+        "{lost:?}"
+    );
+    assert_eq!(db.assert_never_twice().len(), 2);
+    // An unknown node is refused, and says so.
+    let out = other.fleet.vigil(&["fleet", "move", "trader", "nowhere"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no node nowhere"));
+}

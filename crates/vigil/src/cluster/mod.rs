@@ -10,6 +10,7 @@
 mod decide;
 mod fence_file;
 pub mod leases;
+mod publish;
 mod schema;
 
 use std::collections::HashMap;
@@ -94,6 +95,7 @@ pub fn start(
     candidates: Vec<Candidate>,
     events: mpsc::UnboundedSender<Event>,
     up: Arc<AtomicBool>,
+    view: Option<tokio::sync::watch::Receiver<Arc<crate::view::FleetView>>>,
     io: &tokio::runtime::Handle,
 ) -> Result<Cluster, sqlx::Error> {
     let renew = config.renew_every();
@@ -127,6 +129,8 @@ pub fn start(
         up: up.clone(),
         schema_ready: false,
         failing_since: None,
+        view,
+        published: HashMap::new(),
     };
     io.spawn(task.run(rx));
     info!(
@@ -140,6 +144,21 @@ pub fn start(
         up,
         node: config.node.clone(),
     })
+}
+
+/// A new picture of the fleet (never, without an API).
+async fn view_changed(
+    view: &mut Option<tokio::sync::watch::Receiver<Arc<crate::view::FleetView>>>,
+) {
+    match view {
+        Some(v) => {
+            if v.changed().await.is_err() {
+                // The loop is gone: no more pictures.
+                *view = None;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// What was last told to the core about an agent, so only changes are sent again (a renewal
@@ -165,6 +184,10 @@ struct Task {
     schema_ready: bool,
     /// The database has not answered since then.
     failing_since: Option<Instant>,
+    /// The loop's pictures of the fleet (none without an API), and what was last published
+    /// of them.
+    view: Option<tokio::sync::watch::Receiver<Arc<crate::view::FleetView>>>,
+    published: HashMap<String, publish::Row>,
 }
 
 impl Task {
@@ -183,6 +206,13 @@ impl Task {
             loop {
                 tokio::select! {
                     _ = &mut wake => break,
+                    // The fleet view follows the loop's pictures (at most one per 100 ms), not
+                    // only the rounds; only what changed is written.
+                    _ = view_changed(&mut self.view) => {
+                        if let Err(e) = self.publish().await {
+                            tracing::debug!("cluster: cannot publish the agents' states now ({e})");
+                        }
+                    }
                     msg = rx.recv() => match msg {
                         None => return,
                         Some(ToCluster::Candidates(c)) => {
@@ -259,6 +289,7 @@ impl Task {
             }
         }
         self.tell(news);
+        self.publish().await?;
         Ok(next)
     }
 
@@ -314,6 +345,24 @@ impl Task {
         }
         let files = self.files.clone();
         tokio::task::spawn_blocking(move || files.apply(writes));
+    }
+
+    /// The agents' states that changed since the last round, for the fleet view.
+    async fn publish(&mut self) -> Result<(), sqlx::Error> {
+        let Some(view) = &self.view else {
+            return Ok(());
+        };
+        let picture = view.borrow().clone();
+        let (changed, gone) = publish::changes(&picture, &self.published);
+        if changed.is_empty() && gone.is_empty() {
+            return Ok(());
+        }
+        publish::publish(&self.pool, &self.node, &changed, &gone).await?;
+        for name in gone {
+            self.published.remove(&name);
+        }
+        self.published.extend(changed);
+        Ok(())
     }
 
     async fn release(&mut self, agent: &str, epoch: u64, to: Option<&str>) {

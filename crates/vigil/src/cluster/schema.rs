@@ -28,6 +28,18 @@ const STATEMENTS: &[&str] = &[
         move_to text,
         changed_at timestamptz NOT NULL
     )",
+    // What each node says of its agents (the fleet view), rewritten when it changes.
+    "CREATE TABLE IF NOT EXISTS vigil_agents (
+        node text NOT NULL,
+        agent text NOT NULL,
+        state text NOT NULL,
+        pid bigint,
+        epoch bigint,
+        restarts bigint NOT NULL,
+        note text,
+        updated_at timestamptz NOT NULL,
+        PRIMARY KEY (node, agent)
+    )",
 ];
 
 pub async fn create(pool: &PgPool) -> Result<(), sqlx::Error> {

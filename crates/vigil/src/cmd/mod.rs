@@ -9,6 +9,7 @@ pub mod control;
 pub mod doctor;
 pub mod explain;
 pub mod files;
+pub mod fleet;
 pub mod graph;
 pub mod logs;
 pub mod notify;

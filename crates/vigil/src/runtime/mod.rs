@@ -106,6 +106,7 @@ fn start_cluster(h: &mut Handler, marks_dir: &str, io: &tokio::runtime::Handle) 
         candidates,
         h.exec.events.clone(),
         h.health.cluster_up.clone(),
+        h.publisher.subscribe(),
         io,
     ) {
         Ok(c) => {

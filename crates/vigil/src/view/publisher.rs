@@ -60,6 +60,11 @@ impl Publisher {
         }
     }
 
+    /// Another reader of the pictures (none without an API).
+    pub fn subscribe(&self) -> Option<watch::Receiver<Arc<FleetView>>> {
+        self.outlet.as_ref().map(|o| o.view.subscribe())
+    }
+
     /// Without an API nobody reads pictures.
     pub fn disabled() -> Self {
         Publisher { outlet: None }

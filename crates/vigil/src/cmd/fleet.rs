@@ -1,0 +1,329 @@
+//! `vigil fleet status` and `vigil fleet move`: the whole cluster, read from (and a move
+//! asked of) its PostgreSQL — no node's API needs to be reachable from where it is run.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use crate::config::{ClusterConfig, Config};
+
+fn cluster_of(config: &Config) -> Result<&ClusterConfig, i32> {
+    config.cluster.as_ref().ok_or_else(|| {
+        eprintln!(
+            "{} has no [cluster]: this vigil is not part of a fleet",
+            config.path.display()
+        );
+        EXIT_USAGE
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start: {e}");
+            EXIT_FAILURE
+        })
+}
+
+async fn connect(cluster: &ClusterConfig) -> Result<sqlx::PgPool, i32> {
+    let connect = sqlx::pool::PoolOptions::<sqlx::Postgres>::new()
+        .max_connections(1)
+        .connect(&cluster.url);
+    match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok(c)) => Ok(c),
+        // The URL holds a password: it is never printed.
+        Ok(Err(e)) => {
+            eprintln!(
+                "cannot reach the cluster's PostgreSQL ({}): {e}",
+                crate::redact::url(&cluster.url)
+            );
+            Err(EXIT_FAILURE)
+        }
+        Err(_) => {
+            eprintln!(
+                "the cluster's PostgreSQL ({}) did not answer within 10s",
+                crate::redact::url(&cluster.url)
+            );
+            Err(EXIT_FAILURE)
+        }
+    }
+}
+
+type NodeRow = (String, f64, String, i32);
+type AgentRow = (
+    String,
+    String,
+    String,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    Option<String>,
+    f64,
+);
+type LeaseRow = (String, Option<String>, i64, f64, Option<String>);
+
+/// Every node, agent and lease, as JSON.
+async fn read(pool: &sqlx::PgPool, ttl: Duration) -> Result<Value, sqlx::Error> {
+    let nodes: Vec<NodeRow> = sqlx::query_as(
+        "SELECT node, extract(epoch FROM now() - seen_at)::float8, version, pid
+         FROM vigil_nodes ORDER BY node",
+    )
+    .fetch_all(pool)
+    .await?;
+    let agents: Vec<AgentRow> = sqlx::query_as(
+        "SELECT node, agent, state, pid, epoch, restarts, note,
+                extract(epoch FROM now() - updated_at)::float8
+         FROM vigil_agents ORDER BY agent, node",
+    )
+    .fetch_all(pool)
+    .await?;
+    let leases: Vec<LeaseRow> = sqlx::query_as(
+        "SELECT agent, holder, epoch, extract(epoch FROM expires_at - now())::float8, move_to
+         FROM vigil_leases ORDER BY agent",
+    )
+    .fetch_all(pool)
+    .await?;
+    let alive = |seen: f64| seen < ttl.as_secs_f64();
+    let node_up: std::collections::HashMap<&str, bool> =
+        nodes.iter().map(|n| (n.0.as_str(), alive(n.1))).collect();
+    Ok(json!({
+        "nodes": nodes.iter().map(|(node, seen, version, pid)| json!({
+            "node": node, "up": alive(*seen), "seen_s_ago": round(*seen),
+            "version": version, "pid": pid,
+        })).collect::<Vec<_>>(),
+        "agents": agents.iter().map(|(node, agent, state, pid, epoch, restarts, note, _)| json!({
+            "agent": agent, "node": node,
+            // A node that stopped saying it is alive: what it last said may be stale.
+            "node_up": node_up.get(node.as_str()).copied().unwrap_or(false),
+            "state": state, "pid": pid, "epoch": epoch, "restarts": restarts, "note": note,
+        })).collect::<Vec<_>>(),
+        "leases": leases.iter().map(|(agent, holder, epoch, left, move_to)| json!({
+            "agent": agent,
+            "holder": holder.as_ref().filter(|_| *left > 0.0),
+            "epoch": epoch,
+            "expires_in_s": round(*left),
+            "moving_to": move_to,
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+fn round(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// `vigil fleet status`.
+pub fn status(config: &Config, json_out: bool) -> i32 {
+    let cluster = match cluster_of(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let fleet = rt.block_on(async {
+        let pool = connect(cluster).await?;
+        read(&pool, cluster.lease_ttl).await.map_err(|e| {
+            eprintln!("cannot read the fleet: {e} (has a vigil of this cluster started yet?)");
+            EXIT_FAILURE
+        })
+    });
+    let fleet = match fleet {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    if json_out {
+        println!("{fleet:#}");
+    } else {
+        print!("{}", render(&fleet));
+    }
+    // A node down, or an exclusive agent nobody runs: someone should look.
+    let node_down = fleet["nodes"]
+        .as_array()
+        .is_some_and(|n| n.iter().any(|n| n["up"] == false));
+    let unheld = fleet["leases"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|l| l["holder"].is_null()));
+    if node_down || unheld {
+        EXIT_FAILURE
+    } else {
+        EXIT_OK
+    }
+}
+
+fn render(fleet: &Value) -> String {
+    let rows = |key: &str| fleet[key].as_array().cloned().unwrap_or_default();
+    let s = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => super::printable(s).into_owned(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    let nodes: Vec<Vec<String>> = rows("nodes")
+        .iter()
+        .map(|n| {
+            vec![
+                s(&n["node"]),
+                if n["up"] == true { "up" } else { "DOWN" }.to_string(),
+                format!("{}s ago", s(&n["seen_s_ago"])),
+                s(&n["version"]),
+                s(&n["pid"]),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["NODE", "STATUS", "LAST SEEN", "VERSION", "PID"],
+        &nodes,
+    ));
+    out.push('\n');
+    let leases = rows("leases");
+    let agents: Vec<Vec<String>> = rows("agents")
+        .iter()
+        .map(|a| {
+            let lease = leases
+                .iter()
+                .find(|l| l["agent"] == a["agent"])
+                .map(|l| match (&l["holder"], &l["moving_to"]) {
+                    (_, Value::String(to)) => format!("moving to {to}"),
+                    (Value::String(h), _) if *h == a["node"] => {
+                        format!("held, epoch {}", s(&l["epoch"]))
+                    }
+                    (Value::String(h), _) => format!("{h}'s"),
+                    _ => "nobody holds it".to_string(),
+                })
+                .unwrap_or_else(|| "-".into());
+            let mut state = s(&a["state"]).to_uppercase();
+            if a["node_up"] == false {
+                state.push_str(" (node down)");
+            }
+            vec![
+                s(&a["agent"]),
+                s(&a["node"]),
+                state,
+                s(&a["pid"]),
+                s(&a["restarts"]),
+                lease,
+                s(&a["note"]),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["AGENT", "NODE", "STATE", "PID", "RESTARTS", "LEASE", "NOTE"],
+        &agents,
+    ));
+    out
+}
+
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for r in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            line.push_str(&format!("{c:<w$}  ", w = widths[i]));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `vigil fleet move NAME NODE`: its holder stops it and gives the lease to NODE, which
+/// starts it. Waits (up to three leases' time) to say how it went, unless `no_wait`.
+pub fn move_agent(config: &Config, agent: &str, node: &str, no_wait: bool) -> i32 {
+    let cluster = match cluster_of(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let pool = match connect(cluster).await {
+            Ok(p) => p,
+            Err(code) => return code,
+        };
+        let up: Option<(bool,)> = sqlx::query_as(
+            "SELECT seen_at > now() - make_interval(secs => $2::float8) FROM vigil_nodes WHERE node = $1",
+        )
+        .bind(node)
+        .bind(cluster.lease_ttl.as_secs_f64())
+        .fetch_optional(&pool)
+        .await
+        .unwrap_or(None);
+        match up {
+            None => {
+                eprintln!("no node {node} in the cluster (`vigil fleet status` lists them)");
+                return EXIT_USAGE;
+            }
+            Some((false,)) => {
+                eprintln!("node {node} is down: it could not take {agent} (`vigil fleet status`)");
+                return EXIT_FAILURE;
+            }
+            Some((true,)) => {}
+        }
+        let holder = match crate::cluster::leases::request_move(&pool, agent, node).await {
+            Ok(Some(holder)) => holder,
+            Ok(None) => {
+                eprintln!(
+                    "{agent} has no lease in the cluster: is it an agent with placement = \"exclusive\"?"
+                );
+                return EXIT_USAGE;
+            }
+            Err(e) => {
+                eprintln!("cannot ask for the move: {e}");
+                return EXIT_FAILURE;
+            }
+        };
+        if holder.as_deref() == Some(node) {
+            // Nothing to do: the move is taken back.
+            let _ = sqlx::query("UPDATE vigil_leases SET move_to = NULL WHERE agent = $1 AND move_to = $2")
+                .bind(agent)
+                .bind(node)
+                .execute(&pool)
+                .await;
+            println!("{agent} already runs on {node}");
+            return EXIT_OK;
+        }
+        match &holder {
+            Some(h) => println!("{agent}: {h} stops it and gives its lease to {node}, which starts it"),
+            None => println!("{agent}: nobody holds its lease; {node} takes it"),
+        }
+        if no_wait {
+            return EXIT_OK;
+        }
+        let deadline = tokio::time::Instant::now() + cluster.lease_ttl * 3 + Duration::from_secs(5);
+        loop {
+            let now: Option<(Option<String>, i64)> = sqlx::query_as(
+                "SELECT holder, epoch FROM vigil_leases WHERE agent = $1 AND expires_at > now()",
+            )
+            .bind(agent)
+            .fetch_optional(&pool)
+            .await
+            .unwrap_or(None);
+            if let Some((Some(h), epoch)) = &now
+                && h == node
+            {
+                println!("{agent} runs on {node} now (fencing epoch {epoch})");
+                return EXIT_OK;
+            }
+            if tokio::time::Instant::now() > deadline {
+                eprintln!(
+                    "{agent} has not moved to {node} yet (`vigil fleet status` shows where it is; the move stands)"
+                );
+                return EXIT_FAILURE;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
