@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 const AGENTS: usize = 6;
 
 /// A small, seeded generator (xorshift64*): the same seed gives the same faults.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -37,7 +37,7 @@ impl Rng {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
 }

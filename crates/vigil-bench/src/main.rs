@@ -16,6 +16,7 @@ mod alerts;
 mod api;
 mod chaos;
 mod checkpoints;
+mod cluster;
 mod conn;
 mod docker;
 mod graph;
@@ -119,6 +120,42 @@ enum Bench {
         minutes: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Exclusive agents on a cluster of three vigil nodes sharing a real PostgreSQL: seeded
+    /// fault rounds (node killed, cut from the database, vigil killed, moved), failover times,
+    /// flaps, and whether any two runs' orders ever interleaved. Needs psql and a Python with
+    /// the vigil-agent client
+    Cluster {
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 3)]
+        lease_ttl_s: u64,
+        /// PostgreSQL (a database is created in it for the run, and dropped)
+        #[arg(
+            long,
+            env = "VIGIL_TEST_POSTGRES_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/test"
+        )]
+        pg: String,
+        /// A Python with the vigil-agent client installed (`pip install ./clients/python`)
+        #[arg(long, env = "VIGIL_TEST_PYTHON", default_value = "python3")]
+        python: String,
+    },
+    /// Lease renewals of N exclusive agents on one node: statements per renewal period (the
+    /// database's own count), vigil's CPU
+    ClusterRenewals {
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(
+            long,
+            env = "VIGIL_TEST_POSTGRES_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/test"
+        )]
+        pg: String,
     },
     /// Docker containers (needs an engine: DOCKER_HOST): a container's die → vigil's start
     /// request (the engine's share apart), and vigil's CPU and wakeups while watching N
@@ -243,6 +280,18 @@ fn main() -> Result<()> {
             runbooks,
         } => alerts::alerts(&vigil, rate, seconds, repeats, runbooks)?,
         Bench::Chaos { minutes, seed } => chaos::chaos(&vigil, minutes, seed)?,
+        Bench::Cluster {
+            rounds,
+            seed,
+            lease_ttl_s,
+            pg,
+            python,
+        } => cluster::cluster(&vigil, rounds, seed, lease_ttl_s, &pg, &python)?,
+        Bench::ClusterRenewals {
+            agents,
+            seconds,
+            pg,
+        } => cluster::renewals(&vigil, agents, seconds, &pg)?,
         Bench::Docker {
             restarts,
             containers,

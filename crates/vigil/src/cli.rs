@@ -326,6 +326,30 @@ pub enum FleetCmd {
         #[command(flatten)]
         cfg: ConfigArgs,
     },
+    /// Every node's audit journal, as mirrored to the cluster's PostgreSQL, oldest first,
+    /// each record with its node
+    Audit {
+        /// Only this node's records
+        #[arg(long)]
+        node: Option<String>,
+        /// Only this agent (a template name matches all its instances)
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only this action (start, exit, restart, lease_acquired, fenced, …)
+        #[arg(long)]
+        action: Option<String>,
+        /// Only records newer than this: a duration ago ("1h", "30m") or an RFC 3339 time
+        #[arg(long)]
+        since: Option<String>,
+        /// The newest N records
+        #[arg(short = 'n', long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per line, with its `node`
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
     /// Move an exclusive agent to NODE: the node running it stops it and gives its lease to
     /// NODE, which starts it (never both at once). Waits to say how it went
     Move {

@@ -24,6 +24,8 @@ pub struct Health {
     pub clustered: AtomicBool,
     /// …and the cluster's last round reached its database.
     pub cluster_up: Arc<AtomicBool>,
+    /// The journal's mirror in the cluster's database.
+    pub mirror: Arc<crate::cluster::MirrorHealth>,
 }
 
 impl Health {

@@ -55,6 +55,35 @@ fn main() -> ExitCode {
         Cmd::Fleet(cli::FleetCmd::Status { json, cfg }) => {
             with_config(&cfg, |c| cmd::fleet::status(c, json))
         }
+        Cmd::Fleet(cli::FleetCmd::Audit {
+            node,
+            agent,
+            action,
+            since,
+            limit,
+            json,
+            cfg,
+        }) => {
+            let since = match since
+                .map(|s| cmd::audit::parse_since(&s, SystemTime::now()))
+                .transpose()
+            {
+                Ok(since) => since,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_USAGE as u8);
+                }
+            };
+            let q = cmd::fleet::AuditQuery {
+                node: node.as_deref(),
+                agent: agent.as_deref(),
+                action: action.as_deref(),
+                since,
+                limit,
+                json,
+            };
+            with_config(&cfg, |c| cmd::fleet::audit(c, &q))
+        }
         Cmd::Fleet(cli::FleetCmd::Move {
             name,
             node,

@@ -2,11 +2,13 @@
 //! time, fails over when its node dies or is cut from the database, never runs twice, and
 //! does not move back when the cut heals.
 //!
-//! Each node reaches the database through its own TCP proxy (cutting it is the node's
-//! partition). The agent is a Python bot using the real client: before each "order" it asks
-//! `vigil_agent.fence_ok()`, and records the order in PostgreSQL with its fencing epoch and
-//! the database's clock — the one clock every node shares. No two epochs' orders may
-//! interleave.
+//! Each node runs in a network namespace of its own (`ip netns`, a veth pair to the host) and
+//! reaches the database over that link: a cut is the link going down, a dead node is every
+//! process of its namespace killed. The agent is a Python bot using the real client: before
+//! each "order" it asks `vigil_agent.fence_ok()`, and records the order in PostgreSQL (over a
+//! Unix socket, so a cut node's bot stays on the record) with its fencing epoch and the
+//! database's clock — the one clock every node shares. No two epochs' orders may interleave.
+//! (Needs root, for the namespaces; CI runs them.)
 
 mod common;
 
@@ -40,6 +42,8 @@ struct Db {
     admin: String,
     name: String,
     url: String,
+    /// A Unix socket forwarded to PostgreSQL, for the bots inside the nodes' namespaces.
+    sock: tempfile::TempDir,
 }
 
 impl Db {
@@ -52,7 +56,28 @@ impl Db {
             &url,
             "CREATE TABLE acts (epoch bigint NOT NULL, node text NOT NULL, at timestamptz NOT NULL)",
         );
-        Db { admin, name, url }
+        let sock = tempfile::tempdir().unwrap();
+        forward_unix(&sock.path().join(".s.PGSQL.5432"), common::host_port(&url));
+        Db {
+            admin,
+            name,
+            url,
+            sock,
+        }
+    }
+
+    /// The database over the Unix socket (as libpq names one: its directory).
+    fn socket_url(&self) -> String {
+        let user = self
+            .url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .map_or("postgres", |(user, _)| user);
+        format!(
+            "postgresql://{user}@/{}?host={}",
+            self.name,
+            self.sock.path().display()
+        )
     }
 
     /// (holder, epoch) of the trader's lease, if anyone holds it unexpired.
@@ -125,6 +150,28 @@ impl Drop for Db {
     }
 }
 
+/// Accepts on a Unix socket and forwards each connection to `target` (TCP), for good.
+fn forward_unix(path: &std::path::Path, target: String) {
+    let listener = std::os::unix::net::UnixListener::bind(path).expect("bind the socket");
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(&target) else {
+                continue;
+            };
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_in, &mut s_out);
+                let _ = s_out.shutdown(std::net::Shutdown::Both);
+            });
+            let (mut s_in, mut c_out) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s_in, &mut c_out);
+                let _ = c_out.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+}
+
 fn with_db(url: &str, db: &str) -> String {
     let (base, _) = url.rsplit_once('/').expect("a URL with a database");
     format!("{base}/{db}")
@@ -163,23 +210,116 @@ where
     })
 }
 
-/// One vigil node, reaching the database through its own proxy.
+/// One vigil node in a network namespace of its own, joined to the host by a veth pair: it
+/// reaches the cluster's database over that link (through a proxy on the host's end), so a
+/// cut is the link going down — packets dropped, no refusal, as in a real partition. Its API
+/// listens on its end of the link. The bot inside reaches PostgreSQL over a Unix socket (the
+/// file system is shared), so what it does stays on the record even while its node is cut.
 struct Node {
     name: String,
     fleet: Fleet,
-    proxy: Option<Proxy>,
-    proxy_addr: String,
-    target: String,
+    ns: Netns,
+    _proxy: Proxy,
+}
+
+/// A network namespace and its veth pair (removed on drop, with everything still in it).
+struct Netns {
+    name: String,
+    host_if: String,
+    host_ip: String,
+    ns_ip: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {} (these tests need root, for network namespaces)",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    fn new() -> Netns {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let k = N.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        // Interface names are at most 15 bytes.
+        let tag = format!("{}{k}", pid % 100_000);
+        let (name, host_if, ns_if) = (
+            format!("vigil-t{tag}"),
+            format!("vgh{tag}"),
+            format!("vgn{tag}"),
+        );
+        let net = format!("10.{}.{}", 100 + pid % 100, k % 250);
+        let (host_ip, ns_ip) = (format!("{net}.1"), format!("{net}.2"));
+        ip(&["netns", "add", &name]);
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
+        ip(&["link", "set", &ns_if, "netns", &name]);
+        ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        let cidr = format!("{ns_ip}/24");
+        for cmd in [
+            ["addr", "add", cidr.as_str(), "dev", ns_if.as_str()].as_slice(),
+            &["link", "set", ns_if.as_str(), "up"],
+            &["link", "set", "lo", "up"],
+        ] {
+            let mut args = vec!["netns", "exec", name.as_str(), "ip"];
+            args.extend_from_slice(cmd);
+            ip(&args);
+        }
+        Netns {
+            name,
+            host_if,
+            host_ip,
+            ns_ip,
+        }
+    }
+
+    fn kill_all(&self) {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .expect("run ip");
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            common::unsafe_kill(pid.parse().unwrap(), 9);
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.kill_all();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        // Gone with the namespace, as a rule; this is for a namespace that could not be made.
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 impl Node {
     fn new(name: &str, db: &Db, python: &str, nodes: &[&str]) -> Node {
-        let target = common::host_port(&db.url);
-        let proxy = Proxy::start(&target);
-        let fleet = Fleet::new(&format!(
+        let ns = Netns::new();
+        let proxy = Proxy::start_at(&format!("{}:0", ns.host_ip), &common::host_port(&db.url));
+        let mut fleet = Fleet::new(&format!(
             r#"
 [vigil]
 node = "{name}"
+
+[api]
+listen = "{api}:0"
+token = "a-token-for-the-cluster-tests"
 
 [cluster]
 url_file = "cluster-url"
@@ -191,45 +331,68 @@ placement = "exclusive"
 nodes = {nodes:?}
 env = {{ ACTS_URL = "{acts}" }}
 "#,
-            acts = db.url,
+            api = ns.ns_ip,
+            acts = db.socket_url(),
         ));
         std::fs::write(fleet.path("cluster-url"), common::via(&db.url, &proxy.addr)).unwrap();
+        // The same command on every node (`bot.py` in the node's dir): a definition of its
+        // own would be refused the lease.
         std::fs::write(fleet.path("bot.py"), BOT).unwrap();
-        // The bot's command is the same on every node (`bot.py` in the node's dir): a
-        // definition of its own would be refused the lease.
+        // `setsid --fork --wait`: vigil is the wrapper's child, as `Fleet` expects of a wrapper.
+        fleet.wrap = [
+            "ip", "netns", "exec", &ns.name, "setsid", "--fork", "--wait",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         Node {
             name: name.to_string(),
-            proxy_addr: proxy.addr.clone(),
-            proxy: Some(proxy),
             fleet,
-            target,
+            ns,
+            _proxy: proxy,
         }
     }
 
+    /// `vigil status trader` from inside the node (its API is on its end of the link, which a
+    /// cut takes down).
     fn status(&self) -> Value {
-        self.fleet.status("trader")
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns.name,
+                common::VIGIL,
+                "status",
+                "trader",
+                "--json",
+            ])
+            .current_dir(self.fleet.dir.path())
+            .output()
+            .expect("run vigil status");
+        let all: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        all["agents"][0].clone()
     }
 
     fn state(&self) -> String {
         self.status()["state"].as_str().unwrap_or("").to_string()
     }
 
-    /// Cut from the database (its proxy closes every connection and refuses new ones).
+    /// The link to the host goes down: the node's packets are dropped, as in a partition.
     fn cut(&mut self) {
-        self.proxy.take();
+        ip(&["link", "set", &self.ns.host_if, "down"]);
     }
 
     fn heal(&mut self) {
-        self.proxy = Some(Proxy::start_at(&self.proxy_addr, &self.target));
+        ip(&["link", "set", &self.ns.host_if, "up"]);
     }
 
-    /// kill -9 of vigil and of its agent's processes: the node is gone.
+    /// kill -9 of vigil, and — the host died — of every process of the node.
     fn kill9(&mut self, with_agent: bool) -> Instant {
-        let agent = self.status()["pid"].as_i64();
         let at = Instant::now();
-        self.fleet.signal(9);
-        if with_agent && let Some(pid) = agent {
-            common::unsafe_kill(pid as i32, 9);
+        if with_agent {
+            self.ns.kill_all();
+        } else {
+            self.fleet.signal(9);
         }
         let _ = self.fleet.wait_exit(Duration::from_secs(5));
         at
@@ -389,6 +552,35 @@ fn a_node_cut_from_postgres_stops_its_agent_before_another_starts_it_and_nothing
     assert_eq!(nodes[1 - h].fleet.records_of("trader", "fenced").len(), 0);
     assert_eq!(nodes[h].state(), "standby");
     assert_eq!(db.assert_never_twice().len(), 2);
+
+    // Each node's journal is in PostgreSQL, the cut node's too once it healed: every record
+    // once, none missing (the mirror caught up, and copying again duplicated nothing).
+    for n in &nodes {
+        wait(
+            &format!("{}'s journal mirrored", n.name),
+            Duration::from_secs(15),
+            || {
+                let mirrored: Vec<(i64,)> = fetch(
+                    &db.url,
+                    &format!(
+                        "SELECT count(*) FROM vigil_journal WHERE node = '{}'",
+                        n.name
+                    ),
+                );
+                mirrored[0].0 as usize == n.fleet.records(None).len()
+            },
+        );
+    }
+    let out = nodes[1 - h]
+        .fleet
+        .vigil(&["fleet", "audit", "--action", "fenced", "--json"]);
+    let fenced: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(fenced.len(), 1, "{fenced:?}");
+    assert_eq!(fenced[0]["node"], nodes[h].name.as_str());
+    assert_eq!(fenced[0]["agent"], "trader");
 }
 
 #[test]

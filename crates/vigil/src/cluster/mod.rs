@@ -10,6 +10,7 @@
 mod decide;
 mod fence_file;
 pub mod leases;
+mod mirror;
 mod publish;
 mod schema;
 
@@ -30,6 +31,7 @@ use decide::Verdict;
 pub use fence_file::fence_env;
 use fence_file::{FenceFiles, FenceWrite};
 pub use leases::Candidate;
+pub use mirror::MirrorHealth;
 
 /// What the loop's side asks of the cluster task.
 pub enum ToCluster {
@@ -50,11 +52,19 @@ pub struct Cluster {
     /// The last round reached the database.
     pub up: Arc<AtomicBool>,
     pub node: String,
+    /// Wakes the journal's mirror.
+    mirror: Arc<tokio::sync::Notify>,
 }
 
 impl Cluster {
     pub fn send(&self, msg: ToCluster) {
         let _ = self.tx.send(msg);
+    }
+
+    /// The loop wrote to the journal: the mirror copies it (a permit is kept when the mirror
+    /// is busy, so no write goes unseen).
+    pub fn journal_written(&self) {
+        self.mirror.notify_one();
     }
 }
 
@@ -94,7 +104,7 @@ pub fn start(
     state_dir: &Path,
     candidates: Vec<Candidate>,
     events: mpsc::UnboundedSender<Event>,
-    up: Arc<AtomicBool>,
+    health: &crate::health::Health,
     view: Option<tokio::sync::watch::Receiver<Arc<crate::view::FleetView>>>,
     io: &tokio::runtime::Handle,
 ) -> Result<Cluster, sqlx::Error> {
@@ -117,6 +127,28 @@ pub fn start(
             .connect_lazy_with(options)
     };
     let (tx, rx) = mpsc::unbounded_channel();
+    let up = health.cluster_up.clone();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let mirror = mirror::Mirror {
+        // Its own connection: a long copy never holds up a renewal.
+        pool: {
+            let _guard = io.enter();
+            PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_lazy_with(
+                    config
+                        .url
+                        .parse::<PgConnectOptions>()?
+                        .options([("client_min_messages", "warning")]),
+                )
+        },
+        node: config.node.clone(),
+        journal: state_dir.join("audit.jsonl"),
+        wake: wake.clone(),
+        health: health.mirror.clone(),
+    };
+    io.spawn(mirror.run());
     let task = Task {
         pool,
         node: config.node.clone(),
@@ -143,6 +175,7 @@ pub fn start(
         tx,
         up,
         node: config.node.clone(),
+        mirror: wake,
     })
 }
 

@@ -40,6 +40,20 @@ const STATEMENTS: &[&str] = &[
         updated_at timestamptz NOT NULL,
         PRIMARY KEY (node, agent)
     )",
+    // Every node's journal, mirrored (the local journal stays the source of truth). A record
+    // is known by where it is in its node's journal file: copying it again changes nothing.
+    "CREATE TABLE IF NOT EXISTS vigil_journal (
+        node text NOT NULL,
+        journal text NOT NULL,
+        at_offset bigint NOT NULL,
+        length integer NOT NULL,
+        ts timestamptz NOT NULL,
+        agent text,
+        action text NOT NULL,
+        record jsonb NOT NULL,
+        PRIMARY KEY (node, journal, at_offset)
+    )",
+    "CREATE INDEX IF NOT EXISTS vigil_journal_ts ON vigil_journal (ts)",
 ];
 
 pub async fn create(pool: &PgPool) -> Result<(), sqlx::Error> {

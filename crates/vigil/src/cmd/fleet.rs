@@ -327,3 +327,81 @@ pub fn move_agent(config: &Config, agent: &str, node: &str, no_wait: bool) -> i3
         }
     })
 }
+
+/// What `vigil fleet audit` selects.
+pub struct AuditQuery<'a> {
+    pub node: Option<&'a str>,
+    /// An agent, or a template for all its instances.
+    pub agent: Option<&'a str>,
+    pub action: Option<&'a str>,
+    pub since: Option<std::time::SystemTime>,
+    pub limit: usize,
+    pub json: bool,
+}
+
+/// `vigil fleet audit`: every node's journal, as mirrored to PostgreSQL, oldest first, each
+/// record with its node.
+pub fn audit(config: &Config, q: &AuditQuery<'_>) -> i32 {
+    let cluster = match cluster_of(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(action) = q.action
+        && let Err(e) = super::audit::check_action(action)
+    {
+        eprintln!("{e}");
+        return EXIT_USAGE;
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let since = q.since.map(|t| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default()
+    });
+    let rows: Result<Vec<(String, String)>, i32> = rt.block_on(async {
+        let pool = connect(cluster).await?;
+        sqlx::query_as(
+            "SELECT node, record::text FROM (
+                SELECT node, record, ts, at_offset FROM vigil_journal
+                WHERE ($1::text IS NULL OR node = $1)
+                  AND ($2::text IS NULL OR agent = $2 OR agent LIKE $2 || '@%')
+                  AND ($3::text IS NULL OR action = $3)
+                  AND ($4::float8 IS NULL OR ts >= to_timestamp($4))
+                ORDER BY ts DESC, at_offset DESC LIMIT $5) AS newest
+             ORDER BY ts, node, at_offset",
+        )
+        .bind(q.node)
+        .bind(q.agent)
+        .bind(q.action)
+        .bind(since)
+        .bind(q.limit as i64)
+        .fetch_all(&pool)
+        .await
+        .map_err(|e| {
+            eprintln!("cannot read the fleet's journal: {e}");
+            EXIT_FAILURE
+        })
+    });
+    let rows = match rows {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    for (node, text) in rows {
+        let Ok(record) = serde_json::from_str::<crate::audit::Record>(&text) else {
+            continue;
+        };
+        if q.json {
+            let mut v = serde_json::to_value(&record).unwrap_or_default();
+            v["node"] = Value::String(node);
+            println!("{v}");
+        } else {
+            let line = format!("{node:<width$}  {}", super::audit::format_human(&record));
+            println!("{}", super::printable(&line));
+        }
+    }
+    EXIT_OK
+}

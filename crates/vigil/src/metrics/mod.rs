@@ -336,6 +336,25 @@ impl Collector for HealthCollector {
                     MetricType::Gauge,
                 )?
                 .encode_gauge(&i64::from(h.cluster_up.load(Ordering::Relaxed)))?;
+            encoder
+                .encode_descriptor(
+                    "vigil_mirror_lag_bytes",
+                    "Bytes of this node's audit journal not yet copied to the cluster's PostgreSQL (vigil fleet audit)",
+                    None,
+                    MetricType::Gauge,
+                )?
+                .encode_gauge(&(h.mirror.lag_bytes.load(Ordering::Relaxed) as i64))?;
+            encoder
+                .encode_descriptor(
+                    "vigil_mirror_records",
+                    "Audit records copied to the cluster's PostgreSQL since vigil started",
+                    None,
+                    MetricType::Counter,
+                )?
+                .encode_counter::<Labels, u64, f64>(
+                    &h.mirror.copied.load(Ordering::Relaxed),
+                    None,
+                )?;
         }
         Ok(())
     }

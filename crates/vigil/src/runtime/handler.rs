@@ -254,6 +254,11 @@ impl Handler {
         if let Some(n) = &self.notifier {
             n.offer(&written);
         }
+        if let Some(c) = &self.exec.cluster
+            && !written.is_empty()
+        {
+            c.journal_written();
+        }
     }
 
     fn persist(&mut self, changes: &Changes, now: Now) {

@@ -105,7 +105,7 @@ fn start_cluster(h: &mut Handler, marks_dir: &str, io: &tokio::runtime::Handle) 
         Path::new(marks_dir),
         candidates,
         h.exec.events.clone(),
-        h.health.cluster_up.clone(),
+        &h.health,
         h.publisher.subscribe(),
         io,
     ) {
