@@ -350,6 +350,20 @@ pub enum FleetCmd {
         #[command(flatten)]
         cfg: ConfigArgs,
     },
+    /// Restart an agent (or a template's instances) where it runs, on whichever node: a
+    /// person's restart, journaled there with the reason. Waits for each node's answer
+    Restart {
+        /// The agent or template
+        name: String,
+        /// Only on this node
+        #[arg(long)]
+        node: Option<String>,
+        /// Why — written to the node's journal with the restart
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
     /// Move an exclusive agent to NODE: the node running it stops it and gives its lease to
     /// NODE, which starts it (never both at once). Waits to say how it went
     Move {

@@ -84,6 +84,14 @@ fn main() -> ExitCode {
             };
             with_config(&cfg, |c| cmd::fleet::audit(c, &q))
         }
+        Cmd::Fleet(cli::FleetCmd::Restart {
+            name,
+            node,
+            reason,
+            cfg,
+        }) => with_config(&cfg, |c| {
+            cmd::fleet::restart(c, &name, node.as_deref(), reason.as_deref())
+        }),
         Cmd::Fleet(cli::FleetCmd::Move {
             name,
             node,

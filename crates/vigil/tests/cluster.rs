@@ -711,6 +711,41 @@ fn fleet_status_shows_every_node_and_a_move_hands_the_agent_over_without_overlap
         "{lost:?}"
     );
     assert_eq!(db.assert_never_twice().len(), 2);
+    // A restart from anywhere reaches the node that runs it: a person's, on its record.
+    wait(
+        "the fleet view to show the move",
+        Duration::from_secs(10),
+        || {
+            let out = other.fleet.vigil(&["fleet", "status", "--json"]);
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            v["agents"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|a| a["node"] == other.name.as_str() && a["state"] == "running")
+            })
+        },
+    );
+    let out = nodes[h]
+        .fleet
+        .vigil(&["fleet", "restart", "trader", "--reason", "new keys"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!("trader on {}: trader: restarting", other.name)),
+        "{said}"
+    );
+    let restarts = other.fleet.records_of("trader", "restart");
+    assert!(
+        restarts.last().is_some_and(|r| r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("from vigil fleet: new keys")),
+        "{restarts:?}"
+    );
     // An unknown node is refused, and says so.
     let out = other.fleet.vigil(&["fleet", "move", "trader", "nowhere"]);
     assert_eq!(out.status.code(), Some(2));

@@ -287,7 +287,8 @@ pub async fn shutdown(
     Ok(Json(json!({ "stopping": stopping })).into_response())
 }
 
-fn parse_command(s: &str) -> Option<Command> {
+/// A command's name in a URL (and in `vigil_commands`, from another host).
+pub(crate) fn parse_command(s: &str) -> Option<Command> {
     match s {
         "start" => Some(Command::Start),
         "stop" => Some(Command::Stop),

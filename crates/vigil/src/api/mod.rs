@@ -12,6 +12,7 @@ mod error;
 mod events;
 mod guard;
 mod handlers;
+pub(crate) use handlers::parse_command;
 mod serve;
 
 use std::collections::HashSet;
@@ -309,6 +310,9 @@ pub struct Started {
     /// Where it listens (the real port when the config asked for port 0).
     pub addr: Option<SocketAddr>,
     pub pending_heartbeats: PendingHeartbeats,
+    /// Another way in for people's commands (from other hosts of a cluster); none without an
+    /// API.
+    pub commands: Option<mpsc::Sender<ApiRequest>>,
 }
 
 /// The file the CLI reads to find a running vigil's API.
@@ -363,6 +367,7 @@ pub fn start(
             casebook,
             addr: None,
             pending_heartbeats: PendingHeartbeats::default(),
+            commands: None,
         });
     }
     let (view_tx, view_rx) = watch::channel(Arc::new(FleetView::empty()));
@@ -387,7 +392,7 @@ pub fn start(
         view: view_rx,
         status: Mutex::default(),
         audit: audit_tx.clone(),
-        requests: requests_tx,
+        requests: requests_tx.clone(),
         token: config.token.clone(),
         alert_token: config.alert_token.clone(),
         hosts: guard::Hosts::new(&config.hosts),
@@ -413,5 +418,6 @@ pub fn start(
         casebook,
         addr: Some(addr),
         pending_heartbeats,
+        commands: Some(requests_tx),
     })
 }

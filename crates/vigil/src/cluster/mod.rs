@@ -7,6 +7,7 @@
 //! what the database said. A round that fails says nothing: the core's own timer fences what
 //! runs before the last lease it heard of can lapse.
 
+mod commands;
 mod decide;
 mod fence_file;
 pub mod leases;
@@ -27,6 +28,7 @@ use tracing::{info, warn};
 use vigil_core::{Event, LeaseNews};
 
 use crate::config::{AgentConfig, ClusterConfig, Placement};
+pub use commands::CHANNEL as COMMANDS_CHANNEL;
 use decide::Verdict;
 pub use fence_file::fence_env;
 use fence_file::{FenceFiles, FenceWrite};
@@ -106,6 +108,7 @@ pub fn start(
     events: mpsc::UnboundedSender<Event>,
     health: &crate::health::Health,
     view: Option<tokio::sync::watch::Receiver<Arc<crate::view::FleetView>>>,
+    commands: Option<mpsc::Sender<crate::api::ApiRequest>>,
     io: &tokio::runtime::Handle,
 ) -> Result<Cluster, sqlx::Error> {
     let renew = config.renew_every();
@@ -129,26 +132,35 @@ pub fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let up = health.cluster_up.clone();
     let wake = Arc::new(tokio::sync::Notify::new());
+    // The mirror's and the commands' connections: a long copy never holds up a renewal.
+    let mirror_pool = {
+        let _guard = io.enter();
+        PgPoolOptions::new()
+            .max_connections(3)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(
+                config
+                    .url
+                    .parse::<PgConnectOptions>()?
+                    .options([("client_min_messages", "warning")]),
+            )
+    };
     let mirror = mirror::Mirror {
-        // Its own connection: a long copy never holds up a renewal.
-        pool: {
-            let _guard = io.enter();
-            PgPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_lazy_with(
-                    config
-                        .url
-                        .parse::<PgConnectOptions>()?
-                        .options([("client_min_messages", "warning")]),
-                )
-        },
+        pool: mirror_pool.clone(),
         node: config.node.clone(),
         journal: state_dir.join("audit.jsonl"),
         wake: wake.clone(),
         health: health.mirror.clone(),
     };
     io.spawn(mirror.run());
+    if let Some(loop_requests) = commands {
+        let commands = commands::Commands {
+            pool: mirror_pool.clone(),
+            node: config.node.clone(),
+            loop_requests,
+        };
+        io.spawn(commands.run());
+    }
     let task = Task {
         pool,
         node: config.node.clone(),

@@ -54,6 +54,18 @@ const STATEMENTS: &[&str] = &[
         PRIMARY KEY (node, journal, at_offset)
     )",
     "CREATE INDEX IF NOT EXISTS vigil_journal_ts ON vigil_journal (ts)",
+    // A person's command for an agent on another node (`vigil fleet restart`): the node takes
+    // it when notified (NOTIFY vigil_commands) and writes what came of it.
+    "CREATE TABLE IF NOT EXISTS vigil_commands (
+        id bigserial PRIMARY KEY,
+        node text NOT NULL,
+        agent text NOT NULL,
+        command text NOT NULL,
+        reason text,
+        requested_at timestamptz NOT NULL DEFAULT now(),
+        taken_at timestamptz,
+        outcome text
+    )",
 ];
 
 pub async fn create(pool: &PgPool) -> Result<(), sqlx::Error> {

@@ -405,3 +405,100 @@ pub fn audit(config: &Config, q: &AuditQuery<'_>) -> i32 {
     }
     EXIT_OK
 }
+
+/// `vigil fleet restart NAME`: a person's restart, carried out by the node(s) that run it —
+/// NAME may be a template, whose instances may run on several nodes. Waits (10 s) for each
+/// node to say what it did.
+pub fn restart(config: &Config, name: &str, node: Option<&str>, reason: Option<&str>) -> i32 {
+    let cluster = match cluster_of(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let pool = match connect(cluster).await {
+            Ok(p) => p,
+            Err(code) => return code,
+        };
+        // Where it runs now: the nodes that say so (an exclusive agent's standbys do not).
+        let targets: Vec<(String, String)> = match sqlx::query_as(
+            "SELECT a.node, a.agent FROM vigil_agents a JOIN vigil_nodes n ON n.node = a.node
+             WHERE (a.agent = $1 OR a.agent LIKE $1 || '@%')
+               AND ($2::text IS NULL OR a.node = $2)
+               AND a.state <> 'standby'
+               AND n.seen_at > now() - make_interval(secs => $3::float8)
+             ORDER BY a.agent, a.node",
+        )
+        .bind(name)
+        .bind(node)
+        .bind(cluster.lease_ttl.as_secs_f64())
+        .fetch_all(&pool)
+        .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("cannot read the fleet: {e}");
+                return EXIT_FAILURE;
+            }
+        };
+        if targets.is_empty() {
+            eprintln!(
+                "{name} runs on no node that is up{} (`vigil fleet status` shows the fleet)",
+                node.map(|n| format!(" named {n}")).unwrap_or_default()
+            );
+            return EXIT_USAGE;
+        }
+        let mut ids = Vec::new();
+        for (node, agent) in &targets {
+            let id: Result<(i64,), _> = sqlx::query_as(
+                "INSERT INTO vigil_commands (node, agent, command, reason) VALUES ($1, $2, 'restart', $3) RETURNING id",
+            )
+            .bind(node)
+            .bind(agent)
+            .bind(reason)
+            .fetch_one(&pool)
+            .await;
+            match id {
+                Ok((id,)) => ids.push((id, node.clone(), agent.clone())),
+                Err(e) => {
+                    eprintln!("cannot send the command to {node}: {e}");
+                    return EXIT_FAILURE;
+                }
+            }
+        }
+        let notify = format!("NOTIFY {}", crate::cluster::COMMANDS_CHANNEL);
+        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(notify)).execute(&pool).await {
+            eprintln!("cannot notify the nodes: {e}");
+            return EXIT_FAILURE;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut code = EXIT_OK;
+        for (id, node, agent) in ids {
+            loop {
+                let outcome: Option<(Option<String>,)> =
+                    sqlx::query_as("SELECT outcome FROM vigil_commands WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&pool)
+                        .await
+                        .unwrap_or(None);
+                if let Some((Some(outcome),)) = outcome {
+                    if outcome.starts_with("refused") || outcome.starts_with("not carried out") {
+                        code = EXIT_FAILURE;
+                    }
+                    println!("{agent} on {node}: {}", super::printable(&outcome));
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    println!("{agent} on {node}: not answered within 10s (the command waits a minute for it)");
+                    code = EXIT_FAILURE;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        code
+    })
+}

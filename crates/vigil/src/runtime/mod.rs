@@ -92,7 +92,12 @@ pub fn alert_policy(config: &Config) -> vigil_core::AlertPolicy {
 
 /// The cluster task, with `[cluster]`: after the agents are known (and their runs adopted),
 /// so it can name them to the core.
-fn start_cluster(h: &mut Handler, marks_dir: &str, io: &tokio::runtime::Handle) {
+fn start_cluster(
+    h: &mut Handler,
+    marks_dir: &str,
+    commands: Option<mpsc::Sender<api::ApiRequest>>,
+    io: &tokio::runtime::Handle,
+) {
     let Some(cluster) = h.config.cluster.clone() else {
         return;
     };
@@ -107,6 +112,7 @@ fn start_cluster(h: &mut Handler, marks_dir: &str, io: &tokio::runtime::Handle) 
         h.exec.events.clone(),
         &h.health,
         h.publisher.subscribe(),
+        commands,
         io,
     ) {
         Ok(c) => {
@@ -208,6 +214,7 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
         health.clone(),
         agent_facing.clone(),
     )?;
+    let fleet_commands = api.commands.clone();
     let token_key = match crate::agent_token::TokenKey::load_or_create(&state_dir) {
         Ok(key) => key,
         Err(e) => {
@@ -344,7 +351,7 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
         now,
         crate::crash::resumes_shutdown(),
     );
-    start_cluster(&mut h, &marks_dir, &opts.io);
+    start_cluster(&mut h, &marks_dir, fleet_commands, &opts.io);
     agent_facing
         .adopted
         .store(true, std::sync::atomic::Ordering::Release);
