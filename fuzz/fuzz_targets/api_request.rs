@@ -42,8 +42,16 @@ fn server() -> SocketAddr {
             adopted: Arc::new(true.into()),
             store: Some(Arc::new(store)),
         };
-        let mut started = api::start(&config, state, "fuzz", runtime.handle(), health, agents)
-            .expect("the API starts");
+        let mut started = api::start(
+            &config,
+            state,
+            "fuzz",
+            runtime.handle(),
+            health,
+            agents,
+            None,
+        )
+        .expect("the API starts");
         let addr = started.addr.expect("listening");
         runtime.spawn(async move {
             while let Some(request) = started.requests.recv().await {

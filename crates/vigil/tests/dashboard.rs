@@ -669,3 +669,59 @@ command = ["sleep", "300"]
     );
     c.close().await.ok();
 }
+
+#[tokio::test]
+#[ignore = "needs Chromium, ChromeDriver and PostgreSQL: apt-get install chromium chromium-driver; set VIGIL_TEST_POSTGRES_URL (`.ci/run` does)"]
+async fn dashboard_shows_the_cluster_with_its_nodes_and_leases() {
+    // A database of the test's own for the cluster's tables.
+    let admin = common::postgres_url();
+    let db = unique("vigil_dash_cluster");
+    let exec = |url: String, sql: String| async move {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .expect("sql");
+    };
+    exec(admin.clone(), format!("CREATE DATABASE {db}")).await;
+    let url = format!("{}/{db}", admin.rsplit_once('/').unwrap().0);
+    let mut f = Fleet::new(
+        r#"[vigil]
+node = "fra-1"
+
+[cluster]
+url_file = "cluster-url"
+lease_ttl = "3s"
+
+[agents.trader]
+command = ["sleep", "300"]
+placement = "exclusive"
+nodes = ["fra-1", "fra-2"]
+"#,
+    );
+    std::fs::write(f.path("cluster-url"), &url).unwrap();
+    f.start();
+    f.wait_for("the lease", Duration::from_secs(15), |f| {
+        f.status("trader")["lease"]["held"] == true
+    });
+    let (_driver, c) = browser().await;
+    c.goto(&format!("http://{}/", f.api_addr()))
+        .await
+        .expect("open the dashboard");
+    until("the fleet section", Duration::from_secs(15), async || {
+        let fleet = text(&c, "#cluster").await;
+        fleet.contains("fra-1") && fleet.contains("held, epoch 1") && fleet.contains("up")
+    })
+    .await;
+    let hidden = js(&c, "document.getElementById('cluster').hidden").await;
+    assert_eq!(hidden, json!(false));
+    let card = card_text(&c, "trader").await;
+    assert!(
+        card.contains("lease") && card.contains("held, epoch 1"),
+        "{card}"
+    );
+    c.close().await.ok();
+    f.stop();
+    exec(admin, format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+}

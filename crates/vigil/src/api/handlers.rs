@@ -96,6 +96,25 @@ pub async fn incidents(State(hub): Hubs) -> Response {
     Json(json!({ "incidents": &*view.incidents })).into_response()
 }
 
+/// The whole fleet of the cluster (`vigil fleet status --json`), read from its database; 404
+/// for a vigil without `[cluster]`, 503 when the database does not answer.
+pub async fn fleet(State(hub): Hubs) -> Result<Response, ApiError> {
+    let Some(reader) = &hub.fleet else {
+        return Err(ApiError::not_found(
+            "this vigil is not part of a cluster (its config has no [cluster])",
+        ));
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), reader.read()).await {
+        Ok(Ok(fleet)) => Ok(Json(fleet).into_response()),
+        Ok(Err(e)) => Err(ApiError::unavailable(format!(
+            "the cluster's database: {e}"
+        ))),
+        Err(_) => Err(ApiError::unavailable(
+            "the cluster's database did not answer within 5s",
+        )),
+    }
+}
+
 /// `{"runbooks": [...]}`: runs at work or waiting, then the newest ended ones.
 pub async fn runbooks(State(hub): Hubs) -> Response {
     let view = hub.view.borrow().clone();

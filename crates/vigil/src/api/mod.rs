@@ -204,6 +204,8 @@ const STATUS_MAX_AGE: Duration = Duration::from_secs(1);
 /// Shared by the loop (which writes) and the API (which reads).
 pub struct Hub {
     pub view: watch::Receiver<Arc<FleetView>>,
+    /// With `[cluster]`: the whole fleet, from the cluster's database (`/fleet`).
+    pub fleet: Option<crate::cluster::fleet_view::FleetReader>,
     pub status: Mutex<StatusCache>,
     /// Audit records as JSON lines, for live feeds.
     pub audit: broadcast::Sender<Arc<str>>,
@@ -260,6 +262,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/status/{name}", get(handlers::status_one))
         .route("/audit", get(handlers::audit))
         .route("/incidents", get(handlers::incidents))
+        .route("/fleet", get(handlers::fleet))
         .route("/runbooks", get(handlers::runbooks))
         .route(
             "/alertmanager",
@@ -352,6 +355,7 @@ pub fn start(
     io: &tokio::runtime::Handle,
     health: Arc<Health>,
     agents: AgentFacing,
+    fleet: Option<crate::cluster::fleet_view::FleetReader>,
 ) -> Result<Started, StartError> {
     let live = Live::default();
     let casebook = Casebook::default();
@@ -390,6 +394,7 @@ pub fn start(
     let hub = Arc::new(Hub {
         metrics: Metrics::new(view_rx.clone(), &live, health.clone(), node),
         view: view_rx,
+        fleet,
         status: Mutex::default(),
         audit: audit_tx.clone(),
         requests: requests_tx.clone(),

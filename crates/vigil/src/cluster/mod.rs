@@ -10,6 +10,7 @@
 mod commands;
 mod decide;
 mod fence_file;
+pub mod fleet_view;
 pub mod leases;
 mod mirror;
 mod publish;

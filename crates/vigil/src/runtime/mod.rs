@@ -213,6 +213,10 @@ pub async fn run(opts: RunOptions) -> Result<(), StartError> {
         &opts.io,
         health.clone(),
         agent_facing.clone(),
+        config
+            .cluster
+            .as_ref()
+            .and_then(|c| crate::cluster::fleet_view::FleetReader::new(c, &opts.io)),
     )?;
     let fleet_commands = api.commands.clone();
     let token_key = match crate::agent_token::TokenKey::load_or_create(&state_dir) {
