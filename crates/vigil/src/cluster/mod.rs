@@ -100,18 +100,33 @@ pub fn candidates<'a>(
         .collect()
 }
 
+/// How the cluster's tasks reach the rest of vigil.
+pub struct Links<'a> {
+    /// Lease news, to the loop.
+    pub events: mpsc::UnboundedSender<Event>,
+    /// Where the cluster's health shows (`vigil_cluster_up`, the mirror's lag).
+    pub health: &'a crate::health::Health,
+    /// The loop's pictures of the fleet, to publish (none without an API).
+    pub view: Option<tokio::sync::watch::Receiver<Arc<crate::view::FleetView>>>,
+    /// Where commands from other hosts go, as a person's (none without an API).
+    pub commands: Option<mpsc::Sender<crate::api::ApiRequest>>,
+}
+
 /// Opens the pool (lazily: a database down at start is a round that fails, not a vigil that
-/// does not start) and starts the task.
+/// does not start) and starts the tasks: renewals, the journal's mirror, commands.
 pub fn start(
     config: &ClusterConfig,
     state_dir: &Path,
     candidates: Vec<Candidate>,
-    events: mpsc::UnboundedSender<Event>,
-    health: &crate::health::Health,
-    view: Option<tokio::sync::watch::Receiver<Arc<crate::view::FleetView>>>,
-    commands: Option<mpsc::Sender<crate::api::ApiRequest>>,
+    links: Links<'_>,
     io: &tokio::runtime::Handle,
 ) -> Result<Cluster, sqlx::Error> {
+    let Links {
+        events,
+        health,
+        view,
+        commands,
+    } = links;
     let renew = config.renew_every();
     let options: PgConnectOptions = config.url.parse()?;
     // A round must fail fast enough for the next to be tried before the fence: connecting,

@@ -109,10 +109,12 @@ fn start_cluster(
         &cluster,
         Path::new(marks_dir),
         candidates,
-        h.exec.events.clone(),
-        &h.health,
-        h.publisher.subscribe(),
-        commands,
+        crate::cluster::Links {
+            events: h.exec.events.clone(),
+            health: &h.health,
+            view: h.publisher.subscribe(),
+            commands,
+        },
         io,
     ) {
         Ok(c) => {
