@@ -502,3 +502,89 @@ pub fn renewals(vigil: &Path, agents: usize, seconds: u64, pg: &str) -> Result<V
     }
     result
 }
+
+/// The journal's mirror catching up: a journal of `records` records (as an outage leaves
+/// it), then vigil started with `[cluster]`: how fast they reach PostgreSQL, and then a
+/// restart of the mirror copies nothing twice.
+pub fn mirror(vigil: &Path, records: usize, pg: &str) -> Result<Value> {
+    let dir = super::scratch("cluster-mirror");
+    std::fs::create_dir_all(dir.join(".vigil"))?;
+    let db = format!("vigil_bench_mirror_{}", std::process::id());
+    psql(pg, &format!("CREATE DATABASE {db}"))?;
+    let url = format!(
+        "{}/{db}",
+        pg.rsplit_once('/').context("a URL with a database")?.0
+    );
+    std::fs::write(dir.join("cluster-url"), &url)?;
+    std::fs::write(
+        dir.join("vigil.toml"),
+        "[vigil]\nnode = \"n1\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
+         [cluster]\nurl_file = \"cluster-url\"\n[agents.a]\ncommand = [\"sleep\", \"3600\"]\n",
+    )?;
+    // Records as vigil writes them, of a typical size.
+    let mut journal = String::with_capacity(records * 200);
+    let t0 = chrono::Utc::now() - chrono::Duration::hours(1);
+    for i in 0..records {
+        let ts = (t0 + chrono::Duration::milliseconds(i as i64)).format("%Y-%m-%dT%H:%M:%S%.3fZ");
+        journal += &format!(
+            "{{\"ts\":\"{ts}\",\"agent\":\"trader@BTC_{}\",\"action\":\"restart\",\"reason\":\"restarting after exit: exited with code 1 (run {i})\",\"success\":true,\"error\":null,\"metadata\":{{\"cause\":\"exit\"}}}}\n",
+            i % 50
+        );
+    }
+    std::fs::write(dir.join(".vigil/audit.jsonl"), journal)?;
+    let mut node = Node {
+        name: "n1".into(),
+        dir: dir.clone(),
+        child: None,
+        proxy: Proxy::start("127.0.0.1:0", "127.0.0.1:1")?,
+        target: String::new(),
+    };
+    let count = || -> i64 {
+        psql(&url, "SELECT count(*) FROM vigil_journal")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let result = (|| -> Result<Value> {
+        let started = Instant::now();
+        node.start(vigil)?;
+        // The backlog plus vigil's own first records.
+        let took = wait_until(Duration::from_secs(300), || count() >= records as i64)
+            .context("the mirror did not catch up within 5 minutes")?;
+        let copied = count();
+        node.stop();
+        let before = count();
+        node.start(vigil)?;
+        std::thread::sleep(Duration::from_secs(3));
+        let after = count();
+        Ok(json!({
+            "records": records,
+            "caught_up_s": took.as_secs_f64(),
+            "since_vigil_start_s": started.elapsed().as_secs_f64(),
+            "records_per_s": copied as f64 / took.as_secs_f64(),
+            "added_by_a_restart": after - before,
+        }))
+    })();
+    node.stop();
+    let _ = psql(pg, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    if let Ok(r) = &result {
+        println!(
+            "mirror: {records} journal records copied to PostgreSQL in {:.2} s ({:.0} records/s); \
+             after a restart of vigil, {} more rows (its own new records only)",
+            r["caught_up_s"].as_f64().unwrap_or_default(),
+            r["records_per_s"].as_f64().unwrap_or_default(),
+            r["added_by_a_restart"]
+        );
+    }
+    result
+}
+
+/// A database of its own for a run on `pg` (left for a look afterwards): its URL.
+pub fn scratch_db(pg: &str, what: &str) -> Result<String> {
+    let db = format!("vigil_bench_{what}_{}", std::process::id());
+    psql(pg, &format!("CREATE DATABASE {db}"))?;
+    Ok(format!(
+        "{}/{db}",
+        pg.rsplit_once('/').context("a URL with a database")?.0
+    ))
+}

@@ -62,6 +62,10 @@ enum Bench {
         /// Hold this many slow clients (half-sent requests) against vigil's API while measuring
         #[arg(long, default_value_t = 0)]
         slow_clients: usize,
+        /// Run vigil in a cluster on this PostgreSQL (a database is made for the run): its
+        /// renewals and the journal's mirror (every restart's records copied) run meanwhile
+        #[arg(long)]
+        cluster: Option<String>,
     },
     /// For each fleet size of idle agents: the time to start them all, vigil's memory and CPU,
     /// `/status` and `/metrics`, a reload that changes one agent, the time to stop them all
@@ -142,6 +146,17 @@ enum Bench {
         /// A Python with the vigil-agent client installed (`pip install ./clients/python`)
         #[arg(long, env = "VIGIL_TEST_PYTHON", default_value = "python3")]
         python: String,
+    },
+    /// The journal's mirror to PostgreSQL: a backlog of N records copied, records/s
+    ClusterMirror {
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+        #[arg(
+            long,
+            env = "VIGIL_TEST_POSTGRES_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/test"
+        )]
+        pg: String,
     },
     /// Lease renewals of N exclusive agents on one node: statements per renewal period (the
     /// database's own count), vigil's CPU
@@ -255,7 +270,15 @@ fn main() -> Result<()> {
             lifetime_ms,
             noise_mb,
             slow_clients,
-        } => crash_restart(&vigil, restarts, lifetime_ms, noise_mb, slow_clients)?,
+            cluster,
+        } => crash_restart(
+            &vigil,
+            restarts,
+            lifetime_ms,
+            noise_mb,
+            slow_clients,
+            cluster.as_deref(),
+        )?,
         Bench::Stall { stalls, max_age_ms } => json!({
             "stall": [stall(&vigil, "file", stalls, max_age_ms)?, stall(&vigil, "notify", stalls, max_age_ms)?]
         }),
@@ -287,6 +310,7 @@ fn main() -> Result<()> {
             pg,
             python,
         } => cluster::cluster(&vigil, rounds, seed, lease_ttl_s, &pg, &python)?,
+        Bench::ClusterMirror { records, pg } => cluster::mirror(&vigil, records, &pg)?,
         Bench::ClusterRenewals {
             agents,
             seconds,
@@ -513,6 +537,7 @@ fn crash_restart(
     lifetime_ms: u64,
     noise_mb: u64,
     slow_clients: usize,
+    cluster: Option<&str>,
 ) -> Result<serde_json::Value> {
     let agent = sibling("vigil-bench-agent")?;
     let dir = scratch("crash");
@@ -537,8 +562,15 @@ max_restarts = 1000000
     } else {
         String::new()
     };
+    let cluster = match cluster {
+        Some(pg) => format!(
+            "\n[cluster]\nurl = \"{}\"\n",
+            cluster::scratch_db(pg, "crash")?
+        ),
+        None => String::new(),
+    };
     let config = format!(
-        "[vigil]\nstate_dir = \"state\"\n\n{}{noise}",
+        "[vigil]\nstate_dir = \"state\"\n\n{}{noise}{cluster}",
         crasher(&agent, &times, lifetime_ms)
     );
     std::fs::create_dir_all(&dir)?;

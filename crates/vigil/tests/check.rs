@@ -251,3 +251,97 @@ command = ["x"]
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("did you mean `defaults`?"), "{stderr}");
 }
+
+#[test]
+fn exclusive_placement_needs_a_cluster_and_a_stop_that_fits_its_lease() {
+    let fleet = Fleet::new(
+        r#"[agents.alone]
+command = ["sleep", "60"]
+placement = "exclusive"
+
+[agents.local]
+command = ["sleep", "60"]
+nodes = ["fra-1"]
+"#,
+    );
+    let out = fleet.vigil(&["check", "-c", "vigil.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("placement = \"exclusive\" needs a [cluster]"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--> vigil.toml:3:13"), "{stderr}");
+    assert!(
+        stderr.contains("`nodes` in [agents.local] names candidates for placement = \"exclusive\""),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        fleet.path("cluster-url"),
+        "postgres://vigil:s3cret@db.internal/fleet",
+    )
+    .unwrap();
+    fleet.write_config(
+        r#"[cluster]
+url_file = "cluster-url"
+node = "fra-1"
+
+[agents.slow]
+command = ["sleep", "60"]
+placement = "exclusive"
+stop_timeout = "30s"
+
+[agents.fits]
+command = ["sleep", "60"]
+placement = "exclusive"
+nodes = ["fra-1", "fra-2", "fra-1"]
+"#,
+    );
+    let out = fleet.vigil(&["check", "-c", "vigil.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("stop_timeout 30s of an exclusive agent does not fit its lease: at most 4s with lease_ttl 10s"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("node \"fra-1\" is listed twice"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("s3cret"),
+        "the URL's password is never shown: {stderr}"
+    );
+
+    // Fixed: the default stop_timeout is made to fit the lease, and `vigil check` says so.
+    fleet.write_config(
+        r#"[cluster]
+url_file = "cluster-url"
+node = "fra-1"
+
+[agents.fits]
+command = ["sleep", "60"]
+placement = "exclusive"
+nodes = ["fra-1", "fra-2"]
+"#,
+    );
+    let out = fleet.vigil(&["check", "-c", "vigil.toml"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("cluster: node fra-1 · PostgreSQL postgres://vigil:***@db.internal/fleet"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("SIGKILL after 4s"), "{stdout}");
+    assert!(
+        stdout.contains("exclusive: one node at a time, of fra-1, fra-2"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("s3cret"), "{stdout}");
+}

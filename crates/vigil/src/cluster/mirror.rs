@@ -22,6 +22,9 @@ use tokio::sync::Notify;
 
 use crate::audit::Record;
 
+/// How long after a wake the mirror waits for more records to copy along.
+const COALESCE: Duration = Duration::from_millis(200);
+
 /// At most this much of the journal per statement.
 const BATCH_BYTES: usize = 1 << 20;
 const BATCH_LINES: usize = 5_000;
@@ -94,7 +97,13 @@ impl Mirror {
         loop {
             match self.step(&mut cursor).await {
                 Ok(true) => continue,
-                Ok(false) => self.wake.notified().await,
+                Ok(false) => {
+                    self.wake.notified().await;
+                    // What the loop writes over the next moment goes in the same statement:
+                    // at most a few statements a second however busy the journal, and the
+                    // database's work (on this host, often) kept away from the loop's moments.
+                    tokio::time::sleep(COALESCE).await;
+                }
                 Err(e) => {
                     tracing::debug!("cluster: the journal's mirror waits ({e})");
                     cursor = None;

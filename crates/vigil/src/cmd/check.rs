@@ -74,6 +74,15 @@ pub fn render(config: &Config) -> String {
         store_place(config),
         config.store.keep
     ));
+    if let Some(c) = &config.cluster {
+        out.push_str(&format!(
+            "cluster: node {} · PostgreSQL {} · leases of {}, renewed every {}\n",
+            c.node,
+            crate::redact::url(&c.url),
+            human_duration(c.lease_ttl),
+            human_duration(c.renew_every())
+        ));
+    }
     let inc = &config.incidents;
     if inc.enabled {
         out.push_str(&format!(
@@ -197,6 +206,26 @@ fn render_agent(config: &Config, a: &AgentConfig) -> String {
             human_duration(a.stop_timeout)
         ),
     ));
+    if let crate::config::Placement::Exclusive { nodes, .. } = &a.placement {
+        let here = config.cluster.as_ref().map_or("", |c| c.node.as_str());
+        out.push_str(&row(
+            "placed",
+            format!(
+                "exclusive: one node at a time, of {}{} · definition {}",
+                if nodes.is_empty() {
+                    "any node".to_string()
+                } else {
+                    nodes.join(", ")
+                },
+                if a.placement.admits(here) {
+                    String::new()
+                } else {
+                    format!(" (not {here}: it stays on standby here)")
+                },
+                a.definition_hash()
+            ),
+        ));
+    }
     out.push_str(&row("policy", a.policy.summary()));
     for c in &a.checks {
         out.push_str(&row("check", describe_check(c)));
@@ -423,6 +452,12 @@ pub fn render_json(config: &Config) -> serde_json::Value {
             "max_per_minute": c.max_per_minute,
         })).collect::<Vec<_>>(),
         "store": { "place": store_place(config), "keep": config.store.keep },
+        "cluster": config.cluster.as_ref().map(|c| json!({
+            "node": c.node,
+            "place": crate::redact::url(&c.url),
+            "lease_ttl_s": c.lease_ttl.as_secs_f64(),
+            "renew_every_s": c.renew_every().as_secs_f64(),
+        })),
         "incidents": {
             "enabled": config.incidents.enabled,
             "min_agents": config.incidents.min_agents,
