@@ -283,6 +283,20 @@ pub fn cluster(
                 );
             }
         }
+        // A chaos run that broke the promise fails (CI runs a short one).
+        let overlaps = r["never_twice"]["overlapping_runs"]
+            .as_array()
+            .map_or(0, Vec::len)
+            + r["never_twice"]["epochs_on_two_nodes"]
+                .as_u64()
+                .unwrap_or(0) as usize;
+        let stuck = r["rounds_without_failover"].as_array().map_or(0, Vec::len);
+        if overlaps > 0 || stuck > 0 || r["flaps"] != 0 {
+            bail!(
+                "the cluster broke its promise: {overlaps} overlapping run(s), {stuck} round(s) without failover, {} flap(s)",
+                r["flaps"]
+            );
+        }
     }
     report
 }

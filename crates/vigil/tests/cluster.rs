@@ -80,13 +80,15 @@ impl Db {
         )
     }
 
-    /// (holder, epoch) of the trader's lease, if anyone holds it unexpired.
+    /// (holder, epoch) of the trader's lease, if anyone holds it unexpired (none before the
+    /// first vigil made the tables).
     fn holder(&self) -> Option<(String, i64)> {
-        fetch(
+        try_fetch(
             &self.url,
             "SELECT holder, epoch FROM vigil_leases \
              WHERE agent = 'trader' AND holder IS NOT NULL AND expires_at > now()",
         )
+        .ok()?
         .into_iter()
         .next()
     }
@@ -200,13 +202,19 @@ fn fetch<T>(url: &str, statement: &str) -> Vec<T>
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
 {
+    try_fetch(url, statement).expect(statement)
+}
+
+fn try_fetch<T>(url: &str, statement: &str) -> Result<Vec<T>, sqlx::Error>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
     runtime().block_on(async {
         use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+        let mut conn = sqlx::PgConnection::connect(url).await?;
         sqlx::query_as::<_, T>(sqlx::AssertSqlSafe(statement.to_string()))
             .fetch_all(&mut conn)
             .await
-            .expect(statement)
     })
 }
 
@@ -750,4 +758,32 @@ fn fleet_status_shows_every_node_and_a_move_hands_the_agent_over_without_overlap
     let out = other.fleet.vigil(&["fleet", "move", "trader", "nowhere"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no node nowhere"));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and the Python client: set VIGIL_TEST_POSTGRES_URL and VIGIL_TEST_PYTHON"]
+fn a_second_vigil_with_the_same_node_name_renews_and_runs_nothing() {
+    let (db, py) = (Db::new(), python());
+    let mut first = vec![Node::new("n1", &db, &py, &["n1"])];
+    running(&mut first, &db);
+    let (_, epoch) = db.holder().unwrap();
+    // A copy-pasted config on another host: the same node name, its own state dir.
+    let mut second = Node::new("n1", &db, &py, &["n1"]);
+    second.fleet.start();
+    second
+        .fleet
+        .wait_for("its refusal", Duration::from_secs(10), |f| {
+            f.output().contains("another vigil is node n1 and is alive")
+        });
+    std::thread::sleep(Duration::from_secs(TTL_S));
+    assert_eq!(second.state(), "standby", "{}", second.status());
+    assert!(
+        second
+            .fleet
+            .records_of("trader", "lease_acquired")
+            .is_empty()
+    );
+    assert_eq!(db.holder(), Some(("n1".into(), epoch)));
+    assert_eq!(first[0].state(), "running");
+    assert_eq!(db.assert_never_twice().len(), 1);
 }

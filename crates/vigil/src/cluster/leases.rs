@@ -39,17 +39,22 @@ pub struct LeaseRow {
     pub alive_better: i64,
 }
 
+// The node's row is this vigil's only if it holds the node's id, or the vigil that did has
+// not been heard of for a lease's time: a second vigil with the same node name renews nothing.
 const ROUND: &str = "
 WITH beat AS (
-    INSERT INTO vigil_nodes (node, seen_at, started_at, version, pid)
-    VALUES ($1, now(), now(), $4, $5)
-    ON CONFLICT (node) DO UPDATE SET seen_at = now(), version = EXCLUDED.version, pid = EXCLUDED.pid
+    INSERT INTO vigil_nodes (node, seen_at, started_at, version, pid, instance)
+    VALUES ($1, now(), now(), $4, $5, $8)
+    ON CONFLICT (node) DO UPDATE SET seen_at = now(), version = EXCLUDED.version, pid = EXCLUDED.pid,
+        instance = EXCLUDED.instance
+    WHERE vigil_nodes.instance IS NULL OR vigil_nodes.instance = EXCLUDED.instance
+       OR vigil_nodes.seen_at < now() - make_interval(secs => $2::float8 / 1000)
     RETURNING node
 ), renewed AS (
     UPDATE vigil_leases l
     SET expires_at = now() + make_interval(secs => $2::float8 / 1000), definition = m.def
     FROM unnest($3::text[], $6::text[]) AS m(agent, def)
-    WHERE l.agent = m.agent AND l.holder = $1
+    WHERE l.agent = m.agent AND l.holder = $1 AND EXISTS (SELECT 1 FROM beat)
     RETURNING l.agent, l.epoch
 )
 SELECT m.agent, l.holder, l.epoch, l.definition, l.move_to,
@@ -62,16 +67,32 @@ SELECT m.agent, l.holder, l.epoch, l.definition, l.move_to,
 FROM unnest($3::text[], $7::text[]) AS m(agent, better)
 LEFT JOIN vigil_leases l ON l.agent = m.agent
 LEFT JOIN renewed r ON r.agent = m.agent
-CROSS JOIN (SELECT count(*) FROM beat) AS b
 ";
+
+/// Whether the round's node row was this vigil's (checked with the round: the statement
+/// above renews nothing when it was not).
+const BEAT: &str = "SELECT instance = $2 FROM vigil_nodes WHERE node = $1";
+
+/// Why a round did not count.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Another vigil, alive, is this node: nothing was renewed or taken.
+    #[error(
+        "another vigil is node {node} and is alive (it has another id than {id}, from this state dir's cluster-node.id): this vigil renews and takes no lease; give each node its own [cluster] node name"
+    )]
+    NameTaken { node: String, id: String },
+}
 
 /// Says this node is alive, renews what it holds, reads the rest.
 pub async fn round(
     pool: &PgPool,
     node: &str,
+    instance: &str,
     ttl: Duration,
     candidates: &[Candidate],
-) -> Result<Vec<LeaseRow>, sqlx::Error> {
+) -> Result<Vec<LeaseRow>, RoundError> {
     let names: Vec<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
     let defs: Vec<&str> = candidates.iter().map(|c| c.definition.as_str()).collect();
     let better: Vec<String> = candidates.iter().map(|c| c.better.join(",")).collect();
@@ -93,8 +114,20 @@ pub async fn round(
         .bind(std::process::id() as i32)
         .bind(&defs)
         .bind(&better)
+        .bind(instance)
         .fetch_all(pool)
         .await?;
+    let ours: Option<(Option<bool>,)> = sqlx::query_as(BEAT)
+        .bind(node)
+        .bind(instance)
+        .fetch_optional(pool)
+        .await?;
+    if ours != Some((Some(true),)) {
+        return Err(RoundError::NameTaken {
+            node: node.to_string(),
+            id: instance.to_string(),
+        });
+    }
     Ok(rows
         .into_iter()
         .map(

@@ -11,6 +11,7 @@ mod commands;
 mod decide;
 mod fence_file;
 pub mod fleet_view;
+mod identity;
 pub mod leases;
 mod mirror;
 mod publish;
@@ -147,6 +148,7 @@ pub fn start(
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let up = health.cluster_up.clone();
+    let instance = identity::load_or_create(state_dir).map_err(sqlx::Error::Io)?;
     let wake = Arc::new(tokio::sync::Notify::new());
     // The mirror's and the commands' connections: a long copy never holds up a renewal.
     let mirror_pool = {
@@ -180,6 +182,7 @@ pub fn start(
     let task = Task {
         pool,
         node: config.node.clone(),
+        instance,
         ttl: config.lease_ttl,
         renew,
         candidates,
@@ -235,6 +238,8 @@ enum Told {
 struct Task {
     pool: PgPool,
     node: String,
+    /// Which vigil this node is (see `identity`).
+    instance: String,
     ttl: Duration,
     renew: Duration,
     candidates: Vec<Candidate>,
@@ -305,19 +310,26 @@ impl Task {
         if self.failing_since.is_none() {
             self.failing_since = Some(Instant::now());
             warn!(
-                "cluster: the database does not answer ({why}); exclusive agents are stopped before their leases can lapse"
+                "cluster: no renewal ({why}); exclusive agents are stopped before their leases can lapse"
             );
         }
         (self.renew / 3).max(Duration::from_millis(200))
     }
 
-    async fn round(&mut self) -> Result<Duration, sqlx::Error> {
+    async fn round(&mut self) -> Result<Duration, leases::RoundError> {
         if !self.schema_ready {
             schema::create(&self.pool).await?;
             self.schema_ready = true;
         }
         let sent_at = Instant::now();
-        let rows = leases::round(&self.pool, &self.node, self.ttl, &self.candidates).await?;
+        let rows = leases::round(
+            &self.pool,
+            &self.node,
+            &self.instance,
+            self.ttl,
+            &self.candidates,
+        )
+        .await?;
         let decisions = decide::decide(&self.node, self.renew, &self.candidates, &rows);
         let mut take = Vec::new();
         let mut news = Vec::new();

@@ -16,6 +16,8 @@ const STATEMENTS: &[&str] = &[
         version text NOT NULL,
         pid integer NOT NULL
     )",
+    // Which vigil is the node (see `identity`); added to tables made before it.
+    "ALTER TABLE vigil_nodes ADD COLUMN IF NOT EXISTS instance text",
     // One row per exclusive agent. `holder` NULL: given up; `epoch` only grows (a new
     // holder takes epoch + 1); `expires_at` is on the database's clock, the only clock the
     // nodes compare; `move_to`: a person's move, which only that node may take.
