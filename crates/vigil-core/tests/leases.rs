@@ -354,3 +354,60 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_reload_that_makes_an_agent_exclusive_stops_its_copy_until_it_holds_the_lease() {
+    let mut local = trader();
+    local.exclusive = None;
+    let mut sim = Sim::new(vec![local.clone()]);
+    let t = sim.id("trader");
+    assert_eq!(state(&sim), AgentState::Running);
+    sim.sup.reconcile(sim.now, vec![trader()]);
+    sim.drain();
+    assert_eq!(
+        sim.signals_sent(Signal::TERM),
+        1,
+        "the local copy is stopped"
+    );
+    sim.exit(t, ExitStatus::signal(Signal::TERM));
+    assert_eq!(state(&sim), AgentState::Standby);
+    let now = sim.now.mono;
+    sim.lease(t, held(1, now + TTL));
+    assert_eq!(state(&sim), AgentState::Running);
+    assert_eq!(sim.spawn_fences(t), vec![None, Some(1)]);
+    // Local again, while on standby elsewhere: it runs here, with no lease to keep.
+    let mut sim = Sim::new(vec![trader()]);
+    let t = sim.id("trader");
+    assert_eq!(state(&sim), AgentState::Standby);
+    sim.sup.reconcile(sim.now, vec![local]);
+    sim.drain();
+    assert_eq!(state(&sim), AgentState::Running);
+    assert_eq!(sim.spawn_fences(t), vec![None]);
+    sim.advance(secs(60));
+    assert_eq!(
+        sim.signals_sent(Signal::TERM),
+        0,
+        "no fence for a local agent"
+    );
+}
+
+#[test]
+fn a_renewal_answered_after_the_lease_was_given_up_starts_nothing() {
+    let mut sim = Sim::new(vec![trader()]);
+    let t = sim.id("trader");
+    let now = sim.now.mono;
+    sim.lease(t, held(2, now + TTL));
+    sim.lease(t, LeaseNews::Move { to: "ams-1".into() });
+    sim.exit(t, ExitStatus::signal(Signal::TERM));
+    assert_eq!(sim.released.len(), 1);
+    // The round in flight when it was given up still says "held at 2".
+    let now = sim.now.mono;
+    sim.lease(t, held(2, now + TTL));
+    sim.lease(t, elsewhere("ams-1", 3));
+    sim.lease(t, held(2, now + TTL));
+    assert_eq!(state(&sim), AgentState::Standby);
+    assert_eq!(sim.spawn_fences(t), vec![Some(2)]);
+    // Taken back later, at a new epoch: it runs.
+    sim.lease(t, held(4, now + TTL));
+    assert_eq!(sim.spawn_fences(t), vec![Some(2), Some(4)]);
+}

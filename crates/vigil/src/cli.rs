@@ -364,6 +364,13 @@ pub enum FleetCmd {
         #[command(flatten)]
         cfg: ConfigArgs,
     },
+    /// Take a node that is down out of the fleet view for good (its journal's copy stays)
+    Forget {
+        /// The node
+        node: String,
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
     /// Move an exclusive agent to NODE: the node running it stops it and gives its lease to
     /// NODE, which starts it (never both at once). Waits to say how it went
     Move {

@@ -92,6 +92,9 @@ fn main() -> ExitCode {
         }) => with_config(&cfg, |c| {
             cmd::fleet::restart(c, &name, node.as_deref(), reason.as_deref())
         }),
+        Cmd::Fleet(cli::FleetCmd::Forget { node, cfg }) => {
+            with_config(&cfg, |c| cmd::fleet::forget(c, &node))
+        }
         Cmd::Fleet(cli::FleetCmd::Move {
             name,
             node,

@@ -33,12 +33,20 @@ const URL_PASSWORD: &str = r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*):[^\s@/]+@";
 
 pub const REDACTED: &str = "[REDACTED]";
 
+/// `password=…` (or `sslpassword=…`) in a URL's query, as libpq and sqlx take it.
+const QUERY_PASSWORD: &str = r"(?i)([?&](?:ssl)?password=)[^&\s]*";
+
 /// A URL (a database's, Redis's) fit to show in details, the journal and `vigil check`: its
-/// password replaced by `***`.
+/// password replaced by `***`, whether before the host or in the query.
 pub fn url(u: &str) -> String {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(URL_PASSWORD).expect("URL pattern"))
-        .replace_all(u, "$1:***@")
+    static QUERY: OnceLock<Regex> = OnceLock::new();
+    let u = RE
+        .get_or_init(|| Regex::new(URL_PASSWORD).expect("URL pattern"))
+        .replace_all(u, "$1:***@");
+    QUERY
+        .get_or_init(|| Regex::new(QUERY_PASSWORD).expect("query pattern"))
+        .replace_all(&u, "${1}***")
         .into_owned()
 }
 
@@ -308,6 +316,18 @@ pub fn line_with(raw: &str, secrets: &Secrets) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_password_in_a_urls_query_is_hidden_too() {
+        assert_eq!(
+            super::url("postgres://u@db/fleet?sslmode=require&password=s3cret&x=1"),
+            "postgres://u@db/fleet?sslmode=require&password=***&x=1"
+        );
+        assert_eq!(
+            super::url("postgres://u:s3cret@db/f"),
+            "postgres://u:***@db/f"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -623,16 +623,18 @@ fn an_agent_left_by_a_killed_vigil_stops_acting_on_its_own_and_is_stopped_when_v
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(db.acts_of(epoch), stale, "the orphan still acts");
 
-    // Its vigil comes back: it takes the orphan over and stops it (another node holds it).
+    // Its vigil comes back: it takes the orphan over and stops it at once — its lease file
+    // says the lease lapsed while vigil was away — before the cluster is even asked.
     nodes[h].fleet.start();
     wait("the orphan stopped", Duration::from_secs(10), || {
         !std::path::Path::new(&format!("/proc/{orphan}")).exists()
     });
     let fenced = nodes[h].fleet.records_of("trader", "fenced");
     assert!(
-        fenced
-            .last()
-            .is_some_and(|r| r["reason"].as_str().unwrap().contains("holds it")),
+        fenced.last().is_some_and(|r| r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not known valid any more when vigil started")),
         "{fenced:?}"
     );
     assert_eq!(nodes[h].state(), "standby");
@@ -754,6 +756,10 @@ fn fleet_status_shows_every_node_and_a_move_hands_the_agent_over_without_overlap
             .contains("from vigil fleet: new keys")),
         "{restarts:?}"
     );
+    // A node that is up is not forgotten.
+    let out = other.fleet.vigil(&["fleet", "forget", &other.name]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is up"));
     // An unknown node is refused, and says so.
     let out = other.fleet.vigil(&["fleet", "move", "trader", "nowhere"]);
     assert_eq!(out.status.code(), Some(2));
@@ -786,4 +792,25 @@ fn a_second_vigil_with_the_same_node_name_renews_and_runs_nothing() {
     assert_eq!(db.holder(), Some(("n1".into(), epoch)));
     assert_eq!(first[0].state(), "running");
     assert_eq!(db.assert_never_twice().len(), 1);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and the Python client: set VIGIL_TEST_POSTGRES_URL and VIGIL_TEST_PYTHON"]
+fn a_vigil_killed_and_back_within_the_lease_keeps_its_agent_running() {
+    let (db, py) = (Db::new(), python());
+    let mut nodes = vec![Node::new("n1", &db, &py, &["n1", "n2"])];
+    running(&mut nodes, &db);
+    let (_, epoch) = db.holder().unwrap();
+    let pid = nodes[0].status()["pid"].as_i64().unwrap();
+    nodes[0].kill9(false);
+    nodes[0].fleet.start();
+    std::thread::sleep(Duration::from_secs(2 * TTL_S));
+    // The same process, under the same lease: adopted, not fenced, not restarted.
+    assert_eq!(nodes[0].status()["pid"].as_i64(), Some(pid));
+    assert_eq!(db.holder(), Some(("n1".into(), epoch)));
+    assert!(nodes[0].fleet.records_of("trader", "fenced").is_empty());
+    assert_eq!(nodes[0].fleet.records_of("trader", "adopted").len(), 1);
+    let before = db.acts_of(epoch);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(db.acts_of(epoch) > before, "its orders go on");
 }

@@ -22,8 +22,9 @@ pub(crate) enum LeaseView {
     Unknown,
     /// Held here at `epoch`, valid until `valid_until` on this host's clock.
     Held { epoch: u64, valid_until: Instant },
-    /// Not held here, and why (`node fra-2 holds it (epoch 7)`).
-    NotHeld { why: String },
+    /// Not held here, and why (`node fra-2 holds it (epoch 7)`); `released`: the epoch this
+    /// node gave up (a renewal of it still on its way is stale, never to be acted on).
+    NotHeld { why: String, released: Option<u64> },
 }
 
 impl Agent {
@@ -39,7 +40,7 @@ impl Agent {
             }
             LeaseView::Held { .. } => Err("its lease is about to lapse".to_string()),
             LeaseView::Unknown => Err("the cluster has not said yet who holds its lease".into()),
-            LeaseView::NotHeld { why } => Err(why.clone()),
+            LeaseView::NotHeld { why, .. } => Err(why.clone()),
         }
     }
 
@@ -71,7 +72,7 @@ impl Agent {
     /// Why an exclusive agent is not run here (who holds its lease), while it is not.
     pub fn standby_reason(&self) -> Option<&str> {
         match self.lease.as_deref() {
-            Some(LeaseView::NotHeld { why }) => Some(why),
+            Some(LeaseView::NotHeld { why, .. }) => Some(why),
             Some(LeaseView::Unknown) => Some("waiting for the cluster's answer"),
             _ => None,
         }
@@ -97,6 +98,15 @@ impl Agent {
     }
 
     fn lease_held(&mut self, now: Instant, epoch: u64, valid_until: Instant, out: &mut Outbox) {
+        if let Some(LeaseView::NotHeld {
+            released: Some(gone),
+            ..
+        }) = self.lease.as_deref()
+            && *gone >= epoch
+        {
+            // The answer to a renewal sent before this node gave the lease up.
+            return;
+        }
         let before = self
             .lease
             .replace(Box::new(LeaseView::Held { epoch, valid_until }));
@@ -147,8 +157,13 @@ impl Agent {
 
     /// This node does not hold the lease (any more): what runs here of the agent is stopped.
     fn lose_lease(&mut self, now: Instant, why: &str, out: &mut Outbox) {
+        let released = match self.lease.as_deref() {
+            Some(LeaseView::NotHeld { released, .. }) => *released,
+            _ => None,
+        };
         let before = self.lease.replace(Box::new(LeaseView::NotHeld {
             why: why.to_string(),
+            released,
         }));
         self.timers.set(TimerKind::Fence, None);
         match before.as_deref() {
@@ -156,7 +171,7 @@ impl Agent {
                 out.audit(records::lease_lost(self.name(), *epoch, why))
             }
             // On standby already: the record says who runs it now, once per change.
-            Some(LeaseView::NotHeld { why: was }) if was == why => {}
+            Some(LeaseView::NotHeld { why: was, .. }) if was == why => {}
             _ if matches!(self.phase, Phase::Standby) => {
                 out.audit(records::standby(self.name(), why))
             }
@@ -212,7 +227,10 @@ impl Agent {
             None => "given up".to_string(),
         };
         out.audit(records::lease_lost(self.name(), epoch, &why));
-        self.lease = Some(Box::new(LeaseView::NotHeld { why: why.clone() }));
+        self.lease = Some(Box::new(LeaseView::NotHeld {
+            why: why.clone(),
+            released: Some(epoch),
+        }));
         self.timers.set(TimerKind::Fence, None);
         out.push(Action::ReleaseLease {
             agent: self.id,
@@ -251,7 +269,7 @@ impl Agent {
             Some(LeaseView::Held { epoch, valid_until }) => {
                 self.lease_held(now, epoch, valid_until, out)
             }
-            Some(LeaseView::NotHeld { why }) => self.fence_run(now, &why, None, out),
+            Some(LeaseView::NotHeld { why, .. }) => self.fence_run(now, &why, None, out),
             None => {}
         }
     }

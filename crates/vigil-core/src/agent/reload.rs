@@ -11,7 +11,10 @@ use crate::spec::AgentSpec;
 impl Agent {
     /// Apply a new spec from a reload. Returns whether the agent is restarted for it.
     pub(crate) fn update(&mut self, now: Instant, spec: AgentSpec, out: &mut Outbox) -> bool {
-        let process_changed = spec.fingerprint != self.spec.fingerprint;
+        // Made exclusive, or local again: what it knew of a lease no longer applies, and the
+        // run it has was not started under this placement — restarted, through the gate.
+        let placement_changed = spec.exclusive.is_some() != self.spec.exclusive.is_some();
+        let process_changed = spec.fingerprint != self.spec.fingerprint || placement_changed;
         let checks_changed = spec.checks != self.spec.checks;
         let autostart = spec.autostart;
         if spec.guards_files != self.spec.guards_files {
@@ -23,6 +26,24 @@ impl Agent {
             // Without checks nothing can prove the stall over, or still there.
             if self.spec.checks.is_empty() {
                 self.stall_episode = None;
+            }
+        }
+        if placement_changed {
+            self.lease = self
+                .spec
+                .exclusive
+                .is_some()
+                .then(|| Box::new(super::lease::LeaseView::Unknown));
+            self.timers.set(super::TimerKind::Fence, None);
+            if matches!(self.phase, Phase::Standby) {
+                // Local now: it runs here as any agent does.
+                self.phase = Phase::Stopped;
+                out.audit(records::start(
+                    self.name(),
+                    "placement is local now (reload): it runs on every node that has it",
+                ));
+                self.spawn(now, true, out);
+                return true;
             }
         }
         if let Phase::Stopping { then, .. } = &mut self.phase

@@ -138,3 +138,16 @@ impl FenceFiles {
         std::fs::rename(&tmp, &path)
     }
 }
+
+/// What this node's file says of an agent's lease, as a vigil starts: how long a run of
+/// `epoch` may still act, on this boot (`None`: no file, another boot, another epoch, or
+/// lapsed — the run must not go on without the cluster's word).
+pub fn remembered(state_dir: &Path, agent: &str, epoch: u64) -> Option<Duration> {
+    let text = std::fs::read(path_of(state_dir, agent)).ok()?;
+    let lease: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    if lease["epoch"].as_u64() != Some(epoch) || lease["boot_id"].as_str() != Some(&boot_id()) {
+        return None;
+    }
+    let left = lease["valid_until_boottime_ms"].as_i64()? - boottime_ms();
+    (left > 0).then(|| Duration::from_millis(left as u64))
+}

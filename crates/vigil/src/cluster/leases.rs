@@ -80,7 +80,7 @@ pub enum RoundError {
     Database(#[from] sqlx::Error),
     /// Another vigil, alive, is this node: nothing was renewed or taken.
     #[error(
-        "another vigil is node {node} and is alive (it has another id than {id}, from this state dir's cluster-node.id): this vigil renews and takes no lease; give each node its own [cluster] node name"
+        "another vigil is node {node} and is alive (this one is {id}: this state dir's cluster-node.id and this boot): this vigil renews and takes no lease; give each node its own [cluster] node name"
     )]
     NameTaken { node: String, id: String },
 }
@@ -186,7 +186,7 @@ pub async fn acquire(
          WHERE l.agent = m.agent
            AND (l.holder IS NULL OR l.expires_at < now())
            AND (l.move_to IS NULL OR l.move_to = $1)
-           AND (l.definition = m.def OR l.move_to = $1)
+           AND (l.definition = m.def OR l.move_to = $1 OR l.epoch = 0)
          RETURNING l.agent, l.epoch",
     )
     .bind(node)

@@ -55,8 +55,15 @@ struct Batch {
     file_len: u64,
 }
 
+/// The journal file's name for good: its inode and birth time — the same across reboots and
+/// renumbered devices, another one when the file is made anew (a deleted state dir restored).
 fn journal_id(meta: &std::fs::Metadata) -> String {
-    format!("{}:{}", meta.dev(), meta.ino())
+    let born = meta
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{born}", meta.ino())
 }
 
 /// Complete lines from `from` on (at most one batch), and the file's identity.
@@ -67,7 +74,7 @@ fn read_batch(path: &PathBuf, from: u64) -> std::io::Result<(String, Batch)> {
     let from = from.min(len);
     f.seek(SeekFrom::Start(from))?;
     let mut buf = Vec::with_capacity(((len - from) as usize).min(BATCH_BYTES));
-    f.take(BATCH_BYTES as u64).read_to_end(&mut buf)?;
+    (&mut f).take(BATCH_BYTES as u64).read_to_end(&mut buf)?;
     let mut records = Vec::new();
     let mut at = 0usize;
     while records.len() < BATCH_LINES {
@@ -80,14 +87,41 @@ fn read_batch(path: &PathBuf, from: u64) -> std::io::Result<(String, Batch)> {
         }
         at += nl + 1;
     }
+    let mut next = from + at as u64;
+    if at == 0 && buf.len() == BATCH_BYTES {
+        // One line longer than a batch: not copied (vigil's records are far smaller; this is
+        // damage), skipped whole so the mirror goes on.
+        if let Some(end) = next_newline(&mut f, from + buf.len() as u64)? {
+            tracing::warn!(
+                "cluster: a journal line of over 1 MiB at offset {from} is not mirrored"
+            );
+            next = end + 1;
+        }
+    }
     Ok((
         journal_id(&meta),
         Batch {
             records,
-            next: from + at as u64,
+            next,
             file_len: len,
         },
     ))
+}
+
+/// Where the next newline is, from `pos` on (`None`: none yet, the line is still being written).
+fn next_newline(f: &mut std::fs::File, mut pos: u64) -> std::io::Result<Option<u64>> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    f.seek(SeekFrom::Start(pos))?;
+    loop {
+        let n = f.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if let Some(i) = chunk[..n].iter().position(|b| *b == b'\n') {
+            return Ok(Some(pos + i as u64));
+        }
+        pos += n as u64;
+    }
 }
 
 impl Mirror {
@@ -163,11 +197,20 @@ impl Mirror {
         let offsets: Vec<i64> = records.iter().map(|r| r.0 as i64).collect();
         let lengths: Vec<i32> = records.iter().map(|r| r.1 as i32).collect();
         let ts: Vec<&str> = records.iter().map(|r| r.2.ts.as_str()).collect();
-        let agents: Vec<Option<&str>> = records.iter().map(|r| r.2.agent.as_deref()).collect();
-        let actions: Vec<&str> = records.iter().map(|r| r.2.action.as_str()).collect();
+        // PostgreSQL's text and jsonb refuse NUL (which a reason quoting an agent's output may
+        // hold): it is replaced, or one record would hold the whole mirror back.
+        let agents: Vec<Option<String>> = records
+            .iter()
+            .map(|r| r.2.agent.as_deref().map(no_nul))
+            .collect();
+        let actions: Vec<String> = records.iter().map(|r| no_nul(&r.2.action)).collect();
         let bodies: Vec<String> = records
             .iter()
-            .map(|r| serde_json::to_string(&r.2).unwrap_or_default())
+            .map(|r| {
+                serde_json::to_string(&r.2)
+                    .unwrap_or_default()
+                    .replace("\\u0000", "\\ufffd")
+            })
             .collect();
         sqlx::query(
             "INSERT INTO vigil_journal (node, journal, at_offset, length, ts, agent, action, record)
@@ -188,6 +231,10 @@ impl Mirror {
         .await?;
         Ok(())
     }
+}
+
+fn no_nul(s: &str) -> String {
+    s.replace('\0', "\u{fffd}")
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -32,8 +32,8 @@ use vigil_core::{Event, LeaseNews};
 use crate::config::{AgentConfig, ClusterConfig, Placement};
 pub use commands::CHANNEL as COMMANDS_CHANNEL;
 use decide::Verdict;
-pub use fence_file::fence_env;
 use fence_file::{FenceFiles, FenceWrite};
+pub use fence_file::{fence_env, remembered};
 pub use leases::Candidate;
 pub use mirror::MirrorHealth;
 
@@ -156,12 +156,11 @@ pub fn start(
         PgPoolOptions::new()
             .max_connections(3)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy_with(
-                config
-                    .url
-                    .parse::<PgConnectOptions>()?
-                    .options([("client_min_messages", "warning")]),
-            )
+            .connect_lazy_with(config.url.parse::<PgConnectOptions>()?.options([
+                ("client_min_messages", "warning"),
+                // A connection that went dark fails a statement, not the mirror.
+                ("statement_timeout", "30000"),
+            ]))
     };
     let mirror = mirror::Mirror {
         pool: mirror_pool.clone(),
@@ -171,6 +170,9 @@ pub fn start(
         health: health.mirror.clone(),
     };
     io.spawn(mirror.run());
+    if let Some(view) = view.clone() {
+        io.spawn(publish::Publisher::new(mirror_pool.clone(), config.node.clone(), view).run());
+    }
     if let Some(loop_requests) = commands {
         let commands = commands::Commands {
             pool: mirror_pool.clone(),
@@ -192,8 +194,7 @@ pub fn start(
         up: up.clone(),
         schema_ready: false,
         failing_since: None,
-        view,
-        published: HashMap::new(),
+        view: view.clone(),
     };
     io.spawn(task.run(rx));
     info!(
@@ -208,21 +209,6 @@ pub fn start(
         node: config.node.clone(),
         mirror: wake,
     })
-}
-
-/// A new picture of the fleet (never, without an API).
-async fn view_changed(
-    view: &mut Option<tokio::sync::watch::Receiver<Arc<crate::view::FleetView>>>,
-) {
-    match view {
-        Some(v) => {
-            if v.changed().await.is_err() {
-                // The loop is gone: no more pictures.
-                *view = None;
-            }
-        }
-        None => std::future::pending().await,
-    }
 }
 
 /// What was last told to the core about an agent, so only changes are sent again (a renewal
@@ -250,15 +236,14 @@ struct Task {
     schema_ready: bool,
     /// The database has not answered since then.
     failing_since: Option<Instant>,
-    /// The loop's pictures of the fleet (none without an API), and what was last published
-    /// of them.
+    /// The loop's pictures of the fleet (none without an API).
     view: Option<tokio::sync::watch::Receiver<Arc<crate::view::FleetView>>>,
-    published: HashMap<String, publish::Row>,
 }
 
 impl Task {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ToCluster>) {
         loop {
+            let began = tokio::time::Instant::now();
             let next = match tokio::time::timeout(self.renew, self.round()).await {
                 Ok(Ok(next)) => {
                     self.answered();
@@ -267,18 +252,14 @@ impl Task {
                 Ok(Err(e)) => self.failed(&e.to_string()),
                 Err(_) => self.failed("no answer within a renewal period"),
             };
-            let wake = tokio::time::sleep(next);
+            // Rounds keep their pace from when each began, however long one took: the fence
+            // budget counts on a renewal leaving every period.
+            let wake = tokio::time::sleep_until(began + next);
             tokio::pin!(wake);
             loop {
                 tokio::select! {
+                    biased;
                     _ = &mut wake => break,
-                    // The fleet view follows the loop's pictures (at most one per 100 ms), not
-                    // only the rounds; only what changed is written.
-                    _ = view_changed(&mut self.view) => {
-                        if let Err(e) = self.publish().await {
-                            tracing::debug!("cluster: cannot publish the agents' states now ({e})");
-                        }
-                    }
                     msg = rx.recv() => match msg {
                         None => return,
                         Some(ToCluster::Candidates(c)) => {
@@ -340,9 +321,23 @@ impl Task {
             }
         }
         let mut next = decisions.next;
+        // What the round said is told before anything else is tried: a failure of what follows
+        // never costs the renewals it made.
+        self.tell(news).await;
+        let take: Vec<(String, String)> = take
+            .into_iter()
+            .filter(|(name, _)| self.willing(name))
+            .collect();
         if !take.is_empty() {
             let sent_at = Instant::now();
-            let taken = leases::acquire(&self.pool, &self.node, self.ttl, &take).await?;
+            let taken = match leases::acquire(&self.pool, &self.node, self.ttl, &take).await {
+                Ok(taken) => taken,
+                Err(e) => {
+                    tracing::debug!("cluster: cannot take free leases now ({e})");
+                    return Ok(next.min(self.renew / 3));
+                }
+            };
+            let mut news = Vec::new();
             for (name, _) in &take {
                 let Some(cand) = self.candidates.iter().find(|c| &c.name == name) else {
                     continue;
@@ -360,15 +355,30 @@ impl Task {
                 };
                 news.push((cand.clone(), verdict, sent_at));
             }
+            self.tell(news).await;
         }
-        self.tell(news);
-        self.publish().await?;
         Ok(next)
     }
 
-    /// Report the verdicts to the core and to the agents' files.
-    fn tell(&mut self, news: Vec<(Candidate, Verdict, Instant)>) {
+    /// This node would run the agent if it held its lease: not stopped by a person here, not
+    /// quarantined here (as the loop's latest picture says; without an API, it is assumed).
+    /// A lease taken for an agent that stays down would keep every other node from it.
+    fn willing(&self, agent: &str) -> bool {
+        let Some(view) = &self.view else {
+            return true;
+        };
+        let picture = view.borrow();
+        picture
+            .agent(agent)
+            .is_none_or(|a| !a.held && a.state != vigil_core::AgentState::Quarantined)
+    }
+
+    /// Report the verdicts to the agents' files, then to the core: a run started under a
+    /// lease finds its file already there. Files are written by this task alone, one round
+    /// after another, so an older round's write never lands after a newer one's.
+    async fn tell(&mut self, news: Vec<(Candidate, Verdict, Instant)>) {
         let mut writes = Vec::new();
+        let mut events = Vec::new();
         for (cand, verdict, sent_at) in news {
             let (told, event) = match verdict {
                 Verdict::Held { epoch, move_to } => {
@@ -380,7 +390,7 @@ impl Task {
                         epoch,
                         until: valid_until.checked_sub(cand.fence_lead).unwrap_or(sent_at),
                     });
-                    let _ = self.events.send(Event::Lease {
+                    events.push(Event::Lease {
                         agent: cand.agent,
                         news: LeaseNews::Held { epoch, valid_until },
                     });
@@ -409,7 +419,7 @@ impl Task {
             if let Some(news) = event
                 && (changed || matches!(told, Told::Moving(_)))
             {
-                let _ = self.events.send(Event::Lease {
+                events.push(Event::Lease {
                     agent: cand.agent,
                     news,
                 });
@@ -417,33 +427,20 @@ impl Task {
             self.sent.insert(cand.name.clone(), told);
         }
         let files = self.files.clone();
-        tokio::task::spawn_blocking(move || files.apply(writes));
-    }
-
-    /// The agents' states that changed since the last round, for the fleet view.
-    async fn publish(&mut self) -> Result<(), sqlx::Error> {
-        let Some(view) = &self.view else {
-            return Ok(());
-        };
-        let picture = view.borrow().clone();
-        let (changed, gone) = publish::changes(&picture, &self.published);
-        if changed.is_empty() && gone.is_empty() {
-            return Ok(());
+        let _ = tokio::task::spawn_blocking(move || files.apply(writes)).await;
+        for event in events {
+            let _ = self.events.send(event);
         }
-        publish::publish(&self.pool, &self.node, &changed, &gone).await?;
-        for name in gone {
-            self.published.remove(&name);
-        }
-        self.published.extend(changed);
-        Ok(())
     }
 
     async fn release(&mut self, agent: &str, epoch: u64, to: Option<&str>) {
         let result = leases::release(&self.pool, &self.node, agent, epoch, to).await;
         self.sent.remove(agent);
-        self.files.apply(vec![FenceWrite::Lapsed {
+        let files = self.files.clone();
+        let gone = vec![FenceWrite::Lapsed {
             agent: agent.to_string(),
-        }]);
+        }];
+        let _ = tokio::task::spawn_blocking(move || files.apply(gone)).await;
         match result {
             Ok(true) => info!("cluster: gave up the lease of {agent} (epoch {epoch})"),
             Ok(false) => {}

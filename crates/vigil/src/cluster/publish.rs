@@ -4,10 +4,60 @@
 //! liveness and the leases.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::PgPool;
+use tokio::sync::watch;
 
 use crate::view::FleetView;
+
+/// Publishes on a connection of its own, so neither a slow database nor a row it refuses
+/// delays a renewal or counts as the cluster being down.
+pub struct Publisher {
+    pool: PgPool,
+    node: String,
+    view: watch::Receiver<Arc<FleetView>>,
+    published: HashMap<String, Row>,
+}
+
+impl Publisher {
+    pub fn new(pool: PgPool, node: String, view: watch::Receiver<Arc<FleetView>>) -> Self {
+        Publisher {
+            pool,
+            node,
+            view,
+            published: HashMap::new(),
+        }
+    }
+
+    /// At every new picture (at most one per 100 ms), what changed; after a failure, again a
+    /// second later (what was not written is still "changed").
+    pub async fn run(mut self) {
+        loop {
+            let picture = self.view.borrow_and_update().clone();
+            let (changed, gone) = changes(&picture, &self.published);
+            if !changed.is_empty() || !gone.is_empty() {
+                match publish(&self.pool, &self.node, &changed, &gone).await {
+                    Ok(()) => {
+                        for name in gone {
+                            self.published.remove(&name);
+                        }
+                        self.published.extend(changed);
+                    }
+                    Err(e) => {
+                        tracing::debug!("cluster: cannot publish the agents' states now ({e})");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+            }
+            if self.view.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
 
 /// What is published of one agent.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,11 +77,13 @@ fn row_of(a: &crate::view::AgentView) -> Row {
         pid: a.pid,
         epoch: x.and_then(|x| x.held.map(|h| h.0)),
         restarts: a.total_restarts,
+        // PostgreSQL's text refuses NUL, which an agent's output may carry into a reason.
         note: a
             .quarantine_reason
             .clone()
             .or_else(|| x.and_then(|x| x.standby.clone()))
-            .or_else(|| a.conflict.as_ref().map(|c| c.1.clone())),
+            .or_else(|| a.conflict.as_ref().map(|c| c.1.clone()))
+            .map(|n| n.replace('\0', "\u{fffd}")),
     }
 }
 

@@ -127,11 +127,11 @@ fn render(fleet: &Value) -> String {
                 .iter()
                 .find(|l| l["agent"] == a["agent"])
                 .map(|l| match (&l["holder"], &l["moving_to"]) {
-                    (_, Value::String(to)) => format!("moving to {to}"),
+                    (_, Value::String(to)) => format!("moving to {}", super::printable(to)),
                     (Value::String(h), _) if *h == a["node"] => {
                         format!("held, epoch {}", s(&l["epoch"]))
                     }
-                    (Value::String(h), _) => format!("{h}'s"),
+                    (Value::String(h), _) => format!("{}'s", super::printable(h)),
                     _ => "nobody holds it".to_string(),
                 })
                 .unwrap_or_else(|| "-".into());
@@ -212,6 +212,26 @@ pub fn move_agent(config: &Config, agent: &str, node: &str, no_wait: bool) -> i3
             }
             Some((true,)) => {}
         }
+        // Only a candidate that has the agent may be named: no other node would ever take it.
+        let candidate: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT note FROM vigil_agents WHERE node = $1 AND agent = $2",
+        )
+        .bind(node)
+        .bind(agent)
+        .fetch_optional(&pool)
+        .await
+        .unwrap_or(None);
+        match candidate {
+            None => {
+                eprintln!("node {node} does not run {agent} (its config does not have it, or it has not said so yet): it cannot take it");
+                return EXIT_USAGE;
+            }
+            Some((Some(note),)) if note.starts_with("this node is not among its nodes") => {
+                eprintln!("node {node} is not one of {agent}'s `nodes`: it cannot take it");
+                return EXIT_USAGE;
+            }
+            Some(_) => {}
+        }
         let holder = match crate::cluster::leases::request_move(&pool, agent, node).await {
             Ok(Some(holder)) => holder,
             Ok(None) => {
@@ -236,7 +256,10 @@ pub fn move_agent(config: &Config, agent: &str, node: &str, no_wait: bool) -> i3
             return EXIT_OK;
         }
         match &holder {
-            Some(h) => println!("{agent}: {h} stops it and gives its lease to {node}, which starts it"),
+            Some(h) => println!(
+                "{agent}: {} stops it and gives its lease to {node}, which starts it",
+                super::printable(h)
+            ),
             None => println!("{agent}: nobody holds its lease; {node} takes it"),
         }
         if no_wait {
@@ -428,11 +451,15 @@ pub fn restart(config: &Config, name: &str, node: Option<&str>, reason: Option<&
                     if outcome.starts_with("refused") || outcome.starts_with("not carried out") {
                         code = EXIT_FAILURE;
                     }
-                    println!("{agent} on {node}: {}", super::printable(&outcome));
+                    let line = format!("{agent} on {node}: {outcome}");
+                    println!("{}", super::printable(&line));
                     break;
                 }
                 if tokio::time::Instant::now() > deadline {
-                    println!("{agent} on {node}: not answered within 10s (the command waits a minute for it)");
+                    let line = format!(
+                        "{agent} on {node}: not answered within 10s (the command waits a minute for it)"
+                    );
+                    println!("{}", super::printable(&line));
                     code = EXIT_FAILURE;
                     break;
                 }
@@ -440,5 +467,53 @@ pub fn restart(config: &Config, name: &str, node: Option<&str>, reason: Option<&
             }
         }
         code
+    })
+}
+
+/// `vigil fleet forget NODE`: a node taken out of the fleet for good leaves the fleet view
+/// (its row, its agents' rows). Refused while it is up; its journal's copy stays.
+pub fn forget(config: &Config, node: &str) -> i32 {
+    let cluster = match cluster_of(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let pool = match connect(cluster).await {
+            Ok(p) => p,
+            Err(code) => return code,
+        };
+        let forgotten: Result<Option<(i64,)>, _> = sqlx::query_as(
+            "WITH gone AS (
+                DELETE FROM vigil_nodes WHERE node = $1
+                  AND seen_at < now() - make_interval(secs => $2::float8) RETURNING node
+             ), agents AS (
+                DELETE FROM vigil_agents WHERE node IN (SELECT node FROM gone) RETURNING 1
+             )
+             SELECT (SELECT count(*) FROM agents) FROM gone",
+        )
+        .bind(node)
+        .bind(cluster.lease_ttl.as_secs_f64())
+        .fetch_optional(&pool)
+        .await;
+        match forgotten {
+            Ok(Some((agents,))) => {
+                println!("node {node} forgotten (and its {agents} agents' rows)");
+                EXIT_OK
+            }
+            Ok(None) => {
+                eprintln!(
+                    "node {node} is not in the fleet, or is up (stop its vigil first; a node that renews comes back)"
+                );
+                EXIT_USAGE
+            }
+            Err(e) => {
+                eprintln!("cannot forget node {node}: {e}");
+                EXIT_FAILURE
+            }
+        }
     })
 }

@@ -600,6 +600,15 @@ impl Handler {
                 });
             }
         };
+        if new.cluster != self.config.cluster {
+            // Leases, their timing and this node's name must not change under running agents,
+            // and exclusive agents' stop timeouts were checked against the new lease, not the
+            // one in force.
+            let msg = "[cluster] changed: it can only change with a restart of vigil (systemctl restart vigil); nothing was applied".to_string();
+            error!("reload refused: {msg}");
+            self.write(&[&records::vigil_reload_refused("reload refused", &msg)]);
+            return ReloadAnswer::refused(msg);
+        }
         let agents = std::mem::take(&mut new.agents);
         // New settings must be in place before the core restarts anything with them.
         for agent in &agents {
@@ -641,13 +650,6 @@ impl Handler {
                     || "the state dir's checkpoints.db".to_string(),
                     crate::redact::url
                 )
-            );
-        }
-        if new.cluster != self.config.cluster {
-            // Who holds which lease must not change under running agents.
-            tracing::warn!(
-                "[cluster] changed: it takes effect at the next start of vigil; this node stays {} until then",
-                self.config.node
             );
         }
         let mut new = new;

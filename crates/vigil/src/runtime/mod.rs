@@ -101,6 +101,7 @@ fn start_cluster(
     let Some(cluster) = h.config.cluster.clone() else {
         return;
     };
+    remembered_leases(h, marks_dir);
     let candidates =
         crate::cluster::candidates(&cluster.node, h.fleet.slots().map(|s| &*s.config), |name| {
             h.sup.id(name)
@@ -126,6 +127,43 @@ fn start_cluster(
         // The URL was checked when the config was read: this is not expected. Exclusive agents
         // then never get a lease here, and stay on standby, on the record.
         Err(e) => warn!("cannot start the cluster ({e}); exclusive agents stay on standby"),
+    }
+}
+
+/// Runs adopted as vigil started may go on only as long as the lease they started under was
+/// known valid when the last vigil wrote it down — not a moment longer without the cluster's
+/// word (a vigil killed during a database outage comes back to a lapsed lease).
+fn remembered_leases(h: &mut Handler, marks_dir: &str) {
+    let now = crate::clock::now();
+    let mut news = Vec::new();
+    for agent in h.sup.agents() {
+        let Some(exclusive) = agent.spec().exclusive else {
+            continue;
+        };
+        if agent.run().is_none() {
+            continue;
+        }
+        let left = agent.run_fence().and_then(|epoch| {
+            crate::cluster::remembered(Path::new(marks_dir), agent.name(), epoch)
+                .map(|left| (epoch, left))
+        });
+        news.push(vigil_core::Event::Lease {
+            agent: agent.id(),
+            news: match left {
+                // The file's deadline is where the stop must begin: the lease is that plus
+                // the stop and its margin.
+                Some((epoch, left)) => vigil_core::LeaseNews::Held {
+                    epoch,
+                    valid_until: now.mono + left + agent.spec().stop_timeout + exclusive.margin,
+                },
+                None => vigil_core::LeaseNews::Refused {
+                    why: "its lease was not known valid any more when vigil started (its lease file says so)".into(),
+                },
+            },
+        });
+    }
+    if !news.is_empty() {
+        h.turn(now, handler::Input::Events(news));
     }
 }
 
