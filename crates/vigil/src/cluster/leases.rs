@@ -63,15 +63,13 @@ SELECT m.agent, l.holder, l.epoch, l.definition, l.move_to,
        (SELECT count(*) FROM vigil_nodes n
          WHERE n.node = ANY(string_to_array(m.better, ','))
            AND n.node IS DISTINCT FROM l.holder
-           AND n.seen_at > now() - make_interval(secs => $2::float8 / 1000)) AS alive_better
+           AND n.seen_at > now() - make_interval(secs => $2::float8 / 1000)) AS alive_better,
+       b.ours
 FROM unnest($3::text[], $7::text[]) AS m(agent, better)
 LEFT JOIN vigil_leases l ON l.agent = m.agent
 LEFT JOIN renewed r ON r.agent = m.agent
+CROSS JOIN (SELECT count(*) AS ours FROM beat) AS b
 ";
-
-/// Whether the round's node row was this vigil's (checked with the round: the statement
-/// above renews nothing when it was not).
-const BEAT: &str = "SELECT instance = $2 FROM vigil_nodes WHERE node = $1";
 
 /// Why a round did not count.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +103,7 @@ pub async fn round(
         Option<i64>,
         Option<i64>,
         i64,
+        i64,
     );
     let rows = sqlx::query_as::<_, Row>(ROUND)
         .bind(node)
@@ -117,12 +116,9 @@ pub async fn round(
         .bind(instance)
         .fetch_all(pool)
         .await?;
-    let ours: Option<(Option<bool>,)> = sqlx::query_as(BEAT)
-        .bind(node)
-        .bind(instance)
-        .fetch_optional(pool)
-        .await?;
-    if ours != Some((Some(true),)) {
+    // The node's row was not this vigil's: nothing was renewed (every row says so; with no
+    // candidates there is no lease at stake).
+    if rows.first().is_some_and(|r| r.8 == 0) {
         return Err(RoundError::NameTaken {
             node: node.to_string(),
             id: instance.to_string(),
@@ -140,6 +136,7 @@ pub async fn round(
                 remaining_ms,
                 renewed_epoch,
                 alive_better,
+                _,
             )| {
                 LeaseRow {
                     agent,

@@ -18,6 +18,25 @@ fn cluster_of(config: &Config) -> Result<&ClusterConfig, i32> {
     })
 }
 
+/// Runs `f` with a connection to the cluster's database, or says why there is none; its
+/// exit code.
+fn with_pool(config: &Config, f: impl AsyncFnOnce(&ClusterConfig, sqlx::PgPool) -> i32) -> i32 {
+    let cluster = match cluster_of(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        match connect(cluster).await {
+            Ok(pool) => f(cluster, pool).await,
+            Err(code) => code,
+        }
+    })
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, i32> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -54,31 +73,24 @@ async fn connect(cluster: &ClusterConfig) -> Result<sqlx::PgPool, i32> {
 
 /// `vigil fleet status`.
 pub fn status(config: &Config, json_out: bool) -> i32 {
-    let cluster = match cluster_of(config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let fleet = rt.block_on(async {
-        let pool = connect(cluster).await?;
-        crate::cluster::fleet_view::read(&pool, cluster.lease_ttl)
-            .await
-            .map_err(|e| {
+    with_pool(
+        config,
+        async |cluster, pool| match crate::cluster::fleet_view::read(&pool, cluster.lease_ttl).await
+        {
+            Ok(fleet) => show_status(&fleet, json_out),
+            Err(e) => {
                 eprintln!("cannot read the fleet: {e} (has a vigil of this cluster started yet?)");
                 EXIT_FAILURE
-            })
-    });
-    let fleet = match fleet {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+            }
+        },
+    )
+}
+
+fn show_status(fleet: &Value, json_out: bool) -> i32 {
     if json_out {
         println!("{fleet:#}");
     } else {
-        print!("{}", render(&fleet));
+        print!("{}", render(fleet));
     }
     // A node down, or an exclusive agent nobody runs: someone should look.
     let node_down = fleet["nodes"]
@@ -180,19 +192,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// `vigil fleet move NAME NODE`: its holder stops it and gives the lease to NODE, which
 /// starts it. Waits (up to three leases' time) to say how it went, unless `no_wait`.
 pub fn move_agent(config: &Config, agent: &str, node: &str, no_wait: bool) -> i32 {
-    let cluster = match cluster_of(config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    rt.block_on(async {
-        let pool = match connect(cluster).await {
-            Ok(p) => p,
-            Err(code) => return code,
-        };
+    with_pool(config, async |cluster, pool| {
         let up: Option<(bool,)> = sqlx::query_as(
             "SELECT seen_at > now() - make_interval(secs => $2::float8) FROM vigil_nodes WHERE node = $1",
         )
@@ -213,24 +213,30 @@ pub fn move_agent(config: &Config, agent: &str, node: &str, no_wait: bool) -> i3
             Some((true,)) => {}
         }
         // Only a candidate that has the agent may be named: no other node would ever take it.
-        let candidate: Option<(Option<String>,)> = sqlx::query_as(
-            "SELECT note FROM vigil_agents WHERE node = $1 AND agent = $2",
-        )
-        .bind(node)
-        .bind(agent)
-        .fetch_optional(&pool)
-        .await
-        .unwrap_or(None);
-        match candidate {
-            None => {
-                eprintln!("node {node} does not run {agent} (its config does not have it, or it has not said so yet): it cannot take it");
+        // (A node that publishes nothing — its API is off — cannot be told apart: allowed.)
+        let said: Result<Vec<(String, Option<String>)>, _> =
+            sqlx::query_as("SELECT agent, note FROM vigil_agents WHERE node = $1")
+                .bind(node)
+                .fetch_all(&pool)
+                .await;
+        let said = match said {
+            Ok(rows) => rows,
+            Err(e) => {
+                eprintln!("cannot read the fleet: {e}");
+                return EXIT_FAILURE;
+            }
+        };
+        let this = said.iter().find(|(a, _)| a == agent);
+        match this {
+            None if !said.is_empty() => {
+                eprintln!("node {node} does not have {agent} in its config: it cannot take it");
                 return EXIT_USAGE;
             }
-            Some((Some(note),)) if note.starts_with("this node is not among its nodes") => {
+            Some((_, Some(note))) if note.starts_with("this node is not among its nodes") => {
                 eprintln!("node {node} is not one of {agent}'s `nodes`: it cannot take it");
                 return EXIT_USAGE;
             }
-            Some(_) => {}
+            _ => {}
         }
         let holder = match crate::cluster::leases::request_move(&pool, agent, node).await {
             Ok(Some(holder)) => holder,
@@ -247,11 +253,13 @@ pub fn move_agent(config: &Config, agent: &str, node: &str, no_wait: bool) -> i3
         };
         if holder.as_deref() == Some(node) {
             // Nothing to do: the move is taken back.
-            let _ = sqlx::query("UPDATE vigil_leases SET move_to = NULL WHERE agent = $1 AND move_to = $2")
-                .bind(agent)
-                .bind(node)
-                .execute(&pool)
-                .await;
+            let _ = sqlx::query(
+                "UPDATE vigil_leases SET move_to = NULL WHERE agent = $1 AND move_to = $2",
+            )
+            .bind(agent)
+            .bind(node)
+            .execute(&pool)
+            .await;
             println!("{agent} already runs on {node}");
             return EXIT_OK;
         }
@@ -305,28 +313,19 @@ pub struct AuditQuery<'a> {
 /// `vigil fleet audit`: every node's journal, as mirrored to PostgreSQL, oldest first, each
 /// record with its node.
 pub fn audit(config: &Config, q: &AuditQuery<'_>) -> i32 {
-    let cluster = match cluster_of(config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
     if let Some(action) = q.action
         && let Err(e) = super::audit::check_action(action)
     {
         eprintln!("{e}");
         return EXIT_USAGE;
     }
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
     let since = q.since.map(|t| {
         t.duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or_default()
     });
-    let rows: Result<Vec<(String, String)>, i32> = rt.block_on(async {
-        let pool = connect(cluster).await?;
-        sqlx::query_as(
+    with_pool(config, async |_, pool| {
+        let rows: Result<Vec<(String, String)>, _> = sqlx::query_as(
             "SELECT node, record::text FROM (
                 SELECT node, record, ts, at_offset FROM vigil_journal
                 WHERE ($1::text IS NULL OR node = $1)
@@ -342,22 +341,24 @@ pub fn audit(config: &Config, q: &AuditQuery<'_>) -> i32 {
         .bind(since)
         .bind(q.limit as i64)
         .fetch_all(&pool)
-        .await
-        .map_err(|e| {
-            eprintln!("cannot read the fleet's journal: {e}");
-            EXIT_FAILURE
-        })
-    });
-    let rows = match rows {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
+        .await;
+        match rows {
+            Ok(rows) => show_records(rows, q.json),
+            Err(e) => {
+                eprintln!("cannot read the fleet's journal: {e}");
+                EXIT_FAILURE
+            }
+        }
+    })
+}
+
+fn show_records(rows: Vec<(String, String)>, json: bool) -> i32 {
     let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
     for (node, text) in rows {
         let Ok(record) = serde_json::from_str::<crate::audit::Record>(&text) else {
             continue;
         };
-        if q.json {
+        if json {
             let mut v = serde_json::to_value(&record).unwrap_or_default();
             v["node"] = Value::String(node);
             println!("{v}");
@@ -373,19 +374,7 @@ pub fn audit(config: &Config, q: &AuditQuery<'_>) -> i32 {
 /// NAME may be a template, whose instances may run on several nodes. Waits (10 s) for each
 /// node to say what it did.
 pub fn restart(config: &Config, name: &str, node: Option<&str>, reason: Option<&str>) -> i32 {
-    let cluster = match cluster_of(config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    rt.block_on(async {
-        let pool = match connect(cluster).await {
-            Ok(p) => p,
-            Err(code) => return code,
-        };
+    with_pool(config, async |cluster, pool| {
         // Where it runs now: the nodes that say so (an exclusive agent's standbys do not).
         let targets: Vec<(String, String)> = match sqlx::query_as(
             "SELECT a.node, a.agent FROM vigil_agents a JOIN vigil_nodes n ON n.node = a.node
@@ -433,7 +422,10 @@ pub fn restart(config: &Config, name: &str, node: Option<&str>, reason: Option<&
             }
         }
         let notify = format!("NOTIFY {}", crate::cluster::COMMANDS_CHANNEL);
-        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(notify)).execute(&pool).await {
+        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(notify))
+            .execute(&pool)
+            .await
+        {
             eprintln!("cannot notify the nodes: {e}");
             return EXIT_FAILURE;
         }
@@ -473,19 +465,7 @@ pub fn restart(config: &Config, name: &str, node: Option<&str>, reason: Option<&
 /// `vigil fleet forget NODE`: a node taken out of the fleet for good leaves the fleet view
 /// (its row, its agents' rows). Refused while it is up; its journal's copy stays.
 pub fn forget(config: &Config, node: &str) -> i32 {
-    let cluster = match cluster_of(config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    rt.block_on(async {
-        let pool = match connect(cluster).await {
-            Ok(p) => p,
-            Err(code) => return code,
-        };
+    with_pool(config, async |cluster, pool| {
         let forgotten: Result<Option<(i64,)>, _> = sqlx::query_as(
             "WITH gone AS (
                 DELETE FROM vigil_nodes WHERE node = $1
