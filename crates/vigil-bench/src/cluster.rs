@@ -30,22 +30,8 @@ use serde_json::{Value, json};
 
 use crate::chaos::Rng;
 
-const BOT: &str = r#"
-import os, signal, subprocess, time
-import vigil_agent
-url, node, epoch = os.environ["ACTS_URL"], os.environ["VIGIL_NODE"], vigil_agent.fence_epoch()
-stopping = False
-def term(*_):
-    global stopping
-    stopping = True
-signal.signal(signal.SIGTERM, term)
-while not stopping:
-    if vigil_agent.fence_ok():
-        subprocess.run(["psql", url, "-qXc",
-            f"INSERT INTO acts (epoch, node, at) VALUES ({epoch}, '{node}', clock_timestamp())"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.05)
-"#;
+/// The bot: the same as the cluster's integration tests use.
+const BOT: &str = include_str!("cluster_bot.py");
 
 /// `psql -At` on `url`: the rows, `|`-separated.
 fn psql(url: &str, sql: &str) -> Result<String> {
@@ -205,12 +191,7 @@ pub fn cluster(
 ) -> Result<Value> {
     let dir = super::scratch("cluster");
     std::fs::create_dir_all(&dir)?;
-    let db = format!("vigil_bench_cluster_{}", std::process::id());
-    psql(pg, &format!("CREATE DATABASE {db}"))?;
-    let url = format!(
-        "{}/{db}",
-        pg.rsplit_once('/').context("a URL with a database")?.0
-    );
+    let (db, url) = scratch_db(pg, "cluster")?;
     psql(
         &url,
         "CREATE TABLE acts (epoch bigint, node text, at timestamptz)",
@@ -437,12 +418,7 @@ fn overlap(url: &str) -> Result<Value> {
 pub fn renewals(vigil: &Path, agents: usize, seconds: u64, pg: &str) -> Result<Value> {
     let dir = super::scratch("cluster-renewals");
     std::fs::create_dir_all(&dir)?;
-    let db = format!("vigil_bench_renewals_{}", std::process::id());
-    psql(pg, &format!("CREATE DATABASE {db}"))?;
-    let url = format!(
-        "{}/{db}",
-        pg.rsplit_once('/').context("a URL with a database")?.0
-    );
+    let (db, url) = scratch_db(pg, "renewals")?;
     std::fs::write(dir.join("cluster-url"), &url)?;
     let ttl_s = 9;
     let mut config = format!(
@@ -523,12 +499,7 @@ pub fn renewals(vigil: &Path, agents: usize, seconds: u64, pg: &str) -> Result<V
 pub fn mirror(vigil: &Path, records: usize, pg: &str) -> Result<Value> {
     let dir = super::scratch("cluster-mirror");
     std::fs::create_dir_all(dir.join(".vigil"))?;
-    let db = format!("vigil_bench_mirror_{}", std::process::id());
-    psql(pg, &format!("CREATE DATABASE {db}"))?;
-    let url = format!(
-        "{}/{db}",
-        pg.rsplit_once('/').context("a URL with a database")?.0
-    );
+    let (db, url) = scratch_db(pg, "mirror")?;
     std::fs::write(dir.join("cluster-url"), &url)?;
     std::fs::write(
         dir.join("vigil.toml"),
@@ -593,12 +564,13 @@ pub fn mirror(vigil: &Path, records: usize, pg: &str) -> Result<Value> {
     result
 }
 
-/// A database of its own for a run on `pg` (left for a look afterwards): its URL.
-pub fn scratch_db(pg: &str, what: &str) -> Result<String> {
+/// A database of its own for a run on `pg`: its name and URL.
+pub fn scratch_db(pg: &str, what: &str) -> Result<(String, String)> {
     let db = format!("vigil_bench_{what}_{}", std::process::id());
     psql(pg, &format!("CREATE DATABASE {db}"))?;
-    Ok(format!(
+    let url = format!(
         "{}/{db}",
         pg.rsplit_once('/').context("a URL with a database")?.0
-    ))
+    );
+    Ok((db, url))
 }

@@ -565,7 +565,7 @@ max_restarts = 1000000
     let cluster = match cluster {
         Some(pg) => format!(
             "\n[cluster]\nurl = \"{}\"\n",
-            cluster::scratch_db(pg, "crash")?
+            cluster::scratch_db(pg, "crash")?.1
         ),
         None => String::new(),
     };

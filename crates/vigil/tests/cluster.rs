@@ -20,22 +20,7 @@ use serde_json::Value;
 const TTL_S: u64 = 3;
 
 /// A bot that "trades" every 50 ms while its lease lets it, recording each order.
-const BOT: &str = r#"
-import os, signal, subprocess, sys, time
-import vigil_agent
-url, node, epoch = os.environ["ACTS_URL"], os.environ["VIGIL_NODE"], vigil_agent.fence_epoch()
-stopping = False
-def term(*_):
-    global stopping
-    stopping = True
-signal.signal(signal.SIGTERM, term)
-while not stopping:
-    if vigil_agent.fence_ok():
-        subprocess.run(["psql", url, "-qXc",
-            f"INSERT INTO acts (epoch, node, at) VALUES ({epoch}, '{node}', clock_timestamp())"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.05)
-"#;
+const BOT: &str = include_str!("../../vigil-bench/src/cluster_bot.py");
 
 /// A database of its own for one test (the cluster's tables and the bot's orders).
 struct Db {
@@ -407,6 +392,14 @@ env = {{ ACTS_URL = "{acts}" }}
     }
 }
 
+/// A node for each name, every one a candidate, in that order of preference.
+fn nodes(db: &Db, python: &str, names: &[&str]) -> Vec<Node> {
+    names
+        .iter()
+        .map(|n| Node::new(n, db, python, names))
+        .collect()
+}
+
 fn python() -> String {
     required_env(
         "VIGIL_TEST_PYTHON",
@@ -441,10 +434,7 @@ fn running(nodes: &mut [Node], db: &Db) -> usize {
 #[ignore = "needs PostgreSQL and the Python client: set VIGIL_TEST_POSTGRES_URL and VIGIL_TEST_PYTHON"]
 fn a_dead_node_is_replaced_within_the_lease_and_the_agent_never_runs_twice() {
     let (db, py) = (Db::new(), python());
-    let mut nodes: Vec<Node> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|n| Node::new(n, &db, &py, &["n1", "n2", "n3"]))
-        .collect();
+    let mut nodes = nodes(&db, &py, &["n1", "n2", "n3"]);
     let h = running(&mut nodes, &db);
     assert_eq!(nodes[h].name, "n1", "the preferred node takes it first");
     let (_, epoch) = db.holder().unwrap();
@@ -496,10 +486,7 @@ fn a_dead_node_is_replaced_within_the_lease_and_the_agent_never_runs_twice() {
 #[ignore = "needs PostgreSQL and the Python client: set VIGIL_TEST_POSTGRES_URL and VIGIL_TEST_PYTHON"]
 fn a_node_cut_from_postgres_stops_its_agent_before_another_starts_it_and_nothing_flaps_after() {
     let (db, py) = (Db::new(), python());
-    let mut nodes: Vec<Node> = ["n1", "n2"]
-        .iter()
-        .map(|n| Node::new(n, &db, &py, &["n1", "n2"]))
-        .collect();
+    let mut nodes = nodes(&db, &py, &["n1", "n2"]);
     let h = running(&mut nodes, &db);
     let (_, epoch) = db.holder().unwrap();
     let agent_pid = nodes[h].status()["pid"].as_i64().unwrap();
@@ -595,10 +582,7 @@ fn a_node_cut_from_postgres_stops_its_agent_before_another_starts_it_and_nothing
 #[ignore = "needs PostgreSQL and the Python client: set VIGIL_TEST_POSTGRES_URL and VIGIL_TEST_PYTHON"]
 fn an_agent_left_by_a_killed_vigil_stops_acting_on_its_own_and_is_stopped_when_vigil_returns() {
     let (db, py) = (Db::new(), python());
-    let mut nodes: Vec<Node> = ["n1", "n2"]
-        .iter()
-        .map(|n| Node::new(n, &db, &py, &["n1", "n2"]))
-        .collect();
+    let mut nodes = nodes(&db, &py, &["n1", "n2"]);
     let h = running(&mut nodes, &db);
     let (_, epoch) = db.holder().unwrap();
     let orphan = nodes[h].status()["pid"].as_i64().unwrap();
@@ -645,10 +629,7 @@ fn an_agent_left_by_a_killed_vigil_stops_acting_on_its_own_and_is_stopped_when_v
 #[ignore = "needs PostgreSQL and the Python client: set VIGIL_TEST_POSTGRES_URL and VIGIL_TEST_PYTHON"]
 fn fleet_status_shows_every_node_and_a_move_hands_the_agent_over_without_overlap() {
     let (db, py) = (Db::new(), python());
-    let mut nodes: Vec<Node> = ["n1", "n2"]
-        .iter()
-        .map(|n| Node::new(n, &db, &py, &["n1", "n2"]))
-        .collect();
+    let mut nodes = nodes(&db, &py, &["n1", "n2"]);
     let h = running(&mut nodes, &db);
     let (holder, epoch) = db.holder().unwrap();
     let other = &nodes[1 - h];
