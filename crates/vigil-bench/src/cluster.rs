@@ -99,6 +99,18 @@ struct Node {
 }
 
 impl Node {
+    /// One node "n1" in `dir`, reaching the database directly (its config's URL): there is
+    /// nothing to cut, and its proxy leads nowhere.
+    fn alone(dir: &Path) -> Result<Node> {
+        Ok(Node {
+            name: "n1".into(),
+            dir: dir.to_path_buf(),
+            child: None,
+            proxy: Proxy::start("127.0.0.1:0", "127.0.0.1:1")?,
+            target: String::new(),
+        })
+    }
+
     fn start(&mut self, vigil: &Path) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -432,13 +444,7 @@ pub fn renewals(vigil: &Path, agents: usize, seconds: u64, pg: &str) -> Result<V
         .join(", ");
     config += "]\n";
     std::fs::write(dir.join("vigil.toml"), config)?;
-    let mut node = Node {
-        name: "n1".into(),
-        dir: dir.clone(),
-        child: None,
-        proxy: Proxy::start("127.0.0.1:0", "127.0.0.1:1")?,
-        target: String::new(),
-    };
+    let mut node = Node::alone(&dir)?;
     node.start(vigil)?;
     let all_held = || {
         psql(
@@ -517,13 +523,7 @@ pub fn mirror(vigil: &Path, records: usize, pg: &str) -> Result<Value> {
         );
     }
     std::fs::write(dir.join(".vigil/audit.jsonl"), journal)?;
-    let mut node = Node {
-        name: "n1".into(),
-        dir: dir.clone(),
-        child: None,
-        proxy: Proxy::start("127.0.0.1:0", "127.0.0.1:1")?,
-        target: String::new(),
-    };
+    let mut node = Node::alone(&dir)?;
     let count = || -> i64 {
         psql(&url, "SELECT count(*) FROM vigil_journal")
             .ok()
